@@ -1,0 +1,293 @@
+"""The data model of one annotated volume: image, labels ``y``, weights ``w(y)``.
+
+Thread safety: edits come from the GUI thread while the trainer reads patches
+on a worker thread. Every public method takes the volume's lock, so a patch is
+read from one consistent revision and an edit is never half-seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from .encoding import ANNOTATION_DTYPE, UNLABELED
+from .volume import Spacing, as_channels_first, normalize, validate_spacing
+
+
+class Source(IntEnum):
+    """Where a label came from; sets its source factor in ``w``."""
+
+    NONE = 0
+    PAINTED = 1
+    CORRECTED = 2
+
+
+@dataclass(frozen=True)
+class Box:
+    """Half-open box ``[start, stop)`` in ``(z, y, x)`` voxel coordinates."""
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(b - a for a, b in zip(self.start, self.stop))  # type: ignore[return-value]
+
+    @property
+    def empty(self) -> bool:
+        return any(b <= a for a, b in zip(self.start, self.stop))
+
+    def union(self, other: Box) -> Box:
+        if self.empty:
+            return other
+        if other.empty:
+            return self
+        return Box(tuple(map(min, self.start, other.start)), tuple(map(max, self.stop, other.stop)))  # type: ignore[arg-type]
+
+    def clip(self, shape: Sequence[int]) -> Box:
+        start = tuple(int(min(max(a, 0), s)) for a, s in zip(self.start, shape))
+        stop = tuple(int(min(max(b, 0), s)) for b, s in zip(self.stop, shape))
+        return Box(start, stop)  # type: ignore[arg-type]
+
+    def expand(self, margin: Sequence[int], shape: Sequence[int]) -> Box:
+        """Grow by ``margin`` voxels on each side, clipped to ``shape``."""
+        return Box(tuple(a - m for a, m in zip(self.start, margin)),  # type: ignore[arg-type]
+                   tuple(b + m for b, m in zip(self.stop, margin))).clip(shape)
+
+    @classmethod
+    def full(cls, shape: Sequence[int]) -> Box:
+        return cls((0, 0, 0), tuple(int(s) for s in shape))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_slices(cls, index: tuple, shape: Sequence[int]) -> Box:
+        """Bounding box of a NumPy index (slices or integer arrays) into ``shape``."""
+        if len(index) != 3:
+            raise ValueError(f"expected a (z, y, x) index, got {len(index)} entries")
+        start, stop = [], []
+        for ix, n in zip(index, shape):
+            if isinstance(ix, slice):
+                a, b, step = ix.indices(n)
+                if step != 1:
+                    raise ValueError("strided slices are not supported in edits")
+                start.append(a)
+                stop.append(max(a, b))
+            else:
+                arr = np.asarray(ix)
+                if arr.size == 0:
+                    return cls((0, 0, 0), (0, 0, 0))
+                start.append(int(arr.min()))
+                stop.append(int(arr.max()) + 1)
+        return cls(tuple(start), tuple(stop))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A training sample cut from the volume.
+
+    Attributes
+    ----------
+    image : np.ndarray
+        float32 ``(c, pz, py, px)`` normalised intensities; zero-padded outside
+        the volume.
+    target : np.ndarray
+        int64 ``(pz, py, px)`` class index (``0`` on unlabeled voxels).
+    weight : np.ndarray
+        float32 ``(pz, py, px)``, ``0`` on unlabeled and padded voxels.
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+
+
+class AnnotatedVolume:
+    """Image, sparse labels ``y`` and their weights ``w(y)`` with a revision counter.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(z, y, x)`` or 4D with ``channel_axis``; any integer or float dtype.
+    num_classes : int
+        Foreground classes ``K`` (the net predicts ``K + 1`` channels).
+    spacing : sequence of float, optional
+        Physical voxel size ``(z, y, x)``.
+    channel_axis : int, optional
+        Channel axis of a 4D image.
+    annotation : np.ndarray, optional
+        Initial labels in annotation encoding (0 = unlabeled, 1 = background,
+        ``k + 1`` = class ``k``), shape ``(z, y, x)``.
+    intensity_views : sequence of str
+        Normalised views per channel (see :func:`~.volume.normalize`).
+
+    Raises
+    ------
+    ValueError
+        For invalid images (see :func:`~.volume.as_channels_first`), or an
+        annotation whose shape differs from the image or whose values exceed
+        ``num_classes + 1``.
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        *,
+        num_classes: int = 1,
+        spacing: Sequence[float] | None = None,
+        channel_axis: int | None = None,
+        annotation: np.ndarray | None = None,
+        intensity_views: Sequence[str] = ("linear", "equalized"),
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 foreground class, got {num_classes}")
+        raw = as_channels_first(image, channel_axis)
+        self.spacing: Spacing = validate_spacing(spacing)
+        self.shape: tuple[int, int, int] = tuple(int(s) for s in raw.shape[1:])  # type: ignore[assignment]
+        self.image_channels = raw.shape[0]
+        self.num_classes = int(num_classes)
+        #: float32 (c, z, y, x) network input.
+        self.features = normalize(raw, intensity_views)
+        self.labels = np.zeros(self.shape, dtype=ANNOTATION_DTYPE)
+        self.source = np.zeros(self.shape, dtype=np.uint8)
+        self.revision = 0
+        self._lock = threading.RLock()
+        self._counts = np.zeros(256, dtype=np.int64)
+        self._counts[0] = self.labels.size
+        self._changes: list[tuple[int, Box]] = []
+        if annotation is not None:
+            self.set_labels(Box.full(self.shape).slices, annotation, Source.PAINTED)
+
+    # -- edits -----------------------------------------------------------------
+    def _check_values(self, values: np.ndarray) -> None:
+        if values.size and int(values.max()) > self.num_classes + 1:
+            raise ValueError(
+                f"label value {int(values.max())} exceeds the {self.num_classes} foreground classes "
+                f"(annotation values are 0 = unlabeled, 1 = background, 2..{self.num_classes + 1})"
+            )
+        if values.size and int(values.min()) < 0:
+            raise ValueError(f"negative label value {int(values.min())}")
+
+    def set_labels(self, index: tuple, values: np.ndarray | int, source: Source = Source.PAINTED) -> Box:
+        """Write labels at a NumPy index (slices or coordinate arrays) of ``(z, y, x)``.
+
+        Parameters
+        ----------
+        index : tuple
+            Three slices or three equally long integer arrays.
+        values : np.ndarray or int
+            Annotation-encoded values broadcastable to ``labels[index]``;
+            ``0`` erases (the voxels become unlabeled again).
+        source : Source
+            ``PAINTED`` or ``CORRECTED``; sets the source factor of ``w``.
+
+        Returns
+        -------
+        Box
+            Bounding box of the change (empty if nothing was written).
+        """
+        vals = np.asarray(values)
+        self._check_values(vals)
+        if isinstance(values, np.ndarray) and all(isinstance(i, slice) for i in index):
+            target_shape = self.labels[index].shape
+            if vals.shape != target_shape:
+                raise ValueError(f"labels of shape {vals.shape} do not match the image region {target_shape}")
+        box = Box.from_slices(index, self.shape)
+        if box.empty:
+            return box
+        with self._lock:
+            old = self.labels[index]
+            self._counts -= np.bincount(old.ravel(), minlength=256)[:256]
+            self.labels[index] = vals
+            new = self.labels[index]
+            self._counts += np.bincount(new.ravel(), minlength=256)[:256]
+            self.source[index] = np.where(new > UNLABELED, int(source), int(Source.NONE))
+            self.revision += 1
+            self._changes.append((self.revision, box))
+        return box
+
+    def changes_since(self, revision: int) -> Box:
+        """Union of the boxes edited after ``revision`` (empty box if none)."""
+        with self._lock:
+            box = Box((0, 0, 0), (0, 0, 0))
+            for rev, b in self._changes:
+                if rev > revision:
+                    box = box.union(b)
+            return box
+
+    # -- statistics and weights ------------------------------------------------------
+    @property
+    def class_counts(self) -> np.ndarray:
+        """Labeled voxel counts per class index ``0..K`` (background first)."""
+        with self._lock:
+            return self._counts[1 : self.num_classes + 2].copy()
+
+    @property
+    def n_labeled(self) -> int:
+        return int(self.class_counts.sum())
+
+    def class_weights(self, power: float) -> np.ndarray:
+        """Class-balance weights ``(n_labeled / n_class) ** power``, mean 1 over present classes."""
+        counts = self.class_counts.astype(np.float64)
+        present = counts > 0
+        w = np.zeros_like(counts)
+        if present.any():
+            w[present] = (counts[present].sum() / counts[present]) ** power
+            w[present] /= w[present].mean()
+        return w.astype(np.float32)
+
+    def weights(self, index: tuple, class_weight: np.ndarray, correction_weight: float) -> np.ndarray:
+        """``w(y)`` at ``index``: 0 unlabeled, else class weight x source factor."""
+        with self._lock:
+            return _weights(self.labels[index], self.source[index], class_weight, correction_weight)
+
+    # -- sampling --------------------------------------------------------------
+    def labeled_coordinates(self) -> list[np.ndarray]:
+        """Per class index ``0..K``, the ``(n, 3)`` coordinates of labeled voxels."""
+        with self._lock:
+            flat = self.labels.ravel()
+            order = np.flatnonzero(flat)
+            vals = flat[order]
+        out = []
+        for c in range(self.num_classes + 1):
+            idx = order[vals == c + 1]
+            out.append(np.stack(np.unravel_index(idx, self.shape), axis=1) if idx.size else np.empty((0, 3), int))
+        return out
+
+    def read_patch(self, start: Sequence[int], size: Sequence[int], class_weight: np.ndarray,
+                   correction_weight: float) -> Patch:
+        """Cut a patch at ``start`` (may reach outside the volume: zero padding, zero weight)."""
+        src = Box(tuple(start), tuple(s + n for s, n in zip(start, size))).clip(self.shape)  # type: ignore[arg-type]
+        dst = tuple(slice(a - s, b - s) for a, b, s in zip(src.start, src.stop, start))
+        image = np.zeros((self.features.shape[0],) + tuple(size), np.float32)
+        target = np.zeros(tuple(size), np.int64)
+        weight = np.zeros(tuple(size), np.float32)
+        with self._lock:
+            image[(slice(None),) + dst] = self.features[(slice(None),) + src.slices]
+            labels = self.labels[src.slices]
+            target[dst] = np.maximum(labels.astype(np.int64) - 1, 0)
+            weight[dst] = _weights(labels, self.source[src.slices], class_weight, correction_weight)
+        return Patch(image, target, weight)
+
+    def add_class(self) -> int:
+        """Add a foreground class; returns the new ``num_classes``."""
+        with self._lock:
+            self.num_classes += 1
+            self.revision += 1
+            return self.num_classes
+
+
+def _weights(labels: np.ndarray, source: np.ndarray, class_weight: np.ndarray,
+             correction_weight: float) -> np.ndarray:
+    lut = np.zeros(256, np.float32)
+    lut[1 : class_weight.size + 1] = class_weight
+    w = lut[labels]
+    if correction_weight != 1.0:
+        w = np.where(source == Source.CORRECTED, w * np.float32(correction_weight), w)
+    return w.astype(np.float32, copy=False)

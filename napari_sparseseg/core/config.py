@@ -1,0 +1,216 @@
+"""Frozen, validated configuration for the model, training and inference.
+
+Every field has a default that works across modalities (CT in Hounsfield
+units, MRI, fluorescence microscopy) without tuning; the CLI and the widget
+only override what the user changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+ModelSize = Literal["small", "medium", "large"]
+
+#: Base channel count per model size preset.
+MODEL_SIZE_CHANNELS: dict[str, int] = {"small": 16, "medium": 24, "large": 32}
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the 3D U-Net.
+
+    Attributes
+    ----------
+    in_channels : int
+        Image channels fed to the net (after normalization views are added,
+        see ``TrainConfig.intensity_views``).
+    num_classes : int
+        Output channels: background plus foreground classes (``K + 1``).
+    base_channels : int
+        Feature maps at full resolution; doubled at each level, capped at
+        ``max_channels``.
+    depth : int
+        Number of resolution levels (``depth - 1`` downsamplings).
+    max_channels : int
+        Upper bound on feature maps at any level.
+    anisotropy_threshold : float
+        A level pools along z only when the current z step is at most this
+        multiple of the in-plane step (nnU-Net's rule); otherwise z is kept and
+        kernels are ``1 x 3 x 3``.
+    """
+
+    in_channels: int = 2
+    num_classes: int = 2
+    base_channels: int = 16
+    depth: int = 4
+    max_channels: int = 256
+    anisotropy_threshold: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
+        _check(self.num_classes >= 2, f"num_classes must be >= 2 (background + 1), got {self.num_classes}")
+        _check(self.base_channels >= 4, f"base_channels must be >= 4, got {self.base_channels}")
+        _check(2 <= self.depth <= 6, f"depth must be in 2..6, got {self.depth}")
+        _check(self.max_channels >= self.base_channels,
+               f"max_channels ({self.max_channels}) < base_channels ({self.base_channels})")
+        _check(self.anisotropy_threshold >= 1.0,
+               f"anisotropy_threshold must be >= 1, got {self.anisotropy_threshold}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the trainer samples, augments and optimises.
+
+    Attributes
+    ----------
+    patch_voxels : int
+        Target voxel count of one training patch; the patch shape is derived
+        from it, the spacing and the volume shape (isotropic physical field of
+        view, clipped to the volume).
+    batch_size : int
+        Patches per step.
+    learning_rate : float
+        Peak AdamW learning rate.
+    weight_decay : float
+        AdamW weight decay.
+    warmup_steps : int
+        Linear learning-rate warm-up.
+    foreground_share : float
+        Share of patches centred on a voxel of a randomly chosen labeled
+        foreground class (the rest are centred on any labeled voxel).
+    random_share : float
+        Share of patches placed anywhere (context for the net; they only
+        train on labeled voxels they happen to contain).
+    class_balance_power : float
+        Class weight is ``(n_labeled / n_class) ** power``, normalised so the
+        mean over present classes is 1: ``0`` disables balancing, ``0.5`` (the
+        default) lowers the weight of the dominant background as in the
+        paper without letting rare classes explode.
+    correction_weight : float
+        Source factor of voxels the user corrected on the prediction.
+    dice_weight : float
+        Weight of a soft Dice term over labeled voxels added to the weighted
+        cross-entropy (0 disables it).
+    augment : bool
+        Flips, in-plane 90 degree rotations, scaling and intensity/gamma jitter.
+    intensity_views : tuple of {"linear", "equalized"}
+        Normalised views of each image channel fed to the net: robust
+        percentile scaling, and a rank (histogram-equalized) transform that
+        spreads densely populated intensity ranges such as soft tissue in CT.
+    ema_decay : float
+        Predictions use an exponential moving average of the weights with
+        this decay per step (0 disables it and predicts with the raw weights).
+    seed : int
+        Seed of every random choice; CPU training is reproducible.
+    amp : bool
+        bf16 autocast on CUDA (ignored elsewhere).
+    compile : bool
+        ``torch.compile`` the model on CUDA.
+    """
+
+    patch_voxels: int = 64 * 64 * 64
+    batch_size: int = 1
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    foreground_share: float = 0.5
+    random_share: float = 0.1
+    class_balance_power: float = 0.5
+    correction_weight: float = 2.0
+    dice_weight: float = 1.0
+    augment: bool = True
+    intensity_views: tuple[str, ...] = ("linear", "equalized")
+    ema_decay: float = 0.98
+    seed: int = 0
+    amp: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.patch_voxels >= 8**3, f"patch_voxels must be >= 512, got {self.patch_voxels}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _check(0 <= self.foreground_share <= 1, f"foreground_share must be in [0, 1], got {self.foreground_share}")
+        _check(0 <= self.random_share <= 1, f"random_share must be in [0, 1], got {self.random_share}")
+        _check(self.foreground_share + self.random_share <= 1,
+               "foreground_share + random_share must be <= 1")
+        _check(self.correction_weight > 0, f"correction_weight must be > 0, got {self.correction_weight}")
+        _check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(self.dice_weight >= 0, f"dice_weight must be >= 0, got {self.dice_weight}")
+        _check(len(self.intensity_views) >= 1 and set(self.intensity_views) <= {"linear", "equalized"},
+               f"intensity_views must be a non-empty subset of ('linear', 'equalized'), got {self.intensity_views}")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Sliding-window prediction.
+
+    Attributes
+    ----------
+    overlap : float
+        Fractional overlap of neighbouring windows.
+    sigma_scale : float
+        Gaussian importance map sigma as a fraction of the window size.
+    batch_size : int
+        Windows per forward pass.
+    mirror_axes : tuple of int
+        Spatial axes (0 = z, 1 = y, 2 = x) flipped for test-time augmentation;
+        empty for none.
+    """
+
+    overlap: float = 0.5
+    sigma_scale: float = 0.125
+    batch_size: int = 2
+    mirror_axes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.overlap < 1, f"overlap must be in [0, 1), got {self.overlap}")
+        _check(self.sigma_scale > 0, f"sigma_scale must be > 0, got {self.sigma_scale}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(set(self.mirror_axes) <= {0, 1, 2}, f"mirror_axes must be within (0, 1, 2), got {self.mirror_axes}")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Everything a session needs, in one serialisable object."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    device: DeviceName = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.device in ("auto", "cpu", "cuda", "mps"),
+               f"device must be one of auto, cpu, cuda, mps; got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        def build(kind: type, values: dict[str, Any]) -> Any:
+            known = {f.name for f in fields(kind)}
+            unknown = set(values) - known
+            _check(not unknown, f"unknown {kind.__name__} keys: {sorted(unknown)}")
+            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+        return cls(
+            model=build(ModelConfig, data.get("model", {})),
+            train=build(TrainConfig, data.get("train", {})),
+            inference=build(InferenceConfig, data.get("inference", {})),
+            device=data.get("device", "auto"),
+        )
+
+
+def preset(size: ModelSize = "small", **overrides: Any) -> ModelConfig:
+    """Model config for a size preset (``small`` is the CPU default)."""
+    _check(size in MODEL_SIZE_CHANNELS, f"model size must be one of {list(MODEL_SIZE_CHANNELS)}, got {size!r}")
+    return replace(ModelConfig(base_channels=MODEL_SIZE_CHANNELS[size]), **overrides)

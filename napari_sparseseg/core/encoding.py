@@ -1,0 +1,67 @@
+"""The one label encoding used by annotation layers, the store and the CLI.
+
+Two encodings exist and are never mixed:
+
+*Annotation encoding* (what the user paints, the ``y`` of the paper):
+
+====================  ============================================
+value                 meaning
+====================  ============================================
+``0``                 unlabeled: weight 0, ignored by the loss
+``1``                 background (painted)
+``2 .. K+1``          foreground class ``1 .. K``
+====================  ============================================
+
+*Mask encoding* (what is exported and what ground-truth files hold, the
+convention downstream tools expect): ``0`` = background, ``1 .. K`` = classes.
+
+A network with ``K`` foreground classes has ``K + 1`` output channels, channel
+``c`` being mask class ``c``. So annotation value ``v > 0`` trains channel
+``v - 1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+UNLABELED: int = 0
+BACKGROUND: int = 1
+#: dtype of annotation arrays; 255 classes are more than any user paints.
+ANNOTATION_DTYPE = np.uint8
+#: dtype of exported class maps.
+MASK_DTYPE = np.uint8
+
+
+def annotation_to_target(annotation: np.ndarray) -> np.ndarray:
+    """Map annotation values to training targets.
+
+    Parameters
+    ----------
+    annotation : np.ndarray
+        Annotation-encoded labels, any shape.
+
+    Returns
+    -------
+    np.ndarray
+        int64 array of the same shape: class index ``v - 1`` where labeled,
+        ``0`` where unlabeled (those voxels carry weight 0 and are ignored).
+    """
+    a = np.asarray(annotation).astype(np.int64)
+    return np.where(a > UNLABELED, a - 1, 0)
+
+
+def mask_to_annotation(mask: np.ndarray) -> np.ndarray:
+    """Encode a dense mask (0 = background, 1..K = classes) as annotation.
+
+    Every voxel becomes labeled: background -> 1, class k -> k + 1.
+    """
+    m = np.asarray(mask)
+    if m.size and int(m.max()) >= np.iinfo(ANNOTATION_DTYPE).max:
+        raise ValueError(f"mask holds class {int(m.max())}; at most 254 classes are supported")
+    return (m.astype(np.int64) + 1).astype(ANNOTATION_DTYPE)
+
+
+def annotation_to_mask(annotation: np.ndarray) -> np.ndarray:
+    """Decode annotation to mask encoding; unlabeled voxels become background."""
+    a = np.asarray(annotation).astype(np.int64)
+    return np.where(a > UNLABELED, a - 1, 0).astype(MASK_DTYPE)

@@ -1,0 +1,72 @@
+"""Typed events yielded by the compute generators (training and prediction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .annotation import Box
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Nothing to train on yet (no labeled voxel)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimisation step finished.
+
+    Attributes
+    ----------
+    step : int
+        Steps run so far (1-based).
+    loss : float
+        Loss of this step.
+    revision : int
+        Annotation revision the step's batch was read from.
+    elapsed : float
+        Seconds of training so far (excludes prediction time).
+    voxels_per_second : float
+        Patch voxels processed per second, averaged over recent steps.
+    learning_rate : float
+        Learning rate used.
+    """
+
+    step: int
+    loss: float
+    revision: int
+    elapsed: float
+    voxels_per_second: float
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Prediction of one box of the volume.
+
+    Attributes
+    ----------
+    box : Box
+        Region predicted, ``(z, y, x)``.
+    labels : np.ndarray
+        uint8 class map of the box, mask encoding (0 = background).
+    probabilities : np.ndarray
+        float32 ``(K + 1, z, y, x)`` softmax over classes.
+    uncertainty : np.ndarray
+        float32 ``(z, y, x)`` normalised entropy in ``[0, 1]``.
+    step : int
+        Training step of the weights used.
+    revision : int
+        Annotation revision at the time of prediction.
+    """
+
+    box: Box
+    labels: np.ndarray
+    probabilities: np.ndarray
+    uncertainty: np.ndarray
+    step: int
+    revision: int

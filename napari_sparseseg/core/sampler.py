@@ -1,0 +1,105 @@
+"""Patch geometry and the sampler that centres patches on labeled voxels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .annotation import AnnotatedVolume, Patch
+
+
+def patch_shape(volume_shape: Sequence[int], spacing: Sequence[float], target_voxels: int,
+                multiple: Sequence[int]) -> tuple[int, int, int]:
+    """Patch shape covering a roughly isotropic physical field of view.
+
+    Parameters
+    ----------
+    volume_shape : sequence of int
+        ``(z, y, x)`` size of the volume.
+    spacing : sequence of float
+        Voxel size ``(z, y, x)``.
+    target_voxels : int
+        Voxel budget of one patch.
+    multiple : sequence of int
+        The net's size multiple per axis (patch sizes are rounded to it).
+
+    Returns
+    -------
+    tuple of int
+        A shape no larger than needed to cover the volume (rounded up to the
+        multiple), with about ``target_voxels`` voxels when the volume is large.
+    """
+    spacing = np.asarray(spacing, float)
+    shape = np.asarray(volume_shape, int)
+    mult = np.asarray(multiple, int)
+    cap = np.ceil(shape / mult).astype(int) * mult
+    # Start isotropic in physical units, then grow the axes that are not capped.
+    rel = spacing.min() / spacing
+    size = rel * (target_voxels / rel.prod()) ** (1 / 3)
+    for _ in range(4):
+        size = np.minimum(size, cap)
+        free = size < cap
+        if not free.any() or np.prod(size) >= target_voxels:
+            break
+        size[free] *= (target_voxels / np.prod(size)) ** (1 / free.sum())
+    out = np.maximum(np.floor(np.minimum(size, cap) / mult).astype(int) * mult, mult)
+    return tuple(int(v) for v in out)  # type: ignore[return-value]
+
+
+class PatchSampler:
+    """Draws training patches from an :class:`AnnotatedVolume`.
+
+    A patch is centred on (a) a labeled voxel of a randomly chosen labeled
+    foreground class with probability ``foreground_share``, (b) anywhere in
+    the volume with probability ``random_share``, otherwise (c) any labeled
+    voxel. Labeled coordinates
+    are re-indexed only when the annotation revision changes.
+    """
+
+    def __init__(self, volume: AnnotatedVolume, size: Sequence[int], *, foreground_share: float,
+                 random_share: float, rng: np.random.Generator) -> None:
+        self.volume = volume
+        self.size = tuple(int(s) for s in size)
+        self.foreground_share = foreground_share
+        self.random_share = random_share
+        self.rng = rng
+        self._revision = -1
+        self._coords: list[np.ndarray] = []
+        self._all = np.empty((0, 3), int)
+
+    def _refresh(self) -> None:
+        if self._revision != self.volume.revision:
+            self._revision = self.volume.revision
+            self._coords = self.volume.labeled_coordinates()
+            self._all = np.concatenate(self._coords) if self._coords else np.empty((0, 3), int)
+
+    def center(self) -> np.ndarray:
+        """One patch centre ``(z, y, x)``."""
+        self._refresh()
+        u = self.rng.random()
+        fg = [c for c in self._coords[1:] if len(c)]
+        if u < self.foreground_share and fg:
+            pool = fg[self.rng.integers(len(fg))]
+        elif u < self.foreground_share + self.random_share or not len(self._all):
+            return np.array([self.rng.integers(0, s) for s in self.volume.shape])
+        else:
+            pool = self._all
+        return pool[self.rng.integers(len(pool))]
+
+    def sample(self, class_weight: np.ndarray, correction_weight: float) -> Patch:
+        """Cut one patch around a sampled centre, jittered by up to a quarter patch.
+
+        Patches stay inside the volume where it is large enough (windows at
+        inference time do too, so instance-norm statistics match); along an
+        axis shorter than the patch the patch is centred and zero-padded.
+        (Letting patches hang past the volume was measured: it cost 0.2 Dice
+        on CT, where padded patches have other normalisation statistics.)
+        """
+        centre = self.center()
+        size = np.asarray(self.size)
+        shape = np.asarray(self.volume.shape)
+        jitter = np.array([self.rng.integers(-(s // 4), s // 4 + 1) for s in size])
+        start = centre + jitter - size // 2
+        start = np.where(shape >= size, np.clip(start, 0, np.maximum(shape - size, 0)), (shape - size) // 2)
+        return self.volume.read_patch(tuple(int(s) for s in start), self.size, class_weight, correction_weight)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def sphere_volume(shape=(16, 32, 32), radius=6.0, seed=0, noise=0.1):
+    """A bright sphere on a dark noisy background; returns (image float32, mask uint8)."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.indices(shape)
+    c = [(s - 1) / 2 for s in shape]
+    mask = ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius**2).astype(np.uint8)
+    image = mask.astype(np.float32) + noise * rng.standard_normal(shape).astype(np.float32)
+    return image, mask
+
+
+@pytest.fixture
+def sphere():
+    return sphere_volume()
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data {path} not present")
+    return path

@@ -1,0 +1,85 @@
+"""The worker-side generators of the napari layer, run inline (no Qt)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from napari_sparseseg._bridge import RunFlags, SessionReady, TrainingError, compute, paced_interactive
+from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.events import Prediction, TrainStep
+
+
+class FakeSession:
+    """Steps take ``step_s``, predictions ``predict_s``; records what was predicted."""
+
+    def __init__(self, step_s: float = 0.005, predict_s: float = 0.05) -> None:
+        self.trainer = SimpleNamespace(step=0)
+        self.volume = SimpleNamespace(shape=(8, 16, 16), revision=1)
+        self.step_s, self.predict_s = step_s, predict_s
+        self.predicted: list[Box | None] = []
+
+    def train(self, max_steps: int, should_stop=None):
+        time.sleep(self.step_s)
+        self.trainer.step += 1
+        yield TrainStep(self.trainer.step, 1.0, 1, 0.0, 0.0, 1e-3)
+
+    def predict(self, box=None):
+        time.sleep(self.predict_s)
+        self.predicted.append(box)
+        b = box or Box.full(self.volume.shape)
+        z = np.zeros(b.shape, np.uint8)
+        return Prediction(b, z, np.zeros((2,) + b.shape, np.float32), z.astype(np.float32), self.trainer.step, 1)
+
+    def merge(self, prediction):
+        return prediction.labels
+
+
+def test_paced_interactive_caps_prediction_time_and_alternates_view_and_volume():
+    session = FakeSession()
+    view = Box((4, 0, 0), (5, 16, 16))
+    end = time.perf_counter() + 1.5
+    t_pred = 0.0
+    events = paced_interactive(session, lambda: view, refresh_seconds=0.0, first_refresh_steps=3,
+                               should_stop=lambda: time.perf_counter() > end, max_predict_share=0.3)
+    t0 = time.perf_counter()
+    last = t0
+    for ev in events:
+        now = time.perf_counter()
+        if isinstance(ev, Prediction):
+            t_pred += now - last
+        last = now
+    total = time.perf_counter() - t0
+    assert session.predicted[:3] == [view, None, view]
+    assert len(session.predicted) >= 4
+    assert t_pred / total < 0.4
+
+
+def test_compute_wraps_errors_and_always_sets_done():
+    flags = RunFlags.new()
+
+    def build():
+        raise RuntimeError("no GPU")
+
+    gen = compute(build, lambda: None, flags)
+    try:
+        next(gen)
+    except TrainingError as exc:
+        assert "RuntimeError: no GPU" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected TrainingError")
+    assert flags.started.is_set() and flags.done.is_set()
+
+
+def test_compute_stops_between_events_and_merges_predictions():
+    session = FakeSession()
+    flags = RunFlags.new()
+    gen = compute(lambda: session, lambda: None, flags, refresh_seconds=0.0, first_refresh_steps=1)
+    assert isinstance(next(gen), SessionReady)
+    kinds = [type(next(gen)).__name__ for _ in range(4)]
+    assert "Refresh" in kinds  # predictions arrive merged, as Refresh
+    flags.stop.set()
+    assert list(gen) == []  # ends at the next resume, without another step
+    assert flags.done.is_set()

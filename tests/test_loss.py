@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from napari_sparseseg.core.loss import labeled_soft_dice, partial_label_loss, weighted_cross_entropy
+
+
+def _batch(seed=0, shape=(2, 3, 4, 6, 6)):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=g)
+    target = torch.randint(0, shape[1], (shape[0],) + shape[2:], generator=g)
+    weight = (torch.rand((shape[0],) + shape[2:], generator=g) > 0.7).float() * 1.5
+    return logits, target, weight
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+def test_unlabeled_voxels_change_neither_loss_nor_gradient(dice_weight):
+    logits, target, weight = _batch()
+    unlabeled = (weight == 0).unsqueeze(1).expand_as(logits)
+    a = logits.clone().requires_grad_(True)
+    la = partial_label_loss(a, target, weight, dice_weight)
+    la.backward()
+    perturbed = logits.clone()
+    perturbed[unlabeled] += 100 * torch.randn(int(unlabeled.sum()))
+    b = perturbed.clone().requires_grad_(True)
+    lb = partial_label_loss(b, target, weight, dice_weight)
+    lb.backward()
+    assert torch.allclose(la, lb, atol=1e-6)
+    assert torch.all(a.grad[unlabeled] == 0)
+    assert torch.all(b.grad[unlabeled] == 0)
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+def test_unlabeled_targets_are_ignored():
+    logits, target, weight = _batch()
+    other = target.clone()
+    other[weight == 0] = (other[weight == 0] + 1) % logits.shape[1]
+    assert torch.allclose(partial_label_loss(logits, target, weight), partial_label_loss(logits, other, weight))
+
+
+def test_nothing_labeled_gives_zero_finite_loss_and_zero_gradient():
+    logits, target, _ = _batch()
+    x = logits.clone().requires_grad_(True)
+    loss = partial_label_loss(x, target, torch.zeros_like(target, dtype=torch.float32))
+    loss.backward()
+    assert float(loss) == 0.0
+    assert torch.all(x.grad == 0)
+
+
+def test_nan_logits_on_unlabeled_voxels_do_not_leak():
+    logits, target, weight = _batch()
+    bad = logits.clone()
+    bad.permute(0, 2, 3, 4, 1)[weight == 0] = float("inf")
+    assert torch.isfinite(weighted_cross_entropy(bad, target, weight))
+
+
+def test_weighted_ce_is_weighted_mean_of_voxel_ce():
+    logits, target, weight = _batch()
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    expected = (ce * weight).sum() / weight.sum()
+    assert torch.allclose(weighted_cross_entropy(logits, target, weight), expected)
+
+
+def test_perfect_prediction_has_near_zero_dice_loss():
+    _, target, weight = _batch()
+    logits = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float() * 50
+    assert float(labeled_soft_dice(logits, target, weight)) < 1e-3

@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from napari_sparseseg.core.config import ModelConfig
+from napari_sparseseg.core.net import UNet3D, plan_levels
+
+
+@pytest.mark.parametrize(
+    "spacing, expected_first_stride, expected_first_kernel",
+    [((1.0, 1.0, 1.0), (2, 2, 2), (3, 3, 3)), ((5.0, 0.8, 0.8), (1, 2, 2), (1, 3, 3)),
+     ((1.75, 0.8, 0.8), (1, 2, 2), (1, 3, 3))],
+)
+def test_anisotropic_plan_keeps_z_until_voxels_are_near_isotropic(spacing, expected_first_stride,
+                                                                   expected_first_kernel):
+    kernels, strides = plan_levels(spacing, depth=4)
+    assert strides[0] == expected_first_stride
+    assert kernels[0] == expected_first_kernel
+    assert strides[-1] == (2, 2, 2)  # deep levels pool z once in-plane pooling caught up
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+@pytest.mark.parametrize("classes", [2, 4])
+def test_output_shape_matches_input(depth, classes):
+    net = UNet3D(ModelConfig(in_channels=2, num_classes=classes, base_channels=4, depth=depth), (2.0, 1.0, 1.0))
+    m = net.size_multiple
+    x = torch.randn(1, 2, 2 * m[0], 2 * m[1], 2 * m[2])
+    assert net(x).shape == (1, classes, *x.shape[2:])
+
+
+def test_growing_the_head_keeps_existing_class_weights():
+    net = UNet3D(ModelConfig(in_channels=1, num_classes=2, base_channels=4, depth=2))
+    old = net.head.weight.detach().clone()
+    net.set_num_classes(3)
+    assert net.head.out_channels == 3
+    assert torch.equal(net.head.weight[:2], old)
+
+
+@pytest.mark.parametrize("bad", [dict(num_classes=1), dict(depth=1), dict(base_channels=2)])
+def test_config_validates(bad):
+    with pytest.raises(ValueError):
+        ModelConfig(**bad)

@@ -1,0 +1,341 @@
+"""Real GUI tests of the napari layer (make_napari_viewer under Xvfb, started by pytest-xvfb).
+
+Painting goes through the labels layers' own paint API (``data_setitem``,
+``paint``), which emits ``events.paint`` exactly like a mouse stroke.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QThreadPool
+
+from napari_sparseseg._sample import make_sample_data
+from napari_sparseseg._strokes import stroke_values
+from napari_sparseseg._widget import SparseSegWidget
+from napari_sparseseg.core.annotation import Box, Source
+from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.encoding import mask_to_annotation
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (32, 64, 64)
+#: A small, fast model: the loop is what is tested here, not the net.
+TEST_CONFIG = SessionConfig(model=ModelConfig(base_channels=8, depth=3),
+                            train=TrainConfig(patch_voxels=16 * 32 * 32), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sample_layers():
+    return make_sample_data(SHAPE)
+
+
+@pytest.fixture
+def app(make_napari_viewer, sample_layers, qtbot):
+    """A viewer with the sample (image + empty annotation) and the docked widget."""
+    viewer = make_napari_viewer()
+    image_data, image_meta, _ = sample_layers[0]
+    ann_data, ann_meta, _ = sample_layers[1]
+    viewer.add_image(image_data, **image_meta)
+    viewer.add_labels(ann_data.copy(), **ann_meta)
+    widget = SparseSegWidget(viewer, config=TEST_CONFIG, refresh_seconds=1.0, first_refresh_steps=5)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    yield viewer, widget
+    widget.close_session()
+
+
+def ground_truth(widget: SparseSegWidget) -> np.ndarray:
+    return widget.image_layer.metadata["ground_truth"]
+
+
+def paint_slice(layer, z: int, mask_slice: np.ndarray) -> None:
+    """Paint one full z slice (mask encoding in, annotation encoding written) as one undoable edit."""
+    yy, xx = np.indices(mask_slice.shape).reshape(2, -1)
+    layer.data_setitem((np.full(yy.size, z), yy, xx), mask_to_annotation(mask_slice)[yy, xx])
+
+
+def foreground_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    a, b = pred > 0, gt > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def start_and_wait_for_session(widget, qtbot) -> None:
+    assert widget.start()
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+
+
+def stop_and_wait(widget, qtbot) -> None:
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.run.running, timeout=60000)
+    assert widget.run.wait(5)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+
+
+def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
+    viewer, widget = app
+    assert widget.image_layer.name == "cells"
+    annotation = widget.annotation_layer
+    assert annotation is not None and annotation.name == "annotation"
+    assert widget.classes.names == ["nucleus", "vesicle"]  # taken from the sample's metadata
+    gt = ground_truth(widget)
+    painted = []
+    annotation.events.paint.connect(lambda e: painted.append(e))
+    for z in (8, 16, 24):
+        paint_slice(annotation, z, gt[z])
+    assert len(painted) == 3
+
+    widget.device_combo.setCurrentText("cpu")
+    start_and_wait_for_session(widget, qtbot)
+    session = widget.session
+    assert str(session.trainer.device) == "cpu"
+    assert session.volume.n_labeled == 3 * SHAPE[1] * SHAPE[2]
+    np.testing.assert_array_equal(session.volume.labels, annotation.data)
+
+    widget.uncertainty_check.setChecked(True)
+    shown = []
+    widget.prediction_shown.connect(lambda r: shown.append(r))
+    pred_layer = widget.prediction_layer
+    qtbot.waitUntil(lambda: widget.n_refreshes > 0 and foreground_dice(pred_layer.data, gt) >= 0.6,
+                    timeout=120000)
+    assert widget.last_step is not None and widget.last_step.step > 0
+    assert widget.sparkline.values
+    assert widget.accept_button.isEnabled()
+    unc = widget.uncertainty_layer
+    assert unc is not None and 0.0 <= unc.data.min() and unc.data.max() <= 1.0 and unc.data.max() > 0
+    # A refresh never overwrites labeled voxels.
+    for z in (8, 16, 24):
+        np.testing.assert_array_equal(pred_layer.data[z], gt[z])
+
+    # A correction on the prediction layer: class 2 (vesicle) over an unlabeled patch.
+    z, y, x = 12, 30, 30
+    rev_before = session.volume.revision
+    cw = session.volume.class_weights(session.config.train.class_balance_power)
+    w_before = session.volume.weights((z, slice(y - 1, y + 2), slice(x - 1, x + 2)), cw, 2.0).copy()
+    pred_layer.brush_size = 5
+    pred_layer.paint((z, y, x), 2)
+    assert session.volume.labels[z, y, x] == 3  # annotation encoding of class 2
+    assert session.volume.source[z, y, x] == Source.CORRECTED
+    assert annotation.data[z, y, x] == 3  # the annotation layer mirrors y
+    w_after = session.volume.weights((z, slice(y - 1, y + 2), slice(x - 1, x + 2)), cw, 2.0)
+    assert np.all(w_before == 0) and np.all(w_after > 0)
+    corr_rev = session.volume.revision
+    assert corr_rev > rev_before
+    qtbot.waitUntil(lambda: session.trainer.last_revision >= corr_rev, timeout=60000)
+    # The next refresh keeps the correction.
+    n = len(shown)
+    qtbot.waitUntil(lambda: len(shown) > n, timeout=60000)
+    assert pred_layer.data[z, y, x] == 2
+
+    # Erasing on the prediction layer means background.
+    pred_layer.paint((z, y, x), 0)
+    assert session.volume.labels[z, y, x] == 1
+
+    stop_and_wait(widget, qtbot)
+    assert widget.run.worker is not None and not widget.run.worker._running
+
+    # Accept the prediction of the slice in view, then export.
+    viewer.dims.set_current_step(0, 20)
+    accepted = widget.accept_prediction_in_view()
+    assert accepted > 0
+    assert (annotation.data[20] > 0).all() and (session.volume.labels[20] > 0).all()
+    annotation.undo()  # accepting is one undoable edit
+    assert (session.volume.labels[20] == 0).all()
+    out = tmp_path / "mask.npz"
+    layer = widget.export("prediction", out)
+    assert layer.data.max() <= 2 and set(np.unique(layer.data)) <= {0, 1, 2}
+    with np.load(out) as f:
+        np.testing.assert_array_equal(f["labels"], layer.data)
+
+
+def test_undo_withdraws_strokes(app, qtbot):
+    _viewer, widget = app
+    start_and_wait_for_session(widget, qtbot)
+    stop_and_wait(widget, qtbot)
+    session, annotation = widget.session, widget.annotation_layer
+    annotation.brush_size = 5
+    annotation.paint((5, 20, 20), 2)
+    assert session.volume.labels[5, 20, 20] == 2
+    n = session.volume.n_labeled
+    assert n > 0
+    rev = session.volume.revision
+    annotation.undo()
+    assert session.volume.n_labeled == 0 and annotation.data.max() == 0
+    assert session.volume.revision > rev
+    annotation.redo()
+    assert session.volume.n_labeled == n and session.volume.labels[5, 20, 20] == 2
+
+    # Undoing a correction restores the annotation that was under it.
+    pred = widget.prediction_layer
+    pred.data[5, 15:26, 15:26] = 1  # as if predicted; napari only records voxels a stroke changes
+    pred.brush_size = 3
+    pred.paint((5, 20, 20), 0)  # background correction over the painted class
+    assert session.volume.labels[5, 20, 20] == 1
+    assert session.volume.source[5, 20, 20] == Source.CORRECTED
+    pred.undo()
+    assert session.volume.labels[5, 20, 20] == 2 and annotation.data[5, 20, 20] == 2
+    assert session.volume.source[5, 20, 20] == Source.PAINTED
+    np.testing.assert_array_equal(session.volume.labels, annotation.data)
+
+
+def test_rolled_axis_order_paints_xz_slice(app, qtbot):
+    viewer, widget = app
+    start_and_wait_for_session(widget, qtbot)
+    stop_and_wait(widget, qtbot)
+    session, annotation = widget.session, widget.annotation_layer
+    viewer.dims.order = (1, 0, 2)  # display (z, x): an xz slice at fixed y
+    viewer.dims.set_current_step(1, 40)
+    box = widget.current_view_box()
+    assert box == Box((0, 40, 0), (SHAPE[0], 41, SHAPE[2]))
+    annotation.brush_size = 20  # physically round: ~20 voxels along x, ~5 along z (4x coarser)
+    annotation.paint((10, 40, 30), 2)
+    zz, yy, xx = np.nonzero(session.volume.labels)
+    assert zz.size > 1
+    assert set(yy.tolist()) == {40}
+    assert len(set(zz.tolist())) > 1 and len(set(xx.tolist())) > 1
+    np.testing.assert_array_equal(session.volume.labels, annotation.data)
+    viewer.dims.ndisplay = 3
+    assert widget.current_view_box() is None
+
+
+def test_class_management(app, qtbot):
+    _viewer, widget = app
+    annotation = widget.annotation_layer
+    assert widget.classes.names == ["nucleus", "vesicle"]
+    k = widget.add_class()
+    assert k == 3 and widget.class_list.count() == 4  # background + 3
+    assert 4 in annotation.colormap.color_dict  # annotation value of class 3
+    widget.class_list.item(3).setText("membrane")
+    assert widget.classes.names == ["nucleus", "vesicle", "membrane"]
+    widget.class_list.setCurrentRow(3)
+    assert annotation.selected_label == 4
+    annotation.data[0, 0, :4] = [1, 2, 3, 4]
+    start_and_wait_for_session(widget, qtbot)
+    assert widget.session.volume.num_classes == 3
+    widget.add_class("extra")
+    assert widget.session.volume.num_classes == 4
+    widget.remove_class(4)  # refused while training
+    assert len(widget.classes) == 4
+    stop_and_wait(widget, qtbot)
+    widget.remove_class(2)  # vesicle: its voxels become unlabeled, membrane moves down
+    assert widget.classes.names == ["nucleus", "membrane", "extra"]
+    np.testing.assert_array_equal(annotation.data[0, 0, :4], [1, 2, 0, 3])
+    assert widget.session is None  # the next Start trains a new model
+    start_and_wait_for_session(widget, qtbot)
+    assert widget.session.volume.num_classes == 3
+    np.testing.assert_array_equal(widget.session.volume.labels, annotation.data)
+    stop_and_wait(widget, qtbot)
+
+
+def test_refuses_2d_and_rgb_images(app):
+    viewer, widget = app
+    viewer.add_image(np.zeros((32, 32)), name="flat")
+    viewer.add_image(np.zeros((8, 32, 32, 3), np.uint8), name="colour", rgb=True)
+    for name in ("flat", "colour"):
+        widget.image_combo.setCurrentIndex(widget.image_combo.findText(name))
+        assert not widget.image_message.isHidden()
+        assert ("2D" if name == "flat" else "RGB") in widget.image_message.text()
+        assert not widget.start()
+        assert not widget.start_button.isEnabled()
+
+
+def test_worker_error_is_reported_and_session_stays_usable(app, qtbot, monkeypatch):
+    _viewer, widget = app
+    errors = []
+    monkeypatch.setattr("napari_sparseseg._widget.show_error", lambda msg: errors.append(msg))
+    paint_slice(widget.annotation_layer, 16, ground_truth(widget)[16])
+    start_and_wait_for_session(widget, qtbot)
+    session = widget.session
+    qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(session.trainer, "train_step", boom)
+    qtbot.waitUntil(lambda: not widget.run.running, timeout=60000)
+    assert errors and "simulated failure" in errors[0]
+    monkeypatch.undo()
+    monkeypatch.setattr("napari_sparseseg._widget.show_error", lambda msg: errors.append(msg))
+    step = session.trainer.step
+    assert widget.start()
+    qtbot.waitUntil(lambda: session.trainer.step > step + 2, timeout=60000)
+    assert widget.session is session
+    stop_and_wait(widget, qtbot)
+
+
+def test_closing_viewer_mid_training_leaves_no_thread(make_napari_viewer, sample_layers, qtbot):
+    viewer = make_napari_viewer()
+    image_data, image_meta, _ = sample_layers[0]
+    viewer.add_image(image_data, **image_meta)
+    viewer.add_labels(sample_layers[1][0].copy(), **sample_layers[1][1])
+    widget = SparseSegWidget(viewer, config=TEST_CONFIG)
+    viewer.window.add_dock_widget(widget)
+    paint_slice(widget.annotation_layer, 16, image_meta["metadata"]["ground_truth"][16])
+    assert widget.start()
+    qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 2, timeout=60000)
+    run = widget.run
+    viewer.close()
+    assert not run.running
+    assert run.worker is not None and not run.worker._running
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+
+
+def test_stroke_coords_reads_napari_atoms():
+    from napari.layers import Labels
+
+    layer = Labels(np.zeros((4, 8, 8), np.uint8))
+    items = []
+    layer.events.paint.connect(lambda e: items.append(e.value))
+    layer.brush_size = 3
+    layer.paint((1, 4, 4), 2)
+    layer.data_setitem((np.array([3, 3]), np.array([0, 1]), np.array([5, 5])), 7)
+    c0, v0 = stroke_values(items[0], layer.data.shape)
+    np.testing.assert_array_equal(np.sort(np.ravel_multi_index(c0, layer.data.shape)),
+                                  np.flatnonzero(layer.data == 2))
+    assert (v0 == 2).all()
+    c1, v1 = stroke_values(items[1], layer.data.shape)
+    assert sorted(zip(*[c.tolist() for c in c1])) == [(3, 0, 5), (3, 1, 5)]
+    assert (v1 == 7).all()
+
+
+def test_removing_dock_widget_mid_training_stops_worker(app, qtbot):
+    viewer, widget = app
+    paint_slice(widget.annotation_layer, 16, ground_truth(widget)[16])
+    assert widget.start()
+    qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)
+    viewer.window.remove_dock_widget(widget)  # what the dock's close button does
+    assert not widget.run.running
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+
+
+def test_manifest_sample_and_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sparseseg", "cells")
+    assert [ly.name for ly in viewer.layers] == ["cells", "annotation"]
+    image, annotation = viewer.layers
+    assert tuple(image.scale) == (2.0, 0.5, 0.5) and tuple(annotation.scale) == (2.0, 0.5, 0.5)
+    assert annotation.data.dtype == np.uint8 and annotation.data.max() == 0
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sparseseg", "Sparse-slice 3D segmentation")
+    assert isinstance(widget, SparseSegWidget)
+    assert widget.image_layer is image and widget.annotation_layer is annotation
+    widget.close_session()
+
+
+def test_annotation_to_mask_command():
+    from napari.layers import Labels
+
+    from napari_sparseseg._commands import annotation_to_mask_layer
+
+    layer = Labels(np.array([[[0, 1, 2, 3]]], np.uint8), name="a")
+    data, meta, kind = annotation_to_mask_layer(layer)
+    np.testing.assert_array_equal(data, [[[0, 0, 1, 2]]])
+    assert kind == "labels" and meta["name"] == "a mask"
+
+
+def test_launch_opens_sample_with_widget(make_napari_viewer):
+    from napari_sparseseg._launch import launch
+
+    viewer, widget = launch(viewer=make_napari_viewer(), run=False)
+    assert [ly.name for ly in viewer.layers] == ["cells", "annotation"]
+    assert widget.annotation_layer is viewer.layers["annotation"]
+    assert viewer.layers.selection.active.mode == "paint"
+    widget.close_session()
