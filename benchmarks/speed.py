@@ -72,10 +72,11 @@ def time_forward(net: torch.nn.Module, device: torch.device, shape: tuple[int, .
 
 def first_view(shape: list[int], device: torch.device, base: int, compile_: bool) -> dict:
     """Session on a synthetic volume: label 3 slices, train until the first refresh, predict the view."""
+    from napari_sparseseg.sample_data import make_cells_volume
+
     from napari_sparseseg.core.annotation import Box
     from napari_sparseseg.core.protocols import simulate_annotation
     from napari_sparseseg.core.session import SegmentationSession
-    from napari_sparseseg.sample_data import make_cells_volume
 
     vol = make_cells_volume(tuple(shape), n_cells=40)
     cfg = SessionConfig(model=ModelConfig(base_channels=base), train=TrainConfig(compile=compile_),
@@ -102,6 +103,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--ref-tf32", action="store_true", help="let the fp32 reference use TF32 convolutions")
     ap.add_argument("--volume", type=int, nargs=3, default=None)
     ap.add_argument("--first-view", type=int, nargs=3, default=None,
                     help="time first labels -> first prediction of the slice in view on a sample volume this size")
@@ -114,10 +116,11 @@ def main() -> None:
                  "torch": torch.__version__, "base": args.base, "patch": args.patch, "batch": args.batch,
                  "threads": torch.get_num_threads()}
 
-    # Reference: eager fp32 (no TF32), same net.
+    # Reference: eager fp32, same net; strict fp32 unless --ref-tf32 (PyTorch's default lets cuDNN use TF32).
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = args.ref_tf32
+        torch.backends.cudnn.allow_tf32 = args.ref_tf32
+    out["ref_tf32"] = args.ref_tf32
     ref = UNet3D(cfg).to(device)
     out["ref_train_vox_s"] = time_training(ref, device, shape, amp=False, steps=args.steps, warmup=args.warmup)
     out["ref_infer_vox_s"] = time_forward(ref.eval(), device, shape, amp=False, steps=args.steps, warmup=args.warmup)

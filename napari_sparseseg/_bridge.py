@@ -2,7 +2,7 @@
 
 The worker thread only computes: it builds the session (torch import, net,
 intensity normalisation can take seconds on a large volume), then iterates
-:func:`paced_interactive` (the session's interactive loop with a cap on the
+:meth:`SegmentationSession.interactive` (the session's interactive loop with a cap on the
 time spent predicting). Each event crosses to
 the GUI thread through ``worker.yielded``; layer writes happen there.
 
@@ -59,75 +59,6 @@ class Refresh:
 WorkerEvent = SessionReady | TrainStep | Waiting | Refresh
 
 
-def paced_interactive(session: SegmentationSession, view_box: Callable[[], Box | None], *,
-                      refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
-                      should_stop: Callable[[], bool] = lambda: False,
-                      max_predict_share: float = 0.3) -> Iterator[TrainStep | Waiting | Prediction]:
-    """Train forever, streaming predictions (view first, then the volume) within a time budget.
-
-    Same events as :meth:`~.core.session.SegmentationSession.interactive`,
-    built on the session's public ``train``/``predict``, but the time spent
-    predicting is capped: after a prediction that took ``p`` seconds the next
-    one waits at least ``p * (1 / max_predict_share - 1)`` seconds (and at
-    least ``refresh_seconds``). On a 2-core CPU a whole-volume prediction of
-    the sample takes ~7 s against ~1 s per training step; refreshing every 3 s
-    regardless left training ~15 % of the time.
-
-    Refreshes alternate between the box in view and the whole volume; a
-    change of the view (the user scrolled) is predicted first.
-
-    Parameters
-    ----------
-    session : SegmentationSession
-    view_box : callable
-        The box the user looks at (``None`` in 3D view), asked at each refresh.
-    refresh_seconds : float
-        Minimum seconds between two refreshes.
-    first_refresh_steps : int
-        Steps after which the first prediction (of the view) is shown.
-    should_stop : callable
-        Polled between steps.
-    max_predict_share : float
-        Largest share of wall time spent predicting, in ``(0, 1]``.
-    """
-    if not 0 < max_predict_share <= 1:
-        raise ValueError(f"max_predict_share must be in (0, 1], got {max_predict_share}")
-    trainer, shape = session.trainer, session.volume.shape
-    shown_step = -1
-    last_end, last_cost = time.perf_counter(), 0.0
-    last_view: Box | None = None
-    full_due = False
-    while not should_stop():
-        event = next(session.train(max_steps=1, should_stop=should_stop), None)
-        if event is None:
-            return
-        yield event
-        if isinstance(event, Waiting):
-            continue
-        now = time.perf_counter()
-        if shown_step < 0:
-            due = trainer.step >= first_refresh_steps
-        else:
-            gap = max(refresh_seconds, last_cost * (1.0 / max_predict_share - 1.0))
-            due = now - last_end >= gap
-        if not due or should_stop():
-            continue
-        box = view_box()
-        if box is not None:
-            box = box.clip(shape)
-            if box.empty:
-                box = None
-        if box is not None and (not full_due or box != last_view):
-            target, full_due, last_view = box, True, box
-        else:
-            target, full_due = None, False
-        t0 = time.perf_counter()
-        yield session.predict(target)
-        last_end = time.perf_counter()
-        last_cost = last_end - t0
-        shown_step = trainer.step
-
-
 class TrainingError(Exception):
     """An exception raised in the worker, re-raised under a type superqt reports.
 
@@ -179,8 +110,8 @@ def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box
         session = build()
         yield SessionReady(session)
         # Workaround for the core's interactive(), which refreshes every
-        # ``refresh_seconds`` however long a prediction takes (see paced_interactive).
-        events = paced_interactive(session, view_box, refresh_seconds=refresh_seconds,
+        # ``refresh_seconds`` however long a prediction takes (see SegmentationSession.interactive).
+        events = session.interactive(view_box, refresh_seconds=refresh_seconds,
                                    first_refresh_steps=first_refresh_steps, should_stop=flags.stop.is_set)
         for event in events:
             if flags.stop.is_set():

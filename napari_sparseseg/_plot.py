@@ -65,8 +65,8 @@ class Sparkline(QWidget):
             painter.setPen(QPen(QColor(255, 170, 60), 2))
             painter.drawPolyline(poly(smooth, (values.size - smooth.size)))
             painter.setPen(QColor(200, 200, 200))
-            painter.drawText(self.rect().adjusted(4, 2, -4, -2), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop,
-                             f"{values[-1]:.3g}")
+            corner = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop
+            painter.drawText(self.rect().adjusted(4, 2, -4, -2), corner, f"{values[-1]:.3g}")
         painter.end()
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``napari-sparseseg evaluate | train | predict | demo``.
+"""Command line: ``napari-sparseseg evaluate | train | predict | gui | demo``.
 
 Label encoding on the command line is the mask encoding of ground-truth files
 (0 = background, 1..K = classes) for ``evaluate`` and outputs, and the
@@ -32,8 +32,8 @@ def _progress_bar(total: float, desc: str):
 
 def _table(result: dict[str, Any]) -> str:
     rows = [("3D U-Net (ours)", result)] + [(n, r) for n, r in result.get("baselines", {}).items()]
-    lines = [f"protocol {result['protocol']}  device {result['device']}  steps {result['steps']}  "
-             f"train {result['train_seconds']:.0f} s  annotated {100 * result['annotated_fraction']:.1f}% of voxels",
+    lines = [(f"protocol {result['protocol']}  device {result['device']}  steps {result['steps']}  "
+             f"train {result['train_seconds']:.0f} s  annotated {100 * result['annotated_fraction']:.1f}% of voxels"),
              f"{'method':<18}{'dice_fg':>9}{'mIoU':>8}{'PA':>8}{'MPA':>8}{'dice_fg unannot.':>18}  dice per class"]
     for name, r in rows:
         a, u = r["all"], r["unannotated"]
@@ -152,6 +152,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    from ._launch import launch
+
+    launch(args.path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-sparseseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output mask (.npz, .tif, .nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("gui", help="open napari with the plugin docked and a volume (default: the sample)")
+    p.add_argument("path", nargs="?", default=None, help="volume file (.npz, .tif, .nii.gz, .zarr)")
+    p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("demo", help="headless demo on a synthetic volume")
     p.add_argument("--seconds", type=float, default=60.0)

@@ -23,8 +23,8 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, Spacing]:
             if "image" not in data:
                 raise VolumeFileError(f"{path}: no 'image' array (found {sorted(data.files)})")
             image = data["image"]
-            labels = data["labels"] if "labels" in data else None
-            spacing = validate_spacing(data["spacing"] if "spacing" in data else None)
+            labels = data.get("labels", None)
+            spacing = validate_spacing(data.get("spacing", None))
     except (OSError, ValueError) as exc:
         if isinstance(exc, VolumeFileError):
             raise

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from napari_sparseseg._bridge import RunFlags, SessionReady, TrainingError, compute, paced_interactive
+from napari_sparseseg._bridge import RunFlags, SessionReady, TrainingError, compute
 from napari_sparseseg.core.annotation import Box
 from napari_sparseseg.core.events import Prediction, TrainStep
 
@@ -42,7 +42,7 @@ def test_paced_interactive_caps_prediction_time_and_alternates_view_and_volume()
     view = Box((4, 0, 0), (5, 16, 16))
     end = time.perf_counter() + 1.5
     t_pred = 0.0
-    events = paced_interactive(session, lambda: view, refresh_seconds=0.0, first_refresh_steps=3,
+    events = session.interactive(lambda: view, refresh_seconds=0.0, first_refresh_steps=3,
                                should_stop=lambda: time.perf_counter() > end, max_predict_share=0.3)
     t0 = time.perf_counter()
     last = t0

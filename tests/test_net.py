@@ -35,7 +35,7 @@ def test_growing_the_head_keeps_existing_class_weights():
     assert torch.equal(net.head.weight[:2], old)
 
 
-@pytest.mark.parametrize("bad", [dict(num_classes=1), dict(depth=1), dict(base_channels=2)])
+@pytest.mark.parametrize("bad", [{"num_classes": 1}, {"depth": 1}, {"base_channels": 2}])
 def test_config_validates(bad):
     with pytest.raises(ValueError):
         ModelConfig(**bad)

@@ -262,18 +262,23 @@ class AnnotatedVolume:
 
     def read_patch(self, start: Sequence[int], size: Sequence[int], class_weight: np.ndarray,
                    correction_weight: float) -> Patch:
-        """Cut a patch at ``start`` (may reach outside the volume: zero padding, zero weight)."""
-        src = Box(tuple(start), tuple(s + n for s, n in zip(start, size))).clip(self.shape)  # type: ignore[arg-type]
-        dst = tuple(slice(a - s, b - s) for a, b, s in zip(src.start, src.stop, start))
-        image = np.zeros((self.features.shape[0],) + tuple(size), np.float32)
-        target = np.zeros(tuple(size), np.int64)
-        weight = np.zeros(tuple(size), np.float32)
+        """Cut a patch at ``start``; it may reach outside the volume.
+
+        Outside the volume the image is mirrored (so intensity statistics, and
+        with them instance normalisation, stay those of real content) and the
+        weight is 0 (mirrored voxels are never trained on).
+        """
+        index = [_mirror(np.arange(s, s + n), dim) for s, n, dim in zip(start, size, self.shape)]
+        inside = [(np.arange(s, s + n) >= 0) & (np.arange(s, s + n) < dim) for s, n, dim in zip(start, size, self.shape)]
+        valid = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
+        grid = np.ix_(*index)
         with self._lock:
-            image[(slice(None),) + dst] = self.features[(slice(None),) + src.slices]
-            labels = self.labels[src.slices]
-            target[dst] = np.maximum(labels.astype(np.int64) - 1, 0)
-            weight[dst] = _weights(labels, self.source[src.slices], class_weight, correction_weight)
-        return Patch(image, target, weight)
+            image = self.features[(slice(None),) + grid].astype(np.float32, copy=False)
+            labels = np.where(valid, self.labels[grid], 0)
+            source = self.source[grid]
+        target = np.maximum(labels.astype(np.int64) - 1, 0)
+        weight = _weights(labels, source, class_weight, correction_weight)
+        return Patch(np.ascontiguousarray(image), target, weight)
 
     def add_class(self) -> int:
         """Add a foreground class; returns the new ``num_classes``."""
@@ -281,6 +286,15 @@ class AnnotatedVolume:
             self.num_classes += 1
             self.revision += 1
             return self.num_classes
+
+
+def _mirror(index: np.ndarray, n: int) -> np.ndarray:
+    """Fold indices into ``[0, n)`` by reflection about the edges (``-1 -> 1``, ``n -> n - 2``)."""
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    folded = np.mod(index, period)
+    return np.where(folded >= n, period - folded, folded)
 
 
 def _weights(labels: np.ndarray, source: np.ndarray, class_weight: np.ndarray,

@@ -88,6 +88,11 @@ class TrainConfig:
     random_share : float
         Share of patches placed anywhere (context for the net; they only
         train on labeled voxels they happen to contain).
+    centre_margin : float
+        A sampled patch centre lies anywhere in the patch but this fraction
+        of its size from its edges; patches may reach past the volume
+        (mirrored image, zero weight), so labeled slices land on every row of
+        the patch and the net cannot learn *where* labels are.
     class_balance_power : float
         Class weight is ``(n_labeled / n_class) ** power``, normalised so the
         mean over present classes is 1: ``0`` disables balancing, ``0.5`` (the
@@ -122,6 +127,7 @@ class TrainConfig:
     warmup_steps: int = 20
     foreground_share: float = 0.5
     random_share: float = 0.1
+    centre_margin: float = 0.25
     class_balance_power: float = 0.5
     correction_weight: float = 2.0
     dice_weight: float = 1.0
@@ -138,6 +144,7 @@ class TrainConfig:
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _check(0 <= self.foreground_share <= 1, f"foreground_share must be in [0, 1], got {self.foreground_share}")
         _check(0 <= self.random_share <= 1, f"random_share must be in [0, 1], got {self.random_share}")
+        _check(0 <= self.centre_margin <= 0.5, f"centre_margin must be in [0, 0.5], got {self.centre_margin}")
         _check(self.foreground_share + self.random_share <= 1,
                "foreground_share + random_share must be <= 1")
         _check(self.correction_weight > 0, f"correction_weight must be > 0, got {self.correction_weight}")

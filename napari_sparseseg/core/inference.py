@@ -27,7 +27,7 @@ def window_starts(size: int, window: int, step: int) -> list[int]:
     if size <= window:
         return [0]
     n = math.ceil((size - window) / step) + 1
-    return sorted({int(round(v)) for v in np.linspace(0, size - window, n)})
+    return sorted({round(v) for v in np.linspace(0, size - window, n)})
 
 
 def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
@@ -96,7 +96,8 @@ def predict_probabilities(model: nn.Module, features: np.ndarray, window: Sequen
     sub = features[(slice(None),) + region.slices]
     pad = [max(w - s, 0) for w, s in zip(window, sub.shape[1:])]
     if any(pad):
-        sub = np.pad(sub, [(0, 0)] + [(0, p) for p in pad])
+        # Mirror, as training patches do past the volume edge (np.pad's reflect needs pad < size).
+        sub = np.pad(sub, [(0, 0)] + [(0, p) for p in pad], mode="symmetric" if max(pad) else "constant")
     device = torch.device(device)
     x = torch.from_numpy(np.ascontiguousarray(sub)).to(device)
     steps = [max(1, int(w * (1 - config.overlap))) for w in window]

@@ -20,7 +20,7 @@ def slice_positions(n: int, k: int) -> list[int]:
     """``round(linspace(0, n - 1, k + 2))[1:-1]``; raises if ``k`` distinct slices do not fit."""
     if k < 1:
         raise ValueError(f"protocol needs at least 1 slice, got {k}")
-    if k > n - 2 and k > n:
+    if k > n:
         raise ValueError(f"protocol asks for {k} slices but the axis has only {n}")
     pos = np.round(np.linspace(0, n - 1, k + 2))[1:-1].astype(int)
     if len(set(pos.tolist())) < k:

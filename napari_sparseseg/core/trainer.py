@@ -52,7 +52,8 @@ class Trainer:
         self.model = UNet3D(mc, volume.spacing).to(self.device)
         self.patch_size = patch_shape(volume.shape, volume.spacing, tc.patch_voxels, self.model.size_multiple)
         self.sampler = PatchSampler(volume, self.patch_size, foreground_share=tc.foreground_share,
-                                    random_share=tc.random_share, rng=self._rng)
+                                    random_share=tc.random_share, rng=self._rng,
+                                    centre_margin=tc.centre_margin)
         self.optimizer = self._make_optimizer()
         #: Exponential moving average of the weights: what predictions use (smooth under noisy small-data steps).
         self.ema_model = self._make_ema()
@@ -169,7 +170,6 @@ class Trainer:
         idle_sleep : float
             Seconds to sleep per ``Waiting`` event.
         """
-        self._times = deque(maxlen=20)
         start_step, start_time = self.step, self.elapsed
         while True:
             done_steps, done_time = self.step - start_step, self.elapsed - start_time
@@ -196,9 +196,10 @@ class Trainer:
         return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
                           uncertainty=entropy(probs), step=self.step, revision=revision)
 
-    # -- persistence ---------------------------------------------------------------
+    # -- persistence ------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+        return {"model": self.model.state_dict(), "ema": self.ema_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "elapsed": self.elapsed, "model_config": self.model.config.__dict__,
                 "spacing": list(self.volume.spacing)}
 

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from napari_sparseseg.core.annotation import AnnotatedVolume, Box, Source
+
+
+@pytest.fixture
+def volume(sphere):
+    image, _ = sphere
+    return AnnotatedVolume(image, num_classes=2, spacing=(2.0, 1.0, 1.0))
+
+
+def test_edit_returns_box_and_bumps_revision(volume):
+    box = volume.set_labels((3, slice(2, 10), slice(5, 7)), 2)
+    assert box == Box((3, 2, 5), (4, 10, 7))
+    assert volume.revision == 1
+    assert volume.changes_since(0) == box
+    assert volume.changes_since(1).empty
+
+
+def test_weights_zero_on_unlabeled_and_scaled_by_source(volume):
+    volume.set_labels((2, slice(None), slice(None)), 1)            # background slice
+    volume.set_labels((2, slice(0, 4), slice(0, 4)), 2)            # some class 1
+    volume.set_labels((5, slice(0, 2), slice(0, 2)), 3, Source.CORRECTED)
+    cw = volume.class_weights(0.5)
+    w = volume.weights((slice(None),) * 3, cw, correction_weight=3.0)
+    assert np.all(w[volume.labels == 0] == 0)
+    assert np.all(w[volume.labels > 0] > 0)
+    # class-balance: the rarer class weighs more than background
+    assert w[2, 0, 0] > w[2, 10, 10]
+    # source factor: corrected voxels weigh correction_weight x their class weight
+    assert w[5, 0, 0] == pytest.approx(3.0 * cw[2])
+
+
+def test_counts_follow_overwrites_and_erasing(volume):
+    volume.set_labels((1, slice(None), slice(None)), 1)
+    n = volume.labels[1].size
+    assert volume.class_counts.tolist() == [n, 0, 0]
+    volume.set_labels((1, slice(0, 2), slice(None)), 2)
+    volume.set_labels((1, slice(0, 1), slice(None)), 0)   # erase -> unlabeled
+    assert volume.class_counts.tolist() == [n - 2 * 32, 32, 0]
+    assert volume.n_labeled == int(np.count_nonzero(volume.labels))
+
+
+def test_coordinate_edits_like_napari_strokes(volume):
+    idx = (np.array([1, 1, 2]), np.array([3, 4, 5]), np.array([6, 7, 8]))
+    box = volume.set_labels(idx, 3)
+    assert box == Box((1, 3, 6), (3, 6, 9))
+    assert volume.labels[idx].tolist() == [3, 3, 3]
+
+
+@pytest.mark.parametrize("value", [4, -1])
+def test_out_of_range_label_values_are_refused(volume, value):
+    with pytest.raises(ValueError):
+        volume.set_labels((0, 0, 0), np.array(value))
+    assert volume.revision == 0
+
+
+def test_annotation_shape_mismatch_is_refused(sphere):
+    image, _ = sphere
+    with pytest.raises(ValueError, match="do not match"):
+        AnnotatedVolume(image, num_classes=1, annotation=np.zeros((4, 4, 4), np.uint8))
+
+
+def test_patch_outside_volume_is_zero_weight(volume):
+    volume.set_labels((slice(None),) * 3, np.ones(volume.shape, np.uint8))
+    p = volume.read_patch((-4, -4, -4), (8, 8, 8), volume.class_weights(0.5), 1.0)
+    assert p.image.shape == (2, 8, 8, 8)
+    assert np.all(p.weight[:4] == 0) and np.all(p.weight[4:, 4:, 4:] > 0)

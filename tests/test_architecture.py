@@ -1,0 +1,35 @@
+"""The core never imports Qt, napari or magicgui (napari's own rule for components/)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QT_FREE = ["napari_sparseseg.core.session", "napari_sparseseg.core.checkpoint", "napari_sparseseg.evaluate",
+           "napari_sparseseg.cli", "napari_sparseseg.io", "napari_sparseseg.baselines.random_forest",
+           "napari_sparseseg.sample_data"]
+FORBIDDEN = ("qtpy", "napari.", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6")
+
+
+@pytest.mark.parametrize("module", QT_FREE)
+def test_importing_core_modules_pulls_in_no_gui(module):
+    code = (f"import sys, {module}; bad = sorted(m for m in sys.modules if m.startswith({FORBIDDEN!r}) "
+            "or m == 'napari'); print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_package_import_is_light():
+    code = "import sys, napari_sparseseg; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_import_linter_contract():
+    exe = shutil.which("lint-imports")
+    assert exe, "import-linter is a test dependency"
+    out = subprocess.run([exe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_sparseseg.cli import main
+from tests.conftest import sphere_volume
+
+
+@pytest.fixture
+def gt_file(tmp_path):
+    image, mask = sphere_volume((16, 32, 32))
+    path = tmp_path / "gt.npz"
+    np.savez(path, image=image, labels=mask, spacing=np.array([2.0, 1.0, 1.0], np.float32))
+    return path
+
+
+def test_evaluate_writes_json_with_headline_and_curve(gt_file, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["evaluate", str(gt_file), "--protocol", "z:3", "--budget-seconds", "4", "--device", "cpu",
+               "--baselines", "rf", "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert 0 <= r["dice_fg"] <= 1
+    assert {"all", "unannotated", "curve", "steps", "baselines"} <= set(r)
+    assert {"pa", "mpa", "miou", "dice", "iou"} <= set(r["all"])
+    assert r["curve"][-1]["seconds"] >= 4 and r["steps"] > 0
+    assert r["baselines"]["rf"]["dice_fg"] > 0.8
+    assert "3D U-Net (ours)" in capsys.readouterr().out
+
+
+def test_train_then_predict_round_trip(gt_file, tmp_path):
+    image, mask = sphere_volume((16, 32, 32))
+    ann = np.zeros_like(mask)
+    ann[8] = mask[8] + 1
+    np.savez(tmp_path / "ann.npz", image=image, labels=ann)
+    model = tmp_path / "m.pt"
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "3",
+                 "--model", str(model), "--device", "cpu"]) == 0
+    out = tmp_path / "pred.tif"
+    assert main(["predict", str(gt_file), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
+    import tifffile
+
+    pred = tifffile.imread(out)
+    assert pred.shape == mask.shape and set(np.unique(pred)) <= {0, 1}
+
+
+@pytest.mark.parametrize("args, match", [
+    (["evaluate", "missing.npz"], "no such file|cannot read"),
+    (["evaluate", "{gt}", "--protocol", "z:99", "--budget-seconds", "1"], "only 16"),
+])
+def test_errors_are_one_line_messages_with_exit_code_2(gt_file, capsys, args, match):
+    import re
+
+    rc = main([a.replace("{gt}", str(gt_file)) for a in args])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Traceback" not in err

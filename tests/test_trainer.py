@@ -1,0 +1,133 @@
+import threading
+
+import numpy as np
+import pytest
+
+from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.encoding import mask_to_annotation
+from napari_sparseseg.core.events import Prediction, TrainStep, Waiting
+from napari_sparseseg.core.session import SegmentationSession
+
+TINY = SessionConfig(model=ModelConfig(base_channels=4, depth=3),
+                     train=TrainConfig(patch_voxels=8 * 16 * 16, batch_size=1, warmup_steps=1), device="cpu")
+
+
+def _session(sphere, **kw):
+    image, _ = sphere
+    return SegmentationSession(image, num_classes=1, spacing=(2.0, 1.0, 1.0), config=kw.pop("config", TINY), **kw)
+
+
+def test_waits_until_something_is_labeled(sphere):
+    s = _session(sphere)
+    event = next(s.train(max_steps=1, idle_sleep=0))
+    assert isinstance(event, Waiting)
+    assert s.trainer.step == 0
+
+
+def test_edit_made_while_training_reaches_the_next_step(sphere):
+    _image, mask = sphere
+    s = _session(sphere, config=SessionConfig(model=TINY.model, device="cpu", train=TrainConfig(
+        patch_voxels=8 * 16 * 16, batch_size=1, foreground_share=1.0, random_share=0.0)))
+    s.add_labels((8, slice(None), slice(None)), 1)  # background only
+    gen = s.train()
+    first = next(gen)
+    assert isinstance(first, TrainStep) and first.revision == 1
+    assert s.trainer.sampler._coords[1].size == 0
+    # the user paints foreground while the generator is suspended between steps
+    idx = np.nonzero(mask[8])
+    s.add_labels((np.full(idx[0].size, 8), *idx), 2)
+    second = next(gen)
+    assert second.revision == 2 == s.volume.revision
+    assert s.trainer.last_revision == 2
+    # the sampler re-indexed the new labels, and with foreground_share=1 the patch centre is on them
+    assert len(s.trainer.sampler._coords[1]) == idx[0].size
+    centre = s.trainer.sampler.center()
+    assert mask[tuple(centre)] == 1
+
+
+def test_training_from_another_thread_sees_edits(sphere):
+    _image, mask = sphere
+    s = _session(sphere)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    stop = threading.Event()
+    seen = []
+    t = threading.Thread(target=lambda: seen.extend(s.train(should_stop=stop.is_set)))
+    t.start()
+    while s.trainer.step < 2:
+        pass
+    rev = s.add_labels((4, slice(None), slice(None)), 1) and s.volume.revision
+    while s.trainer.last_revision < rev:
+        pass
+    stop.set()
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert any(isinstance(e, TrainStep) and e.revision == rev for e in seen)
+
+
+def test_seeded_cpu_training_is_reproducible(sphere):
+    _, mask = sphere
+    losses = []
+    for _ in range(2):
+        s = _session(sphere, annotation=np.where(np.arange(16)[:, None, None] == 8, mask_to_annotation(mask), 0))
+        losses.append([e.loss for e in s.train(max_steps=3)])
+    assert losses[0] == losses[1]
+
+
+def test_learns_a_sphere_from_three_slices(sphere):
+    _image, mask = sphere
+    ann = np.zeros_like(mask)
+    for z in (4, 8, 12):
+        ann[z] = mask_to_annotation(mask[z])
+    s = _session(sphere, annotation=ann, config=SessionConfig(model=ModelConfig(base_channels=8, depth=3),
+                 train=TrainConfig(patch_voxels=16 * 32 * 32, learning_rate=3e-3), device="cpu"))
+    list(s.train(max_steps=60, decay_until=None))
+    seg = s.segment()
+    dice = 2 * np.sum((seg == 1) & (mask == 1)) / (np.sum(seg == 1) + np.sum(mask == 1))
+    assert dice > 0.8
+    # labeled voxels are returned as labeled, whatever the net says
+    assert np.array_equal(seg[4], mask[4])
+
+
+def test_interactive_streams_view_first_then_whole_volume(sphere):
+    _image, mask = sphere
+    s = _session(sphere, annotation=np.where(np.arange(16)[:, None, None] == 8, mask_to_annotation(mask), 0))
+    view = Box((8, 0, 0), (9, 32, 32))
+    preds = []
+    for event in s.interactive(lambda: view, first_refresh_steps=2, refresh_seconds=0.0, max_predict_share=1.0):
+        if isinstance(event, Prediction):
+            preds.append(event)
+        if len(preds) == 2:
+            break
+    assert preds[0].box == view and preds[0].labels.shape == (1, 32, 32)
+    assert preds[1].box == Box.full(s.volume.shape)
+    assert preds[1].probabilities.shape == (2, 16, 32, 32)
+    assert np.allclose(preds[1].probabilities.sum(0), 1, atol=1e-4)
+    assert preds[1].uncertainty.min() >= 0 and preds[1].uncertainty.max() <= 1
+
+
+def test_adding_a_class_grows_the_head(sphere):
+    _, mask = sphere
+    s = _session(sphere, annotation=np.where(np.arange(16)[:, None, None] == 8, mask_to_annotation(mask), 0))
+    list(s.train(max_steps=1))
+    s.volume.add_class()
+    s.add_labels((2, slice(0, 3), slice(0, 3)), 3)
+    list(s.train(max_steps=1))
+    assert s.predict().probabilities.shape[0] == 3
+
+
+def test_model_save_load_round_trip(sphere, tmp_path):
+    from napari_sparseseg.core.checkpoint import config_of, load_into, read_model, save_model
+
+    _, mask = sphere
+    s = _session(sphere, annotation=np.where(np.arange(16)[:, None, None] == 8, mask_to_annotation(mask), 0))
+    list(s.train(max_steps=2))
+    path = save_model(s.trainer, tmp_path / "m.pt")
+    payload = read_model(path)
+    other = _session(sphere, config=config_of(payload))
+    load_into(other.trainer, payload)
+    assert np.allclose(other.predict().probabilities, s.predict().probabilities, atol=1e-5)
+    image, _ = sphere
+    wrong = SegmentationSession(image, num_classes=2, config=TINY)
+    with pytest.raises(ValueError, match="foreground classes"):
+        load_into(wrong.trainer, payload)
