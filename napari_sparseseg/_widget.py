@@ -534,15 +534,8 @@ class SparseSegWidget(QWidget):
                 replace(config.train, correction_weight=1.0), config.inference)
 
     def _apply_correction_weight(self, *_: Any) -> None:
-        # Workaround: configs are frozen and the core has no setter; the trainer
-        # reads ``config.train.correction_weight`` at every step.
-        session = self.session
-        if session is None:
-            return
-        train = replace(session.config.train, correction_weight=float(self.weight_spin.value()))
-        config = replace(session.config, train=train)
-        session.config = config
-        session.trainer.config = config
+        if self.session is not None:
+            self.session.update_training(correction_weight=float(self.weight_spin.value()))
 
     def start(self) -> bool:
         """Start (or resume) training; returns False with a message if it cannot."""

@@ -10,6 +10,7 @@ import numpy as np
 from napari_sparseseg._bridge import RunFlags, SessionReady, TrainingError, compute
 from napari_sparseseg.core.annotation import Box
 from napari_sparseseg.core.events import Prediction, TrainStep
+from napari_sparseseg.core.session import SegmentationSession
 
 
 class FakeSession:
@@ -35,6 +36,9 @@ class FakeSession:
 
     def merge(self, prediction):
         return prediction.labels
+
+    # The real pacing loop, driven by the fake's train/predict timings.
+    interactive = SegmentationSession.interactive
 
 
 def test_paced_interactive_caps_prediction_time_and_alternates_view_and_volume():

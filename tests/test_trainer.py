@@ -80,8 +80,8 @@ def test_learns_a_sphere_from_three_slices(sphere):
     for z in (4, 8, 12):
         ann[z] = mask_to_annotation(mask[z])
     s = _session(sphere, annotation=ann, config=SessionConfig(model=ModelConfig(base_channels=8, depth=3),
-                 train=TrainConfig(patch_voxels=16 * 32 * 32, learning_rate=3e-3), device="cpu"))
-    list(s.train(max_steps=60, decay_until=None))
+                 train=TrainConfig(patch_voxels=8 * 16 * 16, batch_size=2), device="cpu"))
+    list(s.train(max_steps=150))
     seg = s.segment()
     dice = 2 * np.sum((seg == 1) & (mask == 1)) / (np.sum(seg == 1) + np.sum(mask == 1))
     assert dice > 0.8
@@ -131,3 +131,14 @@ def test_model_save_load_round_trip(sphere, tmp_path):
     wrong = SegmentationSession(image, num_classes=2, config=TINY)
     with pytest.raises(ValueError, match="foreground classes"):
         load_into(wrong.trainer, payload)
+
+
+def test_correction_weight_changes_on_a_live_session(sphere):
+    _, mask = sphere
+    s = _session(sphere, annotation=np.where(np.arange(16)[:, None, None] == 8, mask_to_annotation(mask), 0))
+    s.add_correction((3, slice(0, 2), slice(0, 2)), 1)
+    cw = s.volume.class_weights(s.config.train.class_balance_power)
+    before = s.volume.weights((3, 0, 0), cw, s.trainer.config.train.correction_weight)
+    s.update_training(correction_weight=5.0)
+    after = s.volume.weights((3, 0, 0), cw, s.trainer.config.train.correction_weight)
+    assert after == pytest.approx(before * 5.0 / 2.0)

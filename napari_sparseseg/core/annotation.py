@@ -268,8 +268,9 @@ class AnnotatedVolume:
         with them instance normalisation, stay those of real content) and the
         weight is 0 (mirrored voxels are never trained on).
         """
-        index = [_mirror(np.arange(s, s + n), dim) for s, n, dim in zip(start, size, self.shape)]
-        inside = [(np.arange(s, s + n) >= 0) & (np.arange(s, s + n) < dim) for s, n, dim in zip(start, size, self.shape)]
+        ranges = [np.arange(s, s + n) for s, n in zip(start, size)]
+        index = [_mirror(r, dim) for r, dim in zip(ranges, self.shape)]
+        inside = [(r >= 0) & (r < dim) for r, dim in zip(ranges, self.shape)]
         valid = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
         grid = np.ix_(*index)
         with self._lock:

@@ -92,8 +92,8 @@ class PatchSampler:
         """Cut one patch holding a sampled centre at a random place inside it.
 
         The centre may sit anywhere along each axis but within
-        ``centre_margin`` x size of the patch edges, and the patch may reach past the volume (mirrored image, zero
-        weight). Keeping patches inside the volume would pin labeled slices
+        ``centre_margin`` x size of the patch edges, and the patch may reach
+        past the volume (mirrored image, zero weight). Keeping patches inside the volume would pin labeled slices
         of a small volume to the same rows of every patch, and the net would
         learn where the labels are (measured: whole unlabeled border slices
         predicted as foreground) instead of what they look like.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -62,6 +63,17 @@ class SegmentationSession:
     def add_correction(self, index: tuple, values: np.ndarray | int) -> Box:
         """Label voxels as a correction of the prediction (weighted by ``correction_weight``)."""
         return self.volume.set_labels(index, values, Source.CORRECTED)
+
+    def update_training(self, **changes) -> SessionConfig:
+        """Change training settings of a live session (e.g. ``correction_weight``).
+
+        The trainer reads its config at every step, so the next step uses the
+        change. Settings that shape the model (patch size, channels) are fixed
+        at construction and not affected.
+        """
+        self.config = replace(self.config, train=replace(self.config.train, **changes))
+        self.trainer.config = self.config
+        return self.config
 
     # -- compute ----------------------------------------------------------------------
     def train(self, **limits) -> Iterator[TrainStep | Waiting]:
