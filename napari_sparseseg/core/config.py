@@ -167,20 +167,27 @@ class InferenceConfig:
     batch_size : int
         Windows per forward pass.
     mirror_axes : tuple of int
-        Spatial axes (0 = z, 1 = y, 2 = x) flipped for test-time augmentation;
-        empty for none.
+        Spatial axes (0 = z, 1 = y, 2 = x) flipped for test-time augmentation
+        of the streamed (interactive) predictions; empty for none (fastest).
+    final_mirror_axes : tuple of int
+        The same for the final dense segmentation (``segment()``: export,
+        ``evaluate``, ``predict``), where a few seconds more buy a smoother
+        mask (nnU-Net mirrors by default too).
     """
 
     overlap: float = 0.5
     sigma_scale: float = 0.125
     batch_size: int = 2
     mirror_axes: tuple[int, ...] = ()
+    final_mirror_axes: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
         _check(0 <= self.overlap < 1, f"overlap must be in [0, 1), got {self.overlap}")
         _check(self.sigma_scale > 0, f"sigma_scale must be > 0, got {self.sigma_scale}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(set(self.mirror_axes) <= {0, 1, 2}, f"mirror_axes must be within (0, 1, 2), got {self.mirror_axes}")
+        for name in ("mirror_axes", "final_mirror_axes"):
+            axes = getattr(self, name)
+            _check(set(axes) <= {0, 1, 2}, f"{name} must be within (0, 1, 2), got {axes}")
 
 
 @dataclass(frozen=True)

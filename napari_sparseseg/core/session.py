@@ -90,8 +90,11 @@ class SegmentationSession:
         return np.where(labels > UNLABELED, labels.astype(np.int64) - 1, prediction.labels).astype(np.uint8)
 
     def segment(self) -> np.ndarray:
-        """Dense mask of the whole volume (0 = background, 1..K), labels kept where painted."""
-        return self.merge(self.predict())
+        """Dense mask of the whole volume (0 = background, 1..K), labels kept where painted.
+
+        Uses test-time mirroring along ``inference.final_mirror_axes``.
+        """
+        return self.merge(self.trainer.predict(final=True))
 
     def interactive(self, view_box: Callable[[], Box | None] = lambda: None, *,
                           refresh_seconds: float = 3.0, first_refresh_steps: int = 10,

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -184,14 +185,22 @@ class Trainer:
                 time.sleep(idle_sleep)
             yield event
 
-    def predict(self, box: Box | None = None, window: tuple[int, int, int] | None = None) -> Prediction:
-        """Predict ``box`` (default: whole volume) with the current weights."""
+    def predict(self, box: Box | None = None, window: tuple[int, int, int] | None = None, *,
+                final: bool = False) -> Prediction:
+        """Predict ``box`` (default: whole volume) with the current (EMA) weights.
+
+        ``final`` mirrors along ``inference.final_mirror_axes`` instead of
+        ``inference.mirror_axes`` (test-time augmentation for the end result).
+        """
         self._sync_classes()
         model = self.ema_model if self.config.train.ema_decay > 0 else self.model
         model.eval()
         revision = self.volume.revision
+        icfg = self.config.inference
+        if final:
+            icfg = replace(icfg, mirror_axes=icfg.final_mirror_axes)
         probs = predict_probabilities(model, self.volume.features, window or self.patch_size,
-                                      config=self.config.inference, box=box, device=self.device, amp=self.amp)
+                                      config=icfg, box=box, device=self.device, amp=self.amp)
         box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
         return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
                           uncertainty=entropy(probs), step=self.step, revision=revision)
