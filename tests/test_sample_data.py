@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from sample_data import SyntheticVolume, make_cells_volume
+from napari_sparseseg.sample_data import SyntheticVolume, make_cells_volume
 
 SMALL = (16, 48, 48)
 
@@ -191,3 +191,21 @@ def test_synthetic_volume_validates_its_fields() -> None:
     lab[0, 0, 0] = 2
     with pytest.raises(ValueError, match="class 2"):
         SyntheticVolume(img, lab, (1.0, 1.0, 1.0), ("a",))
+
+
+def test_generate_script_writes_an_evaluate_ready_file(tmp_path):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "sample_data" / "generate.py"
+    out = tmp_path / "cells.npz"
+    argv = sys.argv
+    sys.argv = [str(script), str(out), "--shape", "16", "32", "32"]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    with np.load(out) as d:
+        assert d["image"].shape == d["labels"].shape == (16, 32, 32)
+        assert d["spacing"].shape == (3,)

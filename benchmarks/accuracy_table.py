@@ -1,0 +1,33 @@
+"""Markdown tables from ``napari-sparseseg evaluate --json`` results.
+
+    python benchmarks/accuracy_table.py benchmarks/results/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(paths: list[str]) -> str:
+    runs = sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda r: (r["data"], r["protocol"]))
+    lines = ["| data | protocol | 3D U-Net (ours) | ours, unannot. | random forest | slice interpolation | steps |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        b = r.get("baselines", {})
+        cell = lambda name: f"{b[name]['dice_fg']:.3f}" if name in b else "–"  # noqa: E731
+        lines.append(f"| {Path(r['data']).stem} | {r['protocol']} | **{r['dice_fg']:.3f}** | "
+                     f"{r['unannotated']['dice_fg']:.3f} | {cell('rf')} | {cell('interp')} | {r['steps']} |")
+    lines += ["", "| data | protocol | " + " | ".join(f"{int(100 * f)} % of budget" for f in (0.1, 0.25, 0.5, 0.75, 1.0))
+              + " |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {Path(r['data']).stem} | {r['protocol']} | "
+                     + " | ".join(f"{p['dice_fg']:.3f} ({p['seconds']:.0f} s)" for p in r["curve"]) + " |")
+    out = "\n".join(lines)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
