@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -127,8 +126,3 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         if progress is not None:
             progress("baseline", 1.0, {"name": name, "dice_fg": res["dice_fg"]})
     return result
-
-
-def with_overrides(config: SessionConfig, **train_overrides: Any) -> SessionConfig:
-    """Copy of ``config`` with some ``TrainConfig`` fields replaced."""
-    return replace(config, train=replace(config.train, **train_overrides))
