@@ -67,3 +67,10 @@ def test_patch_outside_volume_is_zero_weight(volume):
     p = volume.read_patch((-4, -4, -4), (8, 8, 8), volume.class_weights(0.5), 1.0)
     assert p.image.shape == (2, 8, 8, 8)
     assert np.all(p.weight[:4] == 0) and np.all(p.weight[4:, 4:, 4:] > 0)
+
+
+def test_mirror_index_reflects_about_edges_at_any_distance():
+    from napari_sparseseg.core.volume import mirror_index
+
+    assert mirror_index(np.arange(-3, 8), 4).tolist() == [3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1]
+    assert mirror_index(np.arange(-2, 3), 1).tolist() == [0] * 5

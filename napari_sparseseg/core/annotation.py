@@ -15,7 +15,7 @@ from enum import IntEnum
 import numpy as np
 
 from .encoding import ANNOTATION_DTYPE, UNLABELED
-from .volume import Spacing, as_channels_first, normalize, validate_spacing
+from .volume import Spacing, as_channels_first, mirror_index, normalize, validate_spacing
 
 
 class Source(IntEnum):
@@ -269,7 +269,7 @@ class AnnotatedVolume:
         weight is 0 (mirrored voxels are never trained on).
         """
         ranges = [np.arange(s, s + n) for s, n in zip(start, size)]
-        index = [_mirror(r, dim) for r, dim in zip(ranges, self.shape)]
+        index = [mirror_index(r, dim) for r, dim in zip(ranges, self.shape)]
         inside = [(r >= 0) & (r < dim) for r, dim in zip(ranges, self.shape)]
         valid = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
         grid = np.ix_(*index)
@@ -287,15 +287,6 @@ class AnnotatedVolume:
             self.num_classes += 1
             self.revision += 1
             return self.num_classes
-
-
-def _mirror(index: np.ndarray, n: int) -> np.ndarray:
-    """Fold indices into ``[0, n)`` by reflection about the edges (``-1 -> 1``, ``n -> n - 2``)."""
-    if n == 1:
-        return np.zeros_like(index)
-    period = 2 * (n - 1)
-    folded = np.mod(index, period)
-    return np.where(folded >= n, period - folded, folded)
 
 
 def _weights(labels: np.ndarray, source: np.ndarray, class_weight: np.ndarray,

@@ -20,6 +20,7 @@ from torch import nn
 
 from .annotation import Box
 from .config import InferenceConfig
+from .volume import mirror_index
 
 
 def window_starts(size: int, window: int, step: int) -> list[int]:
@@ -96,8 +97,9 @@ def predict_probabilities(model: nn.Module, features: np.ndarray, window: Sequen
     sub = features[(slice(None),) + region.slices]
     pad = [max(w - s, 0) for w, s in zip(window, sub.shape[1:])]
     if any(pad):
-        # Mirror, as training patches do past the volume edge (np.pad's reflect needs pad < size).
-        sub = np.pad(sub, [(0, 0)] + [(0, p) for p in pad], mode="symmetric" if max(pad) else "constant")
+        # Mirror past the edge exactly as training patches do.
+        grid = np.ix_(*[mirror_index(np.arange(s + p), s) for s, p in zip(sub.shape[1:], pad)])
+        sub = sub[(slice(None),) + grid]
     device = torch.device(device)
     x = torch.from_numpy(np.ascontiguousarray(sub)).to(device)
     steps = [max(1, int(w * (1 - config.overlap))) for w in window]

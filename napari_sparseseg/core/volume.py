@@ -136,3 +136,16 @@ def normalize(image: np.ndarray, views: Sequence[str] = ("linear", "equalized"))
                 raise ValueError(f"unknown intensity view {view!r}; use 'linear' or 'equalized'")
             k += 1
     return out
+
+
+def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
+    """Fold indices into ``[0, n)`` by reflection about the edges (``-1 -> 1``, ``n -> n - 2``).
+
+    The one mirroring rule for content past the volume edge, used by training
+    patches and by inference windows alike (any distance, unlike ``np.pad``).
+    """
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    folded = np.mod(index, period)
+    return np.where(folded >= n, period - folded, folded)
