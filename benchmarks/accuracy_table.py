@@ -11,16 +11,20 @@ from pathlib import Path
 
 
 def main(paths: list[str]) -> str:
-    runs = sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda r: (r["data"], r["protocol"]))
+    loaded = (json.loads(Path(p).read_text()) for p in paths)
+    runs = sorted((r for r in loaded if "protocol" in r and "data" in r),  # other benchmarks' JSON is skipped
+                  key=lambda r: (r["data"], r["protocol"]))
     lines = ["| data | protocol | 3D U-Net (ours) | ours, unannot. | random forest | slice interpolation | steps |",
              "|---|---|---|---|---|---|---|"]
+    def cell(baselines: dict, name: str) -> str:
+        return f"{baselines[name]['dice_fg']:.3f}" if "dice_fg" in baselines.get(name, {}) else "–"
+
     for r in runs:
         b = r.get("baselines", {})
-        cell = lambda name: f"{b[name]['dice_fg']:.3f}" if name in b else "–"  # noqa: E731
         lines.append(f"| {Path(r['data']).stem} | {r['protocol']} | **{r['dice_fg']:.3f}** | "
-                     f"{r['unannotated']['dice_fg']:.3f} | {cell('rf')} | {cell('interp')} | {r['steps']} |")
-    lines += ["", "| data | protocol | " + " | ".join(f"{int(100 * f)} % of budget" for f in (0.1, 0.25, 0.5, 0.75, 1.0))
-              + " |", "|---|---|---|---|---|---|---|"]
+                     f"{r['unannotated']['dice_fg']:.3f} | {cell(b, 'rf')} | {cell(b, 'interp')} | {r['steps']} |")
+    fractions = " | ".join(f"{int(100 * f)} % of budget" for f in (0.1, 0.25, 0.5, 0.75, 1.0))
+    lines += ["", f"| data | protocol | {fractions} |", "|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {Path(r['data']).stem} | {r['protocol']} | "
                      + " | ".join(f"{p['dice_fg']:.3f} ({p['seconds']:.0f} s)" for p in r["curve"]) + " |")

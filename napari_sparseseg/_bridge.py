@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .core.annotation import Box
-from .core.events import Prediction, TrainStep, Waiting
+from .core.events import Notice, Prediction, TrainStep, Waiting
 
 if TYPE_CHECKING:
     from .core.session import SegmentationSession
@@ -56,7 +56,7 @@ class Refresh:
     revision: int
 
 
-WorkerEvent = SessionReady | TrainStep | Waiting | Refresh
+WorkerEvent = SessionReady | TrainStep | Waiting | Notice | Refresh
 
 
 class TrainingError(Exception):

@@ -45,12 +45,13 @@ from ._classes import BACKGROUND_COLOR, MAX_CLASSES, ClassList, remove_class_val
 from ._layers import image_layer_problem, is_output, placement, role
 from ._plot import ProgressStrip, Sparkline
 from ._results import ExportKind, accepted_labels, export_mask
+from ._session_files import SessionFiles
 from ._strokes import LabelSync
 from ._view import view_box
 from .core.annotation import Box
 from .core.config import MODEL_SIZE_CHANNELS, SessionConfig, preset
 from .core.encoding import ANNOTATION_DTYPE, MASK_DTYPE
-from .core.events import TrainStep, Waiting
+from .core.events import Notice, TrainStep, Waiting
 
 if TYPE_CHECKING:
     import napari
@@ -136,6 +137,7 @@ class SparseSegWidget(QWidget):
         self._pending_key: tuple | None = None
         self.run = TrainingRun(self._on_event, self._on_error, self._on_finished, self._update_buttons)
         self._build_ui()
+        self.files = SessionFiles(self)  # session store: Save/Open buttons, autosave, checkpoints
         self._connect_viewer()
         self._refresh_layer_choices()
         self.destroyed.connect(lambda *_: self.close_session())
@@ -579,6 +581,7 @@ class SparseSegWidget(QWidget):
                 set_cpu_threads(leave_free=1)  # one core keeps the GUI responsive
                 return SegmentationSession(np.asarray(data), num_classes=num_classes, spacing=spacing,
                                            annotation=snapshot, config=config)
+        build = self.files.wrap(build, config.device)
         self._pending_key = key
         self._update_view_box()
         self.run.start(build, self.current_view_box, refresh_seconds=self.refresh_seconds,
@@ -604,6 +607,7 @@ class SparseSegWidget(QWidget):
     def _drop_session(self, reason: str | None) -> None:
         if self.session is not None and reason:
             show_info(f"sparseseg: {reason}")
+        self.files.detach()
         self.session = None
         self._session_key = None
         if self._predicted is not None:
@@ -623,6 +627,8 @@ class SparseSegWidget(QWidget):
             _set_text(self.status_label, event.reason)
         elif isinstance(event, SessionReady):
             self._on_session_ready(event.session)
+        elif isinstance(event, Notice):  # e.g. sizes shrunk after a GPU out-of-memory
+            (show_warning if event.level == "warning" else show_info)(f"sparseseg: {event.message}")
 
     def _on_session_ready(self, session: SegmentationSession) -> None:
         if session is self.session:
@@ -634,6 +640,7 @@ class SparseSegWidget(QWidget):
         if self.sync is not None:
             self.sync.resync()  # strokes painted while the model was being built
         self.status_label.setText(f"training on {session.trainer.device}")
+        self.files.on_session_ready(session)
 
     def _show_prediction(self, refresh: Refresh) -> None:
         session = self.session
@@ -679,6 +686,7 @@ class SparseSegWidget(QWidget):
     def _on_finished(self) -> None:
         if self._closed:
             return
+        self.files.checkpoint()
         if not self.status_label.text().startswith("error"):
             self.status_label.setText(f"stopped at step {self.last_step.step if self.last_step else 0}")
         self._update_buttons()
@@ -788,6 +796,7 @@ class SparseSegWidget(QWidget):
             return True
         self._closed = True
         ended = self.run.shutdown(timeout)
+        self.files.close(ended)
         try:
             self._timer.stop()
         except RuntimeError:

@@ -1,4 +1,4 @@
-"""Command line: ``napari-sparseseg evaluate | train | predict | gui | demo``.
+"""Command line: ``napari-sparseseg evaluate | train | resume | predict | gui | demo``.
 
 Label encoding on the command line is the mask encoding of ground-truth files
 (0 = background, 1..K = classes) for ``evaluate`` and outputs, and the
@@ -31,7 +31,7 @@ def _progress_bar(total: float, desc: str):
 
 
 def _table(result: dict[str, Any]) -> str:
-    rows = [("3D U-Net (ours)", result)] + [(n, r) for n, r in result.get("baselines", {}).items()]
+    rows = [("3D U-Net (ours)", result)] + [(n, r) for n, r in result.get("baselines", {}).items() if "all" in r]
     lines = [(f"protocol {result['protocol']}  device {result['device']}  steps {result['steps']}  "
              f"train {result['train_seconds']:.0f} s  annotated {100 * result['annotated_fraction']:.1f}% of voxels"),
              f"{'method':<18}{'dice_fg':>9}{'mIoU':>8}{'PA':>8}{'MPA':>8}{'dice_fg unannot.':>18}  dice per class"]
@@ -79,21 +79,91 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.checkpoint import save_model
     from .core.session import SegmentationSession
-    from .io import load_volume
+    from .io import read_volume
 
-    image, spacing = load_volume(args.image)
-    annotation, _ = load_volume(args.annotation, key="labels")
+    source = read_volume(args.image, level=args.level)
+    image, spacing = source.data, source.spacing
+    annotation = _read_annotation(args.annotation, args.level)
     k = args.classes or max(int(annotation.max()) - 1, 1)
-    session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=_config(args))
+    if not args.model and not args.session:
+        raise ValueError("train needs --model and/or --session to keep what it learns")
+    if args.session and Path(args.session).exists():
+        from .core.store import SessionStore
+
+        store, session = SessionStore.open(args.session, device=args.device)
+        painted = np.nonzero(annotation > 0)  # the file's strokes are painted over the stored labels
+        session.add_labels(painted, annotation[painted])
+    else:
+        session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation,
+                                      channel_axis=source.channel_axis, config=_config(args))
+        store = _create_store(args.session, session, args.image, args.level) if args.session else None
     bar = _progress_bar(args.seconds, "training")
-    for event in session.train(max_seconds=args.seconds, decay_until=args.seconds):
+    for event in session.train(max_seconds=args.seconds, decay_until=session.trainer.elapsed + args.seconds):
+        _record(store, session, event)
         bar.n = session.trainer.elapsed
         bar.set_postfix_str(f"step {session.trainer.step} loss {getattr(event, 'loss', float('nan')):.3f}",
                             refresh=False)
         bar.refresh()
     bar.close()
-    save_model(session.trainer, args.model)
-    print(f"saved model after {session.trainer.step} steps to {args.model}")
+    if store is not None:
+        store.close(checkpoint=True)
+        print(f"session saved after {session.trainer.step} steps to {args.session}")
+    if args.model:
+        save_model(session.trainer, args.model)
+        print(f"saved model after {session.trainer.step} steps to {args.model}")
+    if args.out:
+        from .io import save_mask
+
+        save_mask(args.out, session.segment(), session.volume.spacing, affine=source.affine)
+        print(f"wrote segmentation to {args.out}")
+    return 0
+
+
+def _read_annotation(path: str, level: int) -> np.ndarray:
+    """Sparse labels (``npz`` key ``labels``); read at ``level`` only if the file is itself a multiscale OME-Zarr."""
+    from .io import read_volume
+
+    vol = read_volume(path, key="labels", lazy=True)
+    if level and vol.n_levels > 1:
+        vol = read_volume(path, key="labels", level=level, lazy=True)
+    return np.asarray(vol.data)
+
+
+def _create_store(path: str, session, image_path: str, level: int = 0):
+    """A session store for the CLI, referencing the image file (and pyramid level) instead of copying it."""
+    from .core.store import SessionStore
+
+    store = SessionStore.create(path, session, image_ref={"path": image_path, "key": "image", "level": level})
+    store.start_autosave()
+    return store
+
+
+def _record(store, session, event) -> None:
+    """History and a checkpoint every ~30 s of training, when a session store is kept."""
+    from .core.events import TrainStep
+
+    if store is not None and isinstance(event, TrainStep):
+        store.on_step(session.trainer, event)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .core.store import SessionStore
+
+    store, session = SessionStore.open(args.store, device=args.device)
+    if store.resume_error:
+        print(f"warning: {store.resume_error}", file=sys.stderr)
+    start = session.trainer.step
+    print(f"resuming {args.store} at step {start} ({session.volume.n_labeled} labeled voxels)")
+    store.start_autosave()
+    bar = _progress_bar(args.seconds, "training")
+    t0 = session.trainer.elapsed
+    for event in session.train(max_seconds=args.seconds, decay_until=t0 + args.seconds):
+        _record(store, session, event)
+        bar.n = session.trainer.elapsed - t0
+        bar.refresh()
+    bar.close()
+    store.close(checkpoint=True)
+    print(f"saved checkpoint at step {session.trainer.step} (+{session.trainer.step - start}) to {args.store}")
     if args.out:
         from .io import save_mask
 
@@ -102,19 +172,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_zarr_array_path(path: str) -> bool:
+    """A plain ``.zarr`` output (written block by block); ``.ome.zarr`` goes through ``save_mask``."""
+    name = path.lower().rstrip("/")
+    return name.endswith(".zarr") and not name.endswith(".ome.zarr")
+
+
+def _predict_distributed(args: argparse.Namespace) -> int:
+    from .distributed import predict_distributed
+
+    bar = _progress_bar(0, "blocks")
+    bar.bar_format = "{l_bar}{bar}| {n}/{total} blocks"
+
+    def progress(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    result = predict_distributed(args.image, args.model, args.out, scheduler=args.scheduler,
+                                 block=args.block or (64, 256, 256), level=args.level,
+                                 device=args.device, progress=progress)
+    bar.close()
+    print(f"wrote {args.out}: classes {result.classes} ({result.blocks} blocks on {result.workers} workers, "
+          f"{result.seconds:.1f} s)")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.block is not None and (len(args.block) != 3 or min(args.block) < 1):
+        raise ValueError(f"--block needs three positive sizes Z Y X, got {args.block}")
+    if args.scheduler:
+        return _predict_distributed(args)
     from .core.checkpoint import config_of, load_into, read_model
     from .core.session import SegmentationSession
-    from .io import load_volume, save_mask
+    from .io import read_volume, save_mask
 
     payload = read_model(args.model)
     config = config_of(payload)
     config = type(config)(model=config.model, train=config.train, inference=config.inference, device=args.device)
-    image, spacing = load_volume(args.image)
-    session = SegmentationSession(image, num_classes=payload["num_classes"], spacing=spacing, config=config)
+    source = read_volume(args.image, level=args.level)
+    image, spacing = source.data, source.spacing
+    session = SegmentationSession(image, num_classes=payload["num_classes"], spacing=spacing,
+                                  channel_axis=source.channel_axis, config=config)
     load_into(session.trainer, payload)
+    if _is_zarr_array_path(args.out):  # block by block, each block written as whole chunks
+        from .core.blockwise import predict_to_array
+        from .distributed import open_mask_output
+
+        out = open_mask_output(args.out, session.volume.shape, args.block or (64, 256, 256), spacing)
+        predict_to_array(session.trainer, out, final=True)
+        print(f"wrote {args.out}: {out.nchunks} chunks")
+        return 0
     mask = session.segment()
-    save_mask(args.out, mask, spacing)
+    save_mask(args.out, mask, spacing, affine=source.affine)  # NIfTI in, NIfTI out: the source geometry
     print(f"wrote {args.out}: classes {np.unique(mask).tolist()}")
     return 0
 
@@ -170,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="simulate a user on a ground-truth .npz and score the result")
     p.add_argument("data", help=".npz with image, labels (0 = background) and spacing")
-    p.add_argument("--protocol", default="z:3", help="z:K (K axial slices) or ortho:K (K per axis)")
+    p.add_argument("--protocol", default="z:3",
+                   help="z:K (K axial slices), ortho:K (K per axis), scribble:K (strokes on K axial slices) "
+                   "or full (every voxel: the fully supervised bound)")
     p.add_argument("--budget-seconds", type=float, default=300.0)
     p.add_argument("--baselines", default="", help="comma list of rf,interp")
     p.add_argument("--json", help="write results as JSON here")
@@ -183,16 +294,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparse labels (0 = unlabeled, 1 = background, k+1 = class k); npz key 'labels'")
     p.add_argument("--classes", type=int, default=0, help="foreground classes (default: from the annotation)")
     p.add_argument("--seconds", type=float, default=120.0)
-    p.add_argument("--model", required=True, help="where to save the model (.pt)")
-    p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz)")
+    p.add_argument("--model", help="where to save the model (.pt); needed unless --session is given")
+    p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz, .zarr, .ome.zarr)")
+    p.add_argument("--level", type=int, default=0,
+                   help="OME-Zarr pyramid level of the image to train on (0 = full resolution)")
+    p.add_argument("--session", help="session store (.zarr) to create, or to update when it exists (autosaved)")
     common(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="reopen a session store and continue training from its checkpoint")
+    p.add_argument("store", help="session store directory (.zarr)")
+    p.add_argument("--seconds", type=float, default=120.0)
+    p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("predict", help="apply a saved model to an image file")
     p.add_argument("image")
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="output mask (.npz, .tif, .nii.gz)")
+    p.add_argument("--out", required=True, help="output mask (.npz, .tif, .nii.gz, .zarr, .ome.zarr)")
+    p.add_argument("--level", type=int, default=0, help="OME-Zarr pyramid level of the image (0 = full resolution)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--scheduler", metavar="ADDRESS|local",
+                   help="predict on a dask.distributed cluster: a scheduler address (tcp://host:8786) or 'local' "
+                   "(2 single-threaded worker processes); results equal the single-process prediction")
+    p.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="block (and .zarr output chunk) shape, default 64 256 256")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("gui", help="open napari with the plugin docked and a volume (default: the sample)")

@@ -1,6 +1,22 @@
-"""Reading volumes from files: npz (image/labels/spacing), TIFF, NIfTI, zarr.
+"""Reading and writing volumes: npz, TIFF, NIfTI, zarr and OME-Zarr (the one public I/O module).
 
-Qt-free. Every reader returns ``(array, spacing)`` with axes ``(z, y, x)``.
+Qt-free. Arrays have axes ``(z, y, x)`` (images may add one channel axis) and
+spacing travels with them as ``(z, y, x)``. Per-format details (which metadata
+give the spacing, what happens to NIfTI orientation) live in the modules of
+:mod:`napari_sparseseg.formats` and in ``docs/file-formats.md``.
+
+=================  ======================================  ==========================================
+suffix             read (:func:`read_volume`)              write (:func:`save_mask`)
+=================  ======================================  ==========================================
+``.npz``           ``image`` / ``labels``, ``spacing``     ``labels``, ``spacing``
+``.tif, .tiff``    ImageJ, OME-TIFF, plain; ZYX or +C      ImageJ ZYX stack with spacing
+``.nii, .nii.gz``  nibabel; spacing + affine               NIfTI-1 with the reference affine
+``.zarr``          zarr array (``attrs["spacing"]``)       zarr v3 array, ``attrs["spacing"]``
+``.ome.zarr``      OME-Zarr NGFF 0.4/0.5, any ``level``    OME-Zarr NGFF 0.5, one level
+=================  ======================================  ==========================================
+
+Every failure (missing, corrupt, unsupported, level out of range) raises
+:class:`VolumeFileError`, a ``ValueError`` whose message names the path.
 """
 
 from __future__ import annotations
@@ -9,103 +25,144 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.volume import Spacing, validate_spacing
+from .core.volume import Spacing
+from .formats.base import VolumeFile, VolumeFileError, mask_for_writing
+from .formats.npz import load_npz
+
+__all__ = ["VolumeFile", "VolumeFileError", "load_npz", "load_volume", "read_volume", "save_mask", "volume_format"]
+
+#: Suffixes :func:`save_mask` writes.
+MASK_SUFFIXES = (".npz", ".tif", ".tiff", ".nii", ".nii.gz", ".zarr", ".ome.zarr")
 
 
-class VolumeFileError(ValueError):
-    """A file that cannot be read as a volume; the message says why."""
+def volume_format(path: str | Path) -> str | None:
+    """The format :func:`read_volume` would use for ``path``: ``"npz"``, ``"tiff"``, ``"nifti"``, ``"zarr"`` or None.
+
+    Decided from the name (and, for a directory, its zarr metadata); nothing is read.
+    """
+    from .formats.zarr_store import is_zarr_dir
+
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith((".tif", ".tiff")):
+        return "tiff"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith(".zarr") or is_zarr_dir(p):
+        return "zarr"
+    return None
 
 
-def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, Spacing]:
-    """Read ``image``, optional ``labels`` and optional ``spacing`` from an ``.npz``."""
-    try:
-        with np.load(path) as data:
-            if "image" not in data:
-                raise VolumeFileError(f"{path}: no 'image' array (found {sorted(data.files)})")
-            image = data["image"]
-            labels = data.get("labels", None)
-            spacing = validate_spacing(data.get("spacing", None))
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, VolumeFileError):
-            raise
-        raise VolumeFileError(f"{path}: cannot read as .npz ({exc})") from exc
-    return image, labels, spacing
+def read_volume(path: str | Path, *, key: str = "image", level: int = 0, lazy: bool = False) -> VolumeFile:
+    """Read a volume with its spacing (and NIfTI affine) from any supported file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.npz``, ``.tif``/``.tiff`` (incl. OME-TIFF), ``.nii``/``.nii.gz``, a zarr
+        array directory or an OME-Zarr image directory.
+    key : str
+        Which array: ``"image"`` or ``"labels"`` of an ``.npz``; the array of that
+        name in a plain zarr group; ``"labels"`` picks the first NGFF label image of
+        an OME-Zarr. Ignored for TIFF and NIfTI (the file is the array).
+    level : int
+        Pyramid level of an OME-Zarr (0 = full resolution); other formats have only 0.
+    lazy : bool
+        For zarr and OME-Zarr return the ``zarr.Array`` (chunks read on access;
+        a dask array where a size-1 ``t`` axis is dropped). Other formats are
+        always read into memory.
+
+    Returns
+    -------
+    VolumeFile
+        ``data`` with axes ``VolumeFile.axes`` (``"zyx"``, or with one ``"c"`` at
+        ``channel_axis``), ``spacing`` ``(z, y, x)``, ``affine`` (NIfTI), levels.
+
+    Raises
+    ------
+    VolumeFileError
+        Missing file, unsupported suffix, corrupt file, no 3D volume inside, a
+        zarr group that is neither an array nor OME-Zarr, level out of range.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise VolumeFileError(f"{path}: no such file or directory")
+    kind = volume_format(p)
+    if kind == "npz":
+        from .formats.npz import read_npz
+
+        return read_npz(p, key, level)
+    if kind == "tiff":
+        from .formats.tiff import read_tiff
+
+        return read_tiff(p, level)
+    if kind == "nifti":
+        from .formats.nifti import read_nifti
+
+        return read_nifti(p, level)
+    if kind == "zarr":
+        from .formats.zarr_store import read_zarr
+
+        return read_zarr(p, key, level, lazy)
+    raise VolumeFileError(f"{path}: unsupported file type (use .npz, .tif/.tiff, .nii/.nii.gz, .zarr or .ome.zarr)")
 
 
 def load_volume(path: str | Path, key: str = "image") -> tuple[np.ndarray, Spacing]:
-    """Read one array and its spacing from npz, tif/tiff, nii/nii.gz or zarr."""
+    """Read one array and its spacing ``(z, y, x)``: :func:`read_volume` at level 0, into memory."""
+    vol = read_volume(path, key=key)
+    return vol.data, vol.spacing
+
+
+def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: np.ndarray | None = None) -> None:
+    """Write a mask (0 = background, 1..K) keeping its spacing; the suffix picks the format.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.npz``, ``.tif``/``.tiff`` (ImageJ), ``.nii``/``.nii.gz``, ``.zarr``
+        (plain zarr v3 array) or ``.ome.zarr`` (NGFF 0.5, one level). An existing
+        zarr store is replaced; any other existing directory is left alone (error).
+    mask : np.ndarray
+        ``(z, y, x)`` non-negative integers; kept as ``uint8``/``uint16``, other
+        integer types stored as the smallest unsigned type holding the values.
+    spacing : sequence of 3 float
+        ``(z, y, x)`` voxel size.
+    affine : np.ndarray, optional
+        NIfTI only: the reference image's 4x4 affine (:attr:`VolumeFile.affine`),
+        written as is so the mask overlays the image; default ``diag(x, y, z, 1)``.
+
+    Raises
+    ------
+    ValueError
+        Bad mask or spacing; :class:`VolumeFileError` for an unsupported suffix or
+        a path that cannot be written.
+    """
     p = Path(path)
     name = p.name.lower()
-    if not p.exists():
-        raise VolumeFileError(f"{path}: no such file")
+    if not name.endswith(MASK_SUFFIXES):
+        raise VolumeFileError(f"{path}: unsupported output type (use {', '.join(MASK_SUFFIXES)})")
+    mask, spacing = mask_for_writing(mask, spacing)
+    if not p.parent.is_dir():
+        raise VolumeFileError(f"{path}: the folder {p.parent} does not exist")
     if name.endswith(".npz"):
-        image, labels, spacing = load_npz(p)
-        arr = labels if key == "labels" else image
-        if arr is None:
-            raise VolumeFileError(f"{path}: no '{key}' array")
-        return arr, spacing
-    if name.endswith((".tif", ".tiff")):
-        import tifffile
+        from .formats.npz import write_npz
 
-        try:
-            with tifffile.TiffFile(p) as tif:
-                arr = tif.asarray()
-                spacing = _tiff_spacing(tif)
-        except Exception as exc:  # tifffile raises many types for corrupt files
-            raise VolumeFileError(f"{path}: cannot read as TIFF ({exc})") from exc
-        return arr, spacing
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(p))
-            arr = np.asarray(img.dataobj)
-            zooms = img.header.get_zooms()[:3]
-        except Exception as exc:
-            raise VolumeFileError(f"{path}: cannot read as NIfTI ({exc})") from exc
-        # NIfTI stores (i, j, k) = (x, y, z); transpose to (z, y, x).
-        return np.ascontiguousarray(arr.transpose(2, 1, 0)), validate_spacing(zooms[::-1])
-    if name.endswith(".zarr") or (p / "zarr.json").exists():
-        import zarr
-
-        try:
-            arr = zarr.open_array(str(p), mode="r")
-            spacing = validate_spacing(arr.attrs.get("spacing"))
-            return np.asarray(arr[...]), spacing
-        except Exception as exc:
-            raise VolumeFileError(f"{path}: cannot read as a zarr array ({exc})") from exc
-    raise VolumeFileError(f"{path}: unsupported file type (use .npz, .tif, .nii(.gz) or .zarr)")
-
-
-def _tiff_spacing(tif) -> Spacing:
-    """Spacing from ImageJ metadata (``spacing`` = z step, XResolution = pixels per unit)."""
-    try:
-        ij = tif.imagej_metadata or {}
-        page = tif.pages[0]
-        xres = page.tags.get("XResolution")
-        yres = page.tags.get("YResolution")
-        sx = xres.value[1] / xres.value[0] if xres else 1.0
-        sy = yres.value[1] / yres.value[0] if yres else 1.0
-        return validate_spacing((float(ij.get("spacing", 1.0)), sy, sx))
-    except (ValueError, ZeroDivisionError, TypeError, AttributeError):
-        return (1.0, 1.0, 1.0)
-
-
-def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing) -> None:
-    """Write a mask (0 = background, 1..K) as .npz, .tif or .nii.gz keeping spacing."""
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith(".npz"):
-        np.savez_compressed(p, labels=mask, spacing=np.asarray(spacing, np.float32))
+        write_npz(p, mask, spacing)
     elif name.endswith((".tif", ".tiff")):
-        import tifffile
+        from .formats.tiff import write_tiff
 
-        tifffile.imwrite(p, mask, imagej=True, resolution=(1 / spacing[2], 1 / spacing[1]),
-                         metadata={"spacing": spacing[0], "axes": "ZYX"})
+        write_tiff(p, mask, spacing)
     elif name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
+        from .formats.nifti import write_nifti
 
-        affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-        nib.save(nib.Nifti1Image(np.ascontiguousarray(mask.transpose(2, 1, 0)), affine), str(p))
+        write_nifti(p, mask, spacing, affine)
+    elif name.endswith(".ome.zarr"):
+        from .formats.zarr_store import write_ome_zarr
+
+        write_ome_zarr(p, mask, spacing)
     else:
-        raise VolumeFileError(f"{path}: unsupported output type (use .npz, .tif or .nii.gz)")
+        from .formats.zarr_store import write_zarr
+
+        write_zarr(p, mask, spacing)

@@ -18,6 +18,12 @@ def sphere_volume(shape=(16, 32, 32), radius=6.0, seed=0, noise=0.1):
     return image, mask
 
 
+@pytest.fixture(autouse=True)
+def _sparseseg_home(tmp_path_factory, monkeypatch):
+    """Sessions the widget autosaves go to a temporary home, never to ~/.napari-sparseseg."""
+    monkeypatch.setenv("NAPARI_SPARSESEG_HOME", str(tmp_path_factory.mktemp("sparseseg-home")))
+
+
 @pytest.fixture
 def sphere():
     return sphere_volume()

@@ -21,6 +21,7 @@ class FakeSession:
         self.volume = SimpleNamespace(shape=(8, 16, 16), revision=1)
         self.step_s, self.predict_s = step_s, predict_s
         self.predicted: list[Box | None] = []
+        self.store = None  # no session store bound
 
     def train(self, max_steps: int, should_stop=None):
         time.sleep(self.step_s)

@@ -56,3 +56,62 @@ def test_windows_cover_and_weights_never_vanish():
     starts = window_starts(50, 16, 8)
     assert starts[0] == 0 and starts[-1] == 34
     assert gaussian_importance((8, 8, 8)).min() > 0
+
+
+_FULL: dict[float, np.ndarray] = {}  # whole-volume predictions shared by the box cases
+
+
+def _small_unet(spacing=(2.0, 1.0, 1.0)):
+    torch.manual_seed(0)
+    net = UNet3D(ModelConfig(in_channels=1, num_classes=3, base_channels=4, depth=2), spacing)
+    return net.eval()
+
+
+@pytest.mark.parametrize("box", [
+    Box((0, 0, 0), (4, 9, 7)),          # corner
+    Box((7, 13, 20), (18, 27, 31)),     # far edge
+    Box((5, 3, 4), (6, 17, 19)),        # one slice, interior
+    Box((3, 10, 10), (11, 11, 30)),     # thin, crosses window boundaries
+    Box((0, 0, 0), (18, 27, 31)),       # whole volume
+])
+@pytest.mark.parametrize("overlap", [0.5, 0.25])
+def test_any_box_equals_the_crop_of_the_whole_volume_prediction(box, overlap):
+    # A net with spatial context: box results only match because windows come from one global grid.
+    net = _small_unet()
+    features = np.random.default_rng(2).random((1, 18, 27, 31), dtype=np.float32)
+    config = InferenceConfig(overlap=overlap, batch_size=3)
+    if overlap not in _FULL:
+        _FULL[overlap] = predict_probabilities(net, features, (8, 12, 12), config=config)
+    full = _FULL[overlap]
+    part = predict_probabilities(net, features, (8, 12, 12), config=config, box=box)
+    assert part.shape == (3, *box.shape)
+    assert np.allclose(part, full[(slice(None),) + box.slices], atol=1e-5)
+
+
+def test_box_of_a_volume_smaller_than_the_window_equals_the_crop():
+    net = _small_unet()
+    features = np.random.default_rng(3).random((1, 5, 30, 9), dtype=np.float32)  # z and x shorter than the window
+    full = predict_probabilities(net, features, (8, 12, 12))
+    for box in [Box((1, 2, 0), (4, 20, 9)), Box((4, 25, 8), (5, 30, 9)), Box((0, 0, 0), (5, 30, 9))]:
+        part = predict_probabilities(net, features, (8, 12, 12), box=box)
+        assert np.allclose(part, full[(slice(None),) + box.slices], atol=1e-5)
+
+
+def test_plan_reads_only_the_windows_meeting_the_box():
+    from napari_sparseseg.core.inference import grid_starts, plan_windows, read_region
+
+    shape, window = (40, 64, 64), (8, 16, 16)
+    plan = plan_windows(shape, window, Box((10, 20, 0), (12, 30, 5)), overlap=0.5)
+    starts = grid_starts(shape, window, 0.5)
+    # every grid window meeting the box, and no other
+    for axis, (b0, b1) in enumerate(zip(plan.box.start, plan.box.stop)):
+        used = [a + plan.region.start[axis] for a in plan.starts[axis]]
+        assert used == [a for a in starts[axis] if a < b1 and a + window[axis] > b0]
+    assert plan.region == Box((4, 8, 0), (16, 40, 16))
+    # mirrored reads past a short axis follow the volume-edge mirror rule
+    feats = np.arange(5, dtype=np.float32).reshape(1, 5, 1, 1) * np.ones((1, 1, 2, 2), np.float32)
+    small = plan_windows((5, 2, 2), (8, 2, 2), overlap=0.5)
+    assert small.region == Box((0, 0, 0), (8, 2, 2))
+    assert read_region(feats, small.region, (5, 2, 2))[0, :, 0, 0].tolist() == [0, 1, 2, 3, 4, 3, 2, 1]
+    with pytest.raises(ValueError, match="empty prediction box"):
+        plan_windows(shape, window, Box((0, 0, 0), (0, 5, 5)))

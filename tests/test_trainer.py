@@ -142,3 +142,20 @@ def test_correction_weight_changes_on_a_live_session(sphere):
     s.update_training(correction_weight=5.0)
     after = s.volume.weights((3, 0, 0), cw, s.trainer.config.train.correction_weight)
     assert after == pytest.approx(before * 5.0 / 2.0)
+
+
+def test_model_keeps_its_planned_layout_on_a_volume_of_other_spacing(sphere):
+    """A model trained at one spacing (one OME-Zarr level) predicts an image of another spacing."""
+    image, mask = sphere
+    annotation = mask_to_annotation(mask) * (np.arange(mask.shape[0]) == 8)[:, None, None]
+    src = SegmentationSession(image, num_classes=1, spacing=(3.0, 1.0, 1.0), annotation=annotation, config=TINY)
+    list(src.train(max_steps=2))
+    state = src.trainer.state_dict()
+    # Spacing (3, 1, 1) plans no z pooling at the first level; the isotropic level 1 below would pool z.
+    dst = SegmentationSession(image[:, ::2, ::2].copy(), num_classes=1, spacing=(3.0, 3.0, 3.0), config=TINY)
+    assert dst.trainer.model.strides != src.trainer.model.strides
+    dst.trainer.load_state_dict(state)
+    assert dst.trainer.model.strides == src.trainer.model.strides
+    pred = dst.predict()
+    assert pred.labels.shape == dst.volume.shape
+    assert dst.trainer.state_dict()["spacing"] == state["spacing"]

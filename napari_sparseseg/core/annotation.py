@@ -14,8 +14,13 @@ from enum import IntEnum
 
 import numpy as np
 
+from .chunked import SparseChunkedArray
 from .encoding import ANNOTATION_DTYPE, UNLABELED
-from .volume import Spacing, as_channels_first, mirror_index, normalize, validate_spacing
+from .lazy import ChannelsFirst, LazyFeatures, is_lazy
+from .volume import IntensityStats, Spacing, as_channels_first, mirror_index, normalize, validate_spacing
+
+#: Chunk shape of the sparse labels/source of a lazy (larger than memory) volume.
+LABEL_CHUNKS: tuple[int, int, int] = (8, 64, 64)
 
 
 class Source(IntEnum):
@@ -113,8 +118,13 @@ class AnnotatedVolume:
 
     Parameters
     ----------
-    image : np.ndarray
+    image : np.ndarray or lazy array
         ``(z, y, x)`` or 4D with ``channel_axis``; any integer or float dtype.
+        A zarr or dask array, a ``np.memmap`` (or anything with ``shape``,
+        ``dtype`` and slicing that is not an ``np.ndarray``) is never loaded:
+        ``features`` become a :class:`~.lazy.LazyFeatures` (intensity
+        statistics from a bounded sample of chunks) and ``labels``/``source``
+        :class:`~.chunked.SparseChunkedArray` (memory per painted chunk).
     num_classes : int
         Foreground classes ``K`` (the net predicts ``K + 1`` channels).
     spacing : sequence of float, optional
@@ -147,15 +157,26 @@ class AnnotatedVolume:
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 foreground class, got {num_classes}")
-        raw = as_channels_first(image, channel_axis)
+        #: True for a zarr/dask/memmap image: features read on demand, sparse chunked labels.
+        self.lazy = is_lazy(image)
+        raw = ChannelsFirst(image, channel_axis) if self.lazy else as_channels_first(image, channel_axis)
         self.spacing: Spacing = validate_spacing(spacing)
         self.shape: tuple[int, int, int] = tuple(int(s) for s in raw.shape[1:])  # type: ignore[assignment]
         self.image_channels = raw.shape[0]
         self.num_classes = int(num_classes)
-        #: float32 (c, z, y, x) network input.
-        self.features = normalize(raw, intensity_views)
-        self.labels = np.zeros(self.shape, dtype=ANNOTATION_DTYPE)
-        self.source = np.zeros(self.shape, dtype=np.uint8)
+        self.features: np.ndarray | LazyFeatures
+        self.labels: np.ndarray | SparseChunkedArray
+        self.source: np.ndarray | SparseChunkedArray
+        if self.lazy:
+            #: float32 (c, z, y, x) network input, normalised per read from a bounded-sample fit.
+            self.features = LazyFeatures(raw, IntensityStats.fit(raw, intensity_views))
+            self.labels = SparseChunkedArray(self.shape, LABEL_CHUNKS, ANNOTATION_DTYPE)
+            self.source = SparseChunkedArray(self.shape, LABEL_CHUNKS, np.uint8)
+        else:
+            #: float32 (c, z, y, x) network input.
+            self.features = normalize(raw, intensity_views)
+            self.labels = np.zeros(self.shape, dtype=ANNOTATION_DTYPE)
+            self.source = np.zeros(self.shape, dtype=np.uint8)
         self.revision = 0
         self._lock = threading.RLock()
         self._counts = np.zeros(256, dtype=np.int64)
@@ -195,7 +216,7 @@ class AnnotatedVolume:
         vals = np.asarray(values)
         self._check_values(vals)
         if isinstance(values, np.ndarray) and all(isinstance(i, slice) for i in index):
-            target_shape = self.labels[index].shape
+            target_shape = np.broadcast_to(np.zeros((), np.uint8), self.shape)[index].shape  # no voxel read
             if vals.shape != target_shape:
                 raise ValueError(f"labels of shape {vals.shape} do not match the image region {target_shape}")
         box = Box.from_slices(index, self.shape)
@@ -220,6 +241,11 @@ class AnnotatedVolume:
                 if rev > revision:
                     box = box.union(b)
             return box
+
+    def snapshot(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of ``(labels, source)`` in ``box``, read together under the lock (one revision)."""
+        with self._lock:
+            return self.labels[box.slices].copy(), self.source[box.slices].copy()
 
     # -- statistics and weights ------------------------------------------------------
     @property
@@ -251,9 +277,14 @@ class AnnotatedVolume:
     def labeled_coordinates(self) -> list[np.ndarray]:
         """Per class index ``0..K``, the ``(n, 3)`` coordinates of labeled voxels."""
         with self._lock:
-            flat = self.labels.ravel()
-            order = np.flatnonzero(flat)
-            vals = flat[order]
+            if isinstance(self.labels, SparseChunkedArray):
+                coords = self.labels.nonzero()  # C order, like flatnonzero below
+                order = np.ravel_multi_index(coords, self.shape) if coords[0].size else np.empty(0, np.int64)
+                vals = self.labels[coords]
+            else:
+                flat = self.labels.ravel()
+                order = np.flatnonzero(flat)
+                vals = flat[order]
         out = []
         for c in range(self.num_classes + 1):
             idx = order[vals == c + 1]
@@ -273,8 +304,9 @@ class AnnotatedVolume:
         inside = [(r >= 0) & (r < dim) for r, dim in zip(ranges, self.shape)]
         valid = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
         grid = np.ix_(*index)
+        # Features never change: read them (from disk for a lazy volume) without holding up edits.
+        image = self.features[(slice(None),) + grid].astype(np.float32, copy=False)
         with self._lock:
-            image = self.features[(slice(None),) + grid].astype(np.float32, copy=False)
             labels = np.where(valid, self.labels[grid], 0)
             source = self.source[grid]
         target = np.maximum(labels.astype(np.int64) - 1, 0)

@@ -38,10 +38,24 @@ def _flip_rot(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
     return torch.stack(ims), torch.stack(tgs), torch.stack(wts)
 
 
+def _elastic_field(shape: tuple[int, ...], gen: torch.Generator, strength: float, points: int = 5) -> torch.Tensor:
+    """Smooth random displacement ``(B, Z, Y, X, 3)`` in grid units (``[-1, 1]`` spans the patch).
+
+    A ``points``-cubed lattice of Gaussian offsets (std ``strength``) upsampled
+    trilinearly: the elastic deformation of Cicek et al. Equal grid units on
+    every axis are equal physical distances, as patches span an isotropic
+    physical field of view.
+    """
+    B, _, Z, Y, X = shape
+    coarse = torch.randn((B, 3, points, points, points), generator=gen) * strength
+    field = F.interpolate(coarse, size=(Z, Y, X), mode="trilinear", align_corners=True)
+    return field.permute(0, 2, 3, 4, 1)
+
+
 def _affine(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gen: torch.Generator,
-            max_angle: float, scale_range: tuple[float, float]
+            max_angle: float, scale_range: tuple[float, float], elastic: float = 0.0,
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """In-plane rotation and isotropic scaling (z scaled too, so anisotropy is kept)."""
+    """In-plane rotation and isotropic scaling (z scaled too, so anisotropy is kept), plus elastic warping."""
     B = image.shape[0]
     theta = torch.zeros(B, 3, 4)
     for b in range(B):
@@ -52,6 +66,8 @@ def _affine(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gen
         theta[b] = torch.tensor([[c, -si, 0, 0], [si, c, 0, 0], [0, 0, 1 / s, 0]])
     theta = theta.to(image.device, torch.float32)
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    if elastic > 0:
+        grid = grid + _elastic_field(tuple(image.shape), gen, elastic).to(grid.device)
     image = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
     tw = torch.stack([target.float(), weight.float()], dim=1)
     tw = F.grid_sample(tw, grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -75,10 +91,14 @@ def _intensity(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def augment_batch(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gen: torch.Generator,
                   *, max_angle: float = math.pi / 12, scale_range: tuple[float, float] = (0.85, 1.15),
-                  p_affine: float = 0.3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Augment one batch; ``gen`` is a CPU generator that makes it reproducible."""
+                  p_affine: float = 0.3, elastic: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augment one batch; ``gen`` is a CPU generator that makes it reproducible.
+
+    ``elastic`` > 0 adds a smooth random displacement (std in grid units, where
+    2 spans the patch) to the spatial transform applied with ``p_affine``.
+    """
     image, target, weight = _flip_rot(image, target, weight, gen)
     if torch.rand((), generator=gen) < p_affine:
-        image, target, weight = _affine(image, target, weight, gen, max_angle, scale_range)
+        image, target, weight = _affine(image, target, weight, gen, max_angle, scale_range, elastic)
     image = _intensity(image, gen)
     return image, target, weight

@@ -82,6 +82,9 @@ class TrainConfig:
         AdamW weight decay.
     warmup_steps : int
         Linear learning-rate warm-up.
+    lr_floor : float
+        In a budgeted run the rate decays (poly 0.9) towards
+        ``lr_floor * learning_rate`` at the end of the budget.
     foreground_share : float
         Share of patches centred on a voxel of a randomly chosen labeled
         foreground class (the rest are centred on any labeled voxel).
@@ -105,6 +108,11 @@ class TrainConfig:
         cross-entropy (0 disables it).
     augment : bool
         Flips, in-plane 90 degree rotations, scaling and intensity/gamma jitter.
+    spatial_share : float
+        Share of patches that get the rotation/scaling (and elastic) warp.
+    elastic : float
+        Std of the elastic displacement in patch-grid units (2 spans the
+        patch; 0 disables it).
     intensity_views : tuple of {"linear", "equalized"}
         Normalised views of each image channel fed to the net: robust
         percentile scaling, and a rank (histogram-equalized) transform that
@@ -125,6 +133,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 20
+    lr_floor: float = 0.02
     foreground_share: float = 0.5
     random_share: float = 0.1
     centre_margin: float = 0.25
@@ -132,6 +141,8 @@ class TrainConfig:
     correction_weight: float = 2.0
     dice_weight: float = 1.0
     augment: bool = True
+    spatial_share: float = 0.3
+    elastic: float = 0.0
     intensity_views: tuple[str, ...] = ("linear", "equalized")
     ema_decay: float = 0.98
     seed: int = 0
@@ -140,6 +151,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.patch_voxels >= 8**3, f"patch_voxels must be >= 512, got {self.patch_voxels}")
+        _check(0 <= self.spatial_share <= 1, f"spatial_share must be in [0, 1], got {self.spatial_share}")
+        _check(self.elastic >= 0, f"elastic must be >= 0, got {self.elastic}")
+        _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _check(0 <= self.foreground_share <= 1, f"foreground_share must be in [0, 1], got {self.foreground_share}")

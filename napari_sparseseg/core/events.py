@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -14,6 +15,22 @@ class Waiting:
     """Nothing to train on yet (no labeled voxel)."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know that did not stop the run (e.g. sizes shrunk after a GPU out-of-memory).
+
+    Attributes
+    ----------
+    message : str
+        One sentence for a notification.
+    level : {"info", "warning"}
+        How prominently to show it.
+    """
+
+    message: str
+    level: Literal["info", "warning"] = "warning"
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,14 @@
 
 Windows overlap by a configurable fraction; each window's softmax is weighted
 by a Gaussian importance map (kept >= a small epsilon so every voxel is
-covered) and the weighted sum is divided by the summed weights. A box can be
-predicted on its own (the region in view first) with half a window of context.
+covered) and the weighted sum is divided by the summed weights.
+
+Window positions come from ONE grid over the whole volume
+(:func:`grid_starts`). A box (the region in view, a block of a huge volume)
+is predicted with every window of that grid that meets it, reading only the
+union of those windows (:class:`WindowPlan`), so predicting any box gives the
+same voxels as the whole-volume prediction, whatever the block grid (up to
+float rounding from batch composition).
 
 Arrays: features ``(C, Z, Y, X)``; probabilities ``(K + 1, z, y, x)``.
 """
@@ -13,6 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +29,8 @@ from torch import nn
 from .annotation import Box
 from .config import InferenceConfig
 from .volume import mirror_index
+
+Triple = tuple[int, int, int]
 
 
 def window_starts(size: int, window: int, step: int) -> list[int]:
@@ -60,8 +70,149 @@ def _forward(model: nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int], 
     return probs / (1 + len(mirror_axes))
 
 
+def grid_starts(shape: Sequence[int], window: Sequence[int], overlap: float) -> list[list[int]]:
+    """Window start offsets per axis of the global grid over a volume of ``shape``.
+
+    An axis shorter than its window holds one window at 0 (the volume is
+    mirror-padded up to the window there).
+    """
+    steps = [max(1, int(w * (1 - overlap))) for w in window]
+    return [window_starts(max(int(s), int(w)), int(w), st) for s, w, st in zip(shape, window, steps)]
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """The windows of the global grid that meet one box.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+        ``(Z, Y, X)`` of the whole volume.
+    window : (int, int, int)
+        Window shape.
+    box : Box
+        The box to predict, inside ``shape``.
+    region : Box
+        Union of the windows meeting ``box``: what must be read. It reaches
+        past ``shape`` only along axes shorter than the window (mirrored).
+    starts : tuple of tuple of int
+        Per axis, the starts of those windows relative to ``region.start``.
+    """
+
+    shape: Triple
+    window: Triple
+    box: Box
+    region: Box
+    starts: tuple[tuple[int, ...], ...]
+
+    @property
+    def corners(self) -> list[Triple]:
+        """Window origins relative to ``region.start``, in the grid's (lexicographic) order."""
+        a, b, c = self.starts
+        return [(i, j, k) for i in a for j in b for k in c]
+
+    @property
+    def inner(self) -> tuple[slice, slice, slice]:
+        """``box`` in the coordinates of ``region``."""
+        return tuple(slice(b0 - r0, b1 - r0) for b0, b1, r0 in  # type: ignore[return-value]
+                     zip(self.box.start, self.box.stop, self.region.start))
+
+
+def plan_windows(shape: Sequence[int], window: Sequence[int], box: Box | None = None,
+                 overlap: float = 0.5) -> WindowPlan:
+    """Windows of the global grid over ``shape`` meeting ``box`` (default: the whole volume).
+
+    Raises
+    ------
+    ValueError
+        If the box is empty after clipping to ``shape``.
+    """
+    shape = tuple(int(s) for s in shape)
+    window = tuple(int(w) for w in window)
+    box = Box.full(shape) if box is None else box.clip(shape)
+    if box.empty:
+        raise ValueError(f"empty prediction box {box} for a volume of shape {shape}")
+    chosen = []
+    for starts, w, b0, b1 in zip(grid_starts(shape, window, overlap), window, box.start, box.stop):
+        chosen.append([a for a in starts if a < b1 and a + w > b0])
+    region = Box(tuple(c[0] for c in chosen), tuple(c[-1] + w for c, w in zip(chosen, window)))  # type: ignore[arg-type]
+    rel = tuple(tuple(a - c[0] for a in c) for c in chosen)
+    return WindowPlan(shape, window, box, region, rel)  # type: ignore[arg-type]
+
+
+def read_region(features: Any, region: Box, shape: Sequence[int]) -> np.ndarray:
+    """``features[:, region]`` as a NumPy array, mirrored where ``region`` leaves the volume.
+
+    Parameters
+    ----------
+    features : array-like
+        ``(C, Z, Y, X)``; only basic slicing is used (NumPy, zarr, dask or a
+        lazy feature view).
+    region : Box
+        May reach past ``shape`` (see :class:`WindowPlan`).
+    shape : sequence of int
+        ``(Z, Y, X)`` of the volume.
+    """
+    index = [mirror_index(np.arange(r0, r1), int(n)) for r0, r1, n in zip(region.start, region.stop, shape)]
+    lo = [int(ix.min()) for ix in index]
+    hi = [int(ix.max()) + 1 for ix in index]
+    sub = np.asarray(features[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi))])
+    if all(np.array_equal(ix, np.arange(a, b)) for ix, a, b in zip(index, lo, hi)):
+        return sub
+    grid = np.ix_(*[ix - a for ix, a in zip(index, lo)])
+    return sub[(slice(None),) + grid]
+
+
 @torch.inference_mode()
-def predict_probabilities(model: nn.Module, features: np.ndarray, window: Sequence[int], *,
+def predict_planned(model: nn.Module, region_features: np.ndarray, plan: WindowPlan, *,
+                    config: InferenceConfig = InferenceConfig(), device: torch.device | str = "cpu",
+                    amp: bool = True) -> np.ndarray:
+    """Blend the windows of ``plan`` over features already read for ``plan.region``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``(B, C, *window)`` to logits ``(B, K + 1, *window)``.
+    region_features : np.ndarray
+        float32 ``(C, *plan.region.shape)``, e.g. from :func:`read_region`.
+    plan : WindowPlan
+        From :func:`plan_windows`.
+    config, device, amp
+        See :func:`predict_probabilities`.
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(K + 1, *plan.box.shape)``.
+    """
+    if tuple(region_features.shape[1:]) != plan.region.shape:
+        raise ValueError(f"features of shape {region_features.shape[1:]} do not match the plan's region "
+                         f"{plan.region.shape}")
+    window = plan.window
+    device = torch.device(device)
+    x = torch.from_numpy(np.ascontiguousarray(region_features, dtype=np.float32)).to(device)
+    corners = plan.corners
+    importance = torch.from_numpy(gaussian_importance(window, config.sigma_scale)).to(device)
+    acc: torch.Tensor | None = None
+    norm = torch.zeros(plan.region.shape, device=device)
+    for i in range(0, len(corners), config.batch_size):
+        chunk = corners[i : i + config.batch_size]
+        batch = torch.stack([x[:, a : a + window[0], b : b + window[1], c : c + window[2]] for a, b, c in chunk])
+        probs = _forward(model, batch, config.mirror_axes, amp)
+        if not torch.isfinite(probs).all():
+            raise FloatingPointError("the model produced NaN/inf probabilities; training diverged")
+        if acc is None:
+            acc = torch.zeros((probs.shape[1],) + plan.region.shape, device=device)
+        for (a, b, c), p in zip(chunk, probs):
+            sl = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
+            acc[(slice(None),) + sl] += p * importance
+            norm[sl] += importance
+    assert acc is not None
+    inner = (slice(None),) + plan.inner
+    return (acc[inner] / norm[plan.inner]).cpu().numpy()
+
+
+def predict_probabilities(model: nn.Module, features: Any, window: Sequence[int], *,
                           config: InferenceConfig = InferenceConfig(), box: Box | None = None,
                           device: torch.device | str = "cpu", amp: bool = True) -> np.ndarray:
     """Class probabilities of ``box`` (default: the whole volume).
@@ -70,14 +221,17 @@ def predict_probabilities(model: nn.Module, features: np.ndarray, window: Sequen
     ----------
     model : nn.Module
         Maps ``(B, C, *window)`` to logits ``(B, K + 1, *window)``.
-    features : np.ndarray
-        float32 ``(C, Z, Y, X)`` normalised image.
+    features : array-like
+        float32 ``(C, Z, Y, X)`` normalised image (NumPy or anything sliceable
+        with ``.shape``; only the region the box needs is read).
     window : sequence of int
         Window shape ``(z, y, x)``, valid input size for ``model``.
     config : InferenceConfig
         Overlap, Gaussian sigma, batch size, mirroring.
     box : Box, optional
-        Region to return; windows cover it plus half a window of context.
+        Region to return. It is predicted with the windows of the
+        whole-volume grid that meet it, so the result equals the same voxels
+        of the whole-volume prediction.
     device : torch.device or str
         Where the model runs.
     amp : bool
@@ -88,39 +242,7 @@ def predict_probabilities(model: nn.Module, features: np.ndarray, window: Sequen
     np.ndarray
         float32 ``(K + 1, *box.shape)``.
     """
-    shape = features.shape[1:]
-    box = Box.full(shape) if box is None else box.clip(shape)
-    if box.empty:
-        raise ValueError(f"empty prediction box {box}")
-    window = tuple(int(w) for w in window)
-    region = box.expand([w // 2 for w in window], shape)
-    sub = features[(slice(None),) + region.slices]
-    pad = [max(w - s, 0) for w, s in zip(window, sub.shape[1:])]
-    if any(pad):
-        # Mirror past the edge exactly as training patches do.
-        grid = np.ix_(*[mirror_index(np.arange(s + p), s) for s, p in zip(sub.shape[1:], pad)])
-        sub = sub[(slice(None),) + grid]
-    device = torch.device(device)
-    x = torch.from_numpy(np.ascontiguousarray(sub)).to(device)
-    steps = [max(1, int(w * (1 - config.overlap))) for w in window]
-    starts = [window_starts(s, w, st) for s, w, st in zip(sub.shape[1:], window, steps)]
-    corners = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
-    importance = torch.from_numpy(gaussian_importance(window, config.sigma_scale)).to(device)
-    acc: torch.Tensor | None = None
-    norm = torch.zeros(sub.shape[1:], device=device)
-    for i in range(0, len(corners), config.batch_size):
-        chunk = corners[i : i + config.batch_size]
-        batch = torch.stack([x[:, a : a + window[0], b : b + window[1], c : c + window[2]] for a, b, c in chunk])
-        probs = _forward(model, batch, config.mirror_axes, amp)
-        if not torch.isfinite(probs).all():
-            raise FloatingPointError("the model produced NaN/inf probabilities; training diverged")
-        if acc is None:
-            acc = torch.zeros((probs.shape[1],) + tuple(sub.shape[1:]), device=device)
-        for (a, b, c), p in zip(chunk, probs):
-            sl = (slice(a, a + window[0]), slice(b, b + window[1]), slice(c, c + window[2]))
-            acc[(slice(None),) + sl] += p * importance
-            norm[sl] += importance
-    assert acc is not None
-    acc /= norm
-    inner = tuple(slice(b0 - r0, b1 - r0) for b0, b1, r0 in zip(box.start, box.stop, region.start))
-    return acc[(slice(None),) + inner].cpu().numpy()
+    shape = tuple(int(s) for s in features.shape[1:])
+    plan = plan_windows(shape, window, box, config.overlap)
+    sub = read_region(features, plan.region, shape)
+    return predict_planned(model, sub, plan, config=config, device=device, amp=amp)

@@ -16,16 +16,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .annotation import AnnotatedVolume, Box, Source
 from .config import SessionConfig
 from .encoding import UNLABELED
-from .events import Prediction, TrainStep, Waiting
+from .events import Notice, Prediction, TrainStep, Waiting
 from .trainer import Trainer
 
-Event = TrainStep | Waiting | Prediction
+if TYPE_CHECKING:
+    from .store import SessionStore
+
+Event = TrainStep | Waiting | Notice | Prediction
 
 
 class SegmentationSession:
@@ -51,9 +56,20 @@ class SegmentationSession:
                  channel_axis: int | None = None, annotation: np.ndarray | None = None,
                  config: SessionConfig = SessionConfig()) -> None:
         self.config = config
+        #: The raw image as given (a reference, not a copy) and its channel axis: what a session store saves.
+        self.image, self.channel_axis = image, channel_axis
+        #: Optional :class:`~.store.SessionStore` that :meth:`interactive` records steps and checkpoints into.
+        self.store: SessionStore | None = None
         self.volume = AnnotatedVolume(image, num_classes=num_classes, spacing=spacing, channel_axis=channel_axis,
                                       annotation=annotation, intensity_views=config.train.intensity_views)
         self.trainer = Trainer(self.volume, config)
+
+    @classmethod
+    def open(cls, path: str | Path, **kwargs: Any) -> SegmentationSession:
+        """Reopen a session store (see :meth:`.store.SessionStore.open`); the store is ``session.store``."""
+        from .store import SessionStore
+
+        return SessionStore.open(path, **kwargs)[1]
 
     # -- interactions ---------------------------------------------------------------
     def add_labels(self, index: tuple, values: np.ndarray | int, source: Source = Source.PAINTED) -> Box:
@@ -76,7 +92,7 @@ class SegmentationSession:
         return self.config
 
     # -- compute ----------------------------------------------------------------------
-    def train(self, **limits) -> Iterator[TrainStep | Waiting]:
+    def train(self, **limits) -> Iterator[TrainStep | Waiting | Notice]:
         """Train; see :meth:`Trainer.run` for the limits."""
         return self.trainer.run(**limits)
 
@@ -136,8 +152,10 @@ class SegmentationSession:
             event = next(self.train(max_steps=1, should_stop=should_stop), None)
             if event is None:
                 return
+            if self.store is not None and isinstance(event, TrainStep):
+                self.store.on_step(self.trainer, event)  # history + periodic checkpoint, in the training thread
             yield event
-            if isinstance(event, Waiting):
+            if not isinstance(event, TrainStep):  # Waiting, or a Notice (passed on as is)
                 continue
             now = time.perf_counter()
             if shown_step < 0:
@@ -157,7 +175,10 @@ class SegmentationSession:
             else:
                 target, full_due = None, False
             t0 = time.perf_counter()
-            yield self.predict(target)
+            prediction = self.predict(target)
+            if self.store is not None:
+                self.store.record_prediction(prediction)  # queued for the store's autosave thread
+            yield prediction
             last_end = time.perf_counter()
             last_cost = last_end - t0
             shown_step = trainer.step

@@ -22,10 +22,11 @@ from .annotation import AnnotatedVolume, Box
 from .augment import augment_batch
 from .config import SessionConfig
 from .device import select_device
-from .events import Prediction, TrainStep, Waiting
+from .events import Notice, Prediction, TrainStep, Waiting
 from .inference import entropy, predict_probabilities
 from .loss import partial_label_loss
-from .net import UNet3D
+from .memory import MIN_PATCH_VOXELS, fit_patch_and_batch
+from .net import UNet3D, plan_levels
 from .sampler import PatchSampler, patch_shape
 
 
@@ -51,10 +52,21 @@ class Trainer:
         mc = type(config.model)(**{**config.model.__dict__, "in_channels": volume.features.shape[0],
                                    "num_classes": volume.num_classes + 1})
         self.model = UNet3D(mc, volume.spacing).to(self.device)
-        self.patch_size = patch_shape(volume.shape, volume.spacing, tc.patch_voxels, self.model.size_multiple)
-        self.sampler = PatchSampler(volume, self.patch_size, foreground_share=tc.foreground_share,
-                                    random_share=tc.random_share, rng=self._rng,
-                                    centre_margin=tc.centre_margin)
+        #: The spacing the net's kernels and pooling were planned for (a loaded model may keep another).
+        self.model_spacing: tuple[float, ...] = tuple(volume.spacing)
+        #: Notices (e.g. sizes shrunk after a GPU out-of-memory) that :meth:`run` yields next.
+        self.notices: deque[Notice] = deque()
+        patch_voxels, self._max_batch = tc.patch_voxels, tc.batch_size
+        if self.device.type == "cuda":  # patch and batch from the free memory (see core/memory.py)
+            free, _ = torch.cuda.mem_get_info(self.device)
+            patch_voxels, self._max_batch = fit_patch_and_batch(free, mc, mc.in_channels, mc.num_classes,
+                                                                tc.patch_voxels, tc.batch_size, self.amp)
+            if (patch_voxels, self._max_batch) != (tc.patch_voxels, tc.batch_size):
+                self.notices.append(Notice(f"{free / 2**30:.1f} GiB free on {self.device}: training with "
+                                           f"{patch_voxels} voxel patches, batch {self._max_batch}", "info"))
+        self._set_patch(patch_shape(volume.shape, volume.spacing, patch_voxels, self.model.size_multiple))
+        self._predict_batch: int | None = None
+        self._predict_window: tuple[int, int, int] | None = None
         self.optimizer = self._make_optimizer()
         #: Exponential moving average of the weights: what predictions use (smooth under noisy small-data steps).
         self.ema_model = self._make_ema()
@@ -67,6 +79,42 @@ class Trainer:
             self._forward = torch.compile(self.model)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _set_patch(self, size: tuple[int, int, int]) -> None:
+        tc = self.config.train
+        self.patch_size = size
+        self.sampler = PatchSampler(self.volume, size, foreground_share=tc.foreground_share,
+                                    random_share=tc.random_share, rng=self._rng, centre_margin=tc.centre_margin)
+
+    @property
+    def batch_size(self) -> int:
+        """Patches per step: the configured batch, capped by the device memory (see :meth:`_out_of_memory`)."""
+        return max(1, min(self.config.train.batch_size, self._max_batch))
+
+    def _smaller(self, size: tuple[int, int, int]) -> tuple[int, int, int] | None:
+        """A window/patch of about half the voxels (a valid net size), or None at the floor."""
+        voxels = int(np.prod(size))
+        if voxels <= MIN_PATCH_VOXELS:
+            return None
+        smaller = patch_shape(self.volume.shape, self.volume.spacing, max(voxels // 2, MIN_PATCH_VOXELS),
+                              self.model.size_multiple)
+        return smaller if np.prod(smaller) < voxels else None
+
+    def _out_of_memory(self, what: str, batch: int, size: tuple[int, int, int]) -> tuple[int, tuple[int, int, int]]:
+        """Free the cache and return a halved batch, else a halved patch/window; RuntimeError at the floor."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if batch > 1:
+            batch //= 2
+            change = f"batch {batch}"
+        else:
+            smaller = self._smaller(size)
+            if smaller is None:
+                raise RuntimeError(f"out of GPU memory during {what} even at batch 1 and a {size} window; free GPU "
+                                   "memory (close other programs) or use a smaller model or the CPU (--device cpu)")
+            size, change = smaller, f"{'x'.join(map(str, smaller))} {'patches' if what == 'training' else 'windows'}"
+        self.notices.append(Notice(f"out of GPU memory during {what}: carrying on with {change}", "warning"))
+        return batch, size
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         tc = self.config.train
@@ -100,22 +148,33 @@ class Trainer:
         tc = self.config.train
         lr = tc.learning_rate * min(1.0, (self.step + 1) / max(tc.warmup_steps, 1))
         if progress is not None:
-            lr *= max(1.0 - progress, 0.02) ** 0.9
+            lr *= max(1.0 - progress, tc.lr_floor) ** 0.9
         return lr
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         tc = self.config.train
         revision = self.volume.revision
         cw = self.volume.class_weights(tc.class_balance_power)
-        patches = [self.sampler.sample(cw, tc.correction_weight) for _ in range(tc.batch_size)]
+        patches = [self.sampler.sample(cw, tc.correction_weight) for _ in range(self.batch_size)]
         image = torch.from_numpy(np.stack([p.image for p in patches]))
         target = torch.from_numpy(np.stack([p.target for p in patches]))
         weight = torch.from_numpy(np.stack([p.weight for p in patches]))
         if tc.augment:
-            image, target, weight = augment_batch(image, target, weight, self._gen)
+            image, target, weight = augment_batch(image, target, weight, self._gen, p_affine=tc.spatial_share,
+                                                  elastic=tc.elastic)
         nb = self.device.type == "cuda"
         return (image.to(self.device, non_blocking=nb), target.to(self.device, non_blocking=nb),
                 weight.to(self.device, non_blocking=nb), revision)
+
+    def _backward(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Forward, loss and backward of one batch; the gradients are left in the parameters."""
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        with ctx:
+            logits = self._forward(image)
+        loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
 
     def train_step(self, progress: float | None = None) -> TrainStep | Waiting:
         """Run one optimisation step on the labels as they are now."""
@@ -124,16 +183,20 @@ class Trainer:
         t0 = time.perf_counter()
         self._sync_classes()
         self.model.train()
-        image, target, weight, revision = self._batch()
         lr = self.learning_rate(progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
-        with ctx:
-            logits = self._forward(image)
-        loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        while True:
+            image, target, weight, revision = self._batch()
+            try:
+                loss = self._backward(image, target, weight)
+                break
+            except torch.cuda.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                del image, target, weight
+                self._max_batch, size = self._out_of_memory("training", self.batch_size, self.patch_size)
+                if size != self.patch_size:
+                    self._set_patch(size)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
         self.optimizer.step()
         self._update_ema()
@@ -152,11 +215,13 @@ class Trainer:
 
     def run(self, *, max_steps: int | None = None, max_seconds: float | None = None,
             should_stop: Callable[[], bool] | None = None, decay_until: float | None = None,
-            idle_sleep: float = 0.1) -> Iterator[TrainStep | Waiting]:
+            idle_sleep: float = 0.1) -> Iterator[TrainStep | Waiting | Notice]:
         """Train until a limit is reached or ``should_stop()`` is true.
 
         Yields after every step (or every wait while nothing is labeled), so a
-        caller can pause, quit or apply edits between steps.
+        caller can pause, quit or apply edits between steps. Pending
+        :class:`Notice` events (sizes shrunk after a GPU out-of-memory, in
+        training or prediction) are yielded before the next step.
 
         Parameters
         ----------
@@ -173,6 +238,8 @@ class Trainer:
         """
         start_step, start_time = self.step, self.elapsed
         while True:
+            while self.notices:
+                yield self.notices.popleft()
             done_steps, done_time = self.step - start_step, self.elapsed - start_time
             if should_stop is not None and should_stop():
                 return
@@ -199,8 +266,17 @@ class Trainer:
         icfg = self.config.inference
         if final:
             icfg = replace(icfg, mirror_axes=icfg.final_mirror_axes)
-        probs = predict_probabilities(model, self.volume.features, window or self.patch_size,
-                                      config=icfg, box=box, device=self.device, amp=self.amp)
+        while True:
+            size = window or self._predict_window or self.patch_size
+            batch = min(icfg.batch_size, self._predict_batch or icfg.batch_size)
+            try:
+                probs = predict_probabilities(model, self.volume.features, size, config=replace(icfg, batch_size=batch),
+                                              box=box, device=self.device, amp=self.amp)
+                break
+            except torch.cuda.OutOfMemoryError:
+                self._predict_batch, smaller = self._out_of_memory("prediction", batch, size)
+                if smaller != size:
+                    self._predict_window, window = smaller, None
         box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
         return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
                           uncertainty=entropy(probs), step=self.step, revision=revision)
@@ -210,9 +286,24 @@ class Trainer:
         return {"model": self.model.state_dict(), "ema": self.ema_model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "elapsed": self.elapsed, "model_config": self.model.config.__dict__,
-                "spacing": list(self.volume.spacing)}
+                "spacing": list(self.model_spacing)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore weights, EMA, optimiser, step and elapsed time.
+
+        A model planned for another spacing (e.g. trained on another OME-Zarr
+        level) keeps the kernel/pooling layout it was trained with: the net
+        is rebuilt from the checkpoint's spacing before its weights load.
+        """
+        spacing = state.get("spacing")
+        if spacing is not None:
+            planned = plan_levels(spacing, self.model.config.depth, self.model.config.anisotropy_threshold)
+            if planned != (self.model.kernels, self.model.strides):
+                self.model = UNet3D(self.model.config, spacing).to(self.device)
+                self.model_spacing = tuple(float(v) for v in spacing)
+                self._forward = self.model
+                voxels = int(np.prod(self.patch_size))
+                self._set_patch(patch_shape(self.volume.shape, self.volume.spacing, voxels, self.model.size_multiple))
         if state["model_config"]["num_classes"] != self.model.head.out_channels:
             self.model.set_num_classes(state["model_config"]["num_classes"])
         self.model.load_state_dict(state["model"])

@@ -1,0 +1,148 @@
+"""Plots of the accuracy suite: Dice versus annotated slices, and Dice versus training time.
+
+    python benchmarks/plots.py --results benchmarks/results/suite --out-dir docs
+
+reads the run JSONs that ``benchmarks/suite.py`` wrote and draws
+
+* ``benchmark_dice_vs_slices.png``: per file, foreground Dice against the number of annotated slices (z:K at K,
+  ortho:K at 3 K, scribble:K at K) for ours, the random forest and slice interpolation, with the fully supervised
+  bound as a dashed line;
+* ``benchmark_dice_vs_time.png``: per file, our Dice against training seconds for every protocol, with the random
+  forest's Dice on the same labels as a dotted horizontal reference in the same colour.
+
+Devices are drawn side by side in the same axes (``cpu`` solid, ``cuda`` with open markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite import ROOT, load_results  # noqa: E402
+
+#: Colour per method and line style per protocol family in the slices plot.
+METHOD_COLOURS = {"ours": "tab:blue", "rf": "tab:orange", "interp": "tab:green"}
+METHOD_LABELS = {"ours": "3D U-Net (ours)", "rf": "random forest", "interp": "slice interpolation"}
+FAMILY_STYLES = {"z": ("-", "o"), "ortho": ("--", "s"), "scribble": (":", "^")}
+
+
+def _family(protocol: str) -> str:
+    return protocol.split(":")[0]
+
+
+def _tag(r: dict[str, Any]) -> str:
+    return r.get("device_tag", r.get("device", "cpu"))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(plt, n: int):
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
+    return fig, axes[0]
+
+
+def plot_dice_vs_slices(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Dice against annotated slices per file; returns ``path``."""
+    plt = _pyplot()
+    files = sorted({r["data"] for r in runs})
+    fig, axes = _grid(plt, len(files))
+    for ax, name in zip(axes, files):
+        rs = [r for r in runs if r["data"] == name]
+        for tag in sorted({_tag(r) for r in rs}):
+            mine = [r for r in rs if _tag(r) == tag]
+            suffix = "" if tag == "cpu" else f" ({tag})"
+            fill = "full" if tag == "cpu" else "none"
+            for family, (style, marker) in FAMILY_STYLES.items():
+                fam = sorted((r for r in mine if _family(r["protocol"]) == family), key=lambda r: r["annotated_slices"])
+                if not fam:
+                    continue
+                for method in ("ours", "rf", "interp"):
+                    pts = [(r["annotated_slices"], r["dice_fg"] if method == "ours"
+                            else r["baselines"].get(method, {}).get("dice_fg")) for r in fam]
+                    pts = [(x, y) for x, y in pts if y is not None]
+                    if not pts:
+                        continue
+                    if method != "ours" and tag != "cpu":
+                        continue  # the baselines run on the CPU whatever the device: draw them once
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, linestyle=style, marker=marker, fillstyle=fill, color=METHOD_COLOURS[method],
+                            label=f"{METHOD_LABELS[method]}, {family}{suffix}")
+            for r in mine:
+                if r["protocol"] == "full":
+                    ax.axhline(r["dice_fg"], color="k", linestyle="--", linewidth=1,
+                               label=f"fully supervised bound{suffix}")
+        ax.set_title(name)
+        ax.set_xlabel("annotated slices (z:K = K, ortho:K = 3K, scribble:K = K)")
+        ax.set_ylabel("foreground Dice (all voxels)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_dice_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Our Dice against training seconds per file and protocol, RF as dotted references; returns ``path``."""
+    plt = _pyplot()
+    files = sorted({r["data"] for r in runs})
+    fig, axes = _grid(plt, len(files))
+    cmap = plt.get_cmap("tab10")
+    for ax, name in zip(axes, files):
+        rs = [r for r in runs if r["data"] == name]
+        protocols = list(dict.fromkeys(r["protocol"] for r in rs))
+        for r in rs:
+            colour = cmap(protocols.index(r["protocol"]) % 10)
+            tag = _tag(r)
+            suffix = "" if tag == "cpu" else f" ({tag})"
+            xs = [p["seconds"] for p in r["curve"]]
+            ys = [p["dice_fg"] for p in r["curve"]]
+            ax.plot(xs, ys, marker="o" if tag == "cpu" else "s", fillstyle="full" if tag == "cpu" else "none",
+                    linestyle="-" if tag == "cpu" else "--", color=colour, label=f"ours {r['protocol']}{suffix}")
+            rf = r.get("baselines", {}).get("rf", {}).get("dice_fg")
+            if rf is not None and tag == "cpu":
+                ax.axhline(rf, color=colour, linestyle=":", linewidth=1)
+        ax.plot([], [], color="grey", linestyle=":", label="random forest, same labels")
+        ax.set_title(name)
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel("foreground Dice (all voxels)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "suite"))
+    ap.add_argument("--out-dir", default=str(ROOT / "docs"))
+    ap.add_argument("--device", default=None, help="only runs tagged with this device (default: all)")
+    args = ap.parse_args(argv)
+    runs = [r for r in load_results(Path(args.results)) if args.device in (None, _tag(r))]
+    if not runs:
+        print(f"no suite results under {args.results}", file=sys.stderr)
+        return 1
+    out = Path(args.out_dir)
+    for p in (plot_dice_vs_slices(runs, out / "benchmark_dice_vs_slices.png"),
+              plot_dice_vs_time(runs, out / "benchmark_dice_vs_time.png")):
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""napari reader contribution: NIfTI, npz, TIFF, zarr and OME-Zarr with spacing as layer scale.
+
+napari-free and light at import (the format libraries load when a file is
+read). :func:`get_reader` returns ``None`` for anything it cannot open,
+including a napari-sparseseg session store (a zarr directory whose root
+attributes hold ``napari_sparseseg_session``; it has its own reader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .formats.zarr_store import zarr_kind
+from .io import read_volume, volume_format
+
+LayerData = tuple[Any, dict[str, Any], str]
+#: Suffixes stripped from a file name to name its layers.
+_SUFFIXES = (".ome.zarr", ".ome.tiff", ".ome.tif", ".nii.gz", ".nii", ".npz", ".tiff", ".tif", ".zarr")
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return :func:`read_layers` if ``path`` is one volume this plugin reads, else ``None`` (never raises)."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    try:
+        p = Path(path)
+        kind = volume_format(p)
+        if kind is None or not p.exists():
+            return None
+        if kind == "zarr" and zarr_kind(p) not in ("array", "ome"):
+            return None
+    except (OSError, TypeError, ValueError):
+        return None
+    return read_layers
+
+
+def layer_name(path: Path) -> str:
+    """The file name without its volume suffix (``ct.nii.gz`` -> ``ct``)."""
+    name = path.name
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return name
+
+
+def read_layers(path: str | list[str]) -> list[LayerData]:
+    """Read a volume as napari layer data: an image layer with ``scale = spacing``, plus labels if stored.
+
+    The image layer's ``metadata`` holds ``spacing``, ``source_path`` and, for
+    NIfTI, the source ``affine`` (the writer puts it back into a saved mask).
+    A multiscale OME-Zarr becomes a multiscale layer of lazy zarr arrays; an
+    ``.npz`` with ``labels`` or an OME-Zarr with an NGFF ``labels`` group also
+    gives a labels layer.
+
+    Raises
+    ------
+    VolumeFileError
+        The file is corrupt or holds no 3D volume (napari shows the message).
+    """
+    p = Path(path[0] if isinstance(path, (list, tuple)) else path)
+    zarr = volume_format(p) == "zarr"
+    vol = read_volume(p, lazy=zarr)
+    name = layer_name(p)
+    meta: dict[str, Any] = {"spacing": vol.spacing, "source_path": str(p)}
+    if vol.affine is not None:
+        meta["affine"] = vol.affine
+    data: Any = vol.data
+    if vol.n_levels > 1:
+        data = [vol.data] + [read_volume(p, level=i, lazy=True).data for i in range(1, vol.n_levels)]
+    kwargs: dict[str, Any] = {"name": name, "scale": vol.spacing, "metadata": meta, "multiscale": vol.n_levels > 1}
+    if vol.channel_axis is not None:
+        kwargs["channel_axis"] = vol.channel_axis
+        kwargs["name"] = [f"{name} [{i}]" for i in range(vol.data.shape[vol.channel_axis])]
+    layers: list[LayerData] = [(data, kwargs, "image")]
+    has_labels = (volume_format(p) == "npz" and _npz_has_labels(p)) or (zarr and (p / "labels").is_dir())
+    if has_labels:
+        labels = read_volume(p, key="labels", lazy=zarr)
+        layers.append((labels.data, {"name": f"{name} labels", "scale": labels.spacing,
+                                     "metadata": {"spacing": labels.spacing, "source_path": str(p)}}, "labels"))
+    return layers
+
+
+def _npz_has_labels(path: Path) -> bool:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return "labels" in data.files

@@ -1,0 +1,385 @@
+"""Session stores in napari: the reader for a store directory, and the widget's Save/Open/autosave.
+
+A session store (:mod:`napari_sparseseg.core.store`) opened in napari comes
+back as three layers: the image (``scale`` = spacing), the annotation labels
+(annotation encoding) and the last prediction (mask encoding); each carries
+``metadata["sparseseg_store"]`` = the store path. The first Start of the dock
+widget on those layers reopens the store (labels with their sources, model
+from ``checkpoints/latest.pt``) and training resumes at the checkpoint's step.
+
+A session the widget starts without a store gets one under
+``$NAPARI_SPARSESEG_HOME/sessions/<timestamp>.zarr`` (default home
+``~/.napari-sparseseg``): every stroke reaches disk within about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .core.store import is_session_store
+
+if TYPE_CHECKING:
+    from ._widget import SparseSegWidget
+    from .core.session import SegmentationSession
+    from .core.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+#: Layer metadata key holding the path of the store a layer came from.
+STORE_META = "sparseseg_store"
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def sessions_home() -> Path:
+    """Where autosaved sessions go: ``$NAPARI_SPARSESEG_HOME/sessions`` (default ``~/.napari-sparseseg``)."""
+    return Path(os.environ.get("NAPARI_SPARSESEG_HOME") or "~/.napari-sparseseg").expanduser() / "sessions"
+
+
+def new_store_path() -> Path:
+    """A fresh ``sessions/<timestamp>.zarr`` path under :func:`sessions_home`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = sessions_home() / f"{stamp}.zarr"
+    n = 1
+    while path.exists():
+        n += 1
+        path = sessions_home() / f"{stamp}-{n}.zarr"
+    return path
+
+
+# ==================================================================== reader
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData] | None] | None:
+    """napari reader hook: :func:`read_session` for a session store directory, else ``None`` (never raises)."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return read_session if isinstance(path, (str, Path)) and is_session_store(path) else None
+
+
+def read_session(path: str | list[str]) -> list[LayerData] | None:
+    """Layer data of a store (image, annotation, prediction), or ``None`` with a logged warning if unreadable."""
+    p = path[0] if isinstance(path, (list, tuple)) else path
+    try:
+        return store_layers(p)
+    except Exception as exc:  # noqa: BLE001 (a reader returns None instead of raising)
+        log.warning("napari-sparseseg: cannot read session store %s: %s", p, exc)
+        return None
+
+
+def store_layers(path: str | Path) -> list[LayerData]:
+    """Read a session store as napari layer data without building a session (no torch import).
+
+    Returns
+    -------
+    list of LayerDataTuple
+        The image (``scale`` = spacing, metadata ``class_names``, ``class_colors``, ``spacing``),
+        the annotation labels (uint8, annotation encoding) and, once one was stored, the
+        prediction (uint8, mask encoding); all with ``metadata["sparseseg_store"]``.
+    """
+    import zarr
+
+    from .io import read_volume
+
+    path = Path(path).resolve()
+    root = zarr.open_group(str(path), mode="r")
+    attrs = dict(root.attrs)
+    scale = tuple(float(s) for s in attrs["spacing"])
+    ref = attrs.get("image_ref")
+    if ref is None:
+        image = np.asarray(root["image"][...])
+    else:
+        image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
+    name = path.name[:-5] if path.name.endswith(".zarr") else path.name
+    image_meta: dict[str, Any] = {
+        "name": name, "scale": scale,
+        "metadata": {STORE_META: str(path), "spacing": scale, "class_names": tuple(attrs.get("class_names") or ()),
+                     "class_colors": attrs.get("colors")}}
+    channel_axis = attrs.get("channel_axis")
+    if image.ndim == 4:
+        image_meta["channel_axis"] = 0 if ref is None else channel_axis
+    layers: list[LayerData] = [
+        (image, image_meta, "image"),
+        (np.asarray(root["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
+                                           "metadata": {"sparseseg_role": "annotation", STORE_META: str(path)}},
+         "labels")]
+    if "step" in root["prediction"].attrs:
+        layers.append((np.asarray(root["prediction"][...]),
+                       {"name": "prediction", "scale": scale, "opacity": 0.45,
+                        "metadata": {"sparseseg_role": "prediction", STORE_META: str(path)}}, "labels"))
+    return layers
+
+
+def _store_of(layer: Any) -> str | None:
+    meta = getattr(layer, "metadata", None)
+    return meta.get(STORE_META) if hasattr(meta, "get") else None
+
+
+# ==================================================================== widget part
+class SessionFiles:
+    """The widget's session store: Save/Open buttons, autosave of its session, checkpoints on Stop/close.
+
+    Parameters
+    ----------
+    widget : SparseSegWidget
+        The dock widget; a "Session" group box is added to its layout.
+    """
+
+    def __init__(self, widget: SparseSegWidget) -> None:
+        from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
+
+        self.widget = widget
+        #: Store of the widget's current session (``None`` before the first Start).
+        self.store: SessionStore | None = None
+        self._open_path: Path | None = None  # a store to reopen at the next Start
+        self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
+        self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
+        box = QGroupBox("Session")
+        col = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.save_button = QPushButton("Save session…")
+        self.save_button.setToolTip("keep this session (labels, model, prediction) in a .zarr directory, "
+                                    "autosaved while you work")
+        self.open_button = QPushButton("Open session…")
+        self.open_button.setToolTip("reopen a saved session: layers come back and Start resumes training")
+        row.addWidget(self.save_button)
+        row.addWidget(self.open_button)
+        col.addLayout(row)
+        self.path_label = QLabel("")
+        self.path_label.setWordWrap(True)
+        col.addWidget(self.path_label)
+        layout = widget.layout()
+        layout.insertWidget(max(layout.count() - 1, 0), box)  # above the trailing stretch
+        self.save_button.clicked.connect(self._save_dialog)
+        self.open_button.clicked.connect(self._open_dialog)
+        widget.viewer.layers.events.inserted.connect(self._on_inserted)
+        for layer in list(widget.viewer.layers):
+            self._adopt(layer)
+
+    # -- layers ---------------------------------------------------------------------------
+    def _on_inserted(self, event: Any) -> None:
+        self._adopt(event.value)
+
+    def _adopt(self, layer: Any) -> None:
+        """Use a store's prediction layer as the widget's, and its class names/colours while idle."""
+        from ._layers import role
+
+        w = self.widget
+        if _store_of(layer) is None or w.session is not None:
+            return
+        if role(layer) == "prediction" and (w.prediction_layer is None or w.prediction_layer not in w.viewer.layers):
+            w.prediction_layer = layer
+            w._predicted = np.ones(layer.data.shape, bool)
+            if w.sync is not None:
+                w.sync.attach_prediction(layer)
+            w._apply_colormaps()
+        elif layer.metadata.get("class_names"):
+            self._set_classes(layer.metadata["class_names"], layer.metadata.get("class_colors"))
+
+    def _set_classes(self, names: Any, colors: Any) -> None:
+        from ._classes import MAX_CLASSES, PALETTE, ClassList, SegClass
+
+        names = list(names)[:MAX_CLASSES]
+        if not names:
+            return
+        colors = list(colors or [])
+        w = self.widget
+        w.classes = ClassList([SegClass(str(n), tuple(colors[i]) if i < len(colors) else PALETTE[i % len(PALETTE)])
+                               for i, n in enumerate(names)])
+        w._fill_class_list()
+        w._apply_colormaps()
+
+    # -- training lifecycle (called by the widget) ---------------------------------------
+    def wrap(self, build: Callable[[], SegmentationSession], device: str) -> Callable[[], SegmentationSession]:
+        """The worker's session builder, extended to open or create the session's store (GUI thread).
+
+        The returned function runs in the worker thread: it reopens the store the layers came
+        from (first Start after opening one) or builds the session and creates a store for it,
+        then starts autosave.
+        """
+        from .core.store import SessionStore
+
+        w = self.widget
+        open_path = None
+        save_path = None
+        if w.session is None:
+            image_store, ann_store = _store_of(w.image_layer), _store_of(w.annotation_layer)
+            open_path = self._open_path
+            if open_path is None and image_store and image_store == ann_store and image_store not in self._opened:
+                open_path = Path(image_store)
+            if open_path is not None:
+                self._opened.add(str(open_path))
+            else:
+                save_path = self._save_path or new_store_path()
+            self._open_path = self._save_path = None
+        names, colors = list(w.classes.names), [c.color for c in w.classes.classes]
+
+        def build_with_store() -> SegmentationSession:
+            if open_path is not None:
+                store, session = SessionStore.open(open_path, device=device)
+            else:
+                session = build()
+                store = session.store
+                if store is None and save_path is not None:
+                    store = SessionStore.create(save_path, session, class_names=names[: session.volume.num_classes],
+                                                colors=colors[: session.volume.num_classes])
+            if store is not None:
+                store.start_autosave()
+            return session
+
+        return build_with_store
+
+    def on_session_ready(self, session: SegmentationSession) -> None:
+        """Remember the session's store and show where it is saved."""
+        self.store = session.store
+        if self.store is None:
+            return
+        self._sync_classes()
+        resumed = f" (resumed at step {session.trainer.step})" if session.trainer.step else ""
+        self.path_label.setText(f"autosaving to {self.store.path}{resumed}")
+        w = self.widget
+        w.status_label.setText(f"{w.status_label.text()}; saving to {self.store.path}")
+        if self.store.resume_error:
+            w.status_label.setText(self.store.resume_error)
+
+    def checkpoint(self) -> None:
+        """Write a checkpoint and flush (training has ended: the weights are not changing)."""
+        session = self.widget.session
+        if self.store is None or session is None or session.store is not self.store:
+            return
+        try:
+            self._sync_classes()
+            self.store.save_checkpoint(session.trainer)
+            self.store.flush()
+        except Exception as exc:  # noqa: BLE001 (a full disk must not crash the app)
+            from napari.utils.notifications import show_error
+
+            show_error(f"sparseseg: saving the session failed: {exc}")
+
+    def detach(self) -> None:
+        """The widget dropped its session: stop autosaving it (the store stays on disk)."""
+        store, self.store = self.store, None
+        if store is not None:
+            store.stop_autosave(flush=True)
+
+    def close(self, training_ended: bool) -> None:
+        """Widget closing: last flush, and a checkpoint if the worker has ended."""
+        try:
+            self.widget.viewer.layers.events.inserted.disconnect(self._on_inserted)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+        if training_ended:
+            self.checkpoint()
+        self.detach()
+
+    def _sync_classes(self) -> None:
+        if self.store is not None:
+            w = self.widget
+            k = self.store.session.volume.num_classes
+            self.store.set_classes(w.classes.names[:k], [c.color for c in w.classes.classes][:k])
+
+    # -- save / open ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Keep the widget's session in the store ``path`` (created; autosaved from now on).
+
+        Before the first Start the path is remembered and the store is created when the session is.
+        """
+        from .core.store import SessionStore
+
+        path = Path(path)
+        if not path.name.endswith(".zarr"):
+            path = path.with_name(path.name + ".zarr")
+        w = self.widget
+        session = w.session
+        if session is None:
+            self._save_path = path
+            self.path_label.setText(f"will be saved to {path} when training starts")
+            return path
+        old = self.store
+        if old is not None and old.path.resolve() == path.resolve():
+            if w.run.running:
+                old.flush()
+            else:
+                self.checkpoint()
+            return path
+        k = session.volume.num_classes
+        store = SessionStore.create(path, session, class_names=w.classes.names[:k],
+                                    colors=[c.color for c in w.classes.classes][:k],
+                                    overwrite=is_session_store(path))
+        if old is not None:  # the new store takes over the old one's history (and checkpoint, while training)
+            old.stop_autosave(flush=True)
+            store.prepend_history(old.path)
+            if (old.path / "checkpoints" / "latest.pt").exists() and w.run.running:
+                shutil.copyfile(old.path / "checkpoints" / "latest.pt", path / "checkpoints" / "latest.pt")
+        if w.run.running:
+            store._last_checkpoint = 0.0  # the training thread writes one at its next step
+        else:
+            store.save_checkpoint(session.trainer)
+        store.start_autosave()
+        self.store = store
+        self.path_label.setText(f"autosaving to {path}")
+        return path
+
+    def open(self, path: str | Path) -> list[Any]:
+        """Add a store's layers to the viewer and bind the widget: the next Start resumes training.
+
+        Returns the added layers (empty, with a warning, if training runs or ``path`` is no store).
+        """
+        from napari.layers import Layer
+        from napari.utils.notifications import show_warning
+
+        w = self.widget
+        if w.run.running:
+            show_warning("stop training before opening a session")
+            return []
+        if not is_session_store(path):
+            show_warning(f"{path} is not a napari-sparseseg session store")
+            return []
+        path = Path(path).resolve()
+        layers = [w.viewer.add_layer(Layer.create(data, meta, kind)) for data, meta, kind in store_layers(path)]
+        image = next(ly for ly in layers if ly.metadata.get("class_names") is not None)
+        annotation = next(ly for ly in layers if ly.metadata.get("sparseseg_role") == "annotation")
+        _select(w.image_combo, image)
+        _select(w.annotation_combo, annotation)
+        self._set_classes(image.metadata["class_names"], image.metadata.get("class_colors"))
+        self._open_path = path
+        w.viewer.layers.selection.active = annotation
+        self.path_label.setText(f"opened {path}: Start resumes training")
+        return layers
+
+    def _save_dialog(self) -> None:
+        from napari.utils.notifications import show_error
+        from qtpy.QtWidgets import QFileDialog
+
+        start = str(sessions_home() / "session.zarr")
+        path, _ = QFileDialog.getSaveFileName(self.widget, "Save session", start, "Session store (*.zarr)")
+        if path:
+            try:
+                self.save(path)
+            except Exception as exc:  # noqa: BLE001 (a user action: report, never crash the app)
+                show_error(f"sparseseg: saving the session failed: {exc}")
+
+    def _open_dialog(self) -> None:
+        from napari.utils.notifications import show_error
+        from qtpy.QtWidgets import QFileDialog
+
+        path = QFileDialog.getExistingDirectory(self.widget, "Open session (.zarr directory)", str(sessions_home()))
+        if path:
+            try:
+                self.open(path)
+            except Exception as exc:  # noqa: BLE001
+                show_error(f"sparseseg: opening the session failed: {exc}")
+
+
+def _select(combo: Any, layer: Any) -> None:
+    for i in range(combo.count()):
+        if combo.itemData(i) is layer:
+            combo.setCurrentIndex(i)
+            return

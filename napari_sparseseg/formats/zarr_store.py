@@ -1,0 +1,218 @@
+"""zarr stores: plain zarr arrays and OME-Zarr (NGFF 0.4 on zarr v2, 0.5 on zarr v3).
+
+* Plain array: ``(z, y, x)`` or ``(c, z, y, x)``; spacing from ``attrs["spacing"]``
+  (``(z, y, x)``, default 1). A plain group holding an array named ``key``
+  (``"image"``, ``"labels"``) reads that array.
+* OME-Zarr: the first ``multiscales`` entry; ``level`` picks a dataset (0 = full
+  resolution); spacing is that dataset's ``scale`` transform (times the
+  multiscale-wide one, if any) on the ``z, y, x`` axes; a ``c`` axis is the
+  channel axis and a size-1 ``t`` axis is dropped (5D ``tczyx`` from
+  bioformats2raw). ``key="labels"`` reads the first image of the NGFF
+  ``labels`` group if there is one (else the image itself: a mask file).
+
+The NGFF metadata are parsed here with zarr alone (the ome-zarr library is not
+needed). A directory whose root attributes hold ``napari_sparseseg_session`` is
+a session store (its own reader), never a volume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..core.volume import Spacing
+from .base import VolumeFile, VolumeFileError, check_level, checked_spacing
+
+#: Root attribute that marks a napari-sparseseg session store.
+SESSION_ATTRIBUTE = "napari_sparseseg_session"
+#: NGFF version written by :func:`write_ome_zarr`.
+NGFF_VERSION = "0.5"
+ZarrKind = Literal["array", "ome", "session", "group"]
+_METADATA = ("zarr.json", ".zarray", ".zgroup")
+
+
+def is_zarr_dir(path: Path) -> bool:
+    """A directory with zarr v2 or v3 metadata at its root."""
+    return path.is_dir() and any((path / m).is_file() for m in _METADATA)
+
+
+def zarr_kind(path: Path) -> ZarrKind | None:
+    """Classify a zarr directory from its root metadata alone (no zarr import, no chunk reads).
+
+    Returns ``None`` for anything that is not a readable zarr directory.
+    """
+    try:
+        if (path / "zarr.json").is_file():
+            meta = json.loads((path / "zarr.json").read_text())
+            node, attrs = meta.get("node_type"), meta.get("attributes") or {}
+        elif (path / ".zarray").is_file():
+            node, attrs = "array", {}
+        elif (path / ".zgroup").is_file():
+            zattrs = path / ".zattrs"
+            node, attrs = "group", json.loads(zattrs.read_text()) if zattrs.is_file() else {}
+        else:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(attrs, dict):
+        return None
+    if SESSION_ATTRIBUTE in attrs:
+        return "session"
+    if node == "array":
+        return "array"
+    if node != "group":
+        return None
+    return "ome" if "multiscales" in attrs or "multiscales" in (attrs.get("ome") or {}) else "group"
+
+
+def read_zarr(path: Path, key: str = "image", level: int = 0, lazy: bool = False) -> VolumeFile:
+    """Read a plain zarr array or one level of an OME-Zarr image (see the module notes)."""
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001 (missing or broken metadata raise many types)
+        raise VolumeFileError(f"{path}: cannot read as zarr; no valid zarr metadata "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if isinstance(node, zarr.Array):
+        return _plain(path, node, level, lazy)
+    attrs = node.attrs.asdict()
+    if SESSION_ATTRIBUTE in attrs:
+        raise VolumeFileError(f"{path}: is a napari-sparseseg session store, not a volume; open it as a session")
+    multiscales = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
+    if multiscales:
+        if key == "labels" and "labels" in node:
+            return _ome_labels(path, node, level, lazy)
+        return _ome(path, node, multiscales, level, lazy)
+    child = node.get(key) if key else None
+    if isinstance(child, zarr.Array):
+        return _plain(path, child, level, lazy)
+    names = sorted(node.keys())
+    raise VolumeFileError(f"{path}: a zarr group that is neither an array nor OME-Zarr (no 'multiscales' "
+                          f"metadata, no array named {key!r}; it holds {names})")
+
+
+def _plain(path: Path, arr: Any, level: int, lazy: bool) -> VolumeFile:
+    check_level(path, level, 1)
+    if arr.ndim not in (3, 4):
+        raise VolumeFileError(f"{path}: zarr array of shape {arr.shape} is not 3D (z, y, x) or 4D (c, z, y, x)")
+    spacing = checked_spacing(path, arr.attrs.get("spacing"))
+    data = arr if lazy else _load(path, arr)
+    return VolumeFile(data, spacing, None, 0 if arr.ndim == 4 else None, path, 0, 1,
+                      "czyx" if arr.ndim == 4 else "zyx")
+
+
+def _load(path: Path, arr: Any) -> np.ndarray:
+    try:
+        return np.asarray(arr[...])
+    except Exception as exc:  # noqa: BLE001 (missing or corrupt chunks)
+        raise VolumeFileError(f"{path}: cannot read the zarr chunks ({type(exc).__name__}: {exc})") from exc
+
+
+def _axis_names(path: Path, axes: Any, ndim: int) -> list[str]:
+    names = [str(a.get("name") if isinstance(a, dict) else a).lower() for a in (axes or [])]
+    if not names and ndim == 5:  # NGFF 0.1-0.3 without axes: always tczyx
+        names = list("tczyx")
+    if len(names) != ndim:
+        raise VolumeFileError(f"{path}: OME-Zarr axes {names} do not match the data's {ndim} dimensions")
+    return names
+
+
+def _scale(transforms: Any, n: int) -> np.ndarray:
+    for t in transforms or []:
+        if isinstance(t, dict) and t.get("type") == "scale":
+            return np.asarray(t["scale"], dtype=float)
+    return np.ones(n)
+
+
+def _ome(path: Path, group: Any, multiscales: list, level: int, lazy: bool) -> VolumeFile:
+    ms = multiscales[0]
+    datasets = ms.get("datasets") or []
+    check_level(path, level, len(datasets))
+    try:
+        arr = group[datasets[level]["path"]]
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeFileError(f"{path}: OME-Zarr level {level} (dataset {datasets[level].get('path')!r}) "
+                              f"cannot be opened ({type(exc).__name__}: {exc})") from exc
+    names = _axis_names(path, ms.get("axes"), arr.ndim)
+    scale = _scale(datasets[level].get("coordinateTransformations"), arr.ndim)
+    scale = scale * _scale(ms.get("coordinateTransformations"), arr.ndim)
+    if len(scale) != arr.ndim:
+        raise VolumeFileError(f"{path}: OME-Zarr scale {scale.tolist()} does not match axes {names}")
+    drop = [i for i, a in enumerate(names) if a == "t" and arr.shape[i] == 1]
+    kept = [a for i, a in enumerate(names) if i not in drop]
+    if sorted(kept) not in (sorted("zyx"), sorted("czyx")):
+        raise VolumeFileError(f"{path}: OME-Zarr axes {names} (shape {tuple(arr.shape)}) are not a 3D volume; "
+                              "need z, y, x, optionally c, and t only of size 1")
+    spacing = checked_spacing(path, [scale[names.index(a)] for a in "zyx"])
+    index = tuple(0 if i in drop else slice(None) for i in range(arr.ndim))
+    if lazy:
+        data = arr
+        if drop:
+            import dask.array as da
+
+            data = da.from_zarr(arr)[index]
+    else:
+        data = _load(path, arr)[index]
+    channel_axis = kept.index("c") if "c" in kept else None
+    return VolumeFile(data, spacing, None, channel_axis, path, level, len(datasets), "".join(kept))
+
+
+def _ome_labels(path: Path, group: Any, level: int, lazy: bool) -> VolumeFile:
+    try:
+        labels = group["labels"]
+        first = (labels.attrs.get("ome") or {}).get("labels") or labels.attrs.get("labels")
+        image = labels[first[0]]
+        attrs = image.attrs.asdict()
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeFileError(f"{path}: OME-Zarr image has no readable 'labels' group ({exc})") from exc
+    multiscales = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
+    if not multiscales:
+        raise VolumeFileError(f"{path}: OME-Zarr label image {first[0]!r} has no multiscales metadata")
+    return _ome(path, image, multiscales, level, lazy)
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(min(int(n), 64) for n in shape)
+
+
+def _prepare(path: Path) -> None:
+    """Refuse to replace anything but an existing zarr store that is not a session."""
+    if not path.exists():
+        return
+    kind = zarr_kind(path) if path.is_dir() else None
+    if kind is None and not (path.is_dir() and not any(path.iterdir())):
+        raise VolumeFileError(f"{path}: exists and is not a zarr store; refusing to overwrite it")
+    if kind == "session":
+        raise VolumeFileError(f"{path}: is a napari-sparseseg session store; refusing to overwrite it with a mask")
+
+
+def write_zarr(path: Path, mask: np.ndarray, spacing: Spacing) -> None:
+    """Write a plain zarr v3 array ``(z, y, x)``, 64^3 chunks, with ``attrs["spacing"]``."""
+    import zarr
+
+    _prepare(path)
+    arr = zarr.create_array(str(path), shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
+                            overwrite=True, zarr_format=3, dimension_names=("z", "y", "x"),
+                            attributes={"spacing": [float(s) for s in spacing]})
+    arr[...] = mask
+
+
+def write_ome_zarr(path: Path, mask: np.ndarray, spacing: Spacing, *, name: str = "mask") -> None:
+    """Write a single-level OME-Zarr (NGFF 0.5, zarr v3): axes ``z, y, x``, dataset ``"0"`` scaled by spacing."""
+    import zarr
+
+    _prepare(path)
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    arr = group.create_array("0", shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
+                             dimension_names=("z", "y", "x"))
+    arr[...] = mask
+    group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": [{
+        "name": name,
+        "axes": [{"name": a, "type": "space"} for a in "zyx"],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [float(s) for s in spacing]}]}],
+    }]}

@@ -1,0 +1,164 @@
+"""GUI tests of session stores in napari: the reader, Open/Save in the widget, autosave, resumed training."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import zarr
+from qtpy.QtCore import QThreadPool
+
+from napari_sparseseg._sample import make_sample_data
+from napari_sparseseg._session_files import STORE_META, get_reader, read_session
+from napari_sparseseg._widget import SparseSegWidget
+from napari_sparseseg.core.annotation import Box, Source
+from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.encoding import mask_to_annotation
+from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.core.store import SessionStore
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (16, 48, 48)
+CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
+                       train=TrainConfig(patch_voxels=8 * 32 * 32, augment=False), device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SPARSESEG_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_sample_data(SHAPE)
+
+
+def core_store(path, sample, steps=3):
+    """A store written by the core API: two painted slices, a correction, a prediction, a checkpoint."""
+    image, meta, _ = sample[0]
+    gt = meta["metadata"]["ground_truth"]
+    session = SegmentationSession(image, num_classes=2, spacing=meta["scale"], config=CONFIG)
+    for z in (4, 11):
+        session.add_labels((z, slice(None), slice(None)), mask_to_annotation(gt[z]))
+    session.add_correction((8, slice(0, 8), slice(0, 8)), 1)
+    store = SessionStore.create(path, session, class_names=["nucleus", "vesicle"],
+                                colors=[(1, 0, 0, 1), (0, 1, 0, 1)])
+    for event in session.train(max_steps=steps):
+        store.record_step(event)
+    store.save_checkpoint(session.trainer)
+    store.record_prediction(session.predict(Box((0, 0, 0), (8, 48, 48))))
+    store.close()
+    return session
+
+
+def make_widget(viewer):
+    widget = SparseSegWidget(viewer, config=CONFIG, refresh_seconds=1.0, first_refresh_steps=2)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    return widget
+
+
+def stop_and_wait(widget, qtbot):
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.run.running, timeout=60000)
+    assert widget.run.wait(5)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+
+
+def test_reader_gives_the_layers_of_a_store_written_by_the_core(make_napari_viewer, sample, tmp_path):
+    path = tmp_path / "s.zarr"
+    session = core_store(path, sample)
+    assert get_reader(str(path)) is read_session
+    assert get_reader(str(tmp_path)) is None and get_reader([str(path), str(path)]) is None
+    (tmp_path / "broken.zarr").mkdir()
+    (tmp_path / "broken.zarr" / "zarr.json").write_text('{"attributes": {"napari_sparseseg_session": {}}}')
+    assert read_session(str(tmp_path / "broken.zarr")) is None  # a reader returns None, never raises
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-sparseseg")
+    image, annotation, prediction = layers
+    assert image.data.shape == SHAPE and tuple(image.scale) == tuple(session.volume.spacing)
+    np.testing.assert_array_equal(annotation.data, session.volume.labels)
+    assert prediction.metadata["sparseseg_role"] == "prediction" and prediction.data.max() >= 1
+    assert all(ly.metadata[STORE_META] == str(path.resolve()) for ly in layers)
+    assert image.metadata["class_names"] == ("nucleus", "vesicle")
+
+
+def test_open_session_restores_layers_and_start_resumes_training_from_the_checkpoint(make_napari_viewer, sample,
+                                                                                      tmp_path, qtbot):
+    path = tmp_path / "s.zarr"
+    original = core_store(path, sample, steps=3)
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    try:
+        layers = widget.files.open(path)
+        assert len(layers) == 3
+        assert widget.image_layer is layers[0] and widget.annotation_layer is layers[1]
+        assert widget.prediction_layer is layers[2]
+        assert widget.classes.names == ["nucleus", "vesicle"]
+        assert widget.classes.classes[0].color == (1.0, 0.0, 0.0, 1.0)
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+        session = widget.session
+        assert session.store is not None and session.store.path == path.resolve()
+        assert session.trainer.step >= 3  # resumed at the checkpoint's step
+        assert (session.volume.source == Source.CORRECTED).sum() == 64  # corrections keep their weight
+        np.testing.assert_array_equal(session.volume.labels, original.volume.labels)
+        qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 5, timeout=60000)
+        assert widget.last_step.step > 3
+        assert "saving to" in widget.status_label.text() or "step" in widget.status_label.text()
+        stop_and_wait(widget, qtbot)
+        index = session.store.checkpoint_index()
+        assert index["latest"]["step"] == session.trainer.step  # a checkpoint on Stop
+    finally:
+        widget.close_session()
+
+
+def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer, sample, tmp_path, qtbot):
+    viewer = make_napari_viewer()
+    image_data, image_meta, _ = sample[0]
+    ann_data, ann_meta, _ = sample[1]
+    viewer.add_image(image_data, **image_meta)
+    viewer.add_labels(ann_data.copy(), **ann_meta)
+    widget = make_widget(viewer)
+    gt = image_meta["metadata"]["ground_truth"]
+    annotation = widget.annotation_layer
+    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+    annotation.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_annotation(gt[5])[yy, xx])
+    try:
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None and widget.files.store is not None, timeout=60000)
+        store = widget.files.store
+        assert store.path.parent == tmp_path / "home" / "sessions" and store.autosaving
+        assert str(store.path) in widget.files.path_label.text()
+        # A stroke while training reaches the store's labels within about a second.
+        annotation.data_setitem((np.full(yy.size, 10), yy, xx), mask_to_annotation(gt[10])[yy, xx])
+        labels = zarr.open_array(str(store.path / "labels"), mode="r")
+        t0 = time.perf_counter()
+        qtbot.waitUntil(lambda: np.array_equal(labels[10], mask_to_annotation(gt[10])), timeout=3000)
+        assert time.perf_counter() - t0 < 1.5
+        qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 3, timeout=60000)
+
+        mine = widget.files.save(tmp_path / "mine")  # while training: takes over autosave
+        assert mine == tmp_path / "mine.zarr" and widget.files.store.path == mine and not store.autosaving
+        stop_and_wait(widget, qtbot)
+        step = widget.session.trainer.step
+        assert json.loads((mine / "checkpoints" / "index.json").read_text())["latest"]["step"] == step
+        expected = np.asarray(annotation.data).copy()
+    finally:
+        widget.close_session()
+
+    viewer2 = make_napari_viewer()
+    widget2 = make_widget(viewer2)
+    try:
+        widget2.files.open(mine)
+        np.testing.assert_array_equal(widget2.annotation_layer.data, expected)
+        assert widget2.start()
+        qtbot.waitUntil(lambda: widget2.session is not None, timeout=60000)
+        assert widget2.session.trainer.step == step
+        assert len(widget2.session.store.history()) >= step
+        stop_and_wait(widget2, qtbot)
+    finally:
+        widget2.close_session()
