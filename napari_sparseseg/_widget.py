@@ -43,6 +43,7 @@ from qtpy.QtWidgets import (
 from ._bridge import Refresh, SessionReady, TrainingRun, merge_late_edits
 from ._classes import BACKGROUND_COLOR, MAX_CLASSES, ClassList, remove_class_values
 from ._layers import image_layer_problem, is_output, placement, role
+from ._models import ModelFiles
 from ._plot import ProgressStrip, Sparkline
 from ._results import ExportKind, accepted_labels, export_mask
 from ._session_files import SessionFiles
@@ -138,6 +139,7 @@ class SparseSegWidget(QWidget):
         self.run = TrainingRun(self._on_event, self._on_error, self._on_finished, self._update_buttons)
         self._build_ui()
         self.files = SessionFiles(self)  # session store: Save/Open buttons, autosave, checkpoints
+        self.models = ModelFiles(self)  # Save model / Apply model to a layer
         self._connect_viewer()
         self._refresh_layer_choices()
         self.destroyed.connect(lambda *_: self.close_session())

@@ -202,18 +202,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--block needs three positive sizes Z Y X, got {args.block}")
     if args.scheduler:
         return _predict_distributed(args)
-    from .core.checkpoint import config_of, load_into, read_model
     from .core.session import SegmentationSession
     from .io import read_volume, save_mask
 
-    payload = read_model(args.model)
-    config = config_of(payload)
-    config = type(config)(model=config.model, train=config.train, inference=config.inference, device=args.device)
     source = read_volume(args.image, level=args.level)
-    image, spacing = source.data, source.spacing
-    session = SegmentationSession(image, num_classes=payload["num_classes"], spacing=spacing,
-                                  channel_axis=source.channel_axis, config=config)
-    load_into(session.trainer, payload)
+    spacing = source.spacing
+    session = SegmentationSession.from_model(source.data, args.model, spacing=spacing,
+                                             channel_axis=source.channel_axis, device=args.device)
     if _is_zarr_array_path(args.out):  # block by block, each block written as whole chunks
         from .core.blockwise import predict_to_array
         from .distributed import open_mask_output

@@ -71,6 +71,37 @@ class SegmentationSession:
 
         return SessionStore.open(path, **kwargs)[1]
 
+    @classmethod
+    def from_model(cls, image: np.ndarray, model: str | Path | dict[str, Any], *,
+                   spacing: Sequence[float] | None = None, channel_axis: int | None = None,
+                   device: str = "auto") -> SegmentationSession:
+        """A session on a new image that starts from a saved model (to predict it, or to fine-tune).
+
+        Parameters
+        ----------
+        image : np.ndarray
+            ``(z, y, x)``, or 4D with ``channel_axis``.
+        model : str, Path or dict
+            A checkpoint written by :func:`.checkpoint.save_model`, or its payload from
+            :func:`.checkpoint.read_model`.
+        spacing, channel_axis
+            Of ``image``; a spacing other than the training one keeps the model's planned layout.
+        device : {"auto", "cpu", "cuda", "mps"}
+
+        Raises
+        ------
+        ValueError
+            If ``model`` is not a checkpoint, or its input channels do not match the image.
+        """
+        from .checkpoint import config_of, load_into, read_model
+
+        payload = model if isinstance(model, dict) else read_model(model)
+        config = replace(config_of(payload), device=device)
+        session = cls(image, num_classes=payload["num_classes"], spacing=spacing, channel_axis=channel_axis,
+                      config=config)
+        load_into(session.trainer, payload)
+        return session
+
     # -- interactions ---------------------------------------------------------------
     def add_labels(self, index: tuple, values: np.ndarray | int, source: Source = Source.PAINTED) -> Box:
         """Label voxels (annotation encoding; 0 erases). Returns the changed box."""

@@ -1,0 +1,127 @@
+"""Saved models in napari: the widget's "Save model…" and "Apply model…" buttons.
+
+A model file (``.pt``, :mod:`napari_sparseseg.core.checkpoint`) holds the
+weights and the configuration that built them. Applying it to an image layer
+predicts that layer in a worker thread and adds the dense mask
+(0 = background, 1..K) as a new labels layer over the image; a model whose
+input channels do not fit the image is refused with a message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+
+from ._layers import placement
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+
+    from ._widget import SparseSegWidget
+
+MODEL_FILTER = "napari-sparseseg model (*.pt)"
+
+
+def predict_layer(layer: Image, model: str | Path, device: str = "auto") -> np.ndarray:
+    """Dense mask ``(z, y, x)`` (0 = background, 1..K) of an image layer predicted by a saved model.
+
+    Runs on the calling thread (the widget calls it from a worker). Spacing is
+    the layer's ``scale``; a 4D layer is read with its first axis as channels.
+    """
+    from .core.session import SegmentationSession
+
+    data = np.asarray(layer.data)
+    channel_axis = 0 if data.ndim == 4 else None
+    spacing = tuple(float(s) for s in layer.scale[-3:])
+    session = SegmentationSession.from_model(data, model, spacing=spacing, channel_axis=channel_axis, device=device)
+    return session.segment()
+
+
+def add_mask_layer(widget: SparseSegWidget, layer: Image, mask: np.ndarray, model: str | Path) -> Labels:
+    """Add ``mask`` over ``layer`` as a labels layer named after the layer and the model."""
+    return widget.viewer.add_labels(mask, name=f"{layer.name} ({Path(model).stem})", **placement(layer),
+                                    colormap=widget.classes.prediction_colormap(),
+                                    metadata={"sparseseg_role": "export", "sparseseg_model": str(model)})
+
+
+class ModelFiles:
+    """The widget's "Model" box: save the current model, apply a saved one to the chosen image layer.
+
+    Parameters
+    ----------
+    widget : SparseSegWidget
+        The dock widget; a "Model" group box is added to its layout.
+    """
+
+    def __init__(self, widget: SparseSegWidget) -> None:
+        from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QPushButton
+
+        self.widget = widget
+        self.worker: Any = None
+        box = QGroupBox("Model")
+        row = QHBoxLayout(box)
+        self.save_button = QPushButton("Save model…")
+        self.save_button.setToolTip("write the current model (weights + settings) to a .pt file")
+        self.apply_button = QPushButton("Apply model…")
+        self.apply_button.setToolTip("predict the chosen image layer with a saved model; the mask is added as "
+                                     "a new labels layer")
+        row.addWidget(self.save_button)
+        row.addWidget(self.apply_button)
+        layout = widget.layout()
+        layout.insertWidget(max(layout.count() - 1, 0), box)
+        self.save_button.clicked.connect(self._save_dialog)
+        self.apply_button.clicked.connect(self._apply_dialog)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the current session's model to ``path``; ``ValueError`` if nothing was trained yet."""
+        from .core.checkpoint import save_model
+
+        session = self.widget.session
+        if session is None or session.trainer.step == 0:
+            raise ValueError("no trained model yet: paint a few slices and press Start first")
+        return save_model(session.trainer, path)
+
+    def apply(self, model: str | Path, layer: Image | None = None) -> Any:
+        """Predict ``layer`` (default: the widget's image) with ``model`` in a worker; returns the worker.
+
+        The mask layer is added on the GUI thread when the worker returns;
+        errors (e.g. a model for another number of channels) become a notification.
+        """
+        from napari.qt.threading import create_worker
+
+        layer = layer if layer is not None else self.widget.image_layer
+        if layer is None:
+            raise ValueError("pick an image layer to apply the model to")
+        device = self.widget.session_config().device
+        worker = create_worker(predict_layer, layer, model, device, _ignore_errors=True)  # errors: notification
+        worker.returned.connect(lambda mask: add_mask_layer(self.widget, layer, mask, model))
+        worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))
+        worker.finished.connect(lambda: self.apply_button.setEnabled(True))
+        self.apply_button.setEnabled(False)
+        show_info(f"sparseseg: predicting {layer.name} with {Path(model).name}…")
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _save_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self.widget, "Save model", "model.pt", MODEL_FILTER)
+        if path:
+            try:
+                show_info(f"sparseseg: model saved to {self.save(path)}")
+            except (OSError, ValueError) as exc:
+                show_error(f"sparseseg: {exc}")
+
+    def _apply_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self.widget, "Apply model", "", MODEL_FILTER)
+        if path:
+            try:
+                self.apply(path)
+            except ValueError as exc:
+                show_error(f"sparseseg: {exc}")

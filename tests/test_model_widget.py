@@ -1,0 +1,84 @@
+"""GUI tests of saved models in napari: Save model from the widget, Apply model to another image layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sparseseg._sample import make_sample_data
+from napari_sparseseg._widget import SparseSegWidget
+from napari_sparseseg.core.checkpoint import read_model, save_model
+from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.encoding import mask_to_annotation
+from napari_sparseseg.core.session import SegmentationSession
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (16, 48, 48)
+CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
+                       train=TrainConfig(patch_voxels=8 * 32 * 32, augment=False), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained a few steps on two painted slices of the sample, saved to disk."""
+    image, meta, _ = make_sample_data(SHAPE)[0]
+    gt = meta["metadata"]["ground_truth"]
+    session = SegmentationSession(image, num_classes=2, spacing=meta["scale"], config=CONFIG)
+    for z in (4, 11):
+        session.add_labels((z, slice(None), slice(None)), mask_to_annotation(gt[z]))
+    list(session.train(max_steps=5))
+    path = save_model(session.trainer, tmp_path_factory.mktemp("model") / "cells.pt")
+    return session, path
+
+
+def make_widget(viewer):
+    widget = SparseSegWidget(viewer, config=CONFIG)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    return widget
+
+
+def test_apply_model_adds_the_mask_of_another_layer_over_it(make_napari_viewer, qtbot, trained):
+    session, path = trained
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    other, meta, _ = make_sample_data(SHAPE, seed=3)[0]  # the next volume
+    layer = viewer.add_image(other, name="next volume", scale=meta["scale"], translate=(0, 5, 5))
+    worker = widget.models.apply(path, layer)
+    qtbot.waitUntil(lambda: "next volume (cells)" in viewer.layers, timeout=60000)
+    out = viewer.layers["next volume (cells)"]
+    assert out.data.shape == other.shape and out.data.dtype == np.uint8
+    assert set(np.unique(out.data)) <= {0, 1, 2}
+    assert tuple(out.scale) == tuple(layer.scale) and tuple(out.translate) == tuple(layer.translate)
+    # Same weights, same image, same spacing: the widget's result is the core's.
+    expected = SegmentationSession.from_model(other, path, spacing=meta["scale"], device="cpu").segment()
+    np.testing.assert_array_equal(out.data, expected)
+    qtbot.waitUntil(lambda: widget.models.apply_button.isEnabled(), timeout=10000)
+    assert worker is widget.models.worker
+
+
+def test_apply_model_refuses_an_image_with_other_channels(make_napari_viewer, qtbot, trained, monkeypatch):
+    _, path = trained
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    errors = []
+    monkeypatch.setattr("napari_sparseseg._models.show_error", errors.append)
+    two_channel = np.random.default_rng(0).random((2,) + SHAPE).astype(np.float32)
+    layer = viewer.add_image(two_channel, name="two channels", channel_axis=None)
+    n_layers = len(viewer.layers)
+    widget.models.apply(path, layer)
+    qtbot.waitUntil(lambda: bool(errors), timeout=60000)
+    assert "input channels" in errors[0] and len(viewer.layers) == n_layers
+    qtbot.waitUntil(lambda: widget.models.apply_button.isEnabled(), timeout=10000)
+
+
+def test_save_model_needs_a_trained_session_then_writes_a_loadable_file(make_napari_viewer, trained, tmp_path):
+    session, _ = trained
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    with pytest.raises(ValueError, match="no trained model"):
+        widget.models.save(tmp_path / "m.pt")
+    widget.session = session  # as after Start
+    path = widget.models.save(tmp_path / "m.pt")
+    payload = read_model(path)
+    assert payload["num_classes"] == 2 and payload["state"]["step"] == session.trainer.step
