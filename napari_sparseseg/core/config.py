@@ -133,7 +133,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 20
-    lr_floor: float = 0.02
+    lr_floor: float = 0.3
     foreground_share: float = 0.5
     random_share: float = 0.1
     centre_margin: float = 0.25
