@@ -52,6 +52,22 @@ def _grid(plt, n: int):
     return fig, axes[0]
 
 
+def _label_axes(ax: Any, title: str, xlabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("foreground Dice (all voxels)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_dice_vs_slices(runs: list[dict[str, Any]], path: Path) -> Path:
     """Dice against annotated slices per file; returns ``path``."""
     plt = _pyplot()
@@ -82,16 +98,8 @@ def plot_dice_vs_slices(runs: list[dict[str, Any]], path: Path) -> Path:
                 if r["protocol"] == "full":
                     ax.axhline(r["dice_fg"], color="k", linestyle="--", linewidth=1,
                                label=f"fully supervised bound{suffix}")
-        ax.set_title(name)
-        ax.set_xlabel("annotated slices (z:K = K, ortho:K = 3K, scribble:K = K)")
-        ax.set_ylabel("foreground Dice (all voxels)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        _label_axes(ax, name, "annotated slices (z:K = K, ortho:K = 3K, scribble:K = K)")
+    return _save(plt, fig, path)
 
 
 def plot_dice_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
@@ -115,16 +123,8 @@ def plot_dice_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
             if rf is not None and tag == "cpu":
                 ax.axhline(rf, color=colour, linestyle=":", linewidth=1)
         ax.plot([], [], color="grey", linestyle=":", label="random forest, same labels")
-        ax.set_title(name)
-        ax.set_xlabel("training seconds")
-        ax.set_ylabel("foreground Dice (all voxels)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        _label_axes(ax, name, "training seconds")
+    return _save(plt, fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
