@@ -110,7 +110,7 @@ def _predict_block(source: Any, stats: Any, spec: ModelSpec, box: Box, out: str 
     torch.set_num_threads(1)
     model, device, amp = _worker_model(spec)
     features = LazyFeatures(source, stats, channel_axis=0)
-    plan = plan_windows(spec.shape, spec.window, box, spec.inference.overlap)
+    plan = plan_windows(spec.shape, spec.window, box, spec.inference.overlap, spec.inference.edge_margin)
     region = read_region(features, plan.region, spec.shape)  # the block plus its halo, nothing else
     probs = predict_planned(model, region, plan, config=spec.inference, device=device, amp=amp)
     labels = probs.argmax(0).astype(np.uint8)

@@ -97,6 +97,45 @@ def test_box_of_a_volume_smaller_than_the_window_equals_the_crop():
         assert np.allclose(part, full[(slice(None),) + box.slices], atol=1e-5)
 
 
+@pytest.mark.parametrize("size,window", [(51, 36), (26, 18), (120, 80), (300, 64), (40, 40), (20, 32)])
+@pytest.mark.parametrize("margin", [0.0, 0.25, 0.5])
+def test_window_grid_puts_every_voxel_at_least_the_edge_margin_deep(size, window, margin):
+    from napari_sparseseg.core.inference import edge_padding, grid_starts
+
+    starts = grid_starts((size, 8, 8), (window, 8, 8), 0.5, margin)[0]
+    pad = edge_padding((window,), margin)[0]
+    depth = np.full(size, -1)
+    for a in starts:
+        rows = np.arange(max(a, 0), min(a + window, size))
+        depth[rows] = np.maximum(depth[rows], np.minimum(rows - a, a + window - 1 - rows))
+    assert (depth >= 0).all()  # every voxel covered
+    if size + 2 * pad > window:  # not one centred window
+        assert min(depth[0], depth[-1]) >= min(pad, (window - 1) // 2)  # edge voxels sit pad rows deep
+        assert starts[0] == -pad and starts[-1] + window == size + pad
+
+
+def test_box_prediction_equals_the_whole_volume_crop_with_an_edge_margin():
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 2, 3, padding=1)
+    features = np.random.default_rng(0).normal(size=(1, 21, 30, 17)).astype(np.float32)
+    config = InferenceConfig(edge_margin=(0.25, 0.25, 0.0))
+    full = predict_probabilities(net, features, (8, 12, 12), config=config)
+    for box in [Box((0, 0, 0), (3, 30, 17)), Box((18, 25, 10), (21, 30, 17))]:
+        part = predict_probabilities(net, features, (8, 12, 12), box=box, config=config)
+        assert np.allclose(part, full[(slice(None),) + box.slices], atol=1e-5)
+
+
+def test_edge_margin_is_validated_per_axis():
+    from napari_sparseseg.core.inference import edge_padding
+
+    assert edge_padding((36, 80, 80), (0.25, 0.0, 0.0)) == (9, 0, 0)
+    assert edge_padding((36, 80, 80), 0.25) == (9, 20, 20)
+    with pytest.raises(ValueError, match="edge_margin"):
+        InferenceConfig(edge_margin=(0.25, 0.0))
+    with pytest.raises(ValueError, match="edge_margin"):
+        InferenceConfig(edge_margin=(0.6, 0.0, 0.0))
+
+
 def test_plan_reads_only_the_windows_meeting_the_box():
     from napari_sparseseg.core.inference import grid_starts, plan_windows, read_region
 
@@ -111,7 +150,7 @@ def test_plan_reads_only_the_windows_meeting_the_box():
     # mirrored reads past a short axis follow the volume-edge mirror rule
     feats = np.arange(5, dtype=np.float32).reshape(1, 5, 1, 1) * np.ones((1, 1, 2, 2), np.float32)
     small = plan_windows((5, 2, 2), (8, 2, 2), overlap=0.5)
-    assert small.region == Box((0, 0, 0), (8, 2, 2))
-    assert read_region(feats, small.region, (5, 2, 2))[0, :, 0, 0].tolist() == [0, 1, 2, 3, 4, 3, 2, 1]
+    assert small.region == Box((-1, 0, 0), (7, 2, 2))  # one window, centred on the short axis
+    assert read_region(feats, small.region, (5, 2, 2))[0, :, 0, 0].tolist() == [1, 0, 1, 2, 3, 4, 3, 2]
     with pytest.raises(ValueError, match="empty prediction box"):
         plan_windows(shape, window, Box((0, 0, 0), (0, 5, 5)))

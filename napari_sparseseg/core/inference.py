@@ -70,14 +70,43 @@ def _forward(model: nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int], 
     return probs / (1 + len(mirror_axes))
 
 
-def grid_starts(shape: Sequence[int], window: Sequence[int], overlap: float) -> list[list[int]]:
+def edge_padding(window: Sequence[int], edge_margin: float | Sequence[float]) -> tuple[int, ...]:
+    """Voxels the window grid reaches past each volume edge: ``round(edge_margin * window)`` per axis.
+
+    ``edge_margin`` is one fraction for every axis or one per axis.
+    """
+    margins = [float(edge_margin)] * len(window) if np.isscalar(edge_margin) else list(edge_margin)  # type: ignore[arg-type]
+    if len(margins) != len(window):
+        raise ValueError(f"edge_margin {edge_margin} does not match a {len(window)}-axis window")
+    return tuple(int(round(m * int(w))) for m, w in zip(margins, window))
+
+
+def axis_starts(size: int, window: int, step: int, pad: int) -> list[int]:
+    """Window starts along one axis covering ``[-pad, size + pad)`` (negative starts read mirrored content).
+
+    When that span fits in one window, the single window is centred on the axis.
+    """
+    span = size + 2 * pad
+    if span <= window:
+        return [-((window - size) // 2)]
+    return [v - pad for v in window_starts(span, window, step)]
+
+
+def grid_starts(shape: Sequence[int], window: Sequence[int], overlap: float,
+                edge_margin: float | Sequence[float] = 0.0) -> list[list[int]]:
     """Window start offsets per axis of the global grid over a volume of ``shape``.
 
-    An axis shorter than its window holds one window at 0 (the volume is
-    mirror-padded up to the window there).
+    The grid reaches ``edge_margin`` x window (one fraction, or one per axis)
+    past each edge of the volume (mirror-padded), so a voxel on the edge lies
+    that deep inside its window, with context on both sides, rather than on
+    the window's outermost row: with one annotated slice, edge slices
+    predicted from a window's last rows came out as whole slices of false
+    foreground (see ``InferenceConfig.edge_margin``). An axis shorter than
+    its window holds one centred window.
     """
     steps = [max(1, int(w * (1 - overlap))) for w in window]
-    return [window_starts(max(int(s), int(w)), int(w), st) for s, w, st in zip(shape, window, steps)]
+    pads = edge_padding(window, edge_margin)
+    return [axis_starts(int(s), int(w), st, p) for s, w, st, p in zip(shape, window, steps, pads)]
 
 
 @dataclass(frozen=True)
@@ -93,8 +122,8 @@ class WindowPlan:
     box : Box
         The box to predict, inside ``shape``.
     region : Box
-        Union of the windows meeting ``box``: what must be read. It reaches
-        past ``shape`` only along axes shorter than the window (mirrored).
+        Union of the windows meeting ``box``: what must be read. It may reach
+        past ``shape`` (read mirrored, see :func:`read_region`).
     starts : tuple of tuple of int
         Per axis, the starts of those windows relative to ``region.start``.
     """
@@ -119,7 +148,7 @@ class WindowPlan:
 
 
 def plan_windows(shape: Sequence[int], window: Sequence[int], box: Box | None = None,
-                 overlap: float = 0.5) -> WindowPlan:
+                 overlap: float = 0.5, edge_margin: float | Sequence[float] = 0.0) -> WindowPlan:
     """Windows of the global grid over ``shape`` meeting ``box`` (default: the whole volume).
 
     Raises
@@ -133,7 +162,7 @@ def plan_windows(shape: Sequence[int], window: Sequence[int], box: Box | None = 
     if box.empty:
         raise ValueError(f"empty prediction box {box} for a volume of shape {shape}")
     chosen = []
-    for starts, w, b0, b1 in zip(grid_starts(shape, window, overlap), window, box.start, box.stop):
+    for starts, w, b0, b1 in zip(grid_starts(shape, window, overlap, edge_margin), window, box.start, box.stop):
         chosen.append([a for a in starts if a < b1 and a + w > b0])
     region = Box(tuple(c[0] for c in chosen), tuple(c[-1] + w for c, w in zip(chosen, window)))  # type: ignore[arg-type]
     rel = tuple(tuple(a - c[0] for a in c) for c in chosen)
@@ -243,6 +272,6 @@ def predict_probabilities(model: nn.Module, features: Any, window: Sequence[int]
         float32 ``(K + 1, *box.shape)``.
     """
     shape = tuple(int(s) for s in features.shape[1:])
-    plan = plan_windows(shape, window, box, config.overlap)
+    plan = plan_windows(shape, window, box, config.overlap, config.edge_margin)
     sub = read_region(features, plan.region, shape)
     return predict_planned(model, sub, plan, config=config, device=device, amp=amp)
