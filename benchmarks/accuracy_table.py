@@ -10,6 +10,15 @@ import sys
 from pathlib import Path
 
 
+def bold(text: str, on: bool) -> str:
+    """``text`` in bold when ``on`` (the best Dice of a row)."""
+    return f"**{text}**" if on else text
+
+
+def _is(baselines: dict, name: str, best: float) -> bool:
+    return "dice_fg" in baselines.get(name, {}) and baselines[name]["dice_fg"] >= best
+
+
 def main(paths: list[str]) -> str:
     loaded = (json.loads(Path(p).read_text()) for p in paths)
     runs = sorted((r for r in loaded if "protocol" in r and "data" in r),  # other benchmarks' JSON is skipped
@@ -21,8 +30,11 @@ def main(paths: list[str]) -> str:
 
     for r in runs:
         b = r.get("baselines", {})
-        lines.append(f"| {Path(r['data']).stem} | {r['protocol']} | **{r['dice_fg']:.3f}** | "
-                     f"{r['unannotated']['dice_fg']:.3f} | {cell(b, 'rf')} | {cell(b, 'interp')} | {r['steps']} |")
+        best = max([r["dice_fg"]] + [b[n]["dice_fg"] for n in ("rf", "interp") if "dice_fg" in b.get(n, {})])
+        ours = f"{r['dice_fg']:.3f}"
+        lines.append(f"| {Path(r['data']).stem} | {r['protocol']} | {bold(ours, r['dice_fg'] >= best)} | "
+                     f"{r['unannotated']['dice_fg']:.3f} | {bold(cell(b, 'rf'), _is(b, 'rf', best))} | "
+                     f"{bold(cell(b, 'interp'), _is(b, 'interp', best))} | {r['steps']} |")
     fractions = " | ".join(f"{int(100 * f)} % of budget" for f in (0.1, 0.25, 0.5, 0.75, 1.0))
     lines += ["", f"| data | protocol | {fractions} |", "|---|---|---|---|---|---|---|"]
     for r in runs:

@@ -123,8 +123,24 @@ def run_one(name: str, loader: Loader, protocol: str, args: argparse.Namespace) 
         "config": config.to_dict(),
         "run_seconds": round(time.perf_counter() - t0, 1),
         "date": datetime.date.today().isoformat(),
+        "commit": git_commit(),
     })
     return result
+
+
+def git_commit() -> str | None:
+    """The checked-out commit (``+dirty`` when the working tree differs), or None outside a git checkout."""
+    import subprocess
+
+    try:
+        root = Path(__file__).resolve().parent
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:
@@ -167,6 +183,10 @@ def _baseline(r: dict[str, Any], name: str, key: str = "dice_fg", spec: str = ".
     return _fmt(b.get(key), spec)
 
 
+def _bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on else text
+
+
 def summary_table(runs: list[dict[str, Any]]) -> str:
     """Markdown: one section per device and budget with a row per run, then how the targets fare."""
     sections: dict[tuple[str, float], list[dict[str, Any]]] = {}
@@ -186,10 +206,14 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
             margin = r["dice_fg"] - best[1] if best else None
             bound = bounds.get(r["data"])
             gap = bound - r["dice_fg"] if bound is not None and r["protocol"] != "full" else None
+            ours_wins = margin is None or margin >= 0
             lines.append(
-                f"| {r['data']} | {r['protocol']} | {100 * r['annotated_fraction']:.1f} | **{_fmt(r['dice_fg'])}** "
-                f"| {_fmt(r['all']['miou'])} | {r['train_seconds']:.0f} | {_baseline(r, 'rf')} "
-                f"| {_baseline(r, 'rf', 'seconds', '.0f')} | {_baseline(r, 'interp')} "
+                f"| {r['data']} | {r['protocol']} | {100 * r['annotated_fraction']:.1f} "
+                f"| {_bold(_fmt(r['dice_fg']), ours_wins)} "
+                f"| {_fmt(r['all']['miou'])} | {r['train_seconds']:.0f} "
+                f"| {_bold(_baseline(r, 'rf'), not ours_wins and best is not None and best[0] == 'rf')} "
+                f"| {_baseline(r, 'rf', 'seconds', '.0f')} "
+                f"| {_bold(_baseline(r, 'interp'), not ours_wins and best is not None and best[0] == 'interp')} "
                 f"| {f'{best[0]} {best[1]:.3f}' if best else '–'} | {_fmt(margin, signed=True)} | {_fmt(bound)} "
                 f"| {_fmt(gap, signed=True)} |")
             if margin is not None and margin < 0:
