@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def launch(path: str | Path | None = None, *, viewer: napari.Viewer | None = None,
            run: bool = True) -> tuple[napari.Viewer, SparseSegWidget]:
-    """Open ``path`` (npz, tif, nii(.gz), zarr; see :func:`napari_sparseseg.io.load_volume`) or the sample.
+    """Open ``path`` (npz, tif, nii(.gz), zarr, OME-Zarr; read as napari's reader would) or the sample.
 
     Parameters
     ----------
@@ -47,12 +47,16 @@ def launch(path: str | Path | None = None, *, viewer: napari.Viewer | None = Non
         for data, meta, kind in make_sample_data():
             getattr(viewer, f"add_{kind}")(data, **meta)
     else:
-        from .io import load_volume
+        from ._reader import read_layers
 
-        image, spacing = load_volume(path)
-        scale = tuple(float(s) for s in spacing)
-        viewer.add_image(image, name=Path(path).name, scale=scale)
-        viewer.add_labels(np.zeros(image.shape[-3:], ANNOTATION_DTYPE), name=ANNOTATION_NAME, scale=scale,
+        layers = read_layers(str(path))  # the napari reader: channels, pyramid levels, spacing as scale
+        for data, meta, kind in layers:
+            getattr(viewer, f"add_{kind}")(data, **meta)
+        data, meta, _ = layers[0]
+        shape = (data[0] if meta.get("multiscale") else data).shape
+        if meta.get("channel_axis") is not None:
+            shape = tuple(n for i, n in enumerate(shape) if i != meta["channel_axis"])
+        viewer.add_labels(np.zeros(shape[-3:], ANNOTATION_DTYPE), name=ANNOTATION_NAME, scale=meta["scale"],
                           opacity=0.7, metadata={"sparseseg_role": "annotation"})
     widget = SparseSegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Sparse-slice 3D segmentation")

@@ -193,7 +193,7 @@ class SessionFiles:
         w = self.widget
         w.classes = ClassList([SegClass(str(n), tuple(colors[i]) if i < len(colors) else PALETTE[i % len(PALETTE)])
                                for i, n in enumerate(names)])
-        w._fill_class_list()
+        w.class_panel.fill()
         w._apply_colormaps()
 
     # -- training lifecycle (called by the widget) ---------------------------------------

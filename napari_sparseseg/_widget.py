@@ -2,7 +2,8 @@
 
 The widget composes small parts and owns no compute:
 
-* :class:`~._classes.ClassList` names and colours the classes,
+* :class:`~._classes.ClassList` names and colours the classes (edited in
+  the :class:`~._class_panel.ClassPanel` box),
 * :class:`~._strokes.LabelSync` turns strokes (and undo) into session edits,
 * :class:`~._bridge.TrainingRun` runs the session in a worker thread,
 * :func:`~._view.view_box` says which slice to predict first.
@@ -21,11 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
-    QColorDialog,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -33,15 +32,14 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ._bridge import Refresh, SessionReady, TrainingRun, merge_late_edits
-from ._classes import BACKGROUND_COLOR, MAX_CLASSES, ClassList, remove_class_values
+from ._class_panel import ClassPanel
+from ._classes import MAX_CLASSES, ClassList, remove_class_values
 from ._layers import image_layer_problem, is_output, placement, role
 from ._models import ModelFiles
 from ._plot import ProgressStrip, Sparkline
@@ -167,20 +165,9 @@ class SparseSegWidget(QWidget):
         form.addRow("Annotation", row)
         root.addWidget(data)
 
-        box = QGroupBox("Classes")
-        col = QVBoxLayout(box)
-        self.class_list = QListWidget()
-        self.class_list.setMaximumHeight(140)
-        self.class_list.setToolTip("double-click a name to rename; select a class to paint it")
-        col.addWidget(self.class_list)
-        row = QHBoxLayout()
-        self.add_class_button = QPushButton("Add")
-        self.remove_class_button = QPushButton("Remove")
-        self.color_button = QPushButton("Colour…")
-        for b in (self.add_class_button, self.remove_class_button, self.color_button):
-            row.addWidget(b)
-        col.addLayout(row)
-        root.addWidget(box)
+        self.class_panel = ClassPanel(self)
+        self.class_list = self.class_panel.list
+        root.addWidget(self.class_panel)
 
         train = QGroupBox("Training")
         form = QFormLayout(train)
@@ -251,11 +238,6 @@ class SparseSegWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.annotation_combo.currentIndexChanged.connect(self._on_annotation_changed)
         self.new_annotation_button.clicked.connect(lambda: self.create_annotation_layer())
-        self.class_list.itemChanged.connect(self._on_class_item_changed)
-        self.class_list.currentRowChanged.connect(self._on_class_selected)
-        self.add_class_button.clicked.connect(lambda: self.add_class())
-        self.remove_class_button.clicked.connect(lambda: self.remove_class(self.class_list.currentRow()))
-        self.color_button.clicked.connect(self._pick_color)
         self.weight_spin.valueChanged.connect(self._apply_correction_weight)
         self.start_button.clicked.connect(self.start)
         self.pause_button.clicked.connect(self.toggle_pause)
@@ -267,8 +249,7 @@ class SparseSegWidget(QWidget):
         self._timer.setInterval(1000)
         self._timer.timeout.connect(self._update_status)
         self._timer.start()
-        self._fill_class_list()
-        self._update_buttons()
+        self.class_panel.fill()
 
     # ================================================================ layers
     def _connect_viewer(self) -> None:
@@ -356,7 +337,7 @@ class SparseSegWidget(QWidget):
             names = layer.metadata.get("class_names") if hasattr(layer.metadata, "get") else None
             if names and self.classes.names == ClassList().names:
                 self.classes = ClassList.from_names(list(names)[:MAX_CLASSES])
-                self._fill_class_list()
+                self.class_panel.fill()
                 self._apply_colormaps()
         self._fill_annotation_choices(self.annotation_combo.currentData())
         self._update_view_box()
@@ -377,7 +358,7 @@ class SparseSegWidget(QWidget):
             if self.prediction_layer is not None:
                 self.sync.attach_prediction(self.prediction_layer)
             self._apply_colormaps()
-            self._on_class_selected(self.class_list.currentRow())
+            self.class_panel.select(self.class_list.currentRow())
         self._update_buttons()
 
     def create_annotation_layer(self) -> Labels | None:
@@ -425,78 +406,37 @@ class SparseSegWidget(QWidget):
         return self._view_box
 
     # ================================================================ classes
-    def _fill_class_list(self) -> None:
-        self.class_list.blockSignals(True)
-        row = max(self.class_list.currentRow(), 1)
-        self.class_list.clear()
-        bg = QListWidgetItem(_swatch(BACKGROUND_COLOR), "background")
-        bg.setFlags(bg.flags() & ~Qt.ItemFlag.ItemIsEditable)
-        self.class_list.addItem(bg)
-        for c in self.classes.classes:
-            item = QListWidgetItem(_swatch(c.color), c.name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-            self.class_list.addItem(item)
-        self.class_list.setCurrentRow(min(row, len(self.classes)))
-        self.class_list.blockSignals(False)
-        self._update_buttons()
-
-    def _on_class_item_changed(self, item: QListWidgetItem) -> None:
-        k = self.class_list.row(item)
-        if k < 1:
-            return
-        try:
-            self.classes.rename(k, item.text())
-        except ValueError as exc:
-            show_warning(str(exc))
-            self._fill_class_list()
-
-    def _on_class_selected(self, row: int) -> None:
-        if row < 0:
-            return
-        if self.annotation_layer is not None:
-            self.annotation_layer.selected_label = row + 1
-        if self.prediction_layer is not None:
-            self.prediction_layer.selected_label = row
-        self._update_buttons()
-
     def add_class(self, name: str | None = None) -> int:
         """Add a foreground class (live, also while training); returns its index ``k``."""
-        try:
-            k = self.classes.add(name)
-        except ValueError as exc:
-            show_warning(str(exc))
-            return -1
-        if self.session is not None:
-            while self.session.volume.num_classes < len(self.classes):
-                self.session.volume.add_class()
-        self._fill_class_list()
-        self.class_list.setCurrentRow(k)
-        self._apply_colormaps()
-        return k
+        return self.class_panel.add(name)
 
     def rename_class(self, k: int, name: str) -> None:
         """Rename class ``k`` (1-based)."""
-        self.classes.rename(k, name)
-        self._fill_class_list()
+        self.class_panel.rename(k, name)
 
     def remove_class(self, k: int) -> None:
-        """Remove class ``k``: its voxels become unlabeled, higher classes move down.
+        """Remove class ``k``: its voxels become unlabeled, higher classes move down (not while training)."""
+        self.class_panel.remove(k)
 
-        The core's model cannot drop an output channel, so the session is
-        discarded and the next Start trains a new model; not allowed while
-        training runs.
+    def set_class_color(self, k: int, color: tuple[float, ...]) -> None:
+        """Recolour class ``k`` (RGBA in [0, 1])."""
+        self.class_panel.set_color(k, color)
+
+    def class_added(self) -> None:
+        """A class was added to :attr:`classes`: a running session gets the output channel now."""
+        if self.session is not None:
+            while self.session.volume.num_classes < len(self.classes):
+                self.session.volume.add_class()
+
+    def class_removed(self, k: int) -> None:
+        """Class ``k`` was removed from :attr:`classes`: erase it from the layers and drop the session.
+
+        The core's model cannot drop an output channel, so the next Start
+        trains a new model.
         """
-        if self.run.running:
-            show_warning("stop training before removing a class")
-            return
-        try:
-            self.classes.remove(k)
-        except ValueError as exc:
-            show_warning(str(exc))
-            return
-        for layer, value, erase_to in ((self.annotation_layer, k + 1, 0), (self.prediction_layer, k, 0)):
+        for layer, value in ((self.annotation_layer, k + 1), (self.prediction_layer, k)):
             if layer is not None:
-                remove_class_values(layer.data, value, erase_to)
+                remove_class_values(layer.data, value, 0)
                 reset = getattr(layer, "_reset_history", None)
                 if callable(reset):
                     reset()  # napari's undo would bring the removed class back
@@ -506,23 +446,6 @@ class SparseSegWidget(QWidget):
             self.sync = None
             self._on_annotation_changed()
         self._drop_session("a class was removed: the next Start trains a new model")
-        self._fill_class_list()
-        self._apply_colormaps()
-
-    def set_class_color(self, k: int, color: tuple[float, ...]) -> None:
-        """Recolour class ``k`` (RGBA in [0, 1])."""
-        self.classes.set_color(k, color)  # type: ignore[arg-type]
-        self._fill_class_list()
-        self._apply_colormaps()
-
-    def _pick_color(self) -> None:
-        k = self.class_list.currentRow()
-        if k < 1:
-            return
-        start = QColor.fromRgbF(*self.classes.classes[k - 1].color)
-        color = QColorDialog.getColor(start, self, f"Colour of {self.classes.classes[k - 1].name}")
-        if color.isValid():
-            self.set_class_color(k, (color.redF(), color.greenF(), color.blueF(), 1.0))
 
     # ================================================================ training
     def session_config(self) -> SessionConfig:
@@ -730,10 +653,7 @@ class SparseSegWidget(QWidget):
         self.progress.setVisible(running and not paused)
         for w in (self.device_combo, self.size_combo, self.image_combo, self.annotation_combo):
             w.setEnabled(not running)
-        row = self.class_list.currentRow()
-        self.remove_class_button.setEnabled(not running and row >= 1 and len(self.classes) > 1)
-        self.color_button.setEnabled(row >= 1)
-        self.add_class_button.setEnabled(len(self.classes) < MAX_CLASSES)
+        self.class_panel.update_buttons(running)
         has_pred = self.prediction_layer is not None and self.n_refreshes > 0
         self.accept_button.setEnabled(has_pred)
 
@@ -765,7 +685,9 @@ class SparseSegWidget(QWidget):
         kind : {"prediction", "annotation"}
             The prediction with labels kept where painted, or only the painted labels.
         path : str or Path, optional
-            ``.tif``, ``.nii.gz`` or ``.npz`` file (see :func:`napari_sparseseg.io.save_mask`).
+            ``.tif``, ``.nii(.gz)``, ``.npz``, ``.zarr`` or ``.ome.zarr`` (see
+            :func:`napari_sparseseg.io.save_mask`); a NIfTI mask gets the image's
+            source affine when it was read from NIfTI, so it overlays the scan in other tools.
         """
         annotation, image = self.annotation_layer, self.image_layer
         if annotation is None or image is None:
@@ -779,14 +701,14 @@ class SparseSegWidget(QWidget):
         if path is not None:
             from .io import save_mask
 
-            save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]))
+            save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]), affine=image.metadata.get("affine"))
         self.viewer.layers.selection.active = annotation
         return layer
 
     def _export_dialog(self, kind: str) -> None:
         try:
             path, _ = QFileDialog.getSaveFileName(self, f"Save {kind} mask", f"{kind}_mask.tif",
-                                                  "Masks (*.tif *.tiff *.nii.gz *.npz)")
+                                                  "Masks (*.tif *.tiff *.nii.gz *.nii *.npz *.zarr *.ome.zarr)")
             self.export(kind, path or None)
         except Exception as exc:  # noqa: BLE001 (a user action: report, never crash the app)
             show_error(f"sparseseg: export failed: {exc}")
@@ -849,8 +771,3 @@ def _set_text(label: QLabel, text: str) -> None:
     if label.text() != text:
         label.setText(text)
 
-
-def _swatch(color: tuple[float, ...]) -> QIcon:
-    pix = QPixmap(14, 14)
-    pix.fill(QColor.fromRgbF(*[float(c) for c in color]))
-    return QIcon(pix)

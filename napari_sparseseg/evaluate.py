@@ -136,7 +136,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         "wall_seconds": round(time.perf_counter() - wall0, 2),
         "patch_size": list(trainer.patch_size),
         "annotated_fraction": float(1 - unannotated.mean()),
-        "train_voxels_per_second": trainer.step * config.train.batch_size * float(np.prod(trainer.patch_size))
+        "train_voxels_per_second": trainer.step * trainer.batch_size * float(np.prod(trainer.patch_size))
         / max(trainer.elapsed, 1e-9),
         "curve": curve,
         **_scores(truth, pred, k, unannotated),

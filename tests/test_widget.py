@@ -339,3 +339,32 @@ def test_launch_opens_sample_with_widget(make_napari_viewer):
     assert widget.annotation_layer is viewer.layers["annotation"]
     assert viewer.layers.selection.active.mode == "paint"
     widget.close_session()
+
+
+def test_launch_opens_a_file_through_the_reader_with_its_spacing(make_napari_viewer, tmp_path):
+    from napari_sparseseg._launch import launch
+
+    path = tmp_path / "scan.npz"
+    image = np.random.default_rng(0).normal(size=(2, 6, 20, 24)).astype(np.float32)
+    np.savez(path, image=image, spacing=np.array([2.0, 0.5, 0.5]))  # a 4D npz has its channels first
+    viewer, widget = launch(path, viewer=make_napari_viewer(), run=False)
+    images = [ly for ly in viewer.layers if ly._type_string == "image"]
+    assert len(images) == 2  # one layer per declared channel
+    annotation = viewer.layers["annotation"]
+    assert annotation.data.shape == (6, 20, 24)
+    np.testing.assert_allclose(annotation.scale, [2.0, 0.5, 0.5])
+    widget.close_session()
+
+
+def test_export_to_nifti_keeps_the_source_affine(app, tmp_path):
+    import nibabel as nib
+
+    viewer, widget = app
+    affine = np.array([[-0.8, 0, 0, 10.0], [0, -0.8, 0, 20.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]])
+    widget.image_layer.metadata["affine"] = affine
+    paint_slice(widget.annotation_layer, 5, ground_truth(widget)[5])
+    out = tmp_path / "annotation.nii.gz"
+    widget.export("annotation", out)
+    saved = nib.load(out)
+    np.testing.assert_allclose(saved.affine, affine)
+    assert (np.asarray(saved.dataobj) > 0).sum() == (ground_truth(widget)[5] > 0).sum()
