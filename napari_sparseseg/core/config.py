@@ -192,10 +192,10 @@ class InferenceConfig:
         window past each edge of the volume (mirrored content), so the edge
         slices are predicted from a window's inner rows with context on both
         sides, as training patches see them, rather than from its outermost
-        row next to zero padding. Measured on the two real volumes with one
-        annotated axial slice, padding along z lifted Dice from 0.37 to 0.86
-        (nuclei) and 0.785 to 0.79 (CT) after 100 steps, while padding in
-        plane as well lowered it (0.82, 0.74): hence z only by default
+        row next to zero padding. ``benchmarks/edge_margin.py`` on the two
+        real volumes, one annotated axial slice, 100 steps: padding z lifted
+        Dice from 0.26 to 0.92 (nuclei) and 0.788 to 0.791 (CT); padding in
+        plane as well scored 0.915 and 0.737: hence z only by default
         (``BENCHMARKS.md``). ``(0, 0, 0)`` keeps every window inside the volume.
     """
 
