@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from napari_sparseseg.core.config import SessionConfig
-from napari_sparseseg.core.encoding import UNLABELED
 from napari_sparseseg.core.metrics import evaluate_masks
 from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
@@ -44,15 +44,15 @@ def run(path: Path, protocol: str, steps: int) -> dict:
     for _ in trainer.run(max_steps=steps):
         pass
     train_seconds = time.perf_counter() - t0
-    probs = trainer.predict(final=True).probabilities
+    prediction = trainer.predict(final=True)
+    probs = prediction.probabilities
     weights = session.volume.class_weights(session.config.train.class_balance_power).astype(np.float64)
-    labels = session.volume.labels
     out = {"file": path.stem, "protocol": protocol, "steps": trainer.step, "train_seconds": round(train_seconds, 1),
            "class_weights": weights.tolist(), "tau": {}}
     for tau in TAUS:
         scale = np.where(weights > 0, weights, 1.0) ** -tau
-        pred = np.argmax(probs * scale.reshape(-1, 1, 1, 1).astype(np.float32), axis=0)
-        merged = np.where(labels > UNLABELED, labels.astype(np.int64) - 1, pred)
+        pred = np.argmax(probs * scale.reshape(-1, 1, 1, 1).astype(np.float32), axis=0).astype(np.uint8)
+        merged = session.merge(replace(prediction, labels=pred))  # painted voxels keep their labels
         m = evaluate_masks(truth, merged, k + 1)
         out["tau"][str(tau)] = {"dice_fg": m["dice_fg"], "mpa": m["mpa"], "pa": m["pa"]}
     return out
