@@ -72,11 +72,10 @@ def time_forward(net: torch.nn.Module, device: torch.device, shape: tuple[int, .
 
 def first_view(shape: list[int], device: torch.device, base: int, compile_: bool) -> dict:
     """Session on a synthetic volume: label 3 slices, train until the first refresh, predict the view."""
-    from napari_sparseseg.sample_data import make_cells_volume
-
     from napari_sparseseg.core.annotation import Box
     from napari_sparseseg.core.protocols import simulate_annotation
     from napari_sparseseg.core.session import SegmentationSession
+    from napari_sparseseg.sample_data import make_cells_volume
 
     vol = make_cells_volume(tuple(shape), n_cells=40)
     cfg = SessionConfig(model=ModelConfig(base_channels=base), train=TrainConfig(compile=compile_),
@@ -107,8 +106,18 @@ def main() -> None:
     ap.add_argument("--volume", type=int, nargs=3, default=None)
     ap.add_argument("--first-view", type=int, nargs=3, default=None,
                     help="time first labels -> first prediction of the slice in view on a sample volume this size")
+    ap.add_argument("--first-view-only", action="store_true",
+                    help="time only --first-view, in a cold process (CUDA start-up counted), with the default model")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.first_view_only:
+        if not args.first_view:
+            ap.error("--first-view-only needs --first-view Z Y X")
+        out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "cold_process": True}
+        out.update(first_view(args.first_view, device, ModelConfig().base_channels, args.compile))
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}))
+        return
     torch.manual_seed(0)
     cfg = ModelConfig(in_channels=2, num_classes=2, base_channels=args.base, depth=4)
     shape = (args.batch, 2, args.patch, args.patch, args.patch)
