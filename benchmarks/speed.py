@@ -93,6 +93,46 @@ def first_view(shape: list[int], device: torch.device, base: int, compile_: bool
             "first_view_steps": s.trainer.step}
 
 
+def product_refresh(shape: list[int], device: torch.device) -> list[dict]:
+    """Whole-volume streamed refresh through the product path (``Trainer.predict``), default model and config.
+
+    Times the refresh a user waits for (features already normalised, class map and
+    uncertainty on the host) under the default inference config and a few variants.
+    """
+    from dataclasses import replace
+
+    from napari_sparseseg.core.annotation import Box
+    from napari_sparseseg.core.session import SegmentationSession
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 20, size=shape).astype(np.float32)
+    annotation = np.zeros(shape, np.uint8)
+    annotation[shape[0] // 2, : shape[1] // 2] = 1
+    annotation[shape[0] // 2, shape[1] // 2 :] = 2
+    default = SessionConfig(device=device.type)
+    session = SegmentationSession(image, num_classes=1, annotation=annotation, config=default)
+    for _ in session.train(max_steps=2):
+        pass
+    trainer = session.trainer
+    z = shape[0] // 2
+    rows = []
+    for overlap, batch, amp in [(default.inference.overlap, default.inference.batch_size, True), (0.5, 2, True),
+                                (default.inference.overlap, 8, True), (default.inference.overlap, 8, False)]:
+        trainer.config = replace(default, inference=replace(default.inference, overlap=overlap, batch_size=batch),
+                                 train=replace(default.train, amp=amp))
+        trainer.predict(Box((z, 0, 0), (z + 1, shape[1], shape[2])))  # warm-up: cudnn autotuning of the window
+        _sync(device)
+        t0 = time.perf_counter()
+        trainer.predict()
+        _sync(device)
+        rows.append({"refresh_shape": shape, "overlap": overlap, "batch": batch, "amp": trainer.amp,
+                     "window": list(trainer.patch_size), "refresh_seconds": time.perf_counter() - t0,
+                     "default": (overlap, batch, amp) == (default.inference.overlap, default.inference.batch_size,
+                                                          True)})
+    trainer.config = default
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -108,15 +148,30 @@ def main() -> None:
                     help="time first labels -> first prediction of the slice in view on a sample volume this size")
     ap.add_argument("--first-view-only", action="store_true",
                     help="time only --first-view, in a cold process (CUDA start-up counted), with the default model")
+    ap.add_argument("--warm-up", action="store_true",
+                    help="with --first-view-only: start the device first, untimed, as the widget does when it opens")
+    ap.add_argument("--refresh", type=int, nargs=3, default=None,
+                    help="time only the product's streamed whole-volume refresh of a volume this size")
     args = ap.parse_args()
     device = torch.device(args.device)
+
+    def emit(out: dict) -> None:
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}))
+
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+    if args.refresh:
+        for row in product_refresh(args.refresh, device):
+            emit({**meta, **row})
+        return
     if args.first_view_only:
         if not args.first_view:
             ap.error("--first-view-only needs --first-view Z Y X")
-        out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "cold_process": True}
+        from napari_sparseseg.core.device import warm_up
+
+        out = {**meta, "cold_process": True, "warm_up_seconds": warm_up(device) if args.warm_up else None}
         out.update(first_view(args.first_view, device, ModelConfig().base_channels, args.compile))
-        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}))
+        emit(out)
         return
     torch.manual_seed(0)
     cfg = ModelConfig(in_channels=2, num_classes=2, base_channels=args.base, depth=4)

@@ -140,8 +140,22 @@ class SparseSegWidget(QWidget):
         self.models = ModelFiles(self)  # Save model / Apply model to a layer
         self._connect_viewer()
         self._refresh_layer_choices()
+        self._warm_up_device()
         self.destroyed.connect(lambda *_: self.close_session())
         self._close_watcher: _CloseWatcher | None = None
+
+    def _warm_up_device(self) -> None:
+        """Start CUDA in a worker while the user paints (see ``core.device.warm_up``); nothing without a GPU."""
+        import torch
+
+        if self.device_combo.currentText() == "cpu" or not torch.cuda.is_available():
+            return
+        from napari.qt.threading import create_worker
+
+        from .core.device import warm_up
+
+        self._warm_up_worker = create_worker(warm_up, "cuda", _ignore_errors=True)
+        self._warm_up_worker.start()
 
     # ======================================================================== UI
     def _build_ui(self) -> None:

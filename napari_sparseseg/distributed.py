@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +265,7 @@ def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path
     window = patch_shape(shape, spacing, config.train.patch_voxels, multiple)
     icfg = config.inference
     if final:
-        icfg = replace(icfg, mirror_axes=icfg.final_mirror_axes)
+        icfg = icfg.final()
     path = Path(model_path).resolve()
     spec = ModelSpec(str(path), path.stat().st_mtime_ns, spacing, shape, window, icfg, device)  # type: ignore[arg-type]
     boxes = iter_blocks(shape, block)

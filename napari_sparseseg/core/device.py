@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -36,3 +37,37 @@ def set_cpu_threads(leave_free: int = 0) -> int:
     n = max(1, (os.cpu_count() or 1) - leave_free)
     torch.set_num_threads(n)
     return n
+
+
+def warm_up(device: torch.device | str) -> float:
+    """Start the accelerator's runtime before the first session needs it.
+
+    On CUDA the first kernel of a process pays for the context, cuDNN and
+    cuBLAS (several seconds on an H100 machine: ``benchmarks/speed.py
+    --first-view-only``). The widget calls this in a worker thread when it
+    opens, so that time passes while the user paints rather than after the
+    first strokes. A no-op elsewhere.
+
+    Parameters
+    ----------
+    device : torch.device or str
+        The device sessions will use.
+
+    Returns
+    -------
+    float
+        Seconds spent (0 where there was nothing to start).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 0.0
+    t0 = time.perf_counter()
+    conv = torch.nn.Conv3d(1, 8, 3, padding=1).to(device)
+    norm = torch.nn.InstanceNorm3d(8, affine=True).to(device)
+    x = torch.randn(1, 1, 8, 16, 16, device=device)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = norm(conv(x))
+    target = torch.zeros((1, 8, 16, 16), dtype=torch.long, device=device)
+    torch.nn.functional.cross_entropy(y.float(), target).backward()
+    torch.cuda.synchronize(device)
+    return time.perf_counter() - t0

@@ -53,11 +53,30 @@ def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> np
     return np.maximum(g, 1e-3).astype(np.float32)
 
 
-def entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Entropy of ``(K + 1, ...)`` class probabilities, normalised to ``[0, 1]``."""
-    p = np.clip(probabilities, 1e-8, 1.0)
-    h = -(p * np.log(p)).sum(0)
-    return (h / math.log(probabilities.shape[0])).astype(np.float32)
+def entropy(probabilities: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Entropy of ``(K + 1, ...)`` class probabilities, normalised to ``[0, 1]``; float32 ``(...)``."""
+    p = torch.as_tensor(probabilities).clamp(1e-8, 1.0)
+    h = -(p * p.log()).sum(0) / math.log(p.shape[0])
+    return h.float().cpu().numpy()
+
+
+def class_map_and_uncertainty(probabilities: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities, class map and normalised entropy on the host, computed where the tensor lives.
+
+    Parameters
+    ----------
+    probabilities : torch.Tensor
+        float32 ``(K + 1, z, y, x)``, e.g. from :func:`predict_probabilities` with ``as_tensor=True``;
+        on the GPU the argmax and entropy run there and only their results cross to the host.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        float32 ``(K + 1, z, y, x)`` probabilities, uint8 ``(z, y, x)`` class map and float32 ``(z, y, x)``
+        entropy in ``[0, 1]``.
+    """
+    labels = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
+    return probabilities.cpu().numpy(), labels, entropy(probabilities)
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int], amp: bool) -> torch.Tensor:
@@ -195,7 +214,7 @@ def read_region(features: Any, region: Box, shape: Sequence[int]) -> np.ndarray:
 @torch.inference_mode()
 def predict_planned(model: nn.Module, region_features: np.ndarray, plan: WindowPlan, *,
                     config: InferenceConfig = InferenceConfig(), device: torch.device | str = "cpu",
-                    amp: bool = True) -> np.ndarray:
+                    amp: bool = True, as_tensor: bool = False) -> np.ndarray | torch.Tensor:
     """Blend the windows of ``plan`` over features already read for ``plan.region``.
 
     Parameters
@@ -206,12 +225,12 @@ def predict_planned(model: nn.Module, region_features: np.ndarray, plan: WindowP
         float32 ``(C, *plan.region.shape)``, e.g. from :func:`read_region`.
     plan : WindowPlan
         From :func:`plan_windows`.
-    config, device, amp
+    config, device, amp, as_tensor
         See :func:`predict_probabilities`.
 
     Returns
     -------
-    np.ndarray
+    np.ndarray or torch.Tensor
         float32 ``(K + 1, *plan.box.shape)``.
     """
     if tuple(region_features.shape[1:]) != plan.region.shape:
@@ -224,12 +243,12 @@ def predict_planned(model: nn.Module, region_features: np.ndarray, plan: WindowP
     importance = torch.from_numpy(gaussian_importance(window, config.sigma_scale)).to(device)
     acc: torch.Tensor | None = None
     norm = torch.zeros(plan.region.shape, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no host sync per batch
     for i in range(0, len(corners), config.batch_size):
         chunk = corners[i : i + config.batch_size]
         batch = torch.stack([x[:, a : a + window[0], b : b + window[1], c : c + window[2]] for a, b, c in chunk])
         probs = _forward(model, batch, config.mirror_axes, amp)
-        if not torch.isfinite(probs).all():
-            raise FloatingPointError("the model produced NaN/inf probabilities; training diverged")
+        finite &= torch.isfinite(probs).all()
         if acc is None:
             acc = torch.zeros((probs.shape[1],) + plan.region.shape, device=device)
         for (a, b, c), p in zip(chunk, probs):
@@ -237,13 +256,17 @@ def predict_planned(model: nn.Module, region_features: np.ndarray, plan: WindowP
             acc[(slice(None),) + sl] += p * importance
             norm[sl] += importance
     assert acc is not None
+    if not bool(finite):
+        raise FloatingPointError("the model produced NaN/inf probabilities; training diverged")
     inner = (slice(None),) + plan.inner
-    return (acc[inner] / norm[plan.inner]).cpu().numpy()
+    probs = acc[inner] / norm[plan.inner]
+    return probs if as_tensor else probs.cpu().numpy()
 
 
 def predict_probabilities(model: nn.Module, features: Any, window: Sequence[int], *,
                           config: InferenceConfig = InferenceConfig(), box: Box | None = None,
-                          device: torch.device | str = "cpu", amp: bool = True) -> np.ndarray:
+                          device: torch.device | str = "cpu", amp: bool = True,
+                          as_tensor: bool = False) -> np.ndarray | torch.Tensor:
     """Class probabilities of ``box`` (default: the whole volume).
 
     Parameters
@@ -265,13 +288,16 @@ def predict_probabilities(model: nn.Module, features: Any, window: Sequence[int]
         Where the model runs.
     amp : bool
         bf16 autocast on CUDA.
+    as_tensor : bool
+        Return the torch tensor on ``device`` (e.g. for
+        :func:`class_map_and_uncertainty`) instead of a host array.
 
     Returns
     -------
-    np.ndarray
+    np.ndarray or torch.Tensor
         float32 ``(K + 1, *box.shape)``.
     """
     shape = tuple(int(s) for s in features.shape[1:])
     plan = plan_windows(shape, window, box, config.overlap, config.edge_margin)
     sub = read_region(features, plan.region, shape)
-    return predict_planned(model, sub, plan, config=config, device=device, amp=amp)
+    return predict_planned(model, sub, plan, config=config, device=device, amp=amp, as_tensor=as_tensor)

@@ -23,7 +23,7 @@ from .augment import augment_batch
 from .config import SessionConfig
 from .device import select_device
 from .events import Notice, Prediction, TrainStep, Waiting
-from .inference import entropy, predict_probabilities
+from .inference import class_map_and_uncertainty, predict_probabilities
 from .loss import partial_label_loss
 from .memory import MIN_PATCH_VOXELS, fit_patch_and_batch
 from .net import UNet3D, plan_levels
@@ -256,8 +256,9 @@ class Trainer:
                 final: bool = False) -> Prediction:
         """Predict ``box`` (default: whole volume) with the current (EMA) weights.
 
-        ``final`` mirrors along ``inference.final_mirror_axes`` instead of
-        ``inference.mirror_axes`` (test-time augmentation for the end result).
+        ``final`` uses ``inference.final_overlap`` and ``final_mirror_axes``
+        (test-time augmentation for the end result) instead of the streamed
+        ``overlap`` and ``mirror_axes``.
         """
         self._sync_classes()
         model = self.ema_model if self.config.train.ema_decay > 0 else self.model
@@ -265,21 +266,22 @@ class Trainer:
         revision = self.volume.revision
         icfg = self.config.inference
         if final:
-            icfg = replace(icfg, mirror_axes=icfg.final_mirror_axes)
+            icfg = icfg.final()
         while True:
             size = window or self._predict_window or self.patch_size
             batch = min(icfg.batch_size, self._predict_batch or icfg.batch_size)
             try:
                 probs = predict_probabilities(model, self.volume.features, size, config=replace(icfg, batch_size=batch),
-                                              box=box, device=self.device, amp=self.amp)
+                                              box=box, device=self.device, amp=self.amp, as_tensor=True)
                 break
             except torch.cuda.OutOfMemoryError:
                 self._predict_batch, smaller = self._out_of_memory("prediction", batch, size)
                 if smaller != size:
                     self._predict_window, window = smaller, None
         box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
-        return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
-                          uncertainty=entropy(probs), step=self.step, revision=revision)
+        probabilities, labels, uncertainty = class_map_and_uncertainty(probs)
+        return Prediction(box=box, labels=labels, probabilities=probabilities, uncertainty=uncertainty,
+                          step=self.step, revision=revision)
 
     # -- persistence ------------------------------------------------------------
     def state_dict(self) -> dict:
