@@ -29,6 +29,14 @@ from .memory import MIN_PATCH_VOXELS, fit_patch_and_batch
 from .net import UNet3D, plan_levels
 from .sampler import PatchSampler, patch_shape
 
+#: cuDNN autotuning (``torch.backends.cudnn.benchmark``) starts after this many
+#: steps. Tuning every 3D convolution of a fresh process costs ~5 s on an H100
+#: (cold-process first view 9.7-10.1 s against 4.1 s with the same shapes
+#: already tuned, ``benchmarks/speed.py --first-view-only --warm-up``); the first
+#: steps and the first view run on cuDNN's heuristics and the tuning happens
+#: while the user looks at the first prediction.
+AUTOTUNE_AFTER_STEPS = 20
+
 
 class Trainer:
     """Owns the model, optimiser and sampler of one annotated volume.
@@ -77,8 +85,6 @@ class Trainer:
         self._forward = self.model
         if tc.compile and self.device.type == "cuda":
             self._forward = torch.compile(self.model)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     def _set_patch(self, size: tuple[int, int, int]) -> None:
         tc = self.config.train
@@ -204,6 +210,8 @@ class Trainer:
         if not np.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at step {self.step + 1}")
         self.step += 1
+        if self.step == AUTOTUNE_AFTER_STEPS and self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.last_revision = revision
         dt = time.perf_counter() - t0
         self.elapsed += dt
