@@ -83,14 +83,18 @@ def first_view(shape: list[int], device: torch.device, base: int, compile_: bool
     t0 = time.perf_counter()
     s = SegmentationSession(vol.image, num_classes=len(vol.class_names), spacing=vol.spacing,
                             annotation=simulate_annotation(vol.labels, "z:3"), config=cfg)
+    built = time.perf_counter() - t0
     z = shape[0] // 2
     view = Box((z, 0, 0), (z + 1, shape[1], shape[2]))
+    marks = {}
     for event in s.interactive(lambda: view, first_refresh_steps=10):
         if hasattr(event, "probabilities"):
             break
+        if getattr(event, "step", None) in (1, 10):
+            marks[f"first_view_step{event.step}_at"] = time.perf_counter() - t0
     _sync(device)
     return {"first_view_seconds": time.perf_counter() - t0, "first_view_shape": shape,
-            "first_view_steps": s.trainer.step}
+            "first_view_steps": s.trainer.step, "first_view_built_at": built, **marks}
 
 
 def product_refresh(shape: list[int], device: torch.device) -> list[dict]:

@@ -205,10 +205,10 @@ def read_region(features: Any, region: Box, shape: Sequence[int]) -> np.ndarray:
     lo = [int(ix.min()) for ix in index]
     hi = [int(ix.max()) + 1 for ix in index]
     sub = np.asarray(features[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi))])
-    if all(np.array_equal(ix, np.arange(a, b)) for ix, a, b in zip(index, lo, hi)):
-        return sub
-    grid = np.ix_(*[ix - a for ix, a in zip(index, lo)])
-    return sub[(slice(None),) + grid]
+    for axis, (ix, a, b) in enumerate(zip(index, lo, hi), start=1):
+        if not np.array_equal(ix, np.arange(a, b)):  # mirror along this axis only: one copy per padded axis
+            sub = np.take(sub, ix - a, axis=axis)
+    return sub
 
 
 @torch.inference_mode()
