@@ -145,17 +145,17 @@ class SparseSegWidget(QWidget):
         self._close_watcher: _CloseWatcher | None = None
 
     def _warm_up_device(self) -> None:
-        """Start CUDA in a worker while the user paints (see ``core.device.warm_up``); nothing without a GPU."""
-        import torch
+        """Pay the process's one-time start-up costs while the user paints (see ``core.device.warm_up``).
 
-        if self.device_combo.currentText() == "cpu" or not torch.cuda.is_available():
-            return
-        from napari.qt.threading import create_worker
+        A plain daemon thread: it touches no Qt object and nobody waits for it.
+        """
+        import threading
 
         from .core.device import warm_up
 
-        self._warm_up_worker = create_worker(warm_up, "cuda", _ignore_errors=True)
-        self._warm_up_worker.start()
+        device = self.device_combo.currentText()
+        threading.Thread(target=warm_up, args=(device,), kwargs={"quiet": True}, daemon=True,
+                         name="sparseseg-warm-up").start()
 
     # ======================================================================== UI
     def _build_ui(self) -> None:

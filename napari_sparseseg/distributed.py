@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,8 @@ def _predict_block(source: Any, stats: Any, spec: ModelSpec, box: Box, out: str 
     features = LazyFeatures(source, stats, channel_axis=0)
     plan = plan_windows(spec.shape, spec.window, box, spec.inference.overlap, spec.inference.edge_margin)
     region = read_region(features, plan.region, spec.shape)  # the block plus its halo, nothing else
-    probs = predict_planned(model, region, plan, config=spec.inference, device=device, amp=amp)
+    icfg = replace(spec.inference, batch_size=spec.inference.batch_for(torch.device(device).type))
+    probs = predict_planned(model, region, plan, config=icfg, device=device, amp=amp)
     labels = probs.argmax(0).astype(np.uint8)
     if probabilities is not None:
         import zarr

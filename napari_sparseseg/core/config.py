@@ -185,7 +185,11 @@ class InferenceConfig:
     sigma_scale : float
         Gaussian importance map sigma as a fraction of the window size.
     batch_size : int
-        Windows per forward pass.
+        Windows per forward pass on CPU/MPS (more only adds memory there).
+    gpu_batch_size : int
+        Windows per forward pass on CUDA, where small batches leave the GPU
+        idle: a 256x512x512 refresh on an H100 took 2.1 s at 2 and 1.4 s at 8
+        (``benchmarks/speed.py --refresh``). An out-of-memory halves it.
     mirror_axes : tuple of int
         Spatial axes (0 = z, 1 = y, 2 = x) flipped for test-time augmentation
         of the streamed (interactive) predictions; empty for none (fastest).
@@ -209,6 +213,7 @@ class InferenceConfig:
     final_overlap: float = 0.5
     sigma_scale: float = 0.125
     batch_size: int = 2
+    gpu_batch_size: int = 8
     mirror_axes: tuple[int, ...] = ()
     final_mirror_axes: tuple[int, ...] = (0, 1, 2)
     edge_margin: tuple[float, float, float] = (0.25, 0.0, 0.0)
@@ -220,10 +225,15 @@ class InferenceConfig:
             value = getattr(self, name)
             _check(0 <= value < 1, f"{name} must be in [0, 1), got {value}")
         _check(self.sigma_scale > 0, f"sigma_scale must be > 0, got {self.sigma_scale}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("batch_size", "gpu_batch_size"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("mirror_axes", "final_mirror_axes"):
             axes = getattr(self, name)
             _check(set(axes) <= {0, 1, 2}, f"{name} must be within (0, 1, 2), got {axes}")
+
+    def batch_for(self, device_type: str) -> int:
+        """Windows per forward pass on a device of this type (``"cuda"``, ``"cpu"``, ``"mps"``)."""
+        return self.gpu_batch_size if device_type == "cuda" else self.batch_size
 
     def final(self) -> InferenceConfig:
         """This config with the final segmentation's overlap and mirroring in place of the streamed ones."""

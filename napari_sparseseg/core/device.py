@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -39,35 +40,44 @@ def set_cpu_threads(leave_free: int = 0) -> int:
     return n
 
 
-def warm_up(device: torch.device | str) -> float:
-    """Start the accelerator's runtime before the first session needs it.
+def warm_up(device: torch.device | str = "auto", *, quiet: bool = False) -> float:
+    """Pay the one-time costs of a process's first training step before a session needs it.
 
-    On CUDA the first kernel of a process pays for the context, cuDNN and
-    cuBLAS (several seconds on an H100 machine: ``benchmarks/speed.py
-    --first-view-only``). The widget calls this in a worker thread when it
+    The first optimiser of a process imports ``torch._dynamo`` (1.9 s on the
+    2-core CI machine), and on CUDA the first kernels pay for the context,
+    cuDNN and cuBLAS. The widget calls this in a background thread when it
     opens, so that time passes while the user paints rather than after the
-    first strokes. A no-op elsewhere.
+    first strokes (``benchmarks/speed.py --first-view-only --warm-up``).
 
     Parameters
     ----------
     device : torch.device or str
-        The device sessions will use.
+        The device sessions will use (``auto`` resolves as :func:`select_device`).
+    quiet : bool
+        Swallow errors (e.g. an unavailable device): for a background thread,
+        where the session itself reports them later.
 
     Returns
     -------
     float
-        Seconds spent (0 where there was nothing to start).
+        Seconds spent.
     """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return 0.0
     t0 = time.perf_counter()
-    conv = torch.nn.Conv3d(1, 8, 3, padding=1).to(device)
-    norm = torch.nn.InstanceNorm3d(8, affine=True).to(device)
-    x = torch.randn(1, 1, 8, 16, 16, device=device)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        y = norm(conv(x))
-    target = torch.zeros((1, 8, 16, 16), dtype=torch.long, device=device)
-    torch.nn.functional.cross_entropy(y.float(), target).backward()
-    torch.cuda.synchronize(device)
+    try:
+        device = select_device(device) if isinstance(device, str) else torch.device(device)
+        conv = torch.nn.Conv3d(1, 8, 3, padding=1).to(device)
+        norm = torch.nn.InstanceNorm3d(8, affine=True).to(device)
+        optimizer = torch.optim.AdamW([*conv.parameters(), *norm.parameters()], lr=1e-3)
+        x = torch.randn(1, 1, 8, 16, 16, device=device)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+        with amp:
+            y = norm(conv(x))
+        target = torch.zeros((1, 8, 16, 16), dtype=torch.long, device=device)
+        torch.nn.functional.cross_entropy(y.float(), target).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception:
+        if not quiet:
+            raise
     return time.perf_counter() - t0

@@ -277,7 +277,8 @@ class Trainer:
             icfg = icfg.final()
         while True:
             size = window or self._predict_window or self.patch_size
-            batch = min(icfg.batch_size, self._predict_batch or icfg.batch_size)
+            wanted = icfg.batch_for(self.device.type)
+            batch = min(wanted, self._predict_batch or wanted)
             try:
                 probs = predict_probabilities(model, self.volume.features, size, config=replace(icfg, batch_size=batch),
                                               box=box, device=self.device, amp=self.amp, as_tensor=True)
