@@ -132,14 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "suite"))
     ap.add_argument("--out-dir", default=str(ROOT / "docs"))
     ap.add_argument("--device", default=None, help="only runs tagged with this device (default: all)")
+    ap.add_argument("--name-suffix", default="", help="appended to the file names, e.g. _cuda")
     args = ap.parse_args(argv)
     runs = [r for r in load_results(Path(args.results)) if args.device in (None, _tag(r))]
     if not runs:
         print(f"no suite results under {args.results}", file=sys.stderr)
         return 1
     out = Path(args.out_dir)
-    for p in (plot_dice_vs_slices(runs, out / "benchmark_dice_vs_slices.png"),
-              plot_dice_vs_time(runs, out / "benchmark_dice_vs_time.png")):
+    for p in (plot_dice_vs_slices(runs, out / f"benchmark_dice_vs_slices{args.name_suffix}.png"),
+              plot_dice_vs_time(runs, out / f"benchmark_dice_vs_time{args.name_suffix}.png")):
         print(f"wrote {p}")
     return 0
 

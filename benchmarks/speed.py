@@ -120,10 +120,12 @@ def product_refresh(shape: list[int], device: torch.device) -> list[dict]:
     trainer = session.trainer
     z = shape[0] // 2
     rows = []
-    for overlap, batch, amp in [(default.inference.overlap, default.inference.batch_size, True), (0.5, 2, True),
-                                (default.inference.overlap, 8, True), (default.inference.overlap, 8, False)]:
-        trainer.config = replace(default, inference=replace(default.inference, overlap=overlap, batch_size=batch),
-                                 train=replace(default.train, amp=amp))
+    icfg = default.inference
+    batch0 = icfg.batch_for(device.type)
+    for overlap, batch, amp in [(icfg.overlap, batch0, True), (0.5, batch0, True), (icfg.overlap, 2, True),
+                                (icfg.overlap, 8, False)]:
+        inference = replace(default.inference, overlap=overlap, batch_size=batch, gpu_batch_size=batch)
+        trainer.config = replace(default, inference=inference, train=replace(default.train, amp=amp))
         trainer.predict(Box((z, 0, 0), (z + 1, shape[1], shape[2])))  # warm-up: cudnn autotuning of the window
         _sync(device)
         t0 = time.perf_counter()
@@ -131,8 +133,7 @@ def product_refresh(shape: list[int], device: torch.device) -> list[dict]:
         _sync(device)
         rows.append({"refresh_shape": shape, "overlap": overlap, "batch": batch, "amp": trainer.amp,
                      "window": list(trainer.patch_size), "refresh_seconds": time.perf_counter() - t0,
-                     "default": (overlap, batch, amp) == (default.inference.overlap, default.inference.batch_size,
-                                                          True)})
+                     "default": (overlap, batch, amp) == (icfg.overlap, batch0, True)})
     trainer.config = default
     return rows
 

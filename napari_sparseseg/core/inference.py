@@ -80,12 +80,21 @@ def class_map_and_uncertainty(probabilities: torch.Tensor) -> tuple[np.ndarray, 
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int], amp: bool) -> torch.Tensor:
+    """Softmax ``(B, K + 1, *window)`` of ``batch``, mirrored and averaged; the model's ``decision_offset``
+    (if it has one) is added to the logits."""
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and batch.device.type == "cuda" else nullcontext()
+    offset = getattr(model, "decision_offset", None)
+    offset = None if offset is None else offset.float().view(1, -1, 1, 1, 1)
+
+    def softmax(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return torch.softmax(logits if offset is None else logits + offset, dim=1)
+
     with ctx:
-        probs = torch.softmax(model(batch).float(), dim=1)
+        probs = softmax(model(batch))
         for axis in mirror_axes:
             dims = [axis + 2]
-            probs += torch.softmax(model(batch.flip(dims)).float(), dim=1).flip(dims)
+            probs += softmax(model(batch.flip(dims))).flip(dims)
     return probs / (1 + len(mirror_axes))
 
 

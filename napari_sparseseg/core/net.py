@@ -12,7 +12,8 @@ Tensors are ``(batch, channel, z, y, x)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,6 +114,17 @@ class UNet3D(nn.Module):
             self.decoders.append(nn.Sequential(ConvUnit(2 * widths[i], widths[i], self.kernels[i]),
                                                ConvUnit(widths[i], widths[i], self.kernels[i])))
         self.head = nn.Conv3d(widths[0], config.num_classes, 1)
+        #: ``(K + 1,)`` offset that prediction (not training) adds to the logits: the prior correction
+        #: ``-tau * log w_c`` of the class-balance weights the net was trained with (see
+        #: ``InferenceConfig.prior_correction``). A buffer, so it travels with the weights into checkpoints.
+        self.register_buffer("decision_offset", torch.zeros(config.num_classes))
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """As :meth:`torch.nn.Module.load_state_dict`; weights saved before ``decision_offset`` existed load with
+        a zero offset (no correction)."""
+        if "decision_offset" not in state_dict:
+            state_dict = {**state_dict, "decision_offset": torch.zeros_like(self.decision_offset)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -133,4 +145,7 @@ class UNet3D(nn.Module):
             new.weight[:keep] = old.weight[:keep]
             new.bias[:keep] = old.bias[:keep]
         self.head = new
+        offset = torch.zeros(num_classes, device=self.decision_offset.device)
+        offset[:keep] = self.decision_offset[:keep]
+        self.decision_offset = offset
         self.config = type(self.config)(**{**self.config.__dict__, "num_classes": num_classes})

@@ -269,6 +269,7 @@ class Trainer:
         ``overlap`` and ``mirror_axes``.
         """
         self._sync_classes()
+        self.update_decision_offset()
         model = self.ema_model if self.config.train.ema_decay > 0 else self.model
         model.eval()
         revision = self.volume.revision
@@ -292,8 +293,26 @@ class Trainer:
         return Prediction(box=box, labels=labels, probabilities=probabilities, uncertainty=uncertainty,
                           step=self.step, revision=revision)
 
+    @torch.no_grad()
+    def update_decision_offset(self) -> None:
+        """Set the models' ``decision_offset`` to ``-tau * log w_c`` of the current labels' class weights.
+
+        With nothing labeled (e.g. a loaded model applied to a new image) the
+        offset the weights came with is kept. Classes without labels get 0.
+        """
+        if self.volume.n_labeled == 0:
+            return
+        w = self.volume.class_weights(self.config.train.class_balance_power).astype(np.float64)
+        tau = self.config.inference.prior_correction
+        offset = np.where(w > 0, -tau * np.log(np.where(w > 0, w, 1.0)), 0.0)
+        value = torch.as_tensor(offset, dtype=torch.float32)
+        for model in (self.model, self.ema_model):
+            if model.decision_offset.shape == value.shape:
+                model.decision_offset.copy_(value)
+
     # -- persistence ------------------------------------------------------------
     def state_dict(self) -> dict:
+        self.update_decision_offset()
         return {"model": self.model.state_dict(), "ema": self.ema_model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "elapsed": self.elapsed, "model_config": self.model.config.__dict__,
