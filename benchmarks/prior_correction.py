@@ -9,7 +9,7 @@ gradients. This script trains the default model for a fixed number of steps
 on each file under each protocol, then scores the same model's final
 segmentation at several ``tau`` (the product's own correction is switched off
 here, so each column applies ``tau`` once). The product default became
-``InferenceConfig.prior_correction = 0.5`` from these results.
+``InferenceConfig.prior_correction = 0.25`` from these results.
 
     python benchmarks/prior_correction.py --data ../shared/data --protocols z:3,scribble:3 --steps 300 \
         --json benchmarks/results/prior_correction.json
