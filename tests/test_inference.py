@@ -154,3 +154,50 @@ def test_plan_reads_only_the_windows_meeting_the_box():
     assert read_region(feats, small.region, (5, 2, 2))[0, :, 0, 0].tolist() == [1, 0, 1, 2, 3, 4, 3, 2]
     with pytest.raises(ValueError, match="empty prediction box"):
         plan_windows(shape, window, Box((0, 0, 0), (0, 5, 5)))
+
+
+def test_final_config_swaps_in_the_final_overlap_and_mirroring():
+    icfg = InferenceConfig(overlap=0.25, final_overlap=0.5, mirror_axes=(), final_mirror_axes=(0, 2))
+    final = icfg.final()
+    assert (final.overlap, final.mirror_axes) == (0.5, (0, 2))
+    assert (icfg.overlap, icfg.mirror_axes) == (0.25, ())  # frozen: the original is unchanged
+    assert icfg.batch_for("cuda") == icfg.gpu_batch_size and icfg.batch_for("cpu") == icfg.batch_size
+    with pytest.raises(ValueError, match="final_overlap"):
+        InferenceConfig(final_overlap=1.0)
+    with pytest.raises(ValueError, match="gpu_batch_size"):
+        InferenceConfig(gpu_batch_size=0)
+
+
+def test_streamed_and_final_predictions_use_their_own_overlap(monkeypatch, sphere):
+    from napari_sparseseg.core import trainer as trainer_module
+    from napari_sparseseg.core.config import SessionConfig, TrainConfig
+    from napari_sparseseg.core.session import SegmentationSession
+
+    image, mask = sphere
+    s = SegmentationSession(image, num_classes=1, annotation=mask + 1, config=SessionConfig(
+        model=ModelConfig(base_channels=4, depth=2), train=TrainConfig(patch_voxels=8 * 16 * 16), device="cpu"))
+    seen = []
+    real = trainer_module.predict_probabilities
+
+    def spy(*args, config, **kwargs):
+        seen.append((config.overlap, config.mirror_axes, config.batch_size))
+        return real(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "predict_probabilities", spy)
+    s.predict()
+    s.segment()
+    icfg = s.config.inference
+    assert seen == [(icfg.overlap, icfg.mirror_axes, icfg.batch_size),
+                    (icfg.final_overlap, icfg.final_mirror_axes, icfg.batch_size)]
+    assert icfg.overlap < icfg.final_overlap
+
+
+def test_class_map_and_uncertainty_match_numpy():
+    from napari_sparseseg.core.inference import class_map_and_uncertainty
+
+    p = torch.softmax(torch.randn(3, 4, 5, 6), 0)
+    probs, labels, unc = class_map_and_uncertainty(p)
+    np.testing.assert_array_equal(labels, p.numpy().argmax(0))
+    assert labels.dtype == np.uint8 and unc.dtype == np.float32 and probs.dtype == np.float32
+    q = np.clip(p.numpy(), 1e-8, 1)
+    np.testing.assert_allclose(unc, -(q * np.log(q)).sum(0) / np.log(3), rtol=1e-5)
