@@ -8,8 +8,12 @@ JSON line per measurement and ratios measured in the same run.
     python benchmarks/speed.py --device cuda --base 32 --patch 96 --batch 2 --compile
     python benchmarks/speed.py --device cpu --base 16 --patch 48 --batch 2     # CI-sized
 
-With ``--volume Z Y X`` it also times a full-volume sliding-window refresh and
-the time from the first labels to the first prediction of the slice in view.
+With ``--volume Z Y X`` it also times a bare sliding-window pass over a volume
+that size, and with ``--first-view Z Y X`` the time from the first labels to the
+first prediction of the slice in view. Two modes measure the product path alone:
+
+    python benchmarks/speed.py --device cuda --refresh 256 512 512        # streamed refresh via Trainer.predict
+    python benchmarks/speed.py --device cuda --first-view 128 256 256 --first-view-only --warm-up
 """
 
 from __future__ import annotations
