@@ -30,11 +30,11 @@ from .net import UNet3D, plan_levels
 from .sampler import PatchSampler, patch_shape
 
 #: cuDNN autotuning (``torch.backends.cudnn.benchmark``) starts after this many
-#: steps. Tuning every 3D convolution of a fresh process costs ~5 s on an H100
-#: (cold-process first view 9.7-10.1 s against 4.1 s with the same shapes
-#: already tuned, ``benchmarks/speed.py --first-view-only --warm-up``); the first
-#: steps and the first view run on cuDNN's heuristics and the tuning happens
-#: while the user looks at the first prediction.
+#: steps, so the first steps and the first view run on cuDNN's heuristics and the
+#: tuning happens while the user looks at the first prediction. On an H100 the
+#: deferral took the cold-process first view from 9.7-10.1 s to 8.1-8.7 s
+#: (``benchmarks/speed.py --first-view-only --warm-up``); most of the rest was the
+#: one-time start-up that ``core.device.warm_up`` now pays in advance.
 AUTOTUNE_AFTER_STEPS = 20
 
 
