@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from napari_sparseseg.core.config import InferenceConfig, ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.device import autocast
 from napari_sparseseg.core.inference import predict_probabilities
 from napari_sparseseg.core.loss import partial_label_loss
 from napari_sparseseg.core.net import UNet3D
@@ -44,7 +44,7 @@ def time_training(net: torch.nn.Module, device: torch.device, shape: tuple[int, 
     x = torch.randn(shape, device=device)
     t = torch.randint(0, classes, (shape[0],) + shape[2:], device=device)
     w = (torch.rand((shape[0],) + shape[2:], device=device) > 0.5).float()
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+    ctx = autocast(device, amp)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
@@ -63,7 +63,7 @@ def time_training(net: torch.nn.Module, device: torch.device, shape: tuple[int, 
 def time_forward(net: torch.nn.Module, device: torch.device, shape: tuple[int, ...], *, amp: bool, steps: int,
                  warmup: int) -> float:
     x = torch.randn(shape, device=device)
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+    ctx = autocast(device, amp)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)

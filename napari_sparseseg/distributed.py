@@ -85,7 +85,7 @@ def _worker_model(spec: ModelSpec) -> tuple[Any, Any]:
     if key not in _MODELS:
         from .core.checkpoint import config_of, read_model
         from .core.config import ModelConfig
-        from .core.device import select_device
+        from .core.device import fast_bf16, select_device
         from .core.net import UNet3D
 
         payload = read_model(spec.path)
@@ -95,7 +95,7 @@ def _worker_model(spec: ModelSpec) -> tuple[Any, Any]:
         use_ema = config.train.ema_decay > 0 and "ema" in state
         model.load_state_dict(state["ema"] if use_ema else state["model"])
         _MODELS.clear()  # one model per worker: a new checkpoint replaces the old one
-        _MODELS[key] = (model.to(device).eval(), device, config.train.amp and device.type == "cuda")
+        _MODELS[key] = (model.to(device).eval(), device, config.train.amp and fast_bf16(device))
     return _MODELS[key]
 
 

@@ -157,7 +157,8 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         np.testing.assert_array_equal(widget2.annotation_layer.data, expected)
         assert widget2.start()
         qtbot.waitUntil(lambda: widget2.session is not None, timeout=60000)
-        assert widget2.session.trainer.step == step
+        # Resumed from the checkpoint, not from step 0; the worker may already have run a step or two.
+        assert step <= widget2.session.trainer.step <= step + 5
         assert len(widget2.session.store.history()) >= step
         stop_and_wait(widget2, qtbot)
     finally:

@@ -123,7 +123,8 @@ class TrainConfig:
     seed : int
         Seed of every random choice; CPU training is reproducible.
     amp : bool
-        bf16 autocast on CUDA (ignored elsewhere).
+        bf16 autocast where it is fast: CUDA, and CPUs with AMX matrix units
+        (``core.device.fast_bf16``); ignored elsewhere.
     compile : bool
         ``torch.compile`` the model on CUDA.
     """

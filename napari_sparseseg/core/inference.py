@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from .annotation import Box
 from .config import InferenceConfig
+from .device import autocast
 from .volume import mirror_index
 
 Triple = tuple[int, int, int]
@@ -82,7 +82,6 @@ def class_map_and_uncertainty(probabilities: torch.Tensor) -> tuple[np.ndarray, 
 def _forward(model: nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int], amp: bool) -> torch.Tensor:
     """Softmax ``(B, K + 1, *window)`` of ``batch``, mirrored and averaged; the model's ``decision_offset``
     (if it has one) is added to the logits."""
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and batch.device.type == "cuda" else nullcontext()
     offset = getattr(model, "decision_offset", None)
     offset = None if offset is None else offset.float().view(1, -1, 1, 1, 1)
 
@@ -90,7 +89,7 @@ def _forward(model: nn.Module, batch: torch.Tensor, mirror_axes: Sequence[int], 
         logits = logits.float()
         return torch.softmax(logits if offset is None else logits + offset, dim=1)
 
-    with ctx:
+    with autocast(batch.device, amp):
         probs = softmax(model(batch))
         for axis in mirror_axes:
             dims = [axis + 2]
@@ -296,7 +295,7 @@ def predict_probabilities(model: nn.Module, features: Any, window: Sequence[int]
     device : torch.device or str
         Where the model runs.
     amp : bool
-        bf16 autocast on CUDA.
+        bf16 autocast where it is fast (CUDA, CPUs with AMX; see ``core.device.fast_bf16``).
     as_tensor : bool
         Return the torch tensor on ``device`` (e.g. for
         :func:`class_map_and_uncertainty`) instead of a host array.

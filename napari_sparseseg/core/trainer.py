@@ -12,7 +12,6 @@ import copy
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 from .annotation import AnnotatedVolume, Box
 from .augment import augment_batch
 from .config import SessionConfig
-from .device import select_device
+from .device import autocast, fast_bf16, select_device
 from .events import Notice, Prediction, TrainStep, Waiting
 from .inference import class_map_and_uncertainty, predict_probabilities
 from .loss import partial_label_loss
@@ -139,7 +138,8 @@ class Trainer:
 
     @property
     def amp(self) -> bool:
-        return self.config.train.amp and self.device.type == "cuda"
+        """bf16 autocast: configured on (``TrainConfig.amp``) and fast on this device (:func:`fast_bf16`)."""
+        return self.config.train.amp and fast_bf16(self.device)
 
     def _sync_classes(self) -> None:
         wanted = self.volume.num_classes + 1
@@ -174,8 +174,7 @@ class Trainer:
 
     def _backward(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Forward, loss and backward of one batch; the gradients are left in the parameters."""
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
-        with ctx:
+        with autocast(self.device, self.amp):
             logits = self._forward(image)
         loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight)
         self.optimizer.zero_grad(set_to_none=True)
