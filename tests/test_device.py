@@ -26,3 +26,24 @@ def test_warm_up_reports_a_missing_device_unless_quiet(monkeypatch):
 def test_select_device_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown device"):
         select_device("tpu")
+
+
+def test_autocast_is_bf16_only_where_bf16_is_fast(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert device_module.fast_bf16("cpu")
+    with device_module.autocast("cpu"):
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
+    with device_module.autocast("cpu", enabled=False):  # TrainConfig.amp = False
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not device_module.fast_bf16("cpu")  # emulated bf16 would be slower than float32
+    with device_module.autocast("cpu"):
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+
+    def broken():
+        raise RuntimeError("probe failed")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert not device_module.fast_bf16("cpu")
+    assert not device_module.fast_bf16("meta")
