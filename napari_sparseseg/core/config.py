@@ -98,12 +98,9 @@ class TrainConfig:
         the patch and the net cannot learn *where* labels are.
     class_balance_power : float
         Class weight is ``(n_labeled / n_class) ** power``, normalised so the
-        mean over present classes is 1: ``0`` disables balancing, larger
-        powers up-weight rare classes more. The default ``0.25`` still lowers
-        the weight of the dominant background, as in the paper, but tilts the
-        net less towards over-segmenting rare classes than ``0.5`` did
-        (``BENCHMARKS.md``, "Class-balance power": better on nuclei, level on
-        CT, +0.013 Dice on the CI regression guard's synthetic volume).
+        mean over present classes is 1: ``0`` disables balancing, ``0.5`` (the
+        default) lowers the weight of the dominant background as in the
+        paper without letting rare classes explode.
     correction_weight : float
         Source factor of voxels the user corrected on the prediction.
     dice_weight : float
@@ -141,7 +138,7 @@ class TrainConfig:
     foreground_share: float = 0.5
     random_share: float = 0.1
     centre_margin: float = 0.25
-    class_balance_power: float = 0.25
+    class_balance_power: float = 0.5
     correction_weight: float = 2.0
     dice_weight: float = 1.0
     augment: bool = True
