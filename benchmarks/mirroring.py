@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from napari_sparseseg.core.config import SessionConfig, TrainConfig
+from napari_sparseseg.core.config import SessionConfig
 from napari_sparseseg.core.metrics import evaluate_masks
 from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tune import clock_in_steps  # noqa: E402  (the step clock of the tuning runs)
 
 MIRROR_SETS = {"none": (), "yx": (1, 2), "zyx": (0, 1, 2)}
 
@@ -40,15 +44,15 @@ def main(argv: list[str] | None = None) -> dict:
         image, truth, spacing = d["image"], d["labels"], d["spacing"]
     k = int(truth.max())
     annotation = simulate_annotation(truth, args.protocol, protocol_mask(truth.shape, args.protocol, truth))
-    overrides = {key: tuple(v) if isinstance(v, list) else v for key, v in json.loads(args.train).items()}
-    config = SessionConfig(device="cpu", train=TrainConfig(**overrides))
+    config = SessionConfig.from_dict({"train": json.loads(args.train), "device": "cpu"})
+    clock_in_steps(1.0)
     session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
     trainer = session.trainer
     for _ in session.train(max_steps=args.steps, decay_until=float(args.steps)):
-        trainer.elapsed = float(trainer.step)  # the schedule's clock counts steps, not seconds
+        pass
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step,
               "train": json.loads(args.train)}
-    for name, axes in MIRROR_SETS.items():
+    for name, axes in MIRROR_SETS.items():  # segment() predicts with the trainer's config
         trainer.config = replace(config, inference=replace(config.inference, final_mirror_axes=axes))
         result[name] = evaluate_masks(truth, session.segment(), k + 1)["dice_fg"]
     print(json.dumps(result))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from napari_sparseseg.core import trainer as trainer_module
-from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.config import SessionConfig
 from napari_sparseseg.evaluate import evaluate_volume
 
 
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     if args.seconds_per_step > 0:
         clock_in_steps(args.seconds_per_step)
-    config = SessionConfig(train=TrainConfig(**json.loads(args.train)), model=ModelConfig(**json.loads(args.model)),
-                           device="cpu")
+    config = SessionConfig.from_dict({"train": json.loads(args.train), "model": json.loads(args.model),
+                                      "device": "cpu"})  # JSON lists become the configs' tuples
     with np.load(args.data) as d:
         image, labels, spacing = d["image"], d["labels"], d["spacing"]
     result = evaluate_volume(image, labels, spacing=spacing, protocol=args.protocol,
