@@ -74,3 +74,68 @@ def test_mirror_index_reflects_about_edges_at_any_distance():
 
     assert mirror_index(np.arange(-3, 8), 4).tolist() == [3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1]
     assert mirror_index(np.arange(-2, 3), 1).tolist() == [0] * 5
+
+
+def _coverage_from_scratch(labels: np.ndarray) -> float:
+    labeled = labels > 0
+    if not labeled.any():
+        return 0.0
+    total = 0.0
+    for axis in range(3):
+        counts = labeled.sum(axis=tuple(a for a in range(3) if a != axis)).astype(np.float64)
+        total += float(counts @ counts) / (labeled.size / labeled.shape[axis])
+    return min(total / labeled.sum(), 1.0)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_whole_slice_in_any_orientation_has_plane_coverage_one(volume, axis):
+    assert volume.plane_coverage() == 0.0
+    index = [slice(None)] * 3
+    index[axis] = 3
+    volume.set_labels(tuple(index), 1)
+    assert volume.plane_coverage() == pytest.approx(1.0)
+
+
+def test_strokes_have_low_plane_coverage_and_erasing_restores_it(volume):
+    volume.set_labels((4, slice(None), slice(None)), 1)
+    volume.set_labels((4, slice(10, 12), slice(4, 20)), 2)  # a stroke over the labeled slice: still a whole slice
+    assert volume.plane_coverage() == pytest.approx(1.0)
+    volume.set_labels((4, slice(None), slice(None)), 0)
+    assert volume.plane_coverage() == 0.0
+    volume.set_labels((4, slice(10, 12), slice(4, 20)), 2)  # 32 voxels of a 32 x 32 slice
+    volume.set_labels((9, slice(3, 5), slice(8, 24)), 1)
+    assert 0 < volume.plane_coverage() < 0.1
+    assert volume.plane_coverage() == pytest.approx(_coverage_from_scratch(volume.labels))
+
+
+def test_plane_coverage_follows_random_edits_of_every_index_kind(volume):
+    rng = np.random.default_rng(0)
+    shape = volume.shape
+    for _ in range(30):
+        kind = rng.integers(3)
+        if kind == 0:  # a box
+            a = [int(rng.integers(n)) for n in shape]
+            b = [int(rng.integers(lo, n)) + 1 for lo, n in zip(a, shape)]
+            index = tuple(slice(lo, hi) for lo, hi in zip(a, b))
+        elif kind == 1:  # napari-style coordinates, some listed twice
+            n = int(rng.integers(1, 40))
+            coords = [rng.integers(0, s, n) for s in shape]
+            index = tuple(np.concatenate([c, c[: n // 2]]) for c in coords)
+        else:  # one voxel by integers
+            index = tuple(int(rng.integers(s)) for s in shape)
+        volume.set_labels(index, int(rng.integers(0, 4)))
+        assert volume.plane_coverage() == pytest.approx(_coverage_from_scratch(volume.labels))
+
+
+def test_an_index_mixing_slices_and_arrays_is_refused_before_anything_changes(volume):
+    with pytest.raises(ValueError, match="mix"):
+        volume.set_labels((slice(None), np.array([1, 2]), np.array([3, 4])), 1)
+    assert volume.revision == 0 and volume.n_labeled == 0
+
+
+def test_a_voxel_listed_twice_is_counted_once_and_keeps_its_last_value(volume):
+    idx = (np.array([1, 1, 2]), np.array([2, 2, 3]), np.array([3, 3, 4]))
+    volume.set_labels(idx, np.array([2, 3, 2]))
+    assert volume.labels[1, 2, 3] == 3
+    assert volume.class_counts.tolist() == [0, 1, 1]
+    assert volume.n_labeled == int(np.count_nonzero(volume.labels))
