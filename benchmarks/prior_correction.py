@@ -8,8 +8,10 @@ Saerens et al. 2002 / logit adjustment) while training keeps the balanced
 gradients. This script trains the default model for a fixed number of steps
 on each file under each protocol, then scores the same model's final
 segmentation at several ``tau`` (the product's own correction is switched off
-here, so each column applies ``tau`` once). The product default became
-``InferenceConfig.prior_correction = 0.25`` from these results.
+here, so each column applies ``tau`` once), and at the ``tau`` the product's
+defaults pick for the labels' plane coverage. The product defaults
+``InferenceConfig.prior_correction = 0.25`` (whole slices) and
+``sparse_prior_correction = 1`` (brush strokes) came from these results.
 
     python benchmarks/prior_correction.py --data ../shared/data --protocols z:3,scribble:3 --steps 300 \
         --json benchmarks/results/prior_correction.json
@@ -38,7 +40,7 @@ def run(path: Path, protocol: str, steps: int, device: str = "cpu") -> dict:
     with np.load(path) as d:
         image, truth, spacing = d["image"], d["labels"], d["spacing"]
     k = int(truth.max())
-    config = SessionConfig(device=device, inference=InferenceConfig(prior_correction=0.0))
+    config = SessionConfig(device=device, inference=InferenceConfig(prior_correction=0.0, sparse_prior_correction=0.0))
     session = SegmentationSession(image, num_classes=k, spacing=spacing, config=config,
                                   annotation=simulate_annotation(truth, protocol, protocol_mask(truth.shape, protocol,
                                                                                                 truth)))
@@ -50,16 +52,18 @@ def run(path: Path, protocol: str, steps: int, device: str = "cpu") -> dict:
     prediction = trainer.predict(final=True)
     probs = prediction.probabilities
     weights = session.volume.class_weights(session.config.train.class_balance_power).astype(np.float64)
+    coverage = session.volume.plane_coverage()
+    default_tau = InferenceConfig().correction_for(coverage)
     out = {"file": path.stem, "protocol": protocol, "steps": trainer.step, "device": str(trainer.device),
-           "train_seconds": round(train_seconds, 1),
-           "class_weights": weights.tolist(), "tau": {}}
-    for tau in TAUS:
+           "train_seconds": round(train_seconds, 1), "plane_coverage": round(coverage, 4),
+           "default_tau": round(default_tau, 4), "class_weights": weights.tolist(), "tau": {}}
+    for tau in sorted({*TAUS, round(default_tau, 4)}):
         scale = np.where(weights > 0, weights, 1.0) ** -tau
         pred = np.argmax(probs * scale.reshape(-1, 1, 1, 1).astype(np.float32), axis=0).astype(np.uint8)
         # painted voxels keep their labels (the fully supervised bound is scored on the raw prediction)
         merged = pred if protocol == "full" else session.merge(replace(prediction, labels=pred))
         m = evaluate_masks(truth, merged, k + 1)
-        out["tau"][str(tau)] = {"dice_fg": m["dice_fg"], "mpa": m["mpa"], "pa": m["pa"]}
+        out["tau"][str(tau)] = {"dice_fg": m["dice_fg"], "dice": m["dice"], "mpa": m["mpa"], "pa": m["pa"]}
     return out
 
 
@@ -76,14 +80,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     data = Path(args.data)
     files = sorted(data.glob("*.npz")) if data.is_dir() else [data]
     results = []
-    print("| file | protocol | steps | " + " | ".join(f"tau {t}" for t in TAUS) + " |")
-    print("|---|---|---|" + "---|" * len(TAUS))
+    print("| file | protocol | steps | " + " | ".join(f"tau {t}" for t in TAUS) + " | plane coverage | default tau | "
+          "Dice at default tau |")
+    print("|---|---|---|" + "---|" * (len(TAUS) + 3))
     for path in files:
         for protocol in args.protocols.split(","):
             r = run(path, protocol, args.steps, args.device)
             results.append(r)
             cells = " | ".join(f"{r['tau'][str(t)]['dice_fg']:.3f}" for t in TAUS)
-            print(f"| {r['file']} | {protocol} | {r['steps']} | {cells} |", flush=True)
+            tau = r["default_tau"]
+            print(f"| {r['file']} | {protocol} | {r['steps']} | {cells} | {r['plane_coverage']:.3f} | {tau:.2f} | "
+                  f"{r['tau'][str(tau)]['dice_fg']:.3f} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

@@ -93,6 +93,39 @@ def test_growing_the_head_keeps_the_offsets_of_existing_classes():
     assert "decision_offset" in net.state_dict()
 
 
-def test_the_config_rejects_a_negative_tau():
-    with pytest.raises(ValueError, match="prior_correction"):
-        InferenceConfig(prior_correction=-0.1)
+def test_strokes_get_the_sparse_tau_and_whole_slices_the_dense_one():
+    image, mask = sphere_volume((16, 32, 32))
+    annotation = np.zeros_like(mask)
+    annotation[8, 14:18, 10:22] = mask_to_annotation(mask[8, 14:18, 10:22])  # a stroke through the sphere
+    annotation[8, 1:3, 2:30] = 1                                              # and one through background
+    config = replace(TINY, inference=replace(TINY.inference, prior_correction=0.25, sparse_prior_correction=1.0))
+    s = SegmentationSession(image, num_classes=1, spacing=(2.0, 1.0, 1.0), annotation=annotation, config=config)
+
+    def tau_in_use() -> float:
+        s.trainer.update_decision_offset()
+        log_w = np.log(s.volume.class_weights(config.train.class_balance_power).astype(np.float64))
+        offset = s.trainer.ema_model.decision_offset.numpy().astype(np.float64)
+        return float(offset[1] / -log_w[1])
+
+    coverage = s.volume.plane_coverage()
+    assert 0 < coverage < 0.2
+    assert tau_in_use() == pytest.approx(config.inference.correction_for(coverage), rel=1e-4)
+    assert tau_in_use() > 0.8
+    s.add_labels((slice(4, 5), slice(None), slice(None)), mask_to_annotation(mask[4:5]))  # now a whole slice too
+    assert s.volume.plane_coverage() > 0.9
+    assert tau_in_use() == pytest.approx(config.inference.correction_for(s.volume.plane_coverage()), rel=1e-4)
+    assert tau_in_use() < 0.35
+
+
+def test_the_tau_goes_linearly_from_sparse_to_dense_with_plane_coverage():
+    config = InferenceConfig(prior_correction=0.25, sparse_prior_correction=1.0)
+    assert config.correction_for(0.0) == 1.0
+    assert config.correction_for(1.0) == 0.25
+    assert config.correction_for(0.5) == pytest.approx(0.625)
+    assert config.correction_for(3.0) == 0.25  # clamped
+
+
+@pytest.mark.parametrize("name", ["prior_correction", "sparse_prior_correction"])
+def test_the_config_rejects_a_negative_tau(name):
+    with pytest.raises(ValueError, match=name):
+        InferenceConfig(**{name: -0.1})

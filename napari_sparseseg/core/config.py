@@ -213,7 +213,20 @@ class InferenceConfig:
         on the regression guard's 8-channel net after 120 steps 0.25 cost
         0.011 and 0.5 cost 0.032. Hence the cautious 0.25. The offset is
         stored in the model (``UNet3D.decision_offset``), so a saved model
-        applies it to images without labels.
+        applies it to images without labels. This ``tau`` is for labels
+        that fill the planes they lie in (whole slices in any orientation);
+        see ``sparse_prior_correction``.
+    sparse_prior_correction : float
+        ``tau`` for brush strokes that leave most of their slice unlabeled.
+        Strokes down the middle of objects and in far background leave the
+        object boundaries unlabeled, so there the class weights alone decide
+        where a boundary falls, and the net grows objects past the strokes.
+        ``tau`` moves from this value to ``prior_correction`` as the labels'
+        plane coverage (``AnnotatedVolume.plane_coverage``: 1 for whole
+        slices, about 0.1 for strokes) goes from 0 to 1. On the scribble
+        protocol (``BENCHMARKS.md``, "Prior correction") tau 1 against 0.25
+        lifted nuclei by 0.036 (CPU, 200 steps) and 0.046 (H100, 800 steps),
+        and cost CT 0.001 and 0.003.
     edge_margin : tuple of float
         Per axis ``(z, y, x)``: the window grid reaches this fraction of a
         window past each edge of the volume (mirrored content), so the edge
@@ -234,12 +247,15 @@ class InferenceConfig:
     mirror_axes: tuple[int, ...] = ()
     final_mirror_axes: tuple[int, ...] = (0, 1, 2)
     prior_correction: float = 0.25
+    sparse_prior_correction: float = 1.0
     edge_margin: tuple[float, float, float] = (0.25, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         _check(len(self.edge_margin) == 3 and all(0 <= m <= 0.5 for m in self.edge_margin),
                f"edge_margin must be three fractions (z, y, x) in [0, 0.5], got {self.edge_margin}")
-        _check(0 <= self.prior_correction <= 2, f"prior_correction must be in [0, 2], got {self.prior_correction}")
+        for name in ("prior_correction", "sparse_prior_correction"):
+            value = getattr(self, name)
+            _check(0 <= value <= 2, f"{name} must be in [0, 2], got {value}")
         for name in ("overlap", "final_overlap"):
             value = getattr(self, name)
             _check(0 <= value < 1, f"{name} must be in [0, 1), got {value}")
@@ -253,6 +269,15 @@ class InferenceConfig:
     def batch_for(self, device_type: str) -> int:
         """Windows per forward pass on a device of this type (``"cuda"``, ``"cpu"``, ``"mps"``)."""
         return self.gpu_batch_size if device_type == "cuda" else self.batch_size
+
+    def correction_for(self, plane_coverage: float) -> float:
+        """The prior correction ``tau`` for labels of this plane coverage (``[0, 1]``).
+
+        Linear from ``sparse_prior_correction`` (coverage 0, strokes) to
+        ``prior_correction`` (coverage 1, whole slices).
+        """
+        c = min(max(float(plane_coverage), 0.0), 1.0)
+        return c * self.prior_correction + (1.0 - c) * self.sparse_prior_correction
 
     def final(self) -> InferenceConfig:
         """This config with the final segmentation's overlap and mirroring in place of the streamed ones."""

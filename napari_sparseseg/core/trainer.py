@@ -296,13 +296,16 @@ class Trainer:
     def update_decision_offset(self) -> None:
         """Set the models' ``decision_offset`` to ``-tau * log w_c`` of the current labels' class weights.
 
-        With nothing labeled (e.g. a loaded model applied to a new image) the
-        offset the weights came with is kept. Classes without labels get 0.
+        ``tau`` is ``InferenceConfig.correction_for`` the labels' plane
+        coverage: whole slices get ``prior_correction``, brush strokes up to
+        ``sparse_prior_correction``. With nothing labeled (e.g. a loaded model
+        applied to a new image) the offset the weights came with is kept.
+        Classes without labels get 0.
         """
         if self.volume.n_labeled == 0:
             return
         w = self.volume.class_weights(self.config.train.class_balance_power).astype(np.float64)
-        tau = self.config.inference.prior_correction
+        tau = self.config.inference.correction_for(self.volume.plane_coverage())
         offset = np.where(w > 0, -tau * np.log(np.where(w > 0, w, 1.0)), 0.0)
         value = torch.as_tensor(offset, dtype=torch.float32)
         for model in (self.model, self.ema_model):
