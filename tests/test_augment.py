@@ -54,3 +54,18 @@ def test_affine_warp_keeps_labels_integral_and_zeroes_weight_outside():
     assert (wt == 0).any()
     inside = wt > 0
     assert torch.equal(wt[inside], tg[inside].float() * 0.5 + 1.0)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_intensity_share_sets_which_samples_get_the_intensity_jitter(share):
+    image, target, weight = _batch((64, 2, 4, 4))
+    gen = torch.Generator().manual_seed(2)
+    im, tg, _ = augment_batch(image, target, weight, gen, p_affine=0.0, p_intensity=share)
+    # without the jitter the image is the flipped/rotated target exactly
+    untouched = torch.tensor([torch.equal(im[b, 0], tg[b].float()) for b in range(im.shape[0])])
+    if share == 0.0:
+        assert untouched.all()
+    elif share == 1.0:
+        assert not untouched.any()
+    else:
+        assert 10 < int(untouched.sum()) < 54

@@ -3,7 +3,8 @@
 Spatial: random flips of every axis, 90 degree rotations in the (y, x) plane
 (when the patch is square in-plane), and a random in-plane rotation plus
 scaling applied with one ``grid_sample``. Intensity: brightness, contrast,
-gamma and Gaussian noise per sample. Spatial transforms move image, target and
+gamma and Gaussian noise per sample, for a share ``p_intensity`` of the samples
+(``TrainConfig.intensity_share``). Spatial transforms move image, target and
 weight together; voxels sampled from outside the patch get weight 0.
 
 Tensors: image ``(B, C, Z, Y, X)``, target ``(B, Z, Y, X)`` int64, weight
@@ -91,14 +92,23 @@ def _intensity(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def augment_batch(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gen: torch.Generator,
                   *, max_angle: float = math.pi / 12, scale_range: tuple[float, float] = (0.85, 1.15),
-                  p_affine: float = 0.3, elastic: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  p_affine: float = 0.3, elastic: float = 0.0, p_intensity: float = 1.0,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augment one batch; ``gen`` is a CPU generator that makes it reproducible.
 
     ``elastic`` > 0 adds a smooth random displacement (std in grid units, where
     2 spans the patch) to the spatial transform applied with ``p_affine``.
+    ``p_intensity`` is the chance of each sample to get the intensity jitter.
     """
     image, target, weight = _flip_rot(image, target, weight, gen)
     if torch.rand((), generator=gen) < p_affine:
         image, target, weight = _affine(image, target, weight, gen, max_angle, scale_range, elastic)
-    image = _intensity(image, gen)
+    if p_intensity >= 1:  # no draw: the random stream of the default stays as it was
+        jitter = torch.ones(image.shape[0], dtype=torch.bool)
+    else:
+        jitter = torch.rand(image.shape[0], generator=gen) < p_intensity
+    if jitter.all():
+        image = _intensity(image, gen)
+    elif jitter.any():
+        image = torch.where(jitter.to(image.device).view(-1, 1, 1, 1, 1), _intensity(image, gen), image)
     return image, target, weight

@@ -107,9 +107,20 @@ class TrainConfig:
         Weight of a soft Dice term over labeled voxels added to the weighted
         cross-entropy (0 disables it).
     augment : bool
-        Flips, in-plane 90 degree rotations, scaling and intensity/gamma jitter.
+        Flips, in-plane 90 degree rotations, scaling, and the intensity/gamma
+        jitter of ``intensity_share`` of the patches.
     spatial_share : float
         Share of patches that get the rotation/scaling (and elastic) warp.
+    intensity_share : float
+        Share of patches that get the brightness, contrast, gamma and noise
+        jitter. 0 by default: the net trains and predicts on one volume, whose
+        intensities do not change between the two, so the jitter only teaches
+        an invariance the task does not need and blurs where a boundary lies
+        in intensity. Step-matched runs (``BENCHMARKS.md``, "Session 7"),
+        0 against 1: nuclei z:3 +0.010, z:5 +0.005, scribble:3 +0.020; CT z:3
+        -0.010 and +0.000 (two seeds), z:5 +0.003; synthetic sample z:3 +0.001.
+        Set it to 1 to train a model meant for other volumes (other scanners,
+        stainings or exposures).
     elastic : float
         Std of the elastic displacement in patch-grid units (2 spans the
         patch; 0 disables it).
@@ -143,6 +154,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     augment: bool = True
     spatial_share: float = 0.3
+    intensity_share: float = 0.0
     elastic: float = 0.0
     intensity_views: tuple[str, ...] = ("linear", "equalized")
     ema_decay: float = 0.98
@@ -152,7 +164,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.patch_voxels >= 8**3, f"patch_voxels must be >= 512, got {self.patch_voxels}")
-        _check(0 <= self.spatial_share <= 1, f"spatial_share must be in [0, 1], got {self.spatial_share}")
+        for name in ("spatial_share", "intensity_share"):
+            _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")
         _check(self.elastic >= 0, f"elastic must be >= 0, got {self.elastic}")
         _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

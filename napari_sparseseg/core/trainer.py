@@ -167,7 +167,7 @@ class Trainer:
         weight = torch.from_numpy(np.stack([p.weight for p in patches]))
         if tc.augment:
             image, target, weight = augment_batch(image, target, weight, self._gen, p_affine=tc.spatial_share,
-                                                  elastic=tc.elastic)
+                                                  elastic=tc.elastic, p_intensity=tc.intensity_share)
         nb = self.device.type == "cuda"
         return (image.to(self.device, non_blocking=nb), target.to(self.device, non_blocking=nb),
                 weight.to(self.device, non_blocking=nb), revision)
