@@ -113,14 +113,12 @@ class TrainConfig:
         Share of patches that get the rotation/scaling (and elastic) warp.
     intensity_share : float
         Share of patches that get the brightness, contrast, gamma and noise
-        jitter. 0 by default: the net trains and predicts on one volume, whose
-        intensities do not change between the two, so the jitter only teaches
-        an invariance the task does not need and blurs where a boundary lies
-        in intensity. Step-matched runs (``BENCHMARKS.md``, "Session 7"),
-        0 against 1: nuclei z:3 +0.010, z:5 +0.005, scribble:3 +0.020; CT z:3
-        -0.010 and +0.000 (two seeds), z:5 +0.003; synthetic sample z:3 +0.001.
-        Set it to 1 to train a model meant for other volumes (other scanners,
-        stainings or exposures).
+        jitter. Training and prediction see the same volume, so the jitter
+        was tried off (0) in session 7 (``BENCHMARKS.md``, "Session 7"): at
+        400-600 steps it gained on nuclei (z:3 +0.010, z:5 +0.005, scribbles
+        +0.020), but in the 300 s CPU runs it did not (nuclei z:3 0.927 and
+        z:5 0.935 against 0.929 and 0.934) and CT z:3 fell to 0.946 against
+        0.964 +- 0.002. So the default stays 1.
     elastic : float
         Std of the elastic displacement in patch-grid units (2 spans the
         patch; 0 disables it).
@@ -154,7 +152,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     augment: bool = True
     spatial_share: float = 0.3
-    intensity_share: float = 0.0
+    intensity_share: float = 1.0
     elastic: float = 0.0
     intensity_views: tuple[str, ...] = ("linear", "equalized")
     ema_decay: float = 0.98
