@@ -249,15 +249,15 @@ class AnnotatedVolume:
         A voxel listed twice would otherwise be counted twice in the class
         and plane counts.
         """
-        coords = [np.asarray(c).ravel() for c in np.broadcast_arrays(*map(np.asarray, index))]
-        if coords[0].size == 0:
+        grid = np.broadcast_arrays(*map(np.asarray, index))
+        if grid[0].size == 0:
             return index, values
-        coords = [np.where(c < 0, c + n, c) for c, n in zip(coords, self.shape)]
+        coords = [np.where(c < 0, c + n, c).ravel() for c, n in zip(grid, self.shape)]
         flat = np.ravel_multi_index(coords, self.shape)
         _, last_reversed = np.unique(flat[::-1], return_index=True)
         keep = np.sort(flat.size - 1 - last_reversed)
         if values.ndim:
-            values = np.broadcast_to(values, np.broadcast(*map(np.asarray, index)).shape).ravel()[keep]
+            values = np.broadcast_to(values, grid[0].shape).ravel()[keep]
         return tuple(c[keep] for c in coords), values
 
     def _count_planes(self, index: tuple, box: Box, was_labeled: np.ndarray, is_labeled: np.ndarray) -> None:
@@ -267,14 +267,15 @@ class AnnotatedVolume:
         before and after the write: the box content for slices and integers,
         one value per coordinate for (deduplicated) integer arrays.
         """
-        change = is_labeled.astype(np.int64) - was_labeled
-        if _is_basic(index):
-            change = change.reshape(box.shape)
+        if _is_basic(index):  # per-plane sums of the two masks: no voxel-sized integer array
+            was_labeled, is_labeled = was_labeled.reshape(box.shape), is_labeled.reshape(box.shape)
             for axis, counts in enumerate(self._plane_counts):
                 others = tuple(a for a in range(3) if a != axis)
-                counts[box.start[axis] : box.stop[axis]] += change.sum(axis=others)
+                counts[box.start[axis] : box.stop[axis]] += (is_labeled.sum(axis=others, dtype=np.int64)
+                                                             - was_labeled.sum(axis=others, dtype=np.int64))
             return
-        for axis, counts in enumerate(self._plane_counts):  # unique coordinates (see _unique_coordinates)
+        change = is_labeled.astype(np.int64) - was_labeled  # one entry per (unique) coordinate
+        for axis, counts in enumerate(self._plane_counts):
             np.add.at(counts, index[axis], change)
 
     def changes_since(self, revision: int) -> Box:

@@ -103,12 +103,9 @@ def augment_batch(image: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     image, target, weight = _flip_rot(image, target, weight, gen)
     if torch.rand((), generator=gen) < p_affine:
         image, target, weight = _affine(image, target, weight, gen, max_angle, scale_range, elastic)
-    if p_intensity >= 1:  # no draw: the random stream of the default stays as it was
-        jitter = torch.ones(image.shape[0], dtype=torch.bool)
-    else:
-        jitter = torch.rand(image.shape[0], generator=gen) < p_intensity
-    if jitter.all():
-        image = _intensity(image, gen)
-    elif jitter.any():
+    if p_intensity >= 1:  # every sample, with no extra draw: the default's random stream stays as it was
+        return _intensity(image, gen), target, weight
+    jitter = torch.rand(image.shape[0], generator=gen) < p_intensity
+    if jitter.any():
         image = torch.where(jitter.to(image.device).view(-1, 1, 1, 1, 1), _intensity(image, gen), image)
     return image, target, weight
