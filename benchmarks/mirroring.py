@@ -16,16 +16,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from napari_sparseseg.core.config import SessionConfig
 from napari_sparseseg.core.metrics import evaluate_masks
-from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
-from napari_sparseseg.core.session import SegmentationSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune import clock_in_steps  # noqa: E402  (the step clock of the tuning runs)
+from tune import step_clocked_session  # noqa: E402  (the step clock of the tuning runs)
 
 MIRROR_SETS = {"none": (), "yx": (1, 2), "zyx": (0, 1, 2)}
 
@@ -39,15 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with np.load(args.data) as d:
-        image, truth, spacing = d["image"], d["labels"], d["spacing"]
-    k = int(truth.max())
-    annotation = simulate_annotation(truth, args.protocol, protocol_mask(truth.shape, args.protocol, truth))
-    config = SessionConfig.from_dict({"train": json.loads(args.train), "device": "cpu"})
-    clock_in_steps(1.0)
-    session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
+    session, truth, k = step_clocked_session(args.data, args.protocol, json.loads(args.train), args.threads)
     trainer = session.trainer
+    config = trainer.config
     for _ in session.train(max_steps=args.steps, decay_until=float(args.steps)):
         pass
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step,

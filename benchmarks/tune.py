@@ -36,6 +36,27 @@ def clock_in_steps(seconds_per_step: float) -> None:
     trainer_module.Trainer.train_step = train_step
 
 
+def step_clocked_session(data: str, protocol: str, train: dict, threads: int):
+    """A session on ``data`` labeled by ``protocol``, its trainer clocked at one second per step.
+
+    Returns the session, the ground truth and the class count ``K``; the CPU
+    runs on ``threads`` threads. Shared by the one-run comparison scripts
+    (``mirroring.py``, ``weight_averaging.py``).
+    """
+    from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
+    from napari_sparseseg.core.session import SegmentationSession
+
+    torch.set_num_threads(threads)
+    with np.load(data) as d:
+        image, truth, spacing = d["image"], d["labels"], d["spacing"]
+    k = int(truth.max())
+    annotation = simulate_annotation(truth, protocol, protocol_mask(truth.shape, protocol, truth))
+    config = SessionConfig.from_dict({"train": train, "device": "cpu"})
+    clock_in_steps(1.0)
+    session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
+    return session, truth, k
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")

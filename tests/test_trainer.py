@@ -159,3 +159,44 @@ def test_model_keeps_its_planned_layout_on_a_volume_of_other_spacing(sphere):
     pred = dst.predict()
     assert pred.labels.shape == dst.volume.shape
     assert dst.trainer.state_dict()["spacing"] == state["spacing"]
+
+
+@pytest.mark.parametrize("clean_tail", [0.0, 0.25, 1.0])
+def test_clean_tail_trains_the_end_of_a_budgeted_run_without_augmentation(sphere, monkeypatch, clean_tail):
+    import napari_sparseseg.core.trainer as trainer_module
+
+    calls = []
+    augment = trainer_module.augment_batch
+    monkeypatch.setattr(trainer_module, "augment_batch", lambda *a, **k: calls.append(1) or augment(*a, **k))
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=clean_tail),
+                           device="cpu")
+    s = _session(sphere, config=config)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    augmented = []
+    for progress in (0.0, 0.5, 0.74, 0.76, 0.99, None):  # None: open-ended (interactive) training
+        before = len(calls)
+        assert isinstance(s.trainer.train_step(progress), TrainStep)
+        augmented.append(len(calls) > before)
+    expected = [p is None or p < 1 - clean_tail for p in (0.0, 0.5, 0.74, 0.76, 0.99, None)]
+    assert augmented == expected
+
+
+def test_clean_tail_shrinks_with_the_plane_coverage_of_strokes(sphere):
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=0.5),
+                           device="cpu")
+    s = _session(sphere, config=config)
+    zz, yy, xx = np.nonzero(mask[8:9])
+    s.add_labels((zz[:3] + 8, yy[:3], xx[:3]), 2)  # a three-voxel stroke: far from a whole slice
+    coverage = s.volume.plane_coverage()
+    assert 0 < coverage < 0.1
+    assert s.trainer.clean_tail() == pytest.approx(0.5 * coverage)
+    s.add_labels((4, slice(None), slice(None)), 1)  # plus a whole slice
+    assert s.trainer.clean_tail() > 0.5 * coverage
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_the_config_rejects_a_clean_tail_outside_0_1(value):
+    with pytest.raises(ValueError, match="clean_tail"):
+        TrainConfig(clean_tail=value)

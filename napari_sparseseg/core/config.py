@@ -122,6 +122,17 @@ class TrainConfig:
     elastic : float
         Std of the elastic displacement in patch-grid units (2 spans the
         patch; 0 disables it).
+    clean_tail : float
+        Share of a budgeted run (``evaluate``, ``train``: a run whose
+        learning rate decays over a known budget), at its end, trained on
+        patches without any augmentation, scaled by the labels' plane
+        coverage (``Trainer.clean_tail``: whole slices get all of it, brush
+        strokes almost none). Open-ended (interactive) training always
+        augments. Off (0) by default: at 800 step-matched steps a quarter
+        gained 0.001-0.004 on all four dense rows, but in the 300 s CPU runs
+        it stalled spleen CT z:3 at 0.936 (against 0.964 +- 0.002), whose
+        augmented steps had not converged when the tail began
+        (``BENCHMARKS.md``, "Session 8").
     intensity_views : tuple of {"linear", "equalized"}
         Normalised views of each image channel fed to the net: robust
         percentile scaling, and a rank (histogram-equalized) transform that
@@ -154,6 +165,7 @@ class TrainConfig:
     spatial_share: float = 0.3
     intensity_share: float = 1.0
     elastic: float = 0.0
+    clean_tail: float = 0.0
     intensity_views: tuple[str, ...] = ("linear", "equalized")
     ema_decay: float = 0.98
     seed: int = 0
@@ -164,6 +176,7 @@ class TrainConfig:
         _check(self.patch_voxels >= 8**3, f"patch_voxels must be >= 512, got {self.patch_voxels}")
         for name in ("spatial_share", "intensity_share"):
             _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")
+        _check(0 <= self.clean_tail <= 1, f"clean_tail must be in [0, 1], got {self.clean_tail}")
         _check(self.elastic >= 0, f"elastic must be >= 0, got {self.elastic}")
         _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

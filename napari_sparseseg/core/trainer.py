@@ -157,7 +157,17 @@ class Trainer:
             lr *= max(1.0 - progress, tc.lr_floor) ** 0.9
         return lr
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def clean_tail(self) -> float:
+        """Share of a budgeted run, at its end, trained without augmentation.
+
+        ``TrainConfig.clean_tail`` times the labels' plane coverage
+        (:meth:`AnnotatedVolume.plane_coverage`): whole slices get all of it,
+        brush strokes (coverage below 0.1) almost none, since sparse labels
+        overfit without augmentation.
+        """
+        return self.config.train.clean_tail * self.volume.plane_coverage()
+
+    def _batch(self, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         tc = self.config.train
         revision = self.volume.revision
         cw = self.volume.class_weights(tc.class_balance_power)
@@ -165,7 +175,7 @@ class Trainer:
         image = torch.from_numpy(np.stack([p.image for p in patches]))
         target = torch.from_numpy(np.stack([p.target for p in patches]))
         weight = torch.from_numpy(np.stack([p.weight for p in patches]))
-        if tc.augment:
+        if tc.augment and augment:
             image, target, weight = augment_batch(image, target, weight, self._gen, p_affine=tc.spatial_share,
                                                   elastic=tc.elastic, p_intensity=tc.intensity_share)
         nb = self.device.type == "cuda"
@@ -191,8 +201,9 @@ class Trainer:
         lr = self.learning_rate(progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        augment = progress is None or progress < 1.0 - self.clean_tail()
         while True:
-            image, target, weight, revision = self._batch()
+            image, target, weight, revision = self._batch(augment)
             try:
                 loss = self._backward(image, target, weight)
                 break
