@@ -18,7 +18,6 @@ after 50 % or 75 % of the steps (such as ``TrainConfig.clean_tail``) print ident
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -71,14 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
         weight_sets[name] = [s / counts[name] for s in total]
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step, "seed": args.seed,
               "train": json.loads(args.train), "tail_steps": counts, "dice_fg": {}}
-    final_ema = copy.deepcopy(trainer.ema_model)
-    for name, values in weight_sets.items():  # segment() predicts with trainer.ema_model
+    for name, values in weight_sets.items():  # segment() predicts with trainer.ema_model, overwritten here
         with torch.no_grad():
             for p, v in zip(trainer.ema_model.parameters(), values):
                 p.copy_(v)
         result["dice_fg"][name] = evaluate_masks(truth, session.segment(), k + 1)["dice_fg"]
         print(f"{name:>12}: {result['dice_fg'][name]:.4f}", flush=True)
-    trainer.ema_model = final_ema
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -174,9 +174,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.patch_voxels >= 8**3, f"patch_voxels must be >= 512, got {self.patch_voxels}")
-        for name in ("spatial_share", "intensity_share"):
+        for name in ("spatial_share", "intensity_share", "clean_tail"):
             _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")
-        _check(0 <= self.clean_tail <= 1, f"clean_tail must be in [0, 1], got {self.clean_tail}")
         _check(self.elastic >= 0, f"elastic must be >= 0, got {self.elastic}")
         _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

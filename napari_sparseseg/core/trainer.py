@@ -201,7 +201,7 @@ class Trainer:
         lr = self.learning_rate(progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        augment = progress is None or progress < 1.0 - self.clean_tail()
+        augment = progress is None or not self.config.train.clean_tail or progress < 1.0 - self.clean_tail()
         while True:
             image, target, weight, revision = self._batch(augment)
             try:
