@@ -169,8 +169,8 @@ def test_clean_tail_trains_the_end_of_a_budgeted_run_without_augmentation(sphere
     augment = trainer_module.augment_batch
     monkeypatch.setattr(trainer_module, "augment_batch", lambda *a, **k: calls.append(1) or augment(*a, **k))
     _image, mask = sphere
-    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=clean_tail),
-                           device="cpu")
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=clean_tail,
+                                                               clean_tail_drift=0.0), device="cpu")  # no gate
     s = _session(sphere, config=config)
     s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
     augmented = []
@@ -180,6 +180,53 @@ def test_clean_tail_trains_the_end_of_a_budgeted_run_without_augmentation(sphere
         augmented.append(len(calls) > before)
     expected = [p is None or p < 1 - clean_tail for p in (0.0, 0.5, 0.74, 0.76, 0.99, None)]
     assert augmented == expected
+
+
+def test_clean_tail_waits_until_the_prediction_has_settled(sphere, monkeypatch):
+    import napari_sparseseg.core.trainer as trainer_module
+
+    calls = []
+    augment = trainer_module.augment_batch
+    monkeypatch.setattr(trainer_module, "augment_batch", lambda *a, **k: calls.append(1) or augment(*a, **k))
+    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)  # probe at every step in the window
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=0.5,
+                                                               clean_tail_drift=0.15), device="cpu")
+    s = _session(sphere, config=config)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    trainer = s.trainer
+    drifts = iter([0.9, 0.6, 0.3, 0.1, 0.9])  # what the probe region's drift reads at each probe
+    probed = []
+    monkeypatch.setattr(trainer, "_probe_drift", lambda: probed.append(trainer.step) or
+                        setattr(trainer, "drift", next(drifts)))
+    augmented, notices = [], []
+    for progress in (0.1, 0.34, 0.5, 0.6, 0.7, 0.8, 0.9):
+        before = len(calls)
+        assert isinstance(trainer.train_step(progress), TrainStep)
+        augmented.append(len(calls) > before)
+    # no probe before 0.5 - DRIFT_PROBE_LEAD; past its share the tail waits for a drift below 0.15 (the 4th probe)
+    assert len(probed) == 4
+    assert augmented == [True, True, True, True, True, False, False]
+    assert trainer.clean_since == 5
+    notices = list(trainer.notices)
+    assert len(notices) == 1 and "without augmentation" in notices[0].message and "0.100" in notices[0].message
+
+
+def test_drift_probe_compares_predictions_100_steps_apart(sphere):
+    from napari_sparseseg.core.trainer import DRIFT_LAG_PROBES
+
+    _image, mask = sphere
+    s = _session(sphere)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    trainer = s.trainer
+    for _ in range(DRIFT_LAG_PROBES):
+        trainer._probe_drift()
+        assert trainer.drift is None  # not enough probes yet
+    trainer._probe_drift()
+    assert trainer.drift == 0.0  # the weights did not change: same prediction
+    s.add_labels((2, slice(None), slice(None)), 1)  # new labels: start over
+    trainer._probe_drift()
+    assert trainer.drift is None
 
 
 def test_clean_tail_shrinks_with_the_plane_coverage_of_strokes(sphere):

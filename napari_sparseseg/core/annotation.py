@@ -325,6 +325,14 @@ class AnnotatedVolume:
                 total += float(np.dot(counts, counts)) / plane_size
             return min(total / n, 1.0)
 
+    def labeled_centre(self) -> tuple[float, float, float]:
+        """Mean (z, y, x) position of the labeled voxels; the volume's centre while nothing is labeled."""
+        with self._lock:
+            if self.n_labeled == 0:
+                return tuple((n - 1) / 2 for n in self.shape)  # type: ignore[return-value]
+            return tuple(float(np.dot(counts, np.arange(counts.size))) / float(counts.sum())  # type: ignore[return-value]
+                         for counts in self._plane_counts)
+
     def class_weights(self, power: float) -> np.ndarray:
         """Class-balance weights ``(n_labeled / n_class) ** power``, mean 1 over present classes."""
         counts = self.class_counts.astype(np.float64)

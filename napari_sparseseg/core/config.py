@@ -123,16 +123,20 @@ class TrainConfig:
         Std of the elastic displacement in patch-grid units (2 spans the
         patch; 0 disables it).
     clean_tail : float
-        Share of a budgeted run (``evaluate``, ``train``: a run whose
+        Largest share of a budgeted run (``evaluate``, ``train``: a run whose
         learning rate decays over a known budget), at its end, trained on
-        patches without any augmentation, scaled by the labels' plane
-        coverage (``Trainer.clean_tail``: whole slices get all of it, brush
-        strokes almost none). Open-ended (interactive) training always
-        augments. Off (0) by default: at 800 step-matched steps a quarter
-        gained 0.001-0.004 on all four dense rows, but in the 300 s CPU runs
-        it stalled spleen CT z:3 at 0.936 (against 0.964 +- 0.002), whose
-        augmented steps had not converged when the tail began
-        (``BENCHMARKS.md``, "Session 8").
+        patches without any augmentation, once the augmented steps have
+        settled. The share is scaled by the labels' plane coverage
+        (``Trainer.clean_tail``: whole slices get all of it, brush strokes
+        almost none, since sparse labels overfit without augmentation).
+        Open-ended (interactive) training always augments. 0 turns it off.
+    clean_tail_drift : float
+        The clean tail's gate: it starts only once the prediction has
+        settled, i.e. the EMA predictions of a probe region 100 steps apart
+        differ by less than this many layers of their surface
+        (:func:`~.convergence.surface_drift`). Until then the run keeps
+        augmenting, however little budget is left. 0 removes the gate (the
+        tail then starts at its share of the budget whatever the state).
     intensity_views : tuple of {"linear", "equalized"}
         Normalised views of each image channel fed to the net: robust
         percentile scaling, and a rank (histogram-equalized) transform that
@@ -165,7 +169,8 @@ class TrainConfig:
     spatial_share: float = 0.3
     intensity_share: float = 1.0
     elastic: float = 0.0
-    clean_tail: float = 0.0
+    clean_tail: float = 0.5
+    clean_tail_drift: float = 0.15
     intensity_views: tuple[str, ...] = ("linear", "equalized")
     ema_decay: float = 0.98
     seed: int = 0
@@ -177,6 +182,7 @@ class TrainConfig:
         for name in ("spatial_share", "intensity_share", "clean_tail"):
             _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")
         _check(self.elastic >= 0, f"elastic must be >= 0, got {self.elastic}")
+        _check(self.clean_tail_drift >= 0, f"clean_tail_drift must be >= 0, got {self.clean_tail_drift}")
         _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")

@@ -20,6 +20,7 @@ import torch
 from .annotation import AnnotatedVolume, Box
 from .augment import augment_batch
 from .config import SessionConfig
+from .convergence import probe_box, surface_drift
 from .device import autocast, fast_bf16, select_device
 from .events import Notice, Prediction, TrainStep, Waiting
 from .inference import class_map_and_uncertainty, predict_probabilities
@@ -35,6 +36,16 @@ from .sampler import PatchSampler, patch_shape
 #: (``benchmarks/speed.py --first-view-only --warm-up``); most of the rest was the
 #: one-time start-up that ``core.device.warm_up`` now pays in advance.
 AUTOTUNE_AFTER_STEPS = 20
+
+#: Steps between two predictions of the probe region that watch whether a budgeted run has settled
+#: (the clean tail's gate, ``TrainConfig.clean_tail_drift``). The drift compares probes
+#: ``DRIFT_LAG_PROBES`` apart, i.e. 100 steps: enough to tell a prediction still growing into
+#: unlabeled slices from one that only flickers at its boundary (``benchmarks/stability.py``).
+DRIFT_PROBE_EVERY = 50
+DRIFT_LAG_PROBES = 2
+#: Probing starts this share of the budget before the earliest start of the clean tail, so that the
+#: first drift is known about when the tail may begin.
+DRIFT_PROBE_LEAD = 0.15
 
 
 class Trainer:
@@ -81,6 +92,12 @@ class Trainer:
         self.elapsed = 0.0
         self.last_revision = -1
         self._times: deque[tuple[float, int]] = deque(maxlen=20)
+        #: Step at which the clean tail began (None: still augmenting).
+        self.clean_since: int | None = None
+        #: Latest surface drift of the probe region over ``DRIFT_LAG_PROBES`` probes (None: not measured yet).
+        self.drift: float | None = None
+        self._probes: deque[np.ndarray] = deque(maxlen=DRIFT_LAG_PROBES + 1)
+        self._probe_revision = -1
         self._forward = self.model
         if tc.compile and self.device.type == "cuda":
             self._forward = torch.compile(self.model)
@@ -158,14 +175,48 @@ class Trainer:
         return lr
 
     def clean_tail(self) -> float:
-        """Share of a budgeted run, at its end, trained without augmentation.
+        """Largest share of a budgeted run, at its end, trained without augmentation.
 
         ``TrainConfig.clean_tail`` times the labels' plane coverage
         (:meth:`AnnotatedVolume.plane_coverage`): whole slices get all of it,
         brush strokes (coverage below 0.1) almost none, since sparse labels
-        overfit without augmentation.
+        overfit without augmentation. The tail starts later, or not at all,
+        while the prediction has not settled (:meth:`_augment_now`).
         """
         return self.config.train.clean_tail * self.volume.plane_coverage()
+
+    def _augment_now(self, progress: float | None) -> bool:
+        """Whether this step augments; starts the clean tail once its share is reached and the drift is low."""
+        tc = self.config.train
+        if progress is None or not tc.clean_tail:
+            return True
+        if self.clean_since is not None:
+            return False
+        start = 1.0 - self.clean_tail()
+        gated = tc.clean_tail_drift > 0
+        if gated and progress >= start - DRIFT_PROBE_LEAD and self.step % DRIFT_PROBE_EVERY == 0:
+            self._probe_drift()
+        if progress < start or (gated and (self.drift is None or self.drift >= tc.clean_tail_drift)):
+            return True
+        self.clean_since = self.step
+        settled = f" (prediction settled: drift {self.drift:.3f})" if gated else ""
+        self.notices.append(Notice(f"from step {self.step + 1} on, training without augmentation{settled}",
+                                   "info"))
+        return False
+
+    def _probe_drift(self) -> None:
+        """Predict the probe region with the EMA weights and update :attr:`drift` against an older probe."""
+        revision = self.volume.revision
+        if revision != self._probe_revision:  # new labels: earlier probes answer another question
+            self._probes.clear()
+            self.drift, self._probe_revision = None, revision
+        box = probe_box(self.volume.shape, self.patch_size, self.volume.labeled_centre())
+        labels = self.predict(box).labels
+        if self._probes and self._probes[-1].shape != labels.shape:  # the patch shrank after an out-of-memory
+            self._probes.clear()
+        self._probes.append(labels)
+        if len(self._probes) == self._probes.maxlen:
+            self.drift = surface_drift(self._probes[0], labels)
 
     def _batch(self, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         tc = self.config.train
@@ -197,11 +248,11 @@ class Trainer:
             return Waiting("no labeled voxels yet: paint a few slices")
         t0 = time.perf_counter()
         self._sync_classes()
+        augment = self._augment_now(progress)  # may predict a probe region (eval mode): before .train()
         self.model.train()
         lr = self.learning_rate(progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        augment = progress is None or not self.config.train.clean_tail or progress < 1.0 - self.clean_tail()
         while True:
             image, target, weight, revision = self._batch(augment)
             try:
