@@ -132,6 +132,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         "budget_seconds": budget_seconds,
         "seed": config.train.seed,
         "steps": trainer.step,
+        "clean_tail_from_step": trainer.clean_since,
         "train_seconds": round(trainer.elapsed, 2),
         "wall_seconds": round(time.perf_counter() - wall0, 2),
         "patch_size": list(trainer.patch_size),
