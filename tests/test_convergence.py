@@ -46,7 +46,8 @@ def test_drift_rejects_maps_of_different_shapes():
 
 
 def test_probe_box_is_the_whole_small_volume_and_a_centred_crop_of_a_large_one():
-    assert probe_box((20, 60, 60), (16, 32, 32), (10, 30, 30)) == Box.full((20, 60, 60))
-    box = probe_box((200, 600, 600), (16, 32, 32), (5.0, 590.0, 300.0))
+    assert probe_box((20, 60, 60), (16, 32, 32), (10, 30, 30), windows=2) == Box.full((20, 60, 60))
+    assert probe_box((8, 20, 60), (16, 32, 32), (4, 10, 30)) == Box((0, 0, 14), (8, 20, 46))
+    box = probe_box((200, 600, 600), (16, 32, 32), (5.0, 590.0, 300.0), windows=2)
     assert box.shape == (32, 64, 64)
     assert box == Box((0, 536, 268), (32, 600, 332))  # shifted to lie inside the volume

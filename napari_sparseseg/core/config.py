@@ -132,7 +132,7 @@ class TrainConfig:
         Open-ended (interactive) training always augments. 0 turns it off.
     clean_tail_drift : float
         The clean tail's gate: it starts only once the prediction has
-        settled, i.e. the EMA predictions of a probe region 100 steps apart
+        settled, i.e. the EMA predictions of a probe patch 100 steps apart
         differ by less than this many layers of their surface
         (:func:`~.convergence.surface_drift`). Until then the run keeps
         augmenting, however little budget is left. 0 removes the gate (the

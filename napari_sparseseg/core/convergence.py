@@ -56,12 +56,12 @@ def surface_drift(previous: np.ndarray, current: np.ndarray) -> float:
     return changed / max(surface_voxels(current), 1)
 
 
-def probe_box(shape: Sequence[int], patch: Sequence[int], centre: Sequence[float], windows: int = 2) -> Box:
+def probe_box(shape: Sequence[int], patch: Sequence[int], centre: Sequence[float], windows: int = 1) -> Box:
     """The region whose drift is watched: up to ``windows`` patches along each axis, around ``centre``.
 
-    Small volumes are probed whole; in a large one the box is centred on
-    ``centre`` (e.g. the middle of the labeled voxels) and shifted to lie
-    inside the volume.
+    Along an axis shorter than that the whole axis is probed; otherwise the
+    box is centred on ``centre`` (e.g. the middle of the labeled voxels) and
+    shifted to lie inside the volume.
     """
     start, stop = [], []
     for n, p, c in zip(shape, patch, centre):
