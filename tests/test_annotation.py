@@ -139,3 +139,12 @@ def test_a_voxel_listed_twice_is_counted_once_and_keeps_its_last_value(volume):
     assert volume.labels[1, 2, 3] == 3
     assert volume.class_counts.tolist() == [0, 1, 1]
     assert volume.n_labeled == int(np.count_nonzero(volume.labels))
+
+
+def test_labeled_centre_is_the_mean_position_of_the_labeled_voxels():
+    image = np.random.default_rng(0).random((8, 10, 12), np.float32)
+    vol = AnnotatedVolume(image, num_classes=1)
+    assert vol.labeled_centre() == (3.5, 4.5, 5.5)  # nothing labeled: the volume's centre
+    vol.set_labels((2, slice(0, 4), slice(6, 8)), 1)
+    vol.set_labels((6, slice(0, 4), slice(6, 8)), 2)
+    assert vol.labeled_centre() == pytest.approx((4.0, 1.5, 6.5))
