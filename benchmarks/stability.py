@@ -4,9 +4,14 @@
 
 Trains one step-clocked run (one thread, the LR decaying over exactly ``--steps`` steps, as in a budgeted
 run) and every ``--every`` steps predicts the whole volume with the EMA weights (the streamed, unmirrored
-prediction). For each probe it prints the foreground Dice against the ground truth, the *change* since the
-previous probe (voxels whose class changed, over the voxels that either probe calls foreground; this needs
-no ground truth, so the trainer can compute it) and the mean training loss of the steps in between.
+prediction). For each probe it prints the foreground Dice against the ground truth, two measures that need
+no ground truth (so the trainer can compute them) and the mean training loss of the steps in between:
+
+* ``change``: voxels whose class changed since the previous probe, over the voxels either calls foreground;
+* ``drift``: the product's measure, ``core.convergence.surface_drift`` against the probe ``--lag`` probes
+  earlier (100 steps by default), i.e. the changed voxels in layers of the current surface.
+
+``--from-maps MAPS --json OUT`` recomputes ``drift`` (at ``--lag``) for an earlier run from its saved maps.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
+from napari_sparseseg.core.convergence import surface_drift
 from napari_sparseseg.core.events import TrainStep
 from napari_sparseseg.core.metrics import evaluate_masks
 
@@ -31,6 +38,14 @@ def change(previous: np.ndarray, current: np.ndarray) -> float:
     return int(np.count_nonzero(previous != current)) / max(union, 1)
 
 
+def drifts_from_maps(maps_path: str, lag: int) -> dict[int, float]:
+    """``surface_drift`` of every saved probe map against the map ``lag`` probes earlier, by step."""
+    with np.load(maps_path) as maps:
+        steps = sorted(int(name[4:]) for name in maps.files)
+        labels = {step: maps[f"step{step}"] for step in steps}
+    return {step: surface_drift(labels[steps[i - lag]], labels[step]) for i, step in enumerate(steps) if i >= lag}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -41,12 +56,23 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train", default="{}", help="TrainConfig overrides as JSON")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
+    ap.add_argument("--lag", type=int, default=4, help="probes between the maps that drift compares")
     ap.add_argument("--maps", help="save every probe's class map (uint8, z, y, x) to this .npz")
+    ap.add_argument("--from-maps", help="add drift to --json from an earlier run's saved maps; no training")
     args = ap.parse_args(argv)
+    if args.from_maps:
+        result = json.loads(Path(args.json).read_text())
+        drifts = drifts_from_maps(args.from_maps, args.lag)
+        for probe in result["probes"]:
+            probe["drift"] = drifts.get(probe["step"])
+            print(f"step {probe['step']:4d}  dice {probe['dice_fg']:.4f}  drift {probe['drift']}")
+        result["lag"] = args.lag
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        return result
     train = {**json.loads(args.train), "seed": args.seed}
     session, truth, k = step_clocked_session(args.data, args.protocol, train, args.threads)
     trainer = session.trainer
-    probes, losses, previous, maps = [], [], None, {}
+    probes, losses, previous, maps = [], [], deque(maxlen=args.lag + 1), {}
     for event in session.train(max_steps=args.steps, decay_until=float(args.steps)):
         if not isinstance(event, TrainStep):
             continue
@@ -55,19 +81,20 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         labels = trainer.predict().labels
         probe = {"step": event.step, "dice_fg": evaluate_masks(truth, labels, k + 1)["dice_fg"],
-                 "change": None if previous is None else change(previous, labels),
+                 "change": change(previous[-1], labels) if previous else None,
+                 "drift": surface_drift(previous[0], labels) if len(previous) > args.lag else None,
                  "loss": float(np.mean(losses))}
-        previous, losses = labels, []
+        previous.append(labels)
+        losses = []
         if args.maps:
             maps[f"step{event.step}"] = labels.astype(np.uint8)
         probes.append(probe)
-        print(f"step {probe['step']:4d}  dice {probe['dice_fg']:.4f}  change "
-              f"{probe['change'] if probe['change'] is not None else float('nan'):.4f}  loss {probe['loss']:.4f}",
-              flush=True)
+        print(f"step {probe['step']:4d}  dice {probe['dice_fg']:.4f}  change {probe['change']}  "
+              f"drift {probe['drift']}  loss {probe['loss']:.4f}", flush=True)
     final = evaluate_masks(truth, session.segment(), k + 1)["dice_fg"]
     print(f"final segmentation: {final:.4f}")
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step, "seed": args.seed,
-              "train": json.loads(args.train), "every": args.every, "probes": probes, "final_dice_fg": final}
+              "train": json.loads(args.train), "every": args.every, "lag": args.lag, "probes": probes, "final_dice_fg": final}
     if args.maps:
         np.savez_compressed(args.maps, **maps)
     if args.json:

@@ -216,8 +216,7 @@ class Trainer:
         if revision != self._probe_revision:  # new labels: earlier probes answer another question
             self._probes.clear()
             self.drift, self._probe_revision = None, revision
-        self._sync_classes()
-        self.update_decision_offset()
+        self.update_decision_offset()  # train_step has synced the classes
         start = probe_box(self.volume.shape, self.patch_size, self.volume.labeled_centre(), windows=1).start
         patch = self.volume.read_patch(start, self.patch_size,
                                        self.volume.class_weights(self.config.train.class_balance_power), 1.0)
