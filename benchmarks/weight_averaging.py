@@ -6,7 +6,7 @@
 Trains for ``--steps`` steps on one thread, the LR decaying over exactly those steps as in a budgeted run
 (800 steps is about what 300 s buy on the 2-core CPU). Along the way it keeps uniform averages of the raw
 weights over the last half and the last quarter of the run (stochastic weight averaging, Izmailov et al.
-2018, at the schedule's own learning rate), and copies of the EMA weights at 50 % and 75 % of the run.
+2018, at the schedule's own learning rate), slower EMAs of the raw weights, and copies of the EMA weights at 50 % and 75 % of the run.
 The final segmentation (``session.segment()``: mirroring, prior correction, labels merged) is then scored
 with each weight set, so every variant is compared on one and the same run.
 
@@ -32,6 +32,9 @@ from tune import step_clocked_session  # noqa: E402  (the step clock of the tuni
 
 #: Tail averages: name -> share of the run (at its end) whose raw weights are averaged uniformly.
 TAILS = {"avg_last50": 0.5, "avg_last25": 0.25}
+#: Slower EMAs of the raw weights: name -> decay (the product's EMA is ``TrainConfig.ema_decay``, 0.98,
+#: about a 50-step window); each uses the product's warm-up ``min(decay, (1 + s) / (10 + s))``.
+SLOW_EMAS = {"ema_995": 0.995}
 #: EMA snapshots: name -> share of the run after which the EMA weights are copied.
 SNAPSHOTS = {"ema_at50": 0.5, "ema_at75": 0.75}
 
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     sums: dict[str, list[torch.Tensor]] = {}
     counts = dict.fromkeys(TAILS, 0)
     weight_sets: dict[str, list[torch.Tensor]] = {}
+    slow: dict[str, list[torch.Tensor]] = {}
     for event in session.train(max_steps=args.steps, decay_until=float(args.steps)):
         if not isinstance(event, TrainStep):
             continue
@@ -62,10 +66,16 @@ def main(argv: list[str] | None = None) -> dict:
                     sums[name] = [torch.zeros_like(p) for p in params]
                 torch._foreach_add_(sums[name], params)
                 counts[name] += 1
+        for name, decay in SLOW_EMAS.items():
+            if name not in slow:
+                slow[name] = [p.clone() for p in params]
+            else:
+                torch._foreach_lerp_(slow[name], params, 1.0 - min(decay, (1 + event.step) / (10 + event.step)))
         for name, share in SNAPSHOTS.items():
             if event.step == round(args.steps * share):
                 weight_sets[name] = [p.detach().clone() for p in trainer.ema_model.parameters()]
     weight_sets["ema"] = [p.detach().clone() for p in trainer.ema_model.parameters()]
+    weight_sets.update(slow)
     for name, total in sums.items():
         weight_sets[name] = [s / counts[name] for s in total]
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step, "seed": args.seed,
