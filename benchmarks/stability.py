@@ -9,7 +9,9 @@ no ground truth (so the trainer can compute them) and the mean training loss of 
 
 * ``change``: voxels whose class changed since the previous probe, over the voxels either calls foreground;
 * ``drift``: the product's measure, ``core.convergence.surface_drift`` against the probe ``--lag`` probes
-  earlier (100 steps by default), i.e. the changed voxels in layers of the current surface.
+  earlier (100 steps by default), i.e. the changed voxels in layers of the current surface;
+* ``labeled_errors``: labeled voxels whose predicted class differs from their label, i.e. how well the
+  prediction fits the training labels themselves.
 
 ``--from-maps MAPS --json OUT`` recomputes ``drift`` (at ``--lag``) for an earlier run from its saved maps.
 """
@@ -36,6 +38,12 @@ def change(previous: np.ndarray, current: np.ndarray) -> float:
     """Voxels whose class changed, as a share of the voxels either map calls foreground (axes z, y, x)."""
     union = int(np.count_nonzero((previous > 0) | (current > 0)))
     return int(np.count_nonzero(previous != current)) / max(union, 1)
+
+
+def labeled_errors(annotation: np.ndarray, labels: np.ndarray) -> int:
+    """Labeled voxels predicted as another class (annotation: 0 unlabeled, 1 background, 2.. classes)."""
+    labeled = annotation > 0
+    return int(np.count_nonzero(labels[labeled] != annotation[labeled] - 1))
 
 
 def drifts_from_maps(maps_path: str, lag: int) -> dict[int, float]:
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         labels = trainer.predict().labels
         probe = {"step": event.step, "dice_fg": evaluate_masks(truth, labels, k + 1)["dice_fg"],
+                 "labeled_errors": labeled_errors(trainer.volume.labels, labels),
                  "change": change(previous[-1], labels) if previous else None,
                  "drift": surface_drift(previous[0], labels) if len(previous) > args.lag else None,
                  "loss": float(np.mean(losses))}
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             maps[f"step{event.step}"] = labels.astype(np.uint8)
         probes.append(probe)
         print(f"step {probe['step']:4d}  dice {probe['dice_fg']:.4f}  change {probe['change']}  "
-              f"drift {probe['drift']}  loss {probe['loss']:.4f}", flush=True)
+              f"drift {probe['drift']}  labeled errors {probe['labeled_errors']}  loss {probe['loss']:.4f}", flush=True)
     final = evaluate_masks(truth, session.segment(), k + 1)["dice_fg"]
     print(f"final segmentation: {final:.4f}")
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step, "seed": args.seed,
