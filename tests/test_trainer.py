@@ -247,3 +247,41 @@ def test_clean_tail_shrinks_with_the_plane_coverage_of_strokes(sphere):
 def test_the_config_rejects_a_clean_tail_outside_0_1(value):
     with pytest.raises(ValueError, match="clean_tail"):
         TrainConfig(clean_tail=value)
+
+
+def test_error_pool_holds_labeled_voxels_the_net_got_wrong(sphere):
+    """Hard-example sampling: misclassified labeled voxels reach the sampler, in volume coordinates."""
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, device="cpu", train=TrainConfig(
+        patch_voxels=8 * 16 * 16, batch_size=2, warmup_steps=1, error_share=0.4))
+    s = _session(sphere, config=config)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    s.add_labels((slice(None), 3, slice(None)), mask_to_annotation(mask[:, 3]))
+    for _ in s.train(max_steps=3):
+        pass
+    pool = list(s.trainer.sampler._errors)
+    assert len(pool) == 3 and all(len(p) <= 64 for p in pool)
+    points = np.concatenate(pool)
+    assert len(points) > 0  # an untrained net gets some labeled voxels wrong
+    assert (s.volume.labels[tuple(points.T)] > 0).all()  # only labeled voxels, at their own coordinates
+    # a sampler that centres every patch on the pool picks one of those voxels
+    sampler = s.trainer.sampler
+    sampler.foreground_share, sampler.random_share, sampler.error_share = 0.0, 0.0, 1.0
+    centre = sampler.center()
+    assert any((centre == p).all(1).any() for p in pool)
+
+
+def test_no_error_pool_by_default(sphere):
+    _image, mask = sphere
+    s = _session(sphere)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    for _ in s.train(max_steps=2):
+        pass
+    assert len(s.trainer.sampler._errors) == 0
+
+
+def test_sampling_shares_must_fit_in_one():
+    with pytest.raises(ValueError, match="error_share"):
+        TrainConfig(foreground_share=0.5, random_share=0.1, error_share=0.5)
+    with pytest.raises(ValueError, match="error_share"):
+        TrainConfig(error_share=-0.1)

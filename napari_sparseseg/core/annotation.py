@@ -106,11 +106,15 @@ class Patch:
         int64 ``(pz, py, px)`` class index (``0`` on unlabeled voxels).
     weight : np.ndarray
         float32 ``(pz, py, px)``, ``0`` on unlabeled and padded voxels.
+    start : tuple of int
+        ``(z, y, x)`` volume coordinate of the patch's first voxel (may be
+        negative: the patch may reach past the volume).
     """
 
     image: np.ndarray
     target: np.ndarray
     weight: np.ndarray
+    start: tuple[int, int, int] = (0, 0, 0)
 
 
 class AnnotatedVolume:
@@ -386,7 +390,7 @@ class AnnotatedVolume:
             source = self.source[grid]
         target = np.maximum(labels.astype(np.int64) - 1, 0)
         weight = _weights(labels, source, class_weight, correction_weight)
-        return Patch(np.ascontiguousarray(image), target, weight)
+        return Patch(np.ascontiguousarray(image), target, weight, tuple(int(v) for v in start))
 
     def add_class(self) -> int:
         """Add a foreground class; returns the new ``num_classes``."""

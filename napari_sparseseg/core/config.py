@@ -91,6 +91,11 @@ class TrainConfig:
     random_share : float
         Share of patches placed anywhere (context for the net; they only
         train on labeled voxels they happen to contain).
+    error_share : float
+        Share of patches centred on a labeled voxel that the net got wrong in
+        one of its recent training steps (hard-example sampling): a region
+        whose labels the net keeps contradicting, such as a correction painted
+        over a false positive, is revisited until it is learned. 0 turns it off.
     centre_margin : float
         A sampled patch centre lies anywhere in the patch but this fraction
         of its size from its edges; patches may reach past the volume
@@ -161,6 +166,7 @@ class TrainConfig:
     lr_floor: float = 0.3
     foreground_share: float = 0.5
     random_share: float = 0.1
+    error_share: float = 0.0
     centre_margin: float = 0.25
     class_balance_power: float = 0.5
     correction_weight: float = 2.0
@@ -189,8 +195,9 @@ class TrainConfig:
         _check(0 <= self.foreground_share <= 1, f"foreground_share must be in [0, 1], got {self.foreground_share}")
         _check(0 <= self.random_share <= 1, f"random_share must be in [0, 1], got {self.random_share}")
         _check(0 <= self.centre_margin <= 0.5, f"centre_margin must be in [0, 0.5], got {self.centre_margin}")
-        _check(self.foreground_share + self.random_share <= 1,
-               "foreground_share + random_share must be <= 1")
+        _check(0 <= self.error_share <= 1, f"error_share must be in [0, 1], got {self.error_share}")
+        _check(self.foreground_share + self.random_share + self.error_share <= 1,
+               "foreground_share + random_share + error_share must be <= 1")
         _check(self.correction_weight > 0, f"correction_weight must be > 0, got {self.correction_weight}")
         _check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.dice_weight >= 0, f"dice_weight must be >= 0, got {self.dice_weight}")

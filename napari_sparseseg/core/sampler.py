@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,17 +53,25 @@ class PatchSampler:
 
     A patch is centred on (a) a labeled voxel of a randomly chosen labeled
     foreground class with probability ``foreground_share``, (b) anywhere in
-    the volume with probability ``random_share``, otherwise (c) any labeled
-    voxel. Labeled coordinates
+    the volume with probability ``random_share``, (c) a labeled voxel that the
+    net recently got wrong (:meth:`add_errors`) with probability
+    ``error_share``, otherwise (d) any labeled voxel. Labeled coordinates
     are re-indexed only when the annotation revision changes.
     """
 
+    #: Steps whose misclassified labeled voxels stay in the error pool (older ones are dropped).
+    ERROR_POOL_STEPS = 32
+
     def __init__(self, volume: AnnotatedVolume, size: Sequence[int], *, foreground_share: float,
-                 random_share: float, rng: np.random.Generator, centre_margin: float = 0.25) -> None:
+                 random_share: float, rng: np.random.Generator, centre_margin: float = 0.25,
+                 error_share: float = 0.0) -> None:
         self.volume = volume
         self.size = tuple(int(s) for s in size)
         self.foreground_share = foreground_share
         self.random_share = random_share
+        self.error_share = error_share
+        #: ``(n, 3)`` int arrays of ``(z, y, x)`` labeled voxels misclassified in recent steps, one per step.
+        self._errors: deque[np.ndarray] = deque(maxlen=self.ERROR_POOL_STEPS)
         self.rng = rng
         self.centre_range = (centre_margin, 1.0 - centre_margin)
         self._revision = -1
@@ -75,15 +84,23 @@ class PatchSampler:
             self._coords = self.volume.labeled_coordinates()
             self._all = np.concatenate(self._coords) if self._coords else np.empty((0, 3), int)
 
+    def add_errors(self, coords: np.ndarray) -> None:
+        """Record the labeled voxels ``(n, 3)`` (z, y, x) that one training step got wrong."""
+        self._errors.append(np.asarray(coords, dtype=int).reshape(-1, 3))
+
     def center(self) -> np.ndarray:
         """One patch centre ``(z, y, x)``."""
         self._refresh()
         u = self.rng.random()
         fg = [c for c in self._coords[1:] if len(c)]
+        shares = self.foreground_share + self.random_share
         if u < self.foreground_share and fg:
             pool = fg[self.rng.integers(len(fg))]
-        elif u < self.foreground_share + self.random_share or not len(self._all):
+        elif u < shares or not len(self._all):
             return np.array([self.rng.integers(0, s) for s in self.volume.shape])
+        elif u < shares + self.error_share and any(len(e) for e in self._errors):
+            recent = [e for e in self._errors if len(e)]
+            pool = recent[self.rng.integers(len(recent))]
         else:
             pool = self._all
         return pool[self.rng.integers(len(pool))]

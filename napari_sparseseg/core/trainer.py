@@ -46,6 +46,9 @@ DRIFT_LAG_PROBES = 2
 #: Probing starts this share of the budget before the earliest start of the clean tail, so that the
 #: first drift is known about when the tail may begin.
 DRIFT_PROBE_LEAD = 0.15
+#: Misclassified labeled voxels a training step hands to the sampler's error pool (a random subset of them),
+#: for ``TrainConfig.error_share``.
+ERRORS_PER_STEP = 64
 
 
 class Trainer:
@@ -106,7 +109,8 @@ class Trainer:
         tc = self.config.train
         self.patch_size = size
         self.sampler = PatchSampler(self.volume, size, foreground_share=tc.foreground_share,
-                                    random_share=tc.random_share, rng=self._rng, centre_margin=tc.centre_margin)
+                                    random_share=tc.random_share, rng=self._rng, centre_margin=tc.centre_margin,
+                                    error_share=tc.error_share)
 
     @property
     def batch_size(self) -> int:
@@ -232,7 +236,10 @@ class Trainer:
         if len(self._probes) == self._probes.maxlen:
             self.drift = surface_drift(self._probes[0], labels)
 
-    def _batch(self, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def _batch(self, augment: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """One batch: image ``(B, C, Z, Y, X)``, target and weight ``(B, Z, Y, X)`` on the device, and the
+        volume coordinates of every voxel ``(B, 3, Z, Y, X)`` on the CPU (None unless errors are pooled)."""
         tc = self.config.train
         revision = self.volume.revision
         cw = self.volume.class_weights(tc.class_balance_power)
@@ -240,21 +247,44 @@ class Trainer:
         image = torch.from_numpy(np.stack([p.image for p in patches]))
         target = torch.from_numpy(np.stack([p.target for p in patches]))
         weight = torch.from_numpy(np.stack([p.weight for p in patches]))
+        coords = None
+        if tc.error_share > 0:
+            coords = torch.from_numpy(np.stack([_voxel_coordinates(p.start, target.shape[1:]) for p in patches]))
         if tc.augment and augment:
-            image, target, weight = augment_batch(image, target, weight, self._gen, p_affine=tc.spatial_share,
-                                                  elastic=tc.elastic, p_intensity=tc.intensity_share)
+            image, target, weight, *moved = augment_batch(
+                image, target, weight, self._gen, p_affine=tc.spatial_share, elastic=tc.elastic,
+                p_intensity=tc.intensity_share, carry=coords)
+            coords = moved[0] if moved else None
         nb = self.device.type == "cuda"
         return (image.to(self.device, non_blocking=nb), target.to(self.device, non_blocking=nb),
-                weight.to(self.device, non_blocking=nb), revision)
+                weight.to(self.device, non_blocking=nb), coords, revision)
 
-    def _backward(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Forward, loss and backward of one batch; the gradients are left in the parameters."""
+    def _backward(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss and backward of one batch; the gradients are left in the parameters.
+
+        Returns the loss and the logits ``(B, K + 1, Z, Y, X)`` (detached).
+        """
         with autocast(self.device, self.amp):
             logits = self._forward(image)
         loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        return loss
+        return loss, logits.detach()
+
+    @torch.no_grad()
+    def _pool_errors(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                     coords: torch.Tensor) -> None:
+        """Hand up to :data:`ERRORS_PER_STEP` misclassified labeled voxels of this batch to the sampler.
+
+        ``logits`` ``(B, K + 1, Z, Y, X)``, ``target`` and ``weight`` ``(B, Z, Y, X)`` as trained on;
+        ``coords`` ``(B, 3, Z, Y, X)``: the volume coordinate of each of those voxels.
+        """
+        wrong = ((logits.argmax(1) != target) & (weight > 0)).nonzero().cpu()  # (n, 4): b, z, y, x
+        if len(wrong) > ERRORS_PER_STEP:
+            wrong = wrong[torch.randperm(len(wrong), generator=self._gen)[:ERRORS_PER_STEP]]
+        points = coords[wrong[:, 0], :, wrong[:, 1], wrong[:, 2], wrong[:, 3]]  # (n, 3): z, y, x
+        self.sampler.add_errors(points.round().long().numpy())
 
     def train_step(self, progress: float | None = None) -> TrainStep | Waiting:
         """Run one optimisation step on the labels as they are now."""
@@ -268,16 +298,19 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         while True:
-            image, target, weight, revision = self._batch(augment)
+            image, target, weight, coords, revision = self._batch(augment)
             try:
-                loss = self._backward(image, target, weight)
+                loss, logits = self._backward(image, target, weight)
                 break
             except torch.cuda.OutOfMemoryError:
                 self.optimizer.zero_grad(set_to_none=True)
-                del image, target, weight
+                del image, target, weight, coords
                 self._max_batch, size = self._out_of_memory("training", self.batch_size, self.patch_size)
                 if size != self.patch_size:
                     self._set_patch(size)
+        if coords is not None:
+            self._pool_errors(logits, target, weight, coords)
+        del logits
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
         self.optimizer.step()
         self._update_ema()
@@ -423,3 +456,9 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state.get("step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+
+
+def _voxel_coordinates(start: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """float32 ``(3, Z, Y, X)``: the ``(z, y, x)`` volume coordinate of every voxel of a patch at ``start``."""
+    axes = [np.arange(s, s + n, dtype=np.float32) for s, n in zip(start, shape)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"))
