@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     final = evaluate_masks(truth, session.segment(), k + 1)["dice_fg"]
     print(f"final segmentation: {final:.4f}")
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step, "seed": args.seed,
-              "train": json.loads(args.train), "every": args.every, "lag": args.lag, "probes": probes, "final_dice_fg": final}
+              "train": json.loads(args.train), "every": args.every, "lag": args.lag, "probes": probes,
+              "final_dice_fg": final}
     if args.maps:
         np.savez_compressed(args.maps, **maps)
     if args.json:

@@ -6,7 +6,8 @@
 Trains for ``--steps`` steps on one thread, the LR decaying over exactly those steps as in a budgeted run
 (800 steps is about what 300 s buy on the 2-core CPU). Along the way it keeps uniform averages of the raw
 weights over the last half and the last quarter of the run (stochastic weight averaging, Izmailov et al.
-2018, at the schedule's own learning rate), slower EMAs of the raw weights, and copies of the EMA weights at 50 % and 75 % of the run.
+2018, at the schedule's own learning rate), slower EMAs of the raw weights, and copies of the EMA weights at
+50 % and 75 % of the run.
 The final segmentation (``session.segment()``: mirroring, prior correction, labels merged) is then scored
 with each weight set, so every variant is compared on one and the same run.
 
