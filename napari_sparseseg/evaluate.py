@@ -133,6 +133,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         "seed": config.train.seed,
         "steps": trainer.step,
         "clean_tail_from_step": trainer.clean_since,
+        "fit_guard_kept_step": trainer.fit_restored_from,
         "train_seconds": round(trainer.elapsed, 2),
         "wall_seconds": round(time.perf_counter() - wall0, 2),
         "patch_size": list(trainer.patch_size),

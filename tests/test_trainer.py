@@ -191,13 +191,14 @@ def test_clean_tail_waits_until_the_prediction_has_settled(sphere, monkeypatch):
     monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)  # probe at every step in the window
     _image, mask = sphere
     config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=0.5,
-                                                               clean_tail_drift=0.15), device="cpu")
+                                                               clean_tail_drift=0.15, fit_guard=0),
+                           device="cpu")
     s = _session(sphere, config=config)
     s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
     trainer = s.trainer
     drifts = iter([0.9, 0.6, 0.3, 0.1, 0.9])  # what the probe region's drift reads at each probe
     probed = []
-    monkeypatch.setattr(trainer, "_probe_drift", lambda: probed.append(trainer.step) or
+    monkeypatch.setattr(trainer, "_probe", lambda: probed.append(trainer.step) or
                         setattr(trainer, "drift", next(drifts)))
     augmented, notices = [], []
     for progress in (0.1, 0.34, 0.5, 0.6, 0.7, 0.8, 0.9):
@@ -220,12 +221,12 @@ def test_drift_probe_compares_predictions_100_steps_apart(sphere):
     s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
     trainer = s.trainer
     for _ in range(DRIFT_LAG_PROBES):
-        trainer._probe_drift()
+        trainer._probe()
         assert trainer.drift is None  # not enough probes yet
-    trainer._probe_drift()
+    trainer._probe()
     assert trainer.drift == 0.0  # the weights did not change: same prediction
     s.add_labels((2, slice(None), slice(None)), 1)  # new labels: start over
-    trainer._probe_drift()
+    trainer._probe()
     assert trainer.drift is None
 
 
@@ -285,3 +286,79 @@ def test_sampling_shares_must_fit_in_one():
         TrainConfig(foreground_share=0.5, random_share=0.1, error_share=0.5)
     with pytest.raises(ValueError, match="error_share"):
         TrainConfig(error_share=-0.1)
+
+
+def _guarded_run(sphere, monkeypatch, rates, *, edit_before_end=False):
+    """Steps at progress 0.2, 0.5, 0.6, 0.7, then the end of the budget; the probes read ``rates``.
+
+    Returns the trainer, the events of the end and the EMA weights as they were before each step.
+    """
+    from napari_sparseseg.core import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, warmup_steps=1,
+                                                               clean_tail=0), device="cpu")
+    s = _session(sphere, config=config)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    trainer = s.trainer
+    real_probe, readings = trainer._probe, iter(rates)
+
+    def probe():
+        real_probe()
+        trainer.probe_error_rate = next(readings)
+
+    monkeypatch.setattr(trainer, "_probe", probe)
+    before = {}
+    for progress in (0.2, 0.5, 0.6, 0.7):
+        before[trainer.step] = {k: v.clone() for k, v in trainer.ema_model.state_dict().items()}
+        assert isinstance(trainer.train_step(progress), TrainStep)
+    if edit_before_end:
+        s.add_labels((4, slice(None), slice(None)), 1)
+    end = list(trainer.run(max_steps=0, decay_until=trainer.elapsed))  # the budget is spent
+    return trainer, end, before
+
+
+def test_fit_guard_ends_a_budgeted_run_on_the_best_fitting_weights(sphere, monkeypatch):
+    import torch
+
+    # probes in the guarded half at steps 1, 2, 3 (0.05, 0.01, 0.03); the final weights read 0.04 > 1.25 * 0.01
+    trainer, end, before = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.04])
+    assert trainer.fit_restored_from == 2
+    state = trainer.ema_model.state_dict()
+    assert all(torch.equal(state[k], before[2][k]) for k in state)
+    assert len(end) == 1 and "keeping those of step 2" in end[0].message
+
+
+def test_fit_guard_keeps_final_weights_that_fit_about_as_well(sphere, monkeypatch):
+    import torch
+
+    trainer, end, _ = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.012])  # within 1.25x
+    assert trainer.fit_restored_from is None and end == []
+    final = {k: v.clone() for k, v in trainer.ema_model.state_dict().items()}
+    assert all(torch.equal(final[k], v) for k, v in trainer.ema_model.state_dict().items())
+
+
+def test_fit_guard_forgets_weights_trained_on_other_labels(sphere, monkeypatch):
+    # the user painted after the best probe: its weights answer another question, so nothing is swapped
+    trainer, end, _ = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.04], edit_before_end=True)
+    assert trainer.fit_restored_from is None and end == []
+
+
+def test_open_ended_training_is_never_guarded(sphere, monkeypatch):
+    from napari_sparseseg.core import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)
+    _image, mask = sphere
+    s = _session(sphere)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    probed = []
+    monkeypatch.setattr(s.trainer, "_probe", lambda: probed.append(1))
+    list(s.train(max_steps=3))
+    assert probed == [] and s.trainer.fit_restored_from is None
+
+
+def test_fit_guard_is_zero_or_at_least_one():
+    with pytest.raises(ValueError, match="fit_guard"):
+        TrainConfig(fit_guard=0.5)
+    assert TrainConfig(fit_guard=0).fit_guard == 0

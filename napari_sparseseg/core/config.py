@@ -96,6 +96,13 @@ class TrainConfig:
         one of its recent training steps (hard-example sampling): a region
         whose labels the net keeps contradicting, such as a correction painted
         over a false positive, is revisited until it is learned. 0 turns it off.
+        Off by default: at 0.2 it changed nothing measurable on the two real
+        volumes (800 step-clocked CPU steps: spleen CT z:5 0.975 / 0.975
+        against 0.976 / 0.973 over two seeds, reaching 0.93 later; nuclei z:5
+        0.938 against 0.939; ``BENCHMARKS.md``, "Session 10"), whose training
+        patches already span two thirds of the volume on each axis, so a
+        re-centred patch sees much the same voxels. It is meant for volumes
+        many patches wide.
     centre_margin : float
         A sampled patch centre lies anywhere in the patch but this fraction
         of its size from its edges; patches may reach past the volume
@@ -142,6 +149,18 @@ class TrainConfig:
         (:func:`~.convergence.surface_drift`). Until then the run keeps
         augmenting, however little budget is left. 0 removes the gate (the
         tail then starts at its share of the budget whatever the state).
+    fit_guard : float
+        End-of-budget guard of a budgeted run: from half the budget on, every
+        50 steps the EMA weights predict the probe patch around the labeled
+        voxels and the best-fitting weights (fewest labeled voxels
+        misclassified) are kept; if the final weights misclassify more than
+        ``fit_guard`` times as many (error rates under 0.1 % count as equal),
+        the run ends on the kept weights instead. A run can end inside a
+        transient state that contradicts its own labels: on the spleen CT the
+        neighbouring kidney flips to spleen, even on the labeled slice through
+        it, for 25-100 steps at a time, and the labeled error rate tracks the
+        Dice there (Spearman -0.99; ``BENCHMARKS.md``, "Session 10"). 0 turns
+        it off; open-ended (interactive) training is never guarded.
     intensity_views : tuple of {"linear", "equalized"}
         Normalised views of each image channel fed to the net: robust
         percentile scaling, and a rank (histogram-equalized) transform that
@@ -177,6 +196,7 @@ class TrainConfig:
     elastic: float = 0.0
     clean_tail: float = 0.5
     clean_tail_drift: float = 0.15
+    fit_guard: float = 1.25
     intensity_views: tuple[str, ...] = ("linear", "equalized")
     ema_decay: float = 0.98
     seed: int = 0
@@ -188,6 +208,8 @@ class TrainConfig:
         for name in ("spatial_share", "intensity_share", "clean_tail"):
             _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")
         _check(self.elastic >= 0, f"elastic must be >= 0, got {self.elastic}")
+        _check(self.fit_guard == 0 or self.fit_guard >= 1,
+               f"fit_guard must be 0 (off) or >= 1, got {self.fit_guard}")
         _check(self.clean_tail_drift >= 0, f"clean_tail_drift must be >= 0, got {self.clean_tail_drift}")
         _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

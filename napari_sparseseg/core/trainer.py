@@ -46,6 +46,11 @@ DRIFT_LAG_PROBES = 2
 #: Probing starts this share of the budget before the earliest start of the clean tail, so that the
 #: first drift is known about when the tail may begin.
 DRIFT_PROBE_LEAD = 0.15
+#: The fit guard (``TrainConfig.fit_guard``) probes, and keeps the best-fitting EMA weights, from this share of a
+#: budgeted run on.
+FIT_GUARD_FROM = 0.5
+#: Probe error rates below this are treated as equal by the fit guard (no swap over a handful of voxels).
+FIT_GUARD_FLOOR = 0.001
 #: Misclassified labeled voxels a training step hands to the sampler's error pool (a random subset of them),
 #: for ``TrainConfig.error_share``.
 ERRORS_PER_STEP = 64
@@ -101,6 +106,13 @@ class Trainer:
         self.drift: float | None = None
         self._probes: deque[np.ndarray] = deque(maxlen=DRIFT_LAG_PROBES + 1)
         self._probe_revision = -1
+        #: Share of the probe patch's labeled voxels that the latest probe misclassified (None: not probed yet).
+        self.probe_error_rate: float | None = None
+        self._probed_at = -1
+        #: The best-fitting EMA weights of this budgeted run so far: (error rate, step, state on the CPU).
+        self._best_fit: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        #: Step whose EMA weights the fit guard kept at the end of the budget (None: the final ones).
+        self.fit_restored_from: int | None = None
         self._forward = self.model
         if tc.compile and self.device.type == "cuda":
             self._forward = torch.compile(self.model)
@@ -169,6 +181,7 @@ class Trainer:
             self.optimizer = self._make_optimizer()
             self.ema_model = self._make_ema()
             self._forward = self.model
+            self._best_fit = None
 
     def learning_rate(self, progress: float | None) -> float:
         """Linear warm-up, then constant (open-ended) or poly decay (``progress`` in [0, 1])."""
@@ -198,8 +211,9 @@ class Trainer:
             return False
         start = 1.0 - self.clean_tail()
         gated = tc.clean_tail_drift > 0
-        if gated and progress >= start - DRIFT_PROBE_LEAD and self.step % DRIFT_PROBE_EVERY == 0:
-            self._probe_drift()
+        if (gated and progress >= start - DRIFT_PROBE_LEAD and self.step % DRIFT_PROBE_EVERY == 0
+                and self._probed_at != self.step):  # the fit guard may have probed this step already
+            self._probe()
         if progress < start or (gated and (self.drift is None or self.drift >= tc.clean_tail_drift)):
             return True
         self.clean_since = self.step
@@ -209,22 +223,27 @@ class Trainer:
         return False
 
     @torch.no_grad()
-    def _probe_drift(self) -> None:
-        """Predict the probe patch with the EMA weights and update :attr:`drift` against an older probe.
+    def _probe(self) -> None:
+        """Predict the probe patch with the EMA weights: update :attr:`drift` and :attr:`probe_error_rate`.
 
         The probe is one training-sized patch around the middle of the labeled
         voxels (mirrored where it reaches outside the volume), predicted in a
-        single forward pass: a few hundredths of the training time.
+        single forward pass: a few hundredths of the training time. The drift
+        compares its class map with an older probe's; the error rate is the
+        share of its labeled voxels whose label the prediction contradicts. In
+        the second half of a budgeted run (:meth:`_guard_fit`) the EMA weights
+        of the best-fitting probe are kept on the CPU.
         """
+        self._probed_at = self.step
         revision = self.volume.revision
         if revision != self._probe_revision:  # new labels: earlier probes answer another question
             self._probes.clear()
-            self.drift, self._probe_revision = None, revision
+            self.drift, self._probe_revision, self._best_fit = None, revision, None
         self.update_decision_offset()  # train_step has synced the classes
         start = probe_box(self.volume.shape, self.patch_size, self.volume.labeled_centre(), windows=1).start
         patch = self.volume.read_patch(start, self.patch_size,
                                        self.volume.class_weights(self.config.train.class_balance_power), 1.0)
-        model = self.ema_model if self.config.train.ema_decay > 0 else self.model
+        model = self._ema_or_model()
         model.eval()
         with autocast(self.device, self.amp):
             logits = model(torch.from_numpy(patch.image)[None].to(self.device))
@@ -232,9 +251,57 @@ class Trainer:
         labels = (logits.float() + offset).argmax(1)[0].to(torch.uint8).cpu().numpy()
         if self._probes and self._probes[-1].shape != labels.shape:  # the patch shrank after an out-of-memory
             self._probes.clear()
+            self._best_fit = None
         self._probes.append(labels)
         if len(self._probes) == self._probes.maxlen:
             self.drift = surface_drift(self._probes[0], labels)
+        labeled = patch.weight > 0
+        wrong = np.count_nonzero(labels[labeled] != patch.target[labeled])
+        self.probe_error_rate = wrong / max(int(np.count_nonzero(labeled)), 1)
+
+    def _guard_fit(self, progress: float | None) -> None:
+        """Probe every ``DRIFT_PROBE_EVERY`` steps of the guarded part of a budgeted run; keep the best EMA."""
+        if (progress is None or not self.config.train.fit_guard or progress < FIT_GUARD_FROM
+                or self.step % DRIFT_PROBE_EVERY):
+            return
+        self._probe()
+        rate = self.probe_error_rate
+        if rate is not None and (self._best_fit is None or rate < self._best_fit[0]):
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self._ema_or_model().state_dict().items()}
+            self._best_fit = (rate, self.step, state)
+
+    def _end_of_budget(self) -> None:
+        """The fit guard: end a budgeted run on the best-fitting EMA weights if the final ones fit clearly worse.
+
+        A run can end in a transient state that contradicts its own labels (on
+        the spleen CT, the neighbouring kidney called spleen even on the
+        labeled slice through it, ``BENCHMARKS.md``, "Session 10"); the share
+        of misclassified labeled voxels tracks the Dice there (Spearman -0.99).
+        If the final weights' error rate on the probe patch exceeds
+        ``TrainConfig.fit_guard`` times the best rate seen in the second half
+        of the run, the EMA weights of that probe are restored.
+        """
+        if self._best_fit is None or not self.config.train.fit_guard or self.volume.n_labeled == 0:
+            self._best_fit = None
+            return
+        self._probe()  # forgets the best weights if the labels changed since
+        best, self._best_fit = self._best_fit, None
+        if best is None:
+            return
+        rate = self.probe_error_rate
+        best_rate, best_step, state = best
+        if rate is None or rate <= self.config.train.fit_guard * max(best_rate, FIT_GUARD_FLOOR):
+            return
+        self._ema_or_model().load_state_dict(state)
+        self.fit_restored_from = best_step
+        self.notices.append(Notice(
+            f"end of the training budget: the final weights misclassify {rate:.2%} of the labeled voxels they "
+            f"were checked on, the weights of step {best_step} {best_rate:.2%}: keeping those of step {best_step}",
+            "info"))
+
+    def _ema_or_model(self) -> torch.nn.Module:
+        """The weights predictions use: the EMA model, or the raw model when the EMA is off."""
+        return self.ema_model if self.config.train.ema_decay > 0 else self.model
 
     def _batch(self, augment: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
@@ -292,7 +359,8 @@ class Trainer:
             return Waiting("no labeled voxels yet: paint a few slices")
         t0 = time.perf_counter()
         self._sync_classes()
-        augment = self._augment_now(progress)  # may predict a probe region (eval mode): before .train()
+        self._guard_fit(progress)  # these two may predict the probe region (eval mode): before .train()
+        augment = self._augment_now(progress)
         self.model.train()
         lr = self.learning_rate(progress)
         for group in self.optimizer.param_groups:
@@ -361,6 +429,10 @@ class Trainer:
                 return
             if (max_steps is not None and done_steps >= max_steps) or (
                     max_seconds is not None and done_time >= max_seconds):
+                if decay_until is not None and self.elapsed >= decay_until:
+                    self._end_of_budget()
+                    while self.notices:
+                        yield self.notices.popleft()
                 return
             progress = None if decay_until is None else min(self.elapsed / max(decay_until, 1e-9), 1.0)
             event = self.train_step(progress)
