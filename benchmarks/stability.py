@@ -13,7 +13,8 @@ no ground truth (so the trainer can compute them) and the mean training loss of 
 * ``labeled_errors``: labeled voxels whose predicted class differs from their label, i.e. how well the
   prediction fits the training labels themselves.
 
-``--from-maps MAPS --json OUT`` recomputes ``drift`` (at ``--lag``) for an earlier run from its saved maps.
+``--from-maps MAPS --json OUT`` recomputes ``drift`` (at ``--lag``) for an earlier run from its saved maps, and
+``labeled_errors`` too when DATA and PROTOCOL are given (``-`` skips them).
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def labeled_errors(annotation: np.ndarray, labels: np.ndarray) -> int:
     return int(np.count_nonzero(labels[labeled] != annotation[labeled] - 1))
 
 
+def labeled_errors_from_maps(maps_path: str, data: str, protocol: str) -> dict[int, int]:
+    """:func:`labeled_errors` of every saved probe map against the annotation ``protocol`` makes of ``data``."""
+    from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
+
+    with np.load(data) as d:
+        truth = d["labels"]
+    annotation = simulate_annotation(truth, protocol, protocol_mask(truth.shape, protocol, truth))
+    with np.load(maps_path) as maps:
+        return {int(name[4:]): labeled_errors(annotation, maps[name]) for name in maps.files}
+
+
 def drifts_from_maps(maps_path: str, lag: int) -> dict[int, float]:
     """``surface_drift`` of every saved probe map against the map ``lag`` probes earlier, by step."""
     with np.load(maps_path) as maps:
@@ -71,9 +83,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.from_maps:
         result = json.loads(Path(args.json).read_text())
         drifts = drifts_from_maps(args.from_maps, args.lag)
+        errors = labeled_errors_from_maps(args.from_maps, args.data, args.protocol) if args.data != "-" else {}
         for probe in result["probes"]:
             probe["drift"] = drifts.get(probe["step"])
-            print(f"step {probe['step']:4d}  dice {probe['dice_fg']:.4f}  drift {probe['drift']}")
+            if errors:
+                probe["labeled_errors"] = errors[probe["step"]]
+            print(f"step {probe['step']:4d}  dice {probe['dice_fg']:.4f}  drift {probe['drift']}  "
+                  f"labeled errors {probe.get('labeled_errors')}")
         result["lag"] = args.lag
         Path(args.json).write_text(json.dumps(result, indent=2))
         return result
