@@ -111,7 +111,7 @@ class Trainer:
         self._probed_at = -1
         #: The best-fitting EMA weights of this budgeted run so far: (error rate, step, state on the CPU).
         self._best_fit: tuple[float, int, dict[str, torch.Tensor]] | None = None
-        #: Step whose EMA weights the fit guard kept at the end of the budget (None: the final ones).
+        #: Step whose EMA weights the fit guard kept at the end of the last budget (None: the final ones).
         self.fit_restored_from: int | None = None
         self._forward = self.model
         if tc.compile and self.device.type == "cuda":
@@ -281,6 +281,7 @@ class Trainer:
         ``TrainConfig.fit_guard`` times the best rate seen in the second half
         of the run, the EMA weights of that probe are restored.
         """
+        self.fit_restored_from = None
         if self._best_fit is None or not self.config.train.fit_guard or self.volume.n_labeled == 0:
             self._best_fit = None
             return
