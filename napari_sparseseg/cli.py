@@ -139,11 +139,15 @@ def _create_store(path: str, session, image_path: str, level: int = 0):
 
 
 def _record(store, session, event) -> None:
-    """History and a checkpoint every ~30 s of training, when a session store is kept."""
-    from .core.events import TrainStep
+    """History and a checkpoint every ~30 s of training, when a session store is kept; notices to stderr."""
+    from .core.events import Notice, TrainStep
 
     if store is not None and isinstance(event, TrainStep):
         store.on_step(session.trainer, event)
+    elif isinstance(event, Notice):
+        from tqdm import tqdm
+
+        tqdm.write(f"{event.level}: {event.message}", file=sys.stderr)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -256,8 +256,9 @@ def test_error_pool_holds_labeled_voxels_the_net_got_wrong(sphere):
     config = SessionConfig(model=TINY.model, device="cpu", train=TrainConfig(
         patch_voxels=8 * 16 * 16, batch_size=2, warmup_steps=1, error_share=0.4))
     s = _session(sphere, config=config)
-    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
-    s.add_labels((slice(None), 3, slice(None)), mask_to_annotation(mask[:, 3]))
+    # a scattered tenth of the voxels: a coordinate off by one would mostly land on an unlabeled voxel
+    picked = np.random.default_rng(0).random(mask.shape) < 0.1
+    s.add_labels(np.nonzero(picked), mask[picked].astype(np.uint8) + 1)
     for _ in s.train(max_steps=3):
         pass
     pool = list(s.trainer.sampler._errors)
@@ -270,6 +271,9 @@ def test_error_pool_holds_labeled_voxels_the_net_got_wrong(sphere):
     sampler.foreground_share, sampler.random_share, sampler.error_share = 0.0, 0.0, 1.0
     centre = sampler.center()
     assert any((centre == p).all(1).any() for p in pool)
+    s.add_labels((0, 0, 0), 1)  # new labels: the pooled errors may no longer be labeled voxels
+    sampler.center()
+    assert len(sampler._errors) == 0
 
 
 def test_no_error_pool_by_default(sphere):
@@ -289,9 +293,9 @@ def test_sampling_shares_must_fit_in_one():
 
 
 def _guarded_run(sphere, monkeypatch, rates, *, edit_before_end=False):
-    """Steps at progress 0.2, 0.5, 0.6, 0.7, then the end of the budget; the probes read ``rates``.
+    """A budgeted run of 6 steps, clocked at one second a step; the probes (steps 3, 4, 5 and the end) read ``rates``.
 
-    Returns the trainer, the events of the end and the EMA weights as they were before each step.
+    Returns the trainer, the events after the last step and the prediction weights at each probe.
     """
     from napari_sparseseg.core import trainer as trainer_module
 
@@ -302,47 +306,92 @@ def _guarded_run(sphere, monkeypatch, rates, *, edit_before_end=False):
     s = _session(sphere, config=config)
     s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
     trainer = s.trainer
-    real_probe, readings = trainer._probe, iter(rates)
+    real_probe, real_step, readings, at_probe = trainer._probe, trainer.train_step, iter(rates), {}
 
     def probe():
         real_probe()
         trainer.probe_error_rate = next(readings)
+        at_probe[trainer.step] = {k: v.clone() for k, v in trainer.ema_model.state_dict().items()}
+
+    def clocked_step(progress=None):
+        event = real_step(progress)
+        trainer.elapsed = float(trainer.step)
+        return event
 
     monkeypatch.setattr(trainer, "_probe", probe)
-    before = {}
-    for progress in (0.2, 0.5, 0.6, 0.7):
-        before[trainer.step] = {k: v.clone() for k, v in trainer.ema_model.state_dict().items()}
-        assert isinstance(trainer.train_step(progress), TrainStep)
-    if edit_before_end:
-        s.add_labels((4, slice(None), slice(None)), 1)
-    end = list(trainer.run(max_steps=0, decay_until=trainer.elapsed))  # the budget is spent
-    return trainer, end, before
+    monkeypatch.setattr(trainer, "train_step", clocked_step)
+    run, after = trainer.run(max_steps=6, decay_until=6.0), []
+    for event in run:
+        if isinstance(event, TrainStep) and event.step == 6:
+            if edit_before_end:
+                s.add_labels((4, slice(None), slice(None)), 1)
+            after = list(run)
+    return trainer, after, at_probe
 
 
 def test_fit_guard_ends_a_budgeted_run_on_the_best_fitting_weights(sphere, monkeypatch):
     import torch
 
-    # probes in the guarded half at steps 1, 2, 3 (0.05, 0.01, 0.03); the final weights read 0.04 > 1.25 * 0.01
-    trainer, end, before = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.04])
-    assert trainer.fit_restored_from == 2
+    # probes in the guarded half at steps 3, 4, 5 (0.05, 0.01, 0.03); the final weights read 0.04 > 1.25 * 0.01
+    trainer, after, at_probe = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.04])
+    assert sorted(at_probe) == [3, 4, 5, 6]
+    assert trainer.fit_restored_from == 4
     state = trainer.ema_model.state_dict()
-    assert all(torch.equal(state[k], before[2][k]) for k in state)
-    assert len(end) == 1 and "keeping those of step 2" in end[0].message
+    assert all(torch.equal(state[k], at_probe[4][k]) for k in state)
+    assert not all(torch.equal(state[k], at_probe[6][k]) for k in state)  # the final weights were replaced
+    assert len(after) == 1 and "keeping those of step 4" in after[0].message
 
 
 def test_fit_guard_keeps_final_weights_that_fit_about_as_well(sphere, monkeypatch):
     import torch
 
-    trainer, end, _ = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.012])  # within 1.25x
-    assert trainer.fit_restored_from is None and end == []
-    final = {k: v.clone() for k, v in trainer.ema_model.state_dict().items()}
-    assert all(torch.equal(final[k], v) for k, v in trainer.ema_model.state_dict().items())
+    trainer, after, at_probe = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.012])  # within 1.25x
+    assert trainer.fit_restored_from is None and after == []
+    state = trainer.ema_model.state_dict()
+    assert all(torch.equal(state[k], at_probe[6][k]) for k in state)  # still the final weights
 
 
 def test_fit_guard_forgets_weights_trained_on_other_labels(sphere, monkeypatch):
     # the user painted after the best probe: its weights answer another question, so nothing is swapped
-    trainer, end, _ = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.04], edit_before_end=True)
-    assert trainer.fit_restored_from is None and end == []
+    trainer, after, _ = _guarded_run(sphere, monkeypatch, [0.05, 0.01, 0.03, 0.04], edit_before_end=True)
+    assert trainer.fit_restored_from is None and after == []
+
+
+def test_probe_error_rate_is_the_share_of_labeled_voxels_predicted_wrong(sphere):
+    import torch
+
+    _image, mask = sphere
+    s = _session(sphere)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    trainer = s.trainer
+    with torch.no_grad():  # a net that calls every voxel background
+        trainer.ema_model.head.weight.zero_()
+        trainer.ema_model.head.bias.copy_(torch.tensor([20.0, -20.0]))
+    trainer._probe()
+    from napari_sparseseg.core.convergence import probe_box
+
+    box = probe_box(s.volume.shape, trainer.patch_size, s.volume.labeled_centre(), windows=1)
+    labels = s.volume.labels[box.slices]
+    expected = np.count_nonzero(labels == 2) / np.count_nonzero(labels > 0)
+    assert 0 < expected < 1
+    assert trainer.probe_error_rate == pytest.approx(expected)
+
+
+def test_drift_gate_and_fit_guard_share_one_probe_per_step(sphere, monkeypatch):
+    from napari_sparseseg.core import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=0.5,
+                                                               clean_tail_drift=0.15), device="cpu")
+    s = _session(sphere, config=config)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    trainer, probed = s.trainer, []
+    real_probe = trainer._probe
+    monkeypatch.setattr(trainer, "_probe", lambda: probed.append(trainer.step) or real_probe())
+    for progress in (0.5, 0.6, 0.7):  # inside both the gate's and the guard's windows
+        trainer.train_step(progress)
+    assert probed == [0, 1, 2]
 
 
 def test_open_ended_training_is_never_guarded(sphere, monkeypatch):

@@ -151,10 +151,11 @@ class TrainConfig:
         tail then starts at its share of the budget whatever the state).
     fit_guard : float
         End-of-budget guard of a budgeted run: from half the budget on, every
-        50 steps the EMA weights predict the probe patch around the labeled
-        voxels and the best-fitting weights (fewest labeled voxels
-        misclassified) are kept; if the final weights misclassify more than
-        ``fit_guard`` times as many (error rates under 0.1 % count as equal),
+        50 steps the prediction weights (the EMA; the raw weights when
+        ``ema_decay`` is 0) predict the probe patch around the labeled voxels
+        and the best-fitting weights (the smallest share of labeled voxels
+        misclassified) are kept; if the final weights misclassify a share
+        more than ``fit_guard`` times the best one (taken as at least 0.1 %),
         the run ends on the kept weights instead. A run can end inside a
         transient state that contradicts its own labels: on the spleen CT the
         neighbouring kidney flips to spleen, even on the labeled slice through

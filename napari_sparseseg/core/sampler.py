@@ -81,6 +81,7 @@ class PatchSampler:
     def _refresh(self) -> None:
         if self._revision != self.volume.revision:
             self._revision = self.volume.revision
+            self._errors.clear()  # the labels changed: the errors may be on voxels no longer labeled
             self._coords = self.volume.labeled_coordinates()
             self._all = np.concatenate(self._coords) if self._coords else np.empty((0, 3), int)
 

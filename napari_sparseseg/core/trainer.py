@@ -111,6 +111,8 @@ class Trainer:
         self._probed_at = -1
         #: The best-fitting EMA weights of this budgeted run so far: (error rate, step, state on the CPU).
         self._best_fit: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        #: The ``decay_until`` of the budgeted run that ``_best_fit`` belongs to.
+        self._guarded_budget: float | None = None
         #: Step whose EMA weights the fit guard kept at the end of the last budget (None: the final ones).
         self.fit_restored_from: int | None = None
         self._forward = self.model
@@ -230,9 +232,8 @@ class Trainer:
         voxels (mirrored where it reaches outside the volume), predicted in a
         single forward pass: a few hundredths of the training time. The drift
         compares its class map with an older probe's; the error rate is the
-        share of its labeled voxels whose label the prediction contradicts. In
-        the second half of a budgeted run (:meth:`_guard_fit`) the EMA weights
-        of the best-fitting probe are kept on the CPU.
+        share of its labeled voxels whose label the prediction contradicts
+        (what the fit guard, :meth:`_guard_fit`, compares).
         """
         self._probed_at = self.step
         revision = self.volume.revision
@@ -264,7 +265,8 @@ class Trainer:
         if (progress is None or not self.config.train.fit_guard or progress < FIT_GUARD_FROM
                 or self.step % DRIFT_PROBE_EVERY):
             return
-        self._probe()
+        if self._probed_at != self.step:
+            self._probe()
         rate = self.probe_error_rate
         if rate is not None and (self._best_fit is None or rate < self._best_fit[0]):
             state = {k: v.detach().to("cpu", copy=True) for k, v in self._ema_or_model().state_dict().items()}
@@ -294,6 +296,8 @@ class Trainer:
         if rate is None or rate <= self.config.train.fit_guard * max(best_rate, FIT_GUARD_FLOOR):
             return
         self._ema_or_model().load_state_dict(state)
+        self._probes.clear()  # they described the weights just replaced
+        self.drift = None
         self.fit_restored_from = best_step
         self.notices.append(Notice(
             f"end of the training budget: the final weights misclassify {rate:.2%} of the labeled voxels they "
@@ -422,6 +426,8 @@ class Trainer:
             Seconds to sleep per ``Waiting`` event.
         """
         start_step, start_time = self.step, self.elapsed
+        if decay_until != self._guarded_budget:  # another budget: weights kept for an earlier one do not count
+            self._best_fit, self._guarded_budget = None, decay_until
         while True:
             while self.notices:
                 yield self.notices.popleft()
@@ -529,6 +535,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state.get("step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+        self._probes.clear()  # probes and kept weights described the weights just replaced
+        self.drift, self._best_fit, self._probed_at = None, None, -1
 
 
 def _voxel_coordinates(start: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
