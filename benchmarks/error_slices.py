@@ -15,6 +15,8 @@ import argparse
 
 import numpy as np
 
+from napari_sparseseg.core.metrics import evaluate_masks
+
 
 def per_slice_errors(truth: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False-positive and false-negative foreground voxels per axial slice; both ``(z,)`` int arrays."""
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         probes = {step: maps[f"step{step}"] for step in steps}
     for step, labels in probes.items():
         fp, fn = per_slice_errors(truth, labels)
-        dice = 2 * np.count_nonzero((labels > 0) & (truth > 0)) / max((labels > 0).sum() + (truth > 0).sum(), 1)
+        dice = evaluate_masks(truth, labels, int(truth.max()) + 1)["dice_fg"]
         print(f"step {step:4d}  dice {dice:.3f}  FP {int(fp.sum())}  FN {int(fn.sum())}")
         print(f"  FP per slice {fp.tolist()}")
         print(f"  FN per slice {fn.tolist()}")

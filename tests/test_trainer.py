@@ -292,19 +292,24 @@ def test_sampling_shares_must_fit_in_one():
         TrainConfig(error_share=-0.1)
 
 
+def _probing_session(sphere, monkeypatch, **train):
+    """A session that probes at every step, slice 8 labeled; ``train``: TrainConfig fields."""
+    from napari_sparseseg.core import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, **train), device="cpu")
+    s = _session(sphere, config=config)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    return s
+
+
 def _guarded_run(sphere, monkeypatch, rates, *, edit_before_end=False):
     """A budgeted run of 6 steps, clocked at one second a step; the probes (steps 3, 4, 5 and the end) read ``rates``.
 
     Returns the trainer, the events after the last step and the prediction weights at each probe.
     """
-    from napari_sparseseg.core import trainer as trainer_module
-
-    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)
-    _image, mask = sphere
-    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, warmup_steps=1,
-                                                               clean_tail=0), device="cpu")
-    s = _session(sphere, config=config)
-    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    s = _probing_session(sphere, monkeypatch, warmup_steps=1, clean_tail=0)
     trainer = s.trainer
     real_probe, real_step, readings, at_probe = trainer._probe, trainer.train_step, iter(rates), {}
 
@@ -378,14 +383,7 @@ def test_probe_error_rate_is_the_share_of_labeled_voxels_predicted_wrong(sphere)
 
 
 def test_drift_gate_and_fit_guard_share_one_probe_per_step(sphere, monkeypatch):
-    from napari_sparseseg.core import trainer as trainer_module
-
-    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)
-    _image, mask = sphere
-    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=0.5,
-                                                               clean_tail_drift=0.15), device="cpu")
-    s = _session(sphere, config=config)
-    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    s = _probing_session(sphere, monkeypatch, clean_tail=0.5, clean_tail_drift=0.15)
     trainer, probed = s.trainer, []
     real_probe = trainer._probe
     monkeypatch.setattr(trainer, "_probe", lambda: probed.append(trainer.step) or real_probe())
@@ -395,12 +393,7 @@ def test_drift_gate_and_fit_guard_share_one_probe_per_step(sphere, monkeypatch):
 
 
 def test_open_ended_training_is_never_guarded(sphere, monkeypatch):
-    from napari_sparseseg.core import trainer as trainer_module
-
-    monkeypatch.setattr(trainer_module, "DRIFT_PROBE_EVERY", 1)
-    _image, mask = sphere
-    s = _session(sphere)
-    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    s = _probing_session(sphere, monkeypatch)
     probed = []
     monkeypatch.setattr(s.trainer, "_probe", lambda: probed.append(1))
     list(s.train(max_steps=3))
