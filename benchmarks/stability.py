@@ -11,7 +11,10 @@ no ground truth (so the trainer can compute them) and the mean training loss of 
 * ``drift``: the product's measure, ``core.convergence.surface_drift`` against the probe ``--lag`` probes
   earlier (100 steps by default), i.e. the changed voxels in layers of the current surface;
 * ``labeled_errors``: labeled voxels whose predicted class differs from their label, i.e. how well the
-  prediction fits the training labels themselves.
+  prediction fits the training labels themselves;
+* ``batch_error_rate``: the same as a share, from the training steps' own forward passes (augmented patches,
+  raw weights; the trainer's running mean, ``TrainStep.labeled_error_rate``) averaged since the previous probe,
+  and ``hardest_weight``, the weight of the hardest-voxel term that this rate gates.
 
 ``--from-maps MAPS --json OUT`` recomputes ``drift`` (at ``--lag``) for an earlier run from its saved maps, and
 ``labeled_errors`` too when DATA and PROTOCOL are given (``-`` skips them).
@@ -96,11 +99,12 @@ def main(argv: list[str] | None = None) -> dict:
     train = {**json.loads(args.train), "seed": args.seed}
     session, truth, k = step_clocked_session(args.data, args.protocol, train, args.threads)
     trainer = session.trainer
-    probes, losses, previous, maps = [], [], deque(maxlen=args.lag + 1), {}
+    probes, losses, rates, previous, maps = [], [], [], deque(maxlen=args.lag + 1), {}
     for event in session.train(max_steps=args.steps, decay_until=float(args.steps)):
         if not isinstance(event, TrainStep):
             continue
         losses.append(event.loss)
+        rates.append(event.labeled_error_rate)
         if event.step % args.every:
             continue
         labels = trainer.predict().labels
@@ -108,14 +112,16 @@ def main(argv: list[str] | None = None) -> dict:
                  "labeled_errors": labeled_errors(trainer.volume.labels, labels),
                  "change": change(previous[-1], labels) if previous else None,
                  "drift": surface_drift(previous[0], labels) if len(previous) > args.lag else None,
-                 "loss": float(np.mean(losses))}
+                 "loss": float(np.mean(losses)), "batch_error_rate": float(np.mean(rates)),
+                 "fit_error_rate": trainer.fit_error_rate, "hardest_weight": trainer.hardest_weight()}
         previous.append(labels)
-        losses = []
+        losses, rates = [], []
         if args.maps:
             maps[f"step{event.step}"] = labels.astype(np.uint8)
         probes.append(probe)
         print(f"step {probe['step']:4d}  dice {probe['dice_fg']:.4f}  change {probe['change']}  "
-              f"drift {probe['drift']}  labeled errors {probe['labeled_errors']}  loss {probe['loss']:.4f}", flush=True)
+              f"drift {probe['drift']}  labeled errors {probe['labeled_errors']}  loss {probe['loss']:.4f}  "
+              f"batch errors {probe['batch_error_rate']:.4f}  hardest {probe['hardest_weight']:.2f}", flush=True)
     final = evaluate_masks(truth, session.segment(), k + 1)["dice_fg"]
     print(f"final segmentation: {final:.4f}")
     result = {"data": str(args.data), "protocol": args.protocol, "steps": trainer.step, "seed": args.seed,

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from napari_sparseseg.core.loss import labeled_soft_dice, partial_label_loss, weighted_cross_entropy
+from napari_sparseseg.core.loss import (
+    contrast_smoothness,
+    hardest_cross_entropy,
+    labeled_soft_dice,
+    partial_label_loss,
+    weighted_cross_entropy,
+)
 
 
 def _batch(seed=0, shape=(2, 3, 4, 6, 6)):
@@ -64,3 +70,57 @@ def test_perfect_prediction_has_near_zero_dice_loss():
     _, target, weight = _batch()
     logits = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float() * 50
     assert float(labeled_soft_dice(logits, target, weight)) < 1e-3
+
+
+def _split_logits(cut: int, shape=(1, 2, 4, 8, 8), scale: float = 20.0) -> torch.Tensor:
+    """Confident two-class logits (B, 2, Z, Y, X): class 1 for x >= cut, class 0 before."""
+    logits = torch.zeros(shape)
+    logits[:, 0, ..., :cut] = scale
+    logits[:, 1, ..., cut:] = scale
+    return logits
+
+
+def test_smoothness_is_zero_for_one_class_and_cheapest_on_the_image_edge():
+    image = torch.zeros(1, 1, 4, 8, 8)
+    image[..., 4:] = 1.0  # an edge between x = 3 and x = 4
+    uniform = _split_logits(0)
+    assert float(contrast_smoothness(uniform, image)) < 1e-6
+    on_edge = float(contrast_smoothness(_split_logits(4), image))
+    off_edge = float(contrast_smoothness(_split_logits(2), image))
+    assert 0 < on_edge < off_edge / 2
+
+
+def test_smoothness_pulls_unlabeled_voxels_towards_their_neighbours():
+    """The term reads unlabeled voxels: its gradient moves an odd voxel out in a flat region to its neighbours' class."""
+    image = torch.zeros(1, 1, 4, 8, 8)
+    image[0, 0, 0, 0, 0] = 1.0  # some contrast somewhere, so beta is finite
+    logits = _split_logits(0)  # all class 1
+    logits[0, :, 2, 4, 4] = torch.tensor([20.0, 0.0])  # one voxel says class 0
+    x = logits.clone().requires_grad_(True)
+    weight = torch.zeros(1, 4, 8, 8)  # nothing labeled: only the smoothness term acts
+    target = torch.zeros(1, 4, 8, 8, dtype=torch.long)
+    partial_label_loss(x, target, weight, smoothness=1.0, image=image).backward()
+    grad = x.grad[0, :, 2, 4, 4]
+    assert grad[0] > 0 > grad[1]  # descent lowers class 0 and raises class 1 there
+
+
+def test_smoothness_off_leaves_the_partial_label_loss_unchanged():
+    logits, target, weight = _batch()
+    image = torch.rand(2, 1, 4, 6, 6)
+    assert torch.equal(partial_label_loss(logits, target, weight, image=image, smoothness=0.0),
+                       partial_label_loss(logits, target, weight))
+
+
+def test_hardest_cross_entropy_averages_the_worst_labeled_voxels_only():
+    logits, target, weight = _batch()
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")[weight > 0]
+    k = round(0.25 * ce.numel())
+    expected = ce.sort(descending=True).values[:k].mean()
+    assert torch.allclose(hardest_cross_entropy(logits, target, weight, share=0.25), expected)
+    unlabeled = (weight == 0).unsqueeze(1).expand_as(logits)
+    perturbed = logits.clone()
+    perturbed[unlabeled] += 100 * torch.randn(int(unlabeled.sum()))
+    assert torch.allclose(hardest_cross_entropy(perturbed, target, weight, share=0.25), expected)
+    x = logits.clone().requires_grad_(True)
+    hardest_cross_entropy(x, target, torch.zeros_like(weight)).backward()
+    assert torch.all(x.grad == 0)

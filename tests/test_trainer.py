@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from napari_sparseseg.core.annotation import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
@@ -242,6 +243,56 @@ def test_clean_tail_shrinks_with_the_plane_coverage_of_strokes(sphere):
     assert s.trainer.clean_tail() == pytest.approx(0.5 * coverage)
     s.add_labels((4, slice(None), slice(None)), 1)  # plus a whole slice
     assert s.trainer.clean_tail() > 0.5 * coverage
+
+
+def test_smoothness_acts_on_strokes_and_not_on_whole_slices(sphere):
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, smoothness=4.0),
+                           device="cpu")
+    s = _session(sphere, config=config)
+    zz, yy, xx = np.nonzero(mask[8:9])
+    s.add_labels((zz[:3] + 8, yy[:3], xx[:3]), 2)  # a three-voxel stroke: the boundaries are unlabeled
+    assert s.trainer.smoothness() == pytest.approx(4.0 * (1 - s.volume.plane_coverage()))
+    assert s.trainer.smoothness() > 3.6
+    for _ in s.train(max_steps=1):
+        pass  # a step with the term runs
+    whole = _session(sphere, config=config)
+    whole.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))  # a whole slice marks them
+    assert whole.trainer.smoothness() == 0.0
+
+
+def test_hardest_term_ramps_in_with_the_labeled_error_rate(sphere):
+    """Off while the net fits its labels, full while it contradicts more than one in fifty of them."""
+    from napari_sparseseg.core.trainer import HARDEST_RAMP
+
+    _image, mask = sphere
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, hardest_weight=2.0),
+                           device="cpu")
+    s = _session(sphere, config=config)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    trainer = s.trainer
+    assert trainer.hardest_weight() == 0.0  # nothing measured yet
+    lo, hi = HARDEST_RAMP
+    for rate, expected in [(lo / 2, 0.0), ((lo + hi) / 2, 1.0), (hi * 2, 2.0)]:
+        trainer.fit_error_rate = rate
+        assert trainer.hardest_weight() == pytest.approx(expected)
+    # the rate a step measures: 3 of 8 labeled voxels wrong, unlabeled ones ignored
+    logits = torch.zeros(1, 2, 1, 2, 5)
+    logits[:, 1] = 1.0  # predicts class 1 everywhere
+    target = torch.tensor([[[[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]]])
+    weight = torch.tensor([[[[1.0, 1, 1, 1, 1], [1, 1, 1, 0, 0]]]])
+    trainer.fit_error_rate = None
+    assert trainer._track_fit(logits, target, weight) == pytest.approx(3 / 8)
+    assert trainer.fit_error_rate == pytest.approx(3 / 8)
+    events = [e for e in s.train(max_steps=2) if isinstance(e, TrainStep)]
+    assert all(0 <= e.labeled_error_rate <= 1 for e in events)
+    assert events[-1].labeled_error_rate == trainer.fit_error_rate  # the running mean travels with the step
+
+
+@pytest.mark.parametrize("field", ["smoothness", "hardest_weight"])
+def test_the_config_rejects_negative_loss_weights(field):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: -1.0})
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])

@@ -51,6 +51,10 @@ class TrainStep:
         Patch voxels processed per second, averaged over recent steps.
     learning_rate : float
         Learning rate used.
+    labeled_error_rate : float
+        Running mean over recent steps (``Trainer.fit_error_rate``) of the
+        share of each batch's labeled voxels whose predicted class (of the
+        training forward pass, on the augmented patch) contradicts the label.
     """
 
     step: int
@@ -59,6 +63,7 @@ class TrainStep:
     elapsed: float
     voxels_per_second: float
     learning_rate: float
+    labeled_error_rate: float = 0.0
 
 
 @dataclass(frozen=True)

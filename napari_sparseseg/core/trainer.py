@@ -51,6 +51,12 @@ DRIFT_PROBE_LEAD = 0.15
 FIT_GUARD_FROM = 0.5
 #: Probe error rates below this are treated as equal by the fit guard (no swap over a handful of voxels).
 FIT_GUARD_FLOOR = 0.001
+#: Decay per step of the running mean of the batches' labeled error rate (``Trainer.fit_error_rate``).
+FIT_ERROR_DECAY = 0.95
+#: The hardest-voxel term (``TrainConfig.hardest_weight``) ramps in as the running labeled error rate goes from
+#: the first to the second of these: a net that still contradicts more than one in fifty of its own labels is
+#: missing a labeled structure, not only blurring boundaries.
+HARDEST_RAMP = (0.01, 0.02)
 #: Misclassified labeled voxels a training step hands to the sampler's error pool (a random subset of them),
 #: for ``TrainConfig.error_share``.
 ERRORS_PER_STEP = 64
@@ -115,6 +121,9 @@ class Trainer:
         self._guarded_budget: float | None = None
         #: Step whose EMA weights the fit guard kept at the end of the last budget (None: the final ones).
         self.fit_restored_from: int | None = None
+        #: Running mean (decay :data:`FIT_ERROR_DECAY`) of the share of each batch's labeled voxels that the
+        #: training forward pass misclassified (None before the first step).
+        self.fit_error_rate: float | None = None
         self._forward = self.model
         if tc.compile and self.device.type == "cuda":
             self._forward = torch.compile(self.model)
@@ -203,6 +212,29 @@ class Trainer:
         while the prediction has not settled (:meth:`_augment_now`).
         """
         return self.config.train.clean_tail * self.volume.plane_coverage()
+
+    def hardest_weight(self) -> float:
+        """Weight of the hardest-voxel term (:func:`~.loss.hardest_cross_entropy`) for the next step.
+
+        ``TrainConfig.hardest_weight`` times a ramp from 0 to 1 as the running labeled error rate
+        (:attr:`fit_error_rate`) goes through :data:`HARDEST_RAMP`: off while the net fits its labels but for
+        scattered boundary voxels (where it would only overfit them), on while it contradicts a whole labeled
+        region, such as an organ painted background on a few slices.
+        """
+        weight, rate = self.config.train.hardest_weight, self.fit_error_rate
+        if not weight or rate is None:
+            return 0.0
+        lo, hi = HARDEST_RAMP
+        return weight * min(max((rate - lo) / (hi - lo), 0.0), 1.0)
+
+    def smoothness(self) -> float:
+        """Weight of the contrast-sensitive smoothness term (:func:`~.loss.contrast_smoothness`) now.
+
+        ``TrainConfig.smoothness`` times ``1 -`` the labels' plane coverage: brush strokes, which leave the
+        object boundaries unlabeled, get nearly all of it; whole slices, which mark the boundaries, none.
+        """
+        weight = self.config.train.smoothness
+        return weight * (1.0 - self.volume.plane_coverage()) if weight else 0.0
 
     def _augment_now(self, progress: float | None) -> bool:
         """Whether this step augments; starts the clean tail once its share is reached and the drift is low."""
@@ -339,10 +371,26 @@ class Trainer:
         """
         with autocast(self.device, self.amp):
             logits = self._forward(image)
-        loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight)
+        loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight, image=image,
+                                  smoothness=self.smoothness(), hardest_weight=self.hardest_weight())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return loss, logits.detach()
+
+    @torch.no_grad()
+    def _track_fit(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> float:
+        """Share of this batch's labeled voxels misclassified; updates :attr:`fit_error_rate`.
+
+        ``logits`` ``(B, K + 1, Z, Y, X)``, ``target`` and ``weight`` ``(B, Z, Y, X)`` as trained on.
+        """
+        labeled = weight > 0
+        n = int(labeled.sum())
+        if n == 0:
+            return 0.0
+        rate = int(((logits.argmax(1) != target) & labeled).sum()) / n
+        previous = self.fit_error_rate
+        self.fit_error_rate = rate if previous is None else FIT_ERROR_DECAY * previous + (1 - FIT_ERROR_DECAY) * rate
+        return rate
 
     @torch.no_grad()
     def _pool_errors(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
@@ -383,6 +431,7 @@ class Trainer:
                     self._set_patch(size)
         if coords is not None:
             self._pool_errors(logits, target, weight, coords)
+        self._track_fit(logits, target, weight)
         del logits
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
         self.optimizer.step()
@@ -400,7 +449,7 @@ class Trainer:
         secs = sum(t for t, _ in self._times)
         return TrainStep(step=self.step, loss=loss_value, revision=revision, elapsed=self.elapsed,
                          voxels_per_second=sum(v for _, v in self._times) / max(secs, 1e-9),
-                         learning_rate=lr)
+                         learning_rate=lr, labeled_error_rate=self.fit_error_rate or 0.0)
 
     def run(self, *, max_steps: int | None = None, max_seconds: float | None = None,
             should_stop: Callable[[], bool] | None = None, decay_until: float | None = None,
