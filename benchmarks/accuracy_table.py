@@ -1,6 +1,11 @@
 """Markdown tables from ``napari-sparseseg evaluate --json`` results.
 
     python benchmarks/accuracy_table.py benchmarks/results/*.json
+    python benchmarks/accuracy_table.py NEW/*.json --baselines-from OLD/*.json
+
+``--baselines-from`` fills the baseline columns of runs made with ``--baselines ''`` from earlier runs of the
+same file and protocol (the forest and the interpolation see the same labeled voxels and are deterministic, so
+re-running them only costs time); every path after it is such an earlier run.
 """
 
 from __future__ import annotations
@@ -19,10 +24,21 @@ def _is(baselines: dict, name: str, best: float) -> bool:
     return "dice_fg" in baselines.get(name, {}) and baselines[name]["dice_fg"] >= best
 
 
-def main(paths: list[str]) -> str:
+def _runs(paths: list[str]) -> list[dict]:
     loaded = (json.loads(Path(p).read_text()) for p in paths)
-    runs = sorted((r for r in loaded if "protocol" in r and "data" in r),  # other benchmarks' JSON is skipped
+    return sorted((r for r in loaded if "protocol" in r and "data" in r),  # other benchmarks' JSON is skipped
                   key=lambda r: (r["data"], r["protocol"]))
+
+
+def main(paths: list[str]) -> str:
+    baseline_paths: list[str] = []
+    if "--baselines-from" in paths:
+        cut = paths.index("--baselines-from")
+        paths, baseline_paths = paths[:cut], paths[cut + 1:]
+    earlier = {(Path(r["data"]).stem, r["protocol"]): r.get("baselines", {}) for r in _runs(baseline_paths)}
+    runs = _runs(paths)
+    for r in runs:
+        r["baselines"] = {**earlier.get((Path(r["data"]).stem, r["protocol"]), {}), **r.get("baselines", {})}
     lines = ["| data | protocol | 3D U-Net (ours) | ours, unannot. | random forest | slice interpolation | steps |",
              "|---|---|---|---|---|---|---|"]
     def cell(baselines: dict, name: str) -> str:

@@ -246,18 +246,25 @@ def test_clean_tail_shrinks_with_the_plane_coverage_of_strokes(sphere):
 
 
 def test_smoothness_acts_on_strokes_and_not_on_whole_slices(sphere):
+    from napari_sparseseg.core.trainer import SMOOTHNESS_RAMP_STEPS
+
     _image, mask = sphere
     config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, smoothness=4.0),
                            device="cpu")
     s = _session(sphere, config=config)
     zz, yy, xx = np.nonzero(mask[8:9])
     s.add_labels((zz[:3] + 8, yy[:3], xx[:3]), 2)  # a three-voxel stroke: the boundaries are unlabeled
+    assert s.trainer.smoothness() == 0.0  # ramps in from step 0
+    s.trainer.step = SMOOTHNESS_RAMP_STEPS // 2
+    assert s.trainer.smoothness() == pytest.approx(2.0 * (1 - s.volume.plane_coverage()))
+    s.trainer.step = SMOOTHNESS_RAMP_STEPS
     assert s.trainer.smoothness() == pytest.approx(4.0 * (1 - s.volume.plane_coverage()))
     assert s.trainer.smoothness() > 3.6
     for _ in s.train(max_steps=1):
         pass  # a step with the term runs
     whole = _session(sphere, config=config)
     whole.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))  # a whole slice marks them
+    whole.trainer.step = SMOOTHNESS_RAMP_STEPS
     assert whole.trainer.smoothness() == 0.0
 
 

@@ -57,6 +57,9 @@ FIT_ERROR_DECAY = 0.95
 #: the first to the second of these: a net that still contradicts more than one in fifty of its own labels is
 #: missing a labeled structure, not only blurring boundaries.
 HARDEST_RAMP = (0.01, 0.02)
+#: The smoothness term (``TrainConfig.smoothness``) ramps in over this many steps. At full weight from the start
+#: it held nuclei strokes at Dice 0.15 after 81 steps (0.76 without it), as the net first learned one smooth class.
+SMOOTHNESS_RAMP_STEPS = 200
 #: Misclassified labeled voxels a training step hands to the sampler's error pool (a random subset of them),
 #: for ``TrainConfig.error_share``.
 ERRORS_PER_STEP = 64
@@ -231,10 +234,14 @@ class Trainer:
         """Weight of the contrast-sensitive smoothness term (:func:`~.loss.contrast_smoothness`) now.
 
         ``TrainConfig.smoothness`` times ``1 -`` the labels' plane coverage: brush strokes, which leave the
-        object boundaries unlabeled, get nearly all of it; whole slices, which mark the boundaries, none.
+        object boundaries unlabeled, get nearly all of it; whole slices, which mark the boundaries, none. It
+        ramps in linearly over the first :data:`SMOOTHNESS_RAMP_STEPS` steps: from random weights the cheapest
+        smooth answer is one class everywhere, and the first predictions the user sees would show nothing.
         """
         weight = self.config.train.smoothness
-        return weight * (1.0 - self.volume.plane_coverage()) if weight else 0.0
+        if not weight:
+            return 0.0
+        return weight * (1.0 - self.volume.plane_coverage()) * min(1.0, self.step / SMOOTHNESS_RAMP_STEPS)
 
     def _augment_now(self, progress: float | None) -> bool:
         """Whether this step augments; starts the clean tail once its share is reached and the drift is low."""
