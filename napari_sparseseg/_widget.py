@@ -640,7 +640,7 @@ class SparseSegWidget(QWidget):
         if ev is not None and self.run.running:
             _set_text(self.status_label, f"step {ev.step}   loss {ev.loss:.4f}")
             parts.append(f"{ev.voxels_per_second / 1e6:.2f} Mvox/s")
-            parts.append(f"contradicts {ev.labeled_error_rate:.1%} of labels")
+            parts.append(f"training: {ev.labeled_error_rate:.1%} of labels wrong")
         if self._last_refresh is not None:
             parts.append(f"refreshed {time.perf_counter() - self._last_refresh:.0f} s ago")
         _set_text(self.rate_label, "   ".join(parts))

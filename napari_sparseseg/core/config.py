@@ -123,7 +123,8 @@ class TrainConfig:
         patch (:func:`~.loss.contrast_smoothness`), scaled by one minus the
         labels' plane coverage, so it acts on brush strokes (whose object
         boundaries nobody labeled) and not at all on whole slices (their
-        training is unchanged). On nuclei strokes the net otherwise grows a
+        training is unchanged), and ramped in over the first 200 steps
+        (``trainer.SMOOTHNESS_RAMP_STEPS``). On nuclei strokes the net otherwise grows a
         rim past every nucleus (all its false positives lie within two voxels
         of a nucleus) whose width drifts from probe to probe; the term puts
         the boundary on the image's edge. Scribble rows, 300 s CPU

@@ -1,7 +1,12 @@
-"""Partial-label loss: cross-entropy and soft Dice weighted by ``w(y)``.
+"""Partial-label loss: cross-entropy and soft Dice weighted by ``w(y)``, and two optional terms.
 
-Unlabeled voxels carry ``w = 0``: they contribute neither to the loss nor to
-any gradient, and a batch with no labeled voxel has loss exactly 0.
+Unlabeled voxels carry ``w = 0``: they contribute nothing to the label terms
+(cross-entropy, soft Dice, :func:`hardest_cross_entropy`) or their gradients,
+and a batch with no labeled voxel has a label loss of exactly 0. The one term
+that reads unlabeled voxels is :func:`contrast_smoothness`, which asks
+neighbouring voxels of similar intensity to agree and never names a class;
+the trainer weights it by how little of the object boundaries the labels mark
+(brush strokes), and not at all for whole slices.
 """
 
 from __future__ import annotations
@@ -120,8 +125,9 @@ def contrast_smoothness(logits: torch.Tensor, image: torch.Tensor) -> torch.Tens
         contrast.append((image.narrow(axis, 1, n - 1) - image.narrow(axis, 0, n - 1)).square().sum(1))
     if not cost:
         return logits.sum() * 0.0
-    mean_contrast = sum(float(c.mean()) * c.numel() for c in contrast) / sum(c.numel() for c in contrast)
-    beta = 1.0 / max(2.0 * mean_contrast, EPS)
+    # beta per patch (B,), kept on the device: no host sync between forward and backward
+    mean_contrast = sum(c.sum(dim=(1, 2, 3)) for c in contrast) / sum(c[0].numel() for c in contrast)
+    beta = (0.5 / mean_contrast.clamp_min(EPS)).view(-1, 1, 1, 1)
     total = sum((torch.exp(-beta * c) * k).sum() for c, k in zip(contrast, cost, strict=True))
     return total / sum(k.numel() for k in cost)
 

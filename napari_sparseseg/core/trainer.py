@@ -196,6 +196,7 @@ class Trainer:
             self.ema_model = self._make_ema()
             self._forward = self.model
             self._best_fit = None
+            self.fit_error_rate = None  # measured on the old head
 
     def learning_rate(self, progress: float | None) -> float:
         """Linear warm-up, then constant (open-ended) or poly decay (``progress`` in [0, 1])."""
@@ -593,6 +594,7 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self._probes.clear()  # probes and kept weights described the weights just replaced
         self.drift, self._best_fit, self._probed_at = None, None, -1
+        self.fit_error_rate = None  # it described the weights just replaced
 
 
 def _voxel_coordinates(start: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
