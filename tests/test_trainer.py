@@ -296,6 +296,39 @@ def test_hardest_term_ramps_in_with_the_labeled_error_rate(sphere):
     assert events[-1].labeled_error_rate == trainer.fit_error_rate  # the running mean travels with the step
 
 
+@pytest.mark.parametrize("terms", [{}, {"smoothness": 4.0}, {"hardest_weight": 1.0}])
+def test_a_step_optimises_the_label_loss_plus_the_terms_switched_on(sphere, terms):
+    """The trainer passes its smoothness and hardest-voxel weights to the loss; TrainStep reports both sums."""
+    _image, mask = sphere
+    train = {"smoothness": 0.0, "hardest_weight": 0.0, **terms}
+    config = SessionConfig(model=TINY.model, device="cpu",
+                           train=TrainConfig(patch_voxels=8 * 16 * 16, warmup_steps=1, **train))
+    s = _session(sphere, config=config)
+    zz, yy, xx = np.nonzero(mask[8:9])
+    s.add_labels((zz[:20] + 8, yy[:20], xx[:20]), 2)  # a stroke: smoothness applies
+    s.add_labels((8, slice(0, 2), slice(None)), 1)
+    trainer = s.trainer
+    trainer.step = 1_000  # past the smoothness ramp
+    trainer.fit_error_rate = 0.5  # the hardest-voxel gate fully open
+    event = trainer.train_step()
+    assert np.isfinite(event.label_loss)
+    if terms:
+        assert event.loss > event.label_loss + 1e-6
+    else:
+        assert event.loss == pytest.approx(event.label_loss)
+
+
+def test_loading_weights_forgets_the_running_error_rate(sphere):
+    _image, mask = sphere
+    s = _session(sphere)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    trainer = s.trainer
+    state = trainer.state_dict()
+    trainer.fit_error_rate = 0.5
+    trainer.load_state_dict(state)
+    assert trainer.fit_error_rate is None
+
+
 @pytest.mark.parametrize("field", ["smoothness", "hardest_weight"])
 def test_the_config_rejects_negative_loss_weights(field):
     with pytest.raises(ValueError, match=field):

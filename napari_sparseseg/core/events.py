@@ -42,7 +42,8 @@ class TrainStep:
     step : int
         Steps run so far (1-based).
     loss : float
-        Loss of this step.
+        Loss optimised at this step: :attr:`label_loss` plus the smoothness and
+        hardest-voxel terms at their current weights (which ramp in and out).
     revision : int
         Annotation revision the step's batch was read from.
     elapsed : float
@@ -55,6 +56,9 @@ class TrainStep:
         Running mean over recent steps (``Trainer.fit_error_rate``) of the
         share of each batch's labeled voxels whose predicted class (of the
         training forward pass, on the augmented patch) contradicts the label.
+    label_loss : float or None
+        The label terms of :attr:`loss` alone (weighted cross-entropy and
+        soft Dice): the part comparable from step to step (None: not given).
     """
 
     step: int
@@ -64,6 +68,7 @@ class TrainStep:
     voxels_per_second: float
     learning_rate: float
     labeled_error_rate: float = 0.0
+    label_loss: float | None = None
 
 
 @dataclass(frozen=True)

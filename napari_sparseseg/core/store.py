@@ -362,13 +362,16 @@ class SessionStore:
     # ================================================================ recording
     def record_step(self, event: TrainStep) -> None:
         """Buffer one training step for ``history.jsonl`` (written by the next flush)."""
-        row = {"step": event.step, "loss": event.loss, "lr": event.learning_rate, "elapsed": event.elapsed,
+        row = {"step": event.step, "loss": event.loss, "label_loss": event.label_loss, "lr": event.learning_rate,
+               "elapsed": event.elapsed, "labeled_error_rate": event.labeled_error_rate,
                "revision": event.revision, "time": time.time()}
+        # the best checkpoint follows the label terms: the smoothness and hardest-voxel terms ramp in and out
+        fit = event.loss if event.label_loss is None else event.label_loss
         with self._buffer_lock:
             self._history.append(row)
-            if np.isfinite(event.loss):
+            if np.isfinite(fit):
                 s, a = self._smoothed_loss, LOSS_SMOOTHING
-                self._smoothed_loss = event.loss if s is None else (1 - a) * s + a * event.loss
+                self._smoothed_loss = fit if s is None else (1 - a) * s + a * fit
 
     def on_step(self, trainer: Trainer, event: TrainStep, every: float = CHECKPOINT_SECONDS) -> bool:
         """Record ``event`` and write a checkpoint if ``every`` seconds passed since the last one.
@@ -403,7 +406,7 @@ class SessionStore:
     def save_checkpoint(self, trainer: Trainer | None = None, loss: float | None = None) -> Path:
         """Atomically write ``checkpoints/latest.pt``, and ``best.pt`` when ``loss`` is the lowest so far.
 
-        ``loss`` defaults to the smoothed training loss of the recorded steps. Call it from the
+        ``loss`` defaults to the smoothed label loss (``TrainStep.label_loss``) of the recorded steps. Call it from the
         training thread, or when no training runs.
         """
         from .checkpoint import save_model

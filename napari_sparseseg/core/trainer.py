@@ -23,8 +23,8 @@ from .config import SessionConfig
 from .convergence import probe_box, surface_drift
 from .device import autocast, fast_bf16, select_device
 from .events import Notice, Prediction, TrainStep, Waiting
-from .inference import class_map_and_uncertainty, predict_probabilities
-from .loss import partial_label_loss
+from .inference import class_map, class_map_and_uncertainty, predict_probabilities
+from .loss import contrast_smoothness, hardest_cross_entropy, partial_label_loss
 from .memory import MIN_PATCH_VOXELS, fit_patch_and_batch
 from .net import UNet3D, plan_levels
 from .sampler import PatchSampler, patch_shape
@@ -289,7 +289,7 @@ class Trainer:
         with autocast(self.device, self.amp):
             logits = model(torch.from_numpy(patch.image)[None].to(self.device))
         offset = model.decision_offset.view(1, -1, 1, 1, 1)
-        labels = (logits.float() + offset).argmax(1)[0].to(torch.uint8).cpu().numpy()
+        labels = class_map(logits.float() + offset, 1)[0].to(torch.uint8).cpu().numpy()
         if self._probes and self._probes[-1].shape != labels.shape:  # the patch shrank after an out-of-memory
             self._probes.clear()
             self._best_fit = None
@@ -372,18 +372,24 @@ class Trainer:
                 weight.to(self.device, non_blocking=nb), coords, revision)
 
     def _backward(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward, loss and backward of one batch; the gradients are left in the parameters.
 
-        Returns the loss and the logits ``(B, K + 1, Z, Y, X)`` (detached).
+        Returns the loss optimised, its label part (cross-entropy and Dice, detached) and the logits
+        ``(B, K + 1, Z, Y, X)`` (detached).
         """
         with autocast(self.device, self.amp):
             logits = self._forward(image)
-        loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight, image=image,
-                                  smoothness=self.smoothness(), hardest_weight=self.hardest_weight())
+        label_loss = partial_label_loss(logits, target, weight, self.config.train.dice_weight)
+        loss = label_loss
+        smoothness, hardest = self.smoothness(), self.hardest_weight()
+        if smoothness > 0:
+            loss = loss + smoothness * contrast_smoothness(logits, image)
+        if hardest > 0:
+            loss = loss + hardest * hardest_cross_entropy(logits, target, weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        return loss, logits.detach()
+        return loss, label_loss.detach(), logits.detach()
 
     @torch.no_grad()
     def _track_fit(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> float:
@@ -395,7 +401,7 @@ class Trainer:
         n = int(labeled.sum())
         if n == 0:
             return 0.0
-        rate = int(((logits.argmax(1) != target) & labeled).sum()) / n
+        rate = int(((class_map(logits, 1) != target) & labeled).sum()) / n
         previous = self.fit_error_rate
         self.fit_error_rate = rate if previous is None else FIT_ERROR_DECAY * previous + (1 - FIT_ERROR_DECAY) * rate
         return rate
@@ -408,7 +414,7 @@ class Trainer:
         ``logits`` ``(B, K + 1, Z, Y, X)``, ``target`` and ``weight`` ``(B, Z, Y, X)`` as trained on;
         ``coords`` ``(B, 3, Z, Y, X)``: the volume coordinate of each of those voxels.
         """
-        wrong = ((logits.argmax(1) != target) & (weight > 0)).nonzero().cpu()  # (n, 4): b, z, y, x
+        wrong = ((class_map(logits, 1) != target) & (weight > 0)).nonzero().cpu()  # (n, 4): b, z, y, x
         if len(wrong) > ERRORS_PER_STEP:
             wrong = wrong[torch.randperm(len(wrong), generator=self._gen)[:ERRORS_PER_STEP]]
         points = coords[wrong[:, 0], :, wrong[:, 1], wrong[:, 2], wrong[:, 3]]  # (n, 3): z, y, x
@@ -429,7 +435,7 @@ class Trainer:
         while True:
             image, target, weight, coords, revision = self._batch(augment)
             try:
-                loss, logits = self._backward(image, target, weight)
+                loss, label_loss, logits = self._backward(image, target, weight)
                 break
             except torch.cuda.OutOfMemoryError:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -457,7 +463,8 @@ class Trainer:
         secs = sum(t for t, _ in self._times)
         return TrainStep(step=self.step, loss=loss_value, revision=revision, elapsed=self.elapsed,
                          voxels_per_second=sum(v for _, v in self._times) / max(secs, 1e-9),
-                         learning_rate=lr, labeled_error_rate=self.fit_error_rate or 0.0)
+                         learning_rate=lr, labeled_error_rate=self.fit_error_rate or 0.0,
+                         label_loss=float(label_loss))
 
     def run(self, *, max_steps: int | None = None, max_seconds: float | None = None,
             should_stop: Callable[[], bool] | None = None, decay_until: float | None = None,
