@@ -270,7 +270,7 @@ def test_smoothness_acts_on_strokes_and_not_on_whole_slices(sphere):
 
 def test_hardest_term_ramps_in_with_the_labeled_error_rate(sphere):
     """Off while the net fits its labels, full while it contradicts more than one in fifty of them."""
-    from napari_sparseseg.core.trainer import HARDEST_RAMP
+    from napari_sparseseg.core.trainer import HARDEST_FROM_STEP, HARDEST_RAMP
 
     _image, mask = sphere
     config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, hardest_weight=2.0),
@@ -279,6 +279,9 @@ def test_hardest_term_ramps_in_with_the_labeled_error_rate(sphere):
     s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
     trainer = s.trainer
     assert trainer.hardest_weight() == 0.0  # nothing measured yet
+    trainer.fit_error_rate = 0.5
+    assert trainer.hardest_weight() == 0.0  # not before HARDEST_FROM_STEP: an untrained net gets a third wrong
+    trainer.step = HARDEST_FROM_STEP
     lo, hi = HARDEST_RAMP
     for rate, expected in [(lo / 2, 0.0), ((lo + hi) / 2, 1.0), (hi * 2, 2.0)]:
         trainer.fit_error_rate = rate
@@ -292,7 +295,7 @@ def test_hardest_term_ramps_in_with_the_labeled_error_rate(sphere):
     assert trainer._track_fit(logits, target, weight) == pytest.approx(3 / 8)
     assert trainer.fit_error_rate == pytest.approx(3 / 8)
     events = [e for e in s.train(max_steps=2) if isinstance(e, TrainStep)]
-    assert all(0 <= e.labeled_error_rate <= 1 for e in events)
+    assert all(0 <= e.labeled_error_rate <= 1 for e in events) and len(events) == 2
     assert events[-1].labeled_error_rate == trainer.fit_error_rate  # the running mean travels with the step
 
 

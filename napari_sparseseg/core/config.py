@@ -134,9 +134,9 @@ class TrainConfig:
     hardest_weight : float
         Weight of the mean cross-entropy of the hardest tenth of the labeled
         voxels of each batch (:func:`~.loss.hardest_cross_entropy`, nnU-Net's
-        TopK loss), while the net contradicts many of its own labels: it ramps
-        in as the running share of misclassified labeled voxels goes from 1 %
-        to 2 % (``Trainer.hardest_weight``). On the spleen CT the kidney is
+        TopK loss), while the net contradicts many of its own labels: from step
+        200 on, it ramps in as the running share of misclassified labeled
+        voxels goes from 2 % to 4 % (``Trainer.hardest_weight``). On the spleen CT the kidney is
         painted background on only a few hundred voxels of the ortho:1 slices
         and the net calls it spleen (3-6 % of the labels contradicted); the
         nuclei nets contradict about 1 %, at boundary voxels that it would
