@@ -128,21 +128,22 @@ class TrainConfig:
         rim past every nucleus (all its false positives lie within two voxels
         of a nucleus) whose width drifts from probe to probe; the term puts
         the boundary on the image's edge. Scribble rows, 300 s CPU
-        (``BENCHMARKS.md``, "Session 11"): nuclei 0.843 -> 0.880, spleen CT
-        0.868 -> 0.908 (forest 0.856 and 0.837). Step-clocked nuclei strokes,
-        1,000 steps: 0.820 at 0, 0.823 at 1, 0.869 at 10. 0 turns it off.
+        (``BENCHMARKS.md``, "Session 11"): nuclei 0.843 -> 0.856-0.880,
+        spleen CT 0.868 -> 0.908-0.924 (forest 0.856 and 0.837). Step-clocked
+        nuclei strokes, 1,000 steps: 0.820 at 0, 0.823 at 1, 0.869 at 10.
+        0 turns it off.
     hardest_weight : float
         Weight of the mean cross-entropy of the hardest tenth of the labeled
         voxels of each batch (:func:`~.loss.hardest_cross_entropy`, nnU-Net's
         TopK loss), while the net contradicts many of its own labels: from step
         200 on, it ramps in as the running share of misclassified labeled
-        voxels goes from 2 % to 4 % (``Trainer.hardest_weight``). On the spleen CT the kidney is
-        painted background on only a few hundred voxels of the ortho:1 slices
-        and the net calls it spleen (3-6 % of the labels contradicted); the
-        nuclei nets contradict about 1 %, at boundary voxels that it would
-        only overfit. Step-clocked, 1,000 CPU steps (``BENCHMARKS.md``,
-        "Session 11"): spleen ortho:1 0.893 -> 0.967, spleen z:5 0.977;
-        nuclei z:3 and z:5 unchanged within noise. 0 turns it off.
+        voxels goes from 2 % to 4 % (``Trainer.hardest_weight``).
+        On the spleen CT the kidney is painted background on only a few
+        hundred voxels of the ortho:1 slices and the net calls it spleen
+        (5-9 % of the labels contradicted); the nuclei nets contradict 0.6-1.9 %
+        after step 200, at boundary voxels that the term would only overfit.
+        300 s CPU runs (``BENCHMARKS.md``, "Session 11"): spleen ortho:1
+        0.898 -> 0.949 (forest 0.925), z:5 0.975, z:3 0.969. 0 turns it off.
     augment : bool
         Flips, in-plane 90 degree rotations, scaling, and the intensity/gamma
         jitter of ``intensity_share`` of the patches.
