@@ -91,7 +91,7 @@ def test_smoothness_is_zero_for_one_class_and_cheapest_on_the_image_edge():
 
 
 def test_smoothness_pulls_unlabeled_voxels_towards_their_neighbours():
-    """The term reads unlabeled voxels: its gradient moves an odd voxel out in a flat region to its neighbours' class."""
+    """The term reads unlabeled voxels: its gradient moves an odd voxel in a flat region to its neighbours' class."""
     image = torch.zeros(1, 1, 4, 8, 8)
     image[0, 0, 0, 0, 0] = 1.0  # some contrast somewhere, so beta is finite
     logits = _split_logits(0)  # all class 1

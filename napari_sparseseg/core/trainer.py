@@ -225,9 +225,9 @@ class Trainer:
         """Weight of the hardest-voxel term (:func:`~.loss.hardest_cross_entropy`) for the next step.
 
         ``TrainConfig.hardest_weight`` times a ramp from 0 to 1 as the running labeled error rate
-        (:attr:`fit_error_rate`) goes through :data:`HARDEST_RAMP`, from step :data:`HARDEST_FROM_STEP` on: off while the net fits its labels but for
-        scattered boundary voxels (where it would only overfit them), on while it contradicts a whole labeled
-        region, such as an organ painted background on a few slices.
+        (:attr:`fit_error_rate`) goes through :data:`HARDEST_RAMP`, from step :data:`HARDEST_FROM_STEP` on:
+        off while the net fits its labels but for scattered boundary voxels (where it would only overfit them),
+        on while it contradicts a whole labeled region, such as an organ painted background on a few slices.
         """
         weight, rate = self.config.train.hardest_weight, self.fit_error_rate
         if not weight or rate is None or self.step < HARDEST_FROM_STEP:
