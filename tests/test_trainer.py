@@ -231,13 +231,18 @@ def test_drift_probe_compares_predictions_100_steps_apart(sphere):
     assert trainer.drift is None
 
 
-def test_clean_tail_shrinks_with_the_plane_coverage_of_strokes(sphere):
+def _stroke_session(sphere, **train):
+    """A session (``train``: TrainConfig fields) whose only label is a three-voxel foreground stroke on slice 8."""
     _image, mask = sphere
-    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, clean_tail=0.5),
-                           device="cpu")
+    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, **train), device="cpu")
     s = _session(sphere, config=config)
     zz, yy, xx = np.nonzero(mask[8:9])
-    s.add_labels((zz[:3] + 8, yy[:3], xx[:3]), 2)  # a three-voxel stroke: far from a whole slice
+    s.add_labels((zz[:3] + 8, yy[:3], xx[:3]), 2)  # far from a whole slice: the boundaries are unlabeled
+    return s, config
+
+
+def test_clean_tail_shrinks_with_the_plane_coverage_of_strokes(sphere):
+    s, _ = _stroke_session(sphere, clean_tail=0.5)
     coverage = s.volume.plane_coverage()
     assert 0 < coverage < 0.1
     assert s.trainer.clean_tail() == pytest.approx(0.5 * coverage)
@@ -249,11 +254,7 @@ def test_smoothness_acts_on_strokes_and_not_on_whole_slices(sphere):
     from napari_sparseseg.core.trainer import SMOOTHNESS_RAMP_STEPS
 
     _image, mask = sphere
-    config = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=8 * 16 * 16, smoothness=4.0),
-                           device="cpu")
-    s = _session(sphere, config=config)
-    zz, yy, xx = np.nonzero(mask[8:9])
-    s.add_labels((zz[:3] + 8, yy[:3], xx[:3]), 2)  # a three-voxel stroke: the boundaries are unlabeled
+    s, config = _stroke_session(sphere, smoothness=4.0)
     assert s.trainer.smoothness() == 0.0  # ramps in from step 0
     s.trainer.step = SMOOTHNESS_RAMP_STEPS // 2
     assert s.trainer.smoothness() == pytest.approx(2.0 * (1 - s.volume.plane_coverage()))

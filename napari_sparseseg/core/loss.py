@@ -133,16 +133,13 @@ def contrast_smoothness(logits: torch.Tensor, image: torch.Tensor) -> torch.Tens
 
 
 def partial_label_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                       dice_weight: float = 1.0, image: torch.Tensor | None = None,
-                       smoothness: float = 0.0, hardest_weight: float = 0.0) -> torch.Tensor:
-    """Weighted cross-entropy plus ``dice_weight`` x labeled soft Dice, plus ``smoothness`` x
-    :func:`contrast_smoothness` of ``image`` ``(B, F, Z, Y, X)`` when both are given, plus
-    ``hardest_weight`` x :func:`hardest_cross_entropy`."""
+                       dice_weight: float = 1.0) -> torch.Tensor:
+    """Weighted cross-entropy plus ``dice_weight`` x labeled soft Dice (the label terms).
+
+    The trainer adds :func:`contrast_smoothness` and :func:`hardest_cross_entropy` at their current weights
+    (``Trainer._backward``) and reports this part alone as ``TrainStep.label_loss``.
+    """
     loss = weighted_cross_entropy(logits, target, weight)
     if dice_weight > 0:
         loss = loss + dice_weight * labeled_soft_dice(logits, target, weight)
-    if smoothness > 0 and image is not None:
-        loss = loss + smoothness * contrast_smoothness(logits, image)
-    if hardest_weight > 0:
-        loss = loss + hardest_weight * hardest_cross_entropy(logits, target, weight)
     return loss
