@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=30.0, help="training time with the heartbeat on")
     parser.add_argument("--interval", type=int, default=10, help="heartbeat period, ms")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--prefetch", default="auto", choices=("auto", "always", "never"),
+                        help="TrainConfig.prefetch: build the next batch in a thread while a step computes")
     parser.add_argument("--shape", type=int, nargs=3, default=(48, 128, 128), help="sample volume (z y x)")
     parser.add_argument("--refresh-seconds", type=float, default=3.0)
     parser.add_argument("--idle-seconds", type=float, default=5.0,
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from napari_sparseseg._sample import make_sample_data
     from napari_sparseseg._widget import SparseSegWidget
+    from napari_sparseseg.core.config import SessionConfig, TrainConfig
     from napari_sparseseg.core.encoding import mask_to_annotation
 
     viewer = napari.Viewer(show=True)
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     (img, img_meta, _), (ann, ann_meta, _) = make_sample_data(tuple(args.shape))
     viewer.add_image(img, **img_meta)
     annotation = viewer.add_labels(ann, **ann_meta)
-    widget = SparseSegWidget(viewer, refresh_seconds=args.refresh_seconds)
+    config = SessionConfig(train=TrainConfig(prefetch=args.prefetch))
+    widget = SparseSegWidget(viewer, config=config, refresh_seconds=args.refresh_seconds)
     viewer.window.add_dock_widget(widget, name="sparse-slice segmentation")
     widget.device_combo.setCurrentText(args.device)
     gt = img_meta["metadata"]["ground_truth"]
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = (widget.last_step.step if widget.last_step else 0) - step0
     refreshes = widget.n_refreshes - refresh0
     device = str(widget.session.trainer.device)
+    prefetch = widget.session.trainer._prefetch  # batches built ahead (hits) and built in the step (misses)
     pred = np.asarray(widget.prediction_layer.data)
     dice = float(2 * ((pred > 0) & (gt > 0)).sum() / max((pred > 0).sum() + (gt > 0).sum(), 1))
     widget.close_session()
@@ -134,6 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "responsiveness",
         "device": device,
         "torch_threads": __import__("torch").get_num_threads(),
+        "prefetch": args.prefetch,
+        "prefetched_batches": prefetch.hits,
+        "inline_batches": prefetch.misses,
         "cpu_count": os.cpu_count(),
         "shape": list(args.shape),
         "interval_ms": args.interval,

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+PrefetchMode = Literal["auto", "always", "never"]
 ModelSize = Literal["small", "medium", "large"]
 
 #: Base channel count per model size preset.
@@ -202,6 +203,16 @@ class TrainConfig:
         (``core.device.fast_bf16``); ignored elsewhere.
     compile : bool
         ``torch.compile`` the model on CUDA.
+    prefetch : {"auto", "always", "never"}
+        Build the next batch (sampling, cutting and augmenting: the host part
+        of a step) in a worker thread while the current step computes
+        (:class:`~.prefetch.OneAhead`). A batch built ahead is thrown away when
+        the labels changed meanwhile, so an edit still reaches the next step,
+        and seeded training trains on the same batches either way. ``"auto"``
+        turns it on for CUDA only. On a CPU the host part is too small to
+        matter: 14 ms of a 573 ms step on one core of the 2-core machine, and
+        0.99x the steps per second with it on (``benchmarks/prefetch.py``,
+        ``BENCHMARKS.md``, "Current results"). Off while ``error_share`` > 0.
     """
 
     patch_voxels: int = 64 * 64 * 64
@@ -231,8 +242,11 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     compile: bool = False
+    prefetch: PrefetchMode = "auto"
 
     def __post_init__(self) -> None:
+        _check(self.prefetch in ("auto", "always", "never"),
+               f"prefetch must be one of auto, always, never; got {self.prefetch!r}")
         _check(self.patch_voxels >= 8**3, f"patch_voxels must be >= 512, got {self.patch_voxels}")
         for name in ("spatial_share", "intensity_share", "clean_tail"):
             _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -179,37 +179,40 @@ class SegmentationSession:
         last_end, last_cost = time.perf_counter(), 0.0
         last_view: Box | None = None
         full_due = False
-        while not should_stop():
-            event = next(self.train(max_steps=1, should_stop=should_stop), None)
-            if event is None:
-                return
-            if self.store is not None and isinstance(event, TrainStep):
-                self.store.on_step(self.trainer, event)  # history + periodic checkpoint, in the training thread
-            yield event
-            if not isinstance(event, TrainStep):  # Waiting, or a Notice (passed on as is)
-                continue
-            now = time.perf_counter()
-            if shown_step < 0:
-                due = trainer.step >= first_refresh_steps
-            else:
-                gap = max(refresh_seconds, last_cost * (1.0 / max_predict_share - 1.0))
-                due = now - last_end >= gap
-            if not due or should_stop():
-                continue
-            box = view_box()
-            if box is not None:
-                box = box.clip(shape)
-                if box.empty:
-                    box = None
-            if box is not None and (not full_due or box != last_view):
-                target, full_due, last_view = box, True, box
-            else:
-                target, full_due = None, False
-            t0 = time.perf_counter()
-            prediction = self.predict(target)
-            if self.store is not None:
-                self.store.record_prediction(prediction)  # queued for the store's autosave thread
-            yield prediction
-            last_end = time.perf_counter()
-            last_cost = last_end - t0
-            shown_step = trainer.step
+        try:
+            while not should_stop():
+                event = next(self.train(max_steps=1, should_stop=should_stop), None)
+                if event is None:
+                    return
+                if self.store is not None and isinstance(event, TrainStep):
+                    self.store.on_step(self.trainer, event)  # history + periodic checkpoint, in the training thread
+                yield event
+                if not isinstance(event, TrainStep):  # Waiting, or a Notice (passed on as is)
+                    continue
+                now = time.perf_counter()
+                if shown_step < 0:
+                    due = trainer.step >= first_refresh_steps
+                else:
+                    gap = max(refresh_seconds, last_cost * (1.0 / max_predict_share - 1.0))
+                    due = now - last_end >= gap
+                if not due or should_stop():
+                    continue
+                box = view_box()
+                if box is not None:
+                    box = box.clip(shape)
+                    if box.empty:
+                        box = None
+                if box is not None and (not full_due or box != last_view):
+                    target, full_due, last_view = box, True, box
+                else:
+                    target, full_due = None, False
+                t0 = time.perf_counter()
+                prediction = self.predict(target)
+                if self.store is not None:
+                    self.store.record_prediction(prediction)  # queued for the store's autosave thread
+                yield prediction
+                last_end = time.perf_counter()
+                last_cost = last_end - t0
+                shown_step = trainer.step
+        finally:
+            trainer.close()  # ends the batch-prefetching thread; the next run starts another

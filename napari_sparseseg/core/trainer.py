@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .inference import class_map, class_map_and_uncertainty, predict_probabiliti
 from .loss import contrast_smoothness, hardest_cross_entropy, partial_label_loss
 from .memory import MIN_PATCH_VOXELS, fit_patch_and_batch
 from .net import UNet3D, plan_levels
+from .prefetch import OneAhead
 from .sampler import PatchSampler, patch_shape
 
 #: cuDNN autotuning (``torch.backends.cudnn.benchmark``) starts after this many
@@ -134,6 +136,8 @@ class Trainer:
         self._forward = self.model
         if tc.compile and self.device.type == "cuda":
             self._forward = torch.compile(self.model)
+        #: Builds the next batch in a worker thread while a step computes (see :attr:`prefetching`).
+        self._prefetch: OneAhead[HostBatch] = OneAhead(self._host_batch)
 
     def _set_patch(self, size: tuple[int, int, int]) -> None:
         tc = self.config.train
@@ -352,14 +356,26 @@ class Trainer:
         """The weights predictions use: the EMA model, or the raw model when the EMA is off."""
         return self.ema_model if self.config.train.ema_decay > 0 else self.model
 
-    def _batch(self, augment: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-        """One batch: image ``(B, C, Z, Y, X)``, target and weight ``(B, Z, Y, X)`` on the device, and the
-        volume coordinates of every voxel ``(B, 3, Z, Y, X)`` on the CPU (None unless errors are pooled)."""
+    @property
+    def prefetching(self) -> bool:
+        """Whether the next batch is built in a worker thread while a step computes (``TrainConfig.prefetch``).
+
+        ``"auto"`` prefetches on CUDA, where the GPU computes while the host would
+        otherwise wait; never while the sampler's error pool is in use
+        (``TrainConfig.error_share``), which each step feeds for the next.
+        """
+        mode = self.config.train.prefetch
+        if mode == "never" or self.config.train.error_share > 0:
+            return False
+        return mode == "always" or self.device.type == "cuda"
+
+    def _host_batch(self, key: tuple) -> HostBatch:
+        """Sample and augment one batch on the CPU for ``key`` (see :meth:`_batch_key`)."""
+        augment, batch_size = key[0], key[1]
         tc = self.config.train
         revision = self.volume.revision
         cw = self.volume.class_weights(tc.class_balance_power)
-        patches = [self.sampler.sample(cw, tc.correction_weight) for _ in range(self.batch_size)]
+        patches = [self.sampler.sample(cw, tc.correction_weight) for _ in range(batch_size)]
         image = torch.from_numpy(np.stack([p.image for p in patches]))
         target = torch.from_numpy(np.stack([p.target for p in patches]))
         weight = torch.from_numpy(np.stack([p.weight for p in patches]))
@@ -371,9 +387,37 @@ class Trainer:
                 image, target, weight, self._gen, p_affine=tc.spatial_share, elastic=tc.elastic,
                 p_intensity=tc.intensity_share, carry=coords)
             coords = moved[0] if moved else None
+        if self.device.type == "cuda":  # page-locked, so the copy to the device can overlap
+            image, target, weight = image.pin_memory(), target.pin_memory(), weight.pin_memory()
+        return HostBatch(image, target, weight, coords, revision)
+
+    def _batch_key(self, augment: bool) -> tuple:
+        """What a batch is built for: a prefetched batch with another key is rebuilt."""
+        return augment, self.batch_size, self.patch_size, id(self.sampler), self.config.train
+
+    def _batch(self, augment: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """One batch: image ``(B, C, Z, Y, X)``, target and weight ``(B, Z, Y, X)`` on the device, the
+        volume coordinates of every voxel ``(B, 3, Z, Y, X)`` on the CPU (None unless errors are pooled),
+        and the annotation revision the batch was cut from.
+
+        With :attr:`prefetching`, the batch was built during the previous step
+        unless the labels (revision), the augmentation switch, the batch or
+        patch size, or the training settings changed since: then it is built now.
+        """
+        key = self._batch_key(augment)
+        if self.prefetching:
+            host = self._prefetch.take(key, fresh=lambda b: b.revision == self.volume.revision)
+        else:
+            self._prefetch.close()
+            host = self._host_batch(key)
         nb = self.device.type == "cuda"
-        return (image.to(self.device, non_blocking=nb), target.to(self.device, non_blocking=nb),
-                weight.to(self.device, non_blocking=nb), coords, revision)
+        return (host.image.to(self.device, non_blocking=nb), host.target.to(self.device, non_blocking=nb),
+                host.weight.to(self.device, non_blocking=nb), host.coords, host.revision)
+
+    def close(self) -> None:
+        """End the prefetching thread (idempotent; training again starts a new one)."""
+        self._prefetch.close()
 
     def _backward(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -606,6 +650,18 @@ class Trainer:
         self._probes.clear()  # probes and kept weights described the weights just replaced
         self.drift, self._best_fit, self._probed_at = None, None, -1
         self.fit_error_rate = None  # it described the weights just replaced
+
+
+class HostBatch(NamedTuple):
+    """One training batch on the CPU: image ``(B, C, Z, Y, X)``, target and weight ``(B, Z, Y, X)``, the volume
+    coordinates of its voxels ``(B, 3, Z, Y, X)`` (None unless errors are pooled), and the annotation revision it
+    was cut from."""
+
+    image: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+    coords: torch.Tensor | None
+    revision: int
 
 
 def _voxel_coordinates(start: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
