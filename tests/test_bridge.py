@@ -17,7 +17,7 @@ class FakeSession:
     """Steps take ``step_s``, predictions ``predict_s``; records what was predicted."""
 
     def __init__(self, step_s: float = 0.005, predict_s: float = 0.05) -> None:
-        self.trainer = SimpleNamespace(step=0)
+        self.trainer = SimpleNamespace(step=0, close=lambda: None)  # close(): ends the batch prefetcher
         self.volume = SimpleNamespace(shape=(8, 16, 16), revision=1)
         self.step_s, self.predict_s = step_s, predict_s
         self.predicted: list[Box | None] = []
