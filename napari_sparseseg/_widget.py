@@ -558,7 +558,7 @@ class SparseSegWidget(QWidget):
             return
         if isinstance(event, TrainStep):
             self.last_step = event
-            self.sparkline.append(_label_loss(event), redraw=False)  # drawn by the 1 s status timer
+            self.sparkline.append(event.tracked_loss, redraw=False)  # drawn by the 1 s status timer
             self.step_done.emit(event)
         elif isinstance(event, Refresh):
             self._show_prediction(event)
@@ -638,7 +638,7 @@ class SparseSegWidget(QWidget):
         ev = self.last_step
         parts = []
         if ev is not None and self.run.running:
-            _set_text(self.status_label, f"step {ev.step}   loss {_label_loss(ev):.4f}")
+            _set_text(self.status_label, f"step {ev.step}   loss {ev.tracked_loss:.4f}")
             parts.append(f"{ev.voxels_per_second / 1e6:.2f} Mvox/s")
             parts.append(f"training: {ev.labeled_error_rate:.1%} of labels wrong")
         if self._last_refresh is not None:
@@ -779,11 +779,6 @@ class SparseSegWidget(QWidget):
         if self._close_watcher is not None:
             self._close_watcher.detach()
         self._close_watcher = _CloseWatcher(root, self.close_session)
-
-
-def _label_loss(event: TrainStep) -> float:
-    """The loss shown to the user: the label terms, comparable from step to step (``TrainStep.label_loss``)."""
-    return event.loss if event.label_loss is None else event.label_loss
 
 
 def _set_text(label: QLabel, text: str) -> None:

@@ -70,6 +70,12 @@ class TrainStep:
     labeled_error_rate: float = 0.0
     label_loss: float | None = None
 
+    @property
+    def tracked_loss(self) -> float:
+        """The loss to compare between steps (shown, smoothed for the best checkpoint): :attr:`label_loss` when
+        given, else :attr:`loss`."""
+        return self.loss if self.label_loss is None else self.label_loss
+
 
 @dataclass(frozen=True)
 class Prediction:

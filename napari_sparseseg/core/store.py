@@ -365,8 +365,7 @@ class SessionStore:
         row = {"step": event.step, "loss": event.loss, "label_loss": event.label_loss, "lr": event.learning_rate,
                "elapsed": event.elapsed, "labeled_error_rate": event.labeled_error_rate,
                "revision": event.revision, "time": time.time()}
-        # the best checkpoint follows the label terms: the smoothness and hardest-voxel terms ramp in and out
-        fit = event.loss if event.label_loss is None else event.label_loss
+        fit = event.tracked_loss  # the label terms: the smoothness and hardest-voxel terms ramp in and out
         with self._buffer_lock:
             self._history.append(row)
             if np.isfinite(fit):

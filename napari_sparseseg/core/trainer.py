@@ -446,10 +446,11 @@ class Trainer:
         ``logits`` ``(B, K + 1, Z, Y, X)``, ``target`` and ``weight`` ``(B, Z, Y, X)`` as trained on.
         """
         labeled = weight > 0
-        n = int(labeled.sum())
+        counts = torch.stack((labeled.sum(), ((class_map(logits, 1) != target) & labeled).sum()))
+        n, wrong = counts.tolist()  # one host sync for both
         if n == 0:
             return 0.0
-        rate = int(((class_map(logits, 1) != target) & labeled).sum()) / n
+        rate = wrong / n
         previous = self.fit_error_rate
         self.fit_error_rate = rate if previous is None else FIT_ERROR_DECAY * previous + (1 - FIT_ERROR_DECAY) * rate
         return rate
@@ -498,7 +499,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
         self.optimizer.step()
         self._update_ema()
-        loss_value = float(loss.detach())
+        loss_value, label_value = torch.stack((loss.detach().float(), label_loss.float())).tolist()  # one host sync
         if not np.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at step {self.step + 1}")
         self.step += 1
@@ -512,7 +513,7 @@ class Trainer:
         return TrainStep(step=self.step, loss=loss_value, revision=revision, elapsed=self.elapsed,
                          voxels_per_second=sum(v for _, v in self._times) / max(secs, 1e-9),
                          learning_rate=lr, labeled_error_rate=self.fit_error_rate or 0.0,
-                         label_loss=float(label_loss))
+                         label_loss=label_value)
 
     def run(self, *, max_steps: int | None = None, max_seconds: float | None = None,
             should_stop: Callable[[], bool] | None = None, decay_until: float | None = None,
