@@ -68,6 +68,12 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
     return path
 
 
+def _baseline_tag(runs: list[dict[str, Any]]) -> str:
+    """The device whose runs draw the baselines: the CPU's when there are any (baselines run there), else the first."""
+    tags = sorted({_tag(r) for r in runs})
+    return "cpu" if "cpu" in tags else tags[0]
+
+
 def plot_dice_vs_slices(runs: list[dict[str, Any]], path: Path) -> Path:
     """Dice against annotated slices per file; returns ``path``."""
     plt = _pyplot()
@@ -75,6 +81,7 @@ def plot_dice_vs_slices(runs: list[dict[str, Any]], path: Path) -> Path:
     fig, axes = _grid(plt, len(files))
     for ax, name in zip(axes, files):
         rs = [r for r in runs if r["data"] == name]
+        baseline_tag = _baseline_tag(rs)
         for tag in sorted({_tag(r) for r in rs}):
             mine = [r for r in rs if _tag(r) == tag]
             suffix = "" if tag == "cpu" else f" ({tag})"
@@ -89,11 +96,11 @@ def plot_dice_vs_slices(runs: list[dict[str, Any]], path: Path) -> Path:
                     pts = [(x, y) for x, y in pts if y is not None]
                     if not pts:
                         continue
-                    if method != "ours" and tag != "cpu":
-                        continue  # the baselines run on the CPU whatever the device: draw them once
+                    if method != "ours" and tag != baseline_tag:
+                        continue  # the baselines are the same labels' whatever the device: draw them once
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, linestyle=style, marker=marker, fillstyle=fill, color=METHOD_COLOURS[method],
-                            label=f"{METHOD_LABELS[method]}, {family}{suffix}")
+                            label=f"{METHOD_LABELS[method]}, {family}{suffix if method == 'ours' else ''}")
             for r in mine:
                 if r["protocol"] == "full":
                     ax.axhline(r["dice_fg"], color="k", linestyle="--", linewidth=1,
@@ -111,6 +118,7 @@ def plot_dice_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
     for ax, name in zip(axes, files):
         rs = [r for r in runs if r["data"] == name]
         protocols = list(dict.fromkeys(r["protocol"] for r in rs))
+        baseline_tag = _baseline_tag(rs)
         for r in rs:
             colour = cmap(protocols.index(r["protocol"]) % 10)
             tag = _tag(r)
@@ -120,7 +128,7 @@ def plot_dice_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
             ax.plot(xs, ys, marker="o" if tag == "cpu" else "s", fillstyle="full" if tag == "cpu" else "none",
                     linestyle="-" if tag == "cpu" else "--", color=colour, label=f"ours {r['protocol']}{suffix}")
             rf = r.get("baselines", {}).get("rf", {}).get("dice_fg")
-            if rf is not None and tag == "cpu":
+            if rf is not None and tag == baseline_tag:
                 ax.axhline(rf, color=colour, linestyle=":", linewidth=1)
         ax.plot([], [], color="grey", linestyle=":", label="random forest, same labels")
         _label_axes(ax, name, "training seconds")

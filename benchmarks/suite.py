@@ -143,16 +143,43 @@ def git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def load_results(out: Path) -> list[dict[str, Any]]:
-    """Every run JSON under ``out`` (recursively), sorted by device, file and protocol order."""
-    runs = []
+def fill_baselines(out: Path, source: Path) -> int:
+    """Give the runs under ``out`` that have no baselines those of ``source``'s run of the same file and protocol.
+
+    The forest and the interpolation are deterministic given the seed and the labeled voxels, so a GPU run made
+    with ``--baselines ''`` can take them from a CPU run of the same seed instead of recomputing them (the device
+    machine has no ITK for the interpolation). Each filled JSON names its source under ``baselines_from``.
+    Returns how many runs were filled.
+    """
+    earlier = {(r["data"], r["protocol"], r.get("seed")): (path, r.get("baselines", {}))
+               for path, r in _result_files(source)}
+    filled = 0
+    for path, r in _result_files(out):
+        match = earlier.get((r["data"], r["protocol"], r.get("seed")))
+        if r.get("baselines") or not match or not match[1]:
+            continue
+        r["baselines"], r["baselines_from"] = match[1], str(match[0])
+        path.write_text(json.dumps(r, indent=2))
+        filled += 1
+    return filled
+
+
+def _result_files(out: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(path, run)`` for every run JSON under ``out`` (recursively); other JSON is skipped."""
+    found = []
     for p in sorted(Path(out).rglob("*.json")):
         try:
             r = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
         if isinstance(r, dict) and {"protocol", "dice_fg", "data"} <= set(r):
-            runs.append(r)
+            found.append((p, r))
+    return found
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    """Every run JSON under ``out`` (recursively), sorted by device, file and protocol order."""
+    runs = [r for _, r in _result_files(out)]
     return sorted(runs, key=lambda r: (r.get("device_tag", r.get("device", "")), r["data"], _protocol_order(r)))
 
 
@@ -246,6 +273,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "suite"))
+    ap.add_argument("--baselines-from", type=Path, default=None,
+                    help="a results folder of an earlier run (same seed): fill in its baselines for runs without")
     ap.add_argument("--force", action="store_true", help="rerun runs whose JSON already exists")
     args = ap.parse_args(argv)
     args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -293,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{tag}: ours {r['dice_fg']:.3f} in {r['steps']} steps"
               + (f", best baseline {best[0]} {best[1]:.3f}" if best else "") + f" ({r['run_seconds']:.0f} s)",
               flush=True)
+    if args.baselines_from:
+        print(f"baselines of {fill_baselines(out, args.baselines_from)} run(s) filled from {args.baselines_from}")
     table = summary_table(load_results(out))
     (out / "summary.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(table + "\n")
