@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotation import AnnotatedVolume, Box, Source
+from napari_sparseseg.core.annotation import AnnotatedVolume, Box, Source, read_orthogonal
+from napari_sparseseg.core.chunked import SparseChunkedArray
+from napari_sparseseg.core.volume import mirror_index
 
 
 @pytest.fixture
@@ -148,3 +150,23 @@ def test_labeled_centre_is_the_mean_position_of_the_labeled_voxels():
     vol.set_labels((2, slice(0, 4), slice(6, 8)), 1)
     vol.set_labels((6, slice(0, 4), slice(6, 8)), 2)
     assert vol.labeled_centre() == pytest.approx((4.0, 1.5, 6.5))
+
+
+@pytest.mark.parametrize(("chunked", "lead"), [(False, 0), (False, 1), (True, 0)],
+                         ids=["labels", "channels-first-features", "sparse-chunked-labels"])
+def test_read_orthogonal_equals_the_ix_gather_and_never_aliases(chunked, lead):
+    rng = np.random.default_rng(1)
+    shape = (2, 9, 13, 11)[1 - lead:]
+    dense = rng.integers(0, 200, shape).astype(np.uint8)
+    array = dense
+    if chunked:
+        array = SparseChunkedArray(shape, (4, 4, 4), np.uint8)
+        array[(slice(None),) * len(shape)] = dense
+    spatial = shape[lead:]
+    for _ in range(40):
+        size = rng.integers(1, 2 * max(spatial), 3)
+        start = [int(rng.integers(-n, d + 2)) for n, d in zip(size, spatial)]  # inside, past one or both edges
+        index = [mirror_index(np.arange(s, s + n), d) for s, n, d in zip(start, size, spatial)]
+        got = read_orthogonal(array, index, lead=lead)
+        assert np.array_equal(got, dense[(slice(None),) * lead + np.ix_(*index)])
+        assert not np.shares_memory(got, dense)

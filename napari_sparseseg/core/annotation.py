@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -382,12 +383,11 @@ class AnnotatedVolume:
         index = [mirror_index(r, dim) for r, dim in zip(ranges, self.shape)]
         inside = [(r >= 0) & (r < dim) for r, dim in zip(ranges, self.shape)]
         valid = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
-        grid = np.ix_(*index)
         # Features never change: read them (from disk for a lazy volume) without holding up edits.
-        image = self.features[(slice(None),) + grid].astype(np.float32, copy=False)
+        image = read_orthogonal(self.features, index, lead=1).astype(np.float32, copy=False)
         with self._lock:
-            labels = np.where(valid, self.labels[grid], 0)
-            source = self.source[grid]
+            labels = np.where(valid, read_orthogonal(self.labels, index), 0)
+            source = read_orthogonal(self.source, index)
         target = np.maximum(labels.astype(np.int64) - 1, 0)
         weight = _weights(labels, source, class_weight, correction_weight)
         return Patch(np.ascontiguousarray(image), target, weight, tuple(int(v) for v in start))
@@ -398,6 +398,41 @@ class AnnotatedVolume:
             self.num_classes += 1
             self.revision += 1
             return self.num_classes
+
+
+def read_orthogonal(array: Any, index: Sequence[np.ndarray], lead: int = 0) -> np.ndarray:
+    """``array[(slice(None),) * lead + np.ix_(*index)]`` as a new array, read the fast way.
+
+    The bounding box of the indices is read with basic slices (a view of a
+    NumPy array, one block read of a lazy or chunked one), and only the axes
+    whose indices are not a plain run (those a patch mirrors past the volume
+    edge) are then gathered with :func:`numpy.take`. Three-axis fancy indexing
+    cost about 5 ms of a 6 ms patch read; most patches need no gather at all.
+
+    Parameters
+    ----------
+    array : array-like
+        Anything indexed by basic slices, with ``lead`` leading axes (such as
+        channels) read whole and one spatial axis per entry of ``index``.
+    index : sequence of 1-D int arrays
+        In-range indices per spatial axis, e.g. from :func:`~.volume.mirror_index`.
+    lead : int
+        Leading axes taken whole.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``array.shape[:lead] + tuple(len(i) for i in index)``; never a view of ``array``.
+    """
+    box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in index)
+    out = array[(slice(None),) * lead + box]
+    gathered = False
+    for axis, (ix, edge) in enumerate(zip(index, box)):
+        local = ix - edge.start
+        if local.size != edge.stop - edge.start or np.any(np.diff(local) != 1):
+            out = np.take(out, local, axis=lead + axis)
+            gathered = True
+    return out if gathered or not isinstance(array, np.ndarray) else out.copy()
 
 
 def _is_basic(index: tuple) -> bool:
