@@ -62,7 +62,7 @@ def _timed_run(image: np.ndarray, annotation: np.ndarray, spacing: tuple[float, 
         trainer._host_batch(key)
         host.append(time.perf_counter() - t)
     return {"mode": mode, "prefetching": trainer.prefetching, "seconds_per_step": seconds / args.steps,
-            "host_batch_seconds": statistics.median(host), "hits": trainer._prefetch.hits, "losses": losses}
+            "host_batch_seconds": statistics.median(host), "hits": trainer.batches_built_ahead[0], "losses": losses}
 
 
 def main(argv: list[str] | None = None) -> int:

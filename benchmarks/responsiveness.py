@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = (widget.last_step.step if widget.last_step else 0) - step0
     refreshes = widget.n_refreshes - refresh0
     device = str(widget.session.trainer.device)
-    prefetch = widget.session.trainer._prefetch  # batches built ahead (hits) and built in the step (misses)
+    built_ahead, built_in_step = widget.session.trainer.batches_built_ahead
     pred = np.asarray(widget.prediction_layer.data)
     dice = float(2 * ((pred > 0) & (gt > 0)).sum() / max((pred > 0).sum() + (gt > 0).sum(), 1))
     widget.close_session()
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
         "device": device,
         "torch_threads": __import__("torch").get_num_threads(),
         "prefetch": args.prefetch,
-        "prefetched_batches": prefetch.hits,
-        "inline_batches": prefetch.misses,
+        "prefetched_batches": built_ahead,
+        "inline_batches": built_in_step,
         "cpu_count": os.cpu_count(),
         "shape": list(args.shape),
         "interval_ms": args.interval,

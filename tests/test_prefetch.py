@@ -100,7 +100,7 @@ def test_prefetching_trains_on_the_same_batches_as_building_inline(sphere):
         s = _session(sphere, mode)
         losses[mode] = [e.loss for e in s.train(max_steps=6) if isinstance(e, TrainStep)]
         if mode == "always":
-            assert s.trainer._prefetch.hits == 5  # every step after the first took a batch built ahead
+            assert s.trainer.batches_built_ahead == (5, 1)  # every step after the first took a batch built ahead
         s.trainer.close()
     assert losses["always"] == losses["never"]
 
@@ -115,7 +115,7 @@ def test_a_correction_reaches_the_next_step_despite_the_batch_built_ahead(sphere
     s.add_correction((4, slice(None), slice(None)), 1)  # background painted over a whole slice
     step = next(gen)
     assert step.revision == s.volume.revision > first.revision
-    assert s.trainer._prefetch.misses == 2  # the stale batch was rebuilt from the corrected labels
+    assert s.trainer.batches_built_ahead[1] == 2  # the stale batch was rebuilt from the corrected labels
     s.trainer.close()
 
 

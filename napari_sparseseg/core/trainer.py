@@ -415,6 +415,16 @@ class Trainer:
         return (host.image.to(self.device, non_blocking=nb), host.target.to(self.device, non_blocking=nb),
                 host.weight.to(self.device, non_blocking=nb), host.coords, host.revision)
 
+    @property
+    def batches_built_ahead(self) -> tuple[int, int]:
+        """``(ahead, in_step)``: batches taken from the prefetch worker, and batches it could not supply.
+
+        A prefetching step that finds no matching fresh batch (the first one,
+        or the labels or settings changed meanwhile) builds its own and counts
+        in ``in_step``; steps made without prefetching count in neither.
+        """
+        return self._prefetch.hits, self._prefetch.misses
+
     def close(self) -> None:
         """End the prefetching thread (idempotent; training again starts a new one)."""
         self._prefetch.close()
