@@ -406,8 +406,8 @@ def read_orthogonal(array: Any, index: Sequence[np.ndarray], lead: int = 0) -> n
     The bounding box of the indices is read with basic slices (a view of a
     NumPy array, one block read of a lazy or chunked one), and only the axes
     whose indices are not a plain run (those a patch mirrors past the volume
-    edge) are then gathered with :func:`numpy.take`. Three-axis fancy indexing
-    cost about 5 ms of a 6 ms patch read; most patches need no gather at all.
+    edge) are then gathered with :func:`numpy.take`. A three-axis ``np.ix_``
+    gather took about 5 ms of a 6 ms patch read (18x112x112, 2 channels).
 
     Parameters
     ----------

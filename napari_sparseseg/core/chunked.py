@@ -2,8 +2,9 @@
 
 Used for the labels ``y`` and their sources of volumes larger than memory,
 where a user paints a few slices of a many-GB image. Indexing follows NumPy
-for what the annotation code does: basic slices/integers, integer coordinate
-arrays (brush strokes) and ``np.ix_`` open grids (training patches).
+for what the annotation code does: basic slices/integers (training patches
+read their bounding box), integer coordinate arrays (brush strokes) and
+``np.ix_`` open grids.
 """
 
 from __future__ import annotations

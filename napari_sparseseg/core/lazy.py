@@ -145,8 +145,8 @@ class LazyFeatures:
 
     Notes
     -----
-    Indexing supports what the training and inference code use:
-    ``[:, z0:z1, y0:y1, x0:x1]`` (basic slices, any start/stop) and
+    Indexing supports ``[:, z0:z1, y0:y1, x0:x1]`` (basic slices, any
+    start/stop: what training patches and inference windows read) and
     ``[(slice(None),) + np.ix_(iz, iy, ix)]`` (an open grid of integer
     indices). Either reads only the bounding region of the index from the
     source. Pickling keeps the source (zarr and dask arrays pickle by
