@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotation import AnnotatedVolume, Box, Source, read_orthogonal
+from napari_sparseseg.core.annotation import AnnotatedVolume, Box, Source
 from napari_sparseseg.core.chunked import SparseChunkedArray
-from napari_sparseseg.core.volume import mirror_index
+from napari_sparseseg.core.volume import mirror_index, read_mirrored
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_labeled_centre_is_the_mean_position_of_the_labeled_voxels():
 
 @pytest.mark.parametrize(("chunked", "lead"), [(False, 0), (False, 1), (True, 0)],
                          ids=["labels", "channels-first-features", "sparse-chunked-labels"])
-def test_read_orthogonal_equals_the_ix_gather_and_never_aliases(chunked, lead):
+def test_read_mirrored_equals_the_ix_gather_of_the_mirrored_indices(chunked, lead):
     rng = np.random.default_rng(1)
     shape = (2, 9, 13, 11)[1 - lead:]
     dense = rng.integers(0, 200, shape).astype(np.uint8)
@@ -166,7 +166,26 @@ def test_read_orthogonal_equals_the_ix_gather_and_never_aliases(chunked, lead):
     for _ in range(40):
         size = rng.integers(1, 2 * max(spatial), 3)
         start = [int(rng.integers(-n, d + 2)) for n, d in zip(size, spatial)]  # inside, past one or both edges
-        index = [mirror_index(np.arange(s, s + n), d) for s, n, d in zip(start, size, spatial)]
-        got = read_orthogonal(array, index, lead=lead)
+        stop = [s + n for s, n in zip(start, size)]
+        index = [mirror_index(np.arange(s, e), d) for s, e, d in zip(start, stop, spatial)]
+        got = read_mirrored(array, start, stop, spatial, lead=lead)
         assert np.array_equal(got, dense[(slice(None),) * lead + np.ix_(*index)])
-        assert not np.shares_memory(got, dense)
+
+
+@pytest.mark.parametrize("start", [(0, 0, 0), (-2, -3, 1)], ids=["inside", "mirrored"])
+def test_a_patch_is_cut_from_the_labels_as_they_were_under_the_lock(volume, monkeypatch, start):
+    """The weights are computed after the lock is released: an edit landing then must not reach them."""
+    import napari_sparseseg.core.annotation as annotation
+
+    volume.set_labels((slice(None),) * 3, np.ones(volume.shape, np.uint8), source=Source.CORRECTED)
+    weights = annotation._weights
+
+    def edit_then_weigh(*args):
+        volume.set_labels((slice(None),) * 3, np.ones(volume.shape, np.uint8), source=Source.PAINTED)
+        return weights(*args)
+
+    monkeypatch.setattr(annotation, "_weights", edit_then_weigh)
+    cw = volume.class_weights(0.5)
+    patch = volume.read_patch(start, (2, 4, 4), cw, 2.0)
+    inside = patch.weight[2:, 3:] if start != (0, 0, 0) else patch.weight
+    assert np.allclose(inside, 2.0 * cw[0])  # the corrected source's factor, not the later edit's

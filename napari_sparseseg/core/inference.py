@@ -28,7 +28,7 @@ from torch import nn
 from .annotation import Box
 from .config import InferenceConfig
 from .device import autocast
-from .volume import mirror_index
+from .volume import read_mirrored
 
 Triple = tuple[int, int, int]
 
@@ -219,14 +219,7 @@ def read_region(features: Any, region: Box, shape: Sequence[int]) -> np.ndarray:
     shape : sequence of int
         ``(Z, Y, X)`` of the volume.
     """
-    index = [mirror_index(np.arange(r0, r1), int(n)) for r0, r1, n in zip(region.start, region.stop, shape)]
-    lo = [int(ix.min()) for ix in index]
-    hi = [int(ix.max()) + 1 for ix in index]
-    sub = np.asarray(features[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi))])
-    for axis, (ix, a, b) in enumerate(zip(index, lo, hi), start=1):
-        if not np.array_equal(ix, np.arange(a, b)):  # mirror along this axis only: one copy per padded axis
-            sub = np.take(sub, ix - a, axis=axis)
-    return sub
+    return read_mirrored(features, region.start, region.stop, shape, lead=1)
 
 
 @torch.inference_mode()

@@ -327,3 +327,42 @@ def mirror_index(index: np.ndarray, n: int) -> np.ndarray:
     period = 2 * (n - 1)
     folded = np.mod(index, period)
     return np.where(folded >= n, period - folded, folded)
+
+
+def read_mirrored(array: Any, start: Sequence[int], stop: Sequence[int], shape: Sequence[int],
+                  lead: int = 0) -> np.ndarray:
+    """``array[..., start:stop]`` over the spatial axes, mirrored (:func:`mirror_index`) where it leaves ``shape``.
+
+    The bounding box of the in-volume indices is read with basic slices (a
+    view of a NumPy array, one block read of a lazy, chunked or zarr one), and
+    only the axes that reach past the volume are then gathered, one
+    :func:`numpy.take` each. Training patches and inference regions both read
+    this way (a three-axis ``np.ix_`` gather took about 5 ms of a 6 ms patch
+    read).
+
+    Parameters
+    ----------
+    array : array-like
+        ``(*lead_axes, Z, Y, X)``, indexed with basic slices only; the ``lead``
+        leading axes (e.g. channels) are read whole.
+    start, stop : sequence of int
+        The ``(z, y, x)`` box; it may reach past ``shape`` on any side.
+    shape : sequence of int
+        ``(Z, Y, X)`` of the volume.
+    lead : int
+        Number of leading axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(*lead_axes, *(stop - start))``; a view of a NumPy ``array`` when the
+        box lies inside the volume, so copy it before the array may change.
+    """
+    index = [mirror_index(np.arange(a, b), int(n)) for a, b, n in zip(start, stop, shape)]
+    lo = [int(ix.min()) for ix in index]
+    hi = [int(ix.max()) + 1 for ix in index]
+    out = np.asarray(array[(slice(None),) * lead + tuple(slice(a, b) for a, b in zip(lo, hi))])
+    for axis, (ix, a, b) in enumerate(zip(index, lo, hi), start=lead):
+        if not np.array_equal(ix, np.arange(a, b)):  # mirrored along this axis only: one copy per such axis
+            out = np.take(out, ix - a, axis=axis)
+    return out
