@@ -87,6 +87,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     k = args.classes or max(int(annotation.max()) - 1, 1)
     if not args.model and not args.session:
         raise ValueError("train needs --model and/or --session to keep what it learns")
+    if args.seconds <= 0:
+        raise ValueError(f"--seconds must be > 0, got {args.seconds:g}")
+    if not np.any(annotation > 0) and not (args.session and Path(args.session).exists()):
+        raise ValueError(f"{args.annotation}: no labeled voxels; the annotation encoding is 0 = unlabeled, "
+                         "1 = background, 2.. = classes: label some background and some of each class")
     if args.session and Path(args.session).exists():
         from .core.store import SessionStore
 

@@ -166,7 +166,7 @@ def test_best_checkpoint_keeps_the_lowest_loss(tmp_path):
     store.save_checkpoint(loss=2.0)
     index = store.checkpoint_index()
     assert index["latest"]["step"] == 2 and index["best"]["step"] == 1
-    best = torch.load(tmp_path / "s.zarr" / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(tmp_path / "s.zarr" / "checkpoints" / "best.pt", weights_only=True)
     assert best["state"]["step"] == 1
     store.save_checkpoint(loss=0.5)
     assert store.checkpoint_index()["best"]["step"] == 2

@@ -2,14 +2,24 @@
 
 A checkpoint is a ``torch.save`` dict ``{"format": FORMAT, "version": VERSION,
 "config": SessionConfig.to_dict(), "state": Trainer.state_dict(),
-"num_classes": K, "in_channels": C}``. It is written to a temporary file and
+"num_classes": K, "in_channels": C}`` that holds only tensors and plain values
+(dicts, lists, strings, numbers). It is written to a temporary file and
 renamed, so a crash never leaves a half-written checkpoint.
+
+Model files and session stores are shared, so a checkpoint is untrusted input:
+it is read with ``torch.load(weights_only=True)``, which unpickles tensors and
+plain containers only and refuses any other Python object (a pickle that would
+call ``os.system`` is rejected before anything runs). Its structure, class and
+channel counts are then checked, and weights that are not finite are refused
+both when writing and when reading.
 """
 
 from __future__ import annotations
 
 import os
+import pickle  # for pickle.UnpicklingError only: nothing is unpickled with this module
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +30,46 @@ from .trainer import Trainer
 
 FORMAT = "napari-sparseseg-model"
 VERSION = 1
+#: Largest class and channel counts a checkpoint may declare (uint8 masks, and a sane input width).
+MAX_CLASSES = 254
+MAX_CHANNELS = 64
+
+
+class UnsafeCheckpointError(ValueError):
+    """A file that holds Python objects other than tensors and plain values (it could run code when loaded)."""
+
+
+def _tensors(tree: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested dict/list/tuple."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            yield from _tensors(value)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from _tensors(value)
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every floating-point tensor in ``tree`` (a state dict, nested) is free of NaN and inf."""
+    return all(bool(torch.isfinite(t).all()) for t in _tensors(tree) if t.is_floating_point())
 
 
 def save_model(trainer: Trainer, path: str | Path) -> Path:
-    """Atomically write the trainer's model, optimiser state and config."""
+    """Atomically write the trainer's model, optimiser state and config.
+
+    Raises
+    ------
+    FloatingPointError
+        If the weights are not finite (the file at ``path`` is left as it was).
+    """
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, "config": trainer.config.to_dict(),
                "state": trainer.state_dict(), "num_classes": trainer.volume.num_classes,
                "in_channels": int(trainer.volume.features.shape[0])}
+    if not all_finite(payload["state"]):
+        raise FloatingPointError(f"not saving {path}: the model's weights are not finite (NaN or inf)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -42,31 +84,69 @@ def save_model(trainer: Trainer, path: str | Path) -> Path:
     return path
 
 
+def _check_int(payload: dict[str, Any], key: str, low: int, high: int, path: str | Path) -> None:
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{path}: '{key}' must be an integer in [{low}, {high}], got {value!r}")
+
+
 def read_model(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint; ``ValueError`` if it is not one of ours."""
+    """Read and check a checkpoint without running code from it.
+
+    Raises
+    ------
+    UnsafeCheckpointError
+        If the file holds Python objects other than tensors and plain values.
+    ValueError
+        If it is not a readable napari-sparseseg checkpoint, declares impossible
+        class or channel counts, or holds non-finite weights.
+    """
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=False)
-    except Exception as exc:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"{path}: refused: the file holds Python objects other than tensors and plain values, which could run "
+            "code when loaded. Only open model files you trust; napari-sparseseg's own models never hold them "
+            f"({str(exc).splitlines()[0]})") from exc
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable model checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a napari-sparseseg model")
-    if payload.get("version", 0) > VERSION:
-        raise ValueError(f"{path}: model format version {payload['version']} is newer than this "
+    version = payload.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise ValueError(f"{path}: model format version {version!r} is newer than this "
                          f"napari-sparseseg understands ({VERSION}); upgrade the package")
+    _check_int(payload, "num_classes", 1, MAX_CLASSES, path)
+    _check_int(payload, "in_channels", 1, MAX_CHANNELS, path)
+    state = payload.get("state")
+    if (not isinstance(payload.get("config"), dict) or not isinstance(state, dict)
+            or not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict)):
+        raise ValueError(f"{path}: the checkpoint lacks its config or weights")
+    if not all_finite(state):
+        raise ValueError(f"{path}: the checkpoint's weights are not finite (NaN or inf); use an earlier checkpoint")
     return payload
 
 
 def load_into(trainer: Trainer, payload: dict[str, Any]) -> None:
-    """Load checkpoint weights into ``trainer``, refusing mismatched classes or channels."""
+    """Load checkpoint weights into ``trainer``, refusing mismatched classes, channels or tensor shapes."""
     k, c = payload["num_classes"], payload["in_channels"]
     if k != trainer.volume.num_classes:
         raise ValueError(f"model was trained for {k} foreground classes, the volume has "
                          f"{trainer.volume.num_classes}")
+    image_channels = trainer.volume.image_channels
+    per_channel = trainer.volume.features.shape[0] // max(image_channels, 1)
     if c != trainer.volume.features.shape[0]:
-        raise ValueError(f"model expects {c} input channels, the image gives {trainer.volume.features.shape[0]}")
-    trainer.load_state_dict(payload["state"])
+        raise ValueError(f"model expects {c // max(per_channel, 1)} image channel(s), the image has "
+                         f"{image_channels}")
+    try:
+        trainer.load_state_dict(payload["state"])
+    except (RuntimeError, KeyError, TypeError) as exc:  # a tensor of the wrong shape, a missing entry
+        raise ValueError(f"the model's weights do not fit its declared architecture ({exc})") from exc
 
 
 def config_of(payload: dict[str, Any]) -> SessionConfig:
     """The SessionConfig stored in a checkpoint."""
-    return SessionConfig.from_dict(payload["config"])
+    try:
+        return SessionConfig.from_dict(payload["config"])
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"the model's settings are not readable ({exc})") from exc

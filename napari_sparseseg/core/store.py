@@ -402,8 +402,10 @@ class SessionStore:
         if self._thread is None:
             self.flush()
 
-    def save_checkpoint(self, trainer: Trainer | None = None, loss: float | None = None) -> Path:
+    def save_checkpoint(self, trainer: Trainer | None = None, loss: float | None = None) -> Path | None:
         """Atomically write ``checkpoints/latest.pt``, and ``best.pt`` when ``loss`` is the lowest so far.
+
+        Weights that are not finite are never written: the previous checkpoints stay, and ``None`` is returned.
 
         ``loss`` defaults to the smoothed label loss (``TrainStep.label_loss``) of the recorded steps. Call it from the
         training thread, or when no training runs.
@@ -414,7 +416,12 @@ class SessionStore:
         if loss is None:
             loss = self._smoothed_loss
         folder = self.path / "checkpoints"
-        latest = save_model(trainer, folder / "latest.pt")
+        try:
+            latest = save_model(trainer, folder / "latest.pt")
+        except FloatingPointError as exc:  # never overwrite good checkpoints with NaN weights
+            log.warning("session store %s: %s; the previous checkpoints are kept", self.path, exc)
+            self.last_error = exc
+            return None
         entry = {"step": trainer.step, "elapsed": trainer.elapsed, "loss": loss, "time": time.time()}
         with self._meta_lock:
             index = self.checkpoint_index()

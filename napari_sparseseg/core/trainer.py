@@ -506,12 +506,18 @@ class Trainer:
             self._pool_errors(logits, target, weight, coords)
         self._track_fit(logits, target, weight)
         del logits
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+        loss_value, label_value, norm_value = torch.stack(
+            (loss.detach().float(), label_loss.float(), grad_norm.detach().float())).tolist()  # one host sync
+        if not (np.isfinite(loss_value) and np.isfinite(norm_value)):
+            # Checked before the optimiser and the EMA touch the weights: a bad step leaves them as they were, so
+            # what a store or a model file saves afterwards is still the last good state.
+            self.optimizer.zero_grad(set_to_none=True)
+            what = "loss" if not np.isfinite(loss_value) else "gradient norm"
+            raise FloatingPointError(f"training {what} became {loss_value if what == 'loss' else norm_value} at "
+                                     f"step {self.step + 1}; the weights of step {self.step} are kept")
         self.optimizer.step()
         self._update_ema()
-        loss_value, label_value = torch.stack((loss.detach().float(), label_loss.float())).tolist()  # one host sync
-        if not np.isfinite(loss_value):
-            raise FloatingPointError(f"training loss became {loss_value} at step {self.step + 1}")
         self.step += 1
         if self.step == AUTOTUNE_AFTER_STEPS and self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -538,7 +544,8 @@ class Trainer:
         Parameters
         ----------
         max_steps, max_seconds : optional
-            Limits counted from this call (training time only).
+            Limits counted from this call: steps, and seconds of training plus seconds spent waiting for labels
+            (so a budgeted run on an empty annotation ends).
         should_stop : callable, optional
             Polled before each step.
         decay_until : float, optional
@@ -548,13 +555,13 @@ class Trainer:
         idle_sleep : float
             Seconds to sleep per ``Waiting`` event.
         """
-        start_step, start_time = self.step, self.elapsed
+        start_step, start_time, waited = self.step, self.elapsed, 0.0
         if decay_until != self._guarded_budget:  # another budget: weights kept for an earlier one do not count
             self._best_fit, self._guarded_budget = None, decay_until
         while True:
             while self.notices:
                 yield self.notices.popleft()
-            done_steps, done_time = self.step - start_step, self.elapsed - start_time
+            done_steps, done_time = self.step - start_step, self.elapsed - start_time + waited
             if should_stop is not None and should_stop():
                 return
             if (max_steps is not None and done_steps >= max_steps) or (
@@ -565,9 +572,12 @@ class Trainer:
                         yield self.notices.popleft()
                 return
             progress = None if decay_until is None else min(self.elapsed / max(decay_until, 1e-9), 1.0)
+            t0 = time.perf_counter()
             event = self.train_step(progress)
-            if isinstance(event, Waiting) and idle_sleep:
-                time.sleep(idle_sleep)
+            if isinstance(event, Waiting):
+                if idle_sleep:
+                    time.sleep(idle_sleep)
+                waited += time.perf_counter() - t0  # a budget also runs out while nothing is labeled
             yield event
 
     def predict(self, box: Box | None = None, window: tuple[int, int, int] | None = None, *,

@@ -22,6 +22,8 @@ STATS_SAMPLE: int = 1_000_000
 EQUALIZE_KNOTS: int = 1024
 #: Intensity views a channel can be normalised into.
 VIEWS: tuple[str, ...] = ("linear", "equalized")
+#: Intensities beyond this magnitude are normalised in float64 (float32 differences would overflow).
+FLOAT32_SAFE: float = 1e30
 
 
 def validate_spacing(spacing: Sequence[float] | None) -> Spacing:
@@ -278,7 +280,10 @@ class IntensityStats:
         k = 0
         for channel, st in zip(block, self.channels):
             for view in self.views:
-                if view == "linear":
+                if view == "linear" and max(abs(st.lo), abs(st.hi)) > FLOAT32_SAFE:
+                    # Near float32's limit, hi - lo and x - lo overflow in float32: scale in float64.
+                    out[k] = (np.clip(channel.astype(np.float64), st.lo, st.hi) - st.lo) / (st.hi - st.lo)
+                elif view == "linear":
                     np.clip(channel, st.lo, st.hi, out=out[k], casting="unsafe")
                     out[k] -= st.lo
                     out[k] /= st.hi - st.lo

@@ -1,0 +1,164 @@
+"""Model files and session stores are untrusted: loading one never runs code from it, and bad weights never land.
+
+A pickle can name any Python callable and have it called while loading (``__reduce__``). These tests plant such a
+payload (``exec`` of a line that writes a marker file) in a model file and in a session store's checkpoint, open
+them every way the product does, and check that the marker never appears and the user gets a clear answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg.cli import main
+from napari_sparseseg.core.checkpoint import UnsafeCheckpointError, read_model, save_model
+from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.core.store import SessionStore
+from napari_sparseseg.core.volume import normalize
+from tests.conftest import sphere_volume
+
+SHAPE = (16, 32, 32)
+CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
+                       train=TrainConfig(patch_voxels=8 * 32 * 32, batch_size=1, augment=False), device="cpu")
+
+
+class _RunsCode:
+    """Unpickles into a call of ``exec``: what a malicious model file carries."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _session() -> SegmentationSession:
+    image, mask = sphere_volume(SHAPE, radius=8)
+    session = SegmentationSession(image, num_classes=1, spacing=(2.0, 1.0, 1.0), config=CONFIG)
+    session.add_labels((8, slice(None), slice(None)), mask[8] + 1)
+    return session
+
+
+def _plant(path, marker) -> None:
+    """A file that looks like our checkpoint and calls ``exec`` when unpickled."""
+    real = torch.load(path, weights_only=True)
+    real["config"]["payload"] = _RunsCode(marker)
+    torch.save(real, path)
+
+
+def test_a_model_file_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    session = _session()
+    next(session.train(max_steps=1))
+    model = save_model(session.trainer, tmp_path / "evil.pt")
+    marker = tmp_path / "marker"
+    _plant(model, marker)
+    with pytest.raises(UnsafeCheckpointError, match="could run code"):
+        read_model(model)
+    with pytest.raises(ValueError):
+        SegmentationSession.from_model(sphere_volume(SHAPE)[0], model, spacing=(2.0, 1.0, 1.0), device="cpu")
+    image, _ = sphere_volume(SHAPE)
+    np.savez(tmp_path / "img.npz", image=image)
+    assert main(["predict", str(tmp_path / "img.npz"), "--model", str(model), "--out", str(tmp_path / "o.tif"),
+                 "--device", "cpu"]) == 2
+    assert not marker.exists()
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_session_store_whose_checkpoint_would_run_code_opens_without_running_it(tmp_path):
+    session = _session()
+    store = SessionStore.create(tmp_path / "s.zarr", session)
+    next(session.train(max_steps=1))
+    store.save_checkpoint(session.trainer)
+    store.close()
+    marker = tmp_path / "marker"
+    _plant(tmp_path / "s.zarr" / "checkpoints" / "latest.pt", marker)
+    reopened, s2 = SessionStore.open(tmp_path / "s.zarr")
+    assert not marker.exists()
+    assert "could run code" in reopened.resume_error
+    assert s2.trainer.step == 0  # training starts afresh; the labels are still there
+    assert s2.volume.n_labeled == session.volume.n_labeled
+    reopened.close()
+
+
+def test_a_model_file_with_impossible_counts_or_nan_weights_is_refused(tmp_path):
+    session = _session()
+    model = save_model(session.trainer, tmp_path / "m.pt")
+    payload = torch.load(model, weights_only=True)
+    payload["num_classes"] = 10_000
+    torch.save(payload, tmp_path / "classes.pt")
+    with pytest.raises(ValueError, match="num_classes"):
+        read_model(tmp_path / "classes.pt")
+    payload = torch.load(model, weights_only=True)
+    next(iter(payload["state"]["model"].values())).fill_(float("nan"))
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match="not finite"):
+        read_model(tmp_path / "nan.pt")
+
+
+def test_a_non_finite_loss_leaves_the_weights_and_the_saved_checkpoints_as_they_were(tmp_path, monkeypatch):
+    session = _session()
+    store = SessionStore.create(tmp_path / "s.zarr", session)
+    list(session.train(max_steps=2))
+    store.save_checkpoint(session.trainer)
+    before = {k: v.clone() for k, v in session.trainer.model.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in session.trainer.ema_model.state_dict().items()}
+    trainer = session.trainer
+    real = trainer._backward
+
+    def nan_loss(*args):
+        loss, label_loss, logits = real(*args)
+        return loss * float("nan"), label_loss, logits
+
+    monkeypatch.setattr(trainer, "_backward", nan_loss)
+    with pytest.raises(FloatingPointError, match="weights of step 2 are kept"):
+        next(session.train(max_steps=1))
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    for key, value in trainer.ema_model.state_dict().items():
+        assert torch.equal(value, ema_before[key]), key
+    store.close(checkpoint=True)
+    _, s2 = SessionStore.open(tmp_path / "s.zarr")
+    assert s2.trainer.step == 2
+
+
+def test_weights_that_are_not_finite_are_never_written(tmp_path):
+    session = _session()
+    save_model(session.trainer, tmp_path / "m.pt")
+    good = (tmp_path / "m.pt").read_bytes()
+    with torch.no_grad():
+        next(session.trainer.model.parameters()).fill_(float("inf"))
+    with pytest.raises(FloatingPointError):
+        save_model(session.trainer, tmp_path / "m.pt")
+    assert (tmp_path / "m.pt").read_bytes() == good
+
+
+def test_an_image_near_the_float32_limit_normalises_to_finite_features():
+    image = np.random.default_rng(0).uniform(-3e38, 3e38, size=(1, 8, 16, 16)).astype(np.float32)
+    features = normalize(image)
+    assert np.isfinite(features).all()
+    assert features.min() >= 0 and features.max() <= 1
+
+
+def test_a_budgeted_run_on_an_empty_annotation_ends(tmp_path):
+    image, _ = sphere_volume(SHAPE)
+    session = SegmentationSession(image, num_classes=1, spacing=(2.0, 1.0, 1.0), config=CONFIG)
+    events = list(session.train(max_seconds=0.3, idle_sleep=0.05))
+    assert events and session.trainer.step == 0
+
+
+def test_train_on_an_empty_annotation_is_refused_before_training(tmp_path, capsys):
+    image, _ = sphere_volume(SHAPE)
+    np.savez(tmp_path / "img.npz", image=image)
+    np.savez(tmp_path / "ann.npz", labels=np.zeros(SHAPE, np.uint8))
+    rc = main(["train", str(tmp_path / "img.npz"), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "2",
+               "--model", str(tmp_path / "m.pt"), "--device", "cpu"])
+    assert rc == 2
+    assert "no labeled voxels" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
