@@ -8,7 +8,10 @@ reads the run JSONs that ``benchmarks/suite.py`` wrote and draws
   ortho:K at 3 K, scribble:K at K) for ours, the random forest and slice interpolation, with the fully supervised
   bound as a dashed line;
 * ``benchmark_dice_vs_time.png``: per file, our Dice against training seconds for every protocol, with the random
-  forest's Dice on the same labels as a dotted horizontal reference in the same colour.
+  forest's Dice on the same labels as a dotted horizontal reference in the same colour;
+* for runs of the product's loop (curves that carry each learner's Dice), ``benchmark_learners_vs_time.png``
+  instead: per file and protocol, the mask shown, the net and the first responder against seconds after the
+  labels, with the 100-tree forest baseline.
 
 Devices are drawn side by side in the same axes (``cpu`` solid, ``cuda`` with open markers).
 """
@@ -135,6 +138,43 @@ def plot_dice_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
+def plot_learners_vs_time(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Per file (rows) and protocol (columns): the Dice of the mask shown against seconds after the labels, beside
+    the net's and the first responder's own, and the 100-tree forest baseline; returns ``path``."""
+    plt = _pyplot()
+    runs = [r for r in runs if r["protocol"] != "full" and any("dice_fg_net" in p for p in r.get("curve", []))]
+    files = sorted({r["data"] for r in runs})
+    protocols = list(dict.fromkeys(r["protocol"] for r in sorted(runs, key=lambda r: r["protocol"])))
+    fig, axes = plt.subplots(len(files), len(protocols), figsize=(4.2 * len(protocols), 3.2 * len(files)),
+                             squeeze=False)
+    for i, name in enumerate(files):
+        for j, protocol in enumerate(protocols):
+            ax = axes[i][j]
+            found = [r for r in runs if r["data"] == name and r["protocol"] == protocol]
+            if not found:
+                ax.axis("off")
+                continue
+            curve = found[0]["curve"]
+            xs = [p["seconds"] for p in curve]
+            for key, label, style in (("dice_fg", "shown", dict(color="black", linewidth=2.2, marker="o")),
+                                      ("dice_fg_net", "3D U-Net", dict(color="tab:blue", linestyle="--", marker=".")),
+                                      ("dice_fg_forest", "first responder",
+                                       dict(color="tab:orange", linestyle=":", marker="."))):
+                pts = [(x, p.get(key)) for x, p in zip(xs, curve) if p.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), label=label, **style)
+            rf = found[0].get("baselines", {}).get("rf", {}).get("dice_fg")
+            if rf is not None:
+                ax.axhline(rf, color="grey", linestyle="-.", linewidth=1, label="forest baseline (100 trees)")
+            ax.set_xscale("log")
+            ax.set_title(f"{name[:28]} {protocol}", fontsize=9)
+            ax.set_xlabel("seconds after the labels")
+            ax.set_ylabel("foreground Dice")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="lower right")
+    return _save(plt, fig, path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "suite"))
@@ -147,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no suite results under {args.results}", file=sys.stderr)
         return 1
     out = Path(args.out_dir)
+    if any("dice_fg_net" in p for r in runs for p in r.get("curve", [])):  # runs of the product's loop
+        print(f"wrote {plot_learners_vs_time(runs, out / f'benchmark_learners_vs_time{args.name_suffix}.png')}")
+        return 0
     for p in (plot_dice_vs_slices(runs, out / f"benchmark_dice_vs_slices{args.name_suffix}.png"),
               plot_dice_vs_time(runs, out / f"benchmark_dice_vs_time{args.name_suffix}.png")):
         print(f"wrote {p}")

@@ -259,6 +259,49 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: The first-minute targets: from this many seconds on the mask shown is at least the forest's minus FIRST_MINUTE_SLACK,
+#: and at the end of a budget of END_SECONDS or more at least the forest's plus END_MARGIN.
+FIRST_MINUTE_FROM, FIRST_MINUTE_SLACK = 30.0, 0.01
+END_SECONDS, END_MARGIN = 300.0, 0.01
+#: Letters for who was shown at each instant of the curve.
+LEARNER_LETTER = {"forest": "f", "net": "n", "blend": "b", None: "-"}
+
+
+def curve_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown: the Dice of the mask shown at each instant after the labels are in, beside the forest.
+
+    Each cell is ``Dice learner`` with the learner shown then as a letter (f: first responder, n: net,
+    b: blend, -: nothing yet). ``net`` is the net's own Dice at the end (its latest whole-volume prediction).
+    """
+    instants = sorted({p["seconds"] for r in runs for p in r.get("curve", [])})
+    lines = ["| file | protocol | " + " | ".join(f"{t:g} s" for t in instants)
+             + " | net at end | RF Dice (s) | shown − RF from 30 s (min) | shown − RF at end |",
+             "|---|---|" + "---|" * len(instants) + "---|---|---|---|"]
+    misses: list[str] = []
+    for r in runs:
+        if r["protocol"] == "full":
+            continue
+        at = {p["seconds"]: p for p in r.get("curve", [])}
+        rf = r.get("baselines", {}).get("rf", {})
+        rf_dice = rf.get("dice_fg")
+        cells = [f"{at[t]['dice_fg']:.3f} {LEARNER_LETTER.get(at[t].get('learner'), '?')}" if t in at else "–"
+                 for t in instants]
+        late = [p["dice_fg"] for p in r.get("curve", []) if p["seconds"] >= FIRST_MINUTE_FROM]
+        worst = min(late) - rf_dice if late and rf_dice is not None else None
+        end = r["dice_fg"] - rf_dice if rf_dice is not None else None
+        if worst is not None and worst < -FIRST_MINUTE_SLACK:
+            misses.append(f"{r['data']} {r['protocol']}: {worst:+.3f} from {FIRST_MINUTE_FROM:g} s")
+        if end is not None and r["budget_seconds"] >= END_SECONDS and end < END_MARGIN:
+            misses.append(f"{r['data']} {r['protocol']}: {end:+.3f} at {r['budget_seconds']:g} s")
+        lines.append(f"| {r['data']} | {r['protocol']} | " + " | ".join(cells)
+                     + f" | {_fmt(r.get('dice_fg_net'))} | {_fmt(rf_dice)} ({_fmt(rf.get('seconds'), '.0f')})"
+                     + f" | {_fmt(worst, signed=True)} | {_fmt(end, signed=True)} |")
+    lines += ["", f"- Targets: from {FIRST_MINUTE_FROM:g} s at or above the forest − {FIRST_MINUTE_SLACK}; "
+              f"at {END_SECONDS:g} s at or above the forest + {END_MARGIN}. "
+              + ("Missed: " + "; ".join(misses) + "." if misses else "All met."), ""]
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA),
@@ -324,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               flush=True)
     if args.baselines_from:
         print(f"baselines of {fill_baselines(out, args.baselines_from)} run(s) filled from {args.baselines_from}")
-    table = summary_table(load_results(out))
+    runs = load_results(out)
+    table = summary_table(runs) + "\n### The mask shown over time\n\n" + curve_table(runs)
     (out / "summary.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(table + "\n")
     print(table)

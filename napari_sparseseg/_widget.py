@@ -48,13 +48,14 @@ from ._session_files import SessionFiles
 from ._strokes import LabelSync
 from ._view import view_box
 from .core.annotation import Box
-from .core.config import MODEL_SIZE_CHANNELS, SessionConfig, preset
+from .core.config import MODEL_SIZE_CHANNELS, ResponderConfig, SessionConfig, preset
 from .core.encoding import ANNOTATION_DTYPE, MASK_DTYPE
-from .core.events import Notice, TrainStep, Waiting
+from .core.events import Notice, Prediction, TrainStep, Waiting
 
 if TYPE_CHECKING:
     import napari
 
+    from .core.first_responder import FeatureStack
     from .core.session import SegmentationSession
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -130,6 +131,10 @@ class SparseSegWidget(QWidget):
         self.last_step: TrainStep | None = None
         self.n_refreshes = 0
         self._last_refresh: float | None = None
+        #: The latest prediction on screen (who made it, and how it scores on the held-back labels).
+        self._shown: Prediction | None = None
+        #: The first responder's filter bank of the chosen image (see :meth:`_feature_stack`).
+        self._features: FeatureStack | None = None
         self._drawn_step = -1
         self._refresh_interval = float(refresh_seconds)
         self._closed = False
@@ -156,6 +161,27 @@ class SparseSegWidget(QWidget):
         device = self.device_combo.currentText()
         threading.Thread(target=warm_up, args=(device,), kwargs={"quiet": True}, daemon=True,
                          name="sparseseg-warm-up").start()
+
+    def _feature_stack(self, layer: Image | None) -> FeatureStack | None:
+        """The first responder's filter bank of ``layer``, computed in a background thread from the moment the
+        image is chosen (while the user paints); None where the first responder will not run."""
+        if layer is None or not isinstance(layer.data, np.ndarray) or layer.data.ndim != 3:
+            return None
+        spacing = tuple(float(s) for s in layer.scale[-3:])
+        stack = self._features
+        if stack is not None and stack.matches(layer.data, spacing):
+            return stack
+        from .core.first_responder import stack_bytes
+
+        if stack_bytes(layer.data.shape) > ResponderConfig().max_feature_bytes:
+            return None
+        import threading
+
+        from .core.first_responder import FeatureStack
+
+        self._features = stack = FeatureStack(layer.data, spacing)
+        threading.Thread(target=stack.get, daemon=True, name="sparseseg-features").start()
+        return stack
 
     # ======================================================================== UI
     def _build_ui(self) -> None:
@@ -353,6 +379,8 @@ class SparseSegWidget(QWidget):
                 self.classes = ClassList.from_names(list(names)[:MAX_CLASSES])
                 self.class_panel.fill()
                 self._apply_colormaps()
+        if problem is None:
+            self._feature_stack(layer)  # the first responder's features, computed while the user paints
         self._fill_annotation_choices(self.annotation_combo.currentData())
         self._update_view_box()
         self._update_buttons()
@@ -512,6 +540,7 @@ class SparseSegWidget(QWidget):
             labels = np.asarray(annotation.data)
             snapshot = np.where(labels > top, 0, labels).astype(ANNOTATION_DTYPE)
             data, spacing, num_classes = image.data, tuple(float(s) for s in image.scale[-3:]), len(self.classes)
+            features = self._feature_stack(image)
 
             def build() -> SegmentationSession:
                 from .core.device import set_cpu_threads
@@ -519,7 +548,7 @@ class SparseSegWidget(QWidget):
 
                 set_cpu_threads(leave_free=1)  # one core keeps the GUI responsive
                 return SegmentationSession(np.asarray(data), num_classes=num_classes, spacing=spacing,
-                                           annotation=snapshot, config=config)
+                                           annotation=snapshot, config=config, features=features)
         build = self.files.wrap(build, config.device)
         self._pending_key = key
         self._update_view_box()
@@ -602,6 +631,7 @@ class SparseSegWidget(QWidget):
         if self._last_refresh is not None:
             self._refresh_interval = 0.5 * self._refresh_interval + 0.5 * (now - self._last_refresh)
         self._last_refresh = now
+        self._shown = refresh.prediction
         self.prediction_shown.emit(refresh)
 
     def _show_uncertainty(self, refresh: Refresh) -> None:
@@ -637,8 +667,12 @@ class SparseSegWidget(QWidget):
             return
         ev = self.last_step
         parts = []
-        if ev is not None and self.run.running:
+        if self._shown is not None and self.run.running:
+            _set_text(self.status_label, shown_in_words(self._shown))
+        elif ev is not None and self.run.running:
             _set_text(self.status_label, f"step {ev.step}   loss {ev.tracked_loss:.4f}")
+        if ev is not None and self.run.running:
+            parts.append(f"step {ev.step}")
             parts.append(f"{ev.voxels_per_second / 1e6:.2f} Mvox/s")
             parts.append(f"training: {ev.labeled_error_rate:.1%} of labels wrong")
         if self._last_refresh is not None:
@@ -786,3 +820,18 @@ def _set_text(label: QLabel, text: str) -> None:
     if label.text() != text:
         label.setText(text)
 
+
+#: What the status line calls each learner.
+LEARNER_WORDS: dict[str, str] = {
+    "forest": "the fast first responder (a pixel classifier)",
+    "net": "the 3D U-Net",
+    "blend": "the 3D U-Net blended with the first responder",
+}
+
+
+def shown_in_words(prediction: Prediction) -> str:
+    """The status line for a prediction on screen: who made it, and its Dice on labels no learner trained on."""
+    words = f"showing {LEARNER_WORDS.get(prediction.learner, prediction.learner)}"
+    if prediction.score is not None:
+        words += f": Dice {prediction.score:.2f} on your labels held back from training"
+    return words

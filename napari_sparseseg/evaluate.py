@@ -1,4 +1,4 @@
-"""Simulated-user evaluation: label slices from ground truth, train, score.
+"""Simulated-user evaluation: label slices from ground truth, run the product's loop, score what it shows.
 
 Used by ``napari-sparseseg evaluate`` and the benchmarks. Qt-free.
 """
@@ -12,13 +12,15 @@ from typing import Any
 import numpy as np
 
 from .core.config import SessionConfig
+from .core.encoding import annotation_to_mask
+from .core.events import Prediction, TrainStep
 from .core.metrics import evaluate_masks
 from .core.protocols import FULL, parse_protocol, protocol_mask, simulate_annotation
 from .core.session import SegmentationSession
 from .core.volume import validate_spacing
 
-#: Fractions of the budget at which the Dice-versus-time curve is sampled.
-CURVE_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
+#: Seconds after the labels are in at which the mask shown is scored (those within the budget; and the budget).
+CURVE_SECONDS: tuple[float, ...] = (5, 15, 30, 60, 120, 300)
 BASELINES = ("rf", "interp")
 
 
@@ -65,10 +67,40 @@ def _scores(truth: np.ndarray, pred: np.ndarray, k: int, unannotated: np.ndarray
     return {"all": evaluate_masks(truth, pred, k + 1), "unannotated": evaluate_masks(truth, pred, k + 1, unannotated)}
 
 
+class _Clock:
+    """Wall-clock seconds since :meth:`start`, less the time spent in :meth:`paused` (scoring, not the product)."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._paused = 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self._start - self._paused
+
+    def pause_while(self, work: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self._paused += time.perf_counter() - t0
+
+
+def curve_seconds(budget_seconds: float) -> list[float]:
+    """The instants (seconds after the labels are in) at which the shown mask is scored: those of
+    :data:`CURVE_SECONDS` before the budget, and the budget itself."""
+    return sorted({float(t) for t in CURVE_SECONDS if t < budget_seconds} | {float(budget_seconds)})
+
+
 def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[float] | None, protocol: str,
                     budget_seconds: float, config: SessionConfig = SessionConfig(), baselines: Sequence[str] = (),
-                    progress: Callable[[str, float, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train on the slices a protocol labels and score the dense result.
+                    progress: Callable[[str, float, dict[str, Any]], None] | None = None,
+                    features_ready: bool = True) -> dict[str, Any]:
+    """Label a protocol's voxels from ground truth, run the product's loop for a wall-clock budget, score what it shows.
+
+    The loop is :meth:`.SegmentationSession.interactive`, as in the plugin: the first responder answers, the net
+    trains, and the hand-over chooses the prediction shown. The Dice of the mask the prediction layer would show
+    (labels merged in) is taken at :func:`curve_seconds` of wall-clock time after the labels are in; the time
+    spent scoring is not counted, everything the user would wait for is.
 
     Parameters
     ----------
@@ -80,10 +112,10 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         Voxel size ``(z, y, x)``.
     protocol : str
         ``z:K``, ``ortho:K``, ``scribble:K`` or ``full`` (see :mod:`~.core.protocols`). Under ``full`` every
-        voxel is labeled and the *raw* network prediction is scored (the usual merged mask would copy the
-        labels and score 1.0): Dice over all voxels is then the training-set Dice, the fully supervised bound.
+        voxel is labeled and the *raw* prediction shown is scored (the merged mask would copy the labels and
+        score 1.0): its Dice over all voxels is the training-set Dice, the fully supervised bound.
     budget_seconds : float
-        Training wall-clock budget; evaluation for the curve is not counted.
+        Wall-clock seconds after the labels are in.
     config : SessionConfig
         Settings of the session.
     baselines : sequence of {"rf", "interp"}
@@ -91,11 +123,19 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         (:func:`baseline_applicability`) is recorded as ``{"applicable": False, "reason": ...}``.
     progress : callable, optional
         ``progress(stage, fraction, info)`` for progress bars.
+    features_ready : bool
+        Compute the first responder's features before the clock starts, as the plugin does from the moment
+        the image is chosen (while the user paints); their time is reported as ``features_seconds``. False
+        counts them in the budget.
 
     Returns
     -------
     dict
-        JSON-ready results; ``dice_fg`` is the headline foreground Dice over all voxels.
+        JSON-ready results. ``dice_fg`` is the foreground Dice over all voxels of the mask shown at the end of
+        the budget; ``dice_fg_net`` that of the net's latest whole-volume prediction (labels merged in);
+        ``learner`` who was shown; ``curve`` the shown mask's Dice at each instant of :func:`curve_seconds`,
+        beside the Dice of each learner's latest whole-volume prediction then (``dice_fg_net``,
+        ``dice_fg_forest``; None before its first).
     """
     k = validate_ground_truth(image, truth)
     unknown = set(baselines) - set(BASELINES)
@@ -110,32 +150,69 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     full = parse_protocol(protocol)[0] == FULL
     session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
     trainer = session.trainer
-    curve = []
-    wall0 = time.perf_counter()
-    for fraction in CURVE_FRACTIONS:
-        target = budget_seconds * fraction
-        for event in session.train(max_seconds=max(target - trainer.elapsed, 0.0), decay_until=budget_seconds):
+    features_seconds = None
+    if features_ready:
+        session.warm_up()
+        features_seconds = session.responder.feature_seconds
+    target = annotation_to_mask(annotation)
+
+    def displayed(mask: np.ndarray) -> np.ndarray:
+        return mask if full else np.where(labeled, target, mask).astype(np.uint8)
+
+    shown = np.zeros(truth.shape, np.uint8)  # nothing shown yet: background everywhere (labels merged in)
+    learner: str | None = None
+    instants = curve_seconds(budget_seconds)
+    curve: list[dict[str, Any]] = []
+    clock = _Clock()
+
+    def learner_dice(name: str) -> float | None:
+        probabilities = session._latest.get(name)
+        if probabilities is None or probabilities.shape[0] != k + 1:
+            return None
+        return evaluate_masks(truth, displayed(probabilities.argmax(0).astype(np.uint8)), k + 1)["dice_fg"]
+
+    def score_until(now: float) -> None:
+        while len(curve) < len(instants) and instants[len(curve)] <= now:
+            t = instants[len(curve)]
+            point = clock.pause_while(lambda t=t: {
+                "seconds": t, "step": trainer.step, "learner": learner,
+                "dice_fg": evaluate_masks(truth, displayed(shown), k + 1)["dice_fg"],
+                "estimated_dice": session.handover.scores.get(learner) if learner else None,
+                "dice_fg_net": learner_dice("net"), "dice_fg_forest": learner_dice("forest")})
+            curve.append(point)
             if progress is not None:
-                progress("train", min(trainer.elapsed / budget_seconds, 1.0),
-                         {"step": trainer.step, "loss": getattr(event, "loss", float("nan"))})
-        t_eval = time.perf_counter()
-        pred = session.trainer.predict(final=True).labels if full else session.segment()
-        point = {"seconds": round(trainer.elapsed, 2), "step": trainer.step,
-                 "dice_fg": evaluate_masks(truth, pred, k + 1)["dice_fg"],
-                 "eval_seconds": round(time.perf_counter() - t_eval, 2)}
-        curve.append(point)
-        if progress is not None:
-            progress("curve", fraction, point)
+                progress("curve", t / budget_seconds, point)
+
+    events = session.interactive(should_stop=lambda: clock.now() >= budget_seconds)
+    for event in events:
+        now = clock.now()
+        score_until(now)
+        if now >= budget_seconds:  # what arrives after the budget was not on screen at its end
+            break
+        if isinstance(event, Prediction):
+            shown[event.box.slices] = event.labels
+            learner = event.learner
+        elif progress is not None and isinstance(event, TrainStep):
+            progress("train", min(clock.now() / budget_seconds, 1.0),
+                     {"step": trainer.step, "loss": event.loss, "learner": learner})
+    events.close()
+    score_until(float("inf"))
+    wall = clock.now()
+    pred = displayed(shown)
+    net = session._latest.get("net")
+    net_scores = None if net is None else evaluate_masks(truth, displayed(net.argmax(0).astype(np.uint8)), k + 1)
     result: dict[str, Any] = {
         "protocol": protocol,
         "device": str(trainer.device),
         "budget_seconds": budget_seconds,
         "seed": config.train.seed,
         "steps": trainer.step,
-        "clean_tail_from_step": trainer.clean_since,
-        "fit_guard_kept_step": trainer.fit_restored_from,
+        "learner": learner,
+        "held_back_scores": dict(session.handover.scores),
+        "estimated_dice": session.handover.scores.get(learner) if learner else None,
+        "features_seconds": None if features_seconds is None else round(features_seconds, 2),
         "train_seconds": round(trainer.elapsed, 2),
-        "wall_seconds": round(time.perf_counter() - wall0, 2),
+        "wall_seconds": round(wall, 2),
         "patch_size": list(trainer.patch_size),
         "annotated_fraction": float(1 - unannotated.mean()),
         "train_voxels_per_second": trainer.step * trainer.batch_size * float(np.prod(trainer.patch_size))
@@ -144,6 +221,8 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         **_scores(truth, pred, k, unannotated),
     }
     result["dice_fg"] = result["all"]["dice_fg"]
+    result["dice_fg_net"] = None if net_scores is None else net_scores["dice_fg"]
+    result["miou_net"] = None if net_scores is None else net_scores["miou"]
     result["baselines"] = {}
     for name in baselines:
         reason = baseline_applicability(name, protocol)

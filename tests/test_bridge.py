@@ -9,7 +9,9 @@ import numpy as np
 
 from napari_sparseseg._bridge import RunFlags, SessionReady, TrainingError, compute
 from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.events import Prediction, TrainStep
+from napari_sparseseg.core.handover import HandOver
 from napari_sparseseg.core.session import SegmentationSession
 
 
@@ -18,7 +20,11 @@ class FakeSession:
 
     def __init__(self, step_s: float = 0.005, predict_s: float = 0.05) -> None:
         self.trainer = SimpleNamespace(step=0, close=lambda: None)  # close(): ends the batch prefetcher
-        self.volume = SimpleNamespace(shape=(8, 16, 16), revision=1)
+        self.volume = SimpleNamespace(shape=(8, 16, 16), revision=1, spacing=(1.0, 1.0, 1.0), holdout=None,
+                                      pseudo=None)
+        # No first responder: the net's predictions are shown as they come.
+        self.config = SimpleNamespace(responder=ResponderConfig(enabled=False), train=SimpleNamespace(seed=0))
+        self.handover = HandOver()
         self.step_s, self.predict_s = step_s, predict_s
         self.predicted: list[Box | None] = []
         self.store = None  # no session store bound
@@ -38,8 +44,12 @@ class FakeSession:
     def merge(self, prediction):
         return prediction.labels
 
+    def _live_responder(self):
+        return None
+
     # The real pacing loop, driven by the fake's train/predict timings.
     interactive = SegmentationSession.interactive
+    _show_net = SegmentationSession._show_net
 
 
 def test_paced_interactive_caps_prediction_time_and_alternates_view_and_volume():

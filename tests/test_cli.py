@@ -26,7 +26,7 @@ def test_evaluate_writes_json_with_headline_and_curve(gt_file, tmp_path, capsys)
     assert {"pa", "mpa", "miou", "dice", "iou"} <= set(r["all"])
     assert r["curve"][-1]["seconds"] >= 4 and r["steps"] > 0
     assert r["baselines"]["rf"]["dice_fg"] > 0.8
-    assert "3D U-Net (ours)" in capsys.readouterr().out
+    assert "shown: " in capsys.readouterr().out
 
 
 def test_train_then_predict_round_trip(gt_file, tmp_path):

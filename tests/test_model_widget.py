@@ -68,7 +68,7 @@ def test_apply_model_refuses_an_image_with_other_channels(make_napari_viewer, qt
     n_layers = len(viewer.layers)
     widget.models.apply(path, layer)
     qtbot.waitUntil(lambda: bool(errors), timeout=60000)
-    assert "input channels" in errors[0] and len(viewer.layers) == n_layers
+    assert "image channel" in errors[0] and len(viewer.layers) == n_layers
     qtbot.waitUntil(lambda: widget.models.apply_button.isEnabled(), timeout=10000)
 
 

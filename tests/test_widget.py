@@ -95,8 +95,9 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
     shown = []
     widget.prediction_shown.connect(lambda r: shown.append(r))
     pred_layer = widget.prediction_layer
-    qtbot.waitUntil(lambda: widget.n_refreshes > 0 and foreground_dice(pred_layer.data, gt) >= 0.6,
-                    timeout=120000)
+    # The first responder's mask comes first; wait for the net's first steps as well.
+    qtbot.waitUntil(lambda: widget.n_refreshes > 0 and foreground_dice(pred_layer.data, gt) >= 0.6
+                    and widget.last_step is not None, timeout=120000)
     assert widget.last_step is not None and widget.last_step.step > 0
     assert widget.sparkline.values
     assert widget.accept_button.isEnabled()
@@ -145,6 +146,25 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
     assert layer.data.max() <= 2 and set(np.unique(layer.data)) <= {0, 1, 2}
     with np.load(out) as f:
         np.testing.assert_array_equal(f["labels"], layer.data)
+
+
+def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot):
+    viewer, widget = app
+    gt = ground_truth(widget)
+    for z in (8, 16, 24):
+        paint_slice(widget.annotation_layer, z, gt[z])
+    widget.first_refresh_steps = 10**6  # the net never predicts in this test: whatever is shown is the forest's
+    viewer.dims.set_current_step(0, 12)
+    shown = []
+    widget.prediction_shown.connect(lambda r: shown.append(r))
+    start_and_wait_for_session(widget, qtbot)
+    qtbot.waitUntil(lambda: len(shown) >= 2, timeout=60000)
+    assert shown[0].prediction.learner == "forest"
+    assert shown[0].prediction.box.start[0] <= 12 < shown[0].prediction.box.stop[0]  # the view came first
+    assert foreground_dice(widget.prediction_layer.data[12], gt[12]) > 0.6
+    widget._update_status()
+    assert "first responder" in widget.status_label.text()
+    stop_and_wait(widget, qtbot)
 
 
 def test_undo_withdraws_strokes(app, qtbot):

@@ -15,6 +15,7 @@ import numpy as np
 
 from napari_sparseseg.core.encoding import MASK_DTYPE, UNLABELED, annotation_to_mask
 from napari_sparseseg.core.features import SIGMAS, compute_features, feature_names
+from napari_sparseseg.core.first_responder import stratified_subsample
 
 #: Voxels predicted per chunk (bounds the memory of the forest's output).
 _PREDICT_CHUNK: int = 1 << 18
@@ -35,28 +36,6 @@ def _validate(image: np.ndarray, annotation: np.ndarray, spacing: Sequence[float
         sp = np.asarray(spacing, dtype=np.float64)
         if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
             raise ValueError(f"spacing must be 3 positive finite floats (z, y, x); got {spacing!r}")
-
-
-def _stratified_subsample(y: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices into ``y``: at most ``max_samples``, class proportions kept.
-
-    Every class keeps at least ``min(count, max_samples // (10 * n_classes))``
-    samples so that rare classes are not sampled away.
-    """
-    n = y.size
-    if n <= max_samples:
-        return np.arange(n)
-    classes, counts = np.unique(y, return_counts=True)
-    floor = max(1, max_samples // (10 * len(classes)))
-    quota = np.maximum(np.floor(counts * (max_samples / n)).astype(np.int64), np.minimum(counts, floor))
-    excess = int(quota.sum()) - max_samples
-    if excess > 0:  # the floors of rare classes come out of the largest class
-        quota[np.argmax(quota)] -= excess
-    picks = []
-    for c, q in zip(classes, quota):
-        idx = np.flatnonzero(y == c)
-        picks.append(rng.choice(idx, size=min(int(q), idx.size), replace=False))
-    return np.sort(np.concatenate(picks))
 
 
 def random_forest_segment(
@@ -130,7 +109,7 @@ def random_forest_segment(
     lab_idx = np.flatnonzero(labeled.reshape(-1))
     y_all = target.reshape(-1)[lab_idx]
     rng = np.random.default_rng(seed)
-    sel = _stratified_subsample(y_all, max_samples, rng)
+    sel = stratified_subsample(y_all, max_samples, rng)
     x_train = flat[lab_idx[sel]]
     y_train = y_all[sel]
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .chunked import SparseChunkedArray
 from .encoding import ANNOTATION_DTYPE, UNLABELED
+from .holdout import HoldOut
 from .lazy import ChannelsFirst, LazyFeatures, is_lazy
 from .volume import IntensityStats, Spacing, as_channels_first, normalize, read_mirrored, validate_spacing
 
@@ -117,6 +118,26 @@ class Patch:
     start: tuple[int, int, int] = (0, 0, 0)
 
 
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Another learner's answers for the unlabeled voxels, that training patches read at a low weight.
+
+    Attributes
+    ----------
+    classes : np.ndarray
+        uint8 ``(z, y, x)`` class index ``0..K`` predicted.
+    confidence : np.ndarray
+        float16 ``(z, y, x)`` in ``[0, 1]``; 0 where the answer is not to be trained on.
+    weight : float
+        Factor on ``confidence`` x the class weight: the voxel weight of a pseudo-label (a label weighs its
+        class weight, about 1).
+    """
+
+    classes: np.ndarray
+    confidence: np.ndarray
+    weight: float
+
+
 class AnnotatedVolume:
     """Image, sparse labels ``y`` and their weights ``w(y)`` with a revision counter.
 
@@ -188,6 +209,10 @@ class AnnotatedVolume:
         #: Labeled voxels per plane along each axis (z, y, x), for :meth:`plane_coverage`.
         self._plane_counts = tuple(np.zeros(n, np.int64) for n in self.shape)
         self._changes: list[tuple[int, Box]] = []
+        #: Labels in these blocks get weight 0 in training patches (:mod:`.holdout`; None: every label trains).
+        self.holdout: HoldOut | None = None
+        #: Soft targets for unlabeled voxels from the first responder (None: unlabeled voxels weigh 0).
+        self.pseudo: PseudoLabels | None = None
         if annotation is not None:
             self.set_labels(Box.full(self.shape).slices, annotation, Source.PAINTED)
 
@@ -388,6 +413,20 @@ class AnnotatedVolume:
             source = read_mirrored(self.source, start, stop, self.shape).copy()
         target = np.maximum(labels.astype(np.int64) - 1, 0)
         weight = _weights(labels, source, class_weight, correction_weight)
+        pseudo = self.pseudo
+        if pseudo is not None and pseudo.weight > 0:  # the first responder's confident answers, where unlabeled
+            free = valid & (labels == UNLABELED)
+            guess = read_mirrored(pseudo.classes, start, stop, self.shape).astype(np.int64)
+            confidence = read_mirrored(pseudo.confidence, start, stop, self.shape).astype(np.float32)
+            lut = np.zeros(256, np.float32)
+            lut[: class_weight.size] = class_weight
+            target = np.where(free, guess, target)
+            weight = np.where(free, np.float32(pseudo.weight) * confidence * lut[guess], weight).astype(np.float32)
+        if self.holdout is not None:  # held-back labels score the learners; none trains on them
+            held = self.holdout.box(start, size)
+            if self.holdout.released:
+                held &= ~((labels > UNLABELED) & np.isin(labels.astype(np.int64) - 1, list(self.holdout.released)))
+            weight[held] = 0
         return Patch(np.ascontiguousarray(image), target, weight, tuple(int(v) for v in start))
 
     def add_class(self) -> int:

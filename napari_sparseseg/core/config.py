@@ -391,12 +391,58 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class ResponderConfig:
+    """The fast first responder and the hand-over to the net (see ``core/first_responder.py``, ``core/handover.py``).
+
+    Attributes
+    ----------
+    enabled : bool
+        Show a pixel classifier's prediction from the first stroke until the net scores better.
+    trees : int
+        Trees of the extremely randomised forest.
+    max_samples : int
+        At most this many labeled voxels (a class-stratified subsample) fit it.
+    held_back : float
+        Share of the labels, in spatial blocks, that no learner trains on: the learners are scored on them
+        to decide which prediction is shown. 0 turns the scoring (and with it the hand-over) off.
+    margin : float
+        A learner replaces the one shown only when it scores this much higher on the held-back labels (Dice),
+        so the display does not flicker between two learners that are level.
+    distill : float
+        Weight of the first responder's confident answers as targets for the net on unlabeled voxels (a label
+        weighs about 1); it fades to 0 as the net catches up on the held-back labels (``core/distill.py``).
+        0 turns it off.
+    max_feature_bytes : int
+        Largest feature stack (float32, 46 filters per image channel) kept in memory; a larger volume is
+        predicted by the net alone.
+    """
+
+    enabled: bool = True
+    trees: int = 32
+    max_samples: int = 30_000
+    held_back: float = 0.125
+    margin: float = 0.005
+    distill: float = 0.5
+    max_feature_bytes: int = 4 << 30
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.enabled, bool), f"enabled must be a bool, got {self.enabled!r}")
+        for name in ("trees", "max_samples", "max_feature_bytes"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _check(0 <= self.held_back <= 0.5, f"held_back must be in [0, 0.5], got {self.held_back}")
+        _check(0 <= self.margin < 1, f"margin must be in [0, 1), got {self.margin}")
+        _check(0 <= self.distill <= 10, f"distill must be in [0, 10], got {self.distill}")
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     """Everything a session needs, in one serialisable object."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    responder: ResponderConfig = field(default_factory=ResponderConfig)
     device: DeviceName = "auto"
 
     def __post_init__(self) -> None:
@@ -420,6 +466,7 @@ class SessionConfig:
             model=build(ModelConfig, data.get("model", {})),
             train=build(TrainConfig, data.get("train", {})),
             inference=build(InferenceConfig, data.get("inference", {})),
+            responder=build(ResponderConfig, data.get("responder", {})),
             device=data.get("device", "auto"),
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -92,9 +92,13 @@ class Prediction:
     uncertainty : np.ndarray
         float32 ``(z, y, x)`` normalised entropy in ``[0, 1]``.
     step : int
-        Training step of the weights used.
+        Training step of the net's weights (also for the first responder's predictions: the net's step then).
     revision : int
         Annotation revision at the time of prediction.
+    learner : {"net", "forest", "blend"}
+        Who predicted it: the 3D U-Net, the first responder (:mod:`~.first_responder`) or their blend.
+    scores : dict
+        The latest Dice of each learner on the held-back labels (:mod:`~.handover`); empty when none is scored.
     """
 
     box: Box
@@ -103,3 +107,10 @@ class Prediction:
     uncertainty: np.ndarray
     step: int
     revision: int
+    learner: str = "net"
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float | None:
+        """Dice of the learner shown on the held-back labels (None when not scored)."""
+        return self.scores.get(self.learner)

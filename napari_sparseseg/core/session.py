@@ -23,8 +23,13 @@ import numpy as np
 
 from .annotation import AnnotatedVolume, Box, Source
 from .config import SessionConfig
+from .distill import distill_weight, pseudo_labels
 from .encoding import UNLABELED
 from .events import Notice, Prediction, TrainStep, Waiting
+from .first_responder import FeatureStack, FirstResponder
+from .handover import HandOver, blend, held_back_dice
+from .holdout import HoldOut
+from .inference import entropy
 from .trainer import Trainer
 
 if TYPE_CHECKING:
@@ -50,11 +55,14 @@ class SegmentationSession:
         Initial labels, annotation encoding (0 = unlabeled, 1 = background).
     config : SessionConfig
         Model, training, inference and device settings.
+    features : FeatureStack, optional
+        The first responder's filter bank of ``image`` at ``spacing``, when it was made (and perhaps computed)
+        ahead, e.g. while the user painted.
     """
 
     def __init__(self, image: np.ndarray, *, num_classes: int = 1, spacing: Sequence[float] | None = None,
                  channel_axis: int | None = None, annotation: np.ndarray | None = None,
-                 config: SessionConfig = SessionConfig()) -> None:
+                 config: SessionConfig = SessionConfig(), features: FeatureStack | None = None) -> None:
         self.config = config
         #: The raw image as given (a reference, not a copy) and its channel axis: what a session store saves.
         self.image, self.channel_axis = image, channel_axis
@@ -63,6 +71,14 @@ class SegmentationSession:
         self.volume = AnnotatedVolume(image, num_classes=num_classes, spacing=spacing, channel_axis=channel_axis,
                                       annotation=annotation, intensity_views=config.train.intensity_views)
         self.trainer = Trainer(self.volume, config)
+        #: The fast first responder (its feature stack is computed on first use, or ahead by :meth:`warm_up`).
+        self.responder = FirstResponder(image, self.volume, config.responder, channel_axis=channel_axis,
+                                        seed=config.train.seed, features=features)
+        #: Which learner's prediction :meth:`interactive` shows, and their latest held-back scores.
+        self.handover = HandOver(config.responder.margin)
+        #: The latest whole-volume class probabilities ``(K + 1, z, y, x)`` of each learner (None: none yet).
+        self._latest: dict[str, np.ndarray | None] = {"forest": None, "net": None}
+        self._held_back_cache: tuple[int, np.ndarray, np.ndarray] = (-1, np.empty((0, 3), int), np.empty(0, int))
 
     @classmethod
     def open(cls, path: str | Path, **kwargs: Any) -> SegmentationSession:
@@ -123,6 +139,11 @@ class SegmentationSession:
         return self.config
 
     # -- compute ----------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Compute the first responder's feature stack now (call it in a thread when the image is chosen)."""
+        if self._live_responder() is not None:
+            self.responder.warm()
+
     def train(self, **limits) -> Iterator[TrainStep | Waiting | Notice]:
         """Train; see :meth:`Trainer.run` for the limits."""
         return self.trainer.run(**limits)
@@ -147,40 +168,60 @@ class SegmentationSession:
                           refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
                           should_stop: Callable[[], bool] = lambda: False,
                           max_predict_share: float = 0.3) -> Iterator[Event]:
-        """Train forever, streaming predictions (view first, then the volume) within a time budget.
+        """Train forever, streaming what the user should see: the first responder's, the net's or their blend.
 
-        Yields every :class:`TrainStep` / :class:`Waiting` and every
-        :class:`Prediction`. The time spent predicting is capped: after a prediction that took ``p`` seconds the next
-        one waits at least ``p * (1 / max_predict_share - 1)`` seconds (and at
-        least ``refresh_seconds``). On a 2-core CPU a whole-volume prediction of
-        the sample takes ~7 s against ~1 s per training step; refreshing every 3 s
-        regardless left training ~15 % of the time.
+        From the first labels, the first responder (a pixel classifier on a precomputed filter bank,
+        :mod:`.first_responder`) answers within about a second: the box in view, then the volume. Meanwhile the
+        net trains; every few seconds it predicts the volume, and every learner is scored on the held-back labels
+        (:mod:`.holdout`) that none of them trains on. The prediction yielded is the one :class:`~.handover.HandOver`
+        chooses (``Prediction.learner``): the net takes over only when it scores better, so the mask shown never
+        gets worse when it does, and does not flicker between two learners that are level. Where the first
+        responder is not available (switched off, or a volume too large for its feature stack, with a
+        :class:`Notice`) the net's predictions are shown as they come.
 
-        Refreshes alternate between the box in view and the whole volume; a
-        change of the view (the user scrolled) is predicted first.
+        Yields every :class:`TrainStep` / :class:`Waiting`, :class:`Notice` and :class:`Prediction`. The time
+        spent predicting is capped: after a net prediction that took ``p`` seconds the next one waits at least
+        ``p * (1 / max_predict_share - 1)`` seconds (and at least ``refresh_seconds``); a refit of the first
+        responder waits at least as long as the previous one took. While the net is shown, refreshes alternate
+        between the box in view and the whole volume; a change of the view is predicted first.
 
         Parameters
         ----------
         view_box : callable
             The box the user looks at (``None`` in 3D view), asked at each refresh.
         refresh_seconds : float
-            Minimum seconds between two refreshes.
+            Minimum seconds between two net predictions.
         first_refresh_steps : int
-            Steps after which the first prediction (of the view) is shown.
+            Steps after which the net first predicts.
         should_stop : callable
             Polled between steps.
         max_predict_share : float
-            Largest share of wall time spent predicting, in ``(0, 1]``.
+            Largest share of wall time spent on net predictions, in ``(0, 1]``.
         """
         if not 0 < max_predict_share <= 1:
             raise ValueError(f"max_predict_share must be in (0, 1], got {max_predict_share}")
-        trainer, shape = self.trainer, self.volume.shape
+        trainer, shape, volume = self.trainer, self.volume.shape, self.volume
+        responder = self._live_responder()
+        if responder is None and self.config.responder.enabled:
+            yield Notice(f"no first responder for this volume: {self.responder.unavailable_reason()}", "info")
+        rc = self.config.responder
+        volume.holdout = HoldOut(volume.spacing, rc.held_back, seed=self.config.train.seed) \
+            if responder is not None and rc.held_back > 0 else None
         shown_step = -1
         last_end, last_cost = time.perf_counter(), 0.0
+        fit_end, fit_cost = -np.inf, 0.0
         last_view: Box | None = None
         full_due = False
         try:
             while not should_stop():
+                if (responder is not None and volume.n_labeled and responder.revision != volume.revision
+                        and time.perf_counter() - fit_end >= fit_cost):
+                    t0 = time.perf_counter()
+                    yield from self._respond(responder, view_box)
+                    fit_end = time.perf_counter()
+                    fit_cost = fit_end - t0
+                    if should_stop():
+                        return
                 event = next(self.train(max_steps=1, should_stop=should_stop), None)
                 if event is None:
                     return
@@ -197,8 +238,8 @@ class SegmentationSession:
                     due = now - last_end >= gap
                 if not due or should_stop():
                     continue
-                box = view_box()
-                if box is not None:
+                box = view_box() if self.handover.shown in ("net", "blend") or responder is None else None
+                if box is not None:  # while the first responder is shown the net predicts the volume, to be scored
                     box = box.clip(shape)
                     if box.empty:
                         box = None
@@ -208,11 +249,128 @@ class SegmentationSession:
                     target, full_due = None, False
                 t0 = time.perf_counter()
                 prediction = self.predict(target)
-                if self.store is not None:
-                    self.store.record_prediction(prediction)  # queued for the store's autosave thread
-                yield prediction
+                shown = self._show_net(prediction, responder)
+                if shown is not None:
+                    if self.store is not None:
+                        self.store.record_prediction(shown)  # queued for the store's autosave thread
+                    yield shown
                 last_end = time.perf_counter()
                 last_cost = last_end - t0
                 shown_step = trainer.step
         finally:
             trainer.close()  # ends the batch-prefetching thread; the next run starts another
+            volume.holdout, volume.pseudo = None, None
+
+    # -- the first responder and the hand-over ----------------------------------------
+    def _live_responder(self) -> FirstResponder | None:
+        """The first responder, when this volume can have one."""
+        return self.responder if self.responder.unavailable_reason() is None else None
+
+    def _held_back(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coords (n, 3), classes (n,))`` of the labeled voxels held back now (cached per revision)."""
+        revision = self.volume.revision
+        if self._held_back_cache[0] != revision:
+            coords, classes, held = self.responder.labeled_rows(self.volume.holdout)
+            self._held_back_cache = (revision, coords[held], classes[held])
+        return self._held_back_cache[1], self._held_back_cache[2]
+
+    def _respond(self, responder: FirstResponder, view_box: Callable[[], Box | None]) -> Iterator[Event]:
+        """Refit the first responder on the labels now, score it, and yield what is to be shown."""
+        if not responder.fit(self.volume.holdout):
+            return  # fewer than two classes labeled outside the held-back blocks
+        num = self.volume.num_classes + 1
+        coords, truth = self._held_back()
+        forest_at = responder.predict_at(coords) if len(coords) else np.empty((0, num), np.float32)
+        scores = {"forest": held_back_dice(truth, forest_at.argmax(1), num)}
+        net_at = self._net_at_held_back(coords)
+        if net_at is not None:
+            scores["blend"] = held_back_dice(truth, blend(forest_at, net_at).argmax(1), num)
+        shown = self.handover.update(scores) if any(v is not None for v in scores.values()) else None
+        if shown is None or self.handover.scores.get("forest") is None:
+            shown = self.handover.offer("forest")
+        if shown == "net":
+            self._set_forest(responder.predict())  # kept for the blend and the net's targets; the net stays shown
+            return
+        box = view_box()
+        box = None if box is None else box.clip(self.volume.shape)
+        if box is not None and not box.empty:
+            yield self._composed(box, shown, forest=responder.predict(box))
+        self._set_forest(responder.predict())
+        full = self._composed(Box.full(self.volume.shape), shown)
+        if self.store is not None:
+            self.store.record_prediction(full)
+        yield full
+
+    def _set_forest(self, probabilities: np.ndarray) -> None:
+        """Keep the first responder's whole-volume probabilities and hand its confident answers to the net."""
+        self._latest["forest"] = probabilities
+        weight = distill_weight(self.config.responder.distill, self.handover.scores)
+        self.volume.pseudo = pseudo_labels(probabilities, weight) if self.config.responder.distill > 0 else None
+
+    def _fade_pseudo_labels(self) -> None:
+        """Reweigh the pseudo-labels after the learners were scored again."""
+        pseudo = self.volume.pseudo
+        if pseudo is not None:
+            self.volume.pseudo = replace(pseudo, weight=distill_weight(self.config.responder.distill,
+                                                                       self.handover.scores))
+
+    def _net_at_held_back(self, coords: np.ndarray) -> np.ndarray | None:
+        """The net's latest whole-volume probabilities at ``coords`` ``(n, K + 1)`` (None before it predicted)."""
+        net = self._latest.get("net")
+        if net is None or net.shape[0] != self.volume.num_classes + 1:
+            return None
+        return np.moveaxis(net[:, coords[:, 0], coords[:, 1], coords[:, 2]], 0, 1)
+
+    def _show_net(self, prediction: Prediction, responder: FirstResponder | None) -> Prediction | None:
+        """Score a net prediction (of the whole volume) and return what is to be shown, if it changes the view."""
+        if responder is None:
+            self.handover.shown = "net"
+            return prediction
+        net = self._latest.get("net")
+        if net is None or net.shape != prediction.probabilities.shape[:1] + self.volume.shape:
+            net = self._latest["net"] = np.zeros((prediction.probabilities.shape[0],) + self.volume.shape,
+                                                 np.float32)
+        net[(slice(None),) + prediction.box.slices] = prediction.probabilities
+        forest = self._latest.get("forest")
+        have_forest = responder.fitted and forest is not None and forest.shape == net.shape
+        if prediction.box == Box.full(self.volume.shape):
+            coords, truth = self._held_back()
+            num = self.volume.num_classes + 1
+            net_at = self._net_at_held_back(coords)
+            scores: dict[str, float | None] = {}
+            if net_at is not None:
+                scores["net"] = held_back_dice(truth, net_at.argmax(1), num)
+                if have_forest and len(coords):
+                    scores["blend"] = held_back_dice(
+                        truth, blend(forest[:, coords[:, 0], coords[:, 1], coords[:, 2]], net_at.T).argmax(0), num)
+            if any(v is not None for v in scores.values()):
+                self.handover.update(scores)
+                self._fade_pseudo_labels()
+            elif self.volume.holdout is None:  # nothing is held back (held_back = 0): the net once it predicts
+                self.handover.shown = "net"
+            elif not have_forest:
+                self.handover.offer("net")
+        shown = self.handover.shown
+        if shown == "net" or (shown == "blend" and not have_forest) or shown is None:
+            return replace(prediction, learner="net", scores=dict(self.handover.scores))
+        if shown == "blend":
+            return self._composed(prediction.box, "blend", net=prediction.probabilities)
+        return None  # the first responder stays shown: its mask is already on screen
+
+    def _composed(self, box: Box, learner: str, *, forest: np.ndarray | None = None,
+                  net: np.ndarray | None = None) -> Prediction:
+        """A :class:`Prediction` of ``box`` by ``learner`` from the given or the latest probabilities."""
+        sl = (slice(None),) + box.slices
+        latest_net = self._latest.get("net")
+        stale = latest_net is None or latest_net.shape[0] != self.volume.num_classes + 1
+        if learner == "blend" and net is None and stale:
+            learner = "forest"  # a class was added since the net last predicted: nothing to blend with yet
+        if forest is None and learner != "net":
+            forest = self._latest["forest"][sl]
+        if net is None and learner != "forest":
+            net = self._latest["net"][sl]
+        probs = forest if learner == "forest" else net if learner == "net" else blend(forest, net)
+        probs = np.ascontiguousarray(probs, dtype=np.float32)
+        return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
+                          uncertainty=entropy(probs), step=self.trainer.step, revision=self.volume.revision,
+                          learner=learner, scores=dict(self.handover.scores))

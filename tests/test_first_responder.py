@@ -1,0 +1,240 @@
+"""The first responder, the held-back labels, the hand-over and the net's pseudo-labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg.core.annotation import AnnotatedVolume, Box
+from napari_sparseseg.core.config import ModelConfig, ResponderConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.distill import CONFIDENT_MARGIN, FADE_GAP, distill_weight, pseudo_labels
+from napari_sparseseg.core.events import Prediction
+from napari_sparseseg.core.first_responder import FirstResponder
+from napari_sparseseg.core.handover import HandOver, held_back_dice
+from napari_sparseseg.core.holdout import HoldOut
+from napari_sparseseg.core.session import SegmentationSession
+from tests.conftest import sphere_volume
+
+SHAPE = (16, 32, 32)
+SPACING = (2.0, 1.0, 1.0)
+CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
+                       train=TrainConfig(patch_voxels=8 * 32 * 32, batch_size=1, augment=False), device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _labeled_volume(**kwargs) -> tuple[AnnotatedVolume, np.ndarray, np.ndarray]:
+    image, mask = sphere_volume(SHAPE, radius=7)
+    volume = AnnotatedVolume(image, num_classes=1, spacing=SPACING, **kwargs)
+    for z in (5, 8, 11):
+        volume.set_labels((z, slice(None), slice(None)), mask[z] + 1)
+    return volume, image, mask
+
+
+# -- held-back labels ------------------------------------------------------------------------
+@pytest.mark.parametrize("share", [0.0, 0.125, 0.3])
+def test_holdout_holds_back_about_its_share_in_blocks_and_box_agrees_with_points(share):
+    holdout = HoldOut((2.0, 0.5, 0.5), share, block=8)
+    assert holdout.block == (2, 8, 8)  # coarse z gets fewer voxels per block
+    held = holdout.box((0, 0, 0), (64, 256, 256))
+    assert abs(held.mean() - share) < 0.03
+    coords = np.stack(np.nonzero(np.ones((8, 16, 16), bool)), axis=1) + (3, -5, 7)
+    np.testing.assert_array_equal(holdout.at(coords), holdout.box((3, -5, 7), (8, 16, 16)).ravel())
+    blocks = holdout.box((0, 0, 0), (2, 8, 8))
+    assert blocks.all() or not blocks.any()  # one block: held back whole or not at all
+
+
+def test_training_patches_never_train_on_held_back_labels():
+    volume, _, _ = _labeled_volume()
+    cw = volume.class_weights(1.0)
+    before = volume.read_patch((0, 0, 0), SHAPE, cw, 1.0)
+    volume.holdout = HoldOut(SPACING, 0.3, block=4)
+    after = volume.read_patch((0, 0, 0), SHAPE, cw, 1.0)
+    held = volume.holdout.box((0, 0, 0), SHAPE)
+    assert (before.weight[held] > 0).any()
+    assert not after.weight[held].any()
+    np.testing.assert_array_equal(after.weight[~held], before.weight[~held])
+
+
+# -- the first responder -----------------------------------------------------------------------
+def test_first_responder_segments_the_sphere_from_three_slices_without_the_held_back_labels():
+    volume, image, mask = _labeled_volume()
+    responder = FirstResponder(image, volume, ResponderConfig(trees=16))
+    holdout = HoldOut(SPACING, 0.125)
+    assert responder.fit(holdout)
+    assert responder.revision == volume.revision
+    probs = responder.predict()
+    assert probs.shape == (2,) + SHAPE and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    pred = probs.argmax(0)
+    dice = 2 * np.sum((pred == 1) & (mask == 1)) / (np.sum(pred == 1) + np.sum(mask == 1))
+    assert dice > 0.9
+    box = Box((4, 8, 8), (12, 20, 24))
+    np.testing.assert_allclose(responder.predict(box), probs[(slice(None),) + box.slices], atol=1e-6)
+    coords = np.array([[8, 16, 16], [0, 0, 0]])
+    np.testing.assert_allclose(responder.predict_at(coords), probs[:, coords[:, 0], coords[:, 1], coords[:, 2]].T,
+                               atol=1e-6)
+
+
+def test_first_responder_needs_two_classes_and_declines_lazy_or_huge_volumes():
+    image, mask = sphere_volume(SHAPE)
+    volume = AnnotatedVolume(image, num_classes=2, spacing=SPACING)
+    responder = FirstResponder(image, volume, ResponderConfig())
+    volume.set_labels((8, slice(None), slice(None)), 1)  # background only
+    assert not responder.fit() and not responder.fitted
+    volume.set_labels((8, slice(10, 20), slice(10, 20)), 2)
+    assert responder.fit()
+    assert responder.predict_at(np.array([[8, 15, 15]]))[0, 2] == 0  # class 2 never labeled: probability 0
+    small = FirstResponder(image, volume, ResponderConfig(max_feature_bytes=1024))
+    assert "GiB" in small.unavailable_reason()
+    off = FirstResponder(image, volume, ResponderConfig(enabled=False))
+    assert "switched off" in off.unavailable_reason()
+
+
+# -- the hand-over -----------------------------------------------------------------------------
+def test_held_back_dice_is_the_mean_foreground_dice_of_the_classes_held_back():
+    truth = np.array([0, 1, 1, 2, 2, 0])
+    assert held_back_dice(truth, truth, 3) == 1.0
+    pred = np.array([0, 1, 0, 2, 2, 2])
+    assert held_back_dice(truth, pred, 3) == pytest.approx(np.mean([2 / 3, 4 / 5]))
+    assert held_back_dice(np.zeros(4, int), np.array([0, 0, 1, 0]), 2) == 0.75  # background only: accuracy
+    assert held_back_dice(np.empty(0, int), np.empty(0, int), 2) is None
+
+
+def test_hand_over_never_shows_a_learner_that_scores_lower_and_does_not_flicker():
+    hand = HandOver(margin=0.01)
+    assert hand.offer("forest") == "forest"
+    assert hand.update({"forest": 0.90}) == "forest"
+    assert hand.update({"net": 0.60, "blend": 0.85}) == "forest"
+    assert hand.update({"net": 0.905}) == "forest"  # level within the margin: no switch
+    assert hand.update({"net": 0.92}) == "net"
+    assert hand.update({"net": 0.915}) == "net"  # a small dip does not switch back
+    assert hand.update({"forest": 0.93}) == "forest"  # the forest refitted on new labels: clearly better
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        hand.update({name: float(rng.uniform(0.8, 0.9)) for name in ("forest", "net", "blend")})
+        assert hand.scores[hand.shown] >= max(hand.scores.values()) - hand.margin
+
+
+# -- pseudo-labels -----------------------------------------------------------------------------
+def test_pseudo_labels_train_unlabeled_confident_voxels_only_and_fade_as_the_net_catches_up():
+    probs = np.zeros((2,) + SHAPE, np.float32)
+    probs[1] = 0.9
+    probs[1, :, :, :16] = 0.6  # not confident: margin 0.2 < CONFIDENT_MARGIN
+    probs[0] = 1 - probs[1]
+    pseudo = pseudo_labels(probs, 0.5)
+    assert pseudo.classes.dtype == np.uint8 and (pseudo.classes == 1).all()
+    assert np.allclose(pseudo.confidence[..., 16:].astype(np.float32), 0.8, atol=1e-3)
+    assert not pseudo.confidence[..., :16].any() and 0.8 >= CONFIDENT_MARGIN
+    volume, _, _ = _labeled_volume()
+    volume.pseudo = pseudo
+    volume.holdout = HoldOut(SPACING, 0.3, block=4)
+    cw = volume.class_weights(1.0)
+    patch = volume.read_patch((0, 0, 0), SHAPE, cw, 1.0)
+    labeled = volume.labels > 0
+    held = volume.holdout.box((0, 0, 0), SHAPE)
+    free = ~labeled & ~held
+    assert (patch.target[free & (pseudo.confidence > 0)] == 1).all()
+    np.testing.assert_allclose(patch.weight[free], 0.5 * pseudo.confidence[free].astype(np.float32) * cw[1],
+                               rtol=1e-3)
+    np.testing.assert_array_equal(patch.target[labeled], volume.labels[labeled].astype(np.int64) - 1)  # labels win
+    assert not patch.weight[held].any()
+    assert distill_weight(0.5, {"forest": 0.9}) == 0.5
+    assert distill_weight(0.5, {"forest": 0.9, "net": 0.9 - FADE_GAP}) == pytest.approx(0.5)
+    assert distill_weight(0.5, {"forest": 0.9, "net": 0.9 - FADE_GAP / 2}) == pytest.approx(0.25)
+    assert distill_weight(0.5, {"forest": 0.9, "net": 0.95}) == 0.0
+    assert distill_weight(0.0, {"forest": 0.9}) == 0.0
+
+
+# -- the session loop --------------------------------------------------------------------------
+def _three_slice_session(**responder) -> tuple[SegmentationSession, np.ndarray]:
+    image, mask = sphere_volume(SHAPE, radius=7)
+    config = SessionConfig(model=CONFIG.model, train=CONFIG.train, device="cpu",
+                           responder=ResponderConfig(trees=8, **responder))
+    session = SegmentationSession(image, num_classes=1, spacing=SPACING, config=config)
+    for z in (5, 8, 11):
+        session.add_labels((z, slice(None), slice(None)), mask[z] + 1)
+    return session, mask
+
+
+def test_the_first_responder_shows_the_view_then_the_volume_before_the_net_has_trained():
+    session, mask = _three_slice_session()
+    view = Box((8, 0, 0), (9, 32, 32))
+    events = session.interactive(lambda: view, first_refresh_steps=10**6)
+    predictions = []
+    for event in events:
+        if isinstance(event, Prediction):
+            predictions.append(event)
+        if len(predictions) == 2:
+            break
+    events.close()
+    assert session.trainer.step == 0  # shown before a single training step
+    assert [p.learner for p in predictions] == ["forest", "forest"]
+    assert predictions[0].box == view and predictions[1].box == Box.full(SHAPE)
+    assert predictions[1].score is not None and predictions[1].score > 0.8
+    shown = predictions[1].labels
+    assert 2 * np.sum(shown & mask) / (shown.sum() + mask.sum()) > 0.9
+    assert session.volume.holdout is None and session.volume.pseudo is None  # the loop cleans up after itself
+
+
+def test_every_prediction_shown_scores_within_the_margin_of_the_best_learner():
+    session, _ = _three_slice_session(margin=0.0)
+    seen: list[Prediction] = []
+    events = session.interactive(refresh_seconds=0.0, first_refresh_steps=2, max_predict_share=1.0)
+    for event in events:
+        if isinstance(event, Prediction):
+            seen.append(event)
+        if session.trainer.step >= 12:
+            break
+    events.close()
+    scored = [p for p in seen if p.scores]
+    assert len(scored) >= 3 and {"forest", "net"} <= set(scored[-1].scores)
+    for p in scored:
+        assert p.scores[p.learner] >= max(p.scores.values()) - 1e-9, (p.learner, p.scores)
+
+
+def test_a_correction_refits_the_first_responder_before_the_next_step():
+    session, mask = _three_slice_session()
+    events = session.interactive(first_refresh_steps=10**6)
+    for event in events:
+        if isinstance(event, Prediction) and event.box == Box.full(SHAPE):
+            break
+    fitted = session.responder.revision
+    session.add_correction((2, slice(None), slice(None)), 1)
+    for event in events:
+        if isinstance(event, Prediction):
+            break
+    events.close()
+    assert session.responder.revision > fitted and session.responder.revision == session.volume.revision
+
+
+def test_without_a_first_responder_the_net_is_shown_with_a_notice():
+    session, _ = _three_slice_session(max_feature_bytes=1)  # too large for its feature stack
+    events = session.interactive(first_refresh_steps=1, refresh_seconds=0.0)
+    notices, prediction = [], None
+    for event in events:
+        if isinstance(event, Prediction):
+            prediction = event
+            break
+        notices.append(event)
+    events.close()
+    assert prediction.learner == "net"
+    assert any("GiB" in getattr(n, "message", "") for n in notices)
+
+
+def test_a_class_the_blocks_would_take_away_is_released_for_every_learner():
+    volume, image, mask = _labeled_volume()
+    # One block covers the volume: held back whole or not at all; pick a seed that holds it back.
+    seed = next(s for s in range(64) if HoldOut(SPACING, 0.5, block=64, seed=s).box((0, 0, 0), (1, 1, 1))[0, 0, 0])
+    holdout = HoldOut(SPACING, 0.5, block=64, seed=seed)
+    responder = FirstResponder(image, volume, ResponderConfig(trees=4))
+    coords, classes, held = responder.labeled_rows(holdout)
+    assert holdout.released == {0, 1} and not held.any()
+    assert responder.fit(holdout)
+    volume.holdout = holdout
+    patch = volume.read_patch((0, 0, 0), SHAPE, volume.class_weights(1.0), 1.0)
+    assert (patch.weight[volume.labels > 0] > 0).all()  # nothing labeled is withheld from the net either
