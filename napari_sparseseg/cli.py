@@ -93,6 +93,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train needs --model and/or --session to keep what it learns")
     if args.seconds <= 0:
         raise ValueError(f"--seconds must be > 0, got {args.seconds:g}")
+    _check_output(args.out)
+    if args.model and not Path(args.model).parent.is_dir():
+        raise ValueError(f"{args.model}: the folder {Path(args.model).parent} does not exist")
     if not np.any(annotation > 0) and not (args.session and Path(args.session).exists()):
         raise ValueError(f"{args.annotation}: no labeled voxels; the annotation encoding is 0 = unlabeled, "
                          "1 = background, 2.. = classes: label some background and some of each class")
@@ -162,6 +165,7 @@ def _record(store, session, event) -> None:
 def cmd_resume(args: argparse.Namespace) -> int:
     from .core.store import SessionStore
 
+    _check_output(args.out)
     store, session = SessionStore.open(args.store, device=args.device)
     if store.resume_error:
         print(f"warning: {store.resume_error}", file=sys.stderr)
@@ -211,6 +215,7 @@ def _predict_distributed(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    _check_output(args.out)
     if args.block is not None and (len(args.block) != 3 or min(args.block) < 1):
         raise ValueError(f"--block needs three positive sizes Z Y X, got {args.block}")
     if args.scheduler:
@@ -282,6 +287,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-sparseseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -345,12 +351,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, in one line that names the file where there is one (--debug shows the traceback)."""
+    if isinstance(exc, MemoryError):
+        return "not enough memory for this volume (an .npz header may declare a larger array than it holds)"
+    if isinstance(exc, KeyError):
+        return f"a required entry is missing: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse an output path that could not be written, before any training."""
+    if not path:
+        return
+    from .io import MASK_SUFFIXES
+
+    p = Path(path)
+    if not p.name.lower().endswith(MASK_SUFFIXES):
+        raise ValueError(f"{path}: unsupported output type (use {', '.join(MASK_SUFFIXES)})")
+    if not p.parent.is_dir():
+        raise ValueError(f"{path}: the folder {p.parent} does not exist")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"napari-sparseseg {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError, KeyError) as exc:
+        if args.debug:
+            raise
+        print(f"napari-sparseseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

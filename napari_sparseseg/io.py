@@ -21,6 +21,10 @@ Every failure (missing, corrupt, unsupported, level out of range) raises
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +119,24 @@ def load_volume(path: str | Path, key: str = "image") -> tuple[np.ndarray, Spaci
     return vol.data, vol.spacing
 
 
+@contextlib.contextmanager
+def _written_whole(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) that becomes ``path`` only once written whole.
+
+    A failure while writing (a full disk, an interrupt) leaves the old file, or none, and no partial file.
+    """
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: np.ndarray | None = None) -> None:
     """Write a mask (0 = background, 1..K) keeping its spacing; the suffix picks the format.
 
@@ -149,15 +171,18 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
     if name.endswith(".npz"):
         from .formats.npz import write_npz
 
-        write_npz(p, mask, spacing)
+        with _written_whole(p) as tmp:
+            write_npz(tmp, mask, spacing)
     elif name.endswith((".tif", ".tiff")):
         from .formats.tiff import write_tiff
 
-        write_tiff(p, mask, spacing)
+        with _written_whole(p) as tmp:
+            write_tiff(tmp, mask, spacing)
     elif name.endswith((".nii", ".nii.gz")):
         from .formats.nifti import write_nifti
 
-        write_nifti(p, mask, spacing, affine)
+        with _written_whole(p) as tmp:
+            write_nifti(tmp, mask, spacing, affine)
     elif name.endswith(".ome.zarr"):
         from .formats.zarr_store import write_ome_zarr
 

@@ -86,6 +86,7 @@ def test_first_responder_needs_two_classes_and_declines_lazy_or_huge_volumes():
     responder = FirstResponder(image, volume, ResponderConfig())
     volume.set_labels((8, slice(None), slice(None)), 1)  # background only
     assert not responder.fit() and not responder.fitted
+    assert responder.revision == volume.revision  # answered: no refit until the labels change
     volume.set_labels((8, slice(10, 20), slice(10, 20)), 2)
     assert responder.fit()
     assert responder.predict_at(np.array([[8, 15, 15]]))[0, 2] == 0  # class 2 never labeled: probability 0

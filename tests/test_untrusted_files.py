@@ -162,3 +162,41 @@ def test_train_on_an_empty_annotation_is_refused_before_training(tmp_path, capsy
     assert rc == 2
     assert "no labeled voxels" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_cli_refuses_a_bad_output_path_before_training_and_reports_os_errors_in_one_line(tmp_path, capsys):
+    image, mask = sphere_volume(SHAPE)
+    np.savez(tmp_path / "img.npz", image=image)
+    ann = np.zeros(SHAPE, np.uint8)
+    ann[8] = mask[8] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    base = ["train", str(tmp_path / "img.npz"), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "60",
+            "--model", str(tmp_path / "m.pt"), "--device", "cpu"]
+    assert main(base + ["--out", str(tmp_path / "missing" / "mask.tif")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "mask.png")]) == 2
+    assert "unsupported output type" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()  # refused before training
+    assert main(["predict", str(tmp_path / "nothing.npz"), "--model", str(tmp_path / "m.pt"),
+                 "--out", str(tmp_path / "o.tif")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_mask_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from napari_sparseseg import io
+    from napari_sparseseg.formats import tiff
+
+    out = tmp_path / "mask.tif"
+    io.save_mask(out, np.ones(SHAPE, np.uint8), (2.0, 1.0, 1.0))
+    good = out.read_bytes()
+
+    def full_disk(path, mask, spacing):
+        path.write_bytes(b"partial")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(tiff, "write_tiff", full_disk)
+    with pytest.raises(OSError):
+        io.save_mask(out, np.zeros(SHAPE, np.uint8), (2.0, 1.0, 1.0))
+    assert out.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.tif"]  # no temporary file left behind

@@ -134,7 +134,8 @@ class FirstResponder:
         #: The filter bank (computed on first use unless given ready).
         self.features = features or FeatureStack(image, volume.spacing, channel_axis)
         self._forest = None
-        #: Annotation revision of the labels the classifier was last fitted to (-1: never fitted).
+        #: Annotation revision of the labels last answered: fitted to, or found to hold fewer than two classes
+        #: outside the held-back blocks (-1: none yet).
         self.revision = -1
 
     # -- availability ------------------------------------------------------------------
@@ -190,6 +191,7 @@ class FirstResponder:
         coords, classes, held = self.labeled_rows(holdout)
         coords, classes = coords[~held], classes[~held]
         if np.unique(classes).size < 2:
+            self.revision = revision  # nothing to fit until the labels change
             return False
         rng = np.random.default_rng(self.seed)
         pick = stratified_subsample(classes, self.config.max_samples, rng)
