@@ -96,6 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_output(args.out)
     if args.model and not Path(args.model).parent.is_dir():
         raise ValueError(f"{args.model}: the folder {Path(args.model).parent} does not exist")
+    for warning in annotation_warnings(annotation, args.classes):
+        print(f"warning: {args.annotation}: {warning}", file=sys.stderr)
     if not np.any(annotation > 0) and not (args.session and Path(args.session).exists()):
         raise ValueError(f"{args.annotation}: no labeled voxels; the annotation encoding is 0 = unlabeled, "
                          "1 = background, 2.. = classes: label some background and some of each class")
@@ -109,20 +111,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation,
                                       channel_axis=source.channel_axis, config=_config(args))
         store = _create_store(args.session, session, args.image, args.level) if args.session else None
-    bar = _progress_bar(args.seconds, "training")
-    for event in session.train(max_seconds=args.seconds, decay_until=session.trainer.elapsed + args.seconds):
-        _record(store, session, event)
-        bar.n = session.trainer.elapsed
-        bar.set_postfix_str(f"step {session.trainer.step} loss {getattr(event, 'loss', float('nan')):.3f}",
-                            refresh=False)
-        bar.refresh()
-    bar.close()
+    interrupted = _train_for(session, store, args.seconds)
     if store is not None:
         store.close(checkpoint=True)
         print(f"session saved after {session.trainer.step} steps to {args.session}")
     if args.model:
         save_model(session.trainer, args.model)
         print(f"saved model after {session.trainer.step} steps to {args.model}")
+    if interrupted:
+        return 130
     if args.out:
         from .io import save_mask
 
@@ -131,14 +128,71 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_for(session, store, seconds: float) -> bool:
+    """Train a budgeted run with a progress bar; True if Ctrl-C ended it (what was learned is kept for saving)."""
+    bar = _progress_bar(seconds, "training")
+    t0 = session.trainer.elapsed
+    events = session.train(max_seconds=seconds, decay_until=t0 + seconds)
+    try:
+        for event in events:
+            _record(store, session, event)
+            bar.n = session.trainer.elapsed - t0
+            bar.set_postfix_str(f"step {session.trainer.step} loss {getattr(event, 'loss', float('nan')):.3f}",
+                                refresh=False)
+            bar.refresh()
+    except KeyboardInterrupt:
+        bar.write(f"interrupted at step {session.trainer.step}: saving what was learned", file=sys.stderr)
+        return True
+    finally:
+        events.close()
+        bar.close()
+    return False
+
+
 def _read_annotation(path: str, level: int) -> np.ndarray:
-    """Sparse labels (``npz`` key ``labels``); read at ``level`` only if the file is itself a multiscale OME-Zarr."""
+    """Sparse labels (``npz`` key ``labels``); read at ``level`` only if the file is itself a multiscale OME-Zarr.
+
+    Raises
+    ------
+    ValueError
+        For labels that are not whole numbers in 0..255.
+    """
     from .io import read_volume
 
     vol = read_volume(path, key="labels", lazy=True)
     if level and vol.n_levels > 1:
         vol = read_volume(path, key="labels", level=level, lazy=True)
-    return np.asarray(vol.data)
+    labels = np.asarray(vol.data)
+    if labels.dtype.kind == "f" and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))):
+        raise ValueError(f"{path}: labels must be whole numbers (0 = unlabeled, 1 = background, 2.. = classes), "
+                         f"got {labels.dtype} values with fractions")
+    if labels.dtype.kind not in "uif":
+        raise ValueError(f"{path}: labels must be integers in 0..255, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"{path}: labels must be integers in 0..255, got values {labels.min()}..{labels.max()}")
+    return labels.astype(np.uint8)
+
+
+def annotation_warnings(annotation: np.ndarray, classes: int | None = None) -> list[str]:
+    """What a user should hear about sparse labels before training on them (annotation encoding)."""
+    values, counts = np.unique(annotation, return_counts=True)
+    present = {int(v) for v in values}
+    labeled = present - {0}
+    warnings = []
+    if 0 not in present:
+        warnings.append("every voxel is labeled: is this a ground-truth mask? The annotation encoding is "
+                        "0 = unlabeled, 1 = background, 2.. = classes (a mask has 0 = background)")
+    if labeled == {1}:
+        warnings.append("only background (value 1) is labeled: the model will learn no class. If this is a mask "
+                        "with 0 = background and 1 = object, add 1 to it (0 stays unlabeled)")
+    elif labeled and 1 not in labeled:
+        warnings.append("no background (value 1) is labeled: the model cannot learn where the classes end")
+    if classes is None and labeled:
+        missing = sorted(set(range(2, max(labeled) + 1)) - labeled)
+        if missing:
+            warnings.append(f"values {missing} do not occur, yet the largest value {max(labeled)} makes "
+                            f"{max(labeled) - 1} classes: a stray label? Pass --classes K to say how many")
+    return warnings
 
 
 def _create_store(path: str, session, image_path: str, level: int = 0):
@@ -172,15 +226,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     start = session.trainer.step
     print(f"resuming {args.store} at step {start} ({session.volume.n_labeled} labeled voxels)")
     store.start_autosave()
-    bar = _progress_bar(args.seconds, "training")
-    t0 = session.trainer.elapsed
-    for event in session.train(max_seconds=args.seconds, decay_until=t0 + args.seconds):
-        _record(store, session, event)
-        bar.n = session.trainer.elapsed - t0
-        bar.refresh()
-    bar.close()
+    interrupted = _train_for(session, store, args.seconds)
     store.close(checkpoint=True)
     print(f"saved checkpoint at step {session.trainer.step} (+{session.trainer.step - start}) to {args.store}")
+    if interrupted:
+        return 130
     if args.out:
         from .io import save_mask
 
@@ -220,12 +270,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--block needs three positive sizes Z Y X, got {args.block}")
     if args.scheduler:
         return _predict_distributed(args)
+    from .core.checkpoint import read_model
     from .core.session import SegmentationSession
     from .io import read_volume, save_mask
 
+    model = read_model(args.model)
     source = read_volume(args.image, level=args.level)
     spacing = source.spacing
-    session = SegmentationSession.from_model(source.data, args.model, spacing=spacing,
+    trained = model["state"].get("spacing")
+    if trained is not None and not np.allclose(trained, spacing, rtol=0.25):
+        print(f"warning: {args.image} has voxel spacing {tuple(spacing)}, the model was trained at "
+              f"{tuple(trained)}: objects will look another size to it (resample, or pick a pyramid level)",
+              file=sys.stderr)
+    session = SegmentationSession.from_model(source.data, model, spacing=spacing,
                                              channel_axis=source.channel_axis, device=args.device)
     if _is_zarr_array_path(args.out):  # block by block, each block written as whole chunks
         from .core.blockwise import predict_to_array

@@ -200,3 +200,54 @@ def test_a_mask_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         io.save_mask(out, np.zeros(SHAPE, np.uint8), (2.0, 1.0, 1.0))
     assert out.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["mask.tif"]  # no temporary file left behind
+
+
+def test_ctrl_c_during_train_keeps_the_steps_made_in_the_model_and_the_session(tmp_path, monkeypatch):
+    from napari_sparseseg.core.trainer import Trainer
+
+    image, mask = sphere_volume(SHAPE)
+    np.savez(tmp_path / "img.npz", image=image)
+    ann = np.zeros(SHAPE, np.uint8)
+    ann[8] = mask[8] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    real = Trainer.train_step
+
+    def interrupted_at_step_3(self, progress=None):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return real(self, progress)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_step_3)
+    rc = main(["train", str(tmp_path / "img.npz"), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "60",
+               "--model", str(tmp_path / "m.pt"), "--session", str(tmp_path / "s.zarr"), "--device", "cpu",
+               "--model-size", "small"])
+    assert rc == 130
+    assert read_model(tmp_path / "m.pt")["state"]["step"] == 2
+    _, resumed = SessionStore.open(tmp_path / "s.zarr")
+    assert resumed.trainer.step == 2
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({0: 100, 1: 50, 2: 50}, []),
+    ({1: 150, 2: 50}, ["ground-truth mask"]),
+    ({0: 100, 1: 100}, ["only background"]),
+    ({0: 100, 2: 100}, ["no background"]),
+    ({0: 100, 1: 50, 2: 40, 9: 1}, ["stray label"]),
+])
+def test_annotation_warnings_name_what_a_user_would_want_to_know(values, expected):
+    from napari_sparseseg.cli import annotation_warnings
+
+    annotation = np.concatenate([np.full(n, v, np.uint8) for v, n in values.items()])
+    warnings = annotation_warnings(annotation)
+    assert len(warnings) == len(expected)
+    for text, word in zip(warnings, expected):
+        assert word in text
+
+
+def test_fractional_labels_are_refused(tmp_path, capsys):
+    image, mask = sphere_volume(SHAPE)
+    np.savez(tmp_path / "img.npz", image=image)
+    np.savez(tmp_path / "ann.npz", labels=np.full(SHAPE, 1.5, np.float32))
+    rc = main(["train", str(tmp_path / "img.npz"), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "5",
+               "--model", str(tmp_path / "m.pt"), "--device", "cpu"])
+    assert rc == 2 and "whole numbers" in capsys.readouterr().err
