@@ -189,3 +189,16 @@ def test_a_patch_is_cut_from_the_labels_as_they_were_under_the_lock(volume, monk
     patch = volume.read_patch(start, (2, 4, 4), cw, 2.0)
     inside = patch.weight[2:, 3:] if start != (0, 0, 0) else patch.weight
     assert np.allclose(inside, 2.0 * cw[0])  # the corrected source's factor, not the later edit's
+
+
+def test_edit_records_stay_bounded_and_changes_since_still_covers_every_edit():
+    from napari_sparseseg.core.annotation import MAX_CHANGE_RECORDS
+
+    volume = AnnotatedVolume(np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), num_classes=1)
+    for i in range(3 * MAX_CHANGE_RECORDS):
+        volume.set_labels((i % 4, (i // 4) % 64, i % 64), 1 + i % 2)
+    assert len(volume._changes) <= MAX_CHANGE_RECORDS + 1
+    box = volume.changes_since(5)
+    assert box.start == (0, 0, 0) and box.stop == (4, 64, 64)
+    last = volume.changes_since(volume.revision - 1)
+    assert last.shape == (1, 1, 1)

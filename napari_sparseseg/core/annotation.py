@@ -20,6 +20,9 @@ from .holdout import HoldOut
 from .lazy import ChannelsFirst, LazyFeatures, is_lazy
 from .volume import IntensityStats, Spacing, as_channels_first, normalize, read_mirrored, validate_spacing
 
+#: Edit boxes kept for :meth:`AnnotatedVolume.changes_since`; beyond it the older half is merged into one box
+#: (a superset of what changed), so a long session's memory stays bounded.
+MAX_CHANGE_RECORDS = 4096
 #: Chunk shape of the sparse labels/source of a lazy (larger than memory) volume.
 LABEL_CHUNKS: tuple[int, int, int] = (8, 64, 64)
 
@@ -270,6 +273,12 @@ class AnnotatedVolume:
             self.source[index] = np.where(new > UNLABELED, int(source), int(Source.NONE))
             self.revision += 1
             self._changes.append((self.revision, box))
+            if len(self._changes) > MAX_CHANGE_RECORDS:  # merge the older half: a superset box, memory bounded
+                old, self._changes = self._changes[: MAX_CHANGE_RECORDS // 2], self._changes[MAX_CHANGE_RECORDS // 2:]
+                merged = old[0][1]
+                for _, b in old[1:]:
+                    merged = merged.union(b)
+                self._changes.insert(0, (old[-1][0], merged))
         return box
 
     def _unique_coordinates(self, index: tuple, values: np.ndarray) -> tuple[tuple, np.ndarray]:

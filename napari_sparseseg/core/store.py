@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import store_lock
 from .annotation import Box, Source, _weights
 from .config import SessionConfig
 from .encoding import UNLABELED
@@ -210,7 +211,12 @@ class SessionStore:
         if len(chunks) != 3 or min(chunks) < 1:
             raise ValueError(f"chunks must be three positive integers (z, y, x), got {chunks}")
 
-        root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        # Built in a hidden sibling folder and renamed into place once complete: a store killed while being
+        # created never appears under ``path``.
+        building = path.parent / f".{path.name}.creating-{os.getpid()}"
+        if building.exists():
+            shutil.rmtree(building)
+        root = zarr.open_group(str(building), mode="w", zarr_format=3)
         shape = vol.shape
         channel_axis = session.channel_axis if image_ref is not None else None
         if image_ref is None:
@@ -222,17 +228,24 @@ class SessionStore:
         root.create_array("probabilities", shape=(k + 1,) + shape, chunks=(1,) + chunks, dtype=np.float16,
                           fill_value=0.0)
         root.create_array("uncertainty", shape=shape, chunks=chunks, dtype=np.float16, fill_value=0.0)
-        (path / "checkpoints").mkdir(exist_ok=True)
-        (path / "history.jsonl").touch()
+        (building / "checkpoints").mkdir(exist_ok=True)
+        (building / "history.jsonl").touch()
         attrs = {"config": session.config.to_dict(), "spacing": list(vol.spacing), "num_classes": k,
                  "class_names": names, "colors": [list(map(float, c)) for c in colors] if colors is not None else None,
                  "image_ref": image_ref, "channel_axis": channel_axis, "chunks": list(chunks),
                  "created": time.time()}
         root.attrs.update(attrs)
-        # The marker goes last: a store killed while being created is not mistaken for a complete one.
         root.attrs.update({STORE_KEY: {"version": STORE_VERSION}})
-        store = cls(path, root, session)
-        store.flush()
+        try:
+            builder = cls(building, root, session)
+            builder.flush()
+            os.rename(building, path)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        store = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3), session)
+        store._flushed_revision, store._labeled_chunks = builder._flushed_revision, builder._labeled_chunks
+        store_lock.acquire(path)
         return store
 
     @classmethod
@@ -269,7 +282,9 @@ class SessionStore:
 
         path = Path(path)
         if not path.is_dir() or not is_session_store(path):
-            raise ValueError(f"{path} is not a napari-sparseseg session store (no {STORE_KEY!r} in its zarr.json)")
+            raise ValueError(f"{path} is not a napari-sparseseg session store (no {STORE_KEY!r} in its zarr.json); "
+                             "choose the store folder, or another path for a new session")
+        store_lock.acquire(path)  # before anything is written: another process may be writing it
         _remove_partial_files(path)
         root = zarr.open_group(str(path), mode="r+", zarr_format=3)
         attrs = dict(root.attrs)
@@ -569,10 +584,13 @@ class SessionStore:
                 self.last_error = exc
 
     def close(self, checkpoint: bool = False) -> None:
-        """Stop autosaving, flush, and optionally write a last checkpoint (only when no training runs)."""
-        self.stop_autosave(flush=True)
-        if checkpoint:
-            self.save_checkpoint()
+        """Stop autosaving, flush, optionally write a last checkpoint (only when no training runs), unlock."""
+        try:
+            self.stop_autosave(flush=True)
+            if checkpoint:
+                self.save_checkpoint()
+        finally:
+            store_lock.release(self.path)
 
 
 # ==================================================================== helpers

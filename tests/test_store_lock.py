@@ -1,0 +1,80 @@
+"""One writer per store (a lock naming the process, stale locks taken over) and stores created whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from napari_sparseseg.core import store_lock
+from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.core.store import SessionStore
+from napari_sparseseg.core.store_lock import StoreInUseError
+from tests.conftest import sphere_volume
+
+SHAPE = (8, 32, 32)
+CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
+                       train=TrainConfig(patch_voxels=8 * 32 * 32, batch_size=1, augment=False), device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _store(path) -> SessionStore:
+    image, mask = sphere_volume(SHAPE, radius=5)
+    session = SegmentationSession(image, num_classes=1, spacing=(2.0, 1.0, 1.0), config=CONFIG)
+    session.add_labels((4, slice(None), slice(None)), mask[4] + 1)
+    return SessionStore.create(path, session)
+
+
+def test_a_second_process_is_told_who_holds_the_store_and_a_killed_holder_is_taken_over(tmp_path):
+    path = tmp_path / "s.zarr"
+    _store(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.getcwd()!r})
+        from napari_sparseseg.core.store import SessionStore
+        SessionStore.open({str(path)!r}, device="cpu")
+        print("open", flush=True)
+        time.sleep(120)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreInUseError, match=f"process {holder.pid}"):
+            SessionStore.open(path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    store, session = SessionStore.open(path)  # the holder is gone: its lock is stale
+    assert store_lock.holder(path)["pid"] == os.getpid()
+    assert session.volume.n_labeled == SHAPE[1] * SHAPE[2]
+    store.close()
+    assert store_lock.holder(path) is None
+
+
+def test_a_store_whose_creation_fails_leaves_nothing_behind(tmp_path, monkeypatch):
+    def disk_full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SessionStore, "flush", disk_full)
+    with pytest.raises(OSError):
+        _store(tmp_path / "s.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_lock_of_another_machine_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "s.zarr"
+    _store(path).close()
+    (path / store_lock.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": time.time()}))
+    with pytest.raises(StoreInUseError, match="elsewhere.*delete"):
+        SessionStore.open(path)
