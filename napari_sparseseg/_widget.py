@@ -833,5 +833,8 @@ def shown_in_words(prediction: Prediction) -> str:
     """The status line for a prediction on screen: who made it, and its Dice on labels no learner trained on."""
     words = f"showing {LEARNER_WORDS.get(prediction.learner, prediction.learner)}"
     if prediction.score is not None:
-        words += f": Dice {prediction.score:.2f} on your labels held back from training"
+        words += f": estimated Dice {prediction.score:.2f}"
+        if prediction.interval is not None:
+            words += f" ({prediction.interval[0]:.2f}-{prediction.interval[1]:.2f})"
+        words += ", measured on your labels held back from training"
     return words

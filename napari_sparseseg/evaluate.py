@@ -210,6 +210,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         "learner": learner,
         "held_back_scores": dict(session.handover.scores),
         "estimated_dice": session.handover.scores.get(learner) if learner else None,
+        "estimated_dice_interval": session.handover.intervals.get(learner) if learner else None,
         "features_seconds": None if features_seconds is None else round(features_seconds, 2),
         "train_seconds": round(trainer.elapsed, 2),
         "wall_seconds": round(wall, 2),

@@ -239,3 +239,38 @@ def test_a_class_the_blocks_would_take_away_is_released_for_every_learner():
     volume.holdout = holdout
     patch = volume.read_patch((0, 0, 0), SHAPE, volume.class_weights(1.0), 1.0)
     assert (patch.weight[volume.labels > 0] > 0).all()  # nothing labeled is withheld from the net either
+
+
+def test_the_held_back_interval_brackets_the_score_and_narrows_with_more_blocks():
+    from napari_sparseseg.core.handover import held_back_interval
+
+    rng = np.random.default_rng(0)
+
+    def interval(n_blocks):
+        groups = np.repeat(np.arange(n_blocks), 50)
+        truth = (rng.random(groups.size) < 0.3).astype(int)
+        predicted = np.where(rng.random(groups.size) < 0.1, 1 - truth, truth)  # 10 % wrong
+        low, high = held_back_interval(truth, predicted, 2, groups)
+        return low, held_back_dice(truth, predicted, 2), high
+
+    low, score, high = interval(8)
+    assert low <= score <= high
+    low_many, score_many, high_many = interval(200)
+    assert low_many <= score_many <= high_many and high_many - low_many < high - low
+    assert held_back_interval(np.empty(0, int), np.empty(0, int), 2, np.empty(0, int)) is None
+
+
+def test_predictions_carry_an_interval_for_the_learner_shown():
+    image, mask = sphere_volume((16, 96, 96), radius=30)
+    config = SessionConfig(model=CONFIG.model, train=CONFIG.train, device="cpu",
+                           responder=ResponderConfig(trees=8, held_back=0.3))
+    session = SegmentationSession(image, num_classes=1, spacing=SPACING, config=config)
+    for z in (5, 8, 11):
+        session.add_labels((z, slice(None), slice(None)), mask[z] + 1)
+    events = session.interactive(first_refresh_steps=10**6)
+    for event in events:
+        if isinstance(event, Prediction) and event.box == Box.full((16, 96, 96)):
+            break
+    events.close()
+    low, high = event.interval
+    assert low <= event.score <= high

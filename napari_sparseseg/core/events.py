@@ -99,6 +99,8 @@ class Prediction:
         Who predicted it: the 3D U-Net, the first responder (:mod:`~.first_responder`) or their blend.
     scores : dict
         The latest Dice of each learner on the held-back labels (:mod:`~.handover`); empty when none is scored.
+    intervals : dict
+        A 90 % block-bootstrap interval ``(low, high)`` of each of those scores.
     """
 
     box: Box
@@ -109,8 +111,14 @@ class Prediction:
     revision: int
     learner: str = "net"
     scores: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def score(self) -> float | None:
         """Dice of the learner shown on the held-back labels (None when not scored)."""
         return self.scores.get(self.learner)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """90 % interval of :attr:`score` (None when not scored)."""
+        return self.intervals.get(self.learner)

@@ -75,6 +75,11 @@ class HoldOut:
         b = np.floor_divide(coords, np.asarray(self.block))
         return self._held(b[:, 0], b[:, 1], b[:, 2])
 
+    def block_of(self, coords: np.ndarray) -> np.ndarray:
+        """int64 ``(n,)``: a code of the block each of the ``(n, 3)`` coordinates lies in (equal codes, one block)."""
+        b = np.floor_divide(np.asarray(coords, dtype=np.int64), np.asarray(self.block)) + (1 << 20)
+        return (b[:, 0] << 42) | (b[:, 1] << 21) | b[:, 2]
+
     def split(self, coords: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """bool ``(n,)``: which labeled voxels are held back, releasing classes the blocks would take away.
 

@@ -27,7 +27,7 @@ from .distill import distill_weight, pseudo_labels
 from .encoding import UNLABELED
 from .events import Notice, Prediction, TrainStep, Waiting
 from .first_responder import FeatureStack, FirstResponder
-from .handover import HandOver, blend, held_back_dice
+from .handover import HandOver, blend, held_back_dice, held_back_interval
 from .holdout import HoldOut
 from .inference import entropy
 from .trainer import Trainer
@@ -274,18 +274,30 @@ class SegmentationSession:
             self._held_back_cache = (revision, coords[held], classes[held])
         return self._held_back_cache[1], self._held_back_cache[2]
 
+    def _score(self, predicted: dict[str, np.ndarray]) -> None:
+        """Score learners' class predictions ``(n,)`` at the held-back voxels and let the hand-over choose."""
+        coords, truth = self._held_back()
+        num = self.volume.num_classes + 1
+        scores = {name: held_back_dice(truth, p, num) for name, p in predicted.items()}
+        if not any(v is not None for v in scores.values()):
+            return
+        groups = self.volume.holdout.block_of(coords)
+        self.handover.update(scores, {name: held_back_interval(truth, p, num, groups, seed=self.config.train.seed)
+                                      for name, p in predicted.items()})
+
     def _respond(self, responder: FirstResponder, view_box: Callable[[], Box | None]) -> Iterator[Event]:
         """Refit the first responder on the labels now, score it, and yield what is to be shown."""
         if not responder.fit(self.volume.holdout):
             return  # fewer than two classes labeled outside the held-back blocks
         num = self.volume.num_classes + 1
-        coords, truth = self._held_back()
+        coords, _ = self._held_back()
         forest_at = responder.predict_at(coords) if len(coords) else np.empty((0, num), np.float32)
-        scores = {"forest": held_back_dice(truth, forest_at.argmax(1), num)}
+        predicted = {"forest": forest_at.argmax(1)}
         net_at = self._net_at_held_back(coords)
         if net_at is not None:
-            scores["blend"] = held_back_dice(truth, blend(forest_at, net_at).argmax(1), num)
-        shown = self.handover.update(scores) if any(v is not None for v in scores.values()) else None
+            predicted["blend"] = blend(forest_at, net_at).argmax(1)
+        self._score(predicted)
+        shown = self.handover.shown
         if shown is None or self.handover.scores.get("forest") is None:
             shown = self.handover.offer("forest")
         if shown == "net":
@@ -334,17 +346,16 @@ class SegmentationSession:
         forest = self._latest.get("forest")
         have_forest = responder.fitted and forest is not None and forest.shape == net.shape
         if prediction.box == Box.full(self.volume.shape):
-            coords, truth = self._held_back()
-            num = self.volume.num_classes + 1
+            coords, _ = self._held_back()
             net_at = self._net_at_held_back(coords)
-            scores: dict[str, float | None] = {}
-            if net_at is not None:
-                scores["net"] = held_back_dice(truth, net_at.argmax(1), num)
-                if have_forest and len(coords):
-                    scores["blend"] = held_back_dice(
-                        truth, blend(forest[:, coords[:, 0], coords[:, 1], coords[:, 2]], net_at.T).argmax(0), num)
-            if any(v is not None for v in scores.values()):
-                self.handover.update(scores)
+            predicted: dict[str, np.ndarray] = {}
+            if net_at is not None and len(coords):
+                predicted["net"] = net_at.argmax(1)
+                if have_forest:
+                    predicted["blend"] = blend(forest[:, coords[:, 0], coords[:, 1], coords[:, 2]],
+                                               net_at.T).argmax(0)
+            if predicted:
+                self._score(predicted)
                 self._fade_pseudo_labels()
             elif self.volume.holdout is None:  # nothing is held back (held_back = 0): the net once it predicts
                 self.handover.shown = "net"
@@ -352,7 +363,8 @@ class SegmentationSession:
                 self.handover.offer("net")
         shown = self.handover.shown
         if shown == "net" or (shown == "blend" and not have_forest) or shown is None:
-            return replace(prediction, learner="net", scores=dict(self.handover.scores))
+            return replace(prediction, learner="net", scores=dict(self.handover.scores),
+                           intervals=dict(self.handover.intervals))
         if shown == "blend":
             return self._composed(prediction.box, "blend", net=prediction.probabilities)
         return None  # the first responder stays shown: its mask is already on screen
@@ -373,4 +385,5 @@ class SegmentationSession:
         probs = np.ascontiguousarray(probs, dtype=np.float32)
         return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
                           uncertainty=entropy(probs), step=self.trainer.step, revision=self.volume.revision,
-                          learner=learner, scores=dict(self.handover.scores))
+                          learner=learner, scores=dict(self.handover.scores),
+                          intervals=dict(self.handover.intervals))
