@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 from ._bridge import Refresh, SessionReady, TrainingRun, merge_late_edits
 from ._class_panel import ClassPanel
 from ._classes import MAX_CLASSES, ClassList, remove_class_values
+from ._guidance_panel import GuidancePanel
 from ._layers import image_layer_problem, is_output, placement, role
 from ._models import ModelFiles
 from ._plot import ProgressStrip, Sparkline
@@ -50,7 +51,7 @@ from ._view import view_box
 from .core.annotation import Box
 from .core.config import MODEL_SIZE_CHANNELS, ResponderConfig, SessionConfig, preset
 from .core.encoding import ANNOTATION_DTYPE, MASK_DTYPE
-from .core.events import Notice, Prediction, TrainStep, Waiting
+from .core.events import Guidance, Notice, Prediction, TrainStep, Waiting
 
 if TYPE_CHECKING:
     import napari
@@ -259,6 +260,9 @@ class SparseSegWidget(QWidget):
         col.addWidget(self.rate_label)
         col.addWidget(self.sparkline)
         root.addWidget(status)
+
+        self.guidance_panel = GuidancePanel(self.viewer, lambda: self.image_layer)
+        root.addWidget(self.guidance_panel)
 
         actions = QGroupBox("Results")
         col = QVBoxLayout(actions)
@@ -595,6 +599,8 @@ class SparseSegWidget(QWidget):
             _set_text(self.status_label, event.reason)
         elif isinstance(event, SessionReady):
             self._on_session_ready(event.session)
+        elif isinstance(event, Guidance):
+            self.guidance_panel.show_guidance(event)
         elif isinstance(event, Notice):  # e.g. sizes shrunk after a GPU out-of-memory
             (show_warning if event.level == "warning" else show_info)(f"sparseseg: {event.message}")
 

@@ -164,7 +164,13 @@ def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot)
     assert foreground_dice(widget.prediction_layer.data[12], gt[12]) > 0.6
     widget._update_status()
     assert "first responder" in widget.status_label.text()
+    qtbot.waitUntil(lambda: widget.guidance_panel.guidance is not None, timeout=60000)
     stop_and_wait(widget, qtbot)
+    best = widget.guidance_panel.guidance.slices[0]
+    assert widget.guidance_panel.go_button.isEnabled()
+    widget.guidance_panel.go_to_suggestion()
+    assert viewer.dims.order[0] == best.axis and best.axis not in viewer.dims.displayed
+    assert viewer.dims.current_step[best.axis] == best.index
 
 
 def test_undo_withdraws_strokes(app, qtbot):

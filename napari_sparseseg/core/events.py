@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from .annotation import Box
+from .guidance import Region, SliceSuggestion
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,22 @@ class Prediction:
     def interval(self) -> tuple[float, float] | None:
         """90 % interval of :attr:`score` (None when not scored)."""
         return self.intervals.get(self.learner)
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Where to paint next, from the whole-volume prediction just shown (see :mod:`~.guidance`).
+
+    Attributes
+    ----------
+    slices : tuple of SliceSuggestion
+        Slices to paint, best first.
+    errors : tuple of Region
+        The largest uncertain regions, to check and correct.
+    revision : int
+        Annotation revision of the labels the suggestions avoid.
+    """
+
+    slices: tuple[SliceSuggestion, ...]
+    errors: tuple[Region, ...]
+    revision: int

@@ -25,8 +25,9 @@ from .annotation import AnnotatedVolume, Box, Source
 from .config import SessionConfig
 from .distill import distill_weight, pseudo_labels
 from .encoding import UNLABELED
-from .events import Notice, Prediction, TrainStep, Waiting
+from .events import Guidance, Notice, Prediction, TrainStep, Waiting
 from .first_responder import FeatureStack, FirstResponder
+from .guidance import likely_errors, suggest_slices
 from .handover import HandOver, blend, held_back_dice, held_back_interval
 from .holdout import HoldOut
 from .inference import entropy
@@ -35,7 +36,7 @@ from .trainer import Trainer
 if TYPE_CHECKING:
     from .store import SessionStore
 
-Event = TrainStep | Waiting | Notice | Prediction
+Event = TrainStep | Waiting | Notice | Prediction | Guidance
 
 
 class SegmentationSession:
@@ -254,6 +255,8 @@ class SegmentationSession:
                     if self.store is not None:
                         self.store.record_prediction(shown)  # queued for the store's autosave thread
                     yield shown
+                    if shown.box == Box.full(shape):
+                        yield from self._guidance(shown)
                 last_end = time.perf_counter()
                 last_cost = last_end - t0
                 shown_step = trainer.step
@@ -312,6 +315,15 @@ class SegmentationSession:
         if self.store is not None:
             self.store.record_prediction(full)
         yield full
+        yield from self._guidance(full)
+
+    def _guidance(self, shown: Prediction) -> Iterator[Guidance]:
+        """Where to paint next, from a whole-volume prediction just shown (in-memory volumes)."""
+        if self.volume.lazy:
+            return
+        labeled = np.asarray(self.volume.labels) > 0
+        yield Guidance(tuple(suggest_slices(shown.uncertainty, labeled)),
+                       tuple(likely_errors(shown.uncertainty, labeled)), shown.revision)
 
     def _set_forest(self, probabilities: np.ndarray) -> None:
         """Keep the first responder's whole-volume probabilities and hand its confident answers to the net."""

@@ -1,0 +1,94 @@
+"""The "Where to paint next" box of the dock widget: the best slice to paint and the likely errors, a click away.
+
+It shows the latest :class:`~.core.events.Guidance` and moves the viewer: to the
+suggested slice in its orientation (the axis the slice is normal to becomes the
+slider, the other two are displayed), or to the middle of a likely error. It
+knows the viewer and how to find the image layer, nothing of the widget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
+
+from .core.events import Guidance
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+
+def show_plane(viewer: napari.Viewer, layer: Layer, axis: int, point: tuple[int, int, int]) -> None:
+    """Show the plane of ``layer`` normal to data ``axis`` through data ``point`` ``(z, y, x)`` (2D view)."""
+    offset = viewer.dims.ndim - layer.ndim
+    viewer.dims.ndisplay = 2
+    normal = offset + axis
+    others = [a for a in viewer.dims.order if a != normal]
+    leading, spatial = others[: max(offset, 0)], others[max(offset, 0):]
+    viewer.dims.order = tuple(leading + [normal] + spatial)
+    world = layer.data_to_world(point)
+    viewer.dims.set_point(normal, world[-3 + axis])
+
+
+class GuidancePanel(QGroupBox):
+    """Parameters: ``viewer``, and ``layer`` returning the image layer the guidance is about (or None)."""
+
+    def __init__(self, viewer: napari.Viewer, layer: Callable[[], Layer | None]) -> None:
+        super().__init__("Where to paint next")
+        self.viewer, self._layer = viewer, layer
+        self.guidance: Guidance | None = None
+        col = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.suggestion_label = QLabel("suggestions follow the first prediction")
+        self.suggestion_label.setWordWrap(True)
+        self.go_button = QPushButton("Go there")
+        self.go_button.setToolTip("show the suggested slice, in its orientation")
+        row.addWidget(self.suggestion_label, 1)
+        row.addWidget(self.go_button)
+        col.addLayout(row)
+        row = QHBoxLayout()
+        self.error_combo = QComboBox()
+        self.error_combo.setToolTip("the largest regions where the mask is least certain: check and correct them")
+        self.error_button = QPushButton("Show")
+        row.addWidget(self.error_combo, 1)
+        row.addWidget(self.error_button)
+        col.addLayout(row)
+        self.go_button.clicked.connect(self.go_to_suggestion)
+        self.error_button.clicked.connect(lambda: self.go_to_error(self.error_combo.currentIndex()))
+        self._enable()
+
+    def _enable(self) -> None:
+        g = self.guidance
+        self.go_button.setEnabled(bool(g and g.slices))
+        self.error_button.setEnabled(bool(g and g.errors))
+
+    def show_guidance(self, guidance: Guidance) -> None:
+        """Show a new set of suggestions."""
+        self.guidance = guidance
+        if guidance.slices:
+            self.suggestion_label.setText(guidance.slices[0].describe() + ": the mask is least certain there")
+        else:
+            self.suggestion_label.setText("no uncertain region left outside your labels")
+        self.error_combo.clear()
+        for i, region in enumerate(guidance.errors, 1):
+            z, y, x = region.centre
+            self.error_combo.addItem(f"likely error {i}: {region.voxels:,} voxels around z {z}, y {y}, x {x}")
+        self._enable()
+
+    def go_to_suggestion(self) -> None:
+        """Move the viewer to the best suggested slice."""
+        layer = self._layer()
+        if layer is None or not self.guidance or not self.guidance.slices:
+            return
+        best = self.guidance.slices[0]
+        centre = tuple((a + b - 1) // 2 for a, b in zip(best.box.start, best.box.stop))
+        show_plane(self.viewer, layer, best.axis, centre)
+
+    def go_to_error(self, index: int) -> None:
+        """Move the viewer to the axial slice through the middle of likely error ``index``."""
+        layer = self._layer()
+        if layer is None or not self.guidance or not 0 <= index < len(self.guidance.errors):
+            return
+        show_plane(self.viewer, layer, 0, self.guidance.errors[index].centre)
