@@ -103,7 +103,7 @@ def run_one(name: str, loader: Loader, protocol: str, args: argparse.Namespace) 
 
     from napari_sparseseg.core.config import SessionConfig, TrainConfig, preset
     from napari_sparseseg.core.protocols import annotated_slice_count
-    from napari_sparseseg.evaluate import evaluate_volume
+    from napari_sparseseg.evaluate import _suggest_count, evaluate_volume
 
     image, labels, spacing = loader()
     if labels is None:
@@ -116,7 +116,7 @@ def run_one(name: str, loader: Loader, protocol: str, args: argparse.Namespace) 
     result.update({
         "data": name,
         "shape": list(np.shape(labels)),
-        "annotated_slices": annotated_slice_count(protocol, np.shape(labels)),
+        "annotated_slices": (_suggest_count(protocol) or annotated_slice_count(protocol, np.shape(labels))),
         "device_tag": args.device,
         "device_name": device_description(result["device"]),
         "torch": torch.__version__,
@@ -185,7 +185,7 @@ def load_results(out: Path) -> list[dict[str, Any]]:
 
 def _protocol_order(r: dict[str, Any]) -> tuple[int, int, str]:
     kind = r["protocol"].split(":")[0]
-    rank = {"z": 0, "y": 1, "x": 2, "ortho": 3, "scribble": 4, "full": 9}.get(kind, 5)
+    rank = {"z": 0, "y": 1, "x": 2, "ortho": 3, "scribble": 4, "suggest": 5, "full": 9}.get(kind, 6)
     return rank, int(r.get("annotated_slices", 0)), r["protocol"]
 
 
@@ -326,9 +326,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--budget-seconds must be > 0, got {args.budget_seconds}")
     from napari_sparseseg.core.protocols import parse_protocol
 
+    from napari_sparseseg.evaluate import _suggest_count
+
     for p in args.protocols:
         try:
-            parse_protocol(p)
+            if _suggest_count(p) is None:
+                parse_protocol(p)
         except ValueError as err:
             ap.error(str(err))
     return args

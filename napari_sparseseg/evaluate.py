@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from .core.config import SessionConfig
-from .core.encoding import annotation_to_mask
-from .core.events import Prediction, TrainStep
+from .core.encoding import mask_to_annotation
+from .core.events import Guidance, Prediction, TrainStep
 from .core.metrics import evaluate_masks
 from .core.protocols import FULL, parse_protocol, protocol_mask, simulate_annotation
 from .core.session import SegmentationSession
@@ -53,6 +53,27 @@ def validate_ground_truth(image: np.ndarray, truth: np.ndarray) -> int:
     if k < 1:
         raise ValueError("ground-truth labels hold no foreground class")
     return k
+
+
+#: The simulated user who follows the suggestions: ``suggest:K`` starts from ``z:1`` and paints K - 1 suggested slices.
+SUGGEST = "suggest"
+
+
+def _suggest_count(protocol: str) -> int | None:
+    """K of ``suggest:K`` (None for any other protocol)."""
+    kind, _, count = str(protocol).strip().partition(":")
+    if kind != SUGGEST:
+        return None
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"protocol {protocol!r}: use suggest:K with K >= 1 slices (e.g. suggest:3)")
+    return int(count)
+
+
+def _plane(axis: int, index: int) -> tuple:
+    """The ``(z, y, x)`` index of one whole plane normal to ``axis``."""
+    plane: list = [slice(None)] * 3
+    plane[axis] = index
+    return tuple(plane)
 
 
 def _axial_part(annotation: np.ndarray, protocol: str) -> np.ndarray:
@@ -111,7 +132,10 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     spacing : sequence of float, optional
         Voxel size ``(z, y, x)``.
     protocol : str
-        ``z:K``, ``ortho:K``, ``scribble:K`` or ``full`` (see :mod:`~.core.protocols`). Under ``full`` every
+        ``z:K``, ``ortho:K``, ``scribble:K``, ``suggest:K`` or ``full`` (see :mod:`~.core.protocols`).
+        ``suggest:K`` is a user who follows the suggestions: one axial slice in the middle first, then at each
+        ``budget / K`` of the time the slice suggested last (any orientation) painted whole from the ground
+        truth, ``K`` slices in all (``painted`` records them); the baselines see the final labels. Under ``full`` every
         voxel is labeled and the *raw* prediction shown is scored (the merged mask would copy the labels and
         score 1.0): its Dice over all voxels is the training-set Dice, the fully supervised bound.
     budget_seconds : float
@@ -144,20 +168,20 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     if budget_seconds <= 0:
         raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
     spacing = validate_spacing(spacing)
-    labeled = protocol_mask(truth.shape, protocol, truth)
-    annotation = simulate_annotation(truth, protocol, labeled)
-    unannotated = ~labeled
-    full = parse_protocol(protocol)[0] == FULL
+    suggested = _suggest_count(protocol)
+    start_protocol = "z:1" if suggested else protocol
+    labeled = protocol_mask(truth.shape, start_protocol, truth)
+    annotation = simulate_annotation(truth, start_protocol, labeled)
+    full = not suggested and parse_protocol(protocol)[0] == FULL
     session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
     trainer = session.trainer
     features_seconds = None
     if features_ready:
         session.warm_up()
         features_seconds = session.responder.feature_seconds
-    target = annotation_to_mask(annotation)
 
     def displayed(mask: np.ndarray) -> np.ndarray:
-        return mask if full else np.where(labeled, target, mask).astype(np.uint8)
+        return mask if full else np.where(labeled, truth, mask).astype(np.uint8)
 
     shown = np.zeros(truth.shape, np.uint8)  # nothing shown yet: background everywhere (labels merged in)
     learner: str | None = None
@@ -183,12 +207,24 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
             if progress is not None:
                 progress("curve", t / budget_seconds, point)
 
+    painted: list[dict[str, int]] = []  # suggest:K: the slices the simulated user painted, when
+    guidance: Guidance | None = None
     events = session.interactive(should_stop=lambda: clock.now() >= budget_seconds)
     for event in events:
         now = clock.now()
         score_until(now)
         if now >= budget_seconds:  # what arrives after the budget was not on screen at its end
             break
+        if isinstance(event, Guidance):
+            guidance = event
+        if (suggested and len(painted) < suggested - 1 and now >= budget_seconds * (len(painted) + 1) / suggested
+                and guidance is not None and guidance.slices):
+            best = guidance.slices[0]  # paint the suggested slice whole, from the ground truth
+            plane = _plane(best.axis, best.index)
+            session.add_labels(plane, mask_to_annotation(truth[plane]))
+            labeled[plane] = True
+            painted.append({"seconds": round(now, 1), "axis": best.axis, "index": best.index})
+            guidance = None
         if isinstance(event, Prediction):
             shown[event.box.slices] = event.labels
             learner = event.learner
@@ -201,8 +237,11 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     pred = displayed(shown)
     net = session._latest.get("net")
     net_scores = None if net is None else evaluate_masks(truth, displayed(net.argmax(0).astype(np.uint8)), k + 1)
+    annotation = session.volume.labels.copy() if suggested else annotation  # the baselines see the final labels
+    unannotated = ~labeled
     result: dict[str, Any] = {
         "protocol": protocol,
+        **({"painted": painted} if suggested else {}),
         "device": str(trainer.device),
         "budget_seconds": budget_seconds,
         "seed": config.train.seed,
@@ -226,7 +265,11 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     result["miou_net"] = None if net_scores is None else net_scores["miou"]
     result["baselines"] = {}
     for name in baselines:
-        reason = baseline_applicability(name, protocol)
+        if suggested:  # the suggested slices lie in any orientation: nothing to interpolate between along z
+            reason = "slice interpolation runs along z; suggested slices lie in any orientation" \
+                if name == "interp" else None
+        else:
+            reason = baseline_applicability(name, protocol)
         if reason is not None:
             result["baselines"][name] = {"applicable": False, "reason": reason}
             continue

@@ -274,3 +274,18 @@ def test_predictions_carry_an_interval_for_the_learner_shown():
     events.close()
     low, high = event.interval
     assert low <= event.score <= high
+
+
+def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slices():
+    from napari_sparseseg.evaluate import evaluate_volume
+
+    image, mask = sphere_volume((16, 48, 48), radius=12)
+    config = SessionConfig(model=CONFIG.model, train=CONFIG.train, device="cpu",
+                           responder=ResponderConfig(trees=8))
+    r = evaluate_volume(image, mask, spacing=SPACING, protocol="suggest:3", budget_seconds=6, config=config,
+                        baselines=("rf", "interp"))
+    assert len(r["painted"]) == 2 and all(p["seconds"] >= 2 for p in r["painted"])
+    assert r["annotated_fraction"] > 1 / 16  # more than the first axial slice
+    assert r["baselines"]["interp"]["applicable"] is False and r["baselines"]["rf"]["dice_fg"] > 0.5
+    with pytest.raises(ValueError, match="suggest:K"):
+        evaluate_volume(image, mask, spacing=SPACING, protocol="suggest:x", budget_seconds=1, config=config)
