@@ -103,7 +103,7 @@ def run_one(name: str, loader: Loader, protocol: str, args: argparse.Namespace) 
 
     from napari_sparseseg.core.config import SessionConfig, TrainConfig, preset
     from napari_sparseseg.core.protocols import annotated_slice_count
-    from napari_sparseseg.evaluate import _suggest_count, evaluate_volume
+    from napari_sparseseg.evaluate import evaluate_volume, suggest_count
 
     image, labels, spacing = loader()
     if labels is None:
@@ -116,7 +116,7 @@ def run_one(name: str, loader: Loader, protocol: str, args: argparse.Namespace) 
     result.update({
         "data": name,
         "shape": list(np.shape(labels)),
-        "annotated_slices": (_suggest_count(protocol) or annotated_slice_count(protocol, np.shape(labels))),
+        "annotated_slices": (suggest_count(protocol) or annotated_slice_count(protocol, np.shape(labels))),
         "device_tag": args.device,
         "device_name": device_description(result["device"]),
         "torch": torch.__version__,
@@ -325,12 +325,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.budget_seconds <= 0:
         ap.error(f"--budget-seconds must be > 0, got {args.budget_seconds}")
     from napari_sparseseg.core.protocols import parse_protocol
-
-    from napari_sparseseg.evaluate import _suggest_count
+    from napari_sparseseg.evaluate import suggest_count
 
     for p in args.protocols:
         try:
-            if _suggest_count(p) is None:
+            if suggest_count(p) is None:
                 parse_protocol(p)
         except ValueError as err:
             ap.error(str(err))

@@ -59,7 +59,7 @@ def validate_ground_truth(image: np.ndarray, truth: np.ndarray) -> int:
 SUGGEST = "suggest"
 
 
-def _suggest_count(protocol: str) -> int | None:
+def suggest_count(protocol: str) -> int | None:
     """K of ``suggest:K`` (None for any other protocol)."""
     kind, _, count = str(protocol).strip().partition(":")
     if kind != SUGGEST:
@@ -168,7 +168,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     if budget_seconds <= 0:
         raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
     spacing = validate_spacing(spacing)
-    suggested = _suggest_count(protocol)
+    suggested = suggest_count(protocol)
     start_protocol = "z:1" if suggested else protocol
     labeled = protocol_mask(truth.shape, start_protocol, truth)
     annotation = simulate_annotation(truth, start_protocol, labeled)
