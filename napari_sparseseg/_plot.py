@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 
 class Sparkline(QWidget):
-    """Line plot of the last ``capacity`` values (log scale, smoothed trace on top).
+    """Line plot of the last ``capacity`` values (log or linear scale, smoothed trace on top).
 
     Parameters
     ----------
@@ -20,12 +20,14 @@ class Sparkline(QWidget):
     parent : QWidget, optional
     """
 
-    def __init__(self, capacity: int = 500, parent: QWidget | None = None) -> None:
+    def __init__(self, capacity: int = 500, parent: QWidget | None = None, *, log: bool = True,
+                 tooltip: str = "training loss (log scale); bright line: moving average") -> None:
         super().__init__(parent)
         self._values: deque[float] = deque(maxlen=capacity)
+        self._log = log
         self.setMinimumHeight(48)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("training loss (log scale); bright line: moving average")
+        self.setToolTip(tooltip)
 
     @property
     def values(self) -> list[float]:
@@ -48,7 +50,7 @@ class Sparkline(QWidget):
         painter.fillRect(self.rect(), QColor(30, 30, 36))
         values = np.asarray(self._values, dtype=np.float64)
         if values.size >= 2:
-            y = np.log10(np.maximum(values, 1e-6))
+            y = np.log10(np.maximum(values, 1e-6)) if self._log else values
             k = max(1, values.size // 25)
             smooth = np.convolve(y, np.ones(k) / k, mode="valid") if values.size > k else y
             lo, hi = float(y.min()), float(y.max())

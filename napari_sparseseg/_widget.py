@@ -163,6 +163,11 @@ class SparseSegWidget(QWidget):
         threading.Thread(target=warm_up, args=(device,), kwargs={"quiet": True}, daemon=True,
                          name="sparseseg-warm-up").start()
 
+    def _show_details(self, on: bool) -> None:
+        """Steps, speed and the loss curve are for the curious; the estimated Dice is for everyone."""
+        self.rate_label.setVisible(on)
+        self.sparkline.setVisible(on)
+
     def _feature_stack(self, layer: Image | None) -> FeatureStack | None:
         """The first responder's filter bank of ``layer``, computed in a background thread from the moment the
         image is chosen (while the user paints); None where the first responder will not run."""
@@ -255,10 +260,17 @@ class SparseSegWidget(QWidget):
         self.status_label = QLabel("idle: paint a few slices, then Start")
         self.status_label.setWordWrap(True)
         self.rate_label = QLabel("")
+        self.quality_plot = Sparkline(log=False, tooltip="estimated Dice of the mask shown, measured on your labels "
+                                      "held back from training, at each refresh")
         self.sparkline = Sparkline()
+        self.details_check = QCheckBox("details (steps, speed, training loss)")
         col.addWidget(self.status_label)
+        col.addWidget(self.quality_plot)
+        col.addWidget(self.details_check)
         col.addWidget(self.rate_label)
         col.addWidget(self.sparkline)
+        self.details_check.toggled.connect(self._show_details)
+        self._show_details(False)
         root.addWidget(status)
 
         self.guidance_panel = GuidancePanel(self.viewer, lambda: self.image_layer)
@@ -638,6 +650,8 @@ class SparseSegWidget(QWidget):
             self._refresh_interval = 0.5 * self._refresh_interval + 0.5 * (now - self._last_refresh)
         self._last_refresh = now
         self._shown = refresh.prediction
+        if refresh.prediction.score is not None and refresh.prediction.box == Box.full(layer.data.shape):
+            self.quality_plot.append(refresh.prediction.score)
         self.prediction_shown.emit(refresh)
 
     def _show_uncertainty(self, refresh: Refresh) -> None:
