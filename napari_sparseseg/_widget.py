@@ -260,6 +260,7 @@ class SparseSegWidget(QWidget):
         self.status_label = QLabel("idle: paint a few slices, then Start")
         self.status_label.setWordWrap(True)
         self.rate_label = QLabel("")
+        self.rate_label.setWordWrap(True)  # a long line would widen the dock and shrink the canvas
         self.quality_plot = Sparkline(log=False, tooltip="estimated Dice of the mask shown, measured on your labels "
                                       "held back from training, at each refresh")
         self.sparkline = Sparkline()
@@ -417,6 +418,8 @@ class SparseSegWidget(QWidget):
                 self.sync.attach_prediction(self.prediction_layer)
             self._apply_colormaps()
             self.class_panel.select(self.class_list.currentRow())
+            if layer.mode == "pan_zoom":
+                layer.mode = "paint"  # the first thing a user does is paint: no hunt for the brush
         self._update_buttons()
 
     def create_annotation_layer(self) -> Labels | None:
@@ -720,7 +723,8 @@ class SparseSegWidget(QWidget):
         self.pause_button.setText("Resume" if paused else "Pause")
         self.stop_button.setEnabled(running and not self.run.stopping)
         self.progress.setVisible(running and not paused)
-        for w in (self.device_combo, self.size_combo, self.image_combo, self.annotation_combo):
+        for w in (self.device_combo, self.size_combo, self.image_combo, self.annotation_combo,
+                  self.new_annotation_button):
             w.setEnabled(not running)
         self.class_panel.update_buttons(running)
         has_pred = self.prediction_layer is not None and self.n_refreshes > 0

@@ -336,6 +336,11 @@ LEARNER_NAMES = {"forest": "the first responder", "net": "the 3D U-Net", "blend"
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    import os
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError("no display to open a window on (DISPLAY is not set): run 'napari-sparseseg demo' for "
+                         "the headless demo, or start napari under a virtual display (xvfb-run napari-sparseseg gui)")
     from ._launch import launch
 
     launch(args.path)

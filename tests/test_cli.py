@@ -56,3 +56,11 @@ def test_errors_are_one_line_messages_with_exit_code_2(gt_file, capsys, args, ma
     assert rc == 2
     err = capsys.readouterr().err
     assert re.search(match, err) and "Traceback" not in err
+
+
+def test_gui_without_a_display_says_what_to_do(monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert main(["gui"]) == 2
+    assert "napari-sparseseg demo" in capsys.readouterr().err
