@@ -47,6 +47,9 @@ class FakeSession:
     def _live_responder(self):
         return None
 
+    def _guidance(self, shown):
+        return iter(())
+
     # The real pacing loop, driven by the fake's train/predict timings.
     interactive = SegmentationSession.interactive
     _show_net = SegmentationSession._show_net

@@ -97,11 +97,13 @@ def test_first_responder_needs_two_classes_and_declines_lazy_or_huge_volumes():
 
 
 # -- the hand-over -----------------------------------------------------------------------------
-def test_held_back_dice_is_the_mean_foreground_dice_of_the_classes_held_back():
+def test_held_back_score_weighs_finding_the_objects_and_naming_their_classes():
     truth = np.array([0, 1, 1, 2, 2, 0])
     assert held_back_dice(truth, truth, 3) == 1.0
     pred = np.array([0, 1, 0, 2, 2, 2])
-    assert held_back_dice(truth, pred, 3) == pytest.approx(np.mean([2 / 3, 4 / 5]))
+    foreground, per_class = 6 / 8, np.mean([2 / 3, 4 / 5])
+    assert held_back_dice(truth, pred, 3) == pytest.approx((foreground + per_class) / 2)
+    assert held_back_dice(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 1]), 2) == pytest.approx(0.5)  # one class
     assert held_back_dice(np.zeros(4, int), np.array([0, 0, 1, 0]), 2) == 0.75  # background only: accuracy
     assert held_back_dice(np.empty(0, int), np.empty(0, int), 2) is None
 
@@ -242,22 +244,41 @@ def test_a_class_the_blocks_would_take_away_is_released_for_every_learner():
 
 
 def test_the_held_back_interval_brackets_the_score_and_narrows_with_more_blocks():
-    from napari_sparseseg.core.handover import held_back_interval
+    from napari_sparseseg.core.handover import held_back_scores
 
     rng = np.random.default_rng(0)
 
-    def interval(n_blocks):
+    def scored(n_blocks):
         groups = np.repeat(np.arange(n_blocks), 50)
         truth = (rng.random(groups.size) < 0.3).astype(int)
         predicted = np.where(rng.random(groups.size) < 0.1, 1 - truth, truth)  # 10 % wrong
-        low, high = held_back_interval(truth, predicted, 2, groups)
-        return low, held_back_dice(truth, predicted, 2), high
+        return held_back_scores(truth, {"net": predicted}, 2, groups)["net"]
 
-    low, score, high = interval(8)
-    assert low <= score <= high
-    low_many, score_many, high_many = interval(200)
-    assert low_many <= score_many <= high_many and high_many - low_many < high - low
-    assert held_back_interval(np.empty(0, int), np.empty(0, int), 2, np.empty(0, int)) is None
+    few, many = scored(8), scored(200)
+    assert few.interval[0] <= few.dice <= few.interval[1]
+    assert many.interval[0] <= many.dice <= many.interval[1]
+    assert many.interval[1] - many.interval[0] < few.interval[1] - few.interval[0]
+    assert held_back_scores(np.empty(0, int), {"net": np.empty(0, int)}, 2, np.empty(0, int)) == {}
+
+
+def test_a_lead_the_held_back_labels_cannot_tell_from_chance_does_not_change_the_mask():
+    from napari_sparseseg.core.handover import held_back_scores
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(6), 40)
+    truth = (rng.random(groups.size) < 0.4).astype(int)
+    forest = np.where(rng.random(groups.size) < 0.15, 1 - truth, truth)
+    noisy = forest.copy()
+    noisy[groups == 0] = truth[groups == 0]  # better on one block of six only
+    hand = HandOver(margin=0.0)
+    hand.update(held_back_scores(truth, {"forest": forest}, 2, groups))
+    hand.update(held_back_scores(truth, {"blend": noisy}, 2, groups))
+    assert hand.scores["blend"] > hand.scores["forest"]
+    assert hand.shown == "forest"  # a lead on one block in six: not sure enough to switch
+    better = truth.copy()
+    better[rng.random(groups.size) < 0.02] ^= 1
+    hand.update(held_back_scores(truth, {"net": better}, 2, groups))
+    assert hand.shown == "net"  # better on every block: switch
 
 
 def test_predictions_carry_an_interval_for_the_learner_shown():

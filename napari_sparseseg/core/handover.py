@@ -9,6 +9,7 @@ to one that scores lower on the labels it was just measured on.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,82 +19,97 @@ Learner = Literal["forest", "net", "blend"]
 LEARNERS: tuple[str, ...] = ("forest", "net", "blend")
 
 
-def held_back_dice(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> float | None:
-    """Mean Dice over the foreground classes present in ``truth``, on held-back voxels.
+@dataclass(frozen=True)
+class HeldBackScore:
+    """One learner's score on the held-back labels.
+
+    Attributes
+    ----------
+    dice : float
+        :func:`held_back_dice` of its prediction.
+    interval : tuple of float
+        90 % block-bootstrap interval ``(low, high)`` of ``dice``.
+    samples : np.ndarray
+        float ``(R,)`` the score on each bootstrap resample; learners scored together share the resamples, so
+        their samples compare pairwise.
+    """
+
+    dice: float
+    interval: tuple[float, float]
+    samples: np.ndarray
+
+
+def _dice(sums: list[tuple[np.ndarray, np.ndarray, np.ndarray]], weights: np.ndarray) -> np.ndarray:
+    """Mean Dice over ``(truth, predicted, both)`` per-block sums, each weighted by ``weights`` ``(R, n)``."""
+    values = []
+    for t, p, tp in sums:
+        size = weights @ (t + p)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values.append(np.where(size > 0, 2 * (weights @ tp) / size, np.nan))
+    with warnings.catch_warnings():  # a resample without a class gives NaN there; all-NaN rows stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack(values), axis=0)
+
+
+def held_back_scores(truth: np.ndarray, predicted: dict[str, np.ndarray], num_classes: int, groups: np.ndarray, *,
+                     resamples: int = 200, level: float = 0.9, seed: int = 0) -> dict[str, HeldBackScore]:
+    """Score learners on the held-back labels, with a block bootstrap shared by all of them.
+
+    The score is the foreground Dice (any class against background) for one class; for several it is the mean
+    of that and of the per-class Dice over the classes held back, so that a learner gains by finding the objects
+    and by naming them. The held-back voxels come in spatial blocks (:mod:`.holdout`) and voxels of one block err
+    together, so whole blocks are resampled with replacement.
 
     Parameters
     ----------
-    truth, predicted : np.ndarray
-        int ``(n,)`` class indices ``0..K`` of the held-back labeled voxels, and a learner's prediction there.
+    truth : np.ndarray
+        int ``(n,)`` class indices ``0..K`` of the held-back labeled voxels.
+    predicted : dict
+        Learner name to its int ``(n,)`` predicted classes there.
     num_classes : int
         ``K + 1`` (background included).
-
-    Returns
-    -------
-    float or None
-        ``None`` when no foreground class is held back; then the share of voxels predicted right, when any are.
-    """
-    if truth.size == 0:
-        return None
-    dice = []
-    for c in range(1, num_classes):
-        t, p = truth == c, predicted == c
-        n = int(t.sum())
-        if n:
-            dice.append(2.0 * np.count_nonzero(t & p) / (n + int(p.sum())))
-    if not dice:
-        return float(np.mean(truth == predicted))
-    return float(np.mean(dice))
-
-
-def held_back_interval(truth: np.ndarray, predicted: np.ndarray, num_classes: int, groups: np.ndarray, *,
-                       level: float = 0.9, resamples: int = 200, seed: int = 0) -> tuple[float, float] | None:
-    """How far :func:`held_back_dice` could be off: a block bootstrap interval.
-
-    The held-back voxels come in spatial blocks (:mod:`.holdout`), and voxels of one block err together, so the
-    blocks, not the voxels, are resampled with replacement; the Dice of each resample gives the interval.
-
-    Parameters
-    ----------
-    truth, predicted : np.ndarray
-        int ``(n,)`` class indices of the held-back voxels and a learner's prediction there.
-    num_classes : int
-        ``K + 1``.
     groups : np.ndarray
-        ``(n,)`` the block each voxel belongs to (any hashable integer code).
-    level : float
-        Coverage of the interval.
+        ``(n,)`` code of the block each voxel lies in.
+    resamples, level, seed
+        Bootstrap resamples, coverage of the interval and the resampling seed.
 
     Returns
     -------
-    tuple of float or None
-        ``(low, high)``; None when nothing is held back.
+    dict
+        Learner name to :class:`HeldBackScore`; empty when nothing is held back. With no foreground held back
+        the score is the share of voxels predicted right.
     """
-    if truth.size == 0:
-        return None
+    if truth.size == 0 or not predicted:
+        return {}
     _, block = np.unique(groups, return_inverse=True)
     n = int(block.max()) + 1
     draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
-    per_class = []
-    for c in range(1, num_classes):
-        t, p = truth == c, predicted == c
-        if not t.any():
-            continue
-        tp = draws @ np.bincount(block, weights=t & p, minlength=n)
-        size = draws @ np.bincount(block, weights=t, minlength=n) + draws @ np.bincount(block, weights=p, minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_class.append(np.where(size > 0, 2 * tp / size, np.nan))
-    if per_class:
-        samples = np.nanmean(np.stack(per_class), axis=0) if len(per_class) > 1 else per_class[0]
-    else:
-        samples = (draws @ np.bincount(block, weights=truth == predicted, minlength=n)) / (draws @ np.bincount(
-            block, minlength=n))
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return None
-    tail = (1.0 - level) / 2
-    low, high = np.quantile(samples, [tail, 1.0 - tail])
-    return float(low), float(high)
+    weights = np.vstack([np.ones((1, n)), draws])  # row 0: the sample itself
+
+    def sums(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(block, weights=mask, minlength=n)
+
+    classes = [c for c in range(1, num_classes) if np.any(truth == c)]
+    out = {}
+    for name, pred in predicted.items():
+        if classes:
+            fg = [(sums(truth > 0), sums(pred > 0), sums((truth > 0) & (pred > 0)))]
+            per_class = [(sums(truth == c), sums(pred == c), sums((truth == c) & (pred == c))) for c in classes]
+            values = _dice(fg, weights) if num_classes == 2 else 0.5 * (_dice(fg, weights) + _dice(per_class, weights))
+        else:
+            values = (weights @ sums(truth == pred)) / (weights @ sums(np.ones_like(truth, bool)))
+        boot = values[1:]
+        boot = boot[np.isfinite(boot)]
+        tail = (1.0 - level) / 2
+        low, high = np.quantile(boot, [tail, 1.0 - tail]) if boot.size else (values[0], values[0])
+        out[name] = HeldBackScore(float(values[0]), (float(low), float(high)), values[1:])
+    return out
+
+
+def held_back_dice(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> float | None:
+    """The score of :func:`held_back_scores` without the bootstrap (None when nothing is held back)."""
+    scores = held_back_scores(truth, {"x": predicted}, num_classes, np.zeros(truth.size, np.int64), resamples=1)
+    return scores["x"].dice if scores else None
 
 
 def blend(forest: np.ndarray, net: np.ndarray) -> np.ndarray:
@@ -121,9 +137,11 @@ class HandOver:
     """
 
     margin: float = 0.005
+    confidence: float = 0.9
     shown: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def offer(self, learner: str) -> str:
         """A learner has a prediction but no score yet (nothing labeled is held back): shown only if none is."""
@@ -131,21 +149,37 @@ class HandOver:
             self.shown = learner
         return self.shown
 
-    def update(self, scores: dict[str, float | None],
-               intervals: dict[str, tuple[float, float] | None] | None = None) -> str | None:
-        """Record new scores (``None`` entries are ignored), and their intervals, and return the learner to show."""
+    def update(self, scores: dict[str, HeldBackScore | float | None]) -> str | None:
+        """Record new scores (``None`` entries are ignored) and return the learner to show now.
+
+        A learner replaces the one shown when it scores at least ``margin`` higher and, where both were scored
+        on the same bootstrap resamples (:class:`HeldBackScore`), higher on at least ``confidence`` of them: a
+        lead the held-back labels cannot tell from chance does not change the mask.
+        """
         for name, value in scores.items():
             if name not in LEARNERS:
                 raise ValueError(f"unknown learner {name!r}; expected one of {LEARNERS}")
-            if value is not None:
+            if value is None:
+                continue
+            if isinstance(value, HeldBackScore):
+                self.scores[name], self.intervals[name] = value.dice, value.interval
+                self._samples[name] = value.samples
+            else:
                 self.scores[name] = float(value)
-        for name, interval in (intervals or {}).items():
-            if interval is not None:
-                self.intervals[name] = interval
+                self._samples.pop(name, None)
         if not self.scores:
             return self.shown
         best = max(self.scores, key=lambda name: (self.scores[name], name == self.shown))
         current = self.scores.get(self.shown) if self.shown is not None else None
-        if current is None or self.scores[best] >= current + self.margin:
+        if current is None:
+            self.shown = best
+        elif best != self.shown and self.scores[best] >= current + self.margin and self._sure(best):
             self.shown = best
         return self.shown
+
+    def _sure(self, challenger: str) -> bool:
+        """Whether ``challenger`` beats the learner shown on ``confidence`` of their shared resamples."""
+        mine, theirs = self._samples.get(self.shown), self._samples.get(challenger)
+        if mine is None or theirs is None or mine.shape != theirs.shape or mine.size == 0:
+            return True  # not scored together: the margin alone decides
+        return float(np.mean(theirs > mine)) >= self.confidence

@@ -28,7 +28,7 @@ from .encoding import UNLABELED
 from .events import Guidance, Notice, Prediction, TrainStep, Waiting
 from .first_responder import FeatureStack, FirstResponder
 from .guidance import likely_errors, suggest_slices
-from .handover import HandOver, blend, held_back_dice, held_back_interval
+from .handover import HandOver, blend, held_back_scores
 from .holdout import HoldOut
 from .inference import entropy
 from .trainer import Trainer
@@ -280,13 +280,10 @@ class SegmentationSession:
     def _score(self, predicted: dict[str, np.ndarray]) -> None:
         """Score learners' class predictions ``(n,)`` at the held-back voxels and let the hand-over choose."""
         coords, truth = self._held_back()
-        num = self.volume.num_classes + 1
-        scores = {name: held_back_dice(truth, p, num) for name, p in predicted.items()}
-        if not any(v is not None for v in scores.values()):
+        if not len(coords):
             return
-        groups = self.volume.holdout.block_of(coords)
-        self.handover.update(scores, {name: held_back_interval(truth, p, num, groups, seed=self.config.train.seed)
-                                      for name, p in predicted.items()})
+        self.handover.update(held_back_scores(truth, predicted, self.volume.num_classes + 1,
+                                              self.volume.holdout.block_of(coords), seed=self.config.train.seed))
 
     def _respond(self, responder: FirstResponder, view_box: Callable[[], Box | None]) -> Iterator[Event]:
         """Refit the first responder on the labels now, score it, and yield what is to be shown."""
