@@ -46,6 +46,15 @@ def _session() -> SegmentationSession:
     return session
 
 
+def _one_slice_files(folder) -> None:
+    """``img.npz`` (the sphere) and ``ann.npz`` (its slice z = 8 painted) in ``folder``."""
+    image, mask = sphere_volume(SHAPE)
+    np.savez(folder / "img.npz", image=image)
+    ann = np.zeros(SHAPE, np.uint8)
+    ann[8] = mask[8] + 1
+    np.savez(folder / "ann.npz", labels=ann)
+
+
 def _plant(path, marker) -> None:
     """A file that looks like our checkpoint and calls ``exec`` when unpickled."""
     real = torch.load(path, weights_only=True)
@@ -165,11 +174,7 @@ def test_train_on_an_empty_annotation_is_refused_before_training(tmp_path, capsy
 
 
 def test_cli_refuses_a_bad_output_path_before_training_and_reports_os_errors_in_one_line(tmp_path, capsys):
-    image, mask = sphere_volume(SHAPE)
-    np.savez(tmp_path / "img.npz", image=image)
-    ann = np.zeros(SHAPE, np.uint8)
-    ann[8] = mask[8] + 1
-    np.savez(tmp_path / "ann.npz", labels=ann)
+    _one_slice_files(tmp_path)
     base = ["train", str(tmp_path / "img.npz"), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "60",
             "--model", str(tmp_path / "m.pt"), "--device", "cpu"]
     assert main(base + ["--out", str(tmp_path / "missing" / "mask.tif")]) == 2
@@ -205,11 +210,7 @@ def test_a_mask_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_ctrl_c_during_train_keeps_the_steps_made_in_the_model_and_the_session(tmp_path, monkeypatch):
     from napari_sparseseg.core.trainer import Trainer
 
-    image, mask = sphere_volume(SHAPE)
-    np.savez(tmp_path / "img.npz", image=image)
-    ann = np.zeros(SHAPE, np.uint8)
-    ann[8] = mask[8] + 1
-    np.savez(tmp_path / "ann.npz", labels=ann)
+    _one_slice_files(tmp_path)
     real = Trainer.train_step
 
     def interrupted_at_step_3(self, progress=None):
