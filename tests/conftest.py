@@ -8,6 +8,15 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def tiny_config(**responder):
+    """A CPU session config with a net small enough for unit tests (and ``ResponderConfig`` overrides)."""
+    from napari_sparseseg.core.config import ModelConfig, ResponderConfig, SessionConfig, TrainConfig
+
+    return SessionConfig(model=ModelConfig(base_channels=4, depth=2), device="cpu",
+                         train=TrainConfig(patch_voxels=8 * 32 * 32, batch_size=1, augment=False),
+                         responder=ResponderConfig(**responder))
+
+
 def sphere_volume(shape=(16, 32, 32), radius=6.0, seed=0, noise=0.1):
     """A bright sphere on a dark noisy background; returns (image float32, mask uint8)."""
     rng = np.random.default_rng(seed)

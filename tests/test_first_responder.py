@@ -7,19 +7,18 @@ import pytest
 import torch
 
 from napari_sparseseg.core.annotation import AnnotatedVolume, Box
-from napari_sparseseg.core.config import ModelConfig, ResponderConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.distill import CONFIDENT_MARGIN, FADE_GAP, distill_weight, pseudo_labels
 from napari_sparseseg.core.events import Prediction
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.handover import HandOver, held_back_dice
 from napari_sparseseg.core.holdout import HoldOut
 from napari_sparseseg.core.session import SegmentationSession
-from tests.conftest import sphere_volume
+from tests.conftest import sphere_volume, tiny_config
 
 SHAPE = (16, 32, 32)
 SPACING = (2.0, 1.0, 1.0)
-CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
-                       train=TrainConfig(patch_voxels=8 * 32 * 32, batch_size=1, augment=False), device="cpu")
+CONFIG = tiny_config()
 
 
 @pytest.fixture(autouse=True)
@@ -156,8 +155,7 @@ def test_pseudo_labels_train_unlabeled_confident_voxels_only_and_fade_as_the_net
 # -- the session loop --------------------------------------------------------------------------
 def _three_slice_session(**responder) -> tuple[SegmentationSession, np.ndarray]:
     image, mask = sphere_volume(SHAPE, radius=7)
-    config = SessionConfig(model=CONFIG.model, train=CONFIG.train, device="cpu",
-                           responder=ResponderConfig(trees=8, **responder))
+    config = tiny_config(trees=8, **responder)
     session = SegmentationSession(image, num_classes=1, spacing=SPACING, config=config)
     for z in (5, 8, 11):
         session.add_labels((z, slice(None), slice(None)), mask[z] + 1)
@@ -283,8 +281,7 @@ def test_a_lead_the_held_back_labels_cannot_tell_from_chance_does_not_change_the
 
 def test_predictions_carry_an_interval_for_the_learner_shown():
     image, mask = sphere_volume((16, 96, 96), radius=30)
-    config = SessionConfig(model=CONFIG.model, train=CONFIG.train, device="cpu",
-                           responder=ResponderConfig(trees=8, held_back=0.3))
+    config = tiny_config(trees=8, held_back=0.3)
     session = SegmentationSession(image, num_classes=1, spacing=SPACING, config=config)
     for z in (5, 8, 11):
         session.add_labels((z, slice(None), slice(None)), mask[z] + 1)
@@ -301,8 +298,7 @@ def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slice
     from napari_sparseseg.evaluate import evaluate_volume
 
     image, mask = sphere_volume((16, 48, 48), radius=12)
-    config = SessionConfig(model=CONFIG.model, train=CONFIG.train, device="cpu",
-                           responder=ResponderConfig(trees=8))
+    config = tiny_config(trees=8)
     r = evaluate_volume(image, mask, spacing=SPACING, protocol="suggest:3", budget_seconds=6, config=config,
                         baselines=("rf", "interp"))
     assert len(r["painted"]) == 2 and all(p["seconds"] >= 2 for p in r["painted"])

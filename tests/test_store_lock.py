@@ -14,15 +14,13 @@ import pytest
 import torch
 
 from napari_sparseseg.core import store_lock
-from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.core.store import SessionStore
 from napari_sparseseg.core.store_lock import StoreInUseError
-from tests.conftest import sphere_volume
+from tests.conftest import sphere_volume, tiny_config
 
 SHAPE = (8, 32, 32)
-CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
-                       train=TrainConfig(patch_voxels=8 * 32 * 32, batch_size=1, augment=False), device="cpu")
+CONFIG = tiny_config()
 
 
 @pytest.fixture(autouse=True)

@@ -13,15 +13,13 @@ import torch
 
 from napari_sparseseg.cli import main
 from napari_sparseseg.core.checkpoint import UnsafeCheckpointError, read_model, save_model
-from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.core.store import SessionStore
 from napari_sparseseg.core.volume import normalize
-from tests.conftest import sphere_volume
+from tests.conftest import sphere_volume, tiny_config
 
 SHAPE = (16, 32, 32)
-CONFIG = SessionConfig(model=ModelConfig(base_channels=4, depth=2),
-                       train=TrainConfig(patch_voxels=8 * 32 * 32, batch_size=1, augment=False), device="cpu")
+CONFIG = tiny_config()
 
 
 class _RunsCode:

@@ -134,6 +134,7 @@ class FirstResponder:
         #: The filter bank (computed on first use unless given ready).
         self.features = features or FeatureStack(image, volume.spacing, channel_axis)
         self._forest = None
+        self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         #: Annotation revision of the labels last answered: fitted to, or found to hold fewer than two classes
         #: outside the held-back blocks (-1: none yet).
         self.revision = -1
@@ -171,10 +172,14 @@ class FirstResponder:
         ``train_coords`` ``(n, 3)`` and ``train_classes`` ``(n,)`` are every labeled voxel (class index 0..K);
         ``held_mask`` ``(n,)`` is True where ``holdout`` holds the voxel back.
         """
+        key = (self.volume.revision, id(holdout))
+        if self._rows is not None and self._rows[0] == key:  # the fit and the scoring of one revision share a scan
+            return self._rows[1]
         per_class = self.volume.labeled_coordinates()
         coords = np.concatenate(per_class) if per_class else np.empty((0, 3), int)
         classes = np.concatenate([np.full(len(c), i, np.int64) for i, c in enumerate(per_class)])
         held = holdout.split(coords, classes) if holdout is not None else np.zeros(len(coords), bool)
+        self._rows = (key, (coords, classes, held))
         return coords, classes, held
 
     def fit(self, holdout: HoldOut | None = None) -> bool:
@@ -185,6 +190,7 @@ class FirstResponder:
         bool
             False (and nothing fitted) when fewer than two classes are labeled outside the held-back blocks.
         """
+        import torch
         from sklearn.ensemble import ExtraTreesClassifier
 
         revision = self.volume.revision
@@ -197,8 +203,6 @@ class FirstResponder:
         pick = stratified_subsample(classes, self.config.max_samples, rng)
         features = self.warm()
         rows = features[coords[pick, 0], coords[pick, 1], coords[pick, 2]]
-        import torch
-
         # As many threads as training uses (the plugin leaves one core to the GUI).
         forest = ExtraTreesClassifier(n_estimators=self.config.trees, n_jobs=torch.get_num_threads(),
                                       random_state=self.seed)
