@@ -277,8 +277,10 @@ def test_worker_error_is_reported_and_session_stays_usable(app, qtbot, monkeypat
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(session.trainer, "train_step", boom)
-    qtbot.waitUntil(lambda: not widget.run.running, timeout=60000)
-    assert errors and "simulated failure" in errors[0]
+    # The worker thread marks the run ended before Qt delivers its queued
+    # ``errored`` signal to the GUI thread: wait for the message itself.
+    qtbot.waitUntil(lambda: bool(errors) and not widget.run.running, timeout=60000)
+    assert "simulated failure" in errors[0]
     monkeypatch.undo()
     monkeypatch.setattr("napari_sparseseg._widget.show_error", lambda msg: errors.append(msg))
     step = session.trainer.step
