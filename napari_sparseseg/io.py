@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,30 @@ def _written_whole(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def _written_whole_dir(path: Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` that replaces ``path`` (a zarr store) only once written whole.
+
+    The old store is renamed aside, the new one renamed into place, then the old one removed: a failure while
+    writing leaves the old store untouched and no partial one; a kill between the two renames leaves the old
+    store beside, as ``.NAME.replaced-PID``.
+    """
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    os.rmdir(tmp)  # the writer creates it
+    try:
+        yield tmp
+        if path.exists():
+            aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+            os.replace(path, aside)
+            os.replace(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: np.ndarray | None = None) -> None:
     """Write a mask (0 = background, 1..K) keeping its spacing; the suffix picks the format.
 
@@ -183,11 +208,9 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
 
         with _written_whole(p) as tmp:
             write_nifti(tmp, mask, spacing, affine)
-    elif name.endswith(".ome.zarr"):
-        from .formats.zarr_store import write_ome_zarr
-
-        write_ome_zarr(p, mask, spacing)
     else:
-        from .formats.zarr_store import write_zarr
+        from .formats.zarr_store import check_replaceable, write_ome_zarr, write_zarr
 
-        write_zarr(p, mask, spacing)
+        check_replaceable(p)
+        with _written_whole_dir(p) as tmp:
+            (write_ome_zarr if name.endswith(".ome.zarr") else write_zarr)(tmp, mask, spacing)

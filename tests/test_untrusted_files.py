@@ -205,6 +205,30 @@ def test_a_mask_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["mask.tif"]  # no temporary file left behind
 
 
+@pytest.mark.parametrize("suffix", [".zarr", ".ome.zarr"])
+def test_a_zarr_mask_replaces_the_old_store_whole_or_not_at_all(tmp_path, monkeypatch, suffix):
+    from napari_sparseseg import io
+    from napari_sparseseg.formats import zarr_store
+
+    out = tmp_path / f"mask{suffix}"
+    io.save_mask(out, np.ones(SHAPE, np.uint8), (2.0, 1.0, 1.0))
+    writer = "write_ome_zarr" if suffix == ".ome.zarr" else "write_zarr"
+    real = getattr(zarr_store, writer)
+
+    def full_disk(path, mask, spacing):
+        real(path, mask, spacing)  # most of it written...
+        raise OSError(28, "No space left on device", str(path))  # ...then the disk fills
+
+    monkeypatch.setattr(zarr_store, writer, full_disk)
+    with pytest.raises(OSError):
+        io.save_mask(out, np.zeros(SHAPE, np.uint8), (2.0, 1.0, 1.0))
+    assert (io.load_volume(out)[0] == 1).all()  # the old mask, whole
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no partial store left beside it
+    monkeypatch.undo()
+    io.save_mask(out, np.full(SHAPE, 2, np.uint8), (2.0, 1.0, 1.0))
+    assert (io.load_volume(out)[0] == 2).all() and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
 def test_ctrl_c_during_train_keeps_the_steps_made_in_the_model_and_the_session(tmp_path, monkeypatch):
     from napari_sparseseg.core.trainer import Trainer
 

@@ -179,8 +179,14 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(int(n), 64) for n in shape)
 
 
-def _prepare(path: Path) -> None:
-    """Refuse to replace anything but an existing zarr store that is not a session."""
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace anything but an existing zarr store (or an empty folder) that is not a session.
+
+    Raises
+    ------
+    VolumeFileError
+        If ``path`` is a file, a folder that is not a zarr store, or a session store.
+    """
     if not path.exists():
         return
     kind = zarr_kind(path) if path.is_dir() else None
@@ -194,7 +200,7 @@ def write_zarr(path: Path, mask: np.ndarray, spacing: Spacing) -> None:
     """Write a plain zarr v3 array ``(z, y, x)``, 64^3 chunks, with ``attrs["spacing"]``."""
     import zarr
 
-    _prepare(path)
+    check_replaceable(path)
     arr = zarr.create_array(str(path), shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
                             overwrite=True, zarr_format=3, dimension_names=("z", "y", "x"),
                             attributes={"spacing": [float(s) for s in spacing]})
@@ -205,7 +211,7 @@ def write_ome_zarr(path: Path, mask: np.ndarray, spacing: Spacing, *, name: str 
     """Write a single-level OME-Zarr (NGFF 0.5, zarr v3): axes ``z, y, x``, dataset ``"0"`` scaled by spacing."""
     import zarr
 
-    _prepare(path)
+    check_replaceable(path)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     arr = group.create_array("0", shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
                              dimension_names=("z", "y", "x"))
