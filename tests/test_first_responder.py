@@ -79,6 +79,25 @@ def test_first_responder_segments_the_sphere_from_three_slices_without_the_held_
                                atol=1e-6)
 
 
+def test_the_forest_shown_learns_every_label_and_the_forest_scored_never_sees_the_held_back_ones():
+    volume, image, mask = _labeled_volume()
+    holdout = HoldOut(SPACING, 0.3, block=4)
+    coords, classes, held = FirstResponder(image, volume, ResponderConfig(trees=8)).labeled_rows(holdout)
+    flipped = coords[held & (classes == 1)]
+    assert len(flipped) > 10
+    # Label the held-back sphere voxels background, against the image: only a learner that saw these labels
+    # answers with them.
+    volume.set_labels((flipped[:, 0], flipped[:, 1], flipped[:, 2]), 1)
+    responder = FirstResponder(image, volume, ResponderConfig(trees=8))
+    assert responder.fit(holdout) and responder.scored and not holdout.released
+    assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9  # the forest shown fits every label
+    assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9  # the one scored never saw them
+    unsplit = FirstResponder(image, volume, ResponderConfig(trees=8))
+    assert unsplit.fit() and not unsplit.scored  # nothing held back: nothing to score
+    with pytest.raises(RuntimeError):
+        unsplit.predict_scored_at(flipped)
+
+
 def test_first_responder_needs_two_classes_and_declines_lazy_or_huge_volumes():
     image, mask = sphere_volume(SHAPE)
     volume = AnnotatedVolume(image, num_classes=2, spacing=SPACING)

@@ -80,6 +80,9 @@ class SegmentationSession:
         #: The latest whole-volume class probabilities ``(K + 1, z, y, x)`` of each learner (None: none yet).
         self._latest: dict[str, np.ndarray | None] = {"forest": None, "net": None}
         self._held_back_cache: tuple[int, np.ndarray, np.ndarray] = (-1, np.empty((0, 3), int), np.empty(0, int))
+        #: ``(revision, (n, K + 1) probabilities)`` of the first responder fitted without the held-back labels, at
+        #: the held-back voxels of that label revision (what the forest and the blend are scored with).
+        self._forest_held_back: tuple[int, np.ndarray | None] = (-1, None)
 
     @classmethod
     def open(cls, path: str | Path, **kwargs: Any) -> SegmentationSession:
@@ -280,7 +283,7 @@ class SegmentationSession:
     def _score(self, predicted: dict[str, np.ndarray]) -> None:
         """Score learners' class predictions ``(n,)`` at the held-back voxels and let the hand-over choose."""
         coords, truth = self._held_back()
-        if not len(coords):
+        if not len(coords) or not predicted:
             return
         self.handover.update(held_back_scores(truth, predicted, self.volume.num_classes + 1,
                                               self.volume.holdout.block_of(coords), seed=self.config.train.seed))
@@ -288,14 +291,16 @@ class SegmentationSession:
     def _respond(self, responder: FirstResponder, view_box: Callable[[], Box | None]) -> Iterator[Event]:
         """Refit the first responder on the labels now, score it, and yield what is to be shown."""
         if not responder.fit(self.volume.holdout):
-            return  # fewer than two classes labeled outside the held-back blocks
-        num = self.volume.num_classes + 1
+            return  # fewer than two classes labeled
         coords, _ = self._held_back()
-        forest_at = responder.predict_at(coords) if len(coords) else np.empty((0, num), np.float32)
-        predicted = {"forest": forest_at.argmax(1)}
-        net_at = self._net_at_held_back(coords)
-        if net_at is not None:
-            predicted["blend"] = blend(forest_at, net_at).argmax(1)
+        predicted = {}
+        if responder.scored and len(coords):
+            forest_at = responder.predict_scored_at(coords)
+            self._forest_held_back = (self.volume.revision, forest_at)
+            predicted["forest"] = forest_at.argmax(1)
+            net_at = self._net_at_held_back(coords)
+            if net_at is not None:
+                predicted["blend"] = blend(forest_at, net_at).argmax(1)
         self._score(predicted)
         shown = self.handover.shown
         if shown is None or self.handover.scores.get("forest") is None:
@@ -360,9 +365,9 @@ class SegmentationSession:
             predicted: dict[str, np.ndarray] = {}
             if net_at is not None and len(coords):
                 predicted["net"] = net_at.argmax(1)
-                if have_forest:
-                    predicted["blend"] = blend(forest[:, coords[:, 0], coords[:, 1], coords[:, 2]],
-                                               net_at.T).argmax(0)
+                revision, forest_at = self._forest_held_back
+                if have_forest and forest_at is not None and revision == self.volume.revision:
+                    predicted["blend"] = blend(forest_at, net_at).argmax(1)
             if predicted:
                 self._score(predicted)
                 self._fade_pseudo_labels()
