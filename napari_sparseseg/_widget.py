@@ -15,6 +15,7 @@ worker's events.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -261,8 +262,8 @@ class SparseSegWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.rate_label = QLabel("")
         self.rate_label.setWordWrap(True)  # a long line would widen the dock and shrink the canvas
-        self.quality_plot = Sparkline(log=False, tooltip="estimated Dice of the mask shown, measured on your labels "
-                                      "held back from training, at each refresh")
+        self.quality_plot = Sparkline(log=False, tooltip="estimated Dice of the mask shown at each refresh (its "
+                                      "expected Dice under the learner's own class probabilities, labels included)")
         self.sparkline = Sparkline()
         self.details_check = QCheckBox("details (steps, speed, training loss)")
         col.addWidget(self.status_label)
@@ -653,8 +654,9 @@ class SparseSegWidget(QWidget):
             self._refresh_interval = 0.5 * self._refresh_interval + 0.5 * (now - self._last_refresh)
         self._last_refresh = now
         self._shown = refresh.prediction
-        if refresh.prediction.score is not None and refresh.prediction.box == Box.full(layer.data.shape):
-            self.quality_plot.append(refresh.prediction.score)
+        estimate = refresh.prediction.estimate
+        if estimate is not None and refresh.prediction.box == Box.full(layer.data.shape):
+            self.quality_plot.append(estimate.dice)
         self.prediction_shown.emit(refresh)
 
     def _show_uncertainty(self, refresh: Refresh) -> None:
@@ -691,7 +693,7 @@ class SparseSegWidget(QWidget):
         ev = self.last_step
         parts = []
         if self._shown is not None and self.run.running:
-            _set_text(self.status_label, shown_in_words(self._shown))
+            _set_text(self.status_label, shown_in_words(self._shown, self.classes.names))
         elif ev is not None and self.run.running:
             _set_text(self.status_label, f"step {ev.step}   loss {ev.tracked_loss:.4f}")
         if ev is not None and self.run.running:
@@ -853,12 +855,15 @@ LEARNER_WORDS: dict[str, str] = {
 }
 
 
-def shown_in_words(prediction: Prediction) -> str:
-    """The status line for a prediction on screen: who made it, and its Dice on labels no learner trained on."""
+def shown_in_words(prediction: Prediction, class_names: Sequence[str] = ()) -> str:
+    """The status line for a prediction on screen: who made it and its estimated Dice, per class when several."""
     words = f"showing {LEARNER_WORDS.get(prediction.learner, prediction.learner)}"
-    if prediction.score is not None:
-        words += f": estimated Dice {prediction.score:.2f}"
-        if prediction.interval is not None:
-            words += f" ({prediction.interval[0]:.2f}-{prediction.interval[1]:.2f})"
-        words += ", measured on your labels held back from training"
+    estimate = prediction.estimate
+    if estimate is not None:
+        low, high = estimate.interval
+        words += f": estimated Dice {estimate.dice:.2f} ({low:.2f}-{high:.2f})"
+        if len(estimate.per_class) > 1:
+            names = list(class_names) + [f"class {c}" for c in range(len(class_names) + 1, len(estimate.per_class) + 1)]
+            words += "; " + ", ".join(f"{name} {value:.2f}" for name, value in zip(names, estimate.per_class)
+                                      if value is not None)
     return words

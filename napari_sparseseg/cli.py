@@ -316,7 +316,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             estimate = info.get("estimated_dice")
             bar.write(f"  {info['seconds']:5.0f} s  showing {LEARNER_NAMES.get(info['learner'], 'nothing yet'):<26}"
                       f"Dice {info['dice_fg']:.3f}"
-                      + (f"  (estimated from held-back labels: {estimate:.3f})" if estimate is not None else ""))
+                      + (f"  (estimated without ground truth: {estimate:.3f})" if estimate is not None else ""))
 
     result = evaluate_volume(vol.image, vol.labels, spacing=vol.spacing, protocol="z:3", budget_seconds=args.seconds,
                              config=_config(args), progress=progress)

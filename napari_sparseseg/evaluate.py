@@ -13,6 +13,7 @@ import numpy as np
 
 from .core.config import SessionConfig
 from .core.encoding import mask_to_annotation
+from .core.estimate import DiceEstimate
 from .core.events import Guidance, Prediction, TrainStep
 from .core.metrics import evaluate_masks
 from .core.protocols import FULL, parse_protocol, protocol_mask, simulate_annotation
@@ -106,6 +107,14 @@ class _Clock:
             self._paused += time.perf_counter() - t0
 
 
+def estimate_fields(estimate: DiceEstimate | None) -> dict[str, Any]:
+    """The expected Dice of the mask shown (:mod:`~.core.estimate`) as result fields."""
+    if estimate is None:
+        return {"estimated_dice": None, "estimated_dice_interval": None, "estimated_dice_per_class": None}
+    return {"estimated_dice": estimate.dice, "estimated_dice_interval": list(estimate.interval),
+            "estimated_dice_per_class": list(estimate.per_class)}
+
+
 def curve_seconds(budget_seconds: float) -> list[float]:
     """The instants (seconds after the labels are in) at which the shown mask is scored: those of
     :data:`CURVE_SECONDS` before the budget, and the budget itself."""
@@ -159,7 +168,10 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         the budget; ``dice_fg_net`` that of the net's latest whole-volume prediction (labels merged in);
         ``learner`` who was shown; ``curve`` the shown mask's Dice at each instant of :func:`curve_seconds`,
         beside the Dice of each learner's latest whole-volume prediction then (``dice_fg_net``,
-        ``dice_fg_forest``; None before its first).
+        ``dice_fg_forest``; None before its first). ``estimated_dice`` (with ``_interval`` and ``_per_class``)
+        is what the widget tells the user: the mask's expected Dice under its own probabilities
+        (:mod:`~.core.estimate`), to compare with ``dice_fg``; ``held_back_dice`` is the shown learner's score on
+        the held-back labels, which decides the hand-over (``held_back_scores`` for every learner).
     """
     k = validate_ground_truth(image, truth)
     unknown = set(baselines) - set(BASELINES)
@@ -185,6 +197,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
 
     shown = np.zeros(truth.shape, np.uint8)  # nothing shown yet: background everywhere (labels merged in)
     learner: str | None = None
+    shown_estimate: DiceEstimate | None = None
     instants = curve_seconds(budget_seconds)
     curve: list[dict[str, Any]] = []
     clock = _Clock()
@@ -201,7 +214,8 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
             point = clock.pause_while(lambda t=t: {
                 "seconds": t, "step": trainer.step, "learner": learner,
                 "dice_fg": evaluate_masks(truth, displayed(shown), k + 1)["dice_fg"],
-                "estimated_dice": session.handover.scores.get(learner) if learner else None,
+                **estimate_fields(shown_estimate),
+                "held_back_dice": session.handover.scores.get(learner) if learner else None,
                 "dice_fg_net": learner_dice("net"), "dice_fg_forest": learner_dice("forest")})
             curve.append(point)
             if progress is not None:
@@ -227,7 +241,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
             guidance = None
         if isinstance(event, Prediction):
             shown[event.box.slices] = event.labels
-            learner = event.learner
+            learner, shown_estimate = event.learner, event.estimate
         elif progress is not None and isinstance(event, TrainStep):
             progress("train", min(clock.now() / budget_seconds, 1.0),
                      {"step": trainer.step, "loss": event.loss, "learner": learner})
@@ -248,8 +262,9 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         "steps": trainer.step,
         "learner": learner,
         "held_back_scores": dict(session.handover.scores),
-        "estimated_dice": session.handover.scores.get(learner) if learner else None,
-        "estimated_dice_interval": session.handover.intervals.get(learner) if learner else None,
+        **estimate_fields(shown_estimate),
+        "held_back_dice": session.handover.scores.get(learner) if learner else None,
+        "held_back_dice_interval": session.handover.intervals.get(learner) if learner else None,
         "features_seconds": None if features_seconds is None else round(features_seconds, 2),
         "train_seconds": round(trainer.elapsed, 2),
         "wall_seconds": round(wall, 2),

@@ -197,7 +197,11 @@ def test_the_first_responder_shows_the_view_then_the_volume_before_the_net_has_t
     assert predictions[0].box == view and predictions[1].box == Box.full(SHAPE)
     assert predictions[1].score is not None and predictions[1].score > 0.8
     shown = predictions[1].labels
-    assert 2 * np.sum(shown & mask) / (shown.sum() + mask.sum()) > 0.9
+    true_dice = 2 * np.sum(shown & mask) / (shown.sum() + mask.sum())
+    assert true_dice > 0.9
+    estimate = predictions[1].estimate  # what the user is told, made from the whole volume shown
+    assert estimate is not None and abs(estimate.dice - true_dice) < 0.1
+    assert estimate.interval[0] <= estimate.dice <= estimate.interval[1] and len(estimate.per_class) == 1
     assert session.volume.holdout is None and session.volume.pseudo is None  # the loop cleans up after itself
 
 

@@ -6,6 +6,8 @@ Painting goes through the labels layers' own paint API (``data_setitem``,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
@@ -163,7 +165,8 @@ def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot)
     assert shown[0].prediction.box.start[0] <= 12 < shown[0].prediction.box.stop[0]  # the view came first
     assert foreground_dice(widget.prediction_layer.data[12], gt[12]) > 0.6
     widget._update_status()
-    assert "first responder" in widget.status_label.text()
+    status = widget.status_label.text()
+    assert "first responder" in status and "estimated Dice" in status
     qtbot.waitUntil(lambda: widget.guidance_panel.guidance is not None, timeout=60000)
     stop_and_wait(widget, qtbot)
     best = widget.guidance_panel.guidance.slices[0]
@@ -396,3 +399,19 @@ def test_export_to_nifti_keeps_the_source_affine(app, tmp_path):
     saved = nib.load(out)
     np.testing.assert_allclose(saved.affine, affine)
     assert (np.asarray(saved.dataobj) > 0).sum() == (ground_truth(widget)[5] > 0).sum()
+
+
+def test_the_status_names_the_learner_and_the_estimate_per_class():
+    from napari_sparseseg._widget import shown_in_words
+    from napari_sparseseg.core.annotation import Box
+    from napari_sparseseg.core.estimate import DiceEstimate
+    from napari_sparseseg.core.events import Prediction
+
+    empty = np.zeros((1, 1, 1))
+    prediction = Prediction(Box((0, 0, 0), (1, 1, 1)), empty.astype(np.uint8), np.ones((3, 1, 1, 1), np.float32),
+                            empty.astype(np.float32), step=0, revision=0, learner="forest",
+                            estimate=DiceEstimate(0.91, (0.88, 0.94), (0.93, None)))
+    words = shown_in_words(prediction, ["tumour"])
+    assert words == ("showing the fast first responder (a pixel classifier): estimated Dice 0.91 (0.88-0.94); "
+                     "tumour 0.93")
+    assert "estimated" not in shown_in_words(replace(prediction, estimate=None))

@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from .annotation import Box
+from .estimate import DiceEstimate
 from .guidance import Region, SliceSuggestion
 
 
@@ -102,6 +103,10 @@ class Prediction:
         The latest Dice of each learner on the held-back labels (:mod:`~.handover`); empty when none is scored.
     intervals : dict
         A 90 % block-bootstrap interval ``(low, high)`` of each of those scores.
+    estimate : DiceEstimate or None
+        The expected Dice of the whole mask shown, per class and overall (:mod:`~.estimate`): what to tell the
+        user. Made from the latest whole-volume prediction shown (a prediction of the view carries it on); None
+        before there was one.
     """
 
     box: Box
@@ -113,6 +118,7 @@ class Prediction:
     learner: str = "net"
     scores: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    estimate: DiceEstimate | None = None
 
     @property
     def score(self) -> float | None:

@@ -25,6 +25,7 @@ from .annotation import AnnotatedVolume, Box, Source
 from .config import SessionConfig
 from .distill import distill_weight, pseudo_labels
 from .encoding import UNLABELED
+from .estimate import DiceEstimate, expected_dice
 from .events import Guidance, Notice, Prediction, TrainStep, Waiting
 from .first_responder import FeatureStack, FirstResponder
 from .guidance import likely_errors, suggest_slices
@@ -83,6 +84,8 @@ class SegmentationSession:
         #: ``(revision, (n, K + 1) probabilities)`` of the first responder fitted without the held-back labels, at
         #: the held-back voxels of that label revision (what the forest and the blend are scored with).
         self._forest_held_back: tuple[int, np.ndarray | None] = (-1, None)
+        #: The expected Dice of the latest whole-volume mask shown (:mod:`.estimate`).
+        self._estimate: DiceEstimate | None = None
 
     @classmethod
     def open(cls, path: str | Path, **kwargs: Any) -> SegmentationSession:
@@ -255,6 +258,7 @@ class SegmentationSession:
                 prediction = self.predict(target)
                 shown = self._show_net(prediction, responder)
                 if shown is not None:
+                    shown = self._estimated(shown)
                     if self.store is not None:
                         self.store.record_prediction(shown)  # queued for the store's autosave thread
                     yield shown
@@ -311,13 +315,21 @@ class SegmentationSession:
         box = view_box()
         box = None if box is None else box.clip(self.volume.shape)
         if box is not None and not box.empty:
-            yield self._composed(box, shown, forest=responder.predict(box))
+            yield self._estimated(self._composed(box, shown, forest=responder.predict(box)))
         self._set_forest(responder.predict())
-        full = self._composed(Box.full(self.volume.shape), shown)
+        full = self._estimated(self._composed(Box.full(self.volume.shape), shown))
         if self.store is not None:
             self.store.record_prediction(full)
         yield full
         yield from self._guidance(full)
+
+    def _estimated(self, prediction: Prediction) -> Prediction:
+        """``prediction`` with the expected Dice of the mask shown: made anew from a whole-volume prediction (of an
+        in-memory volume), carried on by a prediction of the view."""
+        if prediction.box == Box.full(self.volume.shape) and not self.volume.lazy:
+            self._estimate = expected_dice(prediction.probabilities, np.asarray(self.volume.labels),
+                                           seed=self.config.train.seed)
+        return replace(prediction, estimate=self._estimate)
 
     def _guidance(self, shown: Prediction) -> Iterator[Guidance]:
         """Where to paint next, from a whole-volume prediction just shown (in-memory volumes)."""

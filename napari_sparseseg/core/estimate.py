@@ -1,0 +1,101 @@
+"""How good is the mask shown? Its expected Dice under its own class probabilities, per class and overall.
+
+No ground truth is needed: if the learner's probabilities were calibrated, the
+truth would be drawn voxel by voxel with them, and the mask's Dice against it
+would be close to ``2 sum(p m) / (sum(p) + sum(m))`` (``p`` the class
+probability, ``m`` the mask of that class; the ratio of the expectations, exact
+as the volume grows). Labeled voxels count with their labels (``p`` is 1 for
+the painted class). On the shared volumes and the synthetic sample, for the
+first responder's mask, this estimate's mean absolute error against the true
+foreground Dice is 0.033 over 45 runs, against 0.167 for the Dice measured on
+held-back labels (``BENCHMARKS.md``, ``benchmarks/estimators.py``): held-back
+voxels lie in painted slices and strokes, the easy part of the volume.
+
+Its interval comes from resampling whole slices along the first axis, so it
+says how much the estimate rests on a few slices; it does not cover a learner
+whose probabilities are overconfident, which a net's can be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encoding import UNLABELED
+
+
+@dataclass(frozen=True)
+class DiceEstimate:
+    """The expected Dice of a mask under its own probabilities.
+
+    Attributes
+    ----------
+    dice : float
+        Foreground (any class against background).
+    interval : tuple of float
+        90 % slice-bootstrap interval ``(low, high)`` of ``dice``.
+    per_class : tuple of float or None
+        Per foreground class ``1..K``; None for a class neither predicted nor labeled.
+    """
+
+    dice: float
+    interval: tuple[float, float]
+    per_class: tuple[float | None, ...]
+
+
+def _slice_sums(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``(3, z)``: per slice along axis 0, the sums of ``p * m``, ``p`` and ``m``."""
+    return np.stack([np.einsum("zyx,zyx->z", p, m, dtype=np.float64),
+                     p.sum(axis=(1, 2), dtype=np.float64), m.sum(axis=(1, 2), dtype=np.float64)])
+
+
+def _ratio(sums: np.ndarray) -> np.ndarray:
+    both, p, m = sums
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(p + m > 0, 2 * both / (p + m), np.nan)
+
+
+def expected_dice(probabilities: np.ndarray, labels: np.ndarray, *, resamples: int = 200, level: float = 0.9,
+                  seed: int = 0) -> DiceEstimate:
+    """Expected Dice of the mask shown (the class of highest probability, labels merged in).
+
+    Parameters
+    ----------
+    probabilities : np.ndarray
+        float ``(K + 1, z, y, x)`` class probabilities of the whole volume.
+    labels : np.ndarray
+        ``(z, y, x)`` labels in annotation encoding (0 unlabeled, 1 background, ``c + 1`` class ``c``).
+    resamples, level, seed
+        Slice-bootstrap resamples, the interval's coverage and the resampling seed.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree or there are fewer than two classes.
+    """
+    if probabilities.ndim != 4 or probabilities.shape[1:] != labels.shape or probabilities.shape[0] < 2:
+        raise ValueError(f"probabilities (K + 1, z, y, x) with K >= 1 and labels (z, y, x) must agree, got "
+                         f"{probabilities.shape} and {labels.shape}")
+    labeled = labels > UNLABELED
+    label_class = labels.astype(np.int64) - 1
+    mask = np.where(labeled, label_class, probabilities.argmax(0))
+
+    def truth_probability(c: int) -> np.ndarray:
+        return np.where(labeled, (label_class == c).astype(np.float32), probabilities[c])
+
+    fg = _slice_sums(1.0 - truth_probability(0), (mask > 0).astype(np.float32))
+    per_class = []
+    for c in range(1, probabilities.shape[0]):
+        sums = _slice_sums(truth_probability(c), (mask == c).astype(np.float32))
+        value = _ratio(sums.sum(axis=1))
+        per_class.append(None if not np.isfinite(value) else float(value))
+    dice = _ratio(fg.sum(axis=1))
+    n = fg.shape[1]
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+    boot = _ratio(np.einsum("rz,sz->sr", draws, fg))
+    boot = boot[np.isfinite(boot)]
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(boot, [tail, 1.0 - tail]) if boot.size else (dice, dice)
+    dice = float(dice) if np.isfinite(dice) else 0.0
+    return DiceEstimate(dice, (float(low), float(high)), tuple(per_class))
