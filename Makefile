@@ -12,4 +12,4 @@ run: install
 	bash scripts/run.sh
 
 test: install
-	$(PYTHON) -m pytest -q
+	$$(bash scripts/python.sh) -m pytest -q
