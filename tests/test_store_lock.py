@@ -76,3 +76,21 @@ def test_the_lock_of_another_machine_is_refused_with_what_to_do(tmp_path):
     (path / store_lock.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": time.time()}))
     with pytest.raises(StoreInUseError, match="elsewhere.*delete"):
         SessionStore.open(path)
+
+
+@pytest.mark.parametrize("damage", ["labels/zarr.json", "attributes"])
+def test_a_damaged_store_is_refused_naming_what_is_wrong_and_left_unlocked(tmp_path, damage):
+    path = tmp_path / "s.zarr"
+    _store(path).close()
+    if damage == "labels/zarr.json":
+        (path / "labels" / "zarr.json").write_text('{"zarr_format": 3, "node_type": ')  # truncated by a crash
+        expected = str(path / "labels" / "zarr.json")
+    else:
+        meta = json.loads((path / "zarr.json").read_text())
+        del meta["attributes"]["num_classes"]
+        (path / "zarr.json").write_text(json.dumps(meta))
+        expected = "damaged"
+    with pytest.raises(ValueError, match="restore it") as info:
+        SessionStore.open(path)
+    assert expected in str(info.value)
+    assert store_lock.holder(path) is None  # the failed open did not leave the store locked

@@ -274,17 +274,34 @@ class SessionStore:
             If ``path`` is not a session store, was written by a newer version, or its image
             reference cannot be read.
         """
+        path = Path(path)
+        if not path.is_dir() or not is_session_store(path):
+            raise ValueError(f"{path} is not a napari-sparseseg session store (no {STORE_KEY!r} in its zarr.json); "
+                             "choose the store folder, or another path for a new session")
+        held = store_lock.holder(path)
+        reopening = held is not None and held.get("pid") == os.getpid()  # this process has it open already
+        store_lock.acquire(path)  # before anything is written: another process may be writing it
+        try:
+            return cls._open_locked(path, config, device)
+        except Exception as exc:
+            if not reopening:
+                store_lock.release(path)  # a store that does not open stays free for the next attempt
+            if isinstance(exc, (ValueError, OSError, MemoryError)):
+                raise
+            raise ValueError(f"{path}: the session store is damaged ({type(exc).__name__}: {exc}); restore it "
+                             "from a backup, or start a new session from the image") from exc
+
+    @classmethod
+    def _open_locked(cls, path: Path, config: SessionConfig | None, device: str | None
+                     ) -> tuple[SessionStore, SegmentationSession]:
+        """:meth:`open` once the store's lock is held."""
         import zarr
 
         from ..io import read_volume
         from .checkpoint import load_into, read_model
         from .session import SegmentationSession
 
-        path = Path(path)
-        if not path.is_dir() or not is_session_store(path):
-            raise ValueError(f"{path} is not a napari-sparseseg session store (no {STORE_KEY!r} in its zarr.json); "
-                             "choose the store folder, or another path for a new session")
-        store_lock.acquire(path)  # before anything is written: another process may be writing it
+        _check_metadata(path)
         _remove_partial_files(path)
         root = zarr.open_group(str(path), mode="r+", zarr_format=3)
         attrs = dict(root.attrs)
@@ -662,6 +679,22 @@ def read_history(path: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return rows
+
+
+def _check_metadata(path: Path) -> None:
+    """Refuse a store whose zarr metadata is not readable JSON, naming the file (zarr's own error does not).
+
+    Raises
+    ------
+    ValueError
+        Naming the first ``zarr.json`` that cannot be read or parsed.
+    """
+    for meta in sorted(path.rglob("zarr.json")):
+        try:
+            json.loads(meta.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{meta}: unreadable zarr metadata ({exc}): the session store is damaged; restore it "
+                             "from a backup, or start a new session from the image") from exc
 
 
 def _remove_partial_files(path: Path) -> None:
