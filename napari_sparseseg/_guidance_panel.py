@@ -2,8 +2,9 @@
 
 It shows the latest :class:`~.core.events.Guidance` and moves the viewer: to the
 suggested slice in its orientation (the axis the slice is normal to becomes the
-slider, the other two are displayed), or to the middle of a likely error. It
-knows the viewer and how to find the image layer, nothing of the widget.
+slider, the other two are displayed), outlining the slice's uncertain region in
+a shapes layer, or to the middle of a likely error. It knows the viewer and how
+to find the image layer, nothing of the widget.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from .core.events import Guidance
+from .core.guidance import SliceSuggestion
 
 if TYPE_CHECKING:
     import napari
@@ -30,6 +33,24 @@ def show_plane(viewer: napari.Viewer, layer: Layer, axis: int, point: tuple[int,
     viewer.dims.order = tuple(leading + [normal] + spatial)
     world = layer.data_to_world(point)
     viewer.dims.set_point(normal, world[-3 + axis])
+
+
+#: Name of the shapes layer that outlines the suggested slice's uncertain region.
+HIGHLIGHT_NAME = "sparseseg: paint here"
+
+
+def region_outline(suggestion: SliceSuggestion) -> np.ndarray:
+    """float ``(4, 3)`` data coordinates ``(z, y, x)`` of the rectangle around a suggestion's uncertain region,
+    in its slice (constant along the axis the slice is normal to)."""
+    axis = suggestion.axis
+    a, b = (ax for ax in range(3) if ax != axis)
+    lo, hi = suggestion.box.start, suggestion.box.stop
+    corners = []
+    for u, v in ((lo[a], lo[b]), (lo[a], hi[b] - 1), (hi[a] - 1, hi[b] - 1), (hi[a] - 1, lo[b])):
+        point = [0.0, 0.0, 0.0]
+        point[axis], point[a], point[b] = suggestion.index, u, v
+        corners.append(point)
+    return np.asarray(corners, dtype=np.float64)
 
 
 class GuidancePanel(QGroupBox):
@@ -85,6 +106,23 @@ class GuidancePanel(QGroupBox):
         best = self.guidance.slices[0]
         centre = tuple((a + b - 1) // 2 for a, b in zip(best.box.start, best.box.stop))
         show_plane(self.viewer, layer, best.axis, centre)
+        self._outline(layer, best)
+
+    def _outline(self, layer: Layer, suggestion: SliceSuggestion) -> None:
+        """Outline the suggestion's uncertain region in a shapes layer placed like ``layer`` (the active layer,
+        the one the user paints on, stays active)."""
+        outline = region_outline(suggestion)
+        existing = next((lyr for lyr in self.viewer.layers if lyr.name == HIGHLIGHT_NAME), None)
+        if existing is not None and existing.ndim == 3:
+            existing.data = [outline]
+            existing.shape_type = ["rectangle"]
+            return
+        active = self.viewer.layers.selection.active
+        self.viewer.add_shapes([outline], shape_type="rectangle", name=HIGHLIGHT_NAME, edge_color="yellow",
+                               face_color="transparent", edge_width=2, scale=tuple(layer.scale[-3:]),
+                               translate=tuple(layer.translate[-3:]), ndim=3)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
 
     def go_to_error(self, index: int) -> None:
         """Move the viewer to the axial slice through the middle of likely error ``index``."""
