@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help=".npz with image, labels (0 = background) and spacing")
     p.add_argument("--protocol", default="z:3",
                    help="z:K (K axial slices), ortho:K (K per axis), scribble:K (strokes on K axial slices), "
-                   "suggest:K (the middle axial slice, then K-1 suggested slices, any orientation) "
+                   "suggest:K (the middle axial slice, then K-1 suggested slices, any orientation), "
+                   "suggest-scribble:K (a scribble, then only the uncertain region of K-1 suggested slices) "
                    "or full (every voxel: the fully supervised bound)")
     p.add_argument("--budget-seconds", type=float, default=300.0)
     p.add_argument("--baselines", default="", help="comma list of rf,interp")

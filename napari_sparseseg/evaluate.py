@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -56,17 +57,19 @@ def validate_ground_truth(image: np.ndarray, truth: np.ndarray) -> int:
     return k
 
 
-#: The simulated user who follows the suggestions: ``suggest:K`` starts from ``z:1`` and paints K - 1 suggested slices.
-SUGGEST = "suggest"
+#: The simulated users who follow the suggestions: ``suggest:K`` starts from ``z:1`` and paints K - 1 suggested
+#: slices whole; ``suggest-scribble:K`` starts from ``scribble:1`` and paints only the uncertain region of each.
+SUGGEST, SUGGEST_REGION = "suggest", "suggest-scribble"
+_SUGGEST_START = {SUGGEST: "z:1", SUGGEST_REGION: "scribble:1"}
 
 
 def suggest_count(protocol: str) -> int | None:
-    """K of ``suggest:K`` (None for any other protocol)."""
+    """K of ``suggest:K`` or ``suggest-scribble:K`` (None for any other protocol)."""
     kind, _, count = str(protocol).strip().partition(":")
-    if kind != SUGGEST:
+    if kind not in _SUGGEST_START:
         return None
     if not count.isdigit() or int(count) < 1:
-        raise ValueError(f"protocol {protocol!r}: use suggest:K with K >= 1 slices (e.g. suggest:3)")
+        raise ValueError(f"protocol {protocol!r}: use {kind}:K with K >= 1 (e.g. {kind}:3)")
     return int(count)
 
 
@@ -144,7 +147,9 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         ``z:K``, ``ortho:K``, ``scribble:K``, ``suggest:K`` or ``full`` (see :mod:`~.core.protocols`).
         ``suggest:K`` is a user who follows the suggestions: one axial slice in the middle first, then at each
         ``budget / K`` of the time the slice suggested last (any orientation) painted whole from the ground
-        truth, ``K`` slices in all (``painted`` records them); the baselines see the final labels. Under ``full`` every
+        truth, ``K`` slices in all (``painted`` records them); the baselines see the final labels.
+        ``suggest-scribble:K`` starts from ``scribble:1`` and paints only the suggested slice's uncertain region
+        (the bounding box of its uncertain voxels, :class:`~.core.guidance.SliceSuggestion`). Under ``full`` every
         voxel is labeled and the *raw* prediction shown is scored (the merged mask would copy the labels and
         score 1.0): its Dice over all voxels is the training-set Dice, the fully supervised bound.
     budget_seconds : float
@@ -181,10 +186,13 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
     spacing = validate_spacing(spacing)
     suggested = suggest_count(protocol)
-    start_protocol = "z:1" if suggested else protocol
+    regions_only = suggested is not None and protocol.strip().startswith(SUGGEST_REGION)
+    start_protocol = _SUGGEST_START[SUGGEST_REGION if regions_only else SUGGEST] if suggested else protocol
     labeled = protocol_mask(truth.shape, start_protocol, truth)
     annotation = simulate_annotation(truth, start_protocol, labeled)
     full = not suggested and parse_protocol(protocol)[0] == FULL
+    if full:  # the bound is the net's: a forest fitted on every voxel would only recite them
+        config = replace(config, responder=replace(config.responder, enabled=False))
     session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
     trainer = session.trainer
     features_seconds = None
@@ -233,11 +241,12 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
             guidance = event
         if (suggested and len(painted) < suggested - 1 and now >= budget_seconds * (len(painted) + 1) / suggested
                 and guidance is not None and guidance.slices):
-            best = guidance.slices[0]  # paint the suggested slice whole, from the ground truth
-            plane = _plane(best.axis, best.index)
+            best = guidance.slices[0]  # paint the suggested slice (or its uncertain region) from the ground truth
+            plane = best.box.slices if regions_only else _plane(best.axis, best.index)
             session.add_labels(plane, mask_to_annotation(truth[plane]))
             labeled[plane] = True
-            painted.append({"seconds": round(now, 1), "axis": best.axis, "index": best.index})
+            painted.append({"seconds": round(now, 1), "axis": best.axis, "index": best.index,
+                            "voxels": int(np.prod(truth[plane].shape))})
             guidance = None
         if isinstance(event, Prediction):
             shown[event.box.slices] = event.labels

@@ -50,6 +50,13 @@ class FakeSession:
     def _guidance(self, shown):
         return iter(())
 
+    def _estimated(self, prediction):
+        return prediction
+
+    @property
+    def revision(self):
+        return self.volume.revision
+
     # The real pacing loop, driven by the fake's train/predict timings.
     interactive = SegmentationSession.interactive
     _show_net = SegmentationSession._show_net

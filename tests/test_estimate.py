@@ -55,3 +55,18 @@ def test_mismatched_shapes_are_refused():
         expected_dice(np.ones((2,) + SHAPE, np.float32) / 2, np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(ValueError):
         expected_dice(np.ones((1,) + SHAPE, np.float32), np.zeros(SHAPE, np.uint8))
+
+
+def test_another_learners_mask_is_scored_under_these_probabilities():
+    rng = np.random.default_rng(2)
+    p = _probabilities(rng, 2)
+    labels = np.zeros(SHAPE, np.uint8)
+    own = expected_dice(p, labels)
+    assert expected_dice(p, labels, p.argmax(0)).dice == pytest.approx(own.dice)
+    empty = expected_dice(p, labels, np.zeros(SHAPE, np.int64))  # a mask that finds nothing scores 0
+    assert empty.dice == 0.0
+    worse = p.argmax(0).copy()
+    worse[6:18, 8:24, 8:24] = 0  # misses the confident object
+    assert expected_dice(p, labels, worse).dice < own.dice
+    with pytest.raises(ValueError):
+        expected_dice(p, labels, np.zeros((2, 2, 2), np.int64))

@@ -329,3 +329,15 @@ def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slice
     assert r["baselines"]["interp"]["applicable"] is False and r["baselines"]["rf"]["dice_fg"] > 0.5
     with pytest.raises(ValueError, match="suggest:K"):
         evaluate_volume(image, mask, spacing=SPACING, protocol="suggest:x", budget_seconds=1, config=config)
+
+
+def test_a_simulated_user_who_paints_only_the_suggested_uncertain_regions():
+    from napari_sparseseg.evaluate import evaluate_volume
+
+    image, mask = sphere_volume((16, 48, 48), radius=12)
+    r = evaluate_volume(image, mask, spacing=SPACING, protocol="suggest-scribble:3", budget_seconds=6,
+                        config=tiny_config(trees=8))
+    assert len(r["painted"]) == 2
+    plane = 48 * 48 if r["painted"][0]["axis"] == 0 else 16 * 48
+    assert all(0 < p["voxels"] <= plane for p in r["painted"])
+    assert r["annotated_fraction"] < 3 / 16  # regions and a scribble, not three whole slices

@@ -24,7 +24,7 @@ import numpy as np
 from .annotation import AnnotatedVolume, Box, Source
 from .config import SessionConfig
 from .distill import distill_weight, pseudo_labels
-from .encoding import UNLABELED
+from .encoding import merge_labels
 from .estimate import DiceEstimate, expected_dice
 from .events import Guidance, Notice, Prediction, TrainStep, Waiting
 from .first_responder import FeatureStack, FirstResponder
@@ -161,8 +161,31 @@ class SegmentationSession:
 
     def merge(self, prediction: Prediction) -> np.ndarray:
         """The prediction with every labeled voxel replaced by its label (mask encoding)."""
-        labels = self.volume.labels[prediction.box.slices]
-        return np.where(labels > UNLABELED, labels.astype(np.int64) - 1, prediction.labels).astype(np.uint8)
+        return merge_labels(prediction.labels, self.volume.labels[prediction.box.slices])
+
+    # -- what a user interface reads and changes (the session is its only door) ------
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes ``K``."""
+        return self.volume.num_classes
+
+    @property
+    def revision(self) -> int:
+        """Annotation revision: grows with every change of the labels."""
+        return self.volume.revision
+
+    def labels_at(self, index: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the labels (annotation encoding) and their sources (:class:`Source`) at ``index``."""
+        return self.volume.labels[index].copy(), self.volume.source[index].copy()
+
+    def changes_since(self, revision: int) -> Box:
+        """The box of every voxel labeled or erased after ``revision`` (empty when none)."""
+        return self.volume.changes_since(revision)
+
+    def ensure_classes(self, count: int) -> None:
+        """Add output classes until there are ``count`` foreground classes (the net grows an output channel)."""
+        while self.volume.num_classes < count:
+            self.volume.add_class()
 
     def segment(self) -> np.ndarray:
         """Dense mask of the whole volume (0 = background, 1..K), labels kept where painted.
@@ -325,9 +348,16 @@ class SegmentationSession:
 
     def _estimated(self, prediction: Prediction) -> Prediction:
         """``prediction`` with the expected Dice of the mask shown: made anew from a whole-volume prediction (of an
-        in-memory volume), carried on by a prediction of the view."""
+        in-memory volume), carried on by a prediction of the view.
+
+        The mask is scored under the first responder's probabilities when there are any (they are calibrated
+        well enough on the shared volumes; a net's are not, :mod:`.estimate`), else under its own learner's.
+        """
         if prediction.box == Box.full(self.volume.shape) and not self.volume.lazy:
-            self._estimate = expected_dice(prediction.probabilities, np.asarray(self.volume.labels),
+            forest = self._latest.get("forest")
+            judge = forest if forest is not None and forest.shape == prediction.probabilities.shape \
+                else prediction.probabilities
+            self._estimate = expected_dice(judge, np.asarray(self.volume.labels), prediction.labels,
                                            seed=self.config.train.seed)
         return replace(prediction, estimate=self._estimate)
 
