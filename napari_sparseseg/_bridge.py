@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .core.annotation import Box
+from .core.encoding import merge_labels
 from .core.events import Notice, Prediction, TrainStep, Waiting
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box
             if flags.stop.is_set():
                 return
             if isinstance(event, Prediction):
-                revision = session.volume.revision
+                revision = session.revision
                 yield Refresh(event, session.merge(event), revision)
             else:
                 yield event
@@ -135,7 +136,7 @@ def merge_late_edits(session: SegmentationSession, refresh: Refresh) -> np.ndarr
     """``refresh.merged`` with the voxels labeled after ``refresh.revision`` merged again."""
     merged = refresh.merged
     box = refresh.prediction.box
-    late = session.volume.changes_since(refresh.revision)
+    late = session.changes_since(refresh.revision)
     if late.empty:
         return merged
     lo = np.maximum(late.start, box.start)
@@ -145,8 +146,7 @@ def merge_late_edits(session: SegmentationSession, refresh: Refresh) -> np.ndarr
     merged = merged.copy()
     world = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     local = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(lo, hi, box.start))
-    labels = session.volume.labels[world]
-    merged[local] = np.where(labels > 0, labels.astype(np.int64) - 1, merged[local]).astype(merged.dtype)
+    merged[local] = merge_labels(merged[local], session.labels_at(world)[0])
     return merged
 
 

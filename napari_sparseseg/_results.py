@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 
 from .core.annotation import Box
-from .core.encoding import MASK_DTYPE, annotation_to_mask
+from .core.encoding import annotation_to_mask, merge_labels
 
 ExportKind = Literal["prediction", "annotation"]
 
@@ -65,4 +65,4 @@ def export_mask(kind: ExportKind, annotation: np.ndarray, prediction: np.ndarray
         raise ValueError("no prediction yet: start training first")
     if prediction.shape != ann.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from annotation shape {ann.shape}")
-    return np.where(ann > 0, ann.astype(np.int64) - 1, np.asarray(prediction)).astype(MASK_DTYPE)
+    return merge_labels(np.asarray(prediction), ann)

@@ -228,8 +228,8 @@ class SessionFiles:
                 session = build()
                 store = session.store
                 if store is None and save_path is not None:
-                    store = SessionStore.create(save_path, session, class_names=names[: session.volume.num_classes],
-                                                colors=colors[: session.volume.num_classes])
+                    store = SessionStore.create(save_path, session, class_names=names[: session.num_classes],
+                                                colors=colors[: session.num_classes])
             if store is not None:
                 store.start_autosave()
             return session
@@ -282,7 +282,7 @@ class SessionFiles:
     def _sync_classes(self) -> None:
         if self.store is not None:
             w = self.widget
-            k = self.store.session.volume.num_classes
+            k = self.store.session.num_classes
             self.store.set_classes(w.classes.names[:k], [c.color for c in w.classes.classes][:k])
 
     # -- save / open ---------------------------------------------------------------------
@@ -309,7 +309,7 @@ class SessionFiles:
             else:
                 self.checkpoint()
             return path
-        k = session.volume.num_classes
+        k = session.num_classes
         store = SessionStore.create(path, session, class_names=w.classes.names[:k],
                                     colors=[c.color for c in w.classes.classes][:k],
                                     overwrite=is_session_store(path))

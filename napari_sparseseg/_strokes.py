@@ -260,8 +260,7 @@ class LabelSync:
         session = self._session()
         old = old_source = None
         if session is not None:
-            old = session.volume.labels[coords].copy()
-            old_source = session.volume.source[coords].copy()
+            old, old_source = session.labels_at(coords)
             session.add_labels(coords, new, Source.PAINTED)
         self._push(self.annotation, Edit(coords, old, old_source, new, Source.PAINTED))
 
@@ -285,7 +284,7 @@ class LabelSync:
         new = (classes + 1).astype(self.annotation.data.dtype)
         session = self._session()
         old = np.asarray(self.annotation.data[coords]).copy()
-        old_source = session.volume.source[coords].copy() if session is not None else None
+        old_source = session.labels_at(coords)[1] if session is not None else None
         edit = Edit(coords, old, old_source, new, Source.CORRECTED)
         self._apply(edit.coords, edit.new, None, Source.CORRECTED, write_annotation=True)
         self._push(layer, edit)
@@ -329,12 +328,12 @@ class LabelSync:
         if session is None:
             return
         if sources is None:
-            session.volume.set_labels(coords, values, source)
+            session.add_labels(coords, values, source)
             return
         corrected = sources == Source.CORRECTED
         for sel, src in ((~corrected, Source.PAINTED), (corrected, Source.CORRECTED)):
             if sel.any():
-                session.volume.set_labels(tuple(c[sel] for c in coords), values[sel], src)
+                session.add_labels(tuple(c[sel] for c in coords), values[sel], src)
 
     def resync(self) -> int:
         """Write every voxel where the annotation layer and the session differ; returns their count."""
@@ -342,9 +341,9 @@ class LabelSync:
         if session is None:
             return 0
         data = np.asarray(self.annotation.data)
-        diff = np.nonzero(data != session.volume.labels)
+        diff = np.nonzero(data != session.labels_at((slice(None),) * 3)[0])
         if diff[0].size:
             values = data[diff]
-            top = session.volume.num_classes + 1
+            top = session.num_classes + 1
             session.add_labels(diff, np.where(values > top, 0, values).astype(values.dtype))
         return int(diff[0].size)

@@ -377,7 +377,7 @@ class SparseSegWidget(QWidget):
         if layer is self.uncertainty_layer:
             self.uncertainty_layer = None
         if (self.sync is not None and layer is self.sync.annotation) or layer is self._session_image():
-            self.stop()
+            self._stop_and_keep_training()
             self._drop_session(None)
             self.status_label.setText(f"layer '{layer.name}' was removed: training stopped")
         self._refresh_layer_choices()
@@ -487,8 +487,7 @@ class SparseSegWidget(QWidget):
     def class_added(self) -> None:
         """A class was added to :attr:`classes`: a running session gets the output channel now."""
         if self.session is not None:
-            while self.session.volume.num_classes < len(self.classes):
-                self.session.volume.add_class()
+            self.session.ensure_classes(len(self.classes))
 
     def class_removed(self, k: int) -> None:
         """Class ``k`` was removed from :attr:`classes`: erase it from the layers and drop the session.
@@ -592,6 +591,16 @@ class SparseSegWidget(QWidget):
             self.status_label.setText("stopping…")
         self._update_buttons()
 
+    def _stop_and_keep_training(self, timeout: float = 30.0) -> None:
+        """Stop a running worker and, once it has ended (at most ``timeout`` s, one step or refresh), checkpoint
+        the session, so that the steps since the last periodic checkpoint are kept (a layer removed, the viewer
+        closing)."""
+        if not self.run.running:
+            return
+        self.run.stop()
+        if self.run.wait(timeout):
+            self.files.checkpoint()
+
     def _drop_session(self, reason: str | None) -> None:
         if self.session is not None and reason:
             show_info(f"sparseseg: {reason}")
@@ -625,8 +634,7 @@ class SparseSegWidget(QWidget):
             return
         self.session = session
         self._session_key = getattr(self, "_pending_key", None)
-        while session.volume.num_classes < len(self.classes):
-            session.volume.add_class()
+        session.ensure_classes(len(self.classes))
         if self.sync is not None:
             self.sync.resync()  # strokes painted while the model was being built
         self.status_label.setText(f"training on {session.trainer.device}")

@@ -4,9 +4,9 @@ import torch
 import zarr
 
 from napari_sparseseg.core.annotation import Box
-from napari_sparseseg.core.blockwise import iter_blocks, merge_labels, predict_to_array
+from napari_sparseseg.core.blockwise import iter_blocks, predict_to_array
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
-from napari_sparseseg.core.encoding import mask_to_annotation
+from napari_sparseseg.core.encoding import mask_to_annotation, merge_labels
 from napari_sparseseg.core.session import SegmentationSession
 
 from .conftest import sphere_volume

@@ -163,3 +163,30 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         stop_and_wait(widget2, qtbot)
     finally:
         widget2.close_session()
+
+
+@pytest.mark.parametrize("how", ["viewer closes", "annotation layer removed"])
+def test_closing_the_viewer_or_removing_a_layer_mid_training_keeps_every_step(make_napari_viewer, sample, qtbot,
+                                                                               how):
+    viewer = make_napari_viewer()
+    image_data, image_meta, _ = sample[0]
+    viewer.add_image(image_data, **image_meta)
+    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
+    widget = make_widget(viewer)
+    gt = image_meta["metadata"]["ground_truth"]
+    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_annotation(gt[5])[yy, xx])
+    try:
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None and widget.files.store is not None, timeout=60000)
+        session, store = widget.session, widget.files.store
+        qtbot.waitUntil(lambda: session.trainer.step >= 3, timeout=60000)
+        if how == "viewer closes":
+            viewer.close()
+        else:
+            viewer.layers.remove(widget.annotation_layer)
+        assert not widget.run.running
+        latest = json.loads((store.path / "checkpoints" / "index.json").read_text())["latest"]
+        assert latest["step"] == session.trainer.step  # nothing trained since the last checkpoint is lost
+    finally:
+        widget.close_session()

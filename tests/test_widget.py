@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
 
+from napari_sparseseg._guidance_panel import HIGHLIGHT_NAME
 from napari_sparseseg._sample import make_sample_data
 from napari_sparseseg._strokes import stroke_values
 from napari_sparseseg._widget import SparseSegWidget
@@ -171,9 +172,18 @@ def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot)
     stop_and_wait(widget, qtbot)
     best = widget.guidance_panel.guidance.slices[0]
     assert widget.guidance_panel.go_button.isEnabled()
+    active = viewer.layers.selection.active
     widget.guidance_panel.go_to_suggestion()
     assert viewer.dims.order[0] == best.axis and best.axis not in viewer.dims.displayed
     assert viewer.dims.current_step[best.axis] == best.index
+    outline = viewer.layers[HIGHLIGHT_NAME]  # the uncertain region is outlined on that slice
+    corners = np.asarray(outline.data[0])
+    assert (corners[:, best.axis] == best.index).all()
+    others = [a for a in range(3) if a != best.axis]
+    assert corners[:, others].min(0).tolist() == [best.box.start[a] for a in others]
+    assert viewer.layers.selection.active is active  # the user keeps painting where they were
+    widget.guidance_panel.go_to_suggestion()
+    assert [lyr.name for lyr in viewer.layers].count(HIGHLIGHT_NAME) == 1  # moved, not added again
 
 
 def test_undo_withdraws_strokes(app, qtbot):

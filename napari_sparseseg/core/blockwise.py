@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .annotation import Box
-from .encoding import UNLABELED
+from .encoding import merge_labels
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["iter_blocks", "merge_labels", "predict_to_array"]
+__all__ = ["iter_blocks", "predict_to_array"]
 
 
 def iter_blocks(shape: Sequence[int], block: Sequence[int], first: Box | None = None) -> list[Box]:
@@ -61,15 +61,6 @@ def iter_blocks(shape: Sequence[int], block: Sequence[int], first: Box | None = 
                                        zip(b.start, b.stop, first.start, first.stop))
 
     return [b for b in boxes if meets(b)] + [b for b in boxes if not meets(b)]
-
-
-def merge_labels(predicted: np.ndarray, annotation: np.ndarray) -> np.ndarray:
-    """Predicted mask (``(z, y, x)`` mask encoding) with every labeled voxel replaced by its label.
-
-    ``annotation`` is in annotation encoding (0 = unlabeled, 1 = background,
-    ``k + 1`` = class ``k``), the same shape; the result is uint8 mask encoding.
-    """
-    return np.where(annotation > UNLABELED, annotation.astype(np.int64) - 1, predicted).astype(np.uint8)
 
 
 def _default_block(out: Any) -> tuple[int, int, int]:

@@ -65,3 +65,14 @@ def annotation_to_mask(annotation: np.ndarray) -> np.ndarray:
     """Decode annotation to mask encoding; unlabeled voxels become background."""
     a = np.asarray(annotation).astype(np.int64)
     return np.where(a > UNLABELED, a - 1, 0).astype(MASK_DTYPE)
+
+
+def merge_labels(predicted: np.ndarray, annotation: np.ndarray) -> np.ndarray:
+    """Labels win over the prediction: ``predicted`` (``(z, y, x)`` mask encoding) with every labeled voxel of
+    ``annotation`` (annotation encoding, same shape) replaced by its label; uint8 mask encoding.
+
+    The one place that says what a user sees where they labeled: the session's merged result, the plugin's
+    refreshes and exports, and blockwise prediction all use it.
+    """
+    annotation = np.asarray(annotation)
+    return np.where(annotation > UNLABELED, annotation.astype(np.int64) - 1, predicted).astype(MASK_DTYPE)
