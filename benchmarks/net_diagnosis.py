@@ -1,0 +1,80 @@
+"""Why does the net fall behind on a volume? Train it alone and watch what it predicts.
+
+    python benchmarks/net_diagnosis.py ../shared/data/brats2013_pat0005_mri_tumour_NC_license.npz \\
+        --protocol z:3 --seconds 120 --every 30 --variants default class_balance_power=0
+
+Trains the net alone (no first responder, nothing held back; float32 on the CPU, 2 threads) on the labels of a
+protocol, and every ``--every`` seconds predicts the whole volume and prints the step, the tracked loss, the
+foreground Dice, the share of the volume predicted as each class beside its true share, and the per-class Dice.
+Each variant is ``default`` or ``name=value`` of a ``TrainConfig`` field (typed like its default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import fields, replace
+
+import numpy as np
+import torch
+
+from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.metrics import evaluate_masks
+from napari_sparseseg.core.protocols import simulate_annotation
+from napari_sparseseg.core.session import SegmentationSession
+
+
+def parse_variant(text: str) -> TrainConfig:
+    base = TrainConfig(amp=False)
+    if text == "default":
+        return base
+    name, _, value = text.partition("=")
+    kinds = {f.name: type(getattr(base, f.name)) for f in fields(TrainConfig)}
+    if name not in kinds:
+        raise SystemExit(f"unknown TrainConfig field {name!r}")
+    kind = kinds[name]
+    return replace(base, **{name: (value == "True") if kind is bool else kind(value)})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("file")
+    ap.add_argument("--protocol", default="z:3")
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--every", type=float, default=30.0)
+    ap.add_argument("--variants", nargs="+", default=["default"])
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    with np.load(args.file) as d:
+        image, truth, spacing = d["image"], d["labels"], tuple(float(s) for s in d["spacing"])
+    k = int(truth.max())
+    annotation = simulate_annotation(truth, args.protocol)
+    true_share = np.bincount(truth.ravel(), minlength=k + 1) / truth.size
+    print(f"true class shares: {np.round(true_share, 4).tolist()}; labeled class counts: "
+          f"{np.bincount(annotation.ravel(), minlength=k + 2)[1:].tolist()}")
+    for text in args.variants:
+        config = SessionConfig(train=parse_variant(text), responder=ResponderConfig(enabled=False), device="cpu")
+        session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
+        print(f"-- {text}: patch {session.trainer.patch_size}, class weights "
+              f"{np.round(session.volume.class_weights(config.train.class_balance_power), 2).tolist()}")
+        train_time, next_report = 0.0, args.every
+        events = session.train()
+        while train_time < args.seconds:
+            t0 = time.perf_counter()
+            event = next(events)
+            train_time += time.perf_counter() - t0
+            if train_time >= next_report or train_time >= args.seconds:
+                next_report += args.every
+                pred = session.merge(session.predict())
+                s = evaluate_masks(truth, pred, k + 1)
+                share = np.bincount(pred.ravel(), minlength=k + 1) / pred.size
+                per_class = [round(float(v), 3) for v in s["dice"][1:]]
+                print(f"{train_time:6.0f} s step {session.trainer.step:4d} loss {getattr(event, 'tracked_loss', 0):.3f}"
+                      f" | fg Dice {s['dice_fg']:.3f} | predicted shares {np.round(share, 4).tolist()} | "
+                      f"per-class Dice {per_class}", flush=True)
+        events.close()
+        session.trainer.close()
+
+
+if __name__ == "__main__":
+    main()
