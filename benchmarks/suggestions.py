@@ -1,6 +1,7 @@
 """Do the suggested slices help more than evenly spaced or random ones? A simulated user, with the first responder.
 
-    python benchmarks/suggestions.py --sample ../shared/data/*.npz --seeds 0 1 2 --max-slices 6
+    python benchmarks/suggestions.py --sample ../shared/data/*.npz --seeds 0 1 2 --max-slices 6 \\
+        --plot docs/benchmark_suggestions.png
 
 Three users start from the same middle z slice, painted whole from ground truth, and paint one more whole slice
 at a time up to ``--max-slices``:
@@ -81,13 +82,53 @@ def run_user(image, truth, spacing, features, strategy: str, seed: int, max_slic
     return dices
 
 
+def read_means(path: str) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The per-volume means from this script's printed output."""
+    summary, name, means = [], None, {}
+    for line in open(path).read().splitlines():
+        if " mean of " in line:
+            name, means = line.split(" mean of ")[0], {}
+            summary.append((name, means))
+        elif name is not None and line.strip().split(" ")[0] in STRATEGIES and "seed" not in line:
+            parts = line.split()
+            means[parts[0]] = np.array([float(v) for v in parts[1:]])
+    return summary
+
+
+def plot(summary: list[tuple[str, dict[str, np.ndarray]]], path: str) -> None:
+    """Dice of the mask shown against painted slices, one panel per volume, one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summary), figsize=(3.2 * len(summary), 3.0), squeeze=False)
+    for ax, (name, means) in zip(axes[0], summary):
+        for strategy, style in zip(STRATEGIES, ("o-", "s--", "^:")):
+            values = means[strategy]
+            ax.plot(np.arange(1, len(values) + 1), values, style, label=strategy, ms=4)
+        ax.set_title(name.split("_NC_")[0].replace("_", " ")[:28], fontsize=8)
+        ax.set_xlabel("painted slices")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("foreground Dice (first responder)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*")
     ap.add_argument("--sample", action="store_true")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--max-slices", type=int, default=6)
+    ap.add_argument("--plot", help="write a plot of Dice against painted slices, per volume and strategy, here")
+    ap.add_argument("--replot", help="only plot: read the means from this script's printed output")
     args = ap.parse_args()
+    if args.replot:
+        plot(read_means(args.replot), args.plot or "docs/benchmark_suggestions.png")
+        return
     torch.set_num_threads(2)
     volumes = []
     if args.sample:
@@ -113,6 +154,8 @@ def main() -> None:
         for s in STRATEGIES:
             print(f"  {s:8s} " + " ".join(f"{d:.3f}" for d in means[s]))
         summary.append((name, means))
+    if args.plot:
+        plot(summary, args.plot)
     print("\ntargets:")
     for name, means in summary:
         even5 = means["even"][4] if args.max_slices >= 5 else float("nan")

@@ -100,7 +100,7 @@ class TrainConfig:
         Off by default: at 0.2 it changed nothing measurable on the two real
         volumes (800 step-clocked CPU steps: spleen CT z:5 0.975 / 0.975
         against 0.976 / 0.973 over two seeds, reaching 0.93 later; nuclei z:5
-        0.938 against 0.939; ``BENCHMARKS.md``, "Accuracy history"), whose training
+        0.938 against 0.939; ``BENCHMARKS.md``, "Why the defaults are what they are"), whose training
         patches already span two thirds of the volume on each axis, so a
         re-centred patch sees much the same voxels. It is meant for volumes
         many patches wide.
@@ -129,7 +129,7 @@ class TrainConfig:
         rim past every nucleus (all its false positives lie within two voxels
         of a nucleus) whose width drifts from probe to probe; the term puts
         the boundary on the image's edge. Scribble rows, 300 s CPU
-        (``BENCHMARKS.md``, "Accuracy history"): nuclei 0.843 -> 0.856-0.880,
+        (``BENCHMARKS.md``, "Why the defaults are what they are"): nuclei 0.843 -> 0.856-0.880,
         spleen CT 0.868 -> 0.908-0.924 (forest 0.856 and 0.837). Step-clocked
         nuclei strokes, 1,000 steps: 0.820 at 0, 0.823 at 1, 0.869 at 10.
         0 turns it off.
@@ -143,7 +143,7 @@ class TrainConfig:
         hundred voxels of the ortho:1 slices and the net calls it spleen
         (5-9 % of the labels contradicted); the nuclei nets contradict 0.6-1.9 %
         after step 200, at boundary voxels that the term would only overfit.
-        300 s CPU runs (``BENCHMARKS.md``, "Accuracy history"): spleen ortho:1
+        300 s CPU runs (``BENCHMARKS.md``, "Why the defaults are what they are"): spleen ortho:1
         0.898 -> 0.949 (forest 0.925), z:5 0.975, z:3 0.969. 0 turns it off.
     augment : bool
         Flips, in-plane 90 degree rotations, scaling, and the intensity/gamma
@@ -153,7 +153,7 @@ class TrainConfig:
     intensity_share : float
         Share of patches that get the brightness, contrast, gamma and noise
         jitter. Training and prediction see the same volume, so the jitter
-        was tried off (0) earlier (``BENCHMARKS.md``, "Accuracy history"): at
+        was tried off (0) earlier (``BENCHMARKS.md``, "Why the defaults are what they are"): at
         400-600 steps it gained on nuclei (z:3 +0.010, z:5 +0.005, scribbles
         +0.020), but in the 300 s CPU runs it did not (nuclei z:3 0.927 and
         z:5 0.935 against 0.929 and 0.934) and CT z:3 fell to 0.946 against
@@ -187,7 +187,7 @@ class TrainConfig:
         transient state that contradicts its own labels: on the spleen CT the
         neighbouring kidney flips to spleen, even on the labeled slice through
         it, for 25-100 steps at a time, and the labeled error rate tracks the
-        Dice there (Spearman -0.99; ``BENCHMARKS.md``, "Accuracy history"). 0 turns
+        Dice there (Spearman -0.99; ``BENCHMARKS.md``, "Why the defaults are what they are"). 0 turns
         it off; open-ended (interactive) training is never guarded.
     intensity_views : tuple of {"linear", "equalized"}
         Normalised views of each image channel fed to the net: robust
@@ -210,7 +210,7 @@ class TrainConfig:
         the labels changed meanwhile, so an edit still reaches the next step,
         and seeded training trains on the same batches either way. ``"auto"``
         turns it on for CUDA only (``benchmarks/prefetch.py``,
-        ``BENCHMARKS.md``, "Current results"): on an H200 a step of the
+        ``BENCHMARKS.md``, "Speed"): on an H200 a step of the
         default model took 57.6 ms with the batch built inline and 31.0 ms
         with it built ahead (1.86x, spleen CT; 2.07x on the synthetic
         sample), while on a CPU the host part is too small to matter (14 ms
@@ -330,7 +330,7 @@ class InferenceConfig:
         ``tau`` moves from this value to ``prior_correction`` as the labels'
         plane coverage (``AnnotatedVolume.plane_coverage``: 1 for whole
         slices, about 0.1 for strokes) goes from 0 to 1. On the scribble
-        protocol (``BENCHMARKS.md``, "Prior correction") tau 1 against 0.25
+        protocol (``BENCHMARKS.md``, "Why the defaults are what they are") tau 1 against 0.25
         lifted nuclei by 0.036 (CPU, 200 steps) and 0.046 (H100, 800 steps),
         and cost CT 0.001 and 0.003.
     edge_margin : tuple of float

@@ -58,7 +58,7 @@ FIT_ERROR_DECAY = 0.95
 #: The hardest-voxel term (``TrainConfig.hardest_weight``) ramps in as the running labeled error rate goes from
 #: the first to the second of these: a net that still contradicts more than one in twenty-five of its own labels
 #: is missing a labeled structure, not only blurring boundaries. Measured after step 200 (``BENCHMARKS.md``,
-#: "Accuracy history"): nuclei 0.6-1.9 %, spleen CT 5-9 % while the kidney is called spleen.
+#: "Why the defaults are what they are"): nuclei 0.6-1.9 %, spleen CT 5-9 % while the kidney is called spleen.
 HARDEST_RAMP = (0.02, 0.04)
 #: ... and only from this step on: an untrained net contradicts a third of its labels, and the term at full weight
 #: from step 0 lowered the nuclei z:3 prediction at step 100 from Dice 0.921 to 0.886.
@@ -325,7 +325,7 @@ class Trainer:
 
         A run can end in a transient state that contradicts its own labels (on
         the spleen CT, the neighbouring kidney called spleen even on the
-        labeled slice through it, ``BENCHMARKS.md``, "Accuracy history"); the share
+        labeled slice through it, ``BENCHMARKS.md``, "Why the defaults are what they are"); the share
         of misclassified labeled voxels tracks the Dice there (Spearman -0.99).
         If the final weights' error rate on the probe patch exceeds
         ``TrainConfig.fit_guard`` times the best rate seen in the second half
