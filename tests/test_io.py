@@ -459,3 +459,15 @@ def test_cli_keeps_nifti_geometry_and_reads_ome_zarr_levels(tmp_path):
     assert set(np.unique(pred.data)) <= {0, 1}
     assert main(["predict", str(tmp_path / "img.ome.zarr"), "--level", "2", "--model", str(model),
                  "--device", "cpu", "--out", str(tmp_path / "x.zarr")]) == 2
+
+
+def test_a_truncated_imagej_tiff_is_called_truncated_not_2d(tmp_path):
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((8, 32, 32), np.uint8), imagej=True, metadata={"axes": "ZYX"})
+    data = path.read_bytes()
+    assert read_volume(path).data.shape == (8, 32, 32)  # whole: reads
+    path.write_bytes(data[: len(data) // 2])  # a copy cut short
+    with pytest.raises(VolumeFileError, match="truncated.*declares 8 images"):
+        read_volume(path)

@@ -38,13 +38,28 @@ def read_tiff(path: Path, level: int = 0) -> VolumeFile:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            declared = _declared_images(tif)
             axes, data = series.axes.upper(), series.asarray()
             spacing = _ome_spacing(tif) if tif.is_ome else _imagej_spacing(tif) if tif.is_imagej else None
     except Exception as exc:  # noqa: BLE001 (tifffile raises many types for corrupt files)
         raise VolumeFileError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
+    held = int(np.prod([n for a, n in zip(axes, data.shape) if a not in "YXS"]))  # planes, channels, times
+    if declared > held:
+        raise VolumeFileError(f"{path}: the file is truncated: its ImageJ header declares {declared} images, the "
+                              f"file holds {held}; copy or export it again")
     data, axes = _volume_axes(path, data, axes)
     channel_axis = next((i for i, a in enumerate(axes) if a == "c"), None)
     return VolumeFile(data, checked_spacing(path, spacing), None, channel_axis, path, 0, 1, axes)
+
+
+def _declared_images(tif) -> int:
+    """Images an ImageJ header declares (0 when there is none): more than the file holds means a truncated file."""
+    if not tif.is_imagej:
+        return 0
+    try:
+        return int((tif.imagej_metadata or {}).get("images", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _volume_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
