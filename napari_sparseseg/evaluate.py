@@ -47,8 +47,11 @@ def baseline_applicability(name: str, protocol: str) -> str | None:
 
 def validate_ground_truth(image: np.ndarray, truth: np.ndarray) -> int:
     """Check a ground-truth pair; returns the number of foreground classes ``K``."""
-    if truth.shape != np.asarray(image).shape[-3:] or truth.ndim != 3:
-        raise ValueError(f"labels of shape {truth.shape} do not match image of shape {np.asarray(image).shape}")
+    shape = np.asarray(image).shape
+    if truth.ndim != 3 or len(shape) < 3:
+        raise ValueError(f"expected a 3D volume (z, y, x): the image has shape {shape}, the labels {truth.shape}")
+    if truth.shape != shape[-3:]:
+        raise ValueError(f"labels of shape {truth.shape} do not match image of shape {shape}")
     if truth.dtype.kind not in "ui":
         raise ValueError(f"labels must be integers (0 = background, 1..K), got dtype {truth.dtype}")
     k = int(truth.max())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle  # for pickle.UnpicklingError only: nothing is unpickled with this module
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,14 @@ def _check_int(payload: dict[str, Any], key: str, low: int, high: int, path: str
         raise ValueError(f"{path}: '{key}' must be an integer in [{low}, {high}], got {value!r}")
 
 
+def _first_sentence(exc: BaseException, limit: int = 120) -> str:
+    """The start of an exception's message: torch's unpickling errors run to many lines of advice."""
+    text = " ".join(str(exc).split())
+    cut = text.find(". ")
+    text = text[: cut + 1] if 0 < cut < limit else text[:limit]
+    return text.rstrip()
+
+
 def read_model(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint without running code from it.
 
@@ -101,13 +110,15 @@ def read_model(path: str | Path) -> dict[str, Any]:
         If it is not a readable napari-sparseseg checkpoint, declares impossible
         class or channel counts, or holds non-finite weights.
     """
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path}: not a model checkpoint (napari-sparseseg models are files torch.save wrote)")
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
             f"{path}: refused: the file holds Python objects other than tensors and plain values, which could run "
             "code when loaded. Only open model files you trust; napari-sparseseg's own models never hold them "
-            f"({str(exc).splitlines()[0]})") from exc
+            f"({_first_sentence(exc)})") from exc
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable model checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
