@@ -97,7 +97,9 @@ def store_layers(path: str | Path) -> list[LayerData]:
         image = np.asarray(root["image"][...])
     else:
         image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
-    name = path.name[:-5] if path.name.endswith(".zarr") else path.name
+    stored_name = attrs.get("image_name")
+    name = stored_name if isinstance(stored_name, str) and stored_name else \
+        path.name[:-5] if path.name.endswith(".zarr") else path.name
     image_meta: dict[str, Any] = {
         "name": name, "scale": scale,
         "metadata": {STORE_META: str(path), "spacing": scale, "class_names": tuple(attrs.get("class_names") or ()),
@@ -220,6 +222,7 @@ class SessionFiles:
                 save_path = self._save_path or new_store_path()
             self._open_path = self._save_path = None
         names, colors = list(w.classes.names), [c.color for c in w.classes.classes]
+        image_name = w.image_layer.name if w.image_layer is not None else None
 
         def build_with_store() -> SegmentationSession:
             if open_path is not None:
@@ -229,7 +232,7 @@ class SessionFiles:
                 store = session.store
                 if store is None and save_path is not None:
                     store = SessionStore.create(save_path, session, class_names=names[: session.num_classes],
-                                                colors=colors[: session.num_classes])
+                                                colors=colors[: session.num_classes], image_name=image_name)
             if store is not None:
                 store.start_autosave()
             return session
@@ -312,10 +315,12 @@ class SessionFiles:
         k = session.num_classes
         store = SessionStore.create(path, session, class_names=w.classes.names[:k],
                                     colors=[c.color for c in w.classes.classes][:k],
-                                    overwrite=is_session_store(path))
+                                    overwrite=is_session_store(path),
+                                    image_name=w.image_layer.name if w.image_layer is not None else None)
         if old is not None:  # the new store takes over the old one's history (and checkpoint, while training)
             old.stop_autosave(flush=True)
             store.prepend_history(old.path)
+            store.copy_prediction_from(old)  # reopened, it shows what was on screen
             if (old.path / "checkpoints" / "latest.pt").exists() and w.run.running:
                 shutil.copyfile(old.path / "checkpoints" / "latest.pt", path / "checkpoints" / "latest.pt")
         if w.run.running:
@@ -350,8 +355,13 @@ class SessionFiles:
         _select(w.annotation_combo, annotation)
         self._set_classes(image.metadata["class_names"], image.metadata.get("class_colors"))
         self._open_path = path
+        prediction = next((ly for ly in layers if ly.metadata.get("sparseseg_role") == "prediction"), None)
+        if prediction is not None:
+            w.adopt_prediction(prediction)
         w.viewer.layers.selection.active = annotation
         self.path_label.setText(f"opened {path}: Start resumes training")
+        w.status_label.setText("session opened: " + ("its last prediction is shown; " if prediction is not None
+                                                      else "") + "Start resumes training")
         return layers
 
     def _save_dialog(self) -> None:

@@ -453,6 +453,13 @@ class SparseSegWidget(QWidget):
         self._apply_colormaps()
         return layer
 
+    def adopt_prediction(self, layer: Labels) -> None:
+        """A stored prediction (a reopened session) becomes the prediction layer: shown, correctable, acceptable."""
+        self.prediction_layer = layer
+        self._predicted = np.ones(layer.data.shape, bool)
+        self._apply_colormaps()
+        self._update_buttons()
+
     def _apply_colormaps(self) -> None:
         if self.annotation_layer is not None:
             self.annotation_layer.colormap = self.classes.annotation_colormap()
@@ -737,7 +744,7 @@ class SparseSegWidget(QWidget):
                   self.new_annotation_button):
             w.setEnabled(not running)
         self.class_panel.update_buttons(running)
-        has_pred = self.prediction_layer is not None and self.n_refreshes > 0
+        has_pred = self.prediction_layer is not None and self._predicted is not None and bool(self._predicted.any())
         self.accept_button.setEnabled(has_pred)
 
     # ================================================================ results

@@ -199,7 +199,8 @@ def _create_store(path: str, session, image_path: str, level: int = 0):
     """A session store for the CLI, referencing the image file (and pyramid level) instead of copying it."""
     from .core.store import SessionStore
 
-    store = SessionStore.create(path, session, image_ref={"path": image_path, "key": "image", "level": level})
+    store = SessionStore.create(path, session, image_ref={"path": image_path, "key": "image", "level": level},
+                                image_name=Path(image_path).name.split(".")[0])
     store.start_autosave()
     return store
 
@@ -264,37 +265,118 @@ def _predict_distributed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    _check_output(args.out)
-    if args.block is not None and (len(args.block) != 3 or min(args.block) < 1):
-        raise ValueError(f"--block needs three positive sizes Z Y X, got {args.block}")
-    if args.scheduler:
-        return _predict_distributed(args)
-    from .core.checkpoint import read_model
+#: Image suffixes, longest first: a mask written for an image keeps its format (``embryo.tif`` -> ``embryo_mask.tif``).
+_IMAGE_SUFFIXES = (".ome.zarr", ".nii.gz", ".tiff", ".tif", ".nii", ".npz", ".zarr")
+
+
+def image_files(spec: str) -> list[Path] | None:
+    """The image files a folder or a glob pattern names, sorted (None when ``spec`` names one file or store).
+
+    Raises
+    ------
+    ValueError
+        If the folder or pattern holds no image file.
+    """
+    import glob
+
+    from .io import volume_format
+
+    path = Path(spec)
+    if path.is_dir() and volume_format(path) is None:  # a plain folder (a zarr store is one image)
+        candidates = list(path.iterdir())
+    elif any(ch in spec for ch in "*?["):
+        candidates = [Path(p) for p in glob.glob(spec)]
+    else:
+        return None
+    files = sorted(p for p in candidates if not p.name.startswith(".") and p.name.lower().endswith(_IMAGE_SUFFIXES)
+                   and volume_format(p) is not None)
+    if not files:
+        raise ValueError(f"{spec}: no image files ({', '.join(_IMAGE_SUFFIXES)}) found there")
+    return files
+
+
+def mask_path(image: Path, out_dir: Path) -> Path:
+    """Where the mask of ``image`` goes in ``out_dir``: its name with ``_mask`` before the suffix."""
+    name = image.name
+    suffix = next(s for s in _IMAGE_SUFFIXES if name.lower().endswith(s))
+    return out_dir / f"{name[: len(name) - len(suffix)]}_mask{suffix}"
+
+
+def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, args: argparse.Namespace) -> str:
+    """Predict one image with a loaded model and write its mask; returns what was written, in words."""
     from .core.session import SegmentationSession
     from .io import read_volume, save_mask
 
-    model = read_model(args.model)
-    source = read_volume(args.image, level=args.level)
+    source = read_volume(image, level=args.level)
     spacing = source.spacing
     trained = model["state"].get("spacing")
     if trained is not None and not np.allclose(trained, spacing, rtol=0.25):
-        print(f"warning: {args.image} has voxel spacing {tuple(spacing)}, the model was trained at "
+        print(f"warning: {image} has voxel spacing {tuple(spacing)}, the model was trained at "
               f"{tuple(trained)}: objects will look another size to it (resample, or pick a pyramid level)",
               file=sys.stderr)
     session = SegmentationSession.from_model(source.data, model, spacing=spacing,
                                              channel_axis=source.channel_axis, device=args.device)
-    if _is_zarr_array_path(args.out):  # block by block, each block written as whole chunks
+    if _is_zarr_array_path(str(out)):  # block by block, each block written as whole chunks
         from .core.blockwise import predict_to_array
         from .distributed import open_mask_output
 
-        out = open_mask_output(args.out, session.volume.shape, args.block or (64, 256, 256), spacing)
-        predict_to_array(session.trainer, out, final=True)
-        print(f"wrote {args.out}: {out.nchunks} chunks")
-        return 0
+        arr = open_mask_output(str(out), session.volume.shape, args.block or (64, 256, 256), spacing)
+        predict_to_array(session.trainer, arr, final=True)
+        return f"{out}: {arr.nchunks} chunks"
     mask = session.segment()
-    save_mask(args.out, mask, spacing, affine=source.affine)  # NIfTI in, NIfTI out: the source geometry
-    print(f"wrote {args.out}: classes {np.unique(mask).tolist()}")
+    save_mask(out, mask, spacing, affine=source.affine)  # NIfTI in, NIfTI out: the source geometry
+    return f"{out}: classes {np.unique(mask).tolist()}"
+
+
+def _predict_many(model: dict[str, Any], files: list[Path], args: argparse.Namespace) -> int:
+    """Predict every file into the folder ``args.out``; masks already there are kept (a rerun resumes)."""
+    from tqdm import tqdm
+
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: with a folder or pattern of images, --out must be a folder")
+    if not out_dir.parent.is_dir():
+        raise ValueError(f"{out_dir}: the folder {out_dir.parent} does not exist")
+    out_dir.mkdir(exist_ok=True)
+    failed, skipped = [], 0
+    bar = tqdm(files, desc="predicting", unit="file", file=sys.stderr, disable=None)
+    for image in bar:
+        out = mask_path(image, out_dir)
+        bar.set_postfix_str(image.name, refresh=True)
+        if out.exists():
+            skipped += 1
+            continue
+        try:
+            bar.write(f"wrote {_predict_file(model, image, out, args)}")
+        except (ValueError, OSError, MemoryError, KeyError) as exc:  # one bad file does not stop the others
+            failed.append(image)
+            bar.write(f"error: {_one_line(exc)}", file=sys.stderr)
+    bar.close()
+    done = len(files) - len(failed) - skipped
+    print(f"{done} mask(s) written to {out_dir}, {skipped} already there (kept), {len(failed)} failed")
+    if failed:
+        print(f"error: {len(failed)} of {len(files)} images failed: {', '.join(p.name for p in failed)}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.block is not None and (len(args.block) != 3 or min(args.block) < 1):
+        raise ValueError(f"--block needs three positive sizes Z Y X, got {args.block}")
+    files = image_files(args.image)
+    if files is None:
+        _check_output(args.out)
+    elif args.scheduler:
+        raise ValueError("--scheduler predicts one image; run one predict per image on the cluster")
+    if args.scheduler:
+        return _predict_distributed(args)
+    from .core.checkpoint import read_model
+
+    model = read_model(args.model)
+    if files is not None:
+        return _predict_many(model, files, args)
+    print(f"wrote {_predict_file(model, args.image, args.out, args)}")
     return 0
 
 
@@ -391,10 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("predict", help="apply a saved model to an image file")
-    p.add_argument("image")
+    p = sub.add_parser("predict", help="apply a saved model to an image file, or to every image in a folder")
+    p.add_argument("image", help="an image file, a folder of images, or a quoted glob pattern ('scans/*.nii.gz')")
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="output mask (.npz, .tif, .nii.gz, .zarr, .ome.zarr)")
+    p.add_argument("--out", required=True, help="output mask (.npz, .tif, .nii.gz, .zarr, .ome.zarr); for a folder "
+                   "or pattern, a folder: NAME_mask.SUFFIX per image, in the image's format; masks already "
+                   "there are kept, so a rerun resumes")
     p.add_argument("--level", type=int, default=0, help="OME-Zarr pyramid level of the image (0 = full resolution)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--scheduler", metavar="ADDRESS|local",

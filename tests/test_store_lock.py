@@ -94,3 +94,28 @@ def test_a_damaged_store_is_refused_naming_what_is_wrong_and_left_unlocked(tmp_p
         SessionStore.open(path)
     assert expected in str(info.value)
     assert store_lock.holder(path) is None  # the failed open did not leave the store locked
+
+
+def test_a_script_that_exits_without_closing_its_store_still_saves_its_last_edit(tmp_path):
+    path = tmp_path / "s.zarr"
+    script = textwrap.dedent(f"""
+        import numpy as np, torch
+        torch.set_num_threads(1)
+        from napari_sparseseg.core.session import SegmentationSession
+        from napari_sparseseg.core.store import SessionStore
+        from tests.conftest import sphere_volume, tiny_config
+        image, mask = sphere_volume({SHAPE}, radius=5)
+        session = SegmentationSession(image, num_classes=1, spacing=(2.0, 1.0, 1.0), config=tiny_config())
+        session.add_labels((4, slice(None), slice(None)), mask[4] + 1)
+        store = SessionStore.create({str(path)!r}, session)
+        store.start_autosave(interval=60.0)  # no periodic flush before the exit
+        session.add_labels((6, slice(None), slice(None)), 2)
+        # the script ends here without store.close()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "failed" not in done.stderr and "cannot schedule" not in done.stderr, done.stderr
+    import zarr
+
+    assert (zarr.open_array(str(path / "labels"), mode="r")[6] == 2).all()  # the last edit reached the disk

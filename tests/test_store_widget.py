@@ -155,6 +155,9 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
     try:
         widget2.files.open(mine)
         np.testing.assert_array_equal(widget2.annotation_layer.data, expected)
+        assert widget2.image_layer.name == image_meta["name"]  # named after the image, not the store's timestamp
+        assert widget2.prediction_layer is not None and widget2.accept_button.isEnabled()  # the stored prediction
+        assert "Start resumes training" in widget2.status_label.text()
         assert widget2.start()
         qtbot.waitUntil(lambda: widget2.session is not None, timeout=60000)
         # Resumed from the checkpoint, not from step 0; the worker may already have run a step or two.

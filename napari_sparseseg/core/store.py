@@ -157,7 +157,7 @@ class SessionStore:
     def create(cls, path: str | Path, session: SegmentationSession, *, image: np.ndarray | None = None,
                image_ref: dict[str, Any] | None = None, class_names: Sequence[str] | None = None,
                colors: Sequence[Sequence[float]] | None = None, overwrite: bool = False,
-               chunks: Sequence[int] | None = None) -> SessionStore:
+               chunks: Sequence[int] | None = None, image_name: str | None = None) -> SessionStore:
         """Write a new store for ``session`` (labels, source and weights as they are now).
 
         Parameters
@@ -177,6 +177,8 @@ class SessionStore:
             Replace an existing store at ``path`` (anything else there is refused).
         chunks : sequence of int, optional
             Chunk shape ``(z, y, x)`` (default :func:`default_chunks`).
+        image_name : str, optional
+            What the user calls the image (its napari layer or file name): the reopened layers are named after it.
 
         Raises
         ------
@@ -233,7 +235,7 @@ class SessionStore:
         attrs = {"config": session.config.to_dict(), "spacing": list(vol.spacing), "num_classes": k,
                  "class_names": names, "colors": [list(map(float, c)) for c in colors] if colors is not None else None,
                  "image_ref": image_ref, "channel_axis": channel_axis, "chunks": list(chunks),
-                 "created": time.time()}
+                 "image_name": None if image_name is None else str(image_name), "created": time.time()}
         root.attrs.update(attrs)
         root.attrs.update({STORE_KEY: {"version": STORE_VERSION}})
         try:
@@ -275,6 +277,8 @@ class SessionStore:
             reference cannot be read.
         """
         path = Path(path)
+        if not path.exists():
+            raise ValueError(f"{path} does not exist: choose an existing session store folder (*.zarr)")
         if not path.is_dir() or not is_session_store(path):
             raise ValueError(f"{path} is not a napari-sparseseg session store (no {STORE_KEY!r} in its zarr.json); "
                              "choose the store folder, or another path for a new session")
@@ -565,6 +569,22 @@ class SessionStore:
             self._group["prediction"].attrs.update({"step": prediction.step, "revision": prediction.revision,
                                                     "time": time.time()})
 
+    def copy_prediction_from(self, other: SessionStore) -> bool:
+        """Take over ``other``'s stored prediction (a session saved under a new name keeps what was shown).
+
+        Returns False, copying nothing, when ``other`` has none or its arrays have another shape.
+        """
+        if not other.has_prediction():
+            return False
+        names = ("prediction", "probabilities", "uncertainty")
+        if any(self._group[n].shape != other._group[n].shape for n in names):
+            return False
+        for name in names:
+            self._group[name][...] = other._group[name][...]
+        with self._meta_lock:
+            self._group["prediction"].attrs.update(dict(other._group["prediction"].attrs))
+        return True
+
     # ================================================================ autosave thread
     def start_autosave(self, interval: float = 0.25) -> None:
         """Flush every ``interval`` seconds in a daemon thread (idempotent)."""
@@ -576,6 +596,7 @@ class SessionStore:
         self._stop.clear()
         self._thread = threading.Thread(target=self._autosave_loop, name="sparseseg-autosave", daemon=True)
         self._thread.start()
+        _flush_before_exit(self)
 
     def stop_autosave(self, flush: bool = True) -> None:
         """Stop the autosave thread (after a last flush when ``flush``)."""
@@ -611,6 +632,37 @@ class SessionStore:
 
 
 # ==================================================================== helpers
+def _flush_before_exit(store: SessionStore) -> None:
+    """Have a script that exits without closing ``store`` still flush it, while zarr's I/O threads still run.
+
+    Interpreter shutdown stops the thread pools (zarr writes through them) before ``atexit`` functions run, so a
+    flush from ``atexit`` failed ("cannot schedule new futures after interpreter shutdown"). Hooks registered with
+    ``threading._register_atexit`` run first, newest first, so this one runs before the pools stop. Where that
+    private hook is missing, ``atexit`` is the fallback.
+    """
+    import weakref
+
+    ref = weakref.ref(store)
+
+    def flush() -> None:
+        live = ref()
+        if live is not None and live.autosaving:
+            try:
+                live.stop_autosave(flush=True)
+            except Exception as exc:  # noqa: BLE001 (at exit: report, never raise)
+                log.warning("session store %s: last flush at exit failed: %s", live.path, exc)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError
+        register(flush)
+    except RuntimeError:  # no hook, or the interpreter is already shutting down
+        import atexit
+
+        atexit.register(flush)
+
+
 def restore_labels(session: SegmentationSession, labels: Any, source: Any,
                    chunks: Sequence[int]) -> set[tuple[int, int, int]]:
     """Put stored labels and their sources back into ``session.volume``, one chunk at a time.
