@@ -64,3 +64,34 @@ def test_gui_without_a_display_says_what_to_do(monkeypatch, capsys):
     monkeypatch.setattr("sys.platform", "linux")
     assert main(["gui"]) == 2
     assert "napari-sparseseg demo" in capsys.readouterr().err
+
+
+def test_predict_a_folder_writes_a_mask_per_image_in_its_format_and_a_rerun_resumes(gt_file, tmp_path, capsys):
+    import tifffile
+
+    image, mask = sphere_volume((16, 32, 32))
+    ann = np.zeros_like(mask)
+    ann[8] = mask[8] + 1
+    np.savez(tmp_path / "ann.npz", image=image, labels=ann)
+    model = tmp_path / "m.pt"
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "2",
+                 "--model", str(model), "--device", "cpu"]) == 0
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    np.savez(scans / "a.npz", image=image, spacing=np.array([2.0, 1.0, 1.0], np.float32))
+    tifffile.imwrite(scans / "b.tif", image.astype(np.float32), imagej=True, metadata={"axes": "ZYX"})
+    (scans / "notes.txt").write_text("not an image")
+    (scans / "broken.npz").write_bytes(b"not a zip")
+    out = tmp_path / "masks"
+    capsys.readouterr()
+    assert main(["predict", str(scans), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.npz", "b_mask.tif"]  # the broken file did not stop b
+    err = capsys.readouterr().err
+    assert "broken.npz" in err and "Traceback" not in err
+    assert tifffile.imread(out / "b_mask.tif").shape == mask.shape
+    written = (out / "a_mask.npz").stat().st_mtime_ns
+    (scans / "broken.npz").unlink()
+    assert main(["predict", str(scans / "*.npz"), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
+    assert (out / "a_mask.npz").stat().st_mtime_ns == written  # already there: kept
+    assert "1 already there" in capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "nothing*.npz"), "--model", str(model), "--out", str(out)]) == 2

@@ -39,3 +39,12 @@ def test_growing_the_head_keeps_existing_class_weights():
 def test_config_validates(bad):
     with pytest.raises(ValueError):
         ModelConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"weight_decay": -1e-4}, {"warmup_steps": -1}, {"warmup_steps": 2.5},
+                                 {"class_balance_power": 1.5}, {"class_balance_power": -0.1}])
+def test_training_config_validates(bad):
+    from napari_sparseseg.core.config import TrainConfig
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)

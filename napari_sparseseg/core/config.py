@@ -260,6 +260,12 @@ class TrainConfig:
         _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+               f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        _check(0 <= self.class_balance_power <= 1,
+               f"class_balance_power must be in [0, 1] (0: no class balance, 1: inverse frequency), got "
+               f"{self.class_balance_power}")
         _check(0 <= self.foreground_share <= 1, f"foreground_share must be in [0, 1], got {self.foreground_share}")
         _check(0 <= self.random_share <= 1, f"random_share must be in [0, 1], got {self.random_share}")
         _check(0 <= self.centre_margin <= 0.5, f"centre_margin must be in [0, 0.5], got {self.centre_margin}")
