@@ -95,3 +95,9 @@ def test_predict_a_folder_writes_a_mask_per_image_in_its_format_and_a_rerun_resu
     assert (out / "a_mask.npz").stat().st_mtime_ns == written  # already there: kept
     assert "1 already there" in capsys.readouterr().out
     assert main(["predict", str(tmp_path / "nothing*.npz"), "--model", str(model), "--out", str(out)]) == 2
+
+
+def test_the_headless_demo_of_make_run_trains_and_reports(capsys):
+    assert main(["demo", "--seconds", "3", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "final mask" in out and "foreground Dice" in out and "device: cpu" in out
