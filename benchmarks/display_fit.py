@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from volumes import load_volumes
 
 from napari_sparseseg.baselines.random_forest import random_forest_segment
 from napari_sparseseg.core.annotation import AnnotatedVolume
@@ -45,15 +46,7 @@ def main() -> None:
                     help="also fit the forest shown with these trees and samples (e.g. 100:100000)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    volumes = []
-    if args.sample:
-        from napari_sparseseg.sample_data import make_cells_volume
-
-        v = make_cells_volume()
-        volumes.append(("sample_cells", v.image, v.labels, v.spacing))
-    for f in args.files:
-        with np.load(f) as d:
-            volumes.append((f.rsplit("/", 1)[-1][:-4], d["image"], d["labels"], tuple(float(s) for s in d["spacing"])))
+    volumes = load_volumes(args.files, args.sample)
     config = ResponderConfig()
     print("volume protocol seed | split Dice (both fits s) | all Dice (both fits s) | all - split | rf100 Dice | "
           "all - rf100")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields, replace
 
-import numpy as np
 import torch
+from volumes import load_volumes
 
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
 from napari_sparseseg.evaluate import evaluate_volume
@@ -38,15 +38,7 @@ def main() -> None:
     ap.add_argument("--variants", required=True, help="comma list of name=value")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    volumes = []
-    if args.sample:
-        from napari_sparseseg.sample_data import make_cells_volume
-
-        v = make_cells_volume()
-        volumes.append(("sample_cells", v.image, v.labels, v.spacing))
-    for f in args.files:
-        with np.load(f) as d:
-            volumes.append((f.rsplit("/", 1)[-1][:-4], d["image"], d["labels"], tuple(d["spacing"])))
+    volumes = load_volumes(args.files, args.sample)
     for name, image, truth, spacing in volumes:
         for text in args.variants.split(","):
             config = SessionConfig(train=TrainConfig(amp=False), responder=parse_variant(text), device="cpu")

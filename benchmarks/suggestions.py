@@ -24,6 +24,7 @@ import collections
 
 import numpy as np
 import torch
+from volumes import load_volumes
 
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig
@@ -130,16 +131,7 @@ def main() -> None:
         plot(read_means(args.replot), args.plot or "docs/benchmark_suggestions.png")
         return
     torch.set_num_threads(2)
-    volumes = []
-    if args.sample:
-        from napari_sparseseg.sample_data import make_cells_volume
-
-        v = make_cells_volume()
-        volumes.append(("sample_cells", v.image, v.labels, v.spacing))
-    for f in args.files:
-        with np.load(f) as d:
-            volumes.append((f.rsplit("/", 1)[-1][:-4], d["image"], d["labels"],
-                            tuple(float(s) for s in d["spacing"])))
+    volumes = load_volumes(args.files, args.sample)
     summary = []
     for name, image, truth, spacing in volumes:
         features = FeatureStack(image, spacing)
