@@ -29,14 +29,21 @@ def test_evaluate_writes_json_with_headline_and_curve(gt_file, tmp_path, capsys)
     assert "shown: " in capsys.readouterr().out
 
 
-def test_train_then_predict_round_trip(gt_file, tmp_path):
+def _train_model(gt_file, folder, seconds: str = "3"):
+    """A model trained by the CLI on slice z = 8 of the sphere: its path."""
     image, mask = sphere_volume((16, 32, 32))
     ann = np.zeros_like(mask)
     ann[8] = mask[8] + 1
-    np.savez(tmp_path / "ann.npz", image=image, labels=ann)
-    model = tmp_path / "m.pt"
-    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "3",
+    np.savez(folder / "ann.npz", image=image, labels=ann)
+    model = folder / "m.pt"
+    assert main(["train", str(gt_file), "--annotation", str(folder / "ann.npz"), "--seconds", seconds,
                  "--model", str(model), "--device", "cpu"]) == 0
+    return model
+
+
+def test_train_then_predict_round_trip(gt_file, tmp_path):
+    _, mask = sphere_volume((16, 32, 32))
+    model = _train_model(gt_file, tmp_path)
     out = tmp_path / "pred.tif"
     assert main(["predict", str(gt_file), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
     import tifffile
@@ -70,12 +77,7 @@ def test_predict_a_folder_writes_a_mask_per_image_in_its_format_and_a_rerun_resu
     import tifffile
 
     image, mask = sphere_volume((16, 32, 32))
-    ann = np.zeros_like(mask)
-    ann[8] = mask[8] + 1
-    np.savez(tmp_path / "ann.npz", image=image, labels=ann)
-    model = tmp_path / "m.pt"
-    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "2",
-                 "--model", str(model), "--device", "cpu"]) == 0
+    model = _train_model(gt_file, tmp_path, seconds="2")
     scans = tmp_path / "scans"
     scans.mkdir()
     np.savez(scans / "a.npz", image=image, spacing=np.array([2.0, 1.0, 1.0], np.float32))
