@@ -1,0 +1,187 @@
+"""Which learner should the user see? Record the held-back scores and the true Dice of every learner, then replay rules.
+
+    python benchmarks/handover_replay.py record --sample ../shared/data/*.npz --seconds 120 --seeds 0 \\
+        --out benchmarks/results/handover_replay
+    python benchmarks/handover_replay.py replay benchmarks/results/handover_replay/*.json
+
+``record`` runs the product's loop (:meth:`SegmentationSession.interactive`, float32 on the CPU, 2 threads, the
+feature stack computed before the clock starts, as ``evaluate`` does) for each volume, protocol and seed, and
+writes one JSON file per run with its timeline: every update of the hand-over (the held-back score of each
+learner and its bootstrap resamples) and, after every new prediction of a learner, the true foreground Dice of
+the forest's, the net's and the blend's masks (labels merged in). The time spent scoring against ground truth
+is not counted. Which learner is shown does not change what the learners learn (the distillation weight depends
+on the scores, not on the choice), so one recording replays every rule exactly.
+
+``replay`` feeds each recorded run's score updates to every rule of :data:`RULES` and prints the Dice of the
+mask each rule would have shown at 5, 15, 30, 60, 120 and 300 s (those within the run), beside the forest's
+alone and an oracle that always shows the learner that is truly best; and per rule the worst shortfall against
+the forest from 30 s on and the mean over instants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from volumes import load_volumes
+
+from napari_sparseseg.core.config import SessionConfig, TrainConfig
+from napari_sparseseg.core.handover import HandOver, HeldBackScore, blend
+from napari_sparseseg.core.metrics import evaluate_masks
+from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
+from napari_sparseseg.core.session import SegmentationSession
+
+PROTOCOLS = ("z:1", "z:3", "scribble:3")
+INSTANTS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def record(name: str, image: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...], protocol: str, seed: int,
+           seconds: float) -> dict:
+    """Run the loop for ``seconds`` and return its timeline (see the module docstring)."""
+    k = int(truth.max())
+    labeled = protocol_mask(truth.shape, protocol, truth)
+    annotation = simulate_annotation(truth, protocol, labeled)
+    config = SessionConfig(train=TrainConfig(amp=False, seed=seed), device="cpu")
+    session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
+    session.warm_up()
+    timeline: list[dict] = []
+    paused = 0.0
+    start = time.perf_counter()
+
+    def now() -> float:
+        return time.perf_counter() - start - paused
+
+    def true_dice() -> dict[str, float | None]:
+        latest = {name: session._latest.get(name) for name in ("forest", "net")}
+        latest = {n: p for n, p in latest.items() if p is not None and p.shape[0] == k + 1}
+        if "forest" in latest and "net" in latest and latest["forest"].shape == latest["net"].shape:
+            latest["blend"] = blend(latest["forest"], latest["net"])
+        out = {}
+        for n, p in latest.items():
+            mask = np.where(labeled, truth, p.argmax(0)).astype(np.uint8)
+            out[n] = evaluate_masks(truth, mask, k + 1)["dice_fg"]
+        return out
+
+    def snapshot(original):
+        # Instruments the session's private hooks: after each new prediction of a learner, score every learner.
+        def wrapped(*args, **kwargs):
+            nonlocal paused
+            result = original(*args, **kwargs)
+            t0 = time.perf_counter()
+            timeline.append({"t": round(now(), 3), "truth": true_dice()})
+            paused += time.perf_counter() - t0
+            return result
+        return wrapped
+
+    update = session.handover.update
+
+    def recorded_update(scores):
+        t = now()
+        kept = {n: {"dice": s.dice, "interval": list(s.interval), "samples": np.round(s.samples, 5).tolist()}
+                for n, s in scores.items() if isinstance(s, HeldBackScore)}
+        timeline.append({"t": round(t, 3), "scores": kept})
+        return update(scores)
+
+    session.handover.update = recorded_update
+    session._set_forest = snapshot(session._set_forest)
+    session._show_net = snapshot(session._show_net)
+    events = session.interactive(should_stop=lambda: now() >= seconds)
+    for _ in events:
+        if now() >= seconds:
+            break
+    events.close()
+    return {"volume": name, "protocol": protocol, "seed": seed, "seconds": seconds, "steps": session.trainer.step,
+            "timeline": timeline}
+
+
+# -- rules --------------------------------------------------------------------------------------------------------
+#: Name to a factory of the hand-over rule replayed.
+RULES = {
+    "symmetric": lambda: HandOver(margin=0.005, home=None),
+    "forest home": lambda: HandOver(margin=0.005, home="forest"),
+}
+
+
+def replay(run: dict, rule) -> list[float | None]:
+    """The true Dice of the mask ``rule`` would have shown at each of :data:`INSTANTS` within the run."""
+    handover = rule() if rule is not None else None
+    truth: dict[str, float] = {}
+    shown: str | None = None
+    out = []
+    events = iter(run["timeline"])
+    pending = next(events, None)
+    for instant in [t for t in INSTANTS if t <= run["seconds"]]:
+        while pending is not None and pending["t"] <= instant:
+            if "truth" in pending:
+                truth.update(pending["truth"])
+            elif handover is not None:
+                scores = {n: HeldBackScore(s["dice"], tuple(s["interval"]), np.asarray(s["samples"]))
+                          for n, s in pending["scores"].items()}
+                shown = handover.update(scores)
+            pending = next(events, None)
+        if handover is None:  # the oracle
+            out.append(max(truth.values()) if truth else None)
+            continue
+        learner = shown if shown in truth else "forest"
+        out.append(truth.get(learner))
+    return out
+
+
+def print_replay(runs: list[dict]) -> None:
+    rules = {"forest": lambda: HandOver(margin=1.0, home="forest"), **RULES, "oracle": None}
+    instants = [t for t in INSTANTS if t <= min(r["seconds"] for r in runs)]
+    header = " | ".join(f"{t:g} s" for t in instants)
+    shortfall = {name: [] for name in rules}
+    mean_gain = {name: [] for name in rules}
+    for run in sorted(runs, key=lambda r: (r["volume"], r["protocol"], r["seed"])):
+        print(f"\n{run['volume']} {run['protocol']} seed {run['seed']} ({run['steps']} steps)   {header}")
+        forest = replay(run, rules["forest"])
+        for name, rule in rules.items():
+            dice = replay(run, rule)
+            print(f"  {name:12s} " + " | ".join("  -  " if d is None else f"{d:.3f}" for d in dice))
+            later = [(d - f) for t, d, f in zip(instants, dice, forest) if t >= 30 and d is not None and f is not None]
+            if later:
+                shortfall[name].append(min(later))
+                mean_gain[name].append(float(np.mean(later)))
+    print("\nrule          worst (shown - forest) from 30 s: min over runs / mean over runs | mean gain from 30 s")
+    for name in rules:
+        if shortfall[name]:
+            print(f"  {name:12s} {min(shortfall[name]):+.3f} / {np.mean(shortfall[name]):+.4f} | "
+                  f"{np.mean(mean_gain[name]):+.4f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record")
+    rec.add_argument("files", nargs="*")
+    rec.add_argument("--sample", action="store_true")
+    rec.add_argument("--protocols", nargs="+", default=list(PROTOCOLS))
+    rec.add_argument("--seeds", type=int, nargs="+", default=[0])
+    rec.add_argument("--seconds", type=float, default=120.0)
+    rec.add_argument("--out", type=Path, required=True)
+    rep = sub.add_parser("replay")
+    rep.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    if args.command == "replay":
+        print_replay([json.loads(p.read_text()) for p in args.runs])
+        return
+    torch.set_num_threads(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, image, truth, spacing in load_volumes(args.files, args.sample):
+        for protocol in args.protocols:
+            for seed in args.seeds:
+                path = args.out / f"{name}__{protocol.replace(':', '')}__s{seed}.json"
+                if path.exists():
+                    continue  # a rerun resumes
+                run = record(name, image, truth, spacing, protocol, seed, args.seconds)
+                path.write_text(json.dumps(run))
+                print(f"{path.name}: {run['steps']} steps, {len(run['timeline'])} events", flush=True)
+
+
+if __name__ == "__main__":
+    main()
