@@ -107,8 +107,12 @@ RULES = {
 
 
 def replay(run: dict, rule) -> list[float | None]:
-    """The true Dice of the mask ``rule`` would have shown at each of :data:`INSTANTS` within the run."""
-    handover = rule() if rule is not None else None
+    """The true Dice of the mask ``rule`` would have shown at each of :data:`INSTANTS` within the run.
+
+    ``rule`` is a factory of :class:`HandOver`, a learner's name (always shown) or ``"oracle"`` (the learner truly
+    best at each instant).
+    """
+    handover = rule() if callable(rule) else None
     truth: dict[str, float] = {}
     shown: str | None = None
     out = []
@@ -123,16 +127,17 @@ def replay(run: dict, rule) -> list[float | None]:
                           for n, s in pending["scores"].items()}
                 shown = handover.update(scores)
             pending = next(events, None)
-        if handover is None:  # the oracle
+        if rule == "oracle":
             out.append(max(truth.values()) if truth else None)
             continue
-        learner = shown if shown in truth else "forest"
+        learner = shown if handover is not None else rule
+        learner = learner if learner in truth else "forest"
         out.append(truth.get(learner))
     return out
 
 
 def print_replay(runs: list[dict]) -> None:
-    rules = {"forest": lambda: HandOver(margin=1.0, home="forest"), **RULES, "oracle": None}
+    rules = {"forest": "forest", "net": "net", **RULES, "oracle": "oracle"}
     instants = [t for t in INSTANTS if t <= min(r["seconds"] for r in runs)]
     header = " | ".join(f"{t:g} s" for t in instants)
     shortfall = {name: [] for name in rules}

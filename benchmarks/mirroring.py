@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-from napari_sparseseg.core.metrics import evaluate_masks
+from tune import step_clocked_session
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune import step_clocked_session  # noqa: E402  (the step clock of the tuning runs)
+from napari_sparseseg.core.metrics import evaluate_masks
 
 MIRROR_SETS = {"none": (), "yx": (1, 2), "zyx": (0, 1, 2)}
 

@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import ROOT, load_results  # noqa: E402
+from suite import ROOT, load_results
 
 #: Colour per method and line style per protocol family in the slices plot.
 METHOD_COLOURS = {"ours": "tab:blue", "rf": "tab:orange", "interp": "tab:green"}

@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 @dataclass(frozen=True)
 class Bounds:

@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import deque
 from pathlib import Path
 
 import numpy as np
+from tune import step_clocked_session
 
 from napari_sparseseg.core.convergence import surface_drift
 from napari_sparseseg.core.events import TrainStep
 from napari_sparseseg.core.metrics import evaluate_masks
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune import step_clocked_session  # noqa: E402  (the step clock of the tuning runs)
 
 
 def change(previous: np.ndarray, current: np.ndarray) -> float:

@@ -11,14 +11,11 @@ net's own Dice at each instant of the curve and the Dice of the mask shown. Floa
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from warm_start_pretext import pretrain  # noqa: E402
+from warm_start_pretext import pretrain
 
 from napari_sparseseg.core.config import SessionConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.session import SegmentationSession  # noqa: E402
