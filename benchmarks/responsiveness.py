@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_sparseseg._sample import make_sample_data
-    from napari_sparseseg._widget import SparseSegWidget
+    from napari_sparseseg.plugin.sample import make_sample_data
+    from napari_sparseseg.plugin.widget import SparseSegWidget
     from napari_sparseseg.core.config import SessionConfig, TrainConfig
     from napari_sparseseg.core.encoding import mask_to_annotation
 

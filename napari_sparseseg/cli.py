@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.annotation}: no labeled voxels; the annotation encoding is 0 = unlabeled, "
                          "1 = background, 2.. = classes: label some background and some of each class")
     if args.session and Path(args.session).exists():
-        from .core.store import SessionStore
+        from .store import SessionStore
 
         store, session = SessionStore.open(args.session, device=args.device)
         painted = np.nonzero(annotation > 0)  # the file's strokes are painted over the stored labels
@@ -197,7 +197,7 @@ def annotation_warnings(annotation: np.ndarray, classes: int | None = None) -> l
 
 def _create_store(path: str, session, image_path: str, level: int = 0):
     """A session store for the CLI, referencing the image file (and pyramid level) instead of copying it."""
-    from .core.store import SessionStore
+    from .store import SessionStore
 
     store = SessionStore.create(path, session, image_ref={"path": image_path, "key": "image", "level": level},
                                 image_name=Path(image_path).name.split(".")[0])
@@ -218,7 +218,7 @@ def _record(store, session, event) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .core.store import SessionStore
+    from .store import SessionStore
 
     _check_output(args.out)
     store, session = SessionStore.open(args.store, device=args.device)
@@ -423,7 +423,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise ValueError("no display to open a window on (DISPLAY is not set): run 'napari-sparseseg demo' for "
                          "the headless demo, or start napari under a virtual display (xvfb-run napari-sparseseg gui)")
-    from ._launch import launch
+    from .plugin.launch import launch
 
     launch(args.path)
     return 0

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> Path:
     from napari.utils.io import imsave
     from qtpy.QtWidgets import QApplication
 
-    from napari_sparseseg._sample import make_sample_data
-    from napari_sparseseg._widget import SparseSegWidget
+    from napari_sparseseg.plugin.sample import make_sample_data
+    from napari_sparseseg.plugin.widget import SparseSegWidget
     from napari_sparseseg.core.encoding import mask_to_annotation
 
     viewer = napari.Viewer(title="napari-sparseseg", show=True)

@@ -19,7 +19,7 @@ import torch
 from napari_sparseseg.core.annotation import Box, Source
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
-from napari_sparseseg.core.store import SessionStore
+from napari_sparseseg.store import SessionStore
 
 SHAPE = (16, 48, 48)
 CHUNKS = (8, 16, 16)

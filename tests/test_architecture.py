@@ -1,4 +1,5 @@
-"""The core never imports Qt, napari or magicgui (napari's own rule for components/)."""
+"""The layers of the package: the core never imports Qt, napari or magicgui (napari's own rule for components/),
+the import-linter contracts hold, and no modules import each other in a cycle."""
 
 import shutil
 import subprocess
@@ -33,3 +34,12 @@ def test_import_linter_contract():
     assert exe, "import-linter is a test dependency"
     out = subprocess.run([exe], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_no_import_cycles():
+    import grimp  # comes with import-linter
+
+    graph = grimp.build_graph("napari_sparseseg")
+    cycles = sorted({tuple(sorted((a, b))) for a in graph.modules for b in graph.find_modules_directly_imported_by(a)
+                     if graph.find_shortest_chain(importer=b, imported=a)})
+    assert cycles == [], f"modules that import each other (directly or through others): {cycles}"

@@ -43,7 +43,7 @@ def make_files(folder: Path) -> dict[str, Path]:
     """Good and bad inputs, written once into ``folder``."""
     from napari_sparseseg.core.checkpoint import save_model
     from napari_sparseseg.core.session import SegmentationSession
-    from napari_sparseseg.core.store import SessionStore
+    from napari_sparseseg.store import SessionStore
 
     image, mask = sphere_volume(SHAPE, radius=6)
     f: dict[str, Path] = {}
@@ -210,8 +210,8 @@ def _api_cases() -> list[tuple[str, Callable[[dict[str, Path]], object]]]:
     from napari_sparseseg.core.config import TrainConfig
     from napari_sparseseg.core.estimate import expected_dice
     from napari_sparseseg.core.session import SegmentationSession
-    from napari_sparseseg.core.store import SessionStore
     from napari_sparseseg.io import save_mask
+    from napari_sparseseg.store import SessionStore
 
     image, _ = sphere_volume(SHAPE, radius=6)
 

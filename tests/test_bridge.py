@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from napari_sparseseg._bridge import RunFlags, SessionReady, TrainingError, compute
+from napari_sparseseg.plugin.bridge import RunFlags, SessionReady, TrainingError, compute
 from napari_sparseseg.core.annotation import Box
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.events import Prediction, TrainStep

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sparseseg._reader import get_reader, read_layers
-from napari_sparseseg._writer import write_labels
+from napari_sparseseg.plugin.reader import get_reader, read_layers
+from napari_sparseseg.plugin.writer import write_labels
 from napari_sparseseg.io import VolumeFile, VolumeFileError, load_volume, read_volume, save_mask
 
 SPACING = (2.5, 0.3, 0.4)

@@ -113,7 +113,7 @@ def test_out_of_memory_in_prediction_halves_the_batch_then_the_window(session):
 
 @pytest.mark.gui
 def test_a_notice_shows_as_a_napari_notification(make_napari_viewer, monkeypatch):
-    import napari_sparseseg._widget as w
+    import napari_sparseseg.plugin.widget as w
 
     shown = []
     monkeypatch.setattr(w, "show_warning", lambda m: shown.append(("warning", m)))

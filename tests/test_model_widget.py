@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sparseseg._sample import make_sample_data
-from napari_sparseseg._widget import SparseSegWidget
+from napari_sparseseg.plugin.sample import make_sample_data
+from napari_sparseseg.plugin.widget import SparseSegWidget
 from napari_sparseseg.core.checkpoint import read_model, save_model
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
@@ -62,7 +62,7 @@ def test_apply_model_refuses_an_image_with_other_channels(make_napari_viewer, qt
     viewer = make_napari_viewer()
     widget = make_widget(viewer)
     errors = []
-    monkeypatch.setattr("napari_sparseseg._models.show_error", errors.append)
+    monkeypatch.setattr("napari_sparseseg.plugin.models.show_error", errors.append)
     two_channel = np.random.default_rng(0).random((2,) + SHAPE).astype(np.float32)
     layer = viewer.add_image(two_channel, name="two channels", channel_axis=None)
     n_layers = len(viewer.layers)

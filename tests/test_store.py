@@ -16,7 +16,7 @@ from napari_sparseseg.cli import main
 from napari_sparseseg.core.annotation import Box, Source
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
-from napari_sparseseg.core.store import STORE_KEY, SessionStore, align_to_chunks, is_session_store
+from napari_sparseseg.store import STORE_KEY, SessionStore, align_to_chunks, is_session_store
 from tests.conftest import sphere_volume
 
 SHAPE = (16, 48, 48)
@@ -235,7 +235,7 @@ def test_cli_train_with_session_then_resume_continues_from_the_checkpoint(tmp_pa
 
 
 def test_lazy_image_is_copied_slab_by_slab_and_a_large_store_reopens_lazily(tmp_path, monkeypatch):
-    import napari_sparseseg.core.store as store_module
+    import napari_sparseseg.store as store_module
 
     image, mask = sphere_volume(SHAPE, radius=10)
     source = zarr.open_array(str(tmp_path / "img.zarr"), mode="w", shape=SHAPE, chunks=(4, 48, 48), dtype="f4")

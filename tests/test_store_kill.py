@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from napari_sparseseg.core.checkpoint import load_into, read_model
-from napari_sparseseg.core.store import SessionStore
+from napari_sparseseg.store import SessionStore
 
 WORKER = Path(__file__).with_name("store_kill_worker.py")
 SHAPE = (16, 48, 48)

@@ -13,10 +13,10 @@ import time
 import pytest
 import torch
 
-from napari_sparseseg.core import store_lock
+from napari_sparseseg import store_lock
 from napari_sparseseg.core.session import SegmentationSession
-from napari_sparseseg.core.store import SessionStore
-from napari_sparseseg.core.store_lock import StoreInUseError
+from napari_sparseseg.store import SessionStore
+from napari_sparseseg.store_lock import StoreInUseError
 from tests.conftest import sphere_volume, tiny_config
 
 SHAPE = (8, 32, 32)
@@ -41,7 +41,7 @@ def test_a_second_process_is_told_who_holds_the_store_and_a_killed_holder_is_tak
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {os.getcwd()!r})
-        from napari_sparseseg.core.store import SessionStore
+        from napari_sparseseg.store import SessionStore
         SessionStore.open({str(path)!r}, device="cpu")
         print("open", flush=True)
         time.sleep(120)
@@ -102,7 +102,7 @@ def test_a_script_that_exits_without_closing_its_store_still_saves_its_last_edit
         import numpy as np, torch
         torch.set_num_threads(1)
         from napari_sparseseg.core.session import SegmentationSession
-        from napari_sparseseg.core.store import SessionStore
+        from napari_sparseseg.store import SessionStore
         from tests.conftest import sphere_volume, tiny_config
         image, mask = sphere_volume({SHAPE}, radius=5)
         session = SegmentationSession(image, num_classes=1, spacing=(2.0, 1.0, 1.0), config=tiny_config())

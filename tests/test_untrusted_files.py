@@ -14,8 +14,8 @@ import torch
 from napari_sparseseg.cli import main
 from napari_sparseseg.core.checkpoint import UnsafeCheckpointError, read_model, save_model
 from napari_sparseseg.core.session import SegmentationSession
-from napari_sparseseg.core.store import SessionStore
 from napari_sparseseg.core.volume import normalize
+from napari_sparseseg.store import SessionStore
 from tests.conftest import sphere_volume, tiny_config
 
 SHAPE = (16, 32, 32)

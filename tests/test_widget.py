@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
 
-from napari_sparseseg._guidance_panel import HIGHLIGHT_NAME
-from napari_sparseseg._sample import make_sample_data
-from napari_sparseseg._strokes import stroke_values
-from napari_sparseseg._widget import SparseSegWidget
+from napari_sparseseg.plugin.guidance_panel import HIGHLIGHT_NAME
+from napari_sparseseg.plugin.sample import make_sample_data
+from napari_sparseseg.plugin.strokes import stroke_values
+from napari_sparseseg.plugin.widget import SparseSegWidget
 from napari_sparseseg.core.annotation import Box, Source
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
@@ -280,7 +280,7 @@ def test_refuses_2d_and_rgb_images(app):
 def test_worker_error_is_reported_and_session_stays_usable(app, qtbot, monkeypatch):
     _viewer, widget = app
     errors = []
-    monkeypatch.setattr("napari_sparseseg._widget.show_error", lambda msg: errors.append(msg))
+    monkeypatch.setattr("napari_sparseseg.plugin.widget.show_error", lambda msg: errors.append(msg))
     paint_slice(widget.annotation_layer, 16, ground_truth(widget)[16])
     start_and_wait_for_session(widget, qtbot)
     session = widget.session
@@ -295,7 +295,7 @@ def test_worker_error_is_reported_and_session_stays_usable(app, qtbot, monkeypat
     qtbot.waitUntil(lambda: bool(errors) and not widget.run.running, timeout=60000)
     assert "simulated failure" in errors[0]
     monkeypatch.undo()
-    monkeypatch.setattr("napari_sparseseg._widget.show_error", lambda msg: errors.append(msg))
+    monkeypatch.setattr("napari_sparseseg.plugin.widget.show_error", lambda msg: errors.append(msg))
     step = session.trainer.step
     assert widget.start()
     qtbot.waitUntil(lambda: session.trainer.step > step + 2, timeout=60000)
@@ -364,7 +364,7 @@ def test_manifest_sample_and_widget(make_napari_viewer):
 def test_annotation_to_mask_command():
     from napari.layers import Labels
 
-    from napari_sparseseg._commands import annotation_to_mask_layer
+    from napari_sparseseg.plugin.commands import annotation_to_mask_layer
 
     layer = Labels(np.array([[[0, 1, 2, 3]]], np.uint8), name="a")
     data, meta, kind = annotation_to_mask_layer(layer)
@@ -373,7 +373,7 @@ def test_annotation_to_mask_command():
 
 
 def test_launch_opens_sample_with_widget(make_napari_viewer):
-    from napari_sparseseg._launch import launch
+    from napari_sparseseg.plugin.launch import launch
 
     viewer, widget = launch(viewer=make_napari_viewer(), run=False)
     assert [ly.name for ly in viewer.layers] == ["cells", "annotation"]
@@ -383,7 +383,7 @@ def test_launch_opens_sample_with_widget(make_napari_viewer):
 
 
 def test_launch_opens_a_file_through_the_reader_with_its_spacing(make_napari_viewer, tmp_path):
-    from napari_sparseseg._launch import launch
+    from napari_sparseseg.plugin.launch import launch
 
     path = tmp_path / "scan.npz"
     image = np.random.default_rng(0).normal(size=(2, 6, 20, 24)).astype(np.float32)
@@ -412,7 +412,7 @@ def test_export_to_nifti_keeps_the_source_affine(app, tmp_path):
 
 
 def test_the_status_names_the_learner_and_the_estimate_per_class():
-    from napari_sparseseg._widget import shown_in_words
+    from napari_sparseseg.plugin.widget import shown_in_words
     from napari_sparseseg.core.annotation import Box
     from napari_sparseseg.core.estimate import DiceEstimate
     from napari_sparseseg.core.events import Prediction

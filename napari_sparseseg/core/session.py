@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,10 +34,17 @@ from .holdout import HoldOut
 from .inference import entropy
 from .trainer import Trainer
 
-if TYPE_CHECKING:
-    from .store import SessionStore
-
 Event = TrainStep | Waiting | Notice | Prediction | Guidance
+
+
+class Recorder(Protocol):
+    """What :meth:`SegmentationSession.interactive` tells a session store (``napari_sparseseg.store``), if any."""
+
+    def on_step(self, trainer: Trainer, event: TrainStep) -> None:
+        """A training step finished (called in the training thread)."""
+
+    def record_prediction(self, prediction: Prediction) -> None:
+        """A prediction is about to be shown."""
 
 
 class SegmentationSession:
@@ -68,8 +75,9 @@ class SegmentationSession:
         self.config = config
         #: The raw image as given (a reference, not a copy) and its channel axis: what a session store saves.
         self.image, self.channel_axis = image, channel_axis
-        #: Optional :class:`~.store.SessionStore` that :meth:`interactive` records steps and checkpoints into.
-        self.store: SessionStore | None = None
+        #: Optional session store (``napari_sparseseg.store.SessionStore``) that :meth:`interactive` records steps,
+        #: checkpoints and predictions into.
+        self.store: Recorder | None = None
         self.volume = AnnotatedVolume(image, num_classes=num_classes, spacing=spacing, channel_axis=channel_axis,
                                       annotation=annotation, intensity_views=config.train.intensity_views)
         self.trainer = Trainer(self.volume, config)
@@ -86,13 +94,6 @@ class SegmentationSession:
         self._forest_held_back: tuple[int, np.ndarray | None] = (-1, None)
         #: The expected Dice of the latest whole-volume mask shown (:mod:`.estimate`).
         self._estimate: DiceEstimate | None = None
-
-    @classmethod
-    def open(cls, path: str | Path, **kwargs: Any) -> SegmentationSession:
-        """Reopen a session store (see :meth:`.store.SessionStore.open`); the store is ``session.store``."""
-        from .store import SessionStore
-
-        return SessionStore.open(path, **kwargs)[1]
 
     @classmethod
     def from_model(cls, image: np.ndarray, model: str | Path | dict[str, Any], *,

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.annotation import Box
-from .core.encoding import merge_labels
-from .core.events import Notice, Prediction, TrainStep, Waiting
+from ..core.annotation import Box
+from ..core.encoding import merge_labels
+from ..core.events import Notice, Prediction, TrainStep, Waiting
 
 if TYPE_CHECKING:
-    from .core.session import SegmentationSession
+    from ..core.session import SegmentationSession
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The Classes box of the dock widget: list, add, rename, remove and recolour classes.
 
-The panel shows the widget's :class:`~._classes.ClassList` (read through the
+The panel shows the widget's :class:`~.classes.ClassList` (read through the
 widget each time: loading a session or an image's class names replaces it)
 and edits it. What a change means for the layers and the training session
 (a new class reaches the running session, a removed one erases its voxels and
-drops the model) stays with the widget (:meth:`SparseSegWidget.class_added`,
-:meth:`SparseSegWidget.class_removed`).
+drops the model) stays with the widget (:meth:`DockHost.class_added`,
+:meth:`DockHost.class_removed`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import QColorDialog, QGroupBox, QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
 
-from ._classes import BACKGROUND_COLOR, MAX_CLASSES
+from .classes import BACKGROUND_COLOR, MAX_CLASSES
 
 if TYPE_CHECKING:
-    from ._widget import SparseSegWidget
+    from .host import DockHost
 
 
 class ClassPanel(QGroupBox):
     """Row 0 is background (fixed); row ``k`` is foreground class ``k`` (1-based, editable name)."""
 
-    def __init__(self, widget: SparseSegWidget) -> None:
+    def __init__(self, widget: DockHost) -> None:
         super().__init__("Classes")
         self.widget = widget
         col = QVBoxLayout(self)
@@ -62,7 +62,7 @@ class ClassPanel(QGroupBox):
             self.list.addItem(item)
         self.list.setCurrentRow(min(row, len(classes)))
         self.list.blockSignals(False)
-        self.widget._update_buttons()
+        self.widget.update_buttons()
 
     def update_buttons(self, running: bool) -> None:
         """Enable what is allowed now (no removing while training runs)."""
@@ -80,7 +80,7 @@ class ClassPanel(QGroupBox):
             w.annotation_layer.selected_label = row + 1
         if w.prediction_layer is not None:
             w.prediction_layer.selected_label = row
-        w._update_buttons()
+        w.update_buttons()
 
     def add(self, name: str | None = None) -> int:
         """Add a foreground class (live, also while training); returns its index ``k``, -1 if refused."""
@@ -92,7 +92,7 @@ class ClassPanel(QGroupBox):
         self.widget.class_added()
         self.fill()
         self.list.setCurrentRow(k)
-        self.widget._apply_colormaps()
+        self.widget.apply_colormaps()
         return k
 
     def rename(self, k: int, name: str) -> None:
@@ -101,7 +101,7 @@ class ClassPanel(QGroupBox):
         self.fill()
 
     def remove(self, k: int) -> None:
-        """Remove class ``k`` (refused while training runs; see :meth:`SparseSegWidget.class_removed`)."""
+        """Remove class ``k`` (refused while training runs; see :meth:`DockHost.class_removed`)."""
         w = self.widget
         if w.run.running:
             show_warning("stop training before removing a class")
@@ -113,13 +113,13 @@ class ClassPanel(QGroupBox):
             return
         w.class_removed(k)
         self.fill()
-        w._apply_colormaps()
+        w.apply_colormaps()
 
     def set_color(self, k: int, color: tuple[float, ...]) -> None:
         """Recolour class ``k`` (RGBA in [0, 1])."""
         self.widget.classes.set_color(k, color)  # type: ignore[arg-type]
         self.fill()
-        self.widget._apply_colormaps()
+        self.widget.apply_colormaps()
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         k = self.list.row(item)

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .core.annotation import Source
+from ..core.annotation import Source
 
 if TYPE_CHECKING:
     from napari.layers import Labels
 
-    from .core.session import SegmentationSession
+    from ..core.session import SegmentationSession
 
 Coords = tuple[np.ndarray, np.ndarray, np.ndarray]
 LayerKind = Literal["annotation", "prediction"]

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .formats.zarr_store import zarr_kind
-from .io import read_volume, volume_format
+from ..formats.zarr_store import zarr_kind
+from ..io import read_volume, volume_format
 
 LayerData = tuple[Any, dict[str, Any], str]
 #: Suffixes stripped from a file name to name its layers.

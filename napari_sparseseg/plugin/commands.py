@@ -5,7 +5,7 @@ from __future__ import annotations
 from napari.layers import Labels
 from napari.types import LayerDataTuple
 
-from .core.encoding import annotation_to_mask
+from ..core.encoding import annotation_to_mask
 
 
 def annotation_to_mask_layer(layer: Labels) -> LayerDataTuple:

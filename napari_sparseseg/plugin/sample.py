@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.encoding import ANNOTATION_DTYPE
+from ..core.encoding import ANNOTATION_DTYPE
 
 #: Name of the annotation layer the sample opens (the widget picks it up).
 ANNOTATION_NAME = "annotation"
@@ -29,7 +29,7 @@ def make_sample_data(shape: tuple[int, int, int] = (48, 128, 128), seed: int = 0
         ``metadata``) and an empty ``uint8`` labels layer in annotation encoding
         (0 = unlabeled, 1 = background, 2.. = classes).
     """
-    from .sample_data import make_cells_volume
+    from ..sample_data import make_cells_volume
 
     vol = make_cells_volume(tuple(shape), seed=seed)
     scale = tuple(float(s) for s in vol.spacing)

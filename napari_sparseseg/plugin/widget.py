@@ -2,11 +2,11 @@
 
 The widget composes small parts and owns no compute:
 
-* :class:`~._classes.ClassList` names and colours the classes (edited in
-  the :class:`~._class_panel.ClassPanel` box),
-* :class:`~._strokes.LabelSync` turns strokes (and undo) into session edits,
-* :class:`~._bridge.TrainingRun` runs the session in a worker thread,
-* :func:`~._view.view_box` says which slice to predict first.
+* :class:`~.classes.ClassList` names and colours the classes (edited in
+  the :class:`~.class_panel.ClassPanel` box),
+* :class:`~.strokes.LabelSync` turns strokes (and undo) into session edits,
+* :class:`~.bridge.TrainingRun` runs the session in a worker thread,
+* :func:`~.view.view_box` says which slice to predict first.
 
 Every layer write happens here, on the GUI thread, in the handlers of the
 worker's events.
@@ -38,27 +38,27 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._bridge import Refresh, SessionReady, TrainingRun, merge_late_edits
-from ._class_panel import ClassPanel
-from ._classes import MAX_CLASSES, ClassList, remove_class_values
-from ._guidance_panel import GuidancePanel
-from ._layers import image_layer_problem, is_output, placement, role
-from ._models import ModelFiles
-from ._plot import ProgressStrip, Sparkline
-from ._results import ExportKind, accepted_labels, export_mask
-from ._session_files import SessionFiles
-from ._strokes import LabelSync
-from ._view import view_box
-from .core.annotation import Box
-from .core.config import MODEL_SIZE_CHANNELS, ResponderConfig, SessionConfig, preset
-from .core.encoding import ANNOTATION_DTYPE, MASK_DTYPE
-from .core.events import Guidance, Notice, Prediction, TrainStep, Waiting
+from .bridge import Refresh, SessionReady, TrainingRun, merge_late_edits
+from .class_panel import ClassPanel
+from .classes import MAX_CLASSES, ClassList, remove_class_values
+from .guidance_panel import GuidancePanel
+from .layers import image_layer_problem, is_output, placement, role
+from .models import ModelFiles
+from .plot import ProgressStrip, Sparkline
+from .results import ExportKind, accepted_labels, export_mask
+from .session_files import SessionFiles
+from .strokes import LabelSync
+from .view import view_box
+from ..core.annotation import Box
+from ..core.config import MODEL_SIZE_CHANNELS, ResponderConfig, SessionConfig, preset
+from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE
+from ..core.events import Guidance, Notice, Prediction, TrainStep, Waiting
 
 if TYPE_CHECKING:
     import napari
 
-    from .core.first_responder import FeatureStack
-    from .core.session import SegmentationSession
+    from ..core.first_responder import FeatureStack
+    from ..core.session import SegmentationSession
 
 DEVICES = ("auto", "cpu", "cuda")
 PREDICTION_NAME = "prediction"
@@ -105,7 +105,7 @@ class SparseSegWidget(QWidget):
 
     #: Emitted with each :class:`~.core.events.TrainStep` after the status is updated.
     step_done = Signal(object)
-    #: Emitted with each :class:`~._bridge.Refresh` once it is on screen.
+    #: Emitted with each :class:`~.bridge.Refresh` once it is on screen.
     prediction_shown = Signal(object)
     #: Emitted when a training run has ended (stopped, failed or closed).
     run_finished = Signal()
@@ -141,7 +141,7 @@ class SparseSegWidget(QWidget):
         self._refresh_interval = float(refresh_seconds)
         self._closed = False
         self._pending_key: tuple | None = None
-        self.run = TrainingRun(self._on_event, self._on_error, self._on_finished, self._update_buttons)
+        self.run = TrainingRun(self._on_event, self._on_error, self._on_finished, self.update_buttons)
         self._build_ui()
         self.files = SessionFiles(self)  # session store: Save/Open buttons, autosave, checkpoints
         self.models = ModelFiles(self)  # Save model / Apply model to a layer
@@ -158,7 +158,7 @@ class SparseSegWidget(QWidget):
         """
         import threading
 
-        from .core.device import warm_up
+        from ..core.device import warm_up
 
         device = self.device_combo.currentText()
         threading.Thread(target=warm_up, args=(device,), kwargs={"quiet": True}, daemon=True,
@@ -178,13 +178,13 @@ class SparseSegWidget(QWidget):
         stack = self._features
         if stack is not None and stack.matches(layer.data, spacing):
             return stack
-        from .core.first_responder import stack_bytes
+        from ..core.first_responder import stack_bytes
 
         if stack_bytes(layer.data.shape) > ResponderConfig().max_feature_bytes:
             return None
         import threading
 
-        from .core.first_responder import FeatureStack
+        from ..core.first_responder import FeatureStack
 
         self._features = stack = FeatureStack(layer.data, spacing)
         threading.Thread(target=stack.get, daemon=True, name="sparseseg-features").start()
@@ -396,12 +396,12 @@ class SparseSegWidget(QWidget):
             if names and self.classes.names == ClassList().names:
                 self.classes = ClassList.from_names(list(names)[:MAX_CLASSES])
                 self.class_panel.fill()
-                self._apply_colormaps()
+                self.apply_colormaps()
         if problem is None:
             self._feature_stack(layer)  # the first responder's features, computed while the user paints
         self._fill_annotation_choices(self.annotation_combo.currentData())
         self._update_view_box()
-        self._update_buttons()
+        self.update_buttons()
 
     def _on_annotation_changed(self, *_: Any) -> None:
         layer = self.annotation_layer
@@ -417,11 +417,11 @@ class SparseSegWidget(QWidget):
             self.sync = LabelSync(layer, lambda: self.session, lambda: len(self.classes), show_warning)
             if self.prediction_layer is not None:
                 self.sync.attach_prediction(self.prediction_layer)
-            self._apply_colormaps()
+            self.apply_colormaps()
             self.class_panel.select(self.class_list.currentRow())
             if layer.mode == "pan_zoom":
                 layer.mode = "paint"  # the first thing a user does is paint: no hunt for the brush
-        self._update_buttons()
+        self.update_buttons()
 
     def create_annotation_layer(self) -> Labels | None:
         """Add an empty annotation layer matching the image and select it."""
@@ -450,17 +450,26 @@ class SparseSegWidget(QWidget):
             self.viewer.layers.selection.active = annotation
         if self.sync is not None:
             self.sync.attach_prediction(layer)
-        self._apply_colormaps()
+        self.apply_colormaps()
         return layer
 
     def adopt_prediction(self, layer: Labels) -> None:
         """A stored prediction (a reopened session) becomes the prediction layer: shown, correctable, acceptable."""
         self.prediction_layer = layer
         self._predicted = np.ones(layer.data.shape, bool)
-        self._apply_colormaps()
-        self._update_buttons()
+        if self.sync is not None:
+            self.sync.attach_prediction(layer)
+        self.apply_colormaps()
+        self.update_buttons()
 
-    def _apply_colormaps(self) -> None:
+    def set_classes(self, classes: ClassList) -> None:
+        """Replace the classes (names and colours, e.g. a reopened session's) and show them."""
+        self.classes = classes
+        self.class_panel.fill()
+        self.apply_colormaps()
+
+    def apply_colormaps(self) -> None:
+        """Recolour the annotation and prediction layers from :attr:`classes`."""
         if self.annotation_layer is not None:
             self.annotation_layer.colormap = self.classes.annotation_colormap()
         if self.prediction_layer is not None:
@@ -536,7 +545,7 @@ class SparseSegWidget(QWidget):
         """Start (or resume) training; returns False with a message if it cannot."""
         if self.run.paused:
             self.run.resume()
-            self._update_buttons()
+            self.update_buttons()
             return True
         if self.run.running:
             return False
@@ -569,8 +578,8 @@ class SparseSegWidget(QWidget):
             features = self._feature_stack(image)
 
             def build() -> SegmentationSession:
-                from .core.device import set_cpu_threads
-                from .core.session import SegmentationSession
+                from ..core.device import set_cpu_threads
+                from ..core.session import SegmentationSession
 
                 set_cpu_threads(leave_free=1)  # one core keeps the GUI responsive
                 return SegmentationSession(np.asarray(data), num_classes=num_classes, spacing=spacing,
@@ -581,7 +590,7 @@ class SparseSegWidget(QWidget):
         self.run.start(build, self.current_view_box, refresh_seconds=self.refresh_seconds,
                        first_refresh_steps=self.first_refresh_steps)
         self.status_label.setText("starting: building the model…")
-        self._update_buttons()
+        self.update_buttons()
         return True
 
     def toggle_pause(self) -> None:
@@ -589,14 +598,14 @@ class SparseSegWidget(QWidget):
             self.run.resume()
         else:
             self.run.pause()
-        self._update_buttons()
+        self.update_buttons()
 
     def stop(self) -> None:
         """Ask the worker to stop after the current step (returns at once)."""
         if self.run.running:
             self.run.stop()
             self.status_label.setText("stopping…")
-        self._update_buttons()
+        self.update_buttons()
 
     def _stop_and_keep_training(self, timeout: float = 30.0) -> None:
         """Stop a running worker and, once it has ended (at most ``timeout`` s, one step or refresh), checkpoint
@@ -663,7 +672,7 @@ class SparseSegWidget(QWidget):
             self._show_uncertainty(refresh)
         self.n_refreshes += 1
         if self.n_refreshes == 1:
-            self._update_buttons()
+            self.update_buttons()
         now = time.perf_counter()
         if self._last_refresh is not None:
             self._refresh_interval = 0.5 * self._refresh_interval + 0.5 * (now - self._last_refresh)
@@ -698,7 +707,7 @@ class SparseSegWidget(QWidget):
         self.files.checkpoint()
         if not self.status_label.text().startswith("error"):
             self.status_label.setText(f"stopped at step {self.last_step.step if self.last_step else 0}")
-        self._update_buttons()
+        self.update_buttons()
         self.run_finished.emit()
 
     # -- status ------------------------------------------------------------------------
@@ -731,7 +740,8 @@ class SparseSegWidget(QWidget):
         interval = max(self._refresh_interval, self.refresh_seconds)
         return min(0.99, (time.perf_counter() - self._last_refresh) / interval)
 
-    def _update_buttons(self) -> None:
+    def update_buttons(self) -> None:
+        """Enable or disable the buttons for the current state (image chosen, training, paused, prediction)."""
         running, paused = self.run.running, self.run.paused
         can_start = self.image_layer is not None and image_layer_problem(self.image_layer) is None
         self.start_button.setEnabled(can_start and (not running or paused))
@@ -789,7 +799,7 @@ class SparseSegWidget(QWidget):
                                        metadata={"class_names": tuple(self.classes.names),
                                                  "sparseseg_role": "export"})
         if path is not None:
-            from .io import save_mask
+            from ..io import save_mask
 
             save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]), affine=image.metadata.get("affine"))
         self.viewer.layers.selection.active = annotation

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
-from .core.events import Guidance
-from .core.guidance import SliceSuggestion
+from ..core.events import Guidance
+from ..core.guidance import SliceSuggestion
 
 if TYPE_CHECKING:
     import napari

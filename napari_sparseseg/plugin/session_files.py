@@ -1,6 +1,6 @@
 """Session stores in napari: the reader for a store directory, and the widget's Save/Open/autosave.
 
-A session store (:mod:`napari_sparseseg.core.store`) opened in napari comes
+A session store (:mod:`napari_sparseseg.store`) opened in napari comes
 back as three layers: the image (``scale`` = spacing), the annotation labels
 (annotation encoding) and the last prediction (mask encoding); each carries
 ``metadata["sparseseg_store"]`` = the store path. The first Start of the dock
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.store import is_session_store
+from ..store import is_session_store
 
 if TYPE_CHECKING:
-    from ._widget import SparseSegWidget
-    from .core.session import SegmentationSession
-    from .core.store import SessionStore
+    from .host import DockHost
+    from ..core.session import SegmentationSession
+    from ..store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def store_layers(path: str | Path) -> list[LayerData]:
     """
     import zarr
 
-    from .io import read_volume
+    from ..io import read_volume
 
     path = Path(path).resolve()
     root = zarr.open_group(str(path), mode="r")
@@ -130,11 +130,11 @@ class SessionFiles:
 
     Parameters
     ----------
-    widget : SparseSegWidget
+    widget : DockHost
         The dock widget; a "Session" group box is added to its layout.
     """
 
-    def __init__(self, widget: SparseSegWidget) -> None:
+    def __init__(self, widget: DockHost) -> None:
         from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
         self.widget = widget
@@ -171,32 +171,25 @@ class SessionFiles:
 
     def _adopt(self, layer: Any) -> None:
         """Use a store's prediction layer as the widget's, and its class names/colours while idle."""
-        from ._layers import role
+        from .layers import role
 
         w = self.widget
         if _store_of(layer) is None or w.session is not None:
             return
         if role(layer) == "prediction" and (w.prediction_layer is None or w.prediction_layer not in w.viewer.layers):
-            w.prediction_layer = layer
-            w._predicted = np.ones(layer.data.shape, bool)
-            if w.sync is not None:
-                w.sync.attach_prediction(layer)
-            w._apply_colormaps()
+            w.adopt_prediction(layer)
         elif layer.metadata.get("class_names"):
             self._set_classes(layer.metadata["class_names"], layer.metadata.get("class_colors"))
 
     def _set_classes(self, names: Any, colors: Any) -> None:
-        from ._classes import MAX_CLASSES, PALETTE, ClassList, SegClass
+        from .classes import MAX_CLASSES, PALETTE, ClassList, SegClass
 
         names = list(names)[:MAX_CLASSES]
         if not names:
             return
         colors = list(colors or [])
-        w = self.widget
-        w.classes = ClassList([SegClass(str(n), tuple(colors[i]) if i < len(colors) else PALETTE[i % len(PALETTE)])
-                               for i, n in enumerate(names)])
-        w.class_panel.fill()
-        w._apply_colormaps()
+        self.widget.set_classes(ClassList([SegClass(str(n), tuple(colors[i]) if i < len(colors)
+                                                    else PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)]))
 
     # -- training lifecycle (called by the widget) ---------------------------------------
     def wrap(self, build: Callable[[], SegmentationSession], device: str) -> Callable[[], SegmentationSession]:
@@ -206,7 +199,7 @@ class SessionFiles:
         from (first Start after opening one) or builds the session and creates a store for it,
         then starts autosave.
         """
-        from .core.store import SessionStore
+        from ..store import SessionStore
 
         w = self.widget
         open_path = None
@@ -294,7 +287,7 @@ class SessionFiles:
 
         Before the first Start the path is remembered and the store is created when the session is.
         """
-        from .core.store import SessionStore
+        from ..store import SessionStore
 
         path = Path(path)
         if not path.name.endswith(".zarr"):

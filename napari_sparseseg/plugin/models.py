@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.utils.notifications import show_error, show_info
 
-from ._layers import placement
+from .layers import placement
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
-    from ._widget import SparseSegWidget
+    from .host import DockHost
 
 MODEL_FILTER = "napari-sparseseg model (*.pt)"
 
@@ -31,7 +31,7 @@ def predict_layer(layer: Image, model: str | Path, device: str = "auto") -> np.n
     Runs on the calling thread (the widget calls it from a worker). Spacing is
     the layer's ``scale``; a 4D layer is read with its first axis as channels.
     """
-    from .core.session import SegmentationSession
+    from ..core.session import SegmentationSession
 
     data = np.asarray(layer.data)
     channel_axis = 0 if data.ndim == 4 else None
@@ -40,7 +40,7 @@ def predict_layer(layer: Image, model: str | Path, device: str = "auto") -> np.n
     return session.segment()
 
 
-def add_mask_layer(widget: SparseSegWidget, layer: Image, mask: np.ndarray, model: str | Path) -> Labels:
+def add_mask_layer(widget: DockHost, layer: Image, mask: np.ndarray, model: str | Path) -> Labels:
     """Add ``mask`` over ``layer`` as a labels layer named after the layer and the model."""
     return widget.viewer.add_labels(mask, name=f"{layer.name} ({Path(model).stem})", **placement(layer),
                                     colormap=widget.classes.prediction_colormap(),
@@ -52,11 +52,11 @@ class ModelFiles:
 
     Parameters
     ----------
-    widget : SparseSegWidget
+    widget : DockHost
         The dock widget; a "Model" group box is added to its layout.
     """
 
-    def __init__(self, widget: SparseSegWidget) -> None:
+    def __init__(self, widget: DockHost) -> None:
         from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QPushButton
 
         self.widget = widget
@@ -77,7 +77,7 @@ class ModelFiles:
 
     def save(self, path: str | Path) -> Path:
         """Write the current session's model to ``path``; ``ValueError`` if nothing was trained yet."""
-        from .core.checkpoint import save_model
+        from ..core.checkpoint import save_model
 
         session = self.widget.session
         if session is None or session.trainer.step == 0:

@@ -41,14 +41,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import store_lock
-from .annotation import Box, Source, _weights
-from .config import SessionConfig
-from .encoding import UNLABELED
-from .events import Prediction, TrainStep
+from .core.annotation import Box, Source, _weights
+from .core.config import SessionConfig
+from .core.encoding import UNLABELED
+from .core.events import Prediction, TrainStep
 
 if TYPE_CHECKING:
-    from .session import SegmentationSession
-    from .trainer import Trainer
+    from .core.session import SegmentationSession
+    from .core.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -301,9 +301,9 @@ class SessionStore:
         """:meth:`open` once the store's lock is held."""
         import zarr
 
-        from ..io import read_volume
-        from .checkpoint import load_into, read_model
-        from .session import SegmentationSession
+        from .core.checkpoint import load_into, read_model
+        from .core.session import SegmentationSession
+        from .io import read_volume
 
         _check_metadata(path)
         _remove_partial_files(path)
@@ -446,7 +446,7 @@ class SessionStore:
         ``loss`` defaults to the smoothed label loss (``TrainStep.label_loss``) of the recorded steps. Call it from the
         training thread, or when no training runs.
         """
-        from .checkpoint import save_model
+        from .core.checkpoint import save_model
 
         trainer = trainer or self.session.trainer
         if loss is None:
@@ -703,7 +703,7 @@ def _copy_image(root: Any, image: Any, channel_axis: int | None, shape: tuple[in
 
     Returns the stored channel axis (0 for 4D, ``None`` for 3D).
     """
-    from .lazy import ChannelsFirst
+    from .core.lazy import ChannelsFirst
 
     raw = ChannelsFirst(image, channel_axis)
     if raw.shape[1:] != shape:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import save_mask
+from ..io import save_mask
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -1,6 +1,6 @@
 """Open napari with a volume (or the sample), an empty annotation layer and the widget docked.
 
-``python -m napari_sparseseg._launch [PATH]`` (the CLI's ``gui`` command calls
+``python -m napari_sparseseg.plugin.launch [PATH]`` (the CLI's ``gui`` command calls
 :func:`launch`). Without ``PATH`` the synthetic sample opens.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     import napari
 
-    from ._widget import SparseSegWidget
+    from .widget import SparseSegWidget
 
 
 def launch(path: str | Path | None = None, *, viewer: napari.Viewer | None = None,
@@ -38,16 +38,16 @@ def launch(path: str | Path | None = None, *, viewer: napari.Viewer | None = Non
     """
     import napari
 
-    from ._sample import ANNOTATION_NAME, make_sample_data
-    from ._widget import SparseSegWidget
-    from .core.encoding import ANNOTATION_DTYPE
+    from .sample import ANNOTATION_NAME, make_sample_data
+    from .widget import SparseSegWidget
+    from ..core.encoding import ANNOTATION_DTYPE
 
     viewer = viewer or napari.Viewer(title="napari-sparseseg")
     if path is None:
         for data, meta, kind in make_sample_data():
             getattr(viewer, f"add_{kind}")(data, **meta)
     else:
-        from ._reader import read_layers
+        from .reader import read_layers
 
         layers = read_layers(str(path))  # the napari reader: channels, pyramid levels, spacing as scale
         for data, meta, kind in layers:
@@ -68,7 +68,7 @@ def launch(path: str | Path | None = None, *, viewer: napari.Viewer | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m napari_sparseseg._launch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m napari_sparseseg.plugin.launch", description=__doc__)
     parser.add_argument("path", nargs="?", help="3D volume file; omit for the synthetic sample")
     args = parser.parse_args(argv)
     launch(args.path)

@@ -1,0 +1,62 @@
+"""What the dock widget's panels may use of the widget that hosts them.
+
+The Classes, Model and Session panels are built by :class:`~.widget.SparseSegWidget` and handed the widget as a
+:class:`DockHost`; they read and call only what is listed here and never import the widget module, so the
+widget depends on its panels and not the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+    from napari.viewer import Viewer
+
+    from .classes import ClassList
+    from ..core.config import SessionConfig
+    from ..core.session import SegmentationSession
+
+
+class DockHost(Protocol):
+    """The dock widget as its panels see it."""
+
+    viewer: Viewer
+    #: The session training now, or last trained (None before Start).
+    session: SegmentationSession | None
+    #: Settings a new session starts with.
+    session_config: SessionConfig
+    #: The class names and colours.
+    classes: ClassList
+    class_panel: Any
+    image_layer: Image | None
+    annotation_layer: Labels | None
+    prediction_layer: Labels | None
+    #: The layer pickers (magicgui/Qt combo boxes) of the image and the annotation.
+    image_combo: Any
+    annotation_combo: Any
+    #: The status line.
+    status_label: Any
+    #: The background training run (``run.running``).
+    run: Any
+
+    def layout(self) -> Any:
+        """The widget's Qt layout, where a panel inserts its box."""
+
+    def apply_colormaps(self) -> None:
+        """Recolour the annotation and prediction layers after the classes changed."""
+
+    def update_buttons(self) -> None:
+        """Enable or disable the widget's buttons for the current state."""
+
+    def adopt_prediction(self, layer: Labels) -> None:
+        """Make a stored prediction the prediction layer (shown, correctable, acceptable)."""
+
+    def set_classes(self, classes: ClassList) -> None:
+        """Replace the classes (names and colours) and show them."""
+
+    def class_added(self) -> None:
+        """A class was added to :attr:`classes`."""
+
+    def class_removed(self, k: int) -> None:
+        """Class ``k`` was removed from :attr:`classes`."""
