@@ -141,6 +141,23 @@ def test_hand_over_never_shows_a_learner_that_scores_lower_and_does_not_flicker(
         assert hand.scores[hand.shown] >= max(hand.scores.values()) - hand.margin
 
 
+
+def test_the_first_responder_comes_back_as_soon_as_the_learner_that_replaced_it_is_no_longer_better():
+    for home, after in (("forest", "forest"), (None, "net")):
+        hand = HandOver(margin=0.01, home=home)
+        hand.update({"forest": 0.90})
+        assert hand.update({"net": 0.93}) == "net"
+        assert hand.update({"net": 0.90}) == after  # level again: home wins ties; without a home the net stays
+    hand = HandOver(margin=0.01)
+    hand.update({"forest": 0.90, "net": 0.93})
+    assert hand.update({"net": 0.89, "blend": 0.95}) == "blend"  # home first, then a clear winner over it
+
+
+@pytest.mark.parametrize("kwargs", [{"margin": 1.0}, {"margin": -0.1}, {"confidence": 0.2}, {"home": "tree"}])
+def test_hand_over_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        HandOver(**kwargs)
+
 # -- pseudo-labels -----------------------------------------------------------------------------
 def test_pseudo_labels_train_unlabeled_confident_voxels_only_and_fade_as_the_net_catches_up():
     probs = np.zeros((2,) + SHAPE, np.float32)
