@@ -302,6 +302,16 @@ def mask_path(image: Path, out_dir: Path) -> Path:
     return out_dir / f"{name[: len(name) - len(suffix)]}_mask{suffix}"
 
 
+def instances_path(mask_out: str | Path) -> Path:
+    """Where the separate objects of the mask written to ``mask_out`` go: its name with ``_instances`` before the
+    suffix, in the same format."""
+    from .io import MASK_SUFFIXES
+
+    out = Path(mask_out)
+    suffix = next((s for s in sorted(MASK_SUFFIXES, key=len, reverse=True) if out.name.lower().endswith(s)), "")
+    return out.with_name(f"{out.name[: len(out.name) - len(suffix)]}_instances{suffix}")
+
+
 def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, args: argparse.Namespace) -> str:
     """Predict one image with a loaded model and write its mask; returns what was written, in words."""
     from .core.session import SegmentationSession
@@ -317,6 +327,8 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
     session = SegmentationSession.from_model(source.data, model, spacing=spacing,
                                              channel_axis=source.channel_axis, device=args.device)
     if _is_zarr_array_path(str(out)):  # block by block, each block written as whole chunks
+        if getattr(args, "instances", False):
+            raise ValueError(f"{out}: --instances splits the whole mask in memory, not a block-wise .zarr mask")
         from .core.blockwise import predict_to_array
         from .distributed import open_mask_output
 
@@ -325,7 +337,14 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
         return f"{out}: {arr.nchunks} chunks"
     mask = session.segment()
     save_mask(out, mask, spacing, affine=source.affine)  # NIfTI in, NIfTI out: the source geometry
-    return f"{out}: classes {np.unique(mask).tolist()}"
+    written = f"{out}: classes {np.unique(mask).tolist()}"
+    if getattr(args, "instances", False):
+        from .core.instances import split_instances
+
+        objects = split_instances(mask, spacing)
+        save_mask(instances_path(out), objects, spacing, affine=source.affine)
+        written += f"; {instances_path(out)}: {int(objects.max())} objects"
+    return written
 
 
 def _predict_many(model: dict[str, Any], files: list[Path], args: argparse.Namespace) -> int:
@@ -343,7 +362,7 @@ def _predict_many(model: dict[str, Any], files: list[Path], args: argparse.Names
     for image in bar:
         out = mask_path(image, out_dir)
         bar.set_postfix_str(image.name, refresh=True)
-        if out.exists():
+        if out.exists() and (not args.instances or instances_path(out).exists()):
             skipped += 1
             continue
         try:
@@ -369,6 +388,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _check_output(args.out)
     elif args.scheduler:
         raise ValueError("--scheduler predicts one image; run one predict per image on the cluster")
+    if args.instances and (args.scheduler or (files is None and _is_zarr_array_path(str(args.out)))):
+        raise ValueError("--instances splits the whole mask in memory: write a .npz, .tif or .nii.gz mask "
+                         "(not a block-wise .zarr or a cluster run)")
     if args.scheduler:
         return _predict_distributed(args)
     from .core.checkpoint import read_model
@@ -486,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(2 single-threaded worker processes); results equal the single-process prediction")
     p.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="block (and .zarr output chunk) shape, default 64 256 256")
+    p.add_argument("--instances", action="store_true",
+                   help="also write the separate objects (touching ones split by a watershed) beside each mask: "
+                   "NAME_instances.SUFFIX, one id per object")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("gui", help="open napari with the plugin docked and a volume (default: the sample)")

@@ -103,3 +103,19 @@ def test_the_headless_demo_of_make_run_trains_and_reports(capsys):
     assert main(["demo", "--seconds", "3", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "final mask" in out and "foreground Dice" in out and "device: cpu" in out
+
+
+def test_predict_writes_separate_objects_beside_the_mask_on_request(gt_file, tmp_path, capsys):
+    import tifffile
+
+    model = _train_model(gt_file, tmp_path, seconds="2")
+    out = tmp_path / "pred.tif"
+    assert main(["predict", str(gt_file), "--model", str(model), "--out", str(out), "--device", "cpu",
+                 "--instances"]) == 0
+    objects = tifffile.imread(tmp_path / "pred_instances.tif")
+    mask = tifffile.imread(out)
+    assert objects.shape == mask.shape and "objects" in capsys.readouterr().out
+    assert np.all(mask[objects > 0] > 0)  # objects lie in the mask
+    assert main(["predict", str(gt_file), "--model", str(model), "--out", str(tmp_path / "p.zarr"),
+                 "--instances"]) == 2  # a block-wise zarr mask is not split: refused before predicting
+    assert "--instances" in capsys.readouterr().err

@@ -57,3 +57,59 @@ def evaluate_masks(truth: np.ndarray, pred: np.ndarray, num_classes: int,
                    mask: np.ndarray | None = None) -> dict[str, float | list[float]]:
     """Scores of ``pred`` against ``truth`` (mask encoding, ``num_classes`` incl. background)."""
     return scores(confusion_matrix(truth, pred, num_classes, mask))
+
+
+def object_scores(truth: np.ndarray, predicted: np.ndarray, iou: float = 0.5) -> dict[str, float | int]:
+    """Object-level agreement of two instance maps (0 = background).
+
+    Parameters
+    ----------
+    truth, predicted : np.ndarray
+        ``(z, y, x)`` integer instance ids.
+    iou : float
+        A predicted object matches a true one when their intersection over union exceeds this (at 0.5 or more a
+        match is unique).
+
+    Returns
+    -------
+    dict
+        ``f1``, ``precision``, ``recall`` of the matched objects; ``n_true``, ``n_predicted``; ``merged``: true
+        objects that share the predicted object holding most of them with another true object (beyond the first
+        of each such group); ``split``: predicted objects beyond the first whose majority lies in the same true
+        object.
+    """
+    if truth.shape != predicted.shape:
+        raise ValueError(f"shapes differ: {truth.shape} and {predicted.shape}")
+    if not 0.5 <= iou < 1:
+        raise ValueError(f"iou must be in [0.5, 1) so that matches are unique; got {iou}")
+    t = np.asarray(truth).ravel().astype(np.int64)
+    p = np.asarray(predicted).ravel().astype(np.int64)
+    t_ids, t_inv = np.unique(t, return_inverse=True)
+    p_ids, p_inv = np.unique(p, return_inverse=True)
+    pairs, overlap = np.unique(t_inv * p_ids.size + p_inv, return_counts=True)
+    ti, pi = pairs // p_ids.size, pairs % p_ids.size
+    t_size, p_size = np.bincount(t_inv), np.bincount(p_inv)
+    fg = (t_ids[ti] > 0) & (p_ids[pi] > 0)
+    ti, pi, overlap = ti[fg], pi[fg], overlap[fg]
+    matched = int((overlap / (t_size[ti] + p_size[pi] - overlap) > iou).sum())
+    n_true, n_pred = int((t_ids > 0).sum()), int((p_ids > 0).sum())
+    precision = matched / n_pred if n_pred else 0.0
+    recall = matched / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+    def beyond_first(owner: np.ndarray, member: np.ndarray, share: np.ndarray) -> int:
+        """Members whose majority owner is shared with another member, less one per shared owner."""
+        best = {}
+        for o, m, s in zip(owner, member, share):
+            if s > 0.5 and (m not in best or s > best[m][1]):
+                best[m] = (o, s)
+        owners = np.array([o for o, _ in best.values()], np.int64)
+        if not owners.size:
+            return 0
+        _, counts = np.unique(owners, return_counts=True)
+        return int((counts[counts > 1] - 1).sum())
+
+    merged = beyond_first(pi, ti, overlap / t_size[ti])
+    split = beyond_first(ti, pi, overlap / p_size[pi])
+    return {"f1": f1, "precision": precision, "recall": recall, "n_true": n_true, "n_predicted": n_pred,
+            "merged": merged, "split": split}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Labels
 from napari.types import LayerDataTuple
 
@@ -16,3 +17,17 @@ def annotation_to_mask_layer(layer: Labels) -> LayerDataTuple:
     mask = annotation_to_mask(layer.data)
     return (mask, {"name": f"{layer.name} mask", "scale": tuple(layer.scale), "translate": tuple(layer.translate)},
             "labels")
+
+
+def separate_objects_layer(layer: Labels) -> LayerDataTuple:
+    """Separate objects from a class mask (0 = background, 1..K): touching objects of a class split by a
+    watershed of the distance to the background (:func:`~napari_sparseseg.core.instances.split_instances`), one
+    label per object. Offered under Layers > Segment; for a prediction or an accepted mask."""
+    from ..core.instances import split_instances
+
+    data = np.asarray(layer.data)
+    if data.ndim != 3:
+        raise ValueError(f"{layer.name}: separate objects needs a 3D mask (z, y, x), got {data.ndim} dimensions")
+    objects = split_instances(data, tuple(float(s) for s in layer.scale[-3:]))
+    return (objects, {"name": f"{layer.name} objects", "scale": tuple(layer.scale),
+                      "translate": tuple(layer.translate)}, "labels")

@@ -60,12 +60,16 @@ class SyntheticVolume:
         Physical voxel size ``(z, y, x)``.
     class_names : tuple of str
         Names of mask classes ``1 .. K``, in order.
+    instances : np.ndarray or None
+        ``(z, y, x)`` uint16 object ids (0 background; each nucleus and each vesicle its own id), the instance
+        ground truth of ``labels``.
     """
 
     image: np.ndarray
     labels: np.ndarray
     spacing: tuple[float, float, float]
     class_names: tuple[str, ...]
+    instances: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3:
@@ -80,6 +84,9 @@ class SyntheticVolume:
             raise ValueError(
                 f"spacing must have 3 entries (z, y, x), got {self.spacing!r}"
             )
+        if self.instances is not None and (self.instances.shape != self.labels.shape
+                                           or not np.array_equal(self.instances > 0, self.labels > 0)):
+            raise ValueError("instances must have the labels' shape and cover exactly their foreground")
         if self.labels.size and int(self.labels.max()) > len(self.class_names):
             raise ValueError(
                 f"labels hold class {int(self.labels.max())} but only "
@@ -336,6 +343,7 @@ def make_cells_volume(
 
     signal = np.zeros(shape, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint8)
+    instances = np.zeros(shape, dtype=np.uint16)
     cell_info = []
     for i in range(n_cells):
         # the nucleus sits off-centre in its cell
@@ -374,6 +382,7 @@ def make_cells_volume(
             val = np.where(d2 < r * r, val * 0.45, val)
         signal[box] = np.where(inside, val, signal[box])
         labels[box] = np.where(inside, np.uint8(1), labels[box])
+        instances[box] = np.where(inside, np.uint16(i + 1), instances[box])
         cell_info.append(
             (centers[i], cell_axes[i], cell_rot, nuc_center, nuc_axes[i], nuc_rot)
         )
@@ -405,6 +414,8 @@ def make_cells_volume(
             bright = rng.uniform(1.4, 2.8)
             signal[box] = np.where(inside, bright, signal[box])
             labels[box] = np.where(inside, np.uint8(2), labels[box])
+            next_id = np.uint16(int(instances.max()) + 1)
+            instances[box] = np.where(inside, next_id, instances[box])
 
     if not np.any(labels == 2):
         # Guarantee every class is present (tiny volumes): one vesicle on a
@@ -413,6 +424,7 @@ def make_cells_volume(
         if free.size:
             v = np.unravel_index(free[rng.integers(free.size)], shape)
             labels[v] = 2
+            instances[v] = int(instances.max()) + 1
             signal[v] = 2.0
 
     # optics: PSF blur, out-of-focus haze, uneven illumination, autofluorescence
@@ -435,6 +447,7 @@ def make_cells_volume(
         labels=labels,
         spacing=sp_tuple,
         class_names=CLASS_NAMES,
+        instances=instances,
     )
 
 
