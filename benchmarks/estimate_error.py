@@ -31,6 +31,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, help="a suite output folder (searched recursively for *.json)")
     ap.add_argument("--at", type=float, nargs="+", default=[60.0, 300.0])
+    ap.add_argument("--calibration-share", type=float, default=None,
+                    help="widen each stored interval to at least estimate -/+ SHARE * (1 - estimate), as "
+                    "core/estimate.py now does (for results written before it did)")
     args = ap.parse_args()
     results = []
     for path in sorted(args.results.rglob("*.json")):
@@ -49,6 +52,9 @@ def main() -> None:
             interval = point.get("estimated_dice_interval")
             errors.append(abs(est - true))
             text = "-"
+            if interval is not None and args.calibration_share is not None:
+                spread = args.calibration_share * (1 - est)
+                interval = (max(0.0, min(interval[0], est - spread)), min(1.0, max(interval[1], est + spread)))
             if interval is not None:
                 with_interval += 1
                 covered += interval[0] <= true <= interval[1]

@@ -70,3 +70,20 @@ def test_another_learners_mask_is_scored_under_these_probabilities():
     assert expected_dice(p, labels, worse).dice < own.dice
     with pytest.raises(ValueError):
         expected_dice(p, labels, np.zeros((2, 2, 2), np.int64))
+
+
+def test_the_interval_allows_for_miscalibration_and_widens_as_the_estimate_falls():
+    from napari_sparseseg.core.estimate import CALIBRATION_SHARE
+
+    rng = np.random.default_rng(3)
+    p = _probabilities(rng, 2)
+    labels = np.zeros(SHAPE, np.uint8)
+    good = expected_dice(p, labels)
+    poor = expected_dice(p, labels, np.zeros(SHAPE, np.int64) + (rng.random(SHAPE) < 0.3))
+    for estimate in (good, poor):
+        low, high = estimate.interval
+        spread = CALIBRATION_SHARE * (1 - estimate.dice)
+        assert 0 <= low <= estimate.dice - spread + 1e-9 or low == 0
+        assert estimate.dice + spread - 1e-9 <= high <= 1 or high == 1
+    assert poor.dice < good.dice
+    assert poor.interval[1] - poor.interval[0] > good.interval[1] - good.interval[0]
