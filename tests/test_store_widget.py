@@ -61,8 +61,13 @@ def make_widget(viewer):
 
 
 def stop_and_wait(widget, qtbot):
+    """Stop and wait until the widget has handled the end of the run (its checkpoint included): the worker marks
+    the run ended before Qt delivers the queued ``finished`` signal."""
+    finished: list[bool] = []
+    widget.run_finished.connect(lambda: finished.append(True))  # on the GUI thread, as the signal's handler
+    was_running = widget.run.running
     widget.stop()
-    qtbot.waitUntil(lambda: not widget.run.running, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.run.running and (bool(finished) or not was_running), timeout=60000)
     assert widget.run.wait(5)
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
 
