@@ -295,11 +295,16 @@ def image_files(spec: str) -> list[Path] | None:
     return files
 
 
+def _tagged(path: Path, tag: str, suffixes: tuple[str, ...]) -> str:
+    """``path``'s file name with ``tag`` before its suffix (the longest of ``suffixes`` it ends with)."""
+    name = path.name
+    suffix = next((s for s in sorted(suffixes, key=len, reverse=True) if name.lower().endswith(s)), "")
+    return f"{name[: len(name) - len(suffix)]}{tag}{suffix}"
+
+
 def mask_path(image: Path, out_dir: Path) -> Path:
     """Where the mask of ``image`` goes in ``out_dir``: its name with ``_mask`` before the suffix."""
-    name = image.name
-    suffix = next(s for s in _IMAGE_SUFFIXES if name.lower().endswith(s))
-    return out_dir / f"{name[: len(name) - len(suffix)]}_mask{suffix}"
+    return out_dir / _tagged(image, "_mask", _IMAGE_SUFFIXES)
 
 
 def instances_path(mask_out: str | Path) -> Path:
@@ -308,8 +313,7 @@ def instances_path(mask_out: str | Path) -> Path:
     from .io import MASK_SUFFIXES
 
     out = Path(mask_out)
-    suffix = next((s for s in sorted(MASK_SUFFIXES, key=len, reverse=True) if out.name.lower().endswith(s)), "")
-    return out.with_name(f"{out.name[: len(out.name) - len(suffix)]}_instances{suffix}")
+    return out.with_name(_tagged(out, "_instances", MASK_SUFFIXES))
 
 
 def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, args: argparse.Namespace) -> str:
@@ -341,9 +345,9 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
     if getattr(args, "instances", False):
         from .core.instances import split_instances
 
-        objects = split_instances(mask, spacing)
-        save_mask(instances_path(out), objects, spacing, affine=source.affine)
-        written += f"; {instances_path(out)}: {int(objects.max())} objects"
+        objects, objects_out = split_instances(mask, spacing), instances_path(out)
+        save_mask(objects_out, objects, spacing, affine=source.affine)
+        written += f"; {objects_out}: {int(objects.max())} objects"
     return written
 
 
