@@ -8,7 +8,7 @@ untimed steps and then ``--steps`` timed ones, once building every batch
 inline (``prefetch="never"``) and once building the next batch in a worker
 thread (``"always"``); the two alternate in the same process, so the ratio
 compares like with like. It also times the host part of a step alone (sampling,
-cutting and augmenting one batch: :meth:`Trainer._host_batch`), the most that
+cutting and augmenting one batch: :meth:`BatchMaker.build_now`), the most that
 prefetching can hide. The losses of the two modes are compared too: they must be
 equal on the CPU, since the batches are the same (on CUDA, nondeterministic
 kernels may make them differ slightly).
@@ -56,13 +56,12 @@ def _timed_run(image: np.ndarray, annotation: np.ndarray, spacing: tuple[float, 
     seconds = time.perf_counter() - t0
     trainer.close()
     host = []
-    key = trainer._batch_key(True)
     for _ in range(args.host_samples):
         t = time.perf_counter()
-        trainer._host_batch(key)
+        trainer.batches.build_now(True, trainer.batch_size, trainer.config.train)
         host.append(time.perf_counter() - t)
     return {"mode": mode, "prefetching": trainer.prefetching, "seconds_per_step": seconds / args.steps,
-            "host_batch_seconds": statistics.median(host), "hits": trainer.batches_built_ahead[0], "losses": losses}
+            "host_batch_seconds": statistics.median(host), "hits": trainer.batches.built_ahead[0], "losses": losses}
 
 
 def main(argv: list[str] | None = None) -> int:

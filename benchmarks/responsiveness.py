@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> dict:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_sparseseg.plugin.sample import make_sample_data
-    from napari_sparseseg.plugin.widget import SparseSegWidget
     from napari_sparseseg.core.config import SessionConfig, TrainConfig
     from napari_sparseseg.core.encoding import mask_to_annotation
+    from napari_sparseseg.plugin.sample import make_sample_data
+    from napari_sparseseg.plugin.widget import SparseSegWidget
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = (widget.last_step.step if widget.last_step else 0) - step0
     refreshes = widget.n_refreshes - refresh0
     device = str(widget.session.trainer.device)
-    built_ahead, built_in_step = widget.session.trainer.batches_built_ahead
+    built_ahead, built_in_step = widget.session.trainer.batches.built_ahead
     pred = np.asarray(widget.prediction_layer.data)
     dice = float(2 * ((pred > 0) & (gt > 0)).sum() / max((pred > 0).sum() + (gt > 0).sum(), 1))
     widget.close_session()

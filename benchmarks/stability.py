@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "change": change(previous[-1], labels) if previous else None,
                  "drift": surface_drift(previous[0], labels) if len(previous) > args.lag else None,
                  "loss": float(np.mean(losses)), "batch_error_rate": float(np.mean(rates)),
-                 "fit_error_rate": trainer.fit_error_rate, "hardest_weight": trainer.hardest_weight()}
+                 "fit_error_rate": trainer.fit_error_rate,
+                 "hardest_weight": trainer.losses.hardest_at(trainer.step, trainer.fit_error_rate)}
         previous.append(labels)
         losses, rates = [], []
         if args.maps:

@@ -1,7 +1,14 @@
 """One tuning run: `evaluate` with training/model settings overridden, optionally budgeted in steps.
 
     python benchmarks/tune.py ../shared/data/bbbc050_mouse_embryo_nuclei.npz z:3 \
-        --train '{"lr_floor": 0.3}' --seconds-per-step 0.92 --threads 1 --json out.json
+        --parts '{"clean_tail": {"share": 0}}' --seconds-per-step 0.92 --threads 1 --json out.json
+
+``--train`` overrides TrainConfig fields; ``--parts`` replaces parts of the
+training step with other instances (a variant is an instance, not a flag):
+``losses`` (``core.schedule.LossSchedule``), ``sampling``
+(``core.sampler.Sampling``), ``clean_tail`` (``core.clean_tail.CleanTail``)
+and ``fit_guard`` (``core.fit_guard.FitGuard``), each given its keyword
+arguments.
 
 ``--seconds-per-step S`` makes the budget a step count: the trainer's clock
 advances by exactly ``S`` per step, so the LR schedule, the curve points and
@@ -36,6 +43,31 @@ def clock_in_steps(seconds_per_step: float) -> None:
     trainer_module.Trainer.train_step = train_step
 
 
+def vary_parts(parts: dict[str, dict]) -> None:
+    """Make every Trainer use the given variants of its parts (see the module notes)."""
+    from napari_sparseseg.core.clean_tail import CleanTail
+    from napari_sparseseg.core.fit_guard import FitGuard
+    from napari_sparseseg.core.sampler import Sampling
+    from napari_sparseseg.core.schedule import LossSchedule
+
+    kinds = {"losses": LossSchedule, "sampling": Sampling, "clean_tail": CleanTail, "fit_guard": FitGuard}
+    unknown = set(parts) - set(kinds)
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds)}")
+    init = trainer_module.Trainer.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for name, values in parts.items():
+            part = kinds[name](**values)
+            if name == "sampling":
+                self.batches.sampling = part
+            else:
+                setattr(self, name, part)
+
+    trainer_module.Trainer.__init__ = __init__
+
+
 def step_clocked_session(data: str, protocol: str, train: dict, threads: int):
     """A session on ``data`` labeled by ``protocol``, its trainer clocked at one second per step.
 
@@ -64,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget-seconds", type=float, default=300.0)
     ap.add_argument("--train", default="{}", help="TrainConfig overrides as JSON")
     ap.add_argument("--model", default="{}", help="ModelConfig overrides as JSON")
+    ap.add_argument("--parts", default="{}", help="variants of the training step's parts as JSON (see above)")
     ap.add_argument("--seconds-per-step", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", help="write the evaluate result here")
@@ -72,13 +105,15 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     if args.seconds_per_step > 0:
         clock_in_steps(args.seconds_per_step)
+    vary_parts(json.loads(args.parts))
     config = SessionConfig.from_dict({"train": json.loads(args.train), "model": json.loads(args.model),
                                       "device": "cpu"})  # JSON lists become the configs' tuples
     with np.load(args.data) as d:
         image, labels, spacing = d["image"], d["labels"], d["spacing"]
     result = evaluate_volume(image, labels, spacing=spacing, protocol=args.protocol,
                              budget_seconds=args.budget_seconds, config=config)
-    result.update(data=str(args.data), overrides={"train": json.loads(args.train), "model": json.loads(args.model)},
+    result.update(data=str(args.data), overrides={"train": json.loads(args.train), "model": json.loads(args.model),
+                                                         "parts": json.loads(args.parts)},
                   seconds_per_step=args.seconds_per_step)
     print("curve", [(p["step"], round(p["dice_fg"], 3)) for p in result["curve"]])
     print(f"dice_fg {result['dice_fg']:.4f} after {result['steps']} steps")

@@ -105,5 +105,5 @@ def pretrain(trainer: Trainer, *, max_seconds: float | None = None, max_steps: i
             yield PretrainStep(step, float(loss.detach()), elapsed)
     finally:
         model.head = class_head
-        trainer.optimizer = trainer._make_optimizer()
-        trainer.ema_model = trainer._make_ema()
+        trainer.weights.optimizer = trainer.weights.new_optimizer()
+        trainer.weights.ema = trainer.weights.new_ema()

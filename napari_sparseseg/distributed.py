@@ -92,8 +92,7 @@ def _worker_model(spec: ModelSpec) -> tuple[Any, Any]:
         config, state = config_of(payload), payload["state"]
         device = select_device(spec.device)
         model = UNet3D(ModelConfig(**state["model_config"]), spec.spacing)
-        use_ema = config.train.ema_decay > 0 and "ema" in state
-        model.load_state_dict(state["ema"] if use_ema else state["model"])
+        model.load_state_dict(state["ema"] if "ema" in state else state["model"])
         _MODELS.clear()  # one model per worker: a new checkpoint replaces the old one
         _MODELS[key] = (model.to(device).eval(), device, config.train.amp and fast_bf16(device))
     return _MODELS[key]

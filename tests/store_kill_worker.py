@@ -2,9 +2,9 @@
 
 Run as ``python -u store_kill_worker.py STORE SEED``: creates the store (or reopens it when it
 exists), starts autosave, then loops forever: a training step, a few random strokes, now and then
-a prediction of a small box and a checkpoint. After each stroke it prints
+a prediction of a small box and a checkpoint. Just before each stroke it prints
 ``STROKE i z0 y0 x0 z1 y1 x1 value time source`` (value in annotation encoding, 0 erases), after
-each checkpoint ``CKPT step time``. The test kills it with SIGKILL.
+each checkpoint ``CKPT step time``, each line in one write. The test kills it with SIGKILL.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ SHAPE = (16, 48, 48)
 CHUNKS = (8, 16, 16)
 
 
+def _say(*fields: object) -> None:
+    """One line on stdout in a single write, flushed: a pipe takes it whole or not at all."""
+    sys.stdout.write(" ".join(map(str, fields)) + "\n")
+    sys.stdout.flush()
+
+
 def main(path: str, seed: int) -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
@@ -40,7 +46,7 @@ def main(path: str, seed: int) -> None:
         session.add_labels((4, slice(None), slice(None)), 1)
         store = SessionStore.create(path, session, class_names=["a", "b"], chunks=CHUNKS)
     store.start_autosave(0.25)
-    print(f"READY {session.trainer.step} {time.time()}", flush=True)
+    _say("READY", session.trainer.step, time.time())
     i = 0
     last_ckpt = time.monotonic()
     while True:
@@ -52,8 +58,10 @@ def main(path: str, seed: int) -> None:
             stop = start + size
             value = int(rng.integers(0, 4))
             source = Source.CORRECTED if rng.random() < 0.3 else Source.PAINTED
+            # announced before it is applied, in one write (atomic on a pipe): a kill never leaves a stroke
+            # applied but unannounced, or announced by half a line
+            _say("STROKE", i, *start.tolist(), *stop.tolist(), value, repr(time.time()), int(source))
             session.add_labels(Box(tuple(start), tuple(stop)).slices, value, source)
-            print("STROKE", i, *start.tolist(), *stop.tolist(), value, repr(time.time()), int(source), flush=True)
             i += 1
             time.sleep(float(rng.uniform(0.0, 0.05)))
         if rng.random() < 0.2:
@@ -61,7 +69,7 @@ def main(path: str, seed: int) -> None:
             store.record_prediction(session.predict(Box((z, 0, 0), (z + 4, 32, 32))))
         if time.monotonic() - last_ckpt > 0.5:
             store.save_checkpoint(session.trainer)
-            print(f"CKPT {session.trainer.step} {time.time()!r}", flush=True)
+            _say("CKPT", session.trainer.step, repr(time.time()))
             last_ckpt = time.monotonic()
 
 

@@ -69,30 +69,3 @@ def test_intensity_share_sets_which_samples_get_the_intensity_jitter(share):
         assert not untouched.any()
     else:
         assert 10 < int(untouched.sum()) < 54
-
-
-@pytest.mark.parametrize("p_affine", [0.0, 1.0])
-def test_carried_coordinates_follow_the_target(p_affine):
-    """A voxel's carried (z, y, x) is where its target came from, through flips, quarter turns and warps."""
-    shape = (3, 6, 12, 12)
-    axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in shape[1:]), indexing="ij")
-    coords = torch.stack(axes)[None].expand(shape[0], -1, -1, -1, -1).clone()  # (B, 3, Z, Y, X)
-    gen = torch.Generator().manual_seed(4)
-    target = torch.randint(0, 3, shape, generator=gen)
-    weight = torch.ones(shape)
-    _, tg, wt, moved = augment_batch(target[:, None].float(), target, weight, gen, p_affine=p_affine,
-                                     scale_range=(0.8, 0.8), carry=coords)
-    assert moved.shape == coords.shape
-    b, z, y, x = (wt > 0).nonzero().unbind(1)
-    source = moved[b, :, z, y, x].round().long()  # (n, 3)
-    assert torch.equal(tg[b, z, y, x], target[b, source[:, 0], source[:, 1], source[:, 2]])
-    assert not torch.equal(moved, coords)  # something did move
-
-
-def test_carry_leaves_the_random_stream_alone():
-    image, target, weight = _batch((2, 6, 8, 8))
-    plain = augment_batch(image, target, weight, torch.Generator().manual_seed(5), p_affine=0.5)
-    carried = augment_batch(image, target, weight, torch.Generator().manual_seed(5), p_affine=0.5,
-                            carry=torch.zeros(2, 3, 6, 8, 8))
-    assert len(plain) == 3 and len(carried) == 4
-    assert all(torch.equal(a, b) for a, b in zip(plain, carried[:3]))

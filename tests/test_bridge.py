@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from napari_sparseseg.plugin.bridge import RunFlags, SessionReady, TrainingError, compute
 from napari_sparseseg.core.annotation import Box
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.events import Prediction, TrainStep
 from napari_sparseseg.core.handover import HandOver
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.plugin.bridge import RunFlags, SessionReady, TrainingError, compute
 
 
 class FakeSession:

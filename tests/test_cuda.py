@@ -85,7 +85,7 @@ def test_batches_are_built_ahead_on_the_gpu_and_a_correction_still_reaches_the_n
     s, mask = _session("cuda")
     assert s.trainer.prefetching  # TrainConfig.prefetch "auto" is on for CUDA
     steps = [e for e in s.train(max_steps=10) if isinstance(e, TrainStep)]
-    assert s.trainer.batches_built_ahead == (9, 1) and all(np.isfinite(e.loss) for e in steps)
+    assert s.trainer.batches.built_ahead == (9, 1) and all(np.isfinite(e.loss) for e in steps)
     before = s.volume.revision
     s.add_correction((4, slice(None), slice(None)), 1)
     step = next(e for e in s.train(max_steps=1) if isinstance(e, TrainStep))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_sparseseg.io import VolumeFile, VolumeFileError, load_volume, read_volume, save_mask
 from napari_sparseseg.plugin.reader import get_reader, read_layers
 from napari_sparseseg.plugin.writer import write_labels
-from napari_sparseseg.io import VolumeFile, VolumeFileError, load_volume, read_volume, save_mask
 
 SPACING = (2.5, 0.3, 0.4)
 MASK_SUFFIXES = [".npz", ".tif", ".tiff", ".nii", ".nii.gz", ".zarr", ".ome.zarr"]

@@ -78,7 +78,7 @@ def test_out_of_memory_in_training_halves_the_batch_then_the_patch_and_carries_o
     assert len(notices) == 1 and "batch 1" in notices[0].message and notices[0].level == "warning"
     times[0] = 1  # at batch 1 the patch shrinks
     events = list(session.train(max_steps=1))
-    assert np.prod(trainer.patch_size) < np.prod(patch) and trainer.sampler.size == trainer.patch_size
+    assert np.prod(trainer.patch_size) < np.prod(patch) and trainer.batches.sampler.size == trainer.patch_size
     assert any(isinstance(e, Notice) and "patches" in e.message for e in events)
     assert [type(e) for e in events] == [TrainStep, Notice]  # the step is done, then the notice
     # a user changing the training settings does not undo the memory cap

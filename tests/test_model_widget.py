@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sparseseg.plugin.sample import make_sample_data
-from napari_sparseseg.plugin.widget import SparseSegWidget
 from napari_sparseseg.core.checkpoint import read_model, save_model
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.plugin.sample import make_sample_data
+from napari_sparseseg.plugin.widget import SparseSegWidget
 
 pytestmark = pytest.mark.gui
 

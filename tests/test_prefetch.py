@@ -7,6 +7,7 @@ from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.core.events import TrainStep
 from napari_sparseseg.core.prefetch import OneAhead
+from napari_sparseseg.core.sampler import Sampling
 from napari_sparseseg.core.session import SegmentationSession
 
 
@@ -100,22 +101,23 @@ def test_prefetching_trains_on_the_same_batches_as_building_inline(sphere):
         s = _session(sphere, mode)
         losses[mode] = [e.loss for e in s.train(max_steps=6) if isinstance(e, TrainStep)]
         if mode == "always":
-            assert s.trainer.batches_built_ahead == (5, 1)  # every step after the first took a batch built ahead
+            assert s.trainer.batches.built_ahead == (5, 1)  # every step after the first took a batch built ahead
         s.trainer.close()
     assert losses["always"] == losses["never"]
 
 
 def test_a_correction_reaches_the_next_step_despite_the_batch_built_ahead(sphere):
     _image, mask = sphere
-    s = _session(sphere, "always", foreground_share=0.0, random_share=0.0)
+    s = _session(sphere, "always")
+    s.trainer.batches.sampling = Sampling(foreground_share=0.0, random_share=0.0)
     gen = s.train()
     first = next(gen)
     assert isinstance(first, TrainStep)  # the worker now cuts the next batch from the labels of this step
-    s.trainer._prefetch._pending[1].result()  # ... and has finished it
+    s.trainer.batches._prefetch._pending[1].result()  # ... and has finished it
     s.add_correction((4, slice(None), slice(None)), 1)  # background painted over a whole slice
     step = next(gen)
     assert step.revision == s.volume.revision > first.revision
-    assert s.trainer.batches_built_ahead[1] == 2  # the stale batch was rebuilt from the corrected labels
+    assert s.trainer.batches.built_ahead[1] == 2  # the stale batch was rebuilt from the corrected labels
     s.trainer.close()
 
 
@@ -124,10 +126,9 @@ def test_auto_prefetches_on_cuda_only(sphere):
 
     s = _session(sphere, "auto")
     assert not s.trainer.prefetching  # on the CPU the host part of a step is a few percent
-    s.trainer.device = torch.device("cuda")  # the decision only (nothing runs)
+    s.trainer.batches.device = torch.device("cuda")  # the decision only (nothing runs)
     assert s.trainer.prefetching
     assert _session(sphere, "always").trainer.prefetching
-    assert not _session(sphere, "always", error_share=0.2).trainer.prefetching  # the error pool is fed per step
     assert not _session(sphere, "never").trainer.prefetching
 
 
@@ -136,9 +137,9 @@ def test_interactive_ends_the_prefetching_thread(sphere):
     events = s.interactive(first_refresh_steps=100)
     for _ in range(3):
         next(events)
-    assert s.trainer._prefetch._executor is not None
+    assert s.trainer.batches._prefetch._executor is not None
     events.close()
-    assert s.trainer._prefetch._executor is None and s.trainer._prefetch._pending is None
+    assert s.trainer.batches._prefetch._executor is None and s.trainer.batches._prefetch._pending is None
 
 
 def test_prefetch_mode_is_validated():

@@ -39,6 +39,8 @@ def _run_until_killed(path: Path, seed: int, delay: float, log: Path) -> tuple[l
 
         def read() -> None:
             for line in proc.stdout:  # type: ignore[union-attr]
+                if not line.endswith("\n"):
+                    break  # cut by the kill: never a whole announcement
                 lines.append(line.split())
                 if line.startswith("READY"):
                     ready.set()

@@ -10,13 +10,13 @@ import pytest
 import zarr
 from qtpy.QtCore import QThreadPool
 
-from napari_sparseseg.plugin.sample import make_sample_data
-from napari_sparseseg.plugin.session_files import STORE_META, get_reader, read_session
-from napari_sparseseg.plugin.widget import SparseSegWidget
 from napari_sparseseg.core.annotation import Box, Source
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.plugin.sample import make_sample_data
+from napari_sparseseg.plugin.session_files import STORE_META, get_reader, read_session
+from napari_sparseseg.plugin.widget import SparseSegWidget
 from napari_sparseseg.store import SessionStore
 
 pytestmark = pytest.mark.gui

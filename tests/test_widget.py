@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
 
+from napari_sparseseg.core.annotation import Box, Source
+from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.plugin.guidance_panel import HIGHLIGHT_NAME
 from napari_sparseseg.plugin.sample import make_sample_data
 from napari_sparseseg.plugin.strokes import stroke_values
 from napari_sparseseg.plugin.widget import SparseSegWidget
-from napari_sparseseg.core.annotation import Box, Source
-from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
-from napari_sparseseg.core.encoding import mask_to_annotation
 
 pytestmark = pytest.mark.gui
 
@@ -417,10 +417,10 @@ def test_export_to_nifti_keeps_the_source_affine(app, tmp_path):
 
 
 def test_the_status_names_the_learner_and_the_estimate_per_class():
-    from napari_sparseseg.plugin.widget import shown_in_words
     from napari_sparseseg.core.annotation import Box
     from napari_sparseseg.core.estimate import DiceEstimate
     from napari_sparseseg.core.events import Prediction
+    from napari_sparseseg.plugin.widget import shown_in_words
 
     empty = np.zeros((1, 1, 1))
     prediction = Prediction(Box((0, 0, 0), (1, 1, 1)), empty.astype(np.uint8), np.ones((3, 1, 1, 1), np.float32),

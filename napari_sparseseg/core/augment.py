@@ -3,15 +3,12 @@
 Spatial: random flips of every axis, 90 degree rotations in the (y, x) plane
 (when the patch is square in-plane), and a random in-plane rotation plus
 scaling applied with one ``grid_sample``. Intensity: brightness, contrast,
-gamma and Gaussian noise per sample, for a share ``p_intensity`` of the samples
-(``TrainConfig.intensity_share``). Spatial transforms move image, target and
-weight together; voxels sampled from outside the patch get weight 0.
+gamma and Gaussian noise per sample, for a share ``p_intensity`` of the samples.
+Spatial transforms move image, target and weight together; voxels sampled
+from outside the patch get weight 0.
 
 Tensors: image ``(B, C, Z, Y, X)``, target ``(B, Z, Y, X)`` int64, weight
-``(B, Z, Y, X)`` float, and an optional ``carry`` ``(B, K, Z, Y, X)`` float
-(e.g. the volume coordinates of each voxel) that follows the target through
-the spatial transforms (nearest neighbour, 0 outside the patch) and is never
-jittered.
+``(B, Z, Y, X)`` float.
 """
 
 from __future__ import annotations
@@ -22,48 +19,29 @@ import torch
 import torch.nn.functional as F
 
 
-def _flip_rot(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, carry: torch.Tensor | None,
-              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    ims, tgs, wts, cas = [], [], [], []
+def _flip_rot(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ims, tgs, wts = [], [], []
     square = image.shape[-1] == image.shape[-2]
     for b in range(image.shape[0]):
         im, tg, wt = image[b], target[b], weight[b]
-        ca = carry[b] if carry is not None else None
         flips = [d for d in range(3) if torch.rand((), generator=gen) < 0.5]
         if flips:
             im = im.flip([d + 1 for d in flips])
             tg, wt = tg.flip(flips), wt.flip(flips)
-            ca = ca.flip([d + 1 for d in flips]) if ca is not None else None
         if square:
             k = int(torch.randint(0, 4, (), generator=gen))
             if k:
                 im, tg, wt = im.rot90(k, (2, 3)), tg.rot90(k, (1, 2)), wt.rot90(k, (1, 2))
-                ca = ca.rot90(k, (2, 3)) if ca is not None else None
         ims.append(im)
         tgs.append(tg)
         wts.append(wt)
-        cas.append(ca)
-    return torch.stack(ims), torch.stack(tgs), torch.stack(wts), torch.stack(cas) if carry is not None else None
+    return torch.stack(ims), torch.stack(tgs), torch.stack(wts)
 
 
-def _elastic_field(shape: tuple[int, ...], gen: torch.Generator, strength: float, points: int = 5) -> torch.Tensor:
-    """Smooth random displacement ``(B, Z, Y, X, 3)`` in grid units (``[-1, 1]`` spans the patch).
-
-    A ``points``-cubed lattice of Gaussian offsets (std ``strength``) upsampled
-    trilinearly: the elastic deformation of Cicek et al. Equal grid units on
-    every axis are equal physical distances, as patches span an isotropic
-    physical field of view.
-    """
-    B, _, Z, Y, X = shape
-    coarse = torch.randn((B, 3, points, points, points), generator=gen) * strength
-    field = F.interpolate(coarse, size=(Z, Y, X), mode="trilinear", align_corners=True)
-    return field.permute(0, 2, 3, 4, 1)
-
-
-def _affine(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, carry: torch.Tensor | None,
-            gen: torch.Generator, max_angle: float, scale_range: tuple[float, float], elastic: float = 0.0,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """In-plane rotation and isotropic scaling (z scaled too, so anisotropy is kept), plus elastic warping."""
+def _affine(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gen: torch.Generator,
+            max_angle: float, scale_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """In-plane rotation and isotropic scaling (z scaled too, so anisotropy is kept)."""
     B = image.shape[0]
     theta = torch.zeros(B, 3, 4)
     for b in range(B):
@@ -74,14 +52,10 @@ def _affine(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, car
         theta[b] = torch.tensor([[c, -si, 0, 0], [si, c, 0, 0], [0, 0, 1 / s, 0]])
     theta = theta.to(image.device, torch.float32)
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    if elastic > 0:
-        grid = grid + _elastic_field(tuple(image.shape), gen, elastic).to(grid.device)
     image = F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=False)
     tw = torch.stack([target.float(), weight.float()], dim=1)
-    if carry is not None:
-        tw = torch.cat([tw, carry.float()], dim=1)
     tw = F.grid_sample(tw, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return image, tw[:, 0].round().long(), tw[:, 1], tw[:, 2:] if carry is not None else None
+    return image, tw[:, 0].round().long(), tw[:, 1]
 
 
 def _intensity(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -101,25 +75,21 @@ def _intensity(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def augment_batch(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, gen: torch.Generator,
                   *, max_angle: float = math.pi / 12, scale_range: tuple[float, float] = (0.85, 1.15),
-                  p_affine: float = 0.3, elastic: float = 0.0, p_intensity: float = 1.0,
-                  carry: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                  p_affine: float = 0.3, p_intensity: float = 1.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augment one batch; ``gen`` is a CPU generator that makes it reproducible.
 
-    ``elastic`` > 0 adds a smooth random displacement (std in grid units, where
-    2 spans the patch) to the spatial transform applied with ``p_affine``.
-    ``p_intensity`` is the chance of each sample to get the intensity jitter.
-
-    Returns ``(image, target, weight)``, and ``carry`` moved by the same
-    spatial transforms as a fourth element when one is given (the random
-    stream is the same either way).
+    ``p_affine`` is the chance of the batch to get the rotation and scaling,
+    ``p_intensity`` the chance of each sample to get the intensity jitter
+    (both defaults in ``docs/decisions.md``). Returns ``(image, target, weight)``.
     """
-    image, target, weight, carry = _flip_rot(image, target, weight, carry, gen)
+    image, target, weight = _flip_rot(image, target, weight, gen)
     if torch.rand((), generator=gen) < p_affine:
-        image, target, weight, carry = _affine(image, target, weight, carry, gen, max_angle, scale_range, elastic)
+        image, target, weight = _affine(image, target, weight, gen, max_angle, scale_range)
     if p_intensity >= 1:  # every sample, with no extra draw: the default's random stream stays as it was
         image = _intensity(image, gen)
     else:
         jitter = torch.rand(image.shape[0], generator=gen) < p_intensity
         if jitter.any():
             image = torch.where(jitter.to(image.device).view(-1, 1, 1, 1, 1), _intensity(image, gen), image)
-    return (image, target, weight) if carry is None else (image, target, weight, carry)
+    return image, target, weight

@@ -18,7 +18,8 @@ ModelSize = Literal["small", "medium", "large"]
 MODEL_SIZE_CHANNELS: dict[str, int] = {"small": 16, "medium": 24, "large": 32}
 
 
-def _check(cond: bool, msg: str) -> None:
+def require(cond: bool, msg: str) -> None:
+    """Raise ``ValueError(msg)`` unless ``cond``: the validation of every config."""
     if not cond:
         raise ValueError(msg)
 
@@ -55,147 +56,48 @@ class ModelConfig:
     anisotropy_threshold: float = 2.0
 
     def __post_init__(self) -> None:
-        _check(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
-        _check(self.num_classes >= 2, f"num_classes must be >= 2 (background + 1), got {self.num_classes}")
-        _check(self.base_channels >= 4, f"base_channels must be >= 4, got {self.base_channels}")
-        _check(2 <= self.depth <= 6, f"depth must be in 2..6, got {self.depth}")
-        _check(self.max_channels >= self.base_channels,
+        require(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
+        require(self.num_classes >= 2, f"num_classes must be >= 2 (background + 1), got {self.num_classes}")
+        require(self.base_channels >= 4, f"base_channels must be >= 4, got {self.base_channels}")
+        require(2 <= self.depth <= 6, f"depth must be in 2..6, got {self.depth}")
+        require(self.max_channels >= self.base_channels,
                f"max_channels ({self.max_channels}) < base_channels ({self.base_channels})")
-        _check(self.anisotropy_threshold >= 1.0,
+        require(self.anisotropy_threshold >= 1.0,
                f"anisotropy_threshold must be >= 1, got {self.anisotropy_threshold}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the trainer samples, augments and optimises.
+    """What a user or a benchmark chooses about training (the reasons for the defaults: ``docs/decisions.md``).
+
+    The parts of a training step keep their own settings beside their code
+    (:class:`~.sampler.Sampling`, :class:`~.schedule.LossSchedule`,
+    :class:`~.clean_tail.CleanTail`, :class:`~.fit_guard.FitGuard`).
 
     Attributes
     ----------
     patch_voxels : int
-        Target voxel count of one training patch; the patch shape is derived
-        from it, the spacing and the volume shape (isotropic physical field of
-        view, clipped to the volume).
+        Target voxel count of one training patch; its shape covers a roughly
+        isotropic physical field of view, clipped to the volume.
     batch_size : int
-        Patches per step.
+        Patches per step (capped by the free memory on a GPU).
     learning_rate : float
         Peak AdamW learning rate.
-    weight_decay : float
-        AdamW weight decay.
     warmup_steps : int
-        Linear learning-rate warm-up.
-    lr_floor : float
-        In a budgeted run the rate decays (poly 0.9) towards
-        ``lr_floor * learning_rate`` at the end of the budget.
-    foreground_share : float
-        Share of patches centred on a voxel of a randomly chosen labeled
-        foreground class (the rest are centred on any labeled voxel).
-    random_share : float
-        Share of patches placed anywhere (context for the net; they only
-        train on labeled voxels they happen to contain).
-    error_share : float
-        Share of patches centred on a labeled voxel that the net got wrong in
-        one of its recent training steps (hard-example sampling): a region
-        whose labels the net keeps contradicting, such as a correction painted
-        over a false positive, is revisited until it is learned. 0 turns it off.
-        Off by default: at 0.2 it changed nothing measurable on the two real
-        volumes (800 step-clocked CPU steps: spleen CT z:5 0.975 / 0.975
-        against 0.976 / 0.973 over two seeds, reaching 0.93 later; nuclei z:5
-        0.938 against 0.939; ``BENCHMARKS.md``, "Why the defaults are what they are"), whose training
-        patches already span two thirds of the volume on each axis, so a
-        re-centred patch sees much the same voxels. It is meant for volumes
-        many patches wide.
-    centre_margin : float
-        A sampled patch centre lies anywhere in the patch but this fraction
-        of its size from its edges; patches may reach past the volume
-        (mirrored image, zero weight), so labeled slices land on every row of
-        the patch and the net cannot learn *where* labels are.
+        Steps of the linear learning-rate warm-up.
     class_balance_power : float
-        Class weight is ``(n_labeled / n_class) ** power``, normalised so the
-        mean over present classes is 1: ``0`` disables balancing, ``0.5`` (the
-        default) lowers the weight of the dominant background as in the
-        paper without letting rare classes explode.
+        Class weight ``(n_labeled / n_class) ** power``, normalised to mean 1
+        over the labeled classes: 0 disables balancing, 1 is inverse frequency.
     correction_weight : float
-        Source factor of voxels the user corrected on the prediction.
-    dice_weight : float
-        Weight of a soft Dice term over labeled voxels added to the weighted
-        cross-entropy (0 disables it).
-    smoothness : float
-        Weight of a contrast-sensitive Potts term over every voxel of the
-        patch (:func:`~.loss.contrast_smoothness`), scaled by one minus the
-        labels' plane coverage, so it acts on brush strokes (whose object
-        boundaries nobody labeled) and not at all on whole slices (their
-        training is unchanged), and ramped in over the first 200 steps
-        (``trainer.SMOOTHNESS_RAMP_STEPS``). On nuclei strokes the net otherwise grows a
-        rim past every nucleus (all its false positives lie within two voxels
-        of a nucleus) whose width drifts from probe to probe; the term puts
-        the boundary on the image's edge. Scribble rows, 300 s CPU
-        (``BENCHMARKS.md``, "Why the defaults are what they are"): nuclei 0.843 -> 0.856-0.880,
-        spleen CT 0.868 -> 0.908-0.924 (forest 0.856 and 0.837). Step-clocked
-        nuclei strokes, 1,000 steps: 0.820 at 0, 0.823 at 1, 0.869 at 10.
-        0 turns it off.
-    hardest_weight : float
-        Weight of the mean cross-entropy of the hardest tenth of the labeled
-        voxels of each batch (:func:`~.loss.hardest_cross_entropy`, nnU-Net's
-        TopK loss), while the net contradicts many of its own labels: from step
-        200 on, it ramps in as the running share of misclassified labeled
-        voxels goes from 2 % to 4 % (``Trainer.hardest_weight``).
-        On the spleen CT the kidney is painted background on only a few
-        hundred voxels of the ortho:1 slices and the net calls it spleen
-        (5-9 % of the labels contradicted); the nuclei nets contradict 0.6-1.9 %
-        after step 200, at boundary voxels that the term would only overfit.
-        300 s CPU runs (``BENCHMARKS.md``, "Why the defaults are what they are"): spleen ortho:1
-        0.898 -> 0.949 (forest 0.925), z:5 0.975, z:3 0.969. 0 turns it off.
+        Weight of voxels the user corrected on the prediction, relative to
+        other labels.
     augment : bool
-        Flips, in-plane 90 degree rotations, scaling, and the intensity/gamma
-        jitter of ``intensity_share`` of the patches.
-    spatial_share : float
-        Share of patches that get the rotation/scaling (and elastic) warp.
-    intensity_share : float
-        Share of patches that get the brightness, contrast, gamma and noise
-        jitter. Training and prediction see the same volume, so the jitter
-        was tried off (0) earlier (``BENCHMARKS.md``, "Why the defaults are what they are"): at
-        400-600 steps it gained on nuclei (z:3 +0.010, z:5 +0.005, scribbles
-        +0.020), but in the 300 s CPU runs it did not (nuclei z:3 0.927 and
-        z:5 0.935 against 0.929 and 0.934) and CT z:3 fell to 0.946 against
-        0.964 +- 0.002. So the default stays 1.
-    elastic : float
-        Std of the elastic displacement in patch-grid units (2 spans the
-        patch; 0 disables it).
-    clean_tail : float
-        Largest share of a budgeted run (``evaluate``, ``train``: a run whose
-        learning rate decays over a known budget), at its end, trained on
-        patches without any augmentation, once the augmented steps have
-        settled. The share is scaled by the labels' plane coverage
-        (``Trainer.clean_tail``: whole slices get all of it, brush strokes
-        almost none, since sparse labels overfit without augmentation).
-        Open-ended (interactive) training always augments. 0 turns it off.
-    clean_tail_drift : float
-        The clean tail's gate: it starts only once the prediction has
-        settled, i.e. the EMA predictions of a probe patch 100 steps apart
-        differ by less than this many layers of their surface
-        (:func:`~.convergence.surface_drift`). Until then the run keeps
-        augmenting, however little budget is left. 0 removes the gate (the
-        tail then starts at its share of the budget whatever the state).
-    fit_guard : float
-        End-of-budget guard of a budgeted run: from half the budget on, every
-        50 steps the prediction weights (the EMA; the raw weights when
-        ``ema_decay`` is 0) predict the probe patch around the labeled voxels
-        and the best-fitting weights (the smallest share of labeled voxels
-        misclassified) are kept; if the final weights misclassify a share
-        more than ``fit_guard`` times the best one (taken as at least 0.1 %),
-        the run ends on the kept weights instead. A run can end inside a
-        transient state that contradicts its own labels: on the spleen CT the
-        neighbouring kidney flips to spleen, even on the labeled slice through
-        it, for 25-100 steps at a time, and the labeled error rate tracks the
-        Dice there (Spearman -0.99; ``BENCHMARKS.md``, "Why the defaults are what they are"). 0 turns
-        it off; open-ended (interactive) training is never guarded.
+        Flips, in-plane quarter turns, rotation and scaling, and intensity
+        jitter of the training patches.
     intensity_views : tuple of {"linear", "equalized"}
         Normalised views of each image channel fed to the net: robust
         percentile scaling, and a rank (histogram-equalized) transform that
         spreads densely populated intensity ranges such as soft tissue in CT.
-    ema_decay : float
-        Predictions use an exponential moving average of the weights with
-        this decay per step (0 disables it and predicts with the raw weights).
     seed : int
         Seed of every random choice; CPU training is reproducible.
     amp : bool
@@ -204,80 +106,38 @@ class TrainConfig:
     compile : bool
         ``torch.compile`` the model on CUDA.
     prefetch : {"auto", "always", "never"}
-        Build the next batch (sampling, cutting and augmenting: the host part
-        of a step) in a worker thread while the current step computes
-        (:class:`~.prefetch.OneAhead`). A batch built ahead is thrown away when
-        the labels changed meanwhile, so an edit still reaches the next step,
-        and seeded training trains on the same batches either way. ``"auto"``
-        turns it on for CUDA only (``benchmarks/prefetch.py``,
-        ``BENCHMARKS.md``, "Speed"): on an H200 a step of the
-        default model took 57.6 ms with the batch built inline and 31.0 ms
-        with it built ahead (1.86x, spleen CT; 2.07x on the synthetic
-        sample), while on a CPU the host part is too small to matter (14 ms
-        of a 573 ms step on one core of the 2-core machine: 0.99x). Off while
-        ``error_share`` > 0.
+        Build the next batch in a worker thread while the current step
+        computes; ``"auto"`` does so on CUDA only, where it pays.
     """
 
     patch_voxels: int = 64 * 64 * 64
     batch_size: int = 1
     learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
     warmup_steps: int = 20
-    lr_floor: float = 0.3
-    foreground_share: float = 0.5
-    random_share: float = 0.1
-    error_share: float = 0.0
-    centre_margin: float = 0.25
     class_balance_power: float = 0.5
     correction_weight: float = 2.0
-    dice_weight: float = 1.0
-    smoothness: float = 10.0
-    hardest_weight: float = 1.0
     augment: bool = True
-    spatial_share: float = 0.3
-    intensity_share: float = 1.0
-    elastic: float = 0.0
-    clean_tail: float = 0.5
-    clean_tail_drift: float = 0.15
-    fit_guard: float = 1.25
     intensity_views: tuple[str, ...] = ("linear", "equalized")
-    ema_decay: float = 0.98
     seed: int = 0
     amp: bool = True
     compile: bool = False
     prefetch: PrefetchMode = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.prefetch in ("auto", "always", "never"),
+        require(self.prefetch in ("auto", "always", "never"),
                f"prefetch must be one of auto, always, never; got {self.prefetch!r}")
-        _check(self.patch_voxels >= 8**3, f"patch_voxels must be >= 512, got {self.patch_voxels}")
-        for name in ("spatial_share", "intensity_share", "clean_tail"):
-            _check(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1], got {getattr(self, name)}")
-        _check(self.elastic >= 0, f"elastic must be >= 0, got {self.elastic}")
-        _check(self.fit_guard == 0 or self.fit_guard >= 1,
-               f"fit_guard must be 0 (off) or >= 1, got {self.fit_guard}")
-        _check(self.clean_tail_drift >= 0, f"clean_tail_drift must be >= 0, got {self.clean_tail_drift}")
-        _check(0 < self.lr_floor <= 1, f"lr_floor must be in (0, 1], got {self.lr_floor}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
+        require(isinstance(self.patch_voxels, int) and self.patch_voxels >= 8**3,
+               f"patch_voxels must be an integer >= 512, got {self.patch_voxels!r}")
+        require(isinstance(self.batch_size, int) and self.batch_size >= 1,
+               f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        require(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
                f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        _check(0 <= self.class_balance_power <= 1,
+        require(0 <= self.class_balance_power <= 1,
                f"class_balance_power must be in [0, 1] (0: no class balance, 1: inverse frequency), got "
                f"{self.class_balance_power}")
-        _check(0 <= self.foreground_share <= 1, f"foreground_share must be in [0, 1], got {self.foreground_share}")
-        _check(0 <= self.random_share <= 1, f"random_share must be in [0, 1], got {self.random_share}")
-        _check(0 <= self.centre_margin <= 0.5, f"centre_margin must be in [0, 0.5], got {self.centre_margin}")
-        _check(0 <= self.error_share <= 1, f"error_share must be in [0, 1], got {self.error_share}")
-        _check(self.foreground_share + self.random_share + self.error_share <= 1,
-               "foreground_share + random_share + error_share must be <= 1")
-        _check(self.correction_weight > 0, f"correction_weight must be > 0, got {self.correction_weight}")
-        _check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        _check(self.dice_weight >= 0, f"dice_weight must be >= 0, got {self.dice_weight}")
-        _check(self.smoothness >= 0, f"smoothness must be >= 0, got {self.smoothness}")
-        _check(self.hardest_weight >= 0, f"hardest_weight must be >= 0, got {self.hardest_weight}")
-        _check(len(self.intensity_views) >= 1 and set(self.intensity_views) <= {"linear", "equalized"},
+        require(self.correction_weight > 0, f"correction_weight must be > 0, got {self.correction_weight}")
+        require(len(self.intensity_views) >= 1 and set(self.intensity_views) <= {"linear", "equalized"},
                f"intensity_views must be a non-empty subset of ('linear', 'equalized'), got {self.intensity_views}")
 
 
@@ -363,20 +223,20 @@ class InferenceConfig:
     edge_margin: tuple[float, float, float] = (0.25, 0.0, 0.0)
 
     def __post_init__(self) -> None:
-        _check(len(self.edge_margin) == 3 and all(0 <= m <= 0.5 for m in self.edge_margin),
+        require(len(self.edge_margin) == 3 and all(0 <= m <= 0.5 for m in self.edge_margin),
                f"edge_margin must be three fractions (z, y, x) in [0, 0.5], got {self.edge_margin}")
         for name in ("prior_correction", "sparse_prior_correction"):
             value = getattr(self, name)
-            _check(0 <= value <= 2, f"{name} must be in [0, 2], got {value}")
+            require(0 <= value <= 2, f"{name} must be in [0, 2], got {value}")
         for name in ("overlap", "final_overlap"):
             value = getattr(self, name)
-            _check(0 <= value < 1, f"{name} must be in [0, 1), got {value}")
-        _check(self.sigma_scale > 0, f"sigma_scale must be > 0, got {self.sigma_scale}")
+            require(0 <= value < 1, f"{name} must be in [0, 1), got {value}")
+        require(self.sigma_scale > 0, f"sigma_scale must be > 0, got {self.sigma_scale}")
         for name in ("batch_size", "gpu_batch_size"):
-            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("mirror_axes", "final_mirror_axes"):
             axes = getattr(self, name)
-            _check(set(axes) <= {0, 1, 2}, f"{name} must be within (0, 1, 2), got {axes}")
+            require(set(axes) <= {0, 1, 2}, f"{name} must be within (0, 1, 2), got {axes}")
 
     def batch_for(self, device_type: str) -> int:
         """Windows per forward pass on a device of this type (``"cuda"``, ``"cpu"``, ``"mps"``)."""
@@ -432,13 +292,21 @@ class ResponderConfig:
     max_feature_bytes: int = 4 << 30
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.enabled, bool), f"enabled must be a bool, got {self.enabled!r}")
+        require(isinstance(self.enabled, bool), f"enabled must be a bool, got {self.enabled!r}")
         for name in ("trees", "max_samples", "max_feature_bytes"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
-        _check(0 <= self.held_back <= 0.5, f"held_back must be in [0, 0.5], got {self.held_back}")
-        _check(0 <= self.margin < 1, f"margin must be in [0, 1), got {self.margin}")
-        _check(0 <= self.distill <= 10, f"distill must be in [0, 10], got {self.distill}")
+            require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        require(0 <= self.held_back <= 0.5, f"held_back must be in [0, 0.5], got {self.held_back}")
+        require(0 <= self.margin < 1, f"margin must be in [0, 1), got {self.margin}")
+        require(0 <= self.distill <= 10, f"distill must be in [0, 10], got {self.distill}")
+
+
+#: Training settings that files written by earlier versions may hold and that now live beside the code of their
+#: part (or were removed): dropped when such a file is read, so old sessions and models still open.
+RETIRED_TRAIN_KEYS = frozenset({
+    "weight_decay", "lr_floor", "foreground_share", "random_share", "error_share", "centre_margin", "dice_weight",
+    "smoothness", "hardest_weight", "spatial_share", "intensity_share", "elastic", "clean_tail", "clean_tail_drift",
+    "fit_guard", "ema_decay"})
 
 
 @dataclass(frozen=True)
@@ -452,7 +320,7 @@ class SessionConfig:
     device: DeviceName = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.device in ("auto", "cpu", "cuda", "mps"),
+        require(self.device in ("auto", "cpu", "cuda", "mps"),
                f"device must be one of auto, cpu, cuda, mps; got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -461,11 +329,15 @@ class SessionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` (retired training keys are dropped)."""
         def build(kind: type, values: dict[str, Any]) -> Any:
+            require(isinstance(values, dict),
+                    f"{kind.__name__} settings must be a mapping, got {type(values).__name__}")
+            if kind is TrainConfig:
+                values = {k: v for k, v in values.items() if k not in RETIRED_TRAIN_KEYS}
             known = {f.name for f in fields(kind)}
             unknown = set(values) - known
-            _check(not unknown, f"unknown {kind.__name__} keys: {sorted(unknown)}")
+            require(not unknown, f"unknown {kind.__name__} keys: {sorted(unknown)}")
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
         return cls(
@@ -479,5 +351,5 @@ class SessionConfig:
 
 def preset(size: ModelSize = "small", **overrides: Any) -> ModelConfig:
     """Model config for a size preset (``small`` is the CPU default)."""
-    _check(size in MODEL_SIZE_CHANNELS, f"model size must be one of {list(MODEL_SIZE_CHANNELS)}, got {size!r}")
+    require(size in MODEL_SIZE_CHANNELS, f"model size must be one of {list(MODEL_SIZE_CHANNELS)}, got {size!r}")
     return replace(ModelConfig(base_channels=MODEL_SIZE_CHANNELS[size]), **overrides)

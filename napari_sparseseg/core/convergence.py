@@ -1,7 +1,7 @@
 """Has the prediction settled? The surface drift between two class maps, and the region it is probed on.
 
 A budgeted run may end on a clean tail, training without augmentation
-(``TrainConfig.clean_tail``). It must not begin while the augmented steps are
+(:class:`~.clean_tail.CleanTail`). It must not begin while the augmented steps are
 still moving the prediction, or the net fits the few labeled slices before it
 has found a shape that generalises. The measure needs no ground truth: two
 class maps of the same region, predicted some steps apart with the EMA

@@ -60,6 +60,16 @@ def entropy(probabilities: np.ndarray | torch.Tensor) -> np.ndarray:
     return h.float().cpu().numpy()
 
 
+def prior_offset(class_weight: np.ndarray, tau: float) -> np.ndarray:
+    """Decision offset ``-tau * log w_c`` added to the logits of class ``c`` (0 where ``w_c`` is 0: unlabeled).
+
+    ``class_weight`` ``(K + 1,)``: the class-balance weights training gave each class; ``tau`` in [0, 1] undoes
+    that tilt of the posterior partly (the prior correction, ``InferenceConfig.prior_correction``).
+    """
+    w = np.asarray(class_weight, np.float64)
+    return np.where(w > 0, -tau * np.log(np.where(w > 0, w, 1.0)), 0.0)
+
+
 def class_map(scores: torch.Tensor, dim: int) -> torch.Tensor:
     """Index of the largest score along ``dim`` (the class axis), int64, first index on ties.
 

@@ -30,7 +30,12 @@ allocator fragmentation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from .config import ModelConfig
+from .sampler import patch_shape
 
 #: Smallest patch :func:`fit_patch_and_batch` and the OOM back-off go down to.
 MIN_PATCH_VOXELS: int = 16**3
@@ -130,3 +135,54 @@ def fit_patch_and_batch(free_bytes: int, model_config: ModelConfig, in_channels:
         else:
             break
     return pv, bs
+
+
+def fit_to_free_memory(free_bytes: int, model_config: ModelConfig, patch_voxels: int, batch_size: int,
+                       amp: bool, where: str) -> tuple[int, int, str | None]:
+    """:func:`fit_patch_and_batch` for a net whose ``model_config`` holds its input channels and classes.
+
+    Returns the patch voxels, the batch, and what the user is told when they are smaller than asked (else None).
+    """
+    voxels, batch = fit_patch_and_batch(free_bytes, model_config, model_config.in_channels,
+                                        model_config.num_classes, patch_voxels, batch_size, amp)
+    if (voxels, batch) == (patch_voxels, batch_size):
+        return voxels, batch, None
+    return voxels, batch, (f"{free_bytes / 2**30:.1f} GiB free on {where}: training with {voxels} voxel patches, "
+                           f"batch {batch}")
+
+
+def back_off(what: str, batch: int, size: tuple[int, int, int], volume_shape: Sequence[int],
+             spacing: Sequence[float], multiple: Sequence[int]) -> tuple[int, tuple[int, int, int], str]:
+    """After an out-of-memory in ``what`` ("training" or "prediction"): a halved batch, else a halved patch.
+
+    Parameters
+    ----------
+    what : str
+        What ran out of memory (named in the message).
+    batch : int
+        Patches or windows per forward pass.
+    size : tuple of int
+        ``(z, y, x)`` patch or window size.
+    volume_shape, spacing, multiple
+        The volume's shape and voxel size and the net's size multiple (see :func:`~.sampler.patch_shape`).
+
+    Returns
+    -------
+    (int, tuple of int, str)
+        The new batch and size, and what changed, in words.
+
+    Raises
+    ------
+    RuntimeError
+        At batch 1 and a patch of :data:`MIN_PATCH_VOXELS` or fewer voxels.
+    """
+    if batch > 1:
+        return batch // 2, size, f"batch {batch // 2}"
+    voxels = int(np.prod(size))
+    smaller = None
+    if voxels > MIN_PATCH_VOXELS:
+        smaller = patch_shape(volume_shape, spacing, max(voxels // 2, MIN_PATCH_VOXELS), multiple)
+    if smaller is None or np.prod(smaller) >= voxels:
+        raise RuntimeError(f"out of GPU memory during {what} even at batch 1 and a {size} window; free GPU "
+                           "memory (close other programs) or use a smaller model or the CPU (--device cpu)")
+    return batch, smaller, f"{'x'.join(map(str, smaller))} {'patches' if what == 'training' else 'windows'}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,32 +48,51 @@ def patch_shape(volume_shape: Sequence[int], spacing: Sequence[float], target_vo
     return tuple(int(v) for v in out)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Where training patches are centred (the reasons for the defaults: ``docs/decisions.md``).
+
+    Attributes
+    ----------
+    foreground_share : float
+        Share of patches centred on a labeled voxel of a randomly chosen labeled foreground class.
+    random_share : float
+        Share of patches placed anywhere: context for the net (they train only on the labeled voxels they hold).
+    centre_margin : float
+        The centre lies anywhere in the patch but this share of its size from its edges, so labeled slices land
+        on every row of the patch and the net cannot learn *where* labels are.
+    """
+
+    foreground_share: float = 0.5
+    random_share: float = 0.1
+    centre_margin: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name, top in (("foreground_share", 1.0), ("random_share", 1.0), ("centre_margin", 0.5)):
+            value = getattr(self, name)
+            if not 0 <= value <= top:
+                raise ValueError(f"{name} must be in [0, {top:g}], got {value}")
+        if self.foreground_share + self.random_share > 1:
+            raise ValueError("foreground_share + random_share must be <= 1")
+
+
 class PatchSampler:
     """Draws training patches from an :class:`AnnotatedVolume`.
 
     A patch is centred on (a) a labeled voxel of a randomly chosen labeled
-    foreground class with probability ``foreground_share``, (b) anywhere in
-    the volume with probability ``random_share``, (c) a labeled voxel that the
-    net recently got wrong (:meth:`add_errors`) with probability
-    ``error_share``, otherwise (d) any labeled voxel. Labeled coordinates
-    are re-indexed only when the annotation revision changes.
+    foreground class with probability ``sampling.foreground_share``, (b)
+    anywhere in the volume with probability ``sampling.random_share``,
+    otherwise (c) any labeled voxel. Labeled coordinates are re-indexed only
+    when the annotation revision changes.
     """
 
-    #: Steps whose misclassified labeled voxels stay in the error pool (older ones are dropped).
-    ERROR_POOL_STEPS = 32
-
-    def __init__(self, volume: AnnotatedVolume, size: Sequence[int], *, foreground_share: float,
-                 random_share: float, rng: np.random.Generator, centre_margin: float = 0.25,
-                 error_share: float = 0.0) -> None:
+    def __init__(self, volume: AnnotatedVolume, size: Sequence[int], *, rng: np.random.Generator,
+                 sampling: Sampling = Sampling()) -> None:
         self.volume = volume
         self.size = tuple(int(s) for s in size)
-        self.foreground_share = foreground_share
-        self.random_share = random_share
-        self.error_share = error_share
-        #: ``(n, 3)`` int arrays of ``(z, y, x)`` labeled voxels misclassified in recent steps, one per step.
-        self._errors: deque[np.ndarray] = deque(maxlen=self.ERROR_POOL_STEPS)
+        self.sampling = sampling
         self.rng = rng
-        self.centre_range = (centre_margin, 1.0 - centre_margin)
+        self.centre_range = (sampling.centre_margin, 1.0 - sampling.centre_margin)
         self._revision = -1
         self._coords: list[np.ndarray] = []
         self._all = np.empty((0, 3), int)
@@ -81,27 +100,19 @@ class PatchSampler:
     def _refresh(self) -> None:
         if self._revision != self.volume.revision:
             self._revision = self.volume.revision
-            self._errors.clear()  # the labels changed: the errors may be on voxels no longer labeled
             self._coords = self.volume.labeled_coordinates()
             self._all = np.concatenate(self._coords) if self._coords else np.empty((0, 3), int)
-
-    def add_errors(self, coords: np.ndarray) -> None:
-        """Record the labeled voxels ``(n, 3)`` (z, y, x) that one training step got wrong."""
-        self._errors.append(np.asarray(coords, dtype=int).reshape(-1, 3))
 
     def center(self) -> np.ndarray:
         """One patch centre ``(z, y, x)``."""
         self._refresh()
         u = self.rng.random()
         fg = [c for c in self._coords[1:] if len(c)]
-        shares = self.foreground_share + self.random_share
-        if u < self.foreground_share and fg:
+        foreground, random = self.sampling.foreground_share, self.sampling.random_share
+        if u < foreground and fg:
             pool = fg[self.rng.integers(len(fg))]
-        elif u < shares or not len(self._all):
+        elif u < foreground + random or not len(self._all):
             return np.array([self.rng.integers(0, s) for s in self.volume.shape])
-        elif u < shares + self.error_share and any(len(e) for e in self._errors):
-            recent = [e for e in self._errors if len(e)]
-            pool = recent[self.rng.integers(len(recent))]
         else:
             pool = self._all
         return pool[self.rng.integers(len(pool))]
@@ -110,7 +121,7 @@ class PatchSampler:
         """Cut one patch holding a sampled centre at a random place inside it.
 
         The centre may sit anywhere along each axis but within
-        ``centre_margin`` x size of the patch edges, and the patch may reach
+        ``sampling.centre_margin`` x size of the patch edges, and the patch may reach
         past the volume (mirrored image, zero weight). Keeping patches inside the volume would pin labeled slices
         of a small volume to the same rows of every patch, and the net would
         learn where the labels are (measured: whole unlabeled border slices

@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels
     from napari.viewer import Viewer
 
-    from .classes import ClassList
     from ..core.config import SessionConfig
     from ..core.session import SegmentationSession
+    from .classes import ClassList
 
 
 class DockHost(Protocol):

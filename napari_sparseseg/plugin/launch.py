@@ -38,9 +38,9 @@ def launch(path: str | Path | None = None, *, viewer: napari.Viewer | None = Non
     """
     import napari
 
+    from ..core.encoding import ANNOTATION_DTYPE
     from .sample import ANNOTATION_NAME, make_sample_data
     from .widget import SparseSegWidget
-    from ..core.encoding import ANNOTATION_DTYPE
 
     viewer = viewer or napari.Viewer(title="napari-sparseseg")
     if path is None:

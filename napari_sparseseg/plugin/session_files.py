@@ -27,9 +27,9 @@ import numpy as np
 from ..store import is_session_store
 
 if TYPE_CHECKING:
-    from .host import DockHost
     from ..core.session import SegmentationSession
     from ..store import SessionStore
+    from .host import DockHost
 
 log = logging.getLogger(__name__)
 

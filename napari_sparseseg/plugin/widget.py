@@ -38,6 +38,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.annotation import Box
+from ..core.config import MODEL_SIZE_CHANNELS, ResponderConfig, SessionConfig, preset
+from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE
+from ..core.events import Guidance, Notice, Prediction, TrainStep, Waiting
 from .bridge import Refresh, SessionReady, TrainingRun, merge_late_edits
 from .class_panel import ClassPanel
 from .classes import MAX_CLASSES, ClassList, remove_class_values
@@ -49,10 +53,6 @@ from .results import ExportKind, accepted_labels, export_mask
 from .session_files import SessionFiles
 from .strokes import LabelSync
 from .view import view_box
-from ..core.annotation import Box
-from ..core.config import MODEL_SIZE_CHANNELS, ResponderConfig, SessionConfig, preset
-from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE
-from ..core.events import Guidance, Notice, Prediction, TrainStep, Waiting
 
 if TYPE_CHECKING:
     import napari

@@ -1,0 +1,107 @@
+"""The net's weights: those trained, their exponential moving average (what predictions use), the optimiser."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .net import UNet3D, plan_levels
+
+#: Predictions use an exponential moving average of the weights with this decay per step (less in the first
+#: steps: ``(1 + step) / (10 + step)``), smooth under noisy small-data steps.
+EMA_DECAY = 0.98
+#: AdamW weight decay.
+WEIGHT_DECAY = 1e-4
+
+
+class NetWeights:
+    """The trained net, its EMA copy and its AdamW state, kept consistent with each other.
+
+    Parameters
+    ----------
+    model : UNet3D
+        The net to train (already on its device).
+    spacing : sequence of float
+        The voxel spacing its kernels and pooling were planned for.
+    learning_rate : float
+        The optimiser's initial rate (the trainer sets the rate of every step).
+    """
+
+    def __init__(self, model: UNet3D, spacing: Sequence[float], learning_rate: float) -> None:
+        self.model = model
+        #: The spacing the net's kernels and pooling were planned for (a loaded model may keep another).
+        self.spacing: tuple[float, ...] = tuple(float(v) for v in spacing)
+        self.learning_rate = learning_rate
+        self.optimizer = self.new_optimizer()
+        #: What predictions use.
+        self.ema = self.new_ema()
+
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh AdamW for the current model."""
+        return torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=WEIGHT_DECAY)
+
+    def new_ema(self) -> torch.nn.Module:
+        """A frozen copy of the current model."""
+        ema = copy.deepcopy(self.model)
+        ema.requires_grad_(False)
+        return ema
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        """Move the EMA towards the model after step ``step + 1``."""
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1.0 - decay)
+
+    def set_num_classes(self, outputs: int) -> bool:
+        """Grow or shrink the head to ``outputs`` channels (``K + 1``); a fresh optimiser and EMA follow.
+
+        Returns whether the head changed.
+        """
+        if self.model.head.out_channels == outputs:
+            return False
+        self.model.set_num_classes(outputs)
+        self.optimizer = self.new_optimizer()
+        self.ema = self.new_ema()
+        return True
+
+    @torch.no_grad()
+    def set_decision_offset(self, offset: torch.Tensor) -> None:
+        """Set the ``decision_offset`` ``(K + 1,)`` of both nets (where it has their shape)."""
+        for model in (self.model, self.ema):
+            if model.decision_offset.shape == offset.shape:
+                model.decision_offset.copy_(offset)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, EMA, optimiser, the net's config and planned spacing."""
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "model_config": self.model.config.__dict__,
+                "spacing": list(self.spacing)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> bool:
+        """Restore weights, EMA and optimiser; returns whether the net was rebuilt for another spacing.
+
+        A model planned for another spacing (e.g. trained on another OME-Zarr level) keeps the kernel/pooling
+        layout it was trained with: the net is rebuilt from the checkpoint's spacing before its weights load.
+        """
+        rebuilt = False
+        spacing = state.get("spacing")
+        if spacing is not None:
+            config = self.model.config
+            if plan_levels(spacing, config.depth, config.anisotropy_threshold) != (self.model.kernels,
+                                                                                   self.model.strides):
+                self.model = UNet3D(config, spacing).to(device)
+                self.spacing = tuple(float(v) for v in spacing)
+                rebuilt = True
+        if state["model_config"]["num_classes"] != self.model.head.out_channels:
+            self.model.set_num_classes(state["model_config"]["num_classes"])
+        self.model.load_state_dict(state["model"])
+        self.ema = self.new_ema()
+        if "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer = self.new_optimizer()
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        return rebuilt
