@@ -1,0 +1,54 @@
+"""What the ``napari-sparseseg`` commands share: their session settings, progress bars and error messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def session_config(args: argparse.Namespace):
+    """The session settings a command's ``--model-size``, ``--seed`` and ``--device`` ask for."""
+    from ..core.config import SessionConfig, TrainConfig, preset
+
+    return SessionConfig(model=preset(args.model_size), train=TrainConfig(seed=args.seed), device=args.device)
+
+
+def progress_bar(total: float, desc: str):
+    """A tqdm bar on stderr counting seconds up to ``total`` (off when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}",
+                file=sys.stderr, disable=None)
+
+
+def advance_bar(bar, n: float, postfix: str) -> None:
+    """Show ``bar`` at ``n`` with ``postfix`` after it (one redraw)."""
+    bar.n = n
+    bar.set_postfix_str(postfix, refresh=False)
+    bar.refresh()
+
+
+def one_line_message(exc: BaseException) -> str:
+    """What went wrong, in one line that names the file where there is one (--debug shows the traceback)."""
+    if isinstance(exc, MemoryError):
+        return "not enough memory for this volume (an .npz header may declare a larger array than it holds)"
+    if isinstance(exc, KeyError):
+        return f"a required entry is missing: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def check_output_path(path: str | None) -> None:
+    """Refuse an output path that could not be written, before any training."""
+    if not path:
+        return
+    from ..io import MASK_SUFFIXES
+
+    p = Path(path)
+    if not p.name.lower().endswith(MASK_SUFFIXES):
+        raise ValueError(f"{path}: unsupported output type (use {', '.join(MASK_SUFFIXES)})")
+    if not p.parent.is_dir():
+        raise ValueError(f"{path}: the folder {p.parent} does not exist")

@@ -1,0 +1,183 @@
+"""The ``predict`` command: apply a saved model to an image file, a folder or glob of images, or on a cluster.
+
+Masks are written in the mask encoding (0 = background, 1..K = classes); for
+many images, each mask goes beside the others in the output folder as
+``NAME_mask.SUFFIX`` (:func:`mask_path`), and a rerun keeps those already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import check_output_path, one_line_message, progress_bar
+
+
+def _is_zarr_array_path(path: str) -> bool:
+    """A plain ``.zarr`` output (written block by block); ``.ome.zarr`` goes through ``save_mask``."""
+    name = path.lower().rstrip("/")
+    return name.endswith(".zarr") and not name.endswith(".ome.zarr")
+
+
+def _predict_distributed(args: argparse.Namespace) -> int:
+    from ..distributed import predict_distributed
+
+    bar = progress_bar(0, "blocks")
+    bar.bar_format = "{l_bar}{bar}| {n}/{total} blocks"
+
+    def progress(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    result = predict_distributed(args.image, args.model, args.out, scheduler=args.scheduler,
+                                 block=args.block or (64, 256, 256), level=args.level,
+                                 device=args.device, progress=progress)
+    bar.close()
+    print(f"wrote {args.out}: classes {result.classes} ({result.blocks} blocks on {result.workers} workers, "
+          f"{result.seconds:.1f} s)")
+    return 0
+
+
+#: Image suffixes, longest first: a mask written for an image keeps its format (``embryo.tif`` -> ``embryo_mask.tif``).
+_IMAGE_SUFFIXES = (".ome.zarr", ".nii.gz", ".tiff", ".tif", ".nii", ".npz", ".zarr")
+
+
+def image_files(spec: str) -> list[Path] | None:
+    """The image files a folder or a glob pattern names, sorted (None when ``spec`` names one file or store).
+
+    Raises
+    ------
+    ValueError
+        If the folder or pattern holds no image file.
+    """
+    import glob
+
+    from ..io import volume_format
+
+    path = Path(spec)
+    if path.is_dir() and volume_format(path) is None:  # a plain folder (a zarr store is one image)
+        candidates = list(path.iterdir())
+    elif any(ch in spec for ch in "*?["):
+        candidates = [Path(p) for p in glob.glob(spec)]
+    else:
+        return None
+    files = sorted(p for p in candidates if not p.name.startswith(".") and p.name.lower().endswith(_IMAGE_SUFFIXES)
+                   and volume_format(p) is not None)
+    if not files:
+        raise ValueError(f"{spec}: no image files ({', '.join(_IMAGE_SUFFIXES)}) found there")
+    return files
+
+
+def _tagged(path: Path, tag: str, suffixes: tuple[str, ...]) -> str:
+    """``path``'s file name with ``tag`` before its suffix (the longest of ``suffixes`` it ends with)."""
+    name = path.name
+    suffix = next((s for s in sorted(suffixes, key=len, reverse=True) if name.lower().endswith(s)), "")
+    return f"{name[: len(name) - len(suffix)]}{tag}{suffix}"
+
+
+def mask_path(image: Path, out_dir: Path) -> Path:
+    """Where the mask of ``image`` goes in ``out_dir``: its name with ``_mask`` before the suffix."""
+    return out_dir / _tagged(image, "_mask", _IMAGE_SUFFIXES)
+
+
+def instances_path(mask_out: str | Path) -> Path:
+    """Where the separate objects of the mask written to ``mask_out`` go: its name with ``_instances`` before the
+    suffix, in the same format."""
+    from ..io import MASK_SUFFIXES
+
+    out = Path(mask_out)
+    return out.with_name(_tagged(out, "_instances", MASK_SUFFIXES))
+
+
+def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, args: argparse.Namespace) -> str:
+    """Predict one image with a loaded model and write its mask; returns what was written, in words."""
+    from ..core.session import SegmentationSession
+    from ..io import read_volume, save_mask
+
+    source = read_volume(image, level=args.level)
+    spacing = source.spacing
+    trained = model["state"].get("spacing")
+    if trained is not None and not np.allclose(trained, spacing, rtol=0.25):
+        print(f"warning: {image} has voxel spacing {tuple(spacing)}, the model was trained at "
+              f"{tuple(trained)}: objects will look another size to it (resample, or pick a pyramid level)",
+              file=sys.stderr)
+    session = SegmentationSession.from_model(source.data, model, spacing=spacing,
+                                             channel_axis=source.channel_axis, device=args.device)
+    if _is_zarr_array_path(str(out)):  # block by block, each block written as whole chunks
+        if getattr(args, "instances", False):
+            raise ValueError(f"{out}: --instances splits the whole mask in memory, not a block-wise .zarr mask")
+        from ..core.blockwise import predict_to_array
+        from ..distributed import open_mask_output
+
+        arr = open_mask_output(str(out), session.volume.shape, args.block or (64, 256, 256), spacing)
+        predict_to_array(session.trainer, arr, final=True)
+        return f"{out}: {arr.nchunks} chunks"
+    mask = session.segment()
+    save_mask(out, mask, spacing, affine=source.affine)  # NIfTI in, NIfTI out: the source geometry
+    written = f"{out}: classes {np.unique(mask).tolist()}"
+    if getattr(args, "instances", False):
+        from ..core.instances import split_instances
+
+        objects, objects_out = split_instances(mask, spacing), instances_path(out)
+        save_mask(objects_out, objects, spacing, affine=source.affine)
+        written += f"; {objects_out}: {int(objects.max())} objects"
+    return written
+
+
+def _predict_many(model: dict[str, Any], files: list[Path], args: argparse.Namespace) -> int:
+    """Predict every file into the folder ``args.out``; masks already there are kept (a rerun resumes)."""
+    from tqdm import tqdm
+
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: with a folder or pattern of images, --out must be a folder")
+    if not out_dir.parent.is_dir():
+        raise ValueError(f"{out_dir}: the folder {out_dir.parent} does not exist")
+    out_dir.mkdir(exist_ok=True)
+    failed, skipped = [], 0
+    bar = tqdm(files, desc="predicting", unit="file", file=sys.stderr, disable=None)
+    for image in bar:
+        out = mask_path(image, out_dir)
+        bar.set_postfix_str(image.name, refresh=True)
+        if out.exists() and (not args.instances or instances_path(out).exists()):
+            skipped += 1
+            continue
+        try:
+            bar.write(f"wrote {_predict_file(model, image, out, args)}")
+        except (ValueError, OSError, MemoryError, KeyError) as exc:  # one bad file does not stop the others
+            failed.append(image)
+            bar.write(f"error: {one_line_message(exc)}", file=sys.stderr)
+    bar.close()
+    done = len(files) - len(failed) - skipped
+    print(f"{done} mask(s) written to {out_dir}, {skipped} already there (kept), {len(failed)} failed")
+    if failed:
+        print(f"error: {len(failed)} of {len(files)} images failed: {', '.join(p.name for p in failed)}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.block is not None and (len(args.block) != 3 or min(args.block) < 1):
+        raise ValueError(f"--block needs three positive sizes Z Y X, got {args.block}")
+    files = image_files(args.image)
+    if files is None:
+        check_output_path(args.out)
+    elif args.scheduler:
+        raise ValueError("--scheduler predicts one image; run one predict per image on the cluster")
+    if args.instances and (args.scheduler or (files is None and _is_zarr_array_path(str(args.out)))):
+        raise ValueError("--instances splits the whole mask in memory: write a .npz, .tif or .nii.gz mask "
+                         "(not a block-wise .zarr or a cluster run)")
+    if args.scheduler:
+        return _predict_distributed(args)
+    from ..core.checkpoint import read_model
+
+    model = read_model(args.model)
+    if files is not None:
+        return _predict_many(model, files, args)
+    print(f"wrote {_predict_file(model, args.image, args.out, args)}")
+    return 0

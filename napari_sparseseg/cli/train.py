@@ -1,0 +1,174 @@
+"""The ``train`` and ``resume`` commands: train on an image and its sparse labels, or continue a session store.
+
+Labels given to ``train`` are in the annotation encoding (0 = unlabeled,
+1 = background, k+1 = class k); :func:`annotation_warnings` says what looks
+wrong with them before any training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .common import advance_bar, check_output_path, progress_bar, session_config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..core.checkpoint import save_model
+    from ..core.session import SegmentationSession
+    from ..io import read_volume
+
+    source = read_volume(args.image, level=args.level)
+    image, spacing = source.data, source.spacing
+    annotation = _read_annotation(args.annotation, args.level)
+    k = args.classes or max(int(annotation.max()) - 1, 1)
+    if not args.model and not args.session:
+        raise ValueError("train needs --model and/or --session to keep what it learns")
+    if args.seconds <= 0:
+        raise ValueError(f"--seconds must be > 0, got {args.seconds:g}")
+    check_output_path(args.out)
+    if args.model and not Path(args.model).parent.is_dir():
+        raise ValueError(f"{args.model}: the folder {Path(args.model).parent} does not exist")
+    for warning in annotation_warnings(annotation, args.classes):
+        print(f"warning: {args.annotation}: {warning}", file=sys.stderr)
+    if not np.any(annotation > 0) and not (args.session and Path(args.session).exists()):
+        raise ValueError(f"{args.annotation}: no labeled voxels; the annotation encoding is 0 = unlabeled, "
+                         "1 = background, 2.. = classes: label some background and some of each class")
+    if args.session and Path(args.session).exists():
+        from ..store import SessionStore
+
+        store, session = SessionStore.open(args.session, device=args.device)
+        painted = np.nonzero(annotation > 0)  # the file's strokes are painted over the stored labels
+        session.add_labels(painted, annotation[painted])
+    else:
+        session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation,
+                                      channel_axis=source.channel_axis, config=session_config(args))
+        store = _create_store(args.session, session, args.image, args.level) if args.session else None
+    interrupted = _train_for(session, store, args.seconds)
+    if store is not None:
+        store.close(checkpoint=True)
+        print(f"session saved after {session.trainer.step} steps to {args.session}")
+    if args.model:
+        save_model(session.trainer, args.model)
+        print(f"saved model after {session.trainer.step} steps to {args.model}")
+    if interrupted:
+        return 130
+    if args.out:
+        from ..io import save_mask
+
+        save_mask(args.out, session.segment(), session.volume.spacing, affine=source.affine)
+        print(f"wrote segmentation to {args.out}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ..store import SessionStore
+
+    check_output_path(args.out)
+    store, session = SessionStore.open(args.store, device=args.device)
+    if store.resume_error:
+        print(f"warning: {store.resume_error}", file=sys.stderr)
+    start = session.trainer.step
+    print(f"resuming {args.store} at step {start} ({session.volume.n_labeled} labeled voxels)")
+    store.start_autosave()
+    interrupted = _train_for(session, store, args.seconds)
+    store.close(checkpoint=True)
+    print(f"saved checkpoint at step {session.trainer.step} (+{session.trainer.step - start}) to {args.store}")
+    if interrupted:
+        return 130
+    if args.out:
+        from ..io import save_mask
+
+        save_mask(args.out, session.segment(), session.volume.spacing)
+        print(f"wrote segmentation to {args.out}")
+    return 0
+
+
+def _train_for(session, store, seconds: float) -> bool:
+    """Train a budgeted run with a progress bar; True if Ctrl-C ended it (what was learned is kept for saving)."""
+    bar = progress_bar(seconds, "training")
+    t0 = session.trainer.elapsed
+    events = session.train(max_seconds=seconds, decay_until=t0 + seconds)
+    try:
+        for event in events:
+            _record(store, session, event)
+            advance_bar(bar, session.trainer.elapsed - t0,
+                        f"step {session.trainer.step} loss {getattr(event, 'loss', float('nan')):.3f}")
+    except KeyboardInterrupt:
+        bar.write(f"interrupted at step {session.trainer.step}: saving what was learned", file=sys.stderr)
+        return True
+    finally:
+        events.close()
+        bar.close()
+    return False
+
+
+def _read_annotation(path: str, level: int) -> np.ndarray:
+    """Sparse labels (``npz`` key ``labels``); read at ``level`` only if the file is itself a multiscale OME-Zarr.
+
+    Raises
+    ------
+    ValueError
+        For labels that are not whole numbers in 0..255.
+    """
+    from ..io import read_volume
+
+    vol = read_volume(path, key="labels", lazy=True)
+    if level and vol.n_levels > 1:
+        vol = read_volume(path, key="labels", level=level, lazy=True)
+    labels = np.asarray(vol.data)
+    if labels.dtype.kind == "f" and (not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels))):
+        raise ValueError(f"{path}: labels must be whole numbers (0 = unlabeled, 1 = background, 2.. = classes), "
+                         f"got {labels.dtype} values with fractions")
+    if labels.dtype.kind not in "uif":
+        raise ValueError(f"{path}: labels must be integers in 0..255, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"{path}: labels must be integers in 0..255, got values {labels.min()}..{labels.max()}")
+    return labels.astype(np.uint8)
+
+
+def annotation_warnings(annotation: np.ndarray, classes: int | None = None) -> list[str]:
+    """What a user should hear about sparse labels before training on them (annotation encoding)."""
+    values, counts = np.unique(annotation, return_counts=True)
+    present = {int(v) for v in values}
+    labeled = present - {0}
+    warnings = []
+    if 0 not in present:
+        warnings.append("every voxel is labeled: is this a ground-truth mask? The annotation encoding is "
+                        "0 = unlabeled, 1 = background, 2.. = classes (a mask has 0 = background)")
+    if labeled == {1}:
+        warnings.append("only background (value 1) is labeled: the model will learn no class. If this is a mask "
+                        "with 0 = background and 1 = object, add 1 to it (0 stays unlabeled)")
+    elif labeled and 1 not in labeled:
+        warnings.append("no background (value 1) is labeled: the model cannot learn where the classes end")
+    if classes is None and labeled:
+        missing = sorted(set(range(2, max(labeled) + 1)) - labeled)
+        if missing:
+            warnings.append(f"values {missing} do not occur, yet the largest value {max(labeled)} makes "
+                            f"{max(labeled) - 1} classes: a stray label? Pass --classes K to say how many")
+    return warnings
+
+
+def _create_store(path: str, session, image_path: str, level: int = 0):
+    """A session store for the CLI, referencing the image file (and pyramid level) instead of copying it."""
+    from ..store import SessionStore
+
+    store = SessionStore.create(path, session, image_ref={"path": image_path, "key": "image", "level": level},
+                                image_name=Path(image_path).name.split(".")[0])
+    store.start_autosave()
+    return store
+
+
+def _record(store, session, event) -> None:
+    """History and a checkpoint every ~30 s of training, when a session store is kept; notices to stderr."""
+    from ..core.events import Notice, TrainStep
+
+    if store is not None and isinstance(event, TrainStep):
+        store.on_step(session.trainer, event)
+    elif isinstance(event, Notice):
+        from tqdm import tqdm
+
+        tqdm.write(f"{event.level}: {event.message}", file=sys.stderr)

@@ -1,0 +1,197 @@
+"""A session written into a new store's arrays, and a session rebuilt from a store's arrays.
+
+:func:`build_store_folder` writes everything of a new store but the labels
+(the image copied slab by slab, the empty volume arrays, the attributes);
+:func:`read_stored_session` checks a store's version and rebuilds its
+:class:`~napari_sparseseg.core.session.SegmentationSession`, the labels put
+back chunk by chunk (:func:`restore_labels`). The live store around them is
+:class:`napari_sparseseg.store.SessionStore`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .core.annotation import Box, Source
+from .core.config import SessionConfig
+from .core.encoding import UNLABELED
+from .store_files import STORE_KEY, STORE_VERSION, chunk_boxes, default_chunks
+
+if TYPE_CHECKING:
+    from .core.session import SegmentationSession
+
+
+def build_store_folder(path: Path, session: SegmentationSession, *, image: np.ndarray | None,
+                       image_ref: dict[str, Any] | None, class_names: Sequence[str] | None,
+                       colors: Sequence[Sequence[float]] | None, chunks: Sequence[int] | None,
+                       image_name: str | None) -> tuple[Path, Any]:
+    """Check the arguments of :meth:`SessionStore.create` and write the new store, all but its labels.
+
+    The store is written to a hidden sibling folder of ``path``, so that a store killed while being created
+    never appears under ``path``; the caller writes the labels and renames the folder into place.
+
+    Returns
+    -------
+    tuple
+        ``(folder, root)``: the hidden folder and its zarr root group.
+
+    Raises
+    ------
+    ValueError
+        If no image is available, or class names/colours/chunks do not fit the session.
+    """
+    import zarr
+
+    vol = session.volume
+    k = vol.num_classes
+    if image_ref is None:
+        image = session.image if image is None else image
+        if image is None:
+            raise ValueError("no image to store: pass image= or image_ref=")
+    else:
+        image_ref = {"path": str(Path(image_ref["path"]).resolve()), "key": image_ref.get("key", "image"),
+                     "level": image_ref.get("level")}
+    names = [str(n) for n in class_names] if class_names is not None else [f"class {i + 1}" for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"got {len(names)} class names for {k} foreground classes")
+    if colors is not None and len(colors) != k:
+        raise ValueError(f"got {len(colors)} colours for {k} foreground classes")
+    chunks = default_chunks(vol.shape) if chunks is None else tuple(int(c) for c in chunks)
+    if len(chunks) != 3 or min(chunks) < 1:
+        raise ValueError(f"chunks must be three positive integers (z, y, x), got {chunks}")
+
+    building = path.parent / f".{path.name}.creating-{os.getpid()}"
+    if building.exists():
+        shutil.rmtree(building)
+    root = zarr.open_group(str(building), mode="w", zarr_format=3)
+    shape = vol.shape
+    channel_axis = session.channel_axis if image_ref is not None else None
+    if image_ref is None:
+        channel_axis = copy_image(root, image, session.channel_axis, shape, chunks)
+    root.create_array("labels", shape=shape, chunks=chunks, dtype=np.uint8, fill_value=0)
+    root.create_array("source", shape=shape, chunks=chunks, dtype=np.uint8, fill_value=0)
+    root.create_array("weights", shape=shape, chunks=chunks, dtype=np.float32, fill_value=0.0)
+    root.create_array("prediction", shape=shape, chunks=chunks, dtype=np.uint8, fill_value=0)
+    root.create_array("probabilities", shape=(k + 1,) + shape, chunks=(1,) + chunks, dtype=np.float16,
+                      fill_value=0.0)
+    root.create_array("uncertainty", shape=shape, chunks=chunks, dtype=np.float16, fill_value=0.0)
+    (building / "checkpoints").mkdir(exist_ok=True)
+    (building / "history.jsonl").touch()
+    attrs = {"config": session.config.to_dict(), "spacing": list(vol.spacing), "num_classes": k,
+             "class_names": names, "colors": [list(map(float, c)) for c in colors] if colors is not None else None,
+             "image_ref": image_ref, "channel_axis": channel_axis, "chunks": list(chunks),
+             "image_name": None if image_name is None else str(image_name), "created": time.time()}
+    root.attrs.update(attrs)
+    root.attrs.update({STORE_KEY: {"version": STORE_VERSION}})
+    return building, root
+
+
+def copy_image(root: Any, image: Any, channel_axis: int | None, shape: tuple[int, int, int],
+               chunks: tuple[int, int, int]) -> int | None:
+    """Write the raw image into ``root["image"]`` channels first, one z slab at a time (lazy images stay lazy).
+
+    Returns the stored channel axis (0 for 4D, ``None`` for 3D).
+    """
+    from .core.lazy import ChannelsFirst
+
+    raw = ChannelsFirst(image, channel_axis)
+    if raw.shape[1:] != shape:
+        raise ValueError(f"image of shape {tuple(image.shape)} does not match the session volume {shape}")
+    multi = raw.shape[0] > 1
+    arr = root.create_array("image", shape=raw.shape if multi else shape, chunks=((1,) + chunks) if multi else chunks,
+                            dtype=raw.dtype)
+    for z0 in range(0, shape[0], chunks[0]):
+        z = slice(z0, min(z0 + chunks[0], shape[0]))
+        slab = raw[(slice(None), z, slice(None), slice(None))]
+        arr[(slice(None), z) if multi else (z,)] = slab if multi else slab[0]
+    return 0 if multi else None
+
+
+def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, device: str | None,
+                        eager_image_bytes: int) -> tuple[SegmentationSession, set[tuple[int, int, int]]]:
+    """The session of the store ``root`` (at ``path``): its image, settings and labels, an untrained model.
+
+    Parameters
+    ----------
+    config : SessionConfig, optional
+        Settings to use instead of the stored ones.
+    device : str, optional
+        Override the device.
+    eager_image_bytes : int
+        Images up to this size are read into memory; larger ones stay lazy (read per patch).
+
+    Returns
+    -------
+    tuple
+        ``(session, labeled_chunks)``: the start corners of the chunks that hold labels (:func:`restore_labels`).
+
+    Raises
+    ------
+    ValueError
+        If the store was written by a newer version, or its image reference cannot be read.
+    """
+    from .core.session import SegmentationSession
+    from .io import read_volume
+
+    attrs = dict(root.attrs)
+    version = int(attrs[STORE_KEY].get("version", 0))
+    if version > STORE_VERSION:
+        raise ValueError(f"{path}: session store version {version} is newer than this napari-sparseseg "
+                         f"understands ({STORE_VERSION}); upgrade the package")
+    cfg = config or SessionConfig.from_dict(attrs["config"])
+    if device is not None:
+        cfg = replace(cfg, device=device)
+    ref = attrs.get("image_ref")
+    channel_axis = attrs.get("channel_axis")
+    if ref is None:
+        image = root["image"]
+    else:
+        image = read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0, lazy=True).data
+    if image.nbytes <= eager_image_bytes:
+        image = np.asarray(image[...])  # small enough: in memory, normalised exactly
+    session = SegmentationSession(image, num_classes=int(attrs["num_classes"]), spacing=attrs["spacing"],
+                                  channel_axis=channel_axis, config=cfg)
+    labeled = restore_labels(session, root["labels"], root["source"], tuple(attrs["chunks"]))
+    return session, labeled
+
+
+def restore_labels(session: SegmentationSession, labels: Any, source: Any,
+                   chunks: Sequence[int]) -> set[tuple[int, int, int]]:
+    """Put stored labels and their sources back into ``session.volume``, one chunk at a time.
+
+    Parameters
+    ----------
+    labels, source : array-like
+        uint8 ``(z, y, x)`` arrays (zarr or NumPy) in annotation encoding / :class:`Source`.
+    chunks : sequence of int
+        Read granularity ``(z, y, x)``; chunks without labels are skipped.
+
+    Returns
+    -------
+    set of tuple
+        Start corners of the chunks that hold labels. Corrections keep their source (and weight); a
+        labeled voxel without a source (a kill between the two chunk writes) counts as painted.
+    """
+    vol = session.volume
+    if tuple(labels.shape) != vol.shape or tuple(source.shape) != vol.shape:
+        raise ValueError(f"stored labels {labels.shape} / source {source.shape} do not match the image {vol.shape}")
+    labeled = set()
+    for b in chunk_boxes(Box.full(vol.shape), chunks, vol.shape):
+        lab = np.asarray(labels[b.slices])
+        if not lab.any():
+            continue
+        labeled.add(b.start)
+        vol.set_labels(b.slices, lab, Source.PAINTED)
+        corrected = np.nonzero((np.asarray(source[b.slices]) == Source.CORRECTED) & (lab > UNLABELED))
+        if corrected[0].size:
+            world = tuple(c + o for c, o in zip(corrected, b.start))
+            vol.set_labels(world, lab[corrected], Source.CORRECTED)
+    return labeled

@@ -1,0 +1,318 @@
+"""Writing what a session produces into its store: edits, training steps, predictions and checkpoints.
+
+The labels and source are the user's work. :meth:`StoreWriter.flush` writes
+the chunks an edit touched (with their weights), the buffered training
+history and the queued predictions; a background thread
+(:meth:`StoreWriter.start_autosave`) flushes every ``interval`` seconds.
+:meth:`StoreWriter.save_checkpoint` writes the model atomically
+(``latest.pt``, and ``best.pt`` at the lowest smoothed loss).
+:class:`StoreWriter` is the base of :class:`napari_sparseseg.store.SessionStore`,
+which creates, opens and reads stores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .core.annotation import Box, _weights
+from .core.events import Prediction, TrainStep
+from .store_files import align_to_chunks, atomic_copy_file, atomic_write_text, chunk_boxes
+
+if TYPE_CHECKING:
+    from .core.session import SegmentationSession
+    from .core.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+#: Seconds of training between two automatic checkpoints (:meth:`StoreWriter.on_step`).
+CHECKPOINT_SECONDS = 30.0
+#: Smoothing of the training loss that decides the best checkpoint (exponential moving average factor).
+LOSS_SMOOTHING = 0.1
+#: Least seconds between two rewrites of all labeled weight chunks after the class balance changed.
+WEIGHTS_REFRESH_SECONDS = 5.0
+
+
+class StoreWriter:
+    """Writes a session's edits, steps, predictions and checkpoints into its store (base of ``SessionStore``).
+
+    Parameters
+    ----------
+    path : Path
+        The store directory.
+    group : zarr.Group
+        Its root group, open for writing.
+    session : SegmentationSession
+        The session whose edits are written.
+    """
+
+    def __init__(self, path: Path, group: Any, session: SegmentationSession) -> None:
+        self.path = Path(path)
+        self._group = group
+        self.session = session
+        self.chunks: tuple[int, int, int] = tuple(group.attrs["chunks"])  # type: ignore[assignment]
+        self._flush_lock = threading.Lock()
+        self._meta_lock = threading.Lock()
+        self._buffer_lock = threading.Lock()
+        self._history: list[dict[str, Any]] = []
+        self._predictions: deque[tuple[Prediction, np.ndarray]] = deque()
+        self._flushed_revision = -1
+        self._num_classes = int(group.attrs["num_classes"])
+        self._labeled_chunks: set[tuple[int, int, int]] = set()
+        self._weights_class_weight: np.ndarray | None = None
+        self._weights_refreshed = time.monotonic()
+        self._smoothed_loss: float | None = None
+        self._last_checkpoint = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._interval = 0.25
+        #: Last exception of the autosave thread (it keeps running; the next flush retries).
+        self.last_error: BaseException | None = None
+
+    # ================================================================ recording
+    def record_step(self, event: TrainStep) -> None:
+        """Buffer one training step for ``history.jsonl`` (written by the next flush)."""
+        row = {"step": event.step, "loss": event.loss, "label_loss": event.label_loss, "lr": event.learning_rate,
+               "elapsed": event.elapsed, "labeled_error_rate": event.labeled_error_rate,
+               "revision": event.revision, "time": time.time()}
+        fit = event.tracked_loss  # the label terms: the smoothness and hardest-voxel terms ramp in and out
+        with self._buffer_lock:
+            self._history.append(row)
+            if np.isfinite(fit):
+                s, a = self._smoothed_loss, LOSS_SMOOTHING
+                self._smoothed_loss = fit if s is None else (1 - a) * s + a * fit
+
+    def on_step(self, trainer: Trainer, event: TrainStep, every: float = CHECKPOINT_SECONDS) -> bool:
+        """Record ``event`` and write a checkpoint if ``every`` seconds passed since the last one.
+
+        Call it from the training thread (:meth:`SegmentationSession.interactive` does), so the
+        weights are never saved while a step changes them. Returns True if a checkpoint was written.
+        """
+        self.record_step(event)
+        if time.monotonic() - self._last_checkpoint >= every:
+            self.save_checkpoint(trainer)
+            return True
+        return False
+
+    def checkpoint_index(self) -> dict[str, Any]:
+        """``{"latest": {...}, "best": {...}}`` with step, loss, time of each checkpoint (``{}`` if none)."""
+        try:
+            return json.loads((self.path / "checkpoints" / "index.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save_checkpoint(self, trainer: Trainer | None = None, loss: float | None = None) -> Path | None:
+        """Atomically write ``checkpoints/latest.pt``, and ``best.pt`` when ``loss`` is the lowest so far.
+
+        Weights that are not finite are never written: the previous checkpoints stay, and ``None`` is returned.
+
+        ``loss`` defaults to the smoothed label loss (``TrainStep.label_loss``) of the recorded steps. Call it from the
+        training thread, or when no training runs.
+        """
+        from .core.checkpoint import save_model
+
+        trainer = trainer or self.session.trainer
+        if loss is None:
+            loss = self._smoothed_loss
+        folder = self.path / "checkpoints"
+        try:
+            latest = save_model(trainer, folder / "latest.pt")
+        except FloatingPointError as exc:  # never overwrite good checkpoints with NaN weights
+            log.warning("session store %s: %s; the previous checkpoints are kept", self.path, exc)
+            self.last_error = exc
+            return None
+        entry = {"step": trainer.step, "elapsed": trainer.elapsed, "loss": loss, "time": time.time()}
+        with self._meta_lock:
+            index = self.checkpoint_index()
+            index["latest"] = entry
+            best = index.get("best")
+            if loss is not None and (best is None or best.get("loss") is None or loss <= best["loss"]):
+                atomic_copy_file(latest, folder / "best.pt")
+                index["best"] = entry
+            atomic_write_text(folder / "index.json", json.dumps(index, indent=1))
+        self._last_checkpoint = time.monotonic()
+        return latest
+
+    def record_prediction(self, prediction: Prediction, merged: np.ndarray | None = None) -> None:
+        """Queue a prediction for the store (written by the autosave thread, or now if autosave is off).
+
+        Parameters
+        ----------
+        prediction : Prediction
+            Network output of ``prediction.box``.
+        merged : np.ndarray, optional
+            uint8 ``(z, y, x)`` of the box, mask encoding with the user labels merged in
+            (default: ``session.merge(prediction)`` now).
+        """
+        if merged is None:
+            merged = self.session.merge(prediction)
+        with self._buffer_lock:
+            self._predictions.append((prediction, merged))
+        if self._thread is None:
+            self.flush()
+
+    # ================================================================ flushing
+    def flush(self) -> Box:
+        """Write what changed since the last flush: label/source/weight chunks, history, predictions.
+
+        Returns the (chunk-aligned) box of labels written.
+        """
+        with self._flush_lock:
+            box = self._flush_labels()
+            self._flush_history()
+            self._refresh_weights()
+            while True:
+                with self._buffer_lock:
+                    item = self._predictions.popleft() if self._predictions else None
+                if item is None:
+                    break
+                self._write_prediction(*item)
+                box = box.union(self._flush_labels())  # strokes made meanwhile go first
+            return box
+
+    def _flush_labels(self) -> Box:
+        vol = self.session.volume
+        revision = vol.revision
+        if revision == self._flushed_revision:
+            return Box((0, 0, 0), (0, 0, 0))
+        box = align_to_chunks(vol.changes_since(self._flushed_revision), self.chunks, vol.shape)
+        if vol.num_classes != self._num_classes:
+            self._set_num_classes(vol.num_classes)
+        tc = self.session.config.train
+        cw = vol.class_weights(tc.class_balance_power)
+        first = self._flushed_revision < 0
+        for b in chunk_boxes(box, self.chunks, vol.shape):  # one chunk at a time: memory stays bounded
+            labels, source = vol.snapshot(b)
+            labeled = bool(labels.any())
+            if first and not labeled:
+                continue  # a new store reads 0 where nothing was written
+            self._group["labels"][b.slices] = labels
+            self._group["source"][b.slices] = source
+            self._group["weights"][b.slices] = _weights(labels, source, cw, tc.correction_weight)
+            if labeled:
+                self._labeled_chunks.add(b.start)
+            else:
+                self._labeled_chunks.discard(b.start)
+        self._flushed_revision = revision
+        return box
+
+    def _refresh_weights(self) -> None:
+        """Rewrite the weights of labeled chunks when the class balance moved (rate-limited)."""
+        vol = self.session.volume
+        tc = self.session.config.train
+        cw = vol.class_weights(tc.class_balance_power)
+        old = self._weights_class_weight
+        self._weights_class_weight = cw
+        if old is None or (old.shape == cw.shape and np.allclose(old, cw, rtol=1e-2)):
+            return
+        if time.monotonic() - self._weights_refreshed < WEIGHTS_REFRESH_SECONDS:
+            self._weights_class_weight = old  # not yet: compare against what is on disk next time
+            return
+        self._weights_refreshed = time.monotonic()
+        for start in sorted(self._labeled_chunks):
+            b = Box(start, tuple(s + c for s, c in zip(start, self.chunks))).clip(vol.shape)  # type: ignore[arg-type]
+            labels, source = vol.snapshot(b)
+            self._group["weights"][b.slices] = _weights(labels, source, cw, tc.correction_weight)
+
+    def _flush_history(self) -> None:
+        with self._buffer_lock:
+            rows, self._history = self._history, []
+        if rows:
+            with open(self.path / "history.jsonl", "a") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in rows))
+
+    def _set_num_classes(self, k: int) -> None:
+        with self._meta_lock:
+            probs = self._group["probabilities"]
+            if probs.shape[0] != k + 1:
+                probs.resize((k + 1,) + tuple(probs.shape[1:]))
+            names = list(self._group.attrs.get("class_names") or [])
+            names += [f"class {i + 1}" for i in range(len(names), k)]
+            self._group.attrs.update({"num_classes": k, "class_names": names[:k]})
+            self._num_classes = k
+
+    def _write_prediction(self, prediction: Prediction, merged: np.ndarray) -> None:
+        k = prediction.probabilities.shape[0] - 1
+        if k != self._num_classes:
+            self._set_num_classes(k)
+        sl = prediction.box.slices
+        self._group["prediction"][sl] = merged.astype(np.uint8, copy=False)
+        self._group["probabilities"][(slice(None),) + sl] = prediction.probabilities.astype(np.float16)
+        self._group["uncertainty"][sl] = prediction.uncertainty.astype(np.float16)
+        with self._meta_lock:
+            self._group["prediction"].attrs.update({"step": prediction.step, "revision": prediction.revision,
+                                                    "time": time.time()})
+
+    # ================================================================ autosave thread
+    def start_autosave(self, interval: float = 0.25) -> None:
+        """Flush every ``interval`` seconds in a daemon thread (idempotent)."""
+        if interval <= 0:
+            raise ValueError(f"autosave interval must be > 0 seconds, got {interval}")
+        self._interval = float(interval)
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._autosave_loop, name="sparseseg-autosave", daemon=True)
+        self._thread.start()
+        flush_before_exit(self)
+
+    def stop_autosave(self, flush: bool = True) -> None:
+        """Stop the autosave thread (after a last flush when ``flush``)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join()
+        if flush:
+            self.flush()
+
+    @property
+    def autosaving(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _autosave_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 (a full disk must not kill the thread; the next flush retries)
+                if self.last_error is None:
+                    log.warning("session store %s: autosave failed: %s", self.path, exc)
+                self.last_error = exc
+
+
+def flush_before_exit(store: StoreWriter) -> None:
+    """Have a script that exits without closing ``store`` still flush it, while zarr's I/O threads still run.
+
+    Interpreter shutdown stops the thread pools (zarr writes through them) before ``atexit`` functions run, so a
+    flush from ``atexit`` failed ("cannot schedule new futures after interpreter shutdown"). Hooks registered with
+    ``threading._register_atexit`` run first, newest first, so this one runs before the pools stop. Where that
+    private hook is missing, ``atexit`` is the fallback.
+    """
+    import weakref
+
+    ref = weakref.ref(store)
+
+    def flush() -> None:
+        live = ref()
+        if live is not None and live.autosaving:
+            try:
+                live.stop_autosave(flush=True)
+            except Exception as exc:  # noqa: BLE001 (at exit: report, never raise)
+                log.warning("session store %s: last flush at exit failed: %s", live.path, exc)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError
+        register(flush)
+    except RuntimeError:  # no hook, or the interpreter is already shutting down
+        import atexit
+
+        atexit.register(flush)
