@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = SessionConfig(train=TrainConfig(prefetch=args.prefetch))
     widget = SparseSegWidget(viewer, config=config, refresh_seconds=args.refresh_seconds)
     viewer.window.add_dock_widget(widget, name="sparse-slice segmentation")
-    widget.device_combo.setCurrentText(args.device)
+    widget.training_panel.device_combo.setCurrentText(args.device)
     gt = img_meta["metadata"]["ground_truth"]
 
     def wait_until(cond, timeout: float) -> bool:
@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> dict:
     steps_at_first = widget.last_step.step if widget.last_step else 0
 
     step0 = widget.last_step.step if widget.last_step else 0
-    refresh0 = widget.n_refreshes
+    refresh0 = widget.refreshes.count
     gaps = heartbeat(args.seconds)
     steps = (widget.last_step.step if widget.last_step else 0) - step0
-    refreshes = widget.n_refreshes - refresh0
+    refreshes = widget.refreshes.count - refresh0
     device = str(widget.session.trainer.device)
     built_ahead, built_in_step = widget.session.trainer.batches.built_ahead
     pred = np.asarray(widget.prediction_layer.data)

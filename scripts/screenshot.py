@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> Path:
     from napari.utils.io import imsave
     from qtpy.QtWidgets import QApplication
 
+    from napari_sparseseg.core.encoding import mask_to_annotation
     from napari_sparseseg.plugin.sample import make_sample_data
     from napari_sparseseg.plugin.widget import SparseSegWidget
-    from napari_sparseseg.core.encoding import mask_to_annotation
 
     viewer = napari.Viewer(title="napari-sparseseg", show=True)
     viewer.window._qt_window.resize(1500, 950)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> Path:
     annotation = viewer.add_labels(ann, **ann_meta)
     widget = SparseSegWidget(viewer, refresh_seconds=3.0)
     viewer.window.add_dock_widget(widget, name="Sparse-slice 3D segmentation")
-    widget.device_combo.setCurrentText(args.device)
+    widget.training_panel.device_combo.setCurrentText(args.device)
     gt = img_meta["metadata"]["ground_truth"]
     for z in np.round(np.linspace(0, gt.shape[0] - 1, 5)).astype(int)[1:-1]:
         yy, xx = np.indices(gt.shape[1:]).reshape(2, -1)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     imsave(str(args.out), shot)
     print(f"wrote {args.out} {shot.shape}; step {widget.last_step.step if widget.last_step else 0}, "
-          f"{widget.n_refreshes} refreshes")
+          f"{widget.refreshes.count} refreshes")
     viewer.close()
     return args.out
 

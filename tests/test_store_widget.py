@@ -113,7 +113,7 @@ def test_open_session_restores_layers_and_start_resumes_training_from_the_checkp
         np.testing.assert_array_equal(session.volume.labels, original.volume.labels)
         qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 5, timeout=60000)
         assert widget.last_step.step > 3
-        assert "saving to" in widget.status_label.text() or "step" in widget.status_label.text()
+        assert "saving to" in widget.status_panel.label.text() or "step" in widget.status_panel.label.text()
         stop_and_wait(widget, qtbot)
         index = session.store.checkpoint_index()
         assert index["latest"]["step"] == session.trainer.step  # a checkpoint on Stop
@@ -161,8 +161,9 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         widget2.files.open(mine)
         np.testing.assert_array_equal(widget2.annotation_layer.data, expected)
         assert widget2.image_layer.name == image_meta["name"]  # named after the image, not the store's timestamp
-        assert widget2.prediction_layer is not None and widget2.accept_button.isEnabled()  # the stored prediction
-        assert "Start resumes training" in widget2.status_label.text()
+        # the stored prediction is shown and acceptable
+        assert widget2.prediction_layer is not None and widget2.results_panel.accept_button.isEnabled()
+        assert "Start resumes training" in widget2.status_panel.label.text()
         assert widget2.start()
         qtbot.waitUntil(lambda: widget2.session is not None, timeout=60000)
         # Resumed from the checkpoint, not from step 0; the worker may already have run a step or two.

@@ -92,24 +92,24 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
         paint_slice(annotation, z, gt[z])
     assert len(painted) == 3
 
-    widget.device_combo.setCurrentText("cpu")
+    widget.training_panel.device_combo.setCurrentText("cpu")
     start_and_wait_for_session(widget, qtbot)
     session = widget.session
     assert str(session.trainer.device) == "cpu"
     assert session.volume.n_labeled == 3 * SHAPE[1] * SHAPE[2]
     np.testing.assert_array_equal(session.volume.labels, annotation.data)
 
-    widget.uncertainty_check.setChecked(True)
+    widget.training_panel.uncertainty_check.setChecked(True)
     shown = []
     widget.prediction_shown.connect(lambda r: shown.append(r))
     pred_layer = widget.prediction_layer
     # The first responder's mask comes first; wait for the net's first steps as well.
-    qtbot.waitUntil(lambda: widget.n_refreshes > 0 and foreground_dice(pred_layer.data, gt) >= 0.6
+    qtbot.waitUntil(lambda: widget.refreshes.count > 0 and foreground_dice(pred_layer.data, gt) >= 0.6
                     and widget.last_step is not None, timeout=120000)
     assert widget.last_step is not None and widget.last_step.step > 0
-    assert widget.sparkline.values
-    assert widget.accept_button.isEnabled()
-    unc = widget.uncertainty_layer
+    assert widget.status_panel.sparkline.values
+    assert widget.results_panel.accept_button.isEnabled()
+    unc = widget.outputs.uncertainty
     assert unc is not None and 0.0 <= unc.data.min() and unc.data.max() <= 1.0 and unc.data.max() > 0
     # A refresh never overwrites labeled voxels.
     for z in (8, 16, 24):
@@ -144,13 +144,13 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
 
     # Accept the prediction of the slice in view, then export.
     viewer.dims.set_current_step(0, 20)
-    accepted = widget.accept_prediction_in_view()
+    accepted = widget.results_panel.accept_in_view()
     assert accepted > 0
     assert (annotation.data[20] > 0).all() and (session.volume.labels[20] > 0).all()
     annotation.undo()  # accepting is one undoable edit
     assert (session.volume.labels[20] == 0).all()
     out = tmp_path / "mask.npz"
-    layer = widget.export("prediction", out)
+    layer = widget.results_panel.export("prediction", out)
     assert layer.data.max() <= 2 and set(np.unique(layer.data)) <= {0, 1, 2}
     with np.load(out) as f:
         np.testing.assert_array_equal(f["labels"], layer.data)
@@ -161,7 +161,7 @@ def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot)
     gt = ground_truth(widget)
     for z in (8, 16, 24):
         paint_slice(widget.annotation_layer, z, gt[z])
-    widget.first_refresh_steps = 10**6  # the net never predicts in this test: whatever is shown is the forest's
+    widget.refreshes.first_refresh_steps = 10**6  # the net never predicts here: what is shown is the forest's
     viewer.dims.set_current_step(0, 12)
     shown = []
     widget.prediction_shown.connect(lambda r: shown.append(r))
@@ -171,7 +171,7 @@ def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot)
     assert shown[0].prediction.box.start[0] <= 12 < shown[0].prediction.box.stop[0]  # the view came first
     assert foreground_dice(widget.prediction_layer.data[12], gt[12]) > 0.6
     widget._update_status()
-    status = widget.status_label.text()
+    status = widget.status_panel.label.text()
     assert "first responder" in status and "estimated Dice" in status
     qtbot.waitUntil(lambda: widget.guidance_panel.guidance is not None, timeout=60000)
     stop_and_wait(widget, qtbot)
@@ -245,22 +245,22 @@ def test_class_management(app, qtbot):
     _viewer, widget = app
     annotation = widget.annotation_layer
     assert widget.classes.names == ["nucleus", "vesicle"]
-    k = widget.add_class()
-    assert k == 3 and widget.class_list.count() == 4  # background + 3
+    k = widget.class_panel.add()
+    assert k == 3 and widget.class_panel.list.count() == 4  # background + 3
     assert 4 in annotation.colormap.color_dict  # annotation value of class 3
-    widget.class_list.item(3).setText("membrane")
+    widget.class_panel.list.item(3).setText("membrane")
     assert widget.classes.names == ["nucleus", "vesicle", "membrane"]
-    widget.class_list.setCurrentRow(3)
+    widget.class_panel.list.setCurrentRow(3)
     assert annotation.selected_label == 4
     annotation.data[0, 0, :4] = [1, 2, 3, 4]
     start_and_wait_for_session(widget, qtbot)
     assert widget.session.volume.num_classes == 3
-    widget.add_class("extra")
+    widget.class_panel.add("extra")
     assert widget.session.volume.num_classes == 4
-    widget.remove_class(4)  # refused while training
+    widget.class_panel.remove(4)  # refused while training
     assert len(widget.classes) == 4
     stop_and_wait(widget, qtbot)
-    widget.remove_class(2)  # vesicle: its voxels become unlabeled, membrane moves down
+    widget.class_panel.remove(2)  # vesicle: its voxels become unlabeled, membrane moves down
     assert widget.classes.names == ["nucleus", "membrane", "extra"]
     np.testing.assert_array_equal(annotation.data[0, 0, :4], [1, 2, 0, 3])
     assert widget.session is None  # the next Start trains a new model
@@ -275,11 +275,11 @@ def test_refuses_2d_and_rgb_images(app):
     viewer.add_image(np.zeros((32, 32)), name="flat")
     viewer.add_image(np.zeros((8, 32, 32, 3), np.uint8), name="colour", rgb=True)
     for name in ("flat", "colour"):
-        widget.image_combo.setCurrentIndex(widget.image_combo.findText(name))
-        assert not widget.image_message.isHidden()
-        assert ("2D" if name == "flat" else "RGB") in widget.image_message.text()
+        widget.data_panel.image_combo.setCurrentIndex(widget.data_panel.image_combo.findText(name))
+        assert not widget.data_panel.image_message.isHidden()
+        assert ("2D" if name == "flat" else "RGB") in widget.data_panel.image_message.text()
         assert not widget.start()
-        assert not widget.start_button.isEnabled()
+        assert not widget.training_panel.start_button.isEnabled()
 
 
 def test_worker_error_is_reported_and_session_stays_usable(app, qtbot, monkeypatch):
@@ -410,7 +410,7 @@ def test_export_to_nifti_keeps_the_source_affine(app, tmp_path):
     widget.image_layer.metadata["affine"] = affine
     paint_slice(widget.annotation_layer, 5, ground_truth(widget)[5])
     out = tmp_path / "annotation.nii.gz"
-    widget.export("annotation", out)
+    widget.results_panel.export("annotation", out)
     saved = nib.load(out)
     np.testing.assert_allclose(saved.affine, affine)
     assert (np.asarray(saved.dataobj) > 0).sum() == (ground_truth(widget)[5] > 0).sum()
@@ -430,3 +430,21 @@ def test_the_status_names_the_learner_and_the_estimate_per_class():
     assert words == ("showing the fast first responder (a pixel classifier): estimated Dice 0.91 (0.88-0.94); "
                      "tumour 0.93")
     assert "estimated" not in shown_in_words(replace(prediction, estimate=None))
+
+
+def test_an_exported_mask_does_not_cover_the_live_prediction(app):
+    """The export is a snapshot: hidden, below the prediction, so the prediction the user watches stays in view."""
+    viewer, widget = app
+    paint_slice(widget.annotation_layer, 5, ground_truth(widget)[5])
+    prediction = widget._ensure_prediction_layer()
+    layer = widget.results_panel.export("prediction")
+    assert not layer.visible and prediction.visible
+    assert viewer.layers.index(layer) < viewer.layers.index(prediction)
+    assert viewer.layers.selection.active is widget.annotation_layer  # the user keeps painting where they were
+
+
+def test_after_stop_the_status_clock_stops_counting(app, qtbot):
+    viewer, widget = app
+    widget.refreshes.refreshed()  # as if a prediction had been shown
+    widget._update_status()
+    assert "refreshed" not in widget.status_panel.rate_label.text()  # not running: nothing is refreshing

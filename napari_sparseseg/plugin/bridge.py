@@ -233,12 +233,26 @@ class TrainingRun:
         if self.worker is not None and self.running:
             self.worker.resume()
 
+    def toggle_pause(self) -> None:
+        """Resume a paused run, pause a running one."""
+        if self.paused:
+            self.resume()
+        else:
+            self.pause()
+
     def stop(self) -> None:
         """Ask the run to end after the current step or prediction; returns at once."""
         if self._flags is not None:
             self._flags.stop.set()
         if self.worker is not None and self.worker.is_paused:
             self.worker.resume()
+
+    def stop_and_wait(self, timeout: float) -> bool:
+        """Stop a running run and wait for its end (at most ``timeout`` s); True if one was running and ended."""
+        if not self.running:
+            return False
+        self.stop()
+        return self.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run has ended; True if it did within ``timeout`` seconds.

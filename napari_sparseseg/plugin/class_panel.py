@@ -10,14 +10,14 @@ drops the model) stays with the widget (:meth:`DockHost.class_added`,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import QColorDialog, QGroupBox, QHBoxLayout, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
 
-from .classes import BACKGROUND_COLOR, MAX_CLASSES
+from .classes import BACKGROUND_COLOR, MAX_CLASSES, ClassList, remove_class_values
 
 if TYPE_CHECKING:
     from .host import DockHost
@@ -64,6 +64,13 @@ class ClassPanel(QGroupBox):
         self.list.blockSignals(False)
         self.widget.update_buttons()
 
+    def take_names_of(self, layer: Any) -> None:
+        """Name the classes after an image's ``class_names`` metadata (e.g. the sample's), while they are still
+        the default ones."""
+        names = layer.metadata.get("class_names") if hasattr(layer.metadata, "get") else None
+        if names and self.widget.classes.names == ClassList().names:
+            self.widget.set_classes(ClassList.from_names(list(names)[:MAX_CLASSES]))
+
     def update_buttons(self, running: bool) -> None:
         """Enable what is allowed now (no removing while training runs)."""
         n, row = len(self.widget.classes), self.list.currentRow()
@@ -101,7 +108,8 @@ class ClassPanel(QGroupBox):
         self.fill()
 
     def remove(self, k: int) -> None:
-        """Remove class ``k`` (refused while training runs; see :meth:`DockHost.class_removed`)."""
+        """Remove class ``k``: its voxels become unlabeled in the annotation and prediction layers, higher classes
+        move down (refused while training runs; what it means for the session: :meth:`DockHost.class_removed`)."""
         w = self.widget
         if w.run.running:
             show_warning("stop training before removing a class")
@@ -111,6 +119,13 @@ class ClassPanel(QGroupBox):
         except ValueError as exc:
             show_warning(str(exc))
             return
+        for layer, value in ((w.annotation_layer, k + 1), (w.prediction_layer, k)):
+            if layer is not None:
+                remove_class_values(layer.data, value, 0)
+                reset = getattr(layer, "_reset_history", None)
+                if callable(reset):
+                    reset()  # napari's undo would bring the removed class back
+                layer.refresh()
         w.class_removed(k)
         self.fill()
         w.apply_colormaps()

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels
     from napari.viewer import Viewer
 
-    from ..core.config import SessionConfig
     from ..core.session import SegmentationSession
     from .classes import ClassList
 
@@ -24,21 +23,25 @@ class DockHost(Protocol):
     viewer: Viewer
     #: The session training now, or last trained (None before Start).
     session: SegmentationSession | None
-    #: Settings a new session starts with.
-    session_config: SessionConfig
+    #: The Training box (``session_config()``: the settings a new session starts with).
+    training_panel: Any
     #: The class names and colours.
     classes: ClassList
     class_panel: Any
     image_layer: Image | None
     annotation_layer: Labels | None
     prediction_layer: Labels | None
-    #: The layer pickers (magicgui/Qt combo boxes) of the image and the annotation.
-    image_combo: Any
-    annotation_combo: Any
-    #: The status line.
-    status_label: Any
+    #: The Data box: the image and annotation layer pickers (``image_combo``, ``annotation_combo``).
+    data_panel: Any
+    #: The Status box (``say(text)``, ``label``).
+    status_panel: Any
+    #: The prediction and uncertainty layers (``prediction``, ``predicted``, ``has_prediction()``).
+    outputs: Any
     #: The background training run (``run.running``).
     run: Any
+
+    def current_view_box(self) -> Any:
+        """The slice in view (a ``Box`` of image voxels), None in 3D view."""
 
     def layout(self) -> Any:
         """The widget's Qt layout, where a panel inserts its box."""

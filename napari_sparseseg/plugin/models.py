@@ -95,7 +95,7 @@ class ModelFiles:
         layer = layer if layer is not None else self.widget.image_layer
         if layer is None:
             raise ValueError("pick an image layer to apply the model to")
-        device = self.widget.session_config().device
+        device = self.widget.training_panel.session_config().device
         worker = create_worker(predict_layer, layer, model, device, _ignore_errors=True)  # errors: notification
         worker.returned.connect(lambda mask: add_mask_layer(self.widget, layer, mask, model))
         worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))

@@ -241,9 +241,9 @@ class SessionFiles:
         resumed = f" (resumed at step {session.trainer.step})" if session.trainer.step else ""
         self.path_label.setText(f"autosaving to {self.store.path}{resumed}")
         w = self.widget
-        w.status_label.setText(f"{w.status_label.text()}; saving to {self.store.path}")
+        w.status_panel.say(f"{w.status_panel.label.text()}; saving to {self.store.path}")
         if self.store.resume_error:
-            w.status_label.setText(self.store.resume_error)
+            w.status_panel.say(self.store.resume_error)
 
     def checkpoint(self) -> None:
         """Write a checkpoint and flush (training has ended: the weights are not changing)."""
@@ -344,8 +344,8 @@ class SessionFiles:
         layers = [w.viewer.add_layer(Layer.create(data, meta, kind)) for data, meta, kind in store_layers(path)]
         image = next(ly for ly in layers if ly.metadata.get("class_names") is not None)
         annotation = next(ly for ly in layers if ly.metadata.get("sparseseg_role") == "annotation")
-        _select(w.image_combo, image)
-        _select(w.annotation_combo, annotation)
+        _select(w.data_panel.image_combo, image)
+        _select(w.data_panel.annotation_combo, annotation)
         self._set_classes(image.metadata["class_names"], image.metadata.get("class_colors"))
         self._open_path = path
         prediction = next((ly for ly in layers if ly.metadata.get("sparseseg_role") == "prediction"), None)
@@ -353,7 +353,7 @@ class SessionFiles:
             w.adopt_prediction(prediction)
         w.viewer.layers.selection.active = annotation
         self.path_label.setText(f"opened {path}: Start resumes training")
-        w.status_label.setText("session opened: " + ("its last prediction is shown; " if prediction is not None
+        w.status_panel.say("session opened: " + ("its last prediction is shown; " if prediction is not None
                                                       else "") + "Start resumes training")
         return layers
 

@@ -1,0 +1,153 @@
+"""The Data box of the dock widget: which image to segment and which labels layer the user paints on.
+
+It lists the viewer's layers that qualify (3D images that are not the plugin's
+outputs; labels layers of the image's shape), keeps the choice across layer
+changes, says what is wrong with an image that cannot be used, and creates an
+empty annotation layer on request. What a new choice means for the training
+session stays with the widget (the ``on_image_changed`` and
+``on_annotation_changed`` callbacks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
+
+from ..core.encoding import ANNOTATION_DTYPE
+from .layers import image_layer_problem, is_output, placement, role
+
+if TYPE_CHECKING:
+    import napari
+
+#: Shown when no image can be chosen.
+NO_IMAGE = "open a 3D image (File > Open Sample > napari-sparseseg for a demo)"
+
+
+class DataPanel(QGroupBox):
+    """Parameters
+    ----------
+    viewer : napari.Viewer
+        Whose layers are offered.
+    excluded : callable
+        Returns a labels layer never offered as the annotation (the prediction layer), or None.
+    on_image_changed, on_annotation_changed : callable
+        Called after the chosen image or annotation layer changed (or may have).
+    """
+
+    def __init__(self, viewer: napari.Viewer, excluded: Callable[[], Labels | None],
+                 on_image_changed: Callable[[], None], on_annotation_changed: Callable[[], None]) -> None:
+        super().__init__("Data")
+        self.viewer = viewer
+        self._excluded = excluded
+        self._on_image_changed = on_image_changed
+        self._on_annotation_changed = on_annotation_changed
+        form = QFormLayout(self)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("3D single-channel image to segment")
+        self.image_message = QLabel()
+        self.image_message.setWordWrap(True)
+        self.image_message.setStyleSheet("color: #ff8c69")
+        self.annotation_combo = QComboBox()
+        self.annotation_combo.setToolTip("labels layer you paint on: 1 = background, 2.. = classes")
+        self.new_annotation_button = QPushButton("New")
+        row = QHBoxLayout()
+        row.addWidget(self.annotation_combo, 1)
+        row.addWidget(self.new_annotation_button)
+        form.addRow("Image", self.image_combo)
+        form.addRow(self.image_message)
+        form.addRow("Annotation", row)
+        self.image_combo.currentIndexChanged.connect(lambda *_: self._image_chosen())
+        self.annotation_combo.currentIndexChanged.connect(lambda *_: self._on_annotation_changed())
+        self.new_annotation_button.clicked.connect(lambda: self.create_annotation_layer())
+
+    @property
+    def image_layer(self) -> Image | None:
+        layer = self.image_combo.currentData()
+        return layer if isinstance(layer, Image) and layer in self.viewer.layers else None
+
+    @property
+    def annotation_layer(self) -> Labels | None:
+        layer = self.annotation_combo.currentData()
+        return layer if isinstance(layer, Labels) and layer in self.viewer.layers else None
+
+    def refresh(self) -> None:
+        """Offer the layers the viewer holds now, keeping the current choices where they still qualify."""
+        image, annotation = self.image_combo.currentData(), self.annotation_combo.currentData()
+        images = [ly for ly in self.viewer.layers if isinstance(ly, Image) and not is_output(ly)]
+        usable = [ly for ly in images if image_layer_problem(ly) is None]
+        _offer(self.image_combo, images, image if image in images else (usable[-1] if usable else None))
+        self.fill_annotation_choices(annotation)
+        if self.image_combo.currentData() is not image:
+            self._image_chosen()
+
+    def fill_annotation_choices(self, keep: Any = None) -> None:
+        """Offer the labels layers of the image's shape; keep ``keep`` chosen if it is one of them."""
+        image = self.image_layer
+        shape = image.data.shape if image is not None else None
+        excluded = self._excluded()
+        labels = [ly for ly in self.viewer.layers if isinstance(ly, Labels) and not is_output(ly)
+                  and ly is not excluded and shape is not None and ly.data.shape == shape]
+        preferred = [ly for ly in labels if role(ly) == "annotation" or ly.name == "annotation"]
+        _offer(self.annotation_combo, labels, keep if keep in labels else (preferred or labels or [None])[0])
+        self._on_annotation_changed()
+
+    def image_problem(self) -> str | None:
+        """Why the chosen image cannot be segmented (None when it can)."""
+        layer = self.image_combo.currentData()
+        return image_layer_problem(layer) if layer is not None else NO_IMAGE
+
+    def _image_chosen(self) -> None:
+        problem = self.image_problem()
+        self.image_message.setText(problem or "")
+        self.image_message.setVisible(bool(problem))
+        self._on_image_changed()
+        self.fill_annotation_choices(self.annotation_combo.currentData())
+
+    def create_annotation_layer(self) -> Labels | None:
+        """Add an empty annotation layer matching the image and select it."""
+        image = self.image_layer
+        if image is None or image_layer_problem(image):
+            show_warning(image_layer_problem(image) or "pick a 3D image first")
+            return None
+        layer = self.viewer.add_labels(np.zeros(image.data.shape, ANNOTATION_DTYPE), name=f"{image.name} annotation",
+                                       **placement(image), opacity=0.7,
+                                       metadata={"sparseseg_role": "annotation"})
+        self.fill_annotation_choices(layer)
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def chosen_layers(self) -> tuple[Image, Labels] | None:
+        """The image and the annotation layer to train on (an empty annotation layer is created when none is
+        chosen); None, with a warning to the user, when they cannot be used."""
+        image, problem = self.image_layer, self.image_problem()
+        if image is None or problem:
+            show_warning(problem or "pick a 3D image first")
+            return None
+        annotation = self.annotation_layer or self.create_annotation_layer()
+        if annotation is None:
+            return None
+        if annotation.data.shape != image.data.shape:
+            show_warning(f"annotation shape {annotation.data.shape} differs from image shape {image.data.shape}")
+            return None
+        return image, annotation
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Allow or forbid another choice (none while training)."""
+        for w in (self.image_combo, self.annotation_combo, self.new_annotation_button):
+            w.setEnabled(enabled)
+
+
+def _offer(combo: QComboBox, layers: list[Any], chosen: Any) -> None:
+    """Fill ``combo`` with ``layers`` (by name) and choose ``chosen`` (None: the first), without signals."""
+    combo.blockSignals(True)
+    combo.clear()
+    for layer in layers:
+        combo.addItem(layer.name, layer)
+    if chosen is not None:
+        combo.setCurrentIndex(layers.index(chosen))
+    combo.blockSignals(False)

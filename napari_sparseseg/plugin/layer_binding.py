@@ -1,0 +1,125 @@
+"""The layers bound to a training session: the annotation layer the user paints on, the prediction and
+uncertainty layers the plugin writes, their colours, and the slice in view.
+
+Strokes on the annotation layer and corrections on the prediction layer reach
+the session through one :class:`~.strokes.LabelSync`; the prediction layer is
+created on demand (:class:`~.output_layers.OutputLayers`); both layers take
+their colours from the widget's :class:`~.classes.ClassList`, in which class
+``k`` is label ``k + 1`` on the annotation layer (1 is background) and label
+``k`` on the prediction layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from napari.utils.notifications import show_warning
+
+from .output_layers import OutputLayers
+from .strokes import LabelSync
+from .view import view_box
+
+if TYPE_CHECKING:
+    import napari
+    import numpy as np
+    from napari.layers import Image, Labels
+
+    from ..core.annotation import Box
+    from ..core.events import Prediction
+    from ..core.session import SegmentationSession
+    from .classes import ClassList
+
+
+class LayerBinding:
+    """Parameters
+    ----------
+    viewer : napari.Viewer
+        Where the layers live.
+    session : callable
+        Returns the session strokes go to (None before Start: strokes wait in the layer).
+    classes : callable
+        Returns the widget's classes (names and colours).
+    """
+
+    def __init__(self, viewer: napari.Viewer, session: Callable[[], SegmentationSession | None],
+                 classes: Callable[[], ClassList]) -> None:
+        self.viewer = viewer
+        self._session, self._classes = session, classes
+        #: The prediction and uncertainty layers.
+        self.outputs = OutputLayers(viewer)
+        #: Turns strokes on the bound annotation (and prediction) layer into session edits (None: nothing bound).
+        self.sync: LabelSync | None = None
+        self._view_box: Box | None = None
+
+    @property
+    def annotation(self) -> Labels | None:
+        """The annotation layer bound now."""
+        return self.sync.annotation if self.sync is not None else None
+
+    def bind(self, annotation: Labels) -> None:
+        """Send the strokes painted on ``annotation`` (and corrections on the prediction layer) to the session."""
+        self.unbind()
+        self.sync = LabelSync(annotation, self._session, lambda: len(self._classes()), show_warning)
+        if self.outputs.prediction is not None:
+            self.sync.attach_prediction(self.outputs.prediction)
+        self.recolour(annotation)
+        if annotation.mode == "pan_zoom":
+            annotation.mode = "paint"  # the first thing a user does is paint: no hunt for the brush
+
+    def unbind(self) -> None:
+        """Stop sending strokes to the session."""
+        if self.sync is not None:
+            self.sync.close()
+            self.sync = None
+
+    def ensure_prediction(self, image: Image, annotation: Labels) -> Labels:
+        """The prediction layer over ``image`` (created if missing), bound for corrections and coloured."""
+        layer, _created = self.outputs.ensure_prediction(image, keep_active=annotation)
+        if self.sync is not None:
+            self.sync.attach_prediction(layer)
+        self.recolour(annotation)
+        return layer
+
+    def adopt(self, layer: Labels, annotation: Labels | None) -> None:
+        """A stored prediction (a reopened session) becomes the prediction layer: shown, correctable, acceptable."""
+        self.outputs.adopt(layer)
+        if self.sync is not None:
+            self.sync.attach_prediction(layer)
+        self.recolour(annotation)
+
+    def show(self, prediction: Prediction, merged: np.ndarray, image: Image, annotation: Labels,
+             uncertainty: bool) -> Labels:
+        """Write a prediction on screen: ``merged`` (its class map with the labels winning) into the prediction
+        layer (created if missing), and its uncertainty into the uncertainty layer when ``uncertainty``."""
+        layer = self.outputs.prediction
+        if layer is None or layer not in self.viewer.layers:
+            layer = self.ensure_prediction(image, annotation)
+        self.outputs.write_prediction(prediction.box, merged)
+        if uncertainty:
+            self.outputs.write_uncertainty(image, prediction.box, prediction.uncertainty, annotation)
+        return layer
+
+    def recolour(self, annotation: Labels | None) -> None:
+        """Colour ``annotation`` and the prediction layer from the classes."""
+        classes = self._classes()
+        if annotation is not None:
+            annotation.colormap = classes.annotation_colormap()
+        if self.outputs.prediction is not None:
+            self.outputs.prediction.colormap = classes.prediction_colormap()
+
+    def removed(self, layer: Any) -> None:
+        """A layer left the viewer: forget it if it was an output."""
+        if self.outputs.removed(layer) and self.sync is not None:
+            self.sync.detach_prediction()
+
+    def update_view_box(self, image: Image | None) -> None:
+        """Work out the slice in view of ``image`` (call on the GUI thread when the view changes)."""
+        self._view_box = view_box(self.viewer, image) if image is not None and image.ndim == 3 else None
+
+    def view_box(self) -> Box | None:
+        """The slice in view (image voxels), None in 3D view; thread-safe (a cached value)."""
+        return self._view_box
+
+    def close(self) -> None:
+        self.unbind()

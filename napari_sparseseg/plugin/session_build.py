@@ -1,0 +1,61 @@
+"""What a Start builds: a new session from the chosen layers, or the one that is still valid (:func:`reuse`).
+
+The session is built in the training worker (building a net and normalising a
+large volume takes seconds); these functions prepare, on the GUI thread, the
+arrays and settings it is built from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.encoding import ANNOTATION_DTYPE
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+
+    from ..core.config import SessionConfig
+    from ..core.first_responder import FeatureStack
+    from ..core.session import SegmentationSession
+
+
+def session_key(image: Image | None, annotation: Labels | None, config: SessionConfig) -> tuple:
+    """What a session was built for: another key at Start means a new model (the correction weight aside, which
+    a live session takes as it is)."""
+    return (image, annotation, config.model, config.device, replace(config.train, correction_weight=1.0),
+            config.inference)
+
+
+def new_session(image: Image, annotation: Labels, num_classes: int, config: SessionConfig,
+                features: FeatureStack | None) -> Callable[[], SegmentationSession]:
+    """A builder of a new session on ``image`` with the labels painted on ``annotation`` now.
+
+    The labels are snapshotted here (values above the last class dropped); strokes painted while the session is
+    being built reach it when it is ready (``LabelSync.resync``). The builder leaves one CPU core to the GUI.
+    """
+    labels = np.asarray(annotation.data)
+    snapshot = np.where(labels > num_classes + 1, 0, labels).astype(ANNOTATION_DTYPE)
+    data, spacing = image.data, tuple(float(s) for s in image.scale[-3:])
+
+    def build() -> SegmentationSession:
+        from ..core.device import set_cpu_threads
+        from ..core.session import SegmentationSession
+
+        set_cpu_threads(leave_free=1)  # one core keeps the GUI responsive
+        return SegmentationSession(np.asarray(data), num_classes=num_classes, spacing=spacing, annotation=snapshot,
+                                   config=config, features=features)
+
+    return build
+
+
+def reuse(session: SegmentationSession) -> Callable[[], SegmentationSession]:
+    """A builder that hands back ``session`` (a Start after Stop, with unchanged settings: training goes on)."""
+
+    def build() -> SegmentationSession:
+        return session
+
+    return build
