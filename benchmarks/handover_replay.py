@@ -56,7 +56,7 @@ def record(name: str, image: np.ndarray, truth: np.ndarray, spacing: tuple[float
         return time.perf_counter() - start - paused
 
     def true_dice() -> dict[str, float | None]:
-        latest = {name: session._latest.get(name) for name in ("forest", "net")}
+        latest = {name: session.display.latest(name) for name in ("forest", "net")}
         latest = {n: p for n, p in latest.items() if p is not None and p.shape[0] == k + 1}
         if "forest" in latest and "net" in latest and latest["forest"].shape == latest["net"].shape:
             latest["blend"] = blend(latest["forest"], latest["net"])
@@ -67,7 +67,7 @@ def record(name: str, image: np.ndarray, truth: np.ndarray, spacing: tuple[float
         return out
 
     def snapshot(original):
-        # Instruments the session's private hooks: after each new prediction of a learner, score every learner.
+        # Instruments the display's hooks: after each new prediction of a learner, score every learner.
         def wrapped(*args, **kwargs):
             nonlocal paused
             result = original(*args, **kwargs)
@@ -87,8 +87,8 @@ def record(name: str, image: np.ndarray, truth: np.ndarray, spacing: tuple[float
         return update(scores)
 
     session.handover.update = recorded_update
-    session._set_forest = snapshot(session._set_forest)
-    session._show_net = snapshot(session._show_net)
+    session.display.set_forest = snapshot(session.display.set_forest)
+    session.display.show_net = snapshot(session.display.show_net)
     events = session.interactive(should_stop=lambda: now() >= seconds)
     for _ in events:
         if now() >= seconds:

@@ -164,8 +164,8 @@ def main() -> None:
 
     import torch
 
-    from napari_sparseseg.core.annotation import Box
     from napari_sparseseg.core.blockwise import iter_blocks, merge_labels
+    from napari_sparseseg.core.box import Box
     from napari_sparseseg.core.config import InferenceConfig, ModelConfig, SessionConfig, TrainConfig
     from napari_sparseseg.core.session import SegmentationSession
 

@@ -76,7 +76,7 @@ def time_forward(net: torch.nn.Module, device: torch.device, shape: tuple[int, .
 
 def first_view(shape: list[int], device: torch.device, base: int, compile_: bool) -> dict:
     """Session on a synthetic volume: label 3 slices, train until the first refresh, predict the view."""
-    from napari_sparseseg.core.annotation import Box
+    from napari_sparseseg.core.box import Box
     from napari_sparseseg.core.protocols import simulate_annotation
     from napari_sparseseg.core.session import SegmentationSession
     from napari_sparseseg.sample_data import make_cells_volume
@@ -109,7 +109,7 @@ def product_refresh(shape: list[int], device: torch.device) -> list[dict]:
     """
     from dataclasses import replace
 
-    from napari_sparseseg.core.annotation import Box
+    from napari_sparseseg.core.box import Box
     from napari_sparseseg.core.session import SegmentationSession
 
     rng = np.random.default_rng(0)

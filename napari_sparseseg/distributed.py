@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.annotation import Box
+from .core.box import Box
 from .core.config import InferenceConfig
 from .core.volume import Spacing, validate_spacing
 

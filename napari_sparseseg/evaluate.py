@@ -214,7 +214,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     clock = _Clock()
 
     def learner_dice(name: str) -> float | None:
-        probabilities = session._latest.get(name)
+        probabilities = session.display.latest(name)
         if probabilities is None or probabilities.shape[0] != k + 1:
             return None
         return evaluate_masks(truth, displayed(probabilities.argmax(0).astype(np.uint8)), k + 1)["dice_fg"]
@@ -261,7 +261,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     score_until(float("inf"))
     wall = clock.now()
     pred = displayed(shown)
-    net = session._latest.get("net")
+    net = session.display.latest("net")
     net_scores = None if net is None else evaluate_masks(truth, displayed(net.argmax(0).astype(np.uint8)), k + 1)
     annotation = session.volume.labels.copy() if suggested else annotation  # the baselines see the final labels
     unannotated = ~labeled

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.annotation import Box, Source
+from .core.annotation import Source
+from .core.box import Box
 from .core.config import SessionConfig
 from .core.encoding import UNLABELED
 from .store_files import STORE_KEY, STORE_VERSION, chunk_boxes, default_chunks

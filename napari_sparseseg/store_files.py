@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.annotation import Box
+from .core.box import Box
 
 #: Root attribute that marks a directory as a session store.
 STORE_KEY = "napari_sparseseg_session"

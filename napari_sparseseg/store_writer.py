@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.annotation import Box, _weights
+from .core.annotation import _weights
+from .core.box import Box
 from .core.events import Prediction, TrainStep
 from .store_files import align_to_chunks, atomic_copy_file, atomic_write_text, chunk_boxes
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_sparseseg.core.annotation import Box, Source
+from napari_sparseseg.core.annotation import Source
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.store import SessionStore

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotation import AnnotatedVolume, Box, Source
+from napari_sparseseg.core.annotation import AnnotatedVolume, Source
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.chunked import SparseChunkedArray
 from napari_sparseseg.core.volume import mirror_index, read_mirrored
 

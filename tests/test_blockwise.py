@@ -3,8 +3,8 @@ import pytest
 import torch
 import zarr
 
-from napari_sparseseg.core.annotation import Box
 from napari_sparseseg.core.blockwise import iter_blocks, predict_to_array
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation, merge_labels
 from napari_sparseseg.core.session import SegmentationSession

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ResponderConfig
+from napari_sparseseg.core.display import Display
 from napari_sparseseg.core.events import Prediction, TrainStep
 from napari_sparseseg.core.handover import HandOver
 from napari_sparseseg.core.session import SegmentationSession
@@ -24,7 +25,10 @@ class FakeSession:
                                       pseudo=None)
         # No first responder: the net's predictions are shown as they come.
         self.config = SimpleNamespace(responder=ResponderConfig(enabled=False), train=SimpleNamespace(seed=0))
-        self.handover = HandOver()
+        # No first responder: the real display shows the net's predictions as they come.
+        self.display = SimpleNamespace(live_responder=lambda: None, handover=HandOver(),
+                                       guidance=lambda shown: iter(()), estimated=lambda prediction: prediction)
+        self.display.show_net = lambda prediction, responder: Display.show_net(self.display, prediction, responder)
         self.step_s, self.predict_s = step_s, predict_s
         self.predicted: list[Box | None] = []
         self.store = None  # no session store bound
@@ -44,22 +48,12 @@ class FakeSession:
     def merge(self, prediction):
         return prediction.labels
 
-    def _live_responder(self):
-        return None
-
-    def _guidance(self, shown):
-        return iter(())
-
-    def _estimated(self, prediction):
-        return prediction
-
     @property
     def revision(self):
         return self.volume.revision
 
     # The real pacing loop, driven by the fake's train/predict timings.
     interactive = SegmentationSession.interactive
-    _show_net = SegmentationSession._show_net
 
 
 def test_paced_interactive_caps_prediction_time_and_alternates_view_and_volume():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.convergence import probe_box, surface_drift, surface_voxels
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import InferenceConfig, ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.core.events import TrainStep

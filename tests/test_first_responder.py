@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.annotation import AnnotatedVolume, Box
+from napari_sparseseg.core.annotation import AnnotatedVolume
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.distill import CONFIDENT_MARGIN, FADE_GAP, distill_weight, pseudo_labels
 from napari_sparseseg.core.events import Prediction

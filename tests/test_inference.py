@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import InferenceConfig, ModelConfig
 from napari_sparseseg.core.inference import gaussian_importance, predict_probabilities, window_starts
 from napari_sparseseg.core.net import UNet3D

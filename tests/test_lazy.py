@@ -8,7 +8,8 @@ import torch
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
-from napari_sparseseg.core.annotation import AnnotatedVolume, Box, Source
+from napari_sparseseg.core.annotation import AnnotatedVolume, Source
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.chunked import SparseChunkedArray
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.lazy import ChannelsFirst, LazyFeatures, is_lazy

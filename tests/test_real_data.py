@@ -8,7 +8,7 @@ longer but sees the same thing.
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import SessionConfig, TrainConfig
 from napari_sparseseg.core.events import Prediction
 from napari_sparseseg.core.metrics import evaluate_masks

@@ -13,7 +13,8 @@ import torch
 import zarr
 
 from napari_sparseseg.cli import main
-from napari_sparseseg.core.annotation import Box, Source
+from napari_sparseseg.core.annotation import Source
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.store import STORE_KEY, SessionStore, align_to_chunks, is_session_store

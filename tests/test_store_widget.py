@@ -10,7 +10,8 @@ import pytest
 import zarr
 from qtpy.QtCore import QThreadPool
 
-from napari_sparseseg.core.annotation import Box, Source
+from napari_sparseseg.core.annotation import Source
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.core.session import SegmentationSession

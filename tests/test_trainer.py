@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core.annotation import Box
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.clean_tail import CleanTail
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation

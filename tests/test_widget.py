@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QThreadPool
 
-from napari_sparseseg.core.annotation import Box, Source
+from napari_sparseseg.core.annotation import Source
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.plugin.guidance_panel import HIGHLIGHT_NAME
@@ -417,7 +418,7 @@ def test_export_to_nifti_keeps_the_source_affine(app, tmp_path):
 
 
 def test_the_status_names_the_learner_and_the_estimate_per_class():
-    from napari_sparseseg.core.annotation import Box
+    from napari_sparseseg.core.box import Box
     from napari_sparseseg.core.estimate import DiceEstimate
     from napari_sparseseg.core.events import Prediction
     from napari_sparseseg.plugin.widget import shown_in_words

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .annotation import Box
+from .box import Box
 from .encoding import merge_labels
 
 if TYPE_CHECKING:

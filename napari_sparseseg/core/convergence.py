@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .annotation import Box
+from .box import Box
 
 
 def surface_voxels(labels: np.ndarray) -> int:

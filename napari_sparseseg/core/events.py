@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from .annotation import Box
+from .box import Box
 from .estimate import DiceEstimate
 from .guidance import Region, SliceSuggestion
 

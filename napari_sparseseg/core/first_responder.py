@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .annotation import AnnotatedVolume, Box
+from .annotation import AnnotatedVolume
+from .box import Box
 from .features import compute_features, feature_names
 from .volume import as_channels_first
 

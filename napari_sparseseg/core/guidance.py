@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .annotation import Box
+from .box import Box
 
 #: Axis names of a slice's normal: the slice is the plane the other two axes span.
 PLANE_NAMES = ("z", "y", "x")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .annotation import Box
+from .box import Box
 from .config import InferenceConfig
 from .device import autocast
 from .volume import read_mirrored

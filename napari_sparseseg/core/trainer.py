@@ -25,8 +25,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .annotation import AnnotatedVolume, Box
+from .annotation import AnnotatedVolume
 from .batches import BatchMaker
+from .box import Box
 from .clean_tail import CleanTail
 from .config import SessionConfig
 from .device import autocast, fast_bf16, select_device

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.annotation import Box
+from ..core.box import Box
 from ..core.encoding import merge_labels
 from ..core.events import Notice, Prediction, TrainStep, Waiting
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     from napari.layers import Image, Labels
 
-    from ..core.annotation import Box
+    from ..core.box import Box
     from ..core.events import Prediction
     from ..core.session import SegmentationSession
     from .classes import ClassList

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
 
-    from ..core.annotation import Box
+    from ..core.box import Box
 
 PREDICTION_NAME = "prediction"
 UNCERTAINTY_NAME = "uncertainty"

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..core.annotation import Box
+from ..core.box import Box
 from ..core.encoding import annotation_to_mask, merge_labels
 
 ExportKind = Literal["prediction", "annotation"]

@@ -14,7 +14,7 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout
 
-from ..core.annotation import Box
+from ..core.box import Box
 from .layers import placement
 from .results import ExportKind, accepted_labels, export_mask
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.annotation import Box
+from ..core.box import Box
 
 if TYPE_CHECKING:
     import napari

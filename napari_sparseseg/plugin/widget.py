@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..core.annotation import Box
+from ..core.box import Box
 from ..core.config import SessionConfig
 from ..core.events import Guidance, Notice, Prediction, TrainStep, Waiting
 from .background import FeatureCache, warm_up_device

@@ -1,0 +1,229 @@
+"""What the prediction layer shows: the first responder's prediction, the net's, or their blend.
+
+Every learner is scored on the held-back labels (:mod:`.holdout`) that none of
+them trains on, and :class:`~.handover.HandOver` chooses the one shown: the net
+takes over only when it scores better, so the mask shown never gets worse when
+it does, and does not flicker between two learners that are level. Each
+whole-volume mask shown carries its expected Dice (:mod:`.estimate`) and is
+followed by where to paint next (:mod:`.guidance`). The first responder's
+confident answers go to the net as pseudo-labels (:mod:`.distill`), fading as
+the net catches up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from .annotation import AnnotatedVolume
+from .box import Box
+from .config import SessionConfig
+from .distill import distill_weight, pseudo_labels
+from .estimate import DiceEstimate, expected_dice
+from .events import Guidance, Notice, Prediction, TrainStep, Waiting
+from .first_responder import FirstResponder
+from .guidance import likely_errors, suggest_slices
+from .handover import HandOver, blend, held_back_scores
+from .inference import entropy
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+Event = TrainStep | Waiting | Notice | Prediction | Guidance
+
+
+class Recorder(Protocol):
+    """What the interactive loop tells a session store (``napari_sparseseg.store``), if any."""
+
+    def on_step(self, trainer: Trainer, event: TrainStep) -> None:
+        """A training step finished (called in the training thread)."""
+
+    def record_prediction(self, prediction: Prediction) -> None:
+        """A prediction is about to be shown."""
+
+
+class Display:
+    """Chooses and composes the prediction shown, for one annotated volume.
+
+    Parameters
+    ----------
+    volume : AnnotatedVolume
+        The labels (the held-back ones among them) and where pseudo-labels go.
+    responder : FirstResponder
+        The fast first responder.
+    config : SessionConfig
+        Its ``responder`` settings (margin, distillation) and the seed.
+    step : callable
+        The net's training step now (stamped on the predictions composed here).
+    """
+
+    def __init__(self, volume: AnnotatedVolume, responder: FirstResponder, config: SessionConfig,
+                 step: Callable[[], int]) -> None:
+        self.volume, self.responder, self.config, self._step = volume, responder, config, step
+        #: Which learner's prediction is shown, and their latest held-back scores.
+        self.handover = HandOver(config.responder.margin)
+        #: The latest whole-volume class probabilities ``(K + 1, z, y, x)`` of each learner (None: none yet).
+        self._latest: dict[str, np.ndarray | None] = {"forest": None, "net": None}
+        self._held_back_cache: tuple[int, np.ndarray, np.ndarray] = (-1, np.empty((0, 3), int), np.empty(0, int))
+        #: ``(revision, (n, K + 1) probabilities)`` of the first responder fitted without the held-back labels, at
+        #: the held-back voxels of that label revision (what the forest and the blend are scored with).
+        self._forest_held_back: tuple[int, np.ndarray | None] = (-1, None)
+        #: The expected Dice of the latest whole-volume mask shown (:mod:`.estimate`).
+        self._estimate: DiceEstimate | None = None
+
+    def latest(self, learner: str) -> np.ndarray | None:
+        """The latest whole-volume class probabilities ``(K + 1, z, y, x)`` of ``learner`` ("forest" or "net")."""
+        return self._latest.get(learner)
+
+    def live_responder(self) -> FirstResponder | None:
+        """The first responder, when this volume can have one."""
+        return self.responder if self.responder.unavailable_reason() is None else None
+
+    def _held_back(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coords (n, 3), classes (n,))`` of the labeled voxels held back now (cached per revision)."""
+        revision = self.volume.revision
+        if self._held_back_cache[0] != revision:
+            coords, classes, held = self.responder.labeled_rows(self.volume.holdout)
+            self._held_back_cache = (revision, coords[held], classes[held])
+        return self._held_back_cache[1], self._held_back_cache[2]
+
+    def _score(self, predicted: dict[str, np.ndarray]) -> None:
+        """Score learners' class predictions ``(n,)`` at the held-back voxels and let the hand-over choose."""
+        coords, truth = self._held_back()
+        if not len(coords) or not predicted:
+            return
+        self.handover.update(held_back_scores(truth, predicted, self.volume.num_classes + 1,
+                                              self.volume.holdout.block_of(coords), seed=self.config.train.seed))
+
+    def respond(self, responder: FirstResponder, view_box: Callable[[], Box | None],
+                store: Recorder | None = None) -> Iterator[Event]:
+        """Refit the first responder on the labels now, score it, and yield what is to be shown."""
+        if not responder.fit(self.volume.holdout):
+            return  # fewer than two classes labeled
+        coords, _ = self._held_back()
+        predicted = {}
+        if responder.scored and len(coords):
+            forest_at = responder.predict_scored_at(coords)
+            self._forest_held_back = (self.volume.revision, forest_at)
+            predicted["forest"] = forest_at.argmax(1)
+            net_at = self._net_at_held_back(coords)
+            if net_at is not None:
+                predicted["blend"] = blend(forest_at, net_at).argmax(1)
+        self._score(predicted)
+        shown = self.handover.shown
+        if shown is None or self.handover.scores.get("forest") is None:
+            shown = self.handover.offer("forest")
+        if shown == "net":
+            self.set_forest(responder.predict())  # kept for the blend and the net's targets; the net stays shown
+            return
+        box = view_box()
+        box = None if box is None else box.clip(self.volume.shape)
+        if box is not None and not box.empty:
+            yield self.estimated(self._composed(box, shown, forest=responder.predict(box)))
+        self.set_forest(responder.predict())
+        full = self.estimated(self._composed(Box.full(self.volume.shape), shown))
+        if store is not None:
+            store.record_prediction(full)
+        yield full
+        yield from self.guidance(full)
+
+    def estimated(self, prediction: Prediction) -> Prediction:
+        """``prediction`` with the expected Dice of the mask shown: made anew from a whole-volume prediction (of an
+        in-memory volume), carried on by a prediction of the view.
+
+        The mask is scored under the first responder's probabilities when there are any (they are calibrated
+        well enough on the shared volumes; a net's are not, :mod:`.estimate`), else under its own learner's.
+        """
+        if prediction.box == Box.full(self.volume.shape) and not self.volume.lazy:
+            forest = self._latest.get("forest")
+            judge = forest if forest is not None and forest.shape == prediction.probabilities.shape \
+                else prediction.probabilities
+            self._estimate = expected_dice(judge, np.asarray(self.volume.labels), prediction.labels,
+                                           seed=self.config.train.seed)
+        return replace(prediction, estimate=self._estimate)
+
+    def guidance(self, shown: Prediction) -> Iterator[Guidance]:
+        """Where to paint next, from a whole-volume prediction just shown (in-memory volumes)."""
+        if self.volume.lazy:
+            return
+        labeled = np.asarray(self.volume.labels) > 0
+        yield Guidance(tuple(suggest_slices(shown.uncertainty, labeled)),
+                       tuple(likely_errors(shown.uncertainty, labeled)), shown.revision)
+
+    def set_forest(self, probabilities: np.ndarray) -> None:
+        """Keep the first responder's whole-volume probabilities and hand its confident answers to the net."""
+        self._latest["forest"] = probabilities
+        weight = distill_weight(self.config.responder.distill, self.handover.scores)
+        self.volume.pseudo = pseudo_labels(probabilities, weight) if self.config.responder.distill > 0 else None
+
+    def _fade_pseudo_labels(self) -> None:
+        """Reweigh the pseudo-labels after the learners were scored again."""
+        pseudo = self.volume.pseudo
+        if pseudo is not None:
+            self.volume.pseudo = replace(pseudo, weight=distill_weight(self.config.responder.distill,
+                                                                       self.handover.scores))
+
+    def _net_at_held_back(self, coords: np.ndarray) -> np.ndarray | None:
+        """The net's latest whole-volume probabilities at ``coords`` ``(n, K + 1)`` (None before it predicted)."""
+        net = self._latest.get("net")
+        if net is None or net.shape[0] != self.volume.num_classes + 1:
+            return None
+        return np.moveaxis(net[:, coords[:, 0], coords[:, 1], coords[:, 2]], 0, 1)
+
+    def show_net(self, prediction: Prediction, responder: FirstResponder | None) -> Prediction | None:
+        """Score a net prediction (of the whole volume) and return what is to be shown, if it changes the view."""
+        if responder is None:
+            self.handover.shown = "net"
+            return prediction
+        net = self._latest.get("net")
+        if net is None or net.shape != prediction.probabilities.shape[:1] + self.volume.shape:
+            net = self._latest["net"] = np.zeros((prediction.probabilities.shape[0],) + self.volume.shape,
+                                                 np.float32)
+        net[(slice(None),) + prediction.box.slices] = prediction.probabilities
+        forest = self._latest.get("forest")
+        have_forest = responder.fitted and forest is not None and forest.shape == net.shape
+        if prediction.box == Box.full(self.volume.shape):
+            coords, _ = self._held_back()
+            net_at = self._net_at_held_back(coords)
+            predicted: dict[str, np.ndarray] = {}
+            if net_at is not None and len(coords):
+                predicted["net"] = net_at.argmax(1)
+                revision, forest_at = self._forest_held_back
+                if have_forest and forest_at is not None and revision == self.volume.revision:
+                    predicted["blend"] = blend(forest_at, net_at).argmax(1)
+            if predicted:
+                self._score(predicted)
+                self._fade_pseudo_labels()
+            elif self.volume.holdout is None:  # nothing is held back (held_back = 0): the net once it predicts
+                self.handover.shown = "net"
+            elif not have_forest:
+                self.handover.offer("net")
+        shown = self.handover.shown
+        if shown == "net" or (shown == "blend" and not have_forest) or shown is None:
+            return replace(prediction, learner="net", scores=dict(self.handover.scores),
+                           intervals=dict(self.handover.intervals))
+        if shown == "blend":
+            return self._composed(prediction.box, "blend", net=prediction.probabilities)
+        return None  # the first responder stays shown: its mask is already on screen
+
+    def _composed(self, box: Box, learner: str, *, forest: np.ndarray | None = None,
+                  net: np.ndarray | None = None) -> Prediction:
+        """A :class:`Prediction` of ``box`` by ``learner`` from the given or the latest probabilities."""
+        sl = (slice(None),) + box.slices
+        latest_net = self._latest.get("net")
+        stale = latest_net is None or latest_net.shape[0] != self.volume.num_classes + 1
+        if learner == "blend" and net is None and stale:
+            learner = "forest"  # a class was added since the net last predicted: nothing to blend with yet
+        if forest is None and learner != "net":
+            forest = self._latest["forest"][sl]
+        if net is None and learner != "forest":
+            net = self._latest["net"][sl]
+        probs = forest if learner == "forest" else net if learner == "net" else blend(forest, net)
+        probs = np.ascontiguousarray(probs, dtype=np.float32)
+        return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
+                          uncertainty=entropy(probs), step=self._step(), revision=self.volume.revision,
+                          learner=learner, scores=dict(self.handover.scores),
+                          intervals=dict(self.handover.intervals))
