@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from volumes import load_volumes
+from helpers import load_volumes
 
 from napari_sparseseg.baselines.random_forest import random_forest_segment
 from napari_sparseseg.core.annotation import AnnotatedVolume

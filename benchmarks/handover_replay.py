@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from volumes import load_volumes
+from helpers import load_volumes
 
 from napari_sparseseg.core.config import SessionConfig, TrainConfig
 from napari_sparseseg.core.handover import HandOver, HeldBackScore, blend

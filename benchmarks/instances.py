@@ -18,7 +18,7 @@ import argparse
 
 import numpy as np
 import torch
-from volumes import load_volumes
+from helpers import load_volumes
 
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig

@@ -15,7 +15,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from tune import step_clocked_session
+from helpers import step_clocked_session
 
 from napari_sparseseg.core.metrics import evaluate_masks
 

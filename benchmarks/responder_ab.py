@@ -13,7 +13,7 @@ import argparse
 from dataclasses import fields, replace
 
 import torch
-from volumes import load_volumes
+from helpers import load_volumes
 
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
 from napari_sparseseg.evaluate import evaluate_volume

@@ -28,7 +28,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-from tune import step_clocked_session
+from helpers import step_clocked_session
 
 from napari_sparseseg.core.convergence import surface_drift
 from napari_sparseseg.core.events import TrainStep

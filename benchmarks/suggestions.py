@@ -24,7 +24,7 @@ import collections
 
 import numpy as np
 import torch
-from volumes import load_volumes
+from helpers import load_volumes
 
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig

@@ -25,68 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from helpers import clock_in_steps, vary_parts
 
-from napari_sparseseg.core import trainer as trainer_module
 from napari_sparseseg.core.config import SessionConfig
 from napari_sparseseg.evaluate import evaluate_volume
-
-
-def clock_in_steps(seconds_per_step: float) -> None:
-    """Make every Trainer count ``seconds_per_step`` of training time per step."""
-    step = trainer_module.Trainer.train_step
-
-    def train_step(self, progress=None):
-        event = step(self, progress)
-        self.elapsed = self.step * seconds_per_step
-        return event
-
-    trainer_module.Trainer.train_step = train_step
-
-
-def vary_parts(parts: dict[str, dict]) -> None:
-    """Make every Trainer use the given variants of its parts (see the module notes)."""
-    from napari_sparseseg.core.clean_tail import CleanTail
-    from napari_sparseseg.core.fit_guard import FitGuard
-    from napari_sparseseg.core.sampler import Sampling
-    from napari_sparseseg.core.schedule import LossSchedule
-
-    kinds = {"losses": LossSchedule, "sampling": Sampling, "clean_tail": CleanTail, "fit_guard": FitGuard}
-    unknown = set(parts) - set(kinds)
-    if unknown:
-        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds)}")
-    init = trainer_module.Trainer.__init__
-
-    def __init__(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        for name, values in parts.items():
-            part = kinds[name](**values)
-            if name == "sampling":
-                self.batches.sampling = part
-            else:
-                setattr(self, name, part)
-
-    trainer_module.Trainer.__init__ = __init__
-
-
-def step_clocked_session(data: str, protocol: str, train: dict, threads: int):
-    """A session on ``data`` labeled by ``protocol``, its trainer clocked at one second per step.
-
-    Returns the session, the ground truth and the class count ``K``; the CPU
-    runs on ``threads`` threads. Shared by the one-run comparison scripts
-    (``mirroring.py``, ``weight_averaging.py``).
-    """
-    from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
-    from napari_sparseseg.core.session import SegmentationSession
-
-    torch.set_num_threads(threads)
-    with np.load(data) as d:
-        image, truth, spacing = d["image"], d["labels"], d["spacing"]
-    k = int(truth.max())
-    annotation = simulate_annotation(truth, protocol, protocol_mask(truth.shape, protocol, truth))
-    config = SessionConfig.from_dict({"train": train, "device": "cpu"})
-    clock_in_steps(1.0)
-    session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
-    return session, truth, k
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,0 +1,86 @@
+"""What the benchmark scripts share: the volumes they run on, and step-clocked runs with variants of the parts.
+
+Imported by the scripts in this folder (``python benchmarks/NAME.py`` puts the folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from napari_sparseseg.core import trainer as trainer_module
+from napari_sparseseg.core.config import SessionConfig
+
+
+def load_volumes(files: Sequence[str], sample: bool) -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
+    """``(name, image (z, y, x), labels (z, y, x), spacing (z, y, x))`` of the sample (first) and each file."""
+    volumes = []
+    if sample:
+        from napari_sparseseg.sample_data import make_cells_volume
+
+        v = make_cells_volume()
+        volumes.append(("sample_cells", v.image, v.labels, tuple(v.spacing)))
+    for f in files:
+        with np.load(f) as d:
+            volumes.append((f.rsplit("/", 1)[-1][:-4], d["image"], d["labels"],
+                            tuple(float(s) for s in d["spacing"])))
+    return volumes
+
+
+def clock_in_steps(seconds_per_step: float) -> None:
+    """Make every Trainer count ``seconds_per_step`` of training time per step."""
+    step = trainer_module.Trainer.train_step
+
+    def train_step(self, progress=None):
+        event = step(self, progress)
+        self.elapsed = self.step * seconds_per_step
+        return event
+
+    trainer_module.Trainer.train_step = train_step
+
+
+def vary_parts(parts: dict[str, dict]) -> None:
+    """Make every Trainer use the given variants of its parts (see the module notes)."""
+    from napari_sparseseg.core.clean_tail import CleanTail
+    from napari_sparseseg.core.fit_guard import FitGuard
+    from napari_sparseseg.core.sampler import Sampling
+    from napari_sparseseg.core.schedule import LossSchedule
+
+    kinds = {"losses": LossSchedule, "sampling": Sampling, "clean_tail": CleanTail, "fit_guard": FitGuard}
+    unknown = set(parts) - set(kinds)
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds)}")
+    init = trainer_module.Trainer.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for name, values in parts.items():
+            part = kinds[name](**values)
+            if name == "sampling":
+                self.batches.sampling = part
+            else:
+                setattr(self, name, part)
+
+    trainer_module.Trainer.__init__ = __init__
+
+
+def step_clocked_session(data: str, protocol: str, train: dict, threads: int):
+    """A session on ``data`` labeled by ``protocol``, its trainer clocked at one second per step.
+
+    Returns the session, the ground truth and the class count ``K``; the CPU
+    runs on ``threads`` threads (``mirroring.py``, ``stability.py``).
+    """
+    from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
+    from napari_sparseseg.core.session import SegmentationSession
+
+    torch.set_num_threads(threads)
+    with np.load(data) as d:
+        image, truth, spacing = d["image"], d["labels"], d["spacing"]
+    k = int(truth.max())
+    annotation = simulate_annotation(truth, protocol, protocol_mask(truth.shape, protocol, truth))
+    config = SessionConfig.from_dict({"train": train, "device": "cpu"})
+    clock_in_steps(1.0)
+    session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
+    return session, truth, k
