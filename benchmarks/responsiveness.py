@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     from qtpy.QtWidgets import QApplication
 
     from napari_sparseseg.core.config import SessionConfig, TrainConfig
-    from napari_sparseseg.core.encoding import mask_to_annotation
+    from napari_sparseseg.core.encoding import mask_to_layer
     from napari_sparseseg.plugin.sample import make_sample_data
     from napari_sparseseg.plugin.widget import SparseSegWidget
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     for z in zs:  # each call is one stroke, as a mouse drag would commit
         yy, xx = np.indices(gt.shape[1:]).reshape(2, -1)
-        annotation.data_setitem((np.full(yy.size, z), yy, xx), mask_to_annotation(gt[z])[yy, xx])
+        annotation.data_setitem((np.full(yy.size, z), yy, xx), mask_to_layer(gt[z])[yy, xx])
         app.processEvents()
     if not wait_until(lambda: bool(shown), 300):
         raise SystemExit("no prediction within 300 s")

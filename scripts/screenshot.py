@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> Path:
     from napari.utils.io import imsave
     from qtpy.QtWidgets import QApplication
 
-    from napari_sparseseg.core.encoding import mask_to_annotation
+    from napari_sparseseg.core.encoding import mask_to_layer
     from napari_sparseseg.plugin.sample import make_sample_data
     from napari_sparseseg.plugin.widget import SparseSegWidget
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
     gt = img_meta["metadata"]["ground_truth"]
     for z in np.round(np.linspace(0, gt.shape[0] - 1, 5)).astype(int)[1:-1]:
         yy, xx = np.indices(gt.shape[1:]).reshape(2, -1)
-        annotation.data_setitem((np.full(yy.size, z), yy, xx), mask_to_annotation(gt[z])[yy, xx])
+        annotation.data_setitem((np.full(yy.size, z), yy, xx), mask_to_layer(gt[z])[yy, xx])
     viewer.dims.order = (1, 0, 2)  # an xz view: the painted slices are horizontal lines
     viewer.dims.set_current_step(1, gt.shape[1] // 2)
     widget.start()

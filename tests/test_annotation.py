@@ -203,3 +203,19 @@ def test_edit_records_stay_bounded_and_changes_since_still_covers_every_edit():
     assert box.start == (0, 0, 0) and box.stop == (4, 64, 64)
     last = volume.changes_since(volume.revision - 1)
     assert last.shape == (1, 1, 1)
+
+
+def test_layer_encoding_round_trips_and_keeps_class_numbers():
+    from napari_sparseseg.core.encoding import (
+        LAYER_BACKGROUND,
+        annotation_to_layer,
+        layer_to_annotation,
+        mask_to_layer,
+    )
+
+    annotation = np.array([0, 1, 2, 3, 9], np.uint8)  # unlabeled, background, classes 1, 2, 8
+    layer = annotation_to_layer(annotation)
+    np.testing.assert_array_equal(layer, [0, LAYER_BACKGROUND, 1, 2, 8])
+    np.testing.assert_array_equal(layer_to_annotation(layer), annotation)
+    np.testing.assert_array_equal(mask_to_layer(np.array([0, 1, 2])), [LAYER_BACKGROUND, 1, 2])
+    assert layer.dtype == np.uint8 and layer_to_annotation(layer).dtype == np.uint8

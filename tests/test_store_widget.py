@@ -13,7 +13,7 @@ from qtpy.QtCore import QThreadPool
 from napari_sparseseg.core.annotation import Source
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
-from napari_sparseseg.core.encoding import mask_to_annotation
+from napari_sparseseg.core.encoding import annotation_to_layer, mask_to_annotation, mask_to_layer
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.plugin.sample import make_sample_data
 from napari_sparseseg.plugin.session_files import STORE_META, get_reader, read_session
@@ -86,7 +86,7 @@ def test_reader_gives_the_layers_of_a_store_written_by_the_core(make_napari_view
     layers = viewer.open(str(path), plugin="napari-sparseseg")
     image, annotation, prediction = layers
     assert image.data.shape == SHAPE and tuple(image.scale) == tuple(session.volume.spacing)
-    np.testing.assert_array_equal(annotation.data, session.volume.labels)
+    np.testing.assert_array_equal(annotation.data, annotation_to_layer(session.volume.labels))
     assert prediction.metadata["sparseseg_role"] == "prediction" and prediction.data.max() >= 1
     assert all(ly.metadata[STORE_META] == str(path.resolve()) for ly in layers)
     assert image.metadata["class_names"] == ("nucleus", "vesicle")
@@ -132,7 +132,7 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
     gt = image_meta["metadata"]["ground_truth"]
     annotation = widget.annotation_layer
     yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
-    annotation.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_annotation(gt[5])[yy, xx])
+    annotation.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
     try:
         assert widget.start()
         qtbot.waitUntil(lambda: widget.session is not None and widget.files.store is not None, timeout=60000)
@@ -140,7 +140,7 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         assert store.path.parent == tmp_path / "home" / "sessions" and store.autosaving
         assert str(store.path) in widget.files.path_label.text()
         # A stroke while training reaches the store's labels within about a second.
-        annotation.data_setitem((np.full(yy.size, 10), yy, xx), mask_to_annotation(gt[10])[yy, xx])
+        annotation.data_setitem((np.full(yy.size, 10), yy, xx), mask_to_layer(gt[10])[yy, xx])
         labels = zarr.open_array(str(store.path / "labels"), mode="r")
         t0 = time.perf_counter()
         qtbot.waitUntil(lambda: np.array_equal(labels[10], mask_to_annotation(gt[10])), timeout=3000)
@@ -185,7 +185,7 @@ def test_closing_the_viewer_or_removing_a_layer_mid_training_keeps_every_step(ma
     widget = make_widget(viewer)
     gt = image_meta["metadata"]["ground_truth"]
     yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
-    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_annotation(gt[5])[yy, xx])
+    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
     try:
         assert widget.start()
         qtbot.waitUntil(lambda: widget.session is not None and widget.files.store is not None, timeout=60000)

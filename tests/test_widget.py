@@ -15,7 +15,7 @@ from qtpy.QtCore import QThreadPool
 from napari_sparseseg.core.annotation import Source
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
-from napari_sparseseg.core.encoding import mask_to_annotation
+from napari_sparseseg.core.encoding import layer_to_annotation, mask_to_layer
 from napari_sparseseg.plugin.guidance_panel import HIGHLIGHT_NAME
 from napari_sparseseg.plugin.sample import make_sample_data
 from napari_sparseseg.plugin.strokes import stroke_values
@@ -55,7 +55,7 @@ def ground_truth(widget: SparseSegWidget) -> np.ndarray:
 def paint_slice(layer, z: int, mask_slice: np.ndarray) -> None:
     """Paint one full z slice (mask encoding in, annotation encoding written) as one undoable edit."""
     yy, xx = np.indices(mask_slice.shape).reshape(2, -1)
-    layer.data_setitem((np.full(yy.size, z), yy, xx), mask_to_annotation(mask_slice)[yy, xx])
+    layer.data_setitem((np.full(yy.size, z), yy, xx), mask_to_layer(mask_slice)[yy, xx])
 
 
 def foreground_dice(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -98,7 +98,7 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
     session = widget.session
     assert str(session.trainer.device) == "cpu"
     assert session.volume.n_labeled == 3 * SHAPE[1] * SHAPE[2]
-    np.testing.assert_array_equal(session.volume.labels, annotation.data)
+    np.testing.assert_array_equal(session.volume.labels, layer_to_annotation(annotation.data))
 
     widget.training_panel.uncertainty_check.setChecked(True)
     shown = []
@@ -125,7 +125,7 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
     pred_layer.paint((z, y, x), 2)
     assert session.volume.labels[z, y, x] == 3  # annotation encoding of class 2
     assert session.volume.source[z, y, x] == Source.CORRECTED
-    assert annotation.data[z, y, x] == 3  # the annotation layer mirrors y
+    assert annotation.data[z, y, x] == 2  # the annotation layer mirrors y: class 2 is 2 on both layers
     w_after = session.volume.weights((z, slice(y - 1, y + 2), slice(x - 1, x + 2)), cw, 2.0)
     assert np.all(w_before == 0) and np.all(w_after > 0)
     corr_rev = session.volume.revision
@@ -198,7 +198,7 @@ def test_undo_withdraws_strokes(app, qtbot):
     stop_and_wait(widget, qtbot)
     session, annotation = widget.session, widget.annotation_layer
     annotation.brush_size = 5
-    annotation.paint((5, 20, 20), 2)
+    annotation.paint((5, 20, 20), 1)  # class 1
     assert session.volume.labels[5, 20, 20] == 2
     n = session.volume.n_labeled
     assert n > 0
@@ -217,9 +217,9 @@ def test_undo_withdraws_strokes(app, qtbot):
     assert session.volume.labels[5, 20, 20] == 1
     assert session.volume.source[5, 20, 20] == Source.CORRECTED
     pred.undo()
-    assert session.volume.labels[5, 20, 20] == 2 and annotation.data[5, 20, 20] == 2
+    assert session.volume.labels[5, 20, 20] == 2 and annotation.data[5, 20, 20] == 1
     assert session.volume.source[5, 20, 20] == Source.PAINTED
-    np.testing.assert_array_equal(session.volume.labels, annotation.data)
+    np.testing.assert_array_equal(session.volume.labels, layer_to_annotation(annotation.data))
 
 
 def test_rolled_axis_order_paints_xz_slice(app, qtbot):
@@ -232,12 +232,12 @@ def test_rolled_axis_order_paints_xz_slice(app, qtbot):
     box = widget.current_view_box()
     assert box == Box((0, 40, 0), (SHAPE[0], 41, SHAPE[2]))
     annotation.brush_size = 20  # physically round: ~20 voxels along x, ~5 along z (4x coarser)
-    annotation.paint((10, 40, 30), 2)
+    annotation.paint((10, 40, 30), 1)
     zz, yy, xx = np.nonzero(session.volume.labels)
     assert zz.size > 1
     assert set(yy.tolist()) == {40}
     assert len(set(zz.tolist())) > 1 and len(set(xx.tolist())) > 1
-    np.testing.assert_array_equal(session.volume.labels, annotation.data)
+    np.testing.assert_array_equal(session.volume.labels, layer_to_annotation(annotation.data))
     viewer.dims.ndisplay = 3
     assert widget.current_view_box() is None
 
@@ -248,12 +248,12 @@ def test_class_management(app, qtbot):
     assert widget.classes.names == ["nucleus", "vesicle"]
     k = widget.class_panel.add()
     assert k == 3 and widget.class_panel.list.count() == 4  # background + 3
-    assert 4 in annotation.colormap.color_dict  # annotation value of class 3
+    assert 3 in annotation.colormap.color_dict  # class 3 is label 3
     widget.class_panel.list.item(3).setText("membrane")
     assert widget.classes.names == ["nucleus", "vesicle", "membrane"]
     widget.class_panel.list.setCurrentRow(3)
-    assert annotation.selected_label == 4
-    annotation.data[0, 0, :4] = [1, 2, 3, 4]
+    assert annotation.selected_label == 3
+    annotation.data[0, 0, :4] = [255, 1, 2, 3]  # background, nucleus, vesicle, membrane
     start_and_wait_for_session(widget, qtbot)
     assert widget.session.volume.num_classes == 3
     widget.class_panel.add("extra")
@@ -263,11 +263,11 @@ def test_class_management(app, qtbot):
     stop_and_wait(widget, qtbot)
     widget.class_panel.remove(2)  # vesicle: its voxels become unlabeled, membrane moves down
     assert widget.classes.names == ["nucleus", "membrane", "extra"]
-    np.testing.assert_array_equal(annotation.data[0, 0, :4], [1, 2, 0, 3])
+    np.testing.assert_array_equal(annotation.data[0, 0, :4], [255, 1, 0, 2])
     assert widget.session is None  # the next Start trains a new model
     start_and_wait_for_session(widget, qtbot)
     assert widget.session.volume.num_classes == 3
-    np.testing.assert_array_equal(widget.session.volume.labels, annotation.data)
+    np.testing.assert_array_equal(widget.session.volume.labels, layer_to_annotation(annotation.data))
     stop_and_wait(widget, qtbot)
 
 
@@ -372,7 +372,7 @@ def test_annotation_to_mask_command():
 
     from napari_sparseseg.plugin.commands import annotation_to_mask_layer
 
-    layer = Labels(np.array([[[0, 1, 2, 3]]], np.uint8), name="a")
+    layer = Labels(np.array([[[0, 255, 1, 2]]], np.uint8), name="a")  # unlabeled, background, classes 1 and 2
     data, meta, kind = annotation_to_mask_layer(layer)
     np.testing.assert_array_equal(data, [[[0, 0, 1, 2]]])
     assert kind == "labels" and meta["name"] == "a mask"
@@ -449,3 +449,46 @@ def test_after_stop_the_status_clock_stops_counting(app, qtbot):
     widget.refreshes.refreshed()  # as if a prediction had been shown
     widget._update_status()
     assert "refreshed" not in widget.status_panel.rate_label.text()  # not running: nothing is refreshing
+
+
+def test_one_class_is_one_number_on_every_layer_the_user_paints_on(app, qtbot):
+    """Class k is label k on the annotation and the prediction layer; painted background is 255 on both."""
+    from napari_sparseseg.core.encoding import LAYER_BACKGROUND
+
+    _viewer, widget = app
+    start_and_wait_for_session(widget, qtbot)
+    stop_and_wait(widget, qtbot)
+    session, annotation = widget.session, widget.annotation_layer
+    prediction = widget._ensure_prediction_layer()
+    widget.class_panel.list.setCurrentRow(2)  # vesicle: class 2
+    assert annotation.selected_label == prediction.selected_label == 2
+    widget.class_panel.list.setCurrentRow(0)  # background
+    assert annotation.selected_label == prediction.selected_label == LAYER_BACKGROUND
+    for value in (1, 2, LAYER_BACKGROUND):  # the same colour for the same number on both layers
+        np.testing.assert_array_equal(annotation.colormap.map(value), prediction.colormap.map(value))
+    annotation.brush_size = 1
+    annotation.paint((3, 10, 10), 2)  # vesicle on the annotation layer
+    annotation.paint((3, 20, 20), LAYER_BACKGROUND)
+    prediction.brush_size = 1
+    prediction.paint((3, 30, 30), 1)  # a nucleus correction on the prediction layer ...
+    assert annotation.data[3, 30, 30] == 1  # ... is label 1 on the annotation layer too
+    prediction.paint((3, 40, 40), LAYER_BACKGROUND)  # background as 255 ...
+    prediction.data[3, 50, 50] = 1  # as if predicted: napari records only voxels a stroke changes
+    prediction.paint((3, 50, 50), 0)  # ... or erased
+    # the session holds annotation encoding: 1 background, k + 1 class k
+    assert [int(session.volume.labels[3, y, y]) for y in (10, 20, 30, 40, 50)] == [3, 1, 2, 1, 1]
+    assert [int(annotation.data[3, y, y]) for y in (10, 20, 30, 40, 50)] == [2, 255, 1, 255, 255]
+
+
+def test_a_label_that_is_no_class_is_refused_with_a_word(app, qtbot):
+    _viewer, widget = app
+    start_and_wait_for_session(widget, qtbot)
+    stop_and_wait(widget, qtbot)
+    warned = []
+    widget.layers.sync._notify = warned.append
+    annotation = widget.annotation_layer
+    annotation.brush_size = 1
+    annotation.paint((3, 10, 10), 7)  # two classes here: 7 is none
+    qtbot.waitUntil(lambda: annotation.data[3, 10, 10] == 0, timeout=3000)
+    assert widget.session.volume.labels[3, 10, 10] == 0
+    assert warned and "classes are 1..2, background 255" in warned[0]

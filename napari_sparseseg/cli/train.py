@@ -1,7 +1,9 @@
 """The ``train`` and ``resume`` commands: train on an image and its sparse labels, or continue a session store.
 
 Labels given to ``train`` are in the annotation encoding (0 = unlabeled,
-1 = background, k+1 = class k); :func:`annotation_warnings` says what looks
+1 = background, k+1 = class k), or, when they hold the value 255, an
+annotation layer saved from napari (class k = k, background 255: the layer
+encoding), which is converted; :func:`annotation_warnings` says what looks
 wrong with them before any training.
 """
 
@@ -114,6 +116,7 @@ def _read_annotation(path: str, level: int) -> np.ndarray:
     ValueError
         For labels that are not whole numbers in 0..255.
     """
+    from ..core.encoding import LAYER_BACKGROUND, layer_to_annotation
     from ..io import read_volume
 
     vol = read_volume(path, key="labels", lazy=True)
@@ -127,7 +130,12 @@ def _read_annotation(path: str, level: int) -> np.ndarray:
         raise ValueError(f"{path}: labels must be integers in 0..255, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ValueError(f"{path}: labels must be integers in 0..255, got values {labels.min()}..{labels.max()}")
-    return labels.astype(np.uint8)
+    labels = labels.astype(np.uint8)
+    if labels.size and labels.max() == LAYER_BACKGROUND:  # class 254 in the annotation encoding: never meant
+        print(f"note: {path}: value {LAYER_BACKGROUND} marks background as in napari's annotation layer; read as "
+              f"class k = k, background {LAYER_BACKGROUND}", file=sys.stderr)
+        labels = layer_to_annotation(labels)
+    return labels
 
 
 def annotation_warnings(annotation: np.ndarray, classes: int | None = None) -> list[str]:

@@ -15,6 +15,14 @@ value                 meaning
 *Mask encoding* (what is exported and what ground-truth files hold, the
 convention downstream tools expect): ``0`` = background, ``1 .. K`` = classes.
 
+*Layer encoding* (the numbers a user sees and paints in napari, on the
+annotation and the prediction layer alike): class ``k`` is ``k``, painted
+background is :data:`LAYER_BACKGROUND` (255), ``0`` is unlabeled on the
+annotation layer and predicted background (transparent) on the prediction
+layer. One class, one number, in every layer the user paints on; the
+conversion happens where the napari layer meets the session
+(:func:`annotation_to_layer`, :func:`layer_to_annotation`).
+
 A network with ``K`` foreground classes has ``K + 1`` output channels, channel
 ``c`` being mask class ``c``. So annotation value ``v > 0`` trains channel
 ``v - 1``.
@@ -30,6 +38,8 @@ BACKGROUND: int = 1
 ANNOTATION_DTYPE = np.uint8
 #: dtype of exported class maps.
 MASK_DTYPE = np.uint8
+#: Painted background in the layer encoding (the last uint8 value, so class numbers never move).
+LAYER_BACKGROUND: int = 255
 
 
 def annotation_to_target(annotation: np.ndarray) -> np.ndarray:
@@ -76,3 +86,20 @@ def merge_labels(predicted: np.ndarray, annotation: np.ndarray) -> np.ndarray:
     """
     annotation = np.asarray(annotation)
     return np.where(annotation > UNLABELED, annotation.astype(np.int64) - 1, predicted).astype(MASK_DTYPE)
+
+
+def annotation_to_layer(annotation: np.ndarray) -> np.ndarray:
+    """Annotation encoding -> layer encoding: unlabeled 0, background :data:`LAYER_BACKGROUND`, class ``k`` ``k``."""
+    a = np.asarray(annotation).astype(np.int64)
+    return np.where(a == BACKGROUND, LAYER_BACKGROUND, np.where(a > BACKGROUND, a - 1, 0)).astype(ANNOTATION_DTYPE)
+
+
+def layer_to_annotation(values: np.ndarray) -> np.ndarray:
+    """Layer encoding -> annotation encoding: 0 unlabeled, :data:`LAYER_BACKGROUND` background, ``k`` class ``k``."""
+    v = np.asarray(values).astype(np.int64)
+    return np.where(v == LAYER_BACKGROUND, BACKGROUND, np.where(v > 0, v + 1, UNLABELED)).astype(ANNOTATION_DTYPE)
+
+
+def mask_to_layer(mask: np.ndarray) -> np.ndarray:
+    """A dense mask (0 = background, 1..K) in layer encoding, every voxel labeled (as if painted)."""
+    return annotation_to_layer(mask_to_annotation(mask))

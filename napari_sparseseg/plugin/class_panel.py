@@ -84,9 +84,9 @@ class ClassPanel(QGroupBox):
             return
         w = self.widget
         if w.annotation_layer is not None:
-            w.annotation_layer.selected_label = row + 1
+            w.annotation_layer.selected_label = w.classes.layer_value(row)
         if w.prediction_layer is not None:
-            w.prediction_layer.selected_label = row
+            w.prediction_layer.selected_label = w.classes.layer_value(row)
         w.update_buttons()
 
     def add(self, name: str | None = None) -> int:
@@ -119,9 +119,9 @@ class ClassPanel(QGroupBox):
         except ValueError as exc:
             show_warning(str(exc))
             return
-        for layer, value in ((w.annotation_layer, k + 1), (w.prediction_layer, k)):
+        for layer in (w.annotation_layer, w.prediction_layer):  # class k is k on both (layer encoding)
             if layer is not None:
-                remove_class_values(layer.data, value, 0)
+                remove_class_values(layer.data, k, 0)
                 reset = getattr(layer, "_reset_history", None)
                 if callable(reset):
                     reset()  # napari's undo would bring the removed class back

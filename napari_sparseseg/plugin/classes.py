@@ -1,9 +1,10 @@
 """Named, coloured segmentation classes and the label colormaps built from them.
 
 The class list is plain data (no Qt). Index ``k`` (1-based) of a foreground
-class is its *mask* value: the prediction layer shows class ``k`` as value
-``k`` and the annotation layer as value ``k + 1`` (annotation encoding,
-see :mod:`napari_sparseseg.core.encoding`).
+class is the number it has in every layer the user paints on: the
+annotation and the prediction layer both show class ``k`` as value ``k`` and
+painted background as ``LAYER_BACKGROUND`` (255); the layer encoding of
+:mod:`napari_sparseseg.core.encoding`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
+
+from ..core.encoding import LAYER_BACKGROUND
 
 #: Most foreground classes the widget offers (the core takes up to 254).
 MAX_CLASSES = 8
@@ -125,23 +128,23 @@ class ClassList:
         if not 1 <= k <= len(self.classes):
             raise ValueError(f"class index must be in 1..{len(self.classes)}, got {k}")
 
-    # -- colormaps ---------------------------------------------------------------
-    def prediction_colormap(self) -> DirectLabelColormap:
-        """Mask encoding: 0 transparent background, ``k`` the colour of class ``k``."""
-        colors = {None: _TRANSPARENT, 0: _TRANSPARENT}
+    # -- colormap ----------------------------------------------------------------
+    def colormap(self) -> DirectLabelColormap:
+        """Layer encoding, for the annotation and the prediction layer alike: 0 transparent (unlabeled, or
+        predicted background), ``k`` the colour of class ``k``, ``LAYER_BACKGROUND`` the background colour."""
+        colors = {None: _TRANSPARENT, 0: _TRANSPARENT, LAYER_BACKGROUND: np.asarray(BACKGROUND_COLOR, np.float32)}
         colors.update({k: np.asarray(c.color, np.float32) for k, c in enumerate(self.classes, start=1)})
         return DirectLabelColormap(color_dict=colors, background_value=0)
 
-    def annotation_colormap(self) -> DirectLabelColormap:
-        """Annotation encoding: 0 transparent, 1 background colour, ``k + 1`` class ``k``."""
-        colors = {None: _TRANSPARENT, 0: _TRANSPARENT, 1: np.asarray(BACKGROUND_COLOR, np.float32)}
-        colors.update({k + 1: np.asarray(c.color, np.float32) for k, c in enumerate(self.classes, start=1)})
-        return DirectLabelColormap(color_dict=colors, background_value=0)
+    def layer_value(self, row: int) -> int:
+        """The value painted for row ``row`` of the class list (0 is background)."""
+        return LAYER_BACKGROUND if row == 0 else row
 
 
 def remove_class_values(data: np.ndarray, value: int, erase_to: int) -> None:
-    """In place: voxels equal to ``value`` become ``erase_to``; values above shift down by one."""
+    """In place, on a layer-encoded array: voxels of class ``value`` become ``erase_to``; higher classes shift
+    down by one (painted background, ``LAYER_BACKGROUND``, stays)."""
     hit = data == value
-    above = data > value
+    above = (data > value) & (data != LAYER_BACKGROUND)
     data[above] -= 1
     data[hit] = erase_to

@@ -6,15 +6,15 @@ import numpy as np
 from napari.layers import Labels
 from napari.types import LayerDataTuple
 
-from ..core.encoding import annotation_to_mask
+from ..core.encoding import annotation_to_mask, layer_to_annotation
 
 
 def annotation_to_mask_layer(layer: Labels) -> LayerDataTuple:
-    """A plain mask (0 = background, 1..K) from an annotation layer (0 = unlabeled, 1 = background).
+    """A plain mask (0 = background, 1..K) from an annotation layer (0 = unlabeled, 255 = background, k = class k).
 
     Unlabeled voxels become background. Offered under Layers > Segment.
     """
-    mask = annotation_to_mask(layer.data)
+    mask = annotation_to_mask(layer_to_annotation(layer.data))
     return (mask, {"name": f"{layer.name} mask", "scale": tuple(layer.scale), "translate": tuple(layer.translate)},
             "labels")
 

@@ -53,7 +53,8 @@ class DataPanel(QGroupBox):
         self.image_message.setWordWrap(True)
         self.image_message.setStyleSheet("color: #ff8c69")
         self.annotation_combo = QComboBox()
-        self.annotation_combo.setToolTip("labels layer you paint on: 1 = background, 2.. = classes")
+        self.annotation_combo.setToolTip("labels layer you paint on: class k is label k, background 255 "
+                                         "(pick a class in the Classes box)")
         self.new_annotation_button = QPushButton("New")
         row = QHBoxLayout()
         row.addWidget(self.annotation_combo, 1)

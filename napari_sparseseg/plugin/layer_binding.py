@@ -4,9 +4,9 @@ uncertainty layers the plugin writes, their colours, and the slice in view.
 Strokes on the annotation layer and corrections on the prediction layer reach
 the session through one :class:`~.strokes.LabelSync`; the prediction layer is
 created on demand (:class:`~.output_layers.OutputLayers`); both layers take
-their colours from the widget's :class:`~.classes.ClassList`, in which class
-``k`` is label ``k + 1`` on the annotation layer (1 is background) and label
-``k`` on the prediction layer.
+their colours from the widget's :class:`~.classes.ClassList`: class ``k`` is
+label ``k`` on both, painted background 255 (the layer encoding of
+:mod:`napari_sparseseg.core.encoding`).
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ class LayerBinding:
         """Colour ``annotation`` and the prediction layer from the classes."""
         classes = self._classes()
         if annotation is not None:
-            annotation.colormap = classes.annotation_colormap()
+            annotation.colormap = classes.colormap()
         if self.outputs.prediction is not None:
-            self.outputs.prediction.colormap = classes.prediction_colormap()
+            self.outputs.prediction.colormap = classes.colormap()
 
     def removed(self, layer: Any) -> None:
         """A layer left the viewer: forget it if it was an output."""

@@ -43,7 +43,7 @@ def predict_layer(layer: Image, model: str | Path, device: str = "auto") -> np.n
 def add_mask_layer(widget: DockHost, layer: Image, mask: np.ndarray, model: str | Path) -> Labels:
     """Add ``mask`` over ``layer`` as a labels layer named after the layer and the model."""
     return widget.viewer.add_labels(mask, name=f"{layer.name} ({Path(model).stem})", **placement(layer),
-                                    colormap=widget.classes.prediction_colormap(),
+                                    colormap=widget.classes.colormap(),
                                     metadata={"sparseseg_role": "export", "sparseseg_model": str(model)})
 
 

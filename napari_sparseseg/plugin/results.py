@@ -7,22 +7,22 @@ from typing import Literal
 import numpy as np
 
 from ..core.box import Box
-from ..core.encoding import annotation_to_mask, merge_labels
+from ..core.encoding import LAYER_BACKGROUND, annotation_to_mask, merge_labels
 
 ExportKind = Literal["prediction", "annotation"]
 
 
 def accepted_labels(annotation: np.ndarray, prediction: np.ndarray, predicted: np.ndarray,
                     box: Box) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
-    """Voxels of ``box`` that take the predicted class as a label, and their annotation values.
+    """Voxels of ``box`` that take the predicted class as a label, and their values on the annotation layer.
 
-    Only voxels that are unlabeled (annotation 0) and were predicted are taken;
+    Only voxels that are unlabeled (0) and were predicted are taken;
     painted labels and corrections stay as they are.
 
     Parameters
     ----------
     annotation : np.ndarray
-        ``(z, y, x)`` annotation encoding (0 = unlabeled).
+        ``(z, y, x)`` the annotation layer's data, layer encoding (0 = unlabeled).
     prediction : np.ndarray
         ``(z, y, x)`` mask encoding (0 = background, 1..K).
     predicted : np.ndarray
@@ -35,13 +35,14 @@ def accepted_labels(annotation: np.ndarray, prediction: np.ndarray, predicted: n
     coords : tuple of 3 int arrays
         ``(z, y, x)`` voxel coordinates.
     values : np.ndarray
-        Annotation values ``class + 1`` (dtype of ``annotation``).
+        Layer values: the class, ``LAYER_BACKGROUND`` for background (dtype of ``annotation``).
     """
     sl = box.slices
     take = (np.asarray(annotation[sl]) == 0) & predicted[sl]
     local = np.nonzero(take)
     coords = tuple(c + o for c, o in zip(local, box.start))
-    values = (np.asarray(prediction[sl])[local].astype(np.int64) + 1).astype(annotation.dtype)
+    predicted_class = np.asarray(prediction[sl])[local]
+    values = np.where(predicted_class == 0, LAYER_BACKGROUND, predicted_class).astype(annotation.dtype)
     return coords, values  # type: ignore[return-value]
 
 

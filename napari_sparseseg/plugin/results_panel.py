@@ -15,6 +15,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout
 
 from ..core.box import Box
+from ..core.encoding import layer_to_annotation
 from .layers import placement
 from .results import ExportKind, accepted_labels, export_mask
 
@@ -81,10 +82,11 @@ class ResultsPanel(QGroupBox):
         annotation, image, prediction = host.annotation_layer, host.image_layer, host.outputs.prediction
         if annotation is None or image is None:
             raise ValueError("pick an image and an annotation layer first")
-        mask = export_mask(kind, annotation.data, prediction.data if prediction is not None else None)
+        labels = layer_to_annotation(annotation.data)
+        mask = export_mask(kind, labels, prediction.data if prediction is not None else None)
         name = f"{image.name} {kind} mask"
         layer = host.viewer.add_labels(mask, name=name, **placement(image), visible=False,
-                                       colormap=host.classes.prediction_colormap(),
+                                       colormap=host.classes.colormap(),
                                        metadata={"class_names": tuple(host.classes.names), "sparseseg_role": "export"})
         layers = host.viewer.layers
         if prediction is not None and prediction in layers:  # a snapshot must not cover the live prediction

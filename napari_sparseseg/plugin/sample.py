@@ -26,8 +26,8 @@ def make_sample_data(shape: tuple[int, int, int] = (48, 128, 128), seed: int = 0
     -------
     list of LayerDataTuple
         The image (``scale`` = physical spacing, ground truth and class names in
-        ``metadata``) and an empty ``uint8`` labels layer in annotation encoding
-        (0 = unlabeled, 1 = background, 2.. = classes).
+        ``metadata``) and an empty ``uint8`` labels layer to paint on (layer encoding: 0 = unlabeled,
+        class k = k, background 255).
     """
     from ..sample_data import make_cells_volume
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.encoding import ANNOTATION_DTYPE
+from ..core.encoding import LAYER_BACKGROUND, layer_to_annotation
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -34,11 +34,11 @@ def new_session(image: Image, annotation: Labels, num_classes: int, config: Sess
                 features: FeatureStack | None) -> Callable[[], SegmentationSession]:
     """A builder of a new session on ``image`` with the labels painted on ``annotation`` now.
 
-    The labels are snapshotted here (values above the last class dropped); strokes painted while the session is
+    The labels are snapshotted here (values that are no class dropped); strokes painted while the session is
     being built reach it when it is ready (``LabelSync.resync``). The builder leaves one CPU core to the GUI.
     """
-    labels = np.asarray(annotation.data)
-    snapshot = np.where(labels > num_classes + 1, 0, labels).astype(ANNOTATION_DTYPE)
+    labels = np.asarray(annotation.data)  # layer encoding: values that are no class here stay unlabeled
+    snapshot = layer_to_annotation(np.where((labels > num_classes) & (labels != LAYER_BACKGROUND), 0, labels))
     data, spacing = image.data, tuple(float(s) for s in image.scale[-3:])
 
     def build() -> SegmentationSession:

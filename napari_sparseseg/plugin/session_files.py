@@ -2,7 +2,7 @@
 
 A session store (:mod:`napari_sparseseg.store`) opened in napari comes
 back as three layers: the image (``scale`` = spacing), the annotation labels
-(annotation encoding) and the last prediction (mask encoding); each carries
+(layer encoding: class k is k, background 255) and the last prediction (mask encoding); each carries
 ``metadata["sparseseg_store"]`` = the store path. The first Start of the dock
 widget on those layers reopens the store (labels with their sources, model
 from ``checkpoints/latest.pt``) and training resumes at the checkpoint's step.
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.encoding import annotation_to_layer
 from ..store import is_session_store
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def store_layers(path: str | Path) -> list[LayerData]:
     -------
     list of LayerDataTuple
         The image (``scale`` = spacing, metadata ``class_names``, ``class_colors``, ``spacing``),
-        the annotation labels (uint8, annotation encoding) and, once one was stored, the
+        the annotation labels (uint8, layer encoding) and, once one was stored, the
         prediction (uint8, mask encoding); all with ``metadata["sparseseg_store"]``.
     """
     import zarr
@@ -109,7 +110,7 @@ def store_layers(path: str | Path) -> list[LayerData]:
         image_meta["channel_axis"] = 0 if ref is None else channel_axis
     layers: list[LayerData] = [
         (image, image_meta, "image"),
-        (np.asarray(root["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
+        (annotation_to_layer(root["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
                                            "metadata": {"sparseseg_role": "annotation", STORE_META: str(path)}},
          "labels")]
     if "step" in root["prediction"].attrs:

@@ -1,16 +1,19 @@
 """User strokes on labels layers -> the session's labels ``y`` and weights ``w``.
 
-Invariant kept here: *the annotation layer's data is ``y``*. Every user edit
-reaches the session on the GUI thread, right after napari emits it, so the
-trainer's next batch sees it (the annotated volume is lock-protected; an edit
-costs a bincount over the stroke's voxels).
+Invariant kept here: *the annotation layer's data is ``y``*, in the layer
+encoding of :mod:`napari_sparseseg.core.encoding` (class ``k`` is ``k``, painted
+background 255, unlabeled 0: the numbers the user sees on both layers); the
+session holds it in annotation encoding, and the conversion happens here.
+Every user edit reaches the session on the GUI thread, right after napari
+emits it, so the trainer's next batch sees it (the annotated volume is
+lock-protected; an edit costs a bincount over the stroke's voxels).
 
 * A stroke on the annotation layer (``events.paint``) writes the painted
   voxels into the session (source ``PAINTED``).
-* A stroke on the prediction layer with class ``v`` (mask encoding; erasing
-  paints ``0``, i.e. background) is a correction: annotation value ``v + 1``
-  is written into the annotation layer (from code, so no paint event) and into
-  the session with source ``CORRECTED``.
+* A stroke on the prediction layer with class ``k`` (erasing paints ``0``,
+  and 255 is background too) is a correction: the class is written into the
+  annotation layer (from code, so no paint event) and into the session with
+  source ``CORRECTED``.
 * napari's undo/redo restores layer data without a paint event, so the
   layers' ``undo``/``redo`` are wrapped: each paint event is mirrored by an
   :class:`Edit` on a stack; undo reverts it in the session (and, for a
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..core.annotation import Source
+from ..core.encoding import LAYER_BACKGROUND, annotation_to_layer, layer_to_annotation
 
 if TYPE_CHECKING:
     from napari.layers import Labels
@@ -47,7 +51,7 @@ class Edit:
     coords : tuple of 3 int arrays
         Voxels changed, ``(z, y, x)``.
     old : np.ndarray or None
-        Annotation values before the stroke (``None`` where unknown: no
+        Annotation values (annotation encoding, as ``new``) before the stroke (``None`` where unknown: no
         session yet and napari restores the annotation layer itself).
     old_source : np.ndarray or None
         :class:`~.core.annotation.Source` of those voxels before the stroke.
@@ -147,7 +151,7 @@ class LabelSync:
     Parameters
     ----------
     annotation : napari.layers.Labels
-        The layer that holds ``y`` (annotation encoding), 3D.
+        The layer that holds ``y`` (layer encoding), 3D.
     session : callable
         Returns the current session, or ``None`` before one exists (edits
         then live in the annotation layer only and are read in when the
@@ -174,7 +178,7 @@ class LabelSync:
 
     # -- wiring ------------------------------------------------------------------------
     def attach_prediction(self, layer: Labels) -> None:
-        """Treat strokes on ``layer`` (mask encoding) as corrections."""
+        """Treat strokes on ``layer`` (class k painted as k, background as 0 or 255) as corrections."""
         if self.prediction is layer:
             return
         if self.prediction is not None:
@@ -240,16 +244,15 @@ class LabelSync:
             # Unknown edit: the layer holds it once napari has written it.
             _later(self.resync)
             return
-        coords, new = stroke
+        coords, painted = stroke
         if coords[0].size == 0:
             return
-        new = new.astype(self.annotation.data.dtype)
-        top = self._num_classes() + 1
-        if int(new.max()) > top:
-            bad = new > top
-            self._notify(f"label {int(new.max())} is not a class here: 1 = background, 2..{top} = classes "
-                         f"(pick a class in the widget); those voxels were left unlabeled")
-            new = np.where(bad, 0, new).astype(new.dtype)
+        k = self._num_classes()
+        bad = (painted > k) & (painted != LAYER_BACKGROUND)
+        if bad.any():
+            self._notify(f"label {int(painted[bad].max())} is not a class here: classes are 1..{k}, background "
+                         f"{LAYER_BACKGROUND} (pick a class in the widget); those voxels were left unlabeled")
+            painted = np.where(bad, 0, painted)
             fix = tuple(c[bad] for c in coords)
 
             def unlabel() -> None:  # after napari has written the stroke
@@ -257,6 +260,7 @@ class LabelSync:
                 self.annotation.refresh()
 
             _later(unlabel)
+        new = layer_to_annotation(painted)
         session = self._session()
         old = old_source = None
         if session is not None:
@@ -273,17 +277,18 @@ class LabelSync:
             return
         coords, classes = stroke
         k = self._num_classes()
-        if int(classes.max()) > k:
-            self._notify(f"label {int(classes.max())} is not a class (0 = background, 1..{k}); "
-                         "those voxels were not taken as corrections")
-            keep = classes <= k
+        bad = (classes > k) & (classes != LAYER_BACKGROUND)
+        if bad.any():
+            self._notify(f"label {int(classes[bad].max())} is not a class (classes are 1..{k}, background 0 or "
+                         f"{LAYER_BACKGROUND}); those voxels were not taken as corrections")
+            keep = ~bad
             coords = tuple(c[keep] for c in coords)  # type: ignore[assignment]
             classes = classes[keep]
             if classes.size == 0:
                 return
-        new = (classes + 1).astype(self.annotation.data.dtype)
+        new = layer_to_annotation(np.where(classes == 0, LAYER_BACKGROUND, classes))  # erasing paints background
         session = self._session()
-        old = np.asarray(self.annotation.data[coords]).copy()
+        old = layer_to_annotation(np.asarray(self.annotation.data[coords]))
         old_source = session.labels_at(coords)[1] if session is not None else None
         edit = Edit(coords, old, old_source, new, Source.CORRECTED)
         self._apply(edit.coords, edit.new, None, Source.CORRECTED, write_annotation=True)
@@ -310,7 +315,7 @@ class LabelSync:
         dst.append(edit)
         if kind == "annotation":
             # napari has restored the layer; the session follows it.
-            values = np.asarray(self.annotation.data[edit.coords])
+            values = layer_to_annotation(np.asarray(self.annotation.data[edit.coords]))
             sources = edit.old_source if undoing else None
             self._apply(edit.coords, values, sources, Source.PAINTED, write_annotation=False)
         elif undoing:
@@ -322,7 +327,7 @@ class LabelSync:
     def _apply(self, coords: Coords, values: np.ndarray, sources: np.ndarray | None, source: Source,
                *, write_annotation: bool) -> None:
         if write_annotation:
-            self.annotation.data[coords] = values
+            self.annotation.data[coords] = annotation_to_layer(values)
             self.annotation.refresh()
         session = self._session()
         if session is None:
@@ -341,9 +346,9 @@ class LabelSync:
         if session is None:
             return 0
         data = np.asarray(self.annotation.data)
-        diff = np.nonzero(data != session.labels_at((slice(None),) * 3)[0])
+        k = session.num_classes
+        labels = layer_to_annotation(np.where((data > k) & (data != LAYER_BACKGROUND), 0, data))
+        diff = np.nonzero(labels != session.labels_at((slice(None),) * 3)[0])
         if diff[0].size:
-            values = data[diff]
-            top = session.num_classes + 1
-            session.add_labels(diff, np.where(values > top, 0, values).astype(values.dtype))
+            session.add_labels(diff, labels[diff])
         return int(diff[0].size)
