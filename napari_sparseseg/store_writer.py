@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SECONDS = 30.0
 #: Smoothing of the training loss that decides the best checkpoint (exponential moving average factor).
 LOSS_SMOOTHING = 0.1
+#: Seconds between two flushes of the autosave thread (a flush with nothing to write costs a few microseconds).
+AUTOSAVE_SECONDS = 0.1
 #: Least seconds between two rewrites of all labeled weight chunks after the class balance changed.
 WEIGHTS_REFRESH_SECONDS = 5.0
 
@@ -167,8 +169,9 @@ class StoreWriter:
         """
         with self._flush_lock:
             box = self._flush_labels()
-            self._flush_history()
-            self._refresh_weights()
+            for step in (self._flush_history, self._refresh_weights):
+                step()
+                box = box.union(self._flush_labels())  # the user's strokes made meanwhile go first
             while True:
                 with self._buffer_lock:
                     item = self._predictions.popleft() if self._predictions else None
@@ -252,7 +255,7 @@ class StoreWriter:
                                                     "time": time.time()})
 
     # ================================================================ autosave thread
-    def start_autosave(self, interval: float = 0.25) -> None:
+    def start_autosave(self, interval: float = AUTOSAVE_SECONDS) -> None:
         """Flush every ``interval`` seconds in a daemon thread (idempotent)."""
         if interval <= 0:
             raise ValueError(f"autosave interval must be > 0 seconds, got {interval}")

@@ -3,8 +3,9 @@
 Run as ``python -u store_kill_worker.py STORE SEED``: creates the store (or reopens it when it
 exists), starts autosave, then loops forever: a training step, a few random strokes, now and then
 a prediction of a small box and a checkpoint. Just before each stroke it prints
-``STROKE i z0 y0 x0 z1 y1 x1 value time source`` (value in annotation encoding, 0 erases), after
-each checkpoint ``CKPT step time``, each line in one write. The test kills it with SIGKILL.
+``STROKE i z0 y0 x0 z1 y1 x1 value time source`` (value in annotation encoding, 0 erases) and once
+the stroke is applied ``ACK i time``; after each checkpoint ``CKPT step time``; each line in one
+write. The test kills it with SIGKILL.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main(path: str, seed: int) -> None:
         session = SegmentationSession(image, num_classes=2, spacing=(2.0, 1.0, 1.0), config=config)
         session.add_labels((4, slice(None), slice(None)), 1)
         store = SessionStore.create(path, session, class_names=["a", "b"], chunks=CHUNKS)
-    store.start_autosave(0.25)
+    store.start_autosave()
     _say("READY", session.trainer.step, time.time())
     i = 0
     last_ckpt = time.monotonic()
@@ -59,10 +60,12 @@ def main(path: str, seed: int) -> None:
             stop = start + size
             value = int(rng.integers(0, 4))
             source = Source.CORRECTED if rng.random() < 0.3 else Source.PAINTED
-            # announced before it is applied, in one write (atomic on a pipe): a kill never leaves a stroke
-            # applied but unannounced, or announced by half a line
+            # announced before it is applied (a kill never leaves a stroke applied but unannounced), and
+            # acknowledged once applied: the durability clock starts at the acknowledgement, as for a user, whose
+            # stroke is acknowledged when it is on screen. Each line is one write (atomic on a pipe).
             _say("STROKE", i, *start.tolist(), *stop.tolist(), value, repr(time.time()), int(source))
             session.add_labels(Box(tuple(start), tuple(stop)).slices, value, source)
+            _say("ACK", i, repr(time.time()))
             i += 1
             time.sleep(float(rng.uniform(0.0, 0.05)))
         if rng.random() < 0.2:
