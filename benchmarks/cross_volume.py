@@ -1,0 +1,116 @@
+"""Train on one volume, segment another it has never seen: the net against the forest, on halves of each volume.
+
+    python benchmarks/cross_volume.py --sample ../shared/data/*.npz --steps 300 --protocol z:3 --json out.json
+
+Each volume is cut in two along x; half A is labeled as a user would (``--protocol``, simulated from its ground
+truth) and half B is never seen. The net trains on half A alone for ``--steps`` steps (float32 on the CPU, 2
+threads; a budgeted run as ``train --seconds`` makes, clocked in steps, so the result does not depend on the
+machine's load), is saved as a model file and
+applied to half B with ``SegmentationSession.from_model`` (its own normalisation, the final mirrored sliding
+window). The forest (100 trees on the filter bank, as the baseline) is fitted on half A's labels and applied to
+half B's features. Printed: foreground Dice on half B of both, and of each on half A (where it was labeled) for
+reference. The 3D U-Net paper's "fully automated" setting, on the volumes at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from helpers import clock_in_steps, load_volumes
+
+from napari_sparseseg.core.checkpoint import read_model, save_model
+from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.encoding import UNLABELED, annotation_to_mask
+from napari_sparseseg.core.metrics import evaluate_masks
+from napari_sparseseg.core.protocols import simulate_annotation
+from napari_sparseseg.core.session import SegmentationSession
+
+
+def halves(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two halves of a ``(z, y, x)`` array along x."""
+    mid = array.shape[-1] // 2
+    return np.ascontiguousarray(array[..., :mid]), np.ascontiguousarray(array[..., mid:])
+
+
+def forest_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Class maps of half A and half B from a forest fitted on half A's labels (the baseline's settings)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from napari_sparseseg.baselines.random_forest import stratified_subsample
+    from napari_sparseseg.core.features import compute_features
+
+    labeled = annotation_a != UNLABELED
+    target = annotation_to_mask(annotation_a)
+    feats_a = compute_features(image_a, spacing)
+    x, y = feats_a[labeled], target[labeled]
+    keep = stratified_subsample(y, 100_000, np.random.default_rng(seed))
+    forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed).fit(x[keep], y[keep])
+    out = []
+    for feats, shape in ((feats_a, image_a.shape), (compute_features(image_b, spacing), image_b.shape)):
+        flat = feats.reshape(-1, feats.shape[-1])
+        pred = np.concatenate([forest.predict(flat[i:i + 200_000]) for i in range(0, len(flat), 200_000)])
+        out.append(pred.reshape(shape).astype(np.uint8))
+    return out[0], out[1]
+
+
+def net_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, k: int, steps: int,
+               seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class maps of half A and half B from a net trained ``steps`` steps on half A's labels, and its seconds."""
+    config = SessionConfig(train=TrainConfig(amp=False, seed=seed), responder=ResponderConfig(enabled=False),
+                           device="cpu")
+    session = SegmentationSession(image_a, num_classes=k, spacing=spacing, annotation=annotation_a, config=config)
+    t0 = time.perf_counter()
+    for _ in session.train(max_steps=steps, decay_until=float(steps)):  # a budgeted run, clocked in steps
+        pass
+    seconds = time.perf_counter() - t0
+    on_a = session.trainer.predict(final=True).labels
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_model(session.trainer, Path(tmp) / "model.pt")
+        other = SegmentationSession.from_model(image_b, read_model(path), spacing=spacing, device="cpu")
+    on_b = other.trainer.predict(final=True).labels
+    return on_a, on_b, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--sample", action="store_true")
+    ap.add_argument("--protocol", default="z:3")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    clock_in_steps(1.0)  # the learning rate decays, and the guards act, over exactly --steps steps
+    rows = []
+    for name, image, truth, spacing in load_volumes(args.files, args.sample):
+        k = int(truth.max())
+        image_a, image_b = halves(image)
+        truth_a, truth_b = halves(truth)
+        annotation_a = simulate_annotation(truth_a, args.protocol)
+        forest_a, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed)
+        net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed)
+        dice = {key: evaluate_masks(t, m, k + 1)["dice_fg"] for key, t, m in (
+            ("forest_a", truth_a, forest_a), ("forest_b", truth_b, forest_b), ("net_a", truth_a, net_a),
+            ("net_b", truth_b, net_b))}
+        row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed,
+               "train_seconds": round(seconds, 1), **{key: round(v, 4) for key, v in dice.items()}}
+        rows.append(row)
+        print(f"{name:42s} half B (unseen): net {dice['net_b']:.3f}  forest {dice['forest_b']:.3f}  "
+              f"({dice['net_b'] - dice['forest_b']:+.3f}) | half A (labeled): net {dice['net_a']:.3f}  "
+              f"forest {dice['forest_a']:.3f} | {args.steps} steps in {seconds:.0f} s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "torch": torch.__version__}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
