@@ -44,8 +44,8 @@ def forest_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.nda
     """Class maps of half A and half B from a forest fitted on half A's labels (the baseline's settings)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from napari_sparseseg.baselines.random_forest import stratified_subsample
     from napari_sparseseg.core.features import compute_features
+    from napari_sparseseg.core.first_responder import stratified_subsample
 
     labeled = annotation_a != UNLABELED
     target = annotation_to_mask(annotation_a)

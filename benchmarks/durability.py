@@ -37,7 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "store_kill_worker.py"
-#: A stroke announced this long before a kill must be in the store.
+#: A stroke acknowledged this long before a kill must be in the store.
 DURABLE_AFTER = 1.0
 
 
@@ -200,7 +200,7 @@ def kills(args: argparse.Namespace) -> dict:
             for r in strokes:
                 z0, y0, x0, z1, y1, x1, value = map(int, r[2:9])
                 box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
-                if kill_time - acked.get(r[1], kill_time) >= DURABLE_AFTER:  # unacknowledged: young
+                if kill_time - acked.get(r[1], kill_time) >= DURABLE_AFTER:  # acknowledged long enough ago (else young)
                     expected[box] = value
                     checked += 1
                 else:

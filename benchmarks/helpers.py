@@ -8,10 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-
-from napari_sparseseg.core import trainer as trainer_module
-from napari_sparseseg.core.config import SessionConfig
 
 
 def load_volumes(files: Sequence[str], sample: bool) -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
@@ -30,19 +26,26 @@ def load_volumes(files: Sequence[str], sample: bool) -> list[tuple[str, np.ndarr
 
 
 def clock_in_steps(seconds_per_step: float) -> None:
-    """Make every Trainer count ``seconds_per_step`` of training time per step."""
+    """Make every Trainer count ``seconds_per_step`` of training time per step (once per process)."""
+    from napari_sparseseg.core import trainer as trainer_module
+
     step = trainer_module.Trainer.train_step
+    step = getattr(step, "unclocked", step)
 
     def train_step(self, progress=None):
         event = step(self, progress)
         self.elapsed = self.step * seconds_per_step
         return event
 
+    train_step.unclocked = step  # type: ignore[attr-defined]
     trainer_module.Trainer.train_step = train_step
 
 
 def vary_parts(parts: dict[str, dict]) -> None:
-    """Make every Trainer use the given variants of its parts (see the module notes)."""
+    """Make every Trainer use the given variants of its parts: ``{"losses": {...}, "sampling": {...},
+    "clean_tail": {...}, "fit_guard": {...}}``, each the keyword arguments of ``LossSchedule``, ``Sampling``,
+    ``CleanTail``, ``FitGuard``."""
+    from napari_sparseseg.core import trainer as trainer_module
     from napari_sparseseg.core.clean_tail import CleanTail
     from napari_sparseseg.core.fit_guard import FitGuard
     from napari_sparseseg.core.sampler import Sampling
@@ -53,6 +56,7 @@ def vary_parts(parts: dict[str, dict]) -> None:
     if unknown:
         raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds)}")
     init = trainer_module.Trainer.__init__
+    init = getattr(init, "unvaried", init)
 
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
@@ -63,15 +67,20 @@ def vary_parts(parts: dict[str, dict]) -> None:
             else:
                 setattr(self, name, part)
 
+    __init__.unvaried = init  # type: ignore[attr-defined]
     trainer_module.Trainer.__init__ = __init__
 
 
-def step_clocked_session(data: str, protocol: str, train: dict, threads: int):
+def step_clocked_session(data: str, protocol: str, train: dict, threads: int, parts: dict | None = None):
     """A session on ``data`` labeled by ``protocol``, its trainer clocked at one second per step.
 
+    ``train``: TrainConfig fields; ``parts``: variants of the training step's parts (:func:`vary_parts`).
     Returns the session, the ground truth and the class count ``K``; the CPU
     runs on ``threads`` threads (``mirroring.py``, ``stability.py``).
     """
+    import torch
+
+    from napari_sparseseg.core.config import SessionConfig
     from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
     from napari_sparseseg.core.session import SegmentationSession
 
@@ -82,5 +91,6 @@ def step_clocked_session(data: str, protocol: str, train: dict, threads: int):
     annotation = simulate_annotation(truth, protocol, protocol_mask(truth.shape, protocol, truth))
     config = SessionConfig.from_dict({"train": train, "device": "cpu"})
     clock_in_steps(1.0)
+    vary_parts(parts or {})
     session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
     return session, truth, k

@@ -28,10 +28,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("protocol")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--train", default="{}", help="TrainConfig overrides as JSON")
+    ap.add_argument("--parts", default="{}", help="variants of the training step's parts as JSON "
+                    "(helpers.vary_parts), e.g. '{\"losses\": {\"smoothness\": 0}}'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    session, truth, k = step_clocked_session(args.data, args.protocol, json.loads(args.train), args.threads)
+    session, truth, k = step_clocked_session(args.data, args.protocol, json.loads(args.train), args.threads,
+                                             json.loads(args.parts))
     trainer = session.trainer
     config = trainer.config
     for _ in session.train(max_steps=args.steps, decay_until=float(args.steps)):

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train", default="{}", help="TrainConfig overrides as JSON")
+    ap.add_argument("--parts", default="{}", help="variants of the training step's parts as JSON "
+                    "(helpers.vary_parts), e.g. '{\"losses\": {\"smoothness\": 0}}'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     ap.add_argument("--lag", type=int, default=4, help="probes between the maps that drift compares")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.json).write_text(json.dumps(result, indent=2))
         return result
     train = {**json.loads(args.train), "seed": args.seed}
-    session, truth, k = step_clocked_session(args.data, args.protocol, train, args.threads)
+    session, truth, k = step_clocked_session(args.data, args.protocol, train, args.threads, json.loads(args.parts))
     trainer = session.trainer
     probes, losses, rates, previous, maps = [], [], [], deque(maxlen=args.lag + 1), {}
     for event in session.train(max_steps=args.steps, decay_until=float(args.steps)):

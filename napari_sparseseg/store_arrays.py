@@ -147,7 +147,7 @@ def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, 
     if version > STORE_VERSION:
         raise ValueError(f"{path}: session store version {version} is newer than this napari-sparseseg "
                          f"understands ({STORE_VERSION}); upgrade the package")
-    cfg = config or SessionConfig.from_dict(attrs["config"])
+    cfg = config or SessionConfig.from_dict(attrs["config"], legacy=True)
     if device is not None:
         cfg = replace(cfg, device=device)
     ref = attrs.get("image_ref")

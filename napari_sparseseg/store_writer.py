@@ -75,7 +75,7 @@ class StoreWriter:
         self._last_checkpoint = time.monotonic()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._interval = 0.25
+        self._interval = AUTOSAVE_SECONDS
         #: Last exception of the autosave thread (it keeps running; the next flush retries).
         self.last_error: BaseException | None = None
 

@@ -132,3 +132,16 @@ def test_an_annotation_layer_saved_from_napari_is_read_as_such(tmp_path, capsys)
     annotation = _read_annotation(str(tmp_path / "layer.npz"), 0)
     assert set(np.unique(annotation[1, :4]).tolist()) == {1} and set(np.unique(annotation[1, 4:]).tolist()) == {3}
     assert "napari's annotation layer" in capsys.readouterr().err
+
+
+def test_the_encoding_of_an_annotation_file_can_be_named(tmp_path):
+    """A napari layer with only classes painted (no 255) is read right when --encoding layer says so."""
+    from napari_sparseseg.cli.train import _read_annotation
+
+    layer = np.zeros((4, 8, 8), np.uint8)
+    layer[1, :4], layer[1, 4:] = 1, 2  # classes 1 and 2, no background painted
+    np.savez(tmp_path / "layer.npz", labels=layer, spacing=np.ones(3))
+    as_layer = _read_annotation(str(tmp_path / "layer.npz"), 0, "layer")
+    as_annotation = _read_annotation(str(tmp_path / "layer.npz"), 0, "annotation")
+    assert set(np.unique(as_layer[1]).tolist()) == {2, 3}  # classes 1 and 2 in the annotation encoding
+    assert set(np.unique(as_annotation[1]).tolist()) == {1, 2}  # background and class 1

@@ -201,3 +201,12 @@ def test_class_map_and_uncertainty_match_numpy():
     assert labels.dtype == np.uint8 and unc.dtype == np.float32 and probs.dtype == np.float32
     q = np.clip(p.numpy(), 1e-8, 1)
     np.testing.assert_allclose(unc, -(q * np.log(q)).sum(0) / np.log(3), rtol=1e-5)
+
+
+def test_prior_offset_undoes_the_class_weights_by_tau_and_leaves_unlabeled_classes_alone():
+    from napari_sparseseg.core.inference import prior_offset
+
+    weights = np.array([0.5, 2.0, 0.0])  # class 2 has no labels
+    np.testing.assert_allclose(prior_offset(weights, 0.0), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(prior_offset(weights, 1.0), [-np.log(0.5), -np.log(2.0), 0.0])
+    np.testing.assert_allclose(prior_offset(weights, 0.25), 0.25 * prior_offset(weights, 1.0))

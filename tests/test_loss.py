@@ -115,3 +115,14 @@ def test_hardest_cross_entropy_averages_the_worst_labeled_voxels_only():
     x = logits.clone().requires_grad_(True)
     hardest_cross_entropy(x, target, torch.zeros_like(weight)).backward()
     assert torch.all(x.grad == 0)
+
+
+def test_labeled_error_share_counts_only_labeled_voxels():
+    from napari_sparseseg.core.loss import labeled_error_share
+
+    logits = torch.zeros(1, 2, 1, 1, 4)
+    logits[:, 1] = 1.0  # class 1 everywhere
+    target = torch.tensor([[[[1, 0, 0, 1]]]])
+    weight = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])  # the last two are unlabeled
+    assert labeled_error_share(logits, target, weight) == pytest.approx(0.5)
+    assert labeled_error_share(logits, target, torch.zeros_like(weight)) is None

@@ -123,3 +123,25 @@ def test_a_notice_shows_as_a_napari_notification(make_napari_viewer, monkeypatch
     widget._on_event(Notice("4.0 GiB free", "info"))
     assert shown == [("warning", "sparseseg: out of GPU memory during training: carrying on with batch 1"),
                      ("info", "sparseseg: 4.0 GiB free")]
+
+
+def test_back_off_halves_the_batch_then_the_patch_and_refuses_at_the_floor():
+    from napari_sparseseg.core.memory import back_off
+
+    shape, spacing, multiple = (64, 128, 128), (1.0, 1.0, 1.0), (8, 8, 8)
+    batch, size, change = back_off("training", 4, (32, 64, 64), shape, spacing, multiple)
+    assert (batch, size, change) == (2, (32, 64, 64), "batch 2")
+    batch, size, change = back_off("prediction", 1, (32, 64, 64), shape, spacing, multiple)
+    assert batch == 1 and np.prod(size) < 32 * 64 * 64 and change.endswith("windows")
+    with pytest.raises(RuntimeError, match="even at batch 1"):
+        back_off("training", 1, (16, 16, 16), shape, spacing, multiple)
+
+
+def test_fit_to_free_memory_tells_the_user_only_when_it_shrinks():
+    from napari_sparseseg.core.memory import fit_to_free_memory
+
+    config = ModelConfig(in_channels=2, num_classes=3)
+    voxels, batch, told = fit_to_free_memory(80 * 2**30, config, 64**3, 2, amp=True, where="cuda:0")
+    assert (voxels, batch, told) == (64**3, 2, None)
+    voxels, batch, told = fit_to_free_memory(2**30, config, 128**3, 8, amp=False, where="cuda:0")
+    assert voxels * batch < 128**3 * 8 and "1.0 GiB free on cuda:0" in told

@@ -86,7 +86,7 @@ def test_store_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
             z0, y0, x0, z1, y1, x1, value = map(int, row[2:9])
             src = int(row[10])
             box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
-            if kill_time - acked.get(row[1], kill_time) >= DURABLE_AFTER:  # unacknowledged: young
+            if kill_time - acked.get(row[1], kill_time) >= DURABLE_AFTER:  # acknowledged long enough ago
                 expected_l[box] = value
                 expected_s[box] = src if value > 0 else 0
                 checked_strokes += 1

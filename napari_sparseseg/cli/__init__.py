@@ -3,7 +3,8 @@
 Label encoding on the command line is the mask encoding of ground-truth files
 (0 = background, 1..K = classes) for ``evaluate`` and outputs, and the
 annotation encoding (0 = unlabeled, 1 = background, k+1 = class k) for the
-sparse labels given to ``train``.
+sparse labels given to ``train``, or, with ``--encoding layer`` (or a file that
+holds 255), the layer encoding of an annotation layer saved from napari.
 
 Modules: :mod:`.parser` (the argument parser and :func:`main`), :mod:`.train`
 (``train``, ``resume``), :mod:`.predict` (``predict``), :mod:`.evaluate`

@@ -41,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train on an image and sparse annotation file; save the model")
     p.add_argument("image")
     p.add_argument("--annotation", required=True,
-                   help="sparse labels (0 = unlabeled, 1 = background, k+1 = class k); npz key 'labels'")
+                   help="sparse labels (see --encoding); npz key 'labels'")
     p.add_argument("--classes", type=int, default=0, help="foreground classes (default: from the annotation)")
+    p.add_argument("--encoding", choices=("auto", "annotation", "layer"), default="auto",
+                   help="of --annotation: annotation = 0 unlabeled, 1 background, k+1 class k; layer = an "
+                        "annotation layer saved from napari (class k is k, background 255); auto (default): layer "
+                        "if the file holds 255, else annotation")
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--model", help="where to save the model (.pt); needed unless --session is given")
     p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz, .zarr, .ome.zarr)")

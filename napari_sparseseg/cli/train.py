@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     source = read_volume(args.image, level=args.level)
     image, spacing = source.data, source.spacing
-    annotation = _read_annotation(args.annotation, args.level)
+    annotation = _read_annotation(args.annotation, args.level, getattr(args, "encoding", "auto"))
     k = args.classes or max(int(annotation.max()) - 1, 1)
     if not args.model and not args.session:
         raise ValueError("train needs --model and/or --session to keep what it learns")
@@ -108,7 +108,7 @@ def _train_for(session, store, seconds: float) -> bool:
     return False
 
 
-def _read_annotation(path: str, level: int) -> np.ndarray:
+def _read_annotation(path: str, level: int, encoding: str = "auto") -> np.ndarray:
     """Sparse labels (``npz`` key ``labels``); read at ``level`` only if the file is itself a multiscale OME-Zarr.
 
     Raises
@@ -131,11 +131,12 @@ def _read_annotation(path: str, level: int) -> np.ndarray:
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ValueError(f"{path}: labels must be integers in 0..255, got values {labels.min()}..{labels.max()}")
     labels = labels.astype(np.uint8)
-    if labels.size and labels.max() == LAYER_BACKGROUND:  # class 254 in the annotation encoding: never meant
+    if encoding == "auto" and labels.size and labels.max() == LAYER_BACKGROUND:  # class 254 if annotation: not meant
         print(f"note: {path}: value {LAYER_BACKGROUND} marks background as in napari's annotation layer; read as "
-              f"class k = k, background {LAYER_BACKGROUND}", file=sys.stderr)
-        labels = layer_to_annotation(labels)
-    return labels
+              f"class k = k, background {LAYER_BACKGROUND} (--encoding annotation to read it otherwise)",
+              file=sys.stderr)
+        encoding = "layer"
+    return layer_to_annotation(labels) if encoding == "layer" else labels
 
 
 def annotation_warnings(annotation: np.ndarray, classes: int | None = None) -> list[str]:

@@ -158,6 +158,6 @@ def load_into(trainer: Trainer, payload: dict[str, Any]) -> None:
 def config_of(payload: dict[str, Any]) -> SessionConfig:
     """The SessionConfig stored in a checkpoint."""
     try:
-        return SessionConfig.from_dict(payload["config"])
+        return SessionConfig.from_dict(payload["config"], legacy=True)
     except (TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"the model's settings are not readable ({exc})") from exc

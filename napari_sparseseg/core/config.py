@@ -301,12 +301,15 @@ class ResponderConfig:
         require(0 <= self.distill <= 10, f"distill must be in [0, 10], got {self.distill}")
 
 
-#: Training settings that files written by earlier versions may hold and that now live beside the code of their
-#: part (or were removed): dropped when such a file is read, so old sessions and models still open.
-RETIRED_TRAIN_KEYS = frozenset({
-    "weight_decay", "lr_floor", "foreground_share", "random_share", "error_share", "centre_margin", "dice_weight",
-    "smoothness", "hardest_weight", "spatial_share", "intensity_share", "elastic", "clean_tail", "clean_tail_drift",
-    "fit_guard", "ema_decay"})
+#: Training settings that files written by earlier versions hold and that now live beside the code of their part
+#: (or were removed), with the value every such file had by default. Files (:meth:`SessionConfig.from_dict` with
+#: ``legacy=True``) drop them, with a warning where a value differed; anything else refuses them.
+RETIRED_TRAIN_DEFAULTS: dict[str, float] = {
+    "weight_decay": 1e-4, "lr_floor": 0.3, "foreground_share": 0.5, "random_share": 0.1, "error_share": 0.0,
+    "centre_margin": 0.25, "dice_weight": 1.0, "smoothness": 10.0, "hardest_weight": 1.0, "spatial_share": 0.3,
+    "intensity_share": 1.0, "elastic": 0.0, "clean_tail": 0.5, "clean_tail_drift": 0.15, "fit_guard": 1.25,
+    "ema_decay": 0.98}
+RETIRED_TRAIN_KEYS = frozenset(RETIRED_TRAIN_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -328,13 +331,27 @@ class SessionConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` (retired training keys are dropped)."""
+    def from_dict(cls, data: dict[str, Any], *, legacy: bool = False) -> SessionConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``.
+
+        ``legacy``: the settings come from a file an earlier version may have written (a session store, a model):
+        retired training keys (:data:`RETIRED_TRAIN_DEFAULTS`) are dropped, with a warning where a value was not
+        the default. Otherwise a retired key with another value than its default is refused (it would be ignored).
+        """
         def build(kind: type, values: dict[str, Any]) -> Any:
             require(isinstance(values, dict),
                     f"{kind.__name__} settings must be a mapping, got {type(values).__name__}")
             if kind is TrainConfig:
-                values = {k: v for k, v in values.items() if k not in RETIRED_TRAIN_KEYS}
+                retired = {k: v for k, v in values.items() if k in RETIRED_TRAIN_DEFAULTS}
+                changed = sorted(k for k, v in retired.items() if v != RETIRED_TRAIN_DEFAULTS[k])
+                if changed and legacy:
+                    import warnings
+
+                    warnings.warn(f"training settings no longer used were dropped: {changed} (the parts of a training "
+                                  "step keep their settings beside their code now)", stacklevel=3)
+                require(legacy or not changed, f"{changed} are no longer training settings: the parts of a training "
+                        "step keep them (benchmarks/tune.py --parts varies them)")
+                values = {k: v for k, v in values.items() if k not in retired}
             known = {f.name for f in fields(kind)}
             unknown = set(values) - known
             require(not unknown, f"unknown {kind.__name__} keys: {sorted(unknown)}")

@@ -1,6 +1,6 @@
-"""The one label encoding used by annotation layers, the store and the CLI.
+"""The label encodings: what the session, the store and the CLI hold, what is exported, what napari shows.
 
-Two encodings exist and are never mixed:
+Three encodings exist and are never mixed:
 
 *Annotation encoding* (what the user paints, the ``y`` of the paper):
 
@@ -88,16 +88,30 @@ def merge_labels(predicted: np.ndarray, annotation: np.ndarray) -> np.ndarray:
     return np.where(annotation > UNLABELED, annotation.astype(np.int64) - 1, predicted).astype(MASK_DTYPE)
 
 
+def _table(pairs: dict[int, int]) -> np.ndarray:
+    return np.array([pairs.get(v, 0) for v in range(256)], dtype=ANNOTATION_DTYPE)
+
+
+#: Lookup tables (uint8 in, uint8 out: no wide temporaries on a whole volume).
+_TO_LAYER = _table({BACKGROUND: LAYER_BACKGROUND, **{v: v - 1 for v in range(2, 256)}})
+_TO_ANNOTATION = _table({LAYER_BACKGROUND: BACKGROUND, **{v: v + 1 for v in range(1, 255)}})
+
+
 def annotation_to_layer(annotation: np.ndarray) -> np.ndarray:
     """Annotation encoding -> layer encoding: unlabeled 0, background :data:`LAYER_BACKGROUND`, class ``k`` ``k``."""
-    a = np.asarray(annotation).astype(np.int64)
-    return np.where(a == BACKGROUND, LAYER_BACKGROUND, np.where(a > BACKGROUND, a - 1, 0)).astype(ANNOTATION_DTYPE)
+    return _TO_LAYER[np.asarray(annotation, dtype=ANNOTATION_DTYPE)]
 
 
-def layer_to_annotation(values: np.ndarray) -> np.ndarray:
-    """Layer encoding -> annotation encoding: 0 unlabeled, :data:`LAYER_BACKGROUND` background, ``k`` class ``k``."""
-    v = np.asarray(values).astype(np.int64)
-    return np.where(v == LAYER_BACKGROUND, BACKGROUND, np.where(v > 0, v + 1, UNLABELED)).astype(ANNOTATION_DTYPE)
+def layer_to_annotation(values: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """Layer encoding -> annotation encoding: 0 unlabeled, :data:`LAYER_BACKGROUND` background, ``k`` class ``k``.
+
+    With ``num_classes`` ``K``, values that are no class (above ``K`` and not background) become unlabeled.
+    """
+    table = _TO_ANNOTATION
+    if num_classes is not None:
+        table = table.copy()
+        table[num_classes + 1:LAYER_BACKGROUND] = UNLABELED
+    return table[np.asarray(values, dtype=ANNOTATION_DTYPE)]
 
 
 def mask_to_layer(mask: np.ndarray) -> np.ndarray:

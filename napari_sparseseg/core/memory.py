@@ -1,8 +1,10 @@
-"""GPU memory: choose the training patch and batch that fit the device's free memory.
+"""GPU memory: choose the training patch and batch that fit the device's free memory, and back off after an OOM.
 
 A pure estimate (no torch, no device): :func:`training_bytes` is the memory
 one training step of :class:`~.net.UNet3D` needs, :func:`fit_patch_and_batch`
-shrinks the requested batch, then the patch, until that estimate fits.
+shrinks the requested batch, then the patch, until that estimate fits
+(:func:`fit_to_free_memory` says what the user is told); :func:`back_off`
+halves the batch, then the patch, after an out-of-memory all the same.
 
 The estimate
 ------------

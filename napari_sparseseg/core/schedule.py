@@ -68,9 +68,7 @@ class LossSchedule:
     hardest_from_step: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("dice", "smoothness", "hardest"):
-            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("smoothness_ramp_steps", "hardest_from_step"):
+        for name in ("dice", "smoothness", "hardest", "smoothness_ramp_steps", "hardest_from_step"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         lo, hi = self.hardest_ramp
         require(0 <= lo < hi <= 1, f"hardest_ramp must be 0 <= start < end <= 1, got {self.hardest_ramp}")

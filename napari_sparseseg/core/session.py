@@ -123,7 +123,7 @@ class SegmentationSession:
         at construction and not affected.
         """
         self.config = replace(self.config, train=replace(self.config.train, **changes))
-        self.trainer.config = self.config
+        self.trainer.config = self.display.config = self.config
         return self.config
 
     # -- compute ----------------------------------------------------------------------

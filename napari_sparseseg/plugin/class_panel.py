@@ -62,6 +62,7 @@ class ClassPanel(QGroupBox):
             self.list.addItem(item)
         self.list.setCurrentRow(min(row, len(classes)))
         self.list.blockSignals(False)
+        self.select(self.list.currentRow())  # the painted label follows (a removed class is no label any more)
         self.widget.update_buttons()
 
     def take_names_of(self, layer: Any) -> None:

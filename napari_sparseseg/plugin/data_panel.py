@@ -29,7 +29,9 @@ NO_IMAGE = "open a 3D image (File > Open Sample > napari-sparseseg for a demo)"
 
 
 class DataPanel(QGroupBox):
-    """Parameters
+    """The Data box.
+
+    Parameters
     ----------
     viewer : napari.Viewer
         Whose layers are offered.
@@ -68,11 +70,13 @@ class DataPanel(QGroupBox):
 
     @property
     def image_layer(self) -> Image | None:
+        """The chosen image layer, if it is still in the viewer."""
         layer = self.image_combo.currentData()
         return layer if isinstance(layer, Image) and layer in self.viewer.layers else None
 
     @property
     def annotation_layer(self) -> Labels | None:
+        """The chosen annotation layer, if it is still in the viewer."""
         layer = self.annotation_combo.currentData()
         return layer if isinstance(layer, Labels) and layer in self.viewer.layers else None
 

@@ -1,6 +1,6 @@
 """What the dock widget's panels may use of the widget that hosts them.
 
-The Classes, Model and Session panels are built by :class:`~.widget.SparseSegWidget` and handed the widget as a
+The Classes, Results, Model and Session panels are built by :class:`~.widget.SparseSegWidget` and handed the widget as a
 :class:`DockHost`; they read and call only what is listed here and never import the widget module, so the
 widget depends on its panels and not the other way round.
 """

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 
 class LayerBinding:
-    """Parameters
+    """The layers of one viewer bound to the widget's session.
+
+    Parameters
     ----------
     viewer : napari.Viewer
         Where the layers live.
@@ -122,4 +124,5 @@ class LayerBinding:
         return self._view_box
 
     def close(self) -> None:
+        """Let go of the layers (the widget closes)."""
         self.unbind()

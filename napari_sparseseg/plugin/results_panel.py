@@ -45,6 +45,7 @@ class ResultsPanel(QGroupBox):
         self.export_annotation_button.clicked.connect(lambda: self._export_dialog("annotation"))
 
     def update_buttons(self) -> None:
+        """Accept is possible once a prediction is on screen."""
         self.accept_button.setEnabled(self.host.outputs.has_prediction())
 
     def accept_in_view(self) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.encoding import LAYER_BACKGROUND, layer_to_annotation
+from ..core.encoding import layer_to_annotation
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -38,7 +38,7 @@ def new_session(image: Image, annotation: Labels, num_classes: int, config: Sess
     being built reach it when it is ready (``LabelSync.resync``). The builder leaves one CPU core to the GUI.
     """
     labels = np.asarray(annotation.data)  # layer encoding: values that are no class here stay unlabeled
-    snapshot = layer_to_annotation(np.where((labels > num_classes) & (labels != LAYER_BACKGROUND), 0, labels))
+    snapshot = layer_to_annotation(labels, num_classes)
     data, spacing = image.data, tuple(float(s) for s in image.scale[-3:])
 
     def build() -> SegmentationSession:

@@ -346,8 +346,7 @@ class LabelSync:
         if session is None:
             return 0
         data = np.asarray(self.annotation.data)
-        k = session.num_classes
-        labels = layer_to_annotation(np.where((data > k) & (data != LAYER_BACKGROUND), 0, data))
+        labels = layer_to_annotation(data, session.num_classes)  # values that are no class stay unlabeled
         diff = np.nonzero(labels != session.labels_at((slice(None),) * 3)[0])
         if diff[0].size:
             session.add_labels(diff, labels[diff])

@@ -17,7 +17,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 class TrainingPanel(QGroupBox):
-    """Parameters: ``base``, the settings the widget was given (its model, device and correction weight show)."""
+    """The Training box.
+
+    Parameters
+    ----------
+    base : SessionConfig
+        The settings the widget was given: its model size, device and correction weight show.
+    """
 
     def __init__(self, base: SessionConfig) -> None:
         super().__init__("Training")
@@ -28,9 +34,10 @@ class TrainingPanel(QGroupBox):
         self.device_combo.setCurrentText(base.device if base.device in DEVICES else "auto")
         self.size_combo = QComboBox()
         self.size_combo.addItems(list(MODEL_SIZE_CHANNELS))
-        if base.model != preset("small") and base.model not in (preset(s) for s in MODEL_SIZE_CHANNELS):
+        sizes = [s for s in MODEL_SIZE_CHANNELS if preset(s) == base.model]  # type: ignore[arg-type]
+        if not sizes:
             self.size_combo.addItem("custom")
-            self.size_combo.setCurrentText("custom")
+        self.size_combo.setCurrentText(sizes[0] if sizes else "custom")
         self.size_combo.setToolTip("small: 16 base channels (CPU); medium 24; large 32 (GPU)")
         self.weight_spin = QDoubleSpinBox()
         self.weight_spin.setDecimals(2)
@@ -61,6 +68,7 @@ class TrainingPanel(QGroupBox):
 
     @property
     def correction_weight(self) -> float:
+        """Weight of corrected voxels relative to painted ones, as set in the box."""
         return float(self.weight_spin.value())
 
     def session_config(self) -> SessionConfig:
