@@ -132,12 +132,14 @@ class StoreWriter:
             self.last_error = exc
             return None
         entry = {"step": trainer.step, "elapsed": trainer.elapsed, "loss": loss, "time": time.time()}
+        best = self.checkpoint_index().get("best")  # only this (training) thread writes checkpoints
+        is_best = loss is not None and (best is None or best.get("loss") is None or loss <= best["loss"])
+        if is_best:  # the copy runs outside the lock, which the autosave thread's prediction writes take too
+            atomic_copy_file(latest, folder / "best.pt")
         with self._meta_lock:
             index = self.checkpoint_index()
             index["latest"] = entry
-            best = index.get("best")
-            if loss is not None and (best is None or best.get("loss") is None or loss <= best["loss"]):
-                atomic_copy_file(latest, folder / "best.pt")
+            if is_best:
                 index["best"] = entry
             atomic_write_text(folder / "index.json", json.dumps(index, indent=1))
         self._last_checkpoint = time.monotonic()
