@@ -62,6 +62,6 @@ def test_settings_written_by_an_earlier_version_still_read():
         assert SessionConfig.from_dict(old, legacy=True) == SessionConfig()
     with pytest.raises(ValueError, match="clean_tail"):
         SessionConfig.from_dict(old)
-    old["train"]["unheard_of"] = 1
+    old["train"].update(clean_tail=0.5, unheard_of=1)
     with pytest.raises(ValueError, match="unheard_of"):
         SessionConfig.from_dict(old, legacy=True)
