@@ -24,8 +24,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,8 +35,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "store_kill_worker.py"
-#: A stroke acknowledged this long before a kill must be in the store.
-DURABLE_AFTER = 1.0
 
 
 def _spin() -> None:
@@ -134,43 +130,23 @@ def latency(args: argparse.Namespace) -> dict:
             "max_s": float(d.max()), "over_1s": int((d > 1.0).sum())}
 
 
-def _run_until_killed(path: Path, seed: int, delay: float, log: Path) -> tuple[list[list[str]], float]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    lines: list[list[str]] = []
-    ready = threading.Event()
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-u", str(WORKER), str(path), str(seed)], stdout=subprocess.PIPE,
-                                stderr=err, text=True, env=env)
+def _kill_worker():
+    """The tests' store-kill worker module (its runner and its replay of strokes), loaded from its file."""
+    import importlib.util
 
-        def read() -> None:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                if not line.endswith("\n"):
-                    break  # cut by the kill
-                lines.append(line.split())
-                if line.startswith("READY"):
-                    ready.set()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        deadline = time.time() + 300
-        while not ready.wait(0.05):
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
-        time.sleep(delay)
-        kill_time = time.time()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        reader.join(10)
-    return lines, kill_time
+    spec = importlib.util.spec_from_file_location("store_kill_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def kills(args: argparse.Namespace) -> dict:
     """SIGKILL the store-kill worker at random instants under load; count lost strokes and unopenable stores."""
     from napari_sparseseg.store import SessionStore
 
+    worker = _kill_worker()
     rng = np.random.default_rng(args.seed)
-    shape = (16, 48, 48)
+    shape = worker.SHAPE
     lost, unopenable, checked, young_total = 0, 0, 0, 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp, busy(args.load):
@@ -179,7 +155,8 @@ def kills(args: argparse.Namespace) -> dict:
         base_labels[4] = 1  # the worker labels slice 4 as background when it creates the store
         for k in range(args.kills):
             delay = float(rng.uniform(0.2, 4.0))
-            lines, kill_time = _run_until_killed(path, 1000 + k, delay, Path(tmp) / f"worker{k}.log")
+            lines, kill_time = worker.run_until_killed(path, 1000 + k, delay, Path(tmp) / f"worker{k}.log",
+                                                       ready_within=300)
             try:
                 store, session = SessionStore.open(path, device="cpu")
             except Exception as exc:  # noqa: BLE001 (counted: a store that does not open is a failure)
@@ -193,19 +170,11 @@ def kills(args: argparse.Namespace) -> dict:
                 base_labels[4] = 1
                 continue
             labels = session.volume.labels
-            expected = base_labels.copy()
-            young = np.zeros(shape, bool)
             strokes = [r for r in lines if r[0] == "STROKE"]
             acked = {r[1]: float(r[2]) for r in lines if r[0] == "ACK"}
-            for r in strokes:
-                z0, y0, x0, z1, y1, x1, value = map(int, r[2:9])
-                box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
-                if kill_time - acked.get(r[1], kill_time) >= DURABLE_AFTER:  # acknowledged long enough ago (else young)
-                    expected[box] = value
-                    checked += 1
-                else:
-                    young[box] = True
-                    young_total += 1
+            expected, _, young, n = worker.replay(lines, kill_time, base_labels, np.zeros(shape, np.uint8))
+            checked += n
+            young_total += len(strokes) - n
             old = ~young
             wrong = old & (labels != expected)
             missing = int(np.count_nonzero(wrong))

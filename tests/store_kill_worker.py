@@ -10,7 +10,11 @@ write. The test kills it with SIGKILL.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +79,74 @@ def main(path: str, seed: int) -> None:
             store.save_checkpoint(session.trainer)
             _say("CKPT", session.trainer.step, repr(time.time()))
             last_ckpt = time.monotonic()
+
+
+# ---------------------------------------------------------------- the killing side (tests and benchmarks)
+#: A stroke acknowledged this long before a kill must be in the store.
+DURABLE_AFTER = 1.0
+
+
+def run_until_killed(path: Path, seed: int, delay: float, log: Path, ready_within: float = 60.0
+                     ) -> tuple[list[list[str]], float]:
+    """Start this worker on ``path``, wait for READY, sleep ``delay`` s, SIGKILL it.
+
+    Returns its stdout lines (split into fields; a line cut by the kill is dropped) and the kill time. Raises
+    ``RuntimeError`` if the worker dies by itself or is not ready within ``ready_within`` s.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    lines: list[list[str]] = []
+    ready = threading.Event()
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-u", __file__, str(path), str(seed)], stdout=subprocess.PIPE,
+                                stderr=err, text=True, env=env)
+
+        def read() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if not line.endswith("\n"):
+                    break  # cut by the kill: never a whole announcement
+                lines.append(line.split())
+                if line.startswith("READY"):
+                    ready.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.time() + ready_within
+        while not ready.wait(0.05):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"worker not ready: {log.read_text()[-2000:]}")
+        time.sleep(delay)
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker died by itself: {log.read_text()[-2000:]}")
+        kill_time = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(10)
+    return lines, kill_time
+
+
+def replay(lines: list[list[str]], kill_time: float, labels: np.ndarray, source: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """What the store must hold after a kill: ``labels`` and ``source`` (the store before this worker ran) with
+    every stroke acknowledged :data:`DURABLE_AFTER` before ``kill_time`` applied in order.
+
+    Returns the expected labels and source, the mask of voxels a younger (or unacknowledged) stroke touched (not
+    checked), and the number of strokes checked.
+    """
+    labels, source = labels.copy(), source.copy()
+    young = np.zeros(labels.shape, bool)
+    acked = {r[1]: float(r[2]) for r in lines if r[0] == "ACK"}
+    checked = 0
+    for row in (r for r in lines if r[0] == "STROKE"):
+        z0, y0, x0, z1, y1, x1, value = map(int, row[2:9])
+        box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
+        if kill_time - acked.get(row[1], kill_time) >= DURABLE_AFTER:  # acknowledged long enough ago
+            labels[box] = value
+            source[box] = int(row[10]) if value > 0 else 0
+            checked += 1
+        else:
+            young[box] = True
+    return labels, source, young, checked
 
 
 if __name__ == "__main__":
