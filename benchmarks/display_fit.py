@@ -17,14 +17,12 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from helpers import load_volumes
+from helpers import labeled_runs, load_volumes
 
 from napari_sparseseg.baselines.random_forest import random_forest_segment
-from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig
-from napari_sparseseg.core.first_responder import FeatureStack, FirstResponder
+from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.holdout import HoldOut
-from napari_sparseseg.core.protocols import simulate_annotation
 
 PROTOCOLS = ("z:1", "z:3", "scribble:3")
 
@@ -51,40 +49,35 @@ def main() -> None:
     print("volume protocol seed | split Dice (both fits s) | all Dice (both fits s) | all - split | rf100 Dice | "
           "all - rf100")
     for name, image, truth, spacing in volumes:
-        features = FeatureStack(image, spacing)
-        features.get()
-        k = int(truth.max())
-        for protocol in args.protocols:
-            annotation = simulate_annotation(truth, protocol)
-            for seed in args.seeds:
-                volume = AnnotatedVolume(image, num_classes=k, spacing=spacing, annotation=annotation)
-                # One fit gives both: the forest scored (without the held-back labels) and the forest shown (all).
-                responder = FirstResponder(image, volume, config, seed=seed, features=features)
+        for protocol, seed, annotation, volume, features in labeled_runs(image, truth, spacing, args.protocols,
+                                                                         args.seeds):
+            # One fit gives both: the forest scored (without the held-back labels) and the forest shown (all).
+            responder = FirstResponder(image, volume, config, seed=seed, features=features)
+            t0 = time.perf_counter()
+            responder.fit(HoldOut(spacing, config.held_back, seed=seed))
+            fit = time.perf_counter() - t0
+            every = np.indices(truth.shape).reshape(3, -1).T
+            scored = np.concatenate([responder.predict_scored_at(every[i:i + (1 << 20)]).argmax(1)
+                                     for i in range(0, len(every), 1 << 20)]).reshape(truth.shape)
+            shown = responder.predict().argmax(0)
+            row = {"split": (dice_fg(truth, scored), fit), "all": (dice_fg(truth, shown), fit)}
+            extra = []
+            for text in args.shown:
+                trees, samples = (int(v) for v in text.split(":"))
+                variant = replace(config, trees=trees, max_samples=samples)
+                responder = FirstResponder(image, volume, variant, seed=seed, features=features)
                 t0 = time.perf_counter()
-                responder.fit(HoldOut(spacing, config.held_back, seed=seed))
+                responder.fit()
                 fit = time.perf_counter() - t0
-                every = np.indices(truth.shape).reshape(3, -1).T
-                scored = np.concatenate([responder.predict_scored_at(every[i:i + (1 << 20)]).argmax(1)
-                                         for i in range(0, len(every), 1 << 20)]).reshape(truth.shape)
-                shown = responder.predict().argmax(0)
-                row = {"split": (dice_fg(truth, scored), fit), "all": (dice_fg(truth, shown), fit)}
-                extra = []
-                for text in args.shown:
-                    trees, samples = (int(v) for v in text.split(":"))
-                    variant = replace(config, trees=trees, max_samples=samples)
-                    responder = FirstResponder(image, volume, variant, seed=seed, features=features)
-                    t0 = time.perf_counter()
-                    responder.fit()
-                    fit = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    pred = responder.predict().argmax(0)
-                    extra.append(f" | {text} {dice_fg(truth, pred):.3f} (fit {fit:.2f} s, predict "
-                                 f"{time.perf_counter() - t0:.1f} s)")
-                rf = float("nan") if args.no_baseline else dice_fg(
-                    truth, random_forest_segment(image, annotation, spacing, seed=seed))
-                (ds, fs), (da, fa) = row["split"], row["all"]
-                print(f"{name} {protocol} {seed} | {ds:.3f} ({fs:.2f}) | {da:.3f} ({fa:.2f}) | {da - ds:+.3f} | "
-                      f"{rf:.3f} | {da - rf:+.3f}" + "".join(extra), flush=True)
+                t0 = time.perf_counter()
+                pred = responder.predict().argmax(0)
+                extra.append(f" | {text} {dice_fg(truth, pred):.3f} (fit {fit:.2f} s, predict "
+                             f"{time.perf_counter() - t0:.1f} s)")
+            rf = float("nan") if args.no_baseline else dice_fg(
+                truth, random_forest_segment(image, annotation, spacing, seed=seed))
+            (ds, fs), (da, fa) = row["split"], row["all"]
+            print(f"{name} {protocol} {seed} | {ds:.3f} ({fs:.2f}) | {da:.3f} ({fa:.2f}) | {da - ds:+.3f} | "
+                  f"{rf:.3f} | {da - rf:+.3f}" + "".join(extra), flush=True)
 
 
 if __name__ == "__main__":

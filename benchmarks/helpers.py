@@ -94,3 +94,21 @@ def step_clocked_session(data: str, protocol: str, train: dict, threads: int, pa
     vary_parts(parts or {})
     session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
     return session, truth, k
+
+
+def labeled_runs(image: np.ndarray, truth: np.ndarray, spacing, protocols: Sequence[str], seeds: Sequence[int]):
+    """For each protocol and seed: ``(protocol, seed, annotation, volume, features)``, the annotation simulated from
+    ``truth`` (annotation encoding), a fresh ``AnnotatedVolume`` holding it, and the image's filter bank (computed
+    once for all runs) for a ``FirstResponder``."""
+    from napari_sparseseg.core.annotation import AnnotatedVolume
+    from napari_sparseseg.core.first_responder import FeatureStack
+    from napari_sparseseg.core.protocols import simulate_annotation
+
+    features = FeatureStack(image, spacing)
+    features.get()
+    k = int(truth.max())
+    for protocol in protocols:
+        annotation = simulate_annotation(truth, protocol)
+        for seed in seeds:
+            yield protocol, seed, annotation, AnnotatedVolume(image, num_classes=k, spacing=spacing,
+                                                              annotation=annotation), features

@@ -18,14 +18,12 @@ import argparse
 
 import numpy as np
 import torch
-from helpers import load_volumes
+from helpers import labeled_runs, load_volumes
 
-from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig
-from napari_sparseseg.core.first_responder import FeatureStack, FirstResponder
+from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.instances import DEPTH_SHARE, connected_objects, split_instances
 from napari_sparseseg.core.metrics import object_scores
-from napari_sparseseg.core.protocols import simulate_annotation
 
 
 def instance_truth(name: str, files: list[str]) -> np.ndarray | None:
@@ -68,18 +66,13 @@ def main() -> None:
         print(f"{name} ({'instances' if truth is not None else 'no instances'}; "
               f"{int(truth.max()) if truth is not None else 'n/a'} objects)")
         print(row("ground-truth mask", labels, spacing, truth, args.depth_shares))
-        features = FeatureStack(image, spacing)
-        features.get()
-        k = int(labels.max())
-        for protocol in args.protocols:
-            annotation = simulate_annotation(labels, protocol)
-            for seed in args.seeds:
-                volume = AnnotatedVolume(image, num_classes=k, spacing=spacing, annotation=annotation)
-                responder = FirstResponder(image, volume, ResponderConfig(), seed=seed, features=features)
-                responder.fit()
-                mask = np.where(annotation > 0, annotation.astype(np.int64) - 1,
-                                responder.predict().argmax(0)).astype(np.uint8)
-                print(row(f"forest {protocol} seed {seed}", mask, spacing, truth, args.depth_shares), flush=True)
+        for protocol, seed, annotation, volume, features in labeled_runs(image, labels, spacing, args.protocols,
+                                                                         args.seeds):
+            responder = FirstResponder(image, volume, ResponderConfig(), seed=seed, features=features)
+            responder.fit()
+            mask = np.where(annotation > 0, annotation.astype(np.int64) - 1,
+                            responder.predict().argmax(0)).astype(np.uint8)
+            print(row(f"forest {protocol} seed {seed}", mask, spacing, truth, args.depth_shares), flush=True)
 
 
 if __name__ == "__main__":
