@@ -114,7 +114,9 @@ def test_open_session_restores_layers_and_start_resumes_training_from_the_checkp
         np.testing.assert_array_equal(session.volume.labels, original.volume.labels)
         qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 5, timeout=60000)
         assert widget.last_step.step > 3
-        assert "saving to" in widget.status_panel.label.text() or "step" in widget.status_panel.label.text()
+        assert str(path.resolve()) in widget.files.path_label.text()  # the user sees where it autosaves
+        # the once-a-second redraw then says which learner is shown (or the step before the first refresh)
+        qtbot.waitUntil(lambda: widget.status_panel.label.text().startswith(("showing", "step")), timeout=10000)
         stop_and_wait(widget, qtbot)
         index = session.store.checkpoint_index()
         assert index["latest"]["step"] == session.trainer.step  # a checkpoint on Stop
