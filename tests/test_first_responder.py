@@ -9,8 +9,9 @@ import torch
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ResponderConfig
+from napari_sparseseg.core.context import CONTEXT_SIGMAS, context_columns, context_features
 from napari_sparseseg.core.distill import CONFIDENT_MARGIN, FADE_GAP, distill_weight, pseudo_labels
-from napari_sparseseg.core.events import Prediction
+from napari_sparseseg.core.events import Guidance, Prediction
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.handover import HandOver, held_back_dice
 from napari_sparseseg.core.holdout import HoldOut
@@ -61,12 +62,16 @@ def test_training_patches_never_train_on_held_back_labels():
 
 
 # -- the first responder -----------------------------------------------------------------------
-def test_first_responder_segments_the_sphere_from_three_slices_without_the_held_back_labels():
+@pytest.mark.parametrize("refined", [False, True])
+def test_first_responder_segments_the_sphere_from_three_slices_without_the_held_back_labels(refined):
     volume, image, mask = _labeled_volume()
     responder = FirstResponder(image, volume, ResponderConfig(trees=16))
     holdout = HoldOut(SPACING, 0.125)
     assert responder.fit(holdout)
-    assert responder.revision == volume.revision
+    assert responder.revision == volume.revision and not responder.refined
+    if refined:
+        assert responder.refine() and responder.refined
+        assert not responder.refine()  # once per fit
     probs = responder.predict()
     assert probs.shape == (2,) + SHAPE and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
@@ -93,10 +98,54 @@ def test_the_forest_shown_learns_every_label_and_the_forest_scored_never_sees_th
     assert responder.fit(holdout) and responder.scored and not holdout.released
     assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9  # the forest shown fits every label
     assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9  # the one scored never saw them
+    assert responder.refine()  # and so do both second stages, and the first stages whose maps they read
+    assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9
+    assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9
     unsplit = FirstResponder(image, volume, ResponderConfig(trees=8))
     assert unsplit.fit() and not unsplit.scored  # nothing held back: nothing to score
     with pytest.raises(RuntimeError):
         unsplit.predict_scored_at(flipped)
+
+
+def test_the_second_stage_reads_maps_aligned_with_the_volume_and_restarts_with_each_fit():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((24, 48, 48), np.uint8)
+    mask[6:18, 12:36, 24:40] = 1  # off-centre in x: a transposed or shifted map would move the mask
+    image = (mask + rng.normal(0, 0.9, mask.shape)).astype(np.float32)
+    volume = AnnotatedVolume(image, num_classes=1, spacing=(1.0, 1.0, 1.0))
+    for z in (8, 15):
+        volume.set_labels((z, slice(None), slice(None)), mask[z] + 1)
+    responder = FirstResponder(image, volume, ResponderConfig(trees=16))
+    assert responder.fit()
+    first = responder.predict()
+    assert responder.refine(np.zeros((2, 1, 1, 1), np.float32))  # a map of another shape: it predicts its own
+
+    def dice(pred):
+        return 2 * np.sum((pred == 1) & (mask == 1)) / (np.sum(pred == 1) + np.sum(mask == 1))
+
+    # Whether the second stage gains depends on the volume (benchmarks/autocontext.py); here it must answer about
+    # as well as the first stage, which a map misaligned with the volume would not let it.
+    assert dice(responder.predict().argmax(0)) > dice(first.argmax(0)) - 0.03 > 0.9
+    volume.set_labels((3, slice(None), slice(None)), 1)
+    assert responder.fit() and not responder.refined  # new labels: the first stage again until refined
+    np.testing.assert_allclose(responder.predict().sum(0), 1.0, atol=1e-5)
+
+
+def test_context_features_smooth_each_foreground_class_isotropically_in_physical_units():
+    proba = np.zeros((3, 9, 33, 33), np.float32)
+    proba[0] = 1
+    proba[:, 4, 16, 16] = (0, 1, 0)  # a point of class 1; class 2 nowhere
+    ctx = context_features(proba, (4.0, 1.0, 1.0))
+    assert ctx.shape == (9, 33, 33, context_columns(2)) and ctx.dtype == np.float32
+    assert ctx[..., len(CONTEXT_SIGMAS):].max() == 0  # class 2's columns
+    narrow = ctx[..., 0]
+    assert narrow[4, 16, 16] == narrow.max()
+    # one z step is 4 units: the profile along z falls as it does 4 voxels along y
+    np.testing.assert_allclose(narrow[5, 16, 16], narrow[4, 20, 16], rtol=0.05)
+    with pytest.raises(ValueError):
+        context_features(proba[:1], (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError):
+        context_features(proba, (0.0, 1.0, 1.0))
 
 
 def test_first_responder_needs_two_classes_and_declines_lazy_or_huge_volumes():
@@ -239,7 +288,7 @@ def test_every_prediction_shown_scores_within_the_margin_of_the_best_learner():
         assert p.scores[p.learner] >= max(p.scores.values()) - 1e-9, (p.learner, p.scores)
 
 
-def test_a_correction_refits_the_first_responder_before_the_next_step():
+def test_a_correction_refits_the_first_responder_while_the_net_trains():
     session, mask = _three_slice_session()
     events = session.interactive(first_refresh_steps=10**6)
     for event in events:
@@ -247,11 +296,34 @@ def test_a_correction_refits_the_first_responder_before_the_next_step():
             break
     fitted = session.responder.revision
     session.add_correction((2, slice(None), slice(None)), 1)
-    for event in events:
+    revisions = []
+    for event in events:  # the second stage of the labels before may come first; then the refit on the correction
         if isinstance(event, Prediction):
-            break
+            revisions.append(event.revision)
+            if event.revision == session.volume.revision or len(revisions) > 10:
+                break
     events.close()
-    assert session.responder.revision > fitted and session.responder.revision == session.volume.revision
+    assert session.responder.revision > fitted and revisions[-1] == session.volume.revision
+
+
+def test_the_refined_mask_follows_the_first_and_carries_the_revision_of_the_labels_it_was_fitted_on():
+    session, _ = _three_slice_session()
+    events = session.interactive(first_refresh_steps=10**6)
+    full = []
+    for event in events:
+        if isinstance(event, Prediction) and event.box == Box.full(SHAPE):
+            full.append(event)
+            if len(full) == 1:
+                assert not session.responder.refined  # the first stage's mask is shown before the second is fitted
+                fitted = session.volume.revision
+                session.add_correction((2, slice(None), slice(None)), 1)  # painted while the second stage fits
+            else:
+                break
+        if isinstance(event, Guidance):
+            assert len(full) == 2  # where to paint next follows the refined mask
+    events.close()
+    assert session.responder.refined and full[1].learner == "forest"
+    assert full[1].revision == fitted < session.volume.revision  # so the stroke is merged over it on screen
 
 
 def test_without_a_first_responder_the_net_is_shown_with_a_notice():

@@ -100,9 +100,35 @@ class Display:
 
     def respond(self, responder: FirstResponder, view_box: Callable[[], Box | None],
                 store: Recorder | None = None) -> Iterator[Event]:
-        """Refit the first responder on the labels now, score it, and yield what is to be shown."""
+        """Refit the first responder on the labels now, score it, and yield what is to be shown.
+
+        The first stage's answer comes first (the box in view, then the volume); the second stage
+        (:meth:`~.first_responder.FirstResponder.refine`) replaces it, is scored anew, and is followed by where to
+        paint next.
+        """
         if not responder.fit(self.volume.holdout):
             return  # fewer than two classes labeled
+        shown = self._score_forest(responder)
+        if shown != "net":
+            box = view_box()
+            box = None if box is None else box.clip(self.volume.shape)
+            if box is not None and not box.empty:
+                yield self.estimated(self._composed(box, shown, forest=responder.predict(box),
+                                                    revision=responder.revision))
+        first = responder.predict()
+        self.set_forest(first)  # kept for the blend and the net's targets while the net is shown
+        if shown != "net":
+            yield self._full(shown, store, responder.revision)
+        responder.refine(first)
+        shown = self._score_forest(responder)
+        self.set_forest(responder.predict())
+        if shown != "net":
+            full = self._full(shown, store, responder.revision)
+            yield full
+            yield from self.guidance(full)
+
+    def _score_forest(self, responder: FirstResponder) -> str | None:
+        """Score the first responder (and its blend with the net) on the held-back labels; the learner to show."""
         coords, _ = self._held_back()
         predicted = {}
         if responder.scored and len(coords):
@@ -116,19 +142,14 @@ class Display:
         shown = self.handover.shown
         if shown is None or self.handover.scores.get("forest") is None:
             shown = self.handover.offer("forest")
-        if shown == "net":
-            self.set_forest(responder.predict())  # kept for the blend and the net's targets; the net stays shown
-            return
-        box = view_box()
-        box = None if box is None else box.clip(self.volume.shape)
-        if box is not None and not box.empty:
-            yield self.estimated(self._composed(box, shown, forest=responder.predict(box)))
-        self.set_forest(responder.predict())
-        full = self.estimated(self._composed(Box.full(self.volume.shape), shown))
+        return shown
+
+    def _full(self, learner: str, store: Recorder | None, revision: int) -> Prediction:
+        """The whole-volume prediction of ``learner`` from the latest probabilities, estimated and recorded."""
+        full = self.estimated(self._composed(Box.full(self.volume.shape), learner, revision=revision))
         if store is not None:
             store.record_prediction(full)
-        yield full
-        yield from self.guidance(full)
+        return full
 
     def estimated(self, prediction: Prediction) -> Prediction:
         """``prediction`` with the expected Dice of the mask shown: made anew from a whole-volume prediction (of an
@@ -206,12 +227,14 @@ class Display:
             return replace(prediction, learner="net", scores=dict(self.handover.scores),
                            intervals=dict(self.handover.intervals))
         if shown == "blend":
-            return self._composed(prediction.box, "blend", net=prediction.probabilities)
+            return self._composed(prediction.box, "blend", net=prediction.probabilities,
+                                  revision=min(prediction.revision, responder.revision))
         return None  # the first responder stays shown: its mask is already on screen
 
     def _composed(self, box: Box, learner: str, *, forest: np.ndarray | None = None,
-                  net: np.ndarray | None = None) -> Prediction:
-        """A :class:`Prediction` of ``box`` by ``learner`` from the given or the latest probabilities."""
+                  net: np.ndarray | None = None, revision: int | None = None) -> Prediction:
+        """A :class:`Prediction` of ``box`` by ``learner`` from the given or the latest probabilities, stamped with
+        the annotation ``revision`` its learners saw (default: now), so that labels painted since are merged."""
         sl = (slice(None),) + box.slices
         latest_net = self._latest.get("net")
         stale = latest_net is None or latest_net.shape[0] != self.volume.num_classes + 1
@@ -224,6 +247,7 @@ class Display:
         probs = forest if learner == "forest" else net if learner == "net" else blend(forest, net)
         probs = np.ascontiguousarray(probs, dtype=np.float32)
         return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
-                          uncertainty=entropy(probs), step=self._step(), revision=self.volume.revision,
+                          uncertainty=entropy(probs), step=self._step(),
+                          revision=self.volume.revision if revision is None else revision,
                           learner=learner, scores=dict(self.handover.scores),
                           intervals=dict(self.handover.intervals))

@@ -9,6 +9,13 @@ labeled voxels' rows, and a prediction is a chunked pass over the rows of the
 box asked for. The net takes over when it scores better on the held-back
 labels (:mod:`.handover`).
 
+Each fit has two stages. The first forest answers at once; a second one, fitted
+on the filter bank plus the first one's smoothed probabilities (:mod:`.context`,
+ilastik's autocontext), then replaces its answer within seconds
+(:meth:`FirstResponder.refine`). On the shared volumes and the synthetic sample
+the second stage raised the Dice by up to 0.14 (tumour MRI from 3 slices) and
+cost at most 0.004 (``benchmarks/autocontext.py``).
+
 Extremely randomised trees (scikit-learn's ``ExtraTreesClassifier``) fit 5-8x
 faster than a random forest of as many trees, which is what makes a refit per
 stroke affordable on two cores; on the shared volumes and the synthetic
@@ -27,6 +34,7 @@ import numpy as np
 
 from .annotation import AnnotatedVolume
 from .box import Box
+from .context import context_columns, context_features
 from .features import compute_features, feature_names
 from .volume import as_channels_first
 
@@ -134,17 +142,25 @@ class FirstResponder:
             raise ValueError("the feature stack given was computed for another image or spacing")
         #: The filter bank (computed on first use unless given ready).
         self.features = features or FeatureStack(image, volume.spacing, channel_axis)
-        self._forest = None  # fitted on every label: what is shown
-        self._scored = None  # fitted on the labels not held back: what is scored (None: nothing held back)
+        # Stage 1 and stage 2 (None until refined), each fitted on every label (what is shown) and, when labels are
+        # held back, on the rest (what is scored); the context maps stage 2 reads, from the stage 1 beside it.
+        self._forest = None
+        self._scored = None
+        self._second = None
+        self._second_scored = None
+        self._context: np.ndarray | None = None
+        self._scored_context: np.ndarray | None = None
         self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._fit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: Annotation revision of the labels last answered: fitted to, or found to hold fewer than two classes
         #: outside the held-back blocks (-1: none yet).
         self.revision = -1
 
     # -- availability ------------------------------------------------------------------
     def feature_bytes(self) -> int:
-        """Memory of the whole feature stack: float32, one filter bank per image channel."""
-        return stack_bytes(self.volume.shape, self.volume.image_channels)
+        """Memory of the whole feature stack (one filter bank per image channel) and of the context maps, float32."""
+        context = 2 * int(np.prod(self.volume.shape)) * context_columns(self.volume.num_classes) * 4
+        return stack_bytes(self.volume.shape, self.volume.image_channels) + context
 
     def unavailable_reason(self) -> str | None:
         """Why this volume gets no first responder (``None`` when it does)."""
@@ -184,22 +200,27 @@ class FirstResponder:
         self._rows = (key, (coords, classes, held))
         return coords, classes, held
 
-    def _fit_forest(self, coords: np.ndarray, classes: np.ndarray):
+    def _rows_at(self, coords: np.ndarray, context: np.ndarray | None) -> np.ndarray:
+        """Feature rows ``(n, F [+ C])`` at ``(n, 3)`` coordinates, the context columns appended when given."""
+        at = (coords[:, 0], coords[:, 1], coords[:, 2])
+        rows = self.warm()[at]
+        return rows if context is None else np.concatenate([rows, context[at]], axis=1)
+
+    def _fit_forest(self, coords: np.ndarray, classes: np.ndarray, context: np.ndarray | None = None):
         """An extremely randomised forest fitted on a class-stratified subsample of the given labeled voxels."""
         import torch
         from sklearn.ensemble import ExtraTreesClassifier
 
         rng = np.random.default_rng(self.seed)
         pick = stratified_subsample(classes, self.config.max_samples, rng)
-        features = self.warm()
-        rows = features[coords[pick, 0], coords[pick, 1], coords[pick, 2]]
         # As many threads as training uses (the plugin leaves one core to the GUI).
         forest = ExtraTreesClassifier(n_estimators=self.config.trees, n_jobs=torch.get_num_threads(),
                                       random_state=self.seed)
-        return forest.fit(rows, classes[pick])
+        return forest.fit(self._rows_at(coords[pick], context), classes[pick])
 
     def fit(self, holdout: HoldOut | None = None) -> bool:
-        """Fit the classifier shown on every labeled voxel and, if ``holdout`` holds some back, one scored on the rest.
+        """Fit the first stage: the classifier shown on every labeled voxel and, if ``holdout`` holds some back, one
+        scored on the rest. :meth:`refine` then adds the second stage.
 
         The held-back labels must stay unseen by what is *scored* on them (:meth:`predict_scored_at`), not by what
         is *shown* (:meth:`predict`): the classifier shown learns from every label, so holding labels back costs
@@ -221,23 +242,81 @@ class FirstResponder:
         if held.any() and np.unique(classes[~held]).size >= 2:
             scored = self._fit_forest(coords[~held], classes[~held])
         self._forest, self._scored, self.revision = forest, scored, revision
+        self._second = self._second_scored = self._context = self._scored_context = None
+        self._fit_rows = (coords, classes, held)
         return True
+
+    def refine(self, first: np.ndarray | None = None) -> bool:
+        """Fit the second stage on the labels of the last :meth:`fit`: the filter bank plus the first stage's
+        smoothed probabilities (:mod:`.context`). Afterwards every prediction is the second stage's.
+
+        Parameters
+        ----------
+        first : np.ndarray, optional
+            The first stage's whole-volume probabilities ``(K + 1, z, y, x)``, when already predicted.
+
+        Returns
+        -------
+        bool
+            False when there is no first stage to refine, or it is refined already.
+        """
+        if not self.fitted or self.refined:
+            return False
+        coords, classes, held = self._fit_rows
+        shape = (self.volume.num_classes + 1,) + self.volume.shape
+        if first is None or first.shape != shape:
+            first = self._predict_volume(self._forest, None)
+        context = self.context(first)
+        second = self._fit_forest(coords, classes, context)
+        second_scored = scored_context = None
+        if self._scored is not None:
+            scored_context = self.context(self._predict_volume(self._scored, None))
+            second_scored = self._fit_forest(coords[~held], classes[~held], scored_context)
+        self._second, self._context = second, context
+        self._second_scored, self._scored_context = second_scored, scored_context
+        return True
+
+    def context(self, probabilities: np.ndarray) -> np.ndarray:
+        """The second stage's context columns ``(z, y, x, C)`` from first-stage probabilities ``(K + 1, z, y, x)``:
+        each foreground class smoothed at :data:`~.context.CONTEXT_SIGMAS` (a variant overrides this)."""
+        return context_features(probabilities, self.volume.spacing)
 
     @property
     def fitted(self) -> bool:
         """Whether a classifier has been fitted."""
         return self._forest is not None
 
+    @property
+    def refined(self) -> bool:
+        """Whether the second stage is fitted to the labels of the last fit (see :meth:`refine`)."""
+        return self._second is not None
+
     # -- prediction ----------------------------------------------------------------------
-    def _proba(self, rows: np.ndarray, forest=None) -> np.ndarray:
-        """``(n, K + 1)`` class probabilities of feature rows (classes never labeled get 0)."""
-        forest = self._forest if forest is None else forest
+    def _proba(self, rows: np.ndarray, forest, context: np.ndarray | None = None) -> np.ndarray:
+        """``(n, K + 1)`` class probabilities of feature rows ``(n, F)`` (classes never labeled get 0), the context
+        rows ``(n, C)`` appended chunk by chunk when given (no copy of the whole stack)."""
         out = np.zeros((len(rows), self.volume.num_classes + 1), np.float32)
         columns = forest.classes_.astype(np.int64)
         for start in range(0, len(rows), PREDICT_CHUNK):
             stop = min(start + PREDICT_CHUNK, len(rows))
-            out[start:stop, columns] = forest.predict_proba(rows[start:stop])
+            chunk = rows[start:stop] if context is None else np.concatenate(
+                [rows[start:stop], context[start:stop]], axis=1)
+            out[start:stop, columns] = forest.predict_proba(chunk)
         return out
+
+    def _predict_volume(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
+        """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` (default: the whole volume) by ``forest``."""
+        box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
+        block = self.warm()[box.slices]
+        ctx = None if context is None else context[box.slices].reshape(-1, context.shape[-1])
+        proba = self._proba(block.reshape(-1, block.shape[-1]), forest, ctx)
+        return np.ascontiguousarray(np.moveaxis(proba, 1, 0).reshape((-1,) + box.shape))
+
+    def _shown(self) -> tuple[object, np.ndarray | None]:
+        """The classifier shown and the context it reads: the second stage once refined, else the first."""
+        if self._forest is None:
+            raise RuntimeError("the first responder has not been fitted yet")
+        return (self._second, self._context) if self._second is not None else (self._forest, None)
 
     @property
     def scored(self) -> bool:
@@ -246,25 +325,21 @@ class FirstResponder:
 
     def predict_scored_at(self, coords: np.ndarray) -> np.ndarray:
         """float32 ``(n, K + 1)`` probabilities at ``(n, 3)`` coordinates by the classifier fitted without the
-        held-back labels: the one to score there."""
+        held-back labels (the second stage's once refined): the one to score there."""
         if self._scored is None:
             raise RuntimeError("no classifier fitted without the held-back labels")
-        features = self.warm()
-        return self._proba(features[coords[:, 0], coords[:, 1], coords[:, 2]], self._scored)
+        forest, context = (self._second_scored, self._scored_context) if self._second_scored is not None \
+            else (self._scored, None)
+        return self._proba(self._rows_at(coords, None), forest,
+                           None if context is None else context[coords[:, 0], coords[:, 1], coords[:, 2]])
 
     def predict_at(self, coords: np.ndarray) -> np.ndarray:
         """float32 ``(n, K + 1)`` probabilities at ``(n, 3)`` voxel coordinates."""
-        if not self.fitted:
-            raise RuntimeError("the first responder has not been fitted yet")
-        features = self.warm()
-        return self._proba(features[coords[:, 0], coords[:, 1], coords[:, 2]])
+        forest, context = self._shown()
+        return self._proba(self._rows_at(coords, None), forest,
+                           None if context is None else context[coords[:, 0], coords[:, 1], coords[:, 2]])
 
     def predict(self, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` (default: the whole volume)."""
-        if not self.fitted:
-            raise RuntimeError("the first responder has not been fitted yet")
-        box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
-        block = self.warm()[box.slices]
-        proba = self._proba(block.reshape(-1, block.shape[-1]))
-        return np.ascontiguousarray(np.moveaxis(proba, 1, 0).reshape((-1,) + box.shape))
-
+        forest, context = self._shown()
+        return self._predict_volume(forest, context, box)
