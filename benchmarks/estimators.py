@@ -3,7 +3,7 @@
     python benchmarks/estimators.py --sample ../shared/data/*.npz --seeds 0 1 2
 
 For each volume, protocol and seed the first responder is fitted as in the product (the forest shown on every
-label, the forest scored without the held-back labels) and three estimates of the shown mask's foreground Dice
+label, the forest scored without the held-back labels, both refined by their second stage unless ``--stages 1``) and three estimates of the shown mask's foreground Dice
 are printed beside the true one:
 
 - ``held-back``: the foreground Dice of the scored forest on the held-back labels (what the widget shows now);
@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--sample", action="store_true")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--protocols", nargs="+", default=["z:1", "z:3", "scribble:3"])
+    ap.add_argument("--stages", type=int, choices=(1, 2), default=2,
+                    help="the first responder's stages (2: refined, as the product shows it)")
     args = ap.parse_args()
     if args.from_file:
         rows = [line.split("|") for line in open(args.from_file).read().splitlines() if line.count("|") == 4]
@@ -93,6 +95,8 @@ def main() -> None:
                 holdout = HoldOut(spacing, config.held_back, seed=seed)
                 responder = FirstResponder(image, volume, config, seed=seed, features=features)
                 responder.fit(holdout)
+                if args.stages == 2:
+                    responder.refine()
                 coords, classes, held = responder.labeled_rows(holdout)
                 probs = responder.predict()
                 mask = probs.argmax(0) > 0
