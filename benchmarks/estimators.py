@@ -3,8 +3,8 @@
     python benchmarks/estimators.py --sample ../shared/data/*.npz --seeds 0 1 2
 
 For each volume, protocol and seed the first responder is fitted as in the product (the forest shown on every
-label, the forest scored without the held-back labels, both refined by their second stage unless ``--stages 1``) and three estimates of the shown mask's foreground Dice
-are printed beside the true one:
+label, the forest scored without the held-back labels, both refined by their second stage unless ``--stages
+1``) and three estimates of the shown mask's foreground Dice are printed beside the true one:
 
 - ``held-back``: the foreground Dice of the scored forest on the held-back labels (what the widget shows now);
 - ``expected``: the Dice the shown mask would have if its own class probabilities were calibrated,

@@ -326,6 +326,15 @@ def test_the_refined_mask_follows_the_first_and_carries_the_revision_of_the_labe
     assert full[1].revision == fitted < session.volume.revision  # so the stroke is merged over it on screen
 
 
+def test_stop_is_heard_before_the_second_stage_is_fitted():
+    session, _ = _three_slice_session()
+    stop: list[bool] = []
+    for event in session.interactive(first_refresh_steps=10**6, should_stop=lambda: bool(stop)):
+        if isinstance(event, Prediction) and event.box == Box.full(SHAPE):
+            stop.append(True)  # the user presses Stop as the first mask appears
+    assert len(stop) == 1 and session.responder.fitted and not session.responder.refined
+
+
 def test_without_a_first_responder_the_net_is_shown_with_a_notice():
     session, _ = _three_slice_session(max_feature_bytes=1)  # too large for its feature stack
     events = session.interactive(first_refresh_steps=1, refresh_seconds=0.0)

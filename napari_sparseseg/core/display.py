@@ -99,12 +99,12 @@ class Display:
                                               self.volume.holdout.block_of(coords), seed=self.config.train.seed))
 
     def respond(self, responder: FirstResponder, view_box: Callable[[], Box | None],
-                store: Recorder | None = None) -> Iterator[Event]:
+                store: Recorder | None = None, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
         """Refit the first responder on the labels now, score it, and yield what is to be shown.
 
         The first stage's answer comes first (the box in view, then the volume); the second stage
         (:meth:`~.first_responder.FirstResponder.refine`) replaces it, is scored anew, and is followed by where to
-        paint next.
+        paint next. ``should_stop`` is asked before the second stage (seconds on a large volume).
         """
         if not responder.fit(self.volume.holdout):
             return  # fewer than two classes labeled
@@ -119,6 +119,8 @@ class Display:
         self.set_forest(first)  # kept for the blend and the net's targets while the net is shown
         if shown != "net":
             yield self._full(shown, store, responder.revision)
+        if should_stop():
+            return
         responder.refine(first)
         shown = self._score_forest(responder)
         self.set_forest(responder.predict())

@@ -234,7 +234,7 @@ class SegmentationSession:
                 if (responder is not None and volume.n_labeled and responder.revision != volume.revision
                         and time.perf_counter() - fit_end >= fit_cost):
                     t0 = time.perf_counter()
-                    yield from display.respond(responder, view_box, self.store)
+                    yield from display.respond(responder, view_box, self.store, should_stop)
                     fit_end = time.perf_counter()
                     fit_cost = fit_end - t0
                     if should_stop():
