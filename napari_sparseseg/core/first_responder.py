@@ -13,8 +13,8 @@ Each fit has two stages. The first forest answers at once; a second one, fitted
 on the filter bank plus the first one's smoothed probabilities (:mod:`.context`,
 ilastik's autocontext), then replaces its answer within seconds
 (:meth:`FirstResponder.refine`). On the shared volumes and the synthetic sample
-the second stage raised the Dice by up to 0.14 (tumour MRI from 3 slices) and
-cost at most 0.004 (``benchmarks/autocontext.py``).
+the second stage raised the Dice by up to 0.13 (tumour MRI from 3 slices, mean
+of three seeds) and cost at most 0.003 (``benchmarks/autocontext.py``).
 
 Extremely randomised trees (scikit-learn's ``ExtraTreesClassifier``) fit 5-8x
 faster than a random forest of as many trees, which is what makes a refit per
