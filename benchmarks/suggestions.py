@@ -12,9 +12,9 @@ at a time up to ``--max-slices``:
 - ``random`` adds a random unpainted z slice.
 
 After each slice the first responder (the forest the widget shows in the first minute, fitted on every label,
-both stages) predicts the volume, and the foreground Dice of the mask shown (labels merged in) is printed. No net is trained:
-this measures the guidance with the learner a user sees first, in minutes rather than hours of CPU time. Three
-seeds change the forest and the random order. The last lines summarise the issue's targets.
+both stages) predicts the volume, and the foreground Dice of the mask shown (labels merged in) is printed. No net
+is trained: this measures the guidance with the learner a user sees first, in minutes rather than hours of CPU
+time. Three seeds change the forest and the random order. The last lines summarise the issue's targets.
 """
 
 from __future__ import annotations
