@@ -326,13 +326,40 @@ def test_the_refined_mask_follows_the_first_and_carries_the_revision_of_the_labe
     assert full[1].revision == fitted < session.volume.revision  # so the stroke is merged over it on screen
 
 
-def test_stop_is_heard_before_the_second_stage_is_fitted():
+def test_stop_is_heard_before_the_second_stage_and_the_next_start_fits_it():
     session, _ = _three_slice_session()
     stop: list[bool] = []
     for event in session.interactive(first_refresh_steps=10**6, should_stop=lambda: bool(stop)):
         if isinstance(event, Prediction) and event.box == Box.full(SHAPE):
             stop.append(True)  # the user presses Stop as the first mask appears
     assert len(stop) == 1 and session.responder.fitted and not session.responder.refined
+    assert session.responder.behind and session.responder.revision == session.volume.revision
+    events = session.interactive(first_refresh_steps=10**6)  # Start again, the labels unchanged
+    for event in events:
+        if isinstance(event, Prediction):
+            break
+    events.close()
+    assert session.responder.refined and not session.responder.behind  # refined, not refitted
+    assert event.box == Box.full(SHAPE) and event.revision == session.volume.revision
+
+
+def test_the_store_gets_the_mask_that_stays_on_screen_once():
+    session, _ = _three_slice_session()
+    recorded: list[Prediction] = []
+
+    class Recorder:
+        def on_step(self, trainer, event):
+            pass
+
+        def record_prediction(self, prediction):
+            recorded.append(prediction)
+
+    list(session.display.respond(session.responder, lambda: None, Recorder()))
+    assert len(recorded) == 1 and session.responder.refined  # the refined mask, not the first one too
+    session.add_correction((2, slice(None), slice(None)), 1)
+    list(session.display.respond(session.responder, lambda: None, Recorder(), should_stop=lambda: True))
+    assert len(recorded) == 2 and not session.responder.refined  # stopped: the first stage's mask is kept
+    assert recorded[1].revision == session.volume.revision
 
 
 def test_without_a_first_responder_the_net_is_shown_with_a_notice():

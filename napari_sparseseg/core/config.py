@@ -309,7 +309,6 @@ RETIRED_TRAIN_DEFAULTS: dict[str, float] = {
     "centre_margin": 0.25, "dice_weight": 1.0, "smoothness": 10.0, "hardest_weight": 1.0, "spatial_share": 0.3,
     "intensity_share": 1.0, "elastic": 0.0, "clean_tail": 0.5, "clean_tail_drift": 0.15, "fit_guard": 1.25,
     "ema_decay": 0.98}
-RETIRED_TRAIN_KEYS = frozenset(RETIRED_TRAIN_DEFAULTS)
 
 
 @dataclass(frozen=True)

@@ -100,28 +100,37 @@ class Display:
 
     def respond(self, responder: FirstResponder, view_box: Callable[[], Box | None],
                 store: Recorder | None = None, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
-        """Refit the first responder on the labels now, score it, and yield what is to be shown.
+        """Bring the first responder up to the labels now (:meth:`~.first_responder.FirstResponder.behind`) and
+        yield what is to be shown.
 
-        The first stage's answer comes first (the box in view, then the volume); the second stage
-        (:meth:`~.first_responder.FirstResponder.refine`) replaces it, is scored anew, and is followed by where to
-        paint next. ``should_stop`` is asked before the second stage (seconds on a large volume).
+        On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume).
+        Each stage is scored on the held-back labels. The second stage
+        (:meth:`~.first_responder.FirstResponder.refine`) then replaces the first one's answer, which is stored only
+        when ``should_stop`` ends the call before it (asked before the second stage: seconds on a large volume; a
+        responder stopped there is refined next time), and is followed by where to paint next.
         """
-        if not responder.fit(self.volume.holdout):
-            return  # fewer than two classes labeled
-        shown = self._score_forest(responder)
-        if shown != "net":
-            box = view_box()
-            box = None if box is None else box.clip(self.volume.shape)
-            if box is not None and not box.empty:
-                yield self.estimated(self._composed(box, shown, forest=responder.predict(box),
-                                                    revision=responder.revision))
-        first = responder.predict()
-        self.set_forest(first)  # kept for the blend and the net's targets while the net is shown
-        if shown != "net":
-            yield self._full(shown, store, responder.revision)
-        if should_stop():
+        first = None
+        if responder.revision != self.volume.revision or not responder.fitted:
+            if not responder.fit(self.volume.holdout):
+                return  # fewer than two classes labeled
+            shown = self._score_forest(responder)
+            if shown != "net":
+                box = view_box()
+                box = None if box is None else box.clip(self.volume.shape)
+                if box is not None and not box.empty:
+                    yield self.estimated(self._composed(box, shown, forest=responder.predict(box),
+                                                        revision=responder.revision))
+            first = responder.predict()
+            self.set_forest(first)  # kept for the blend and the net's targets while the net is shown
+            full = self._full(shown, None, responder.revision) if shown != "net" else None
+            if full is not None:
+                yield full
+            if should_stop():
+                if full is not None and store is not None:
+                    store.record_prediction(full)
+                return
+        if not responder.refine(first):
             return
-        responder.refine(first)
         shown = self._score_forest(responder)
         self.set_forest(responder.predict())
         if shown != "net":
@@ -141,10 +150,7 @@ class Display:
             if net_at is not None:
                 predicted["blend"] = blend(forest_at, net_at).argmax(1)
         self._score(predicted)
-        shown = self.handover.shown
-        if shown is None or self.handover.scores.get("forest") is None:
-            shown = self.handover.offer("forest")
-        return shown
+        return self.handover.offer("forest")  # the forest, unless a learner is shown already
 
     def _full(self, learner: str, store: Recorder | None, revision: int) -> Prediction:
         """The whole-volume prediction of ``learner`` from the latest probabilities, estimated and recorded."""

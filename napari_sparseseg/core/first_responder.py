@@ -287,6 +287,11 @@ class FirstResponder:
         return self._forest is not None
 
     @property
+    def behind(self) -> bool:
+        """Whether the labels changed since the last fit, or the last fit still awaits its second stage."""
+        return self.revision != self.volume.revision or (self.fitted and not self.refined)
+
+    @property
     def refined(self) -> bool:
         """Whether the second stage is fitted to the labels of the last fit (see :meth:`refine`)."""
         return self._second is not None

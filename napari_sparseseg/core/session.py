@@ -231,7 +231,7 @@ class SegmentationSession:
         full_due = False
         try:
             while not should_stop():
-                if (responder is not None and volume.n_labeled and responder.revision != volume.revision
+                if (responder is not None and volume.n_labeled and responder.behind
                         and time.perf_counter() - fit_end >= fit_cost):
                     t0 = time.perf_counter()
                     yield from display.respond(responder, view_box, self.store, should_stop)
