@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from napari_sparseseg.core.config import SessionConfig, TrainConfig
-from napari_sparseseg.core.protocols import simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.protocols import simulate_annotation
 from napari_sparseseg.sample_data import make_cells_volume
 
 

@@ -28,9 +28,9 @@ from helpers import clock_in_steps, load_volumes
 from napari_sparseseg.core.checkpoint import read_model, save_model
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import UNLABELED, annotation_to_mask
-from napari_sparseseg.core.metrics import evaluate_masks
-from napari_sparseseg.core.protocols import simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.metrics import evaluate_masks
+from napari_sparseseg.evaluation.protocols import simulate_annotation
 
 
 def halves(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

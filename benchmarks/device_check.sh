@@ -26,7 +26,7 @@ say() { echo "=== [$SECONDS s] $*" | tee -a "$LOG"; }
 say "machine"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
   python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)"; } 2>&1 | tee -a "$LOG"
-python3 -c "import napari_sparseseg.core.session, napari_sparseseg.evaluate, scipy, sklearn" 2>&1 | tee -a "$LOG" \
+python3 -c "import napari_sparseseg.core.session, napari_sparseseg.evaluation.simulated_user, scipy, sklearn" 2>&1 | tee -a "$LOG" \
   || { say "imports failed"; exit 1; }
 
 say "1. CUDA tests"

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from napari_sparseseg.core.config import SessionConfig
-from napari_sparseseg.core.metrics import evaluate_masks
-from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.metrics import evaluate_masks
+from napari_sparseseg.evaluation.protocols import protocol_mask, simulate_annotation
 
 #: Padding settings compared: name -> ``InferenceConfig.edge_margin``.
 SETTINGS: dict[str, tuple[float, float, float]] = {

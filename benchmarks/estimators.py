@@ -31,7 +31,7 @@ from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.first_responder import FeatureStack, FirstResponder
 from napari_sparseseg.core.holdout import HoldOut
-from napari_sparseseg.core.protocols import simulate_annotation
+from napari_sparseseg.evaluation.protocols import simulate_annotation
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

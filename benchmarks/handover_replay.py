@@ -31,9 +31,9 @@ from helpers import load_volumes
 
 from napari_sparseseg.core.config import SessionConfig, TrainConfig
 from napari_sparseseg.core.handover import HandOver, HeldBackScore, blend
-from napari_sparseseg.core.metrics import evaluate_masks
-from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.metrics import evaluate_masks
+from napari_sparseseg.evaluation.protocols import protocol_mask, simulate_annotation
 
 PROTOCOLS = ("z:1", "z:3", "scribble:3")
 INSTANTS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)

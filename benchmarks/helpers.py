@@ -81,8 +81,8 @@ def step_clocked_session(data: str, protocol: str, train: dict, threads: int, pa
     import torch
 
     from napari_sparseseg.core.config import SessionConfig
-    from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
     from napari_sparseseg.core.session import SegmentationSession
+    from napari_sparseseg.evaluation.protocols import protocol_mask, simulate_annotation
 
     torch.set_num_threads(threads)
     with np.load(data) as d:
@@ -102,7 +102,7 @@ def labeled_runs(image: np.ndarray, truth: np.ndarray, spacing, protocols: Seque
     once for all runs) for a ``FirstResponder``."""
     from napari_sparseseg.core.annotation import AnnotatedVolume
     from napari_sparseseg.core.first_responder import FeatureStack
-    from napari_sparseseg.core.protocols import simulate_annotation
+    from napari_sparseseg.evaluation.protocols import simulate_annotation
 
     features = FeatureStack(image, spacing)
     features.get()

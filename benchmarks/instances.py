@@ -23,7 +23,7 @@ from helpers import labeled_runs, load_volumes
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.instances import DEPTH_SHARE, connected_objects, split_instances
-from napari_sparseseg.core.metrics import object_scores
+from napari_sparseseg.evaluation.metrics import object_scores
 
 
 def instance_truth(name: str, files: list[str]) -> np.ndarray | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from helpers import step_clocked_session
 
-from napari_sparseseg.core.metrics import evaluate_masks
+from napari_sparseseg.evaluation.metrics import evaluate_masks
 
 MIRROR_SETS = {"none": (), "yx": (1, 2), "zyx": (0, 1, 2)}
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
-from napari_sparseseg.core.metrics import evaluate_masks
-from napari_sparseseg.core.protocols import simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.metrics import evaluate_masks
+from napari_sparseseg.evaluation.protocols import simulate_annotation
 
 
 def parse_variant(text: str) -> TrainConfig:

@@ -29,8 +29,8 @@ import torch
 
 from napari_sparseseg.core.config import SessionConfig, TrainConfig
 from napari_sparseseg.core.events import TrainStep
-from napari_sparseseg.core.protocols import simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.protocols import simulate_annotation
 
 
 def _load(args: argparse.Namespace) -> tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]:

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from napari_sparseseg.core.config import InferenceConfig, SessionConfig
-from napari_sparseseg.core.metrics import evaluate_masks
-from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.metrics import evaluate_masks
+from napari_sparseseg.evaluation.protocols import protocol_mask, simulate_annotation
 
 TAUS = (0.0, 0.25, 0.5, 1.0)
 

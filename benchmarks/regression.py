@@ -156,9 +156,9 @@ def run_guard(steps: int = 120, shape: tuple[int, int, int] = (24, 96, 96), seed
     import torch
 
     from napari_sparseseg.baselines.random_forest import random_forest_segment
-    from napari_sparseseg.core.metrics import evaluate_masks
-    from napari_sparseseg.core.protocols import simulate_annotation
     from napari_sparseseg.core.session import SegmentationSession
+    from napari_sparseseg.evaluation.metrics import evaluate_masks
+    from napari_sparseseg.evaluation.protocols import simulate_annotation
     from napari_sparseseg.sample_data import make_cells_volume
 
     vol = make_cells_volume(shape, n_cells=8, seed=seed)

@@ -16,7 +16,7 @@ import torch
 from helpers import load_volumes
 
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
-from napari_sparseseg.evaluate import evaluate_volume
+from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
 
 def parse_variant(text: str) -> ResponderConfig:

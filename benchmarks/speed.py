@@ -77,8 +77,8 @@ def time_forward(net: torch.nn.Module, device: torch.device, shape: tuple[int, .
 def first_view(shape: list[int], device: torch.device, base: int, compile_: bool) -> dict:
     """Session on a synthetic volume: label 3 slices, train until the first refresh, predict the view."""
     from napari_sparseseg.core.box import Box
-    from napari_sparseseg.core.protocols import simulate_annotation
     from napari_sparseseg.core.session import SegmentationSession
+    from napari_sparseseg.evaluation.protocols import simulate_annotation
     from napari_sparseseg.sample_data import make_cells_volume
 
     vol = make_cells_volume(tuple(shape), n_cells=40)

@@ -32,7 +32,7 @@ from helpers import step_clocked_session
 
 from napari_sparseseg.core.convergence import surface_drift
 from napari_sparseseg.core.events import TrainStep
-from napari_sparseseg.core.metrics import evaluate_masks
+from napari_sparseseg.evaluation.metrics import evaluate_masks
 
 
 def change(previous: np.ndarray, current: np.ndarray) -> float:
@@ -49,7 +49,7 @@ def labeled_errors(annotation: np.ndarray, labels: np.ndarray) -> int:
 
 def labeled_errors_from_maps(maps_path: str, data: str, protocol: str) -> dict[int, int]:
     """:func:`labeled_errors` of every saved probe map against the annotation ``protocol`` makes of ``data``."""
-    from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
+    from napari_sparseseg.evaluation.protocols import protocol_mask, simulate_annotation
 
     with np.load(data) as d:
         truth = d["labels"]

@@ -32,7 +32,7 @@ from napari_sparseseg.core.encoding import mask_to_annotation
 from napari_sparseseg.core.first_responder import FeatureStack, FirstResponder
 from napari_sparseseg.core.guidance import suggest_slices
 from napari_sparseseg.core.inference import entropy
-from napari_sparseseg.core.protocols import slice_positions
+from napari_sparseseg.evaluation.protocols import slice_positions
 
 STRATEGIES = ("suggest", "even", "random")
 

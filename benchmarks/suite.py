@@ -3,7 +3,7 @@
     python benchmarks/suite.py --data ../shared/data --protocols z:1,z:3,z:5,ortho:1,ortho:2,scribble:3,full \\
         --budget-seconds 300 --device cpu --out benchmarks/results/suite
 
-For each file and protocol it runs :func:`napari_sparseseg.evaluate.evaluate_volume` (our 3D U-Net for
+For each file and protocol it runs :func:`napari_sparseseg.evaluation.simulated_user.evaluate_volume` (our 3D U-Net for
 ``--budget-seconds`` of training, then the random forest and slice interpolation on the same labeled voxels, each
 where the protocol defines it) and writes one JSON per run under ``OUT/DEVICE/``. Runs whose JSON exists are
 skipped unless ``--force``, so an interrupted suite resumes where it stopped. At the end it writes
@@ -102,8 +102,8 @@ def run_one(name: str, loader: Loader, protocol: str, args: argparse.Namespace) 
     import torch
 
     from napari_sparseseg.core.config import SessionConfig, TrainConfig, preset
-    from napari_sparseseg.core.protocols import annotated_slice_count
-    from napari_sparseseg.evaluate import evaluate_volume, suggest_count
+    from napari_sparseseg.evaluation.protocols import annotated_slice_count
+    from napari_sparseseg.evaluation.simulated_user import evaluate_volume, suggest_count
 
     image, labels, spacing = loader()
     if labels is None:
@@ -324,8 +324,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.baselines = tuple(b for b in args.baselines.split(",") if b)
     if args.budget_seconds <= 0:
         ap.error(f"--budget-seconds must be > 0, got {args.budget_seconds}")
-    from napari_sparseseg.core.protocols import parse_protocol
-    from napari_sparseseg.evaluate import suggest_count
+    from napari_sparseseg.evaluation.protocols import parse_protocol
+    from napari_sparseseg.evaluation.simulated_user import suggest_count
 
     for p in args.protocols:
         try:

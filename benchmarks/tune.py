@@ -28,7 +28,7 @@ import torch
 from helpers import clock_in_steps, vary_parts
 
 from napari_sparseseg.core.config import SessionConfig
-from napari_sparseseg.evaluate import evaluate_volume
+from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
 
 def main(argv: list[str] | None = None) -> dict:

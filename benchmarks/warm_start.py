@@ -19,7 +19,7 @@ from warm_start_pretext import pretrain
 
 from napari_sparseseg.core.config import SessionConfig, TrainConfig  # noqa: E402
 from napari_sparseseg.core.session import SegmentationSession  # noqa: E402
-from napari_sparseseg.evaluate import evaluate_volume  # noqa: E402
+from napari_sparseseg.evaluation.simulated_user import evaluate_volume  # noqa: E402
 
 
 def main() -> None:

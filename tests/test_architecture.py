@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QT_FREE = ["napari_sparseseg.core.session", "napari_sparseseg.core.checkpoint", "napari_sparseseg.evaluate",
-           "napari_sparseseg.cli", "napari_sparseseg.io", "napari_sparseseg.baselines.random_forest",
+QT_FREE = ["napari_sparseseg.core.session", "napari_sparseseg.core.checkpoint",
+           "napari_sparseseg.evaluation.simulated_user", "napari_sparseseg.cli", "napari_sparseseg.io",
+           "napari_sparseseg.baselines.random_forest",
            "napari_sparseseg.sample_data"]
 FORBIDDEN = ("qtpy", "napari.", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6")
 
@@ -43,3 +44,13 @@ def test_no_import_cycles():
     cycles = sorted({tuple(sorted((a, b))) for a in graph.modules for b in graph.find_modules_directly_imported_by(a)
                      if graph.find_shortest_chain(importer=b, imported=a)})
     assert cycles == [], f"modules that import each other (directly or through others): {cycles}"
+
+
+def test_every_subpackage_is_packaged():
+    """A subpackage missing from ``[tool.setuptools] packages`` works in an editable install and is absent from
+    the wheel a user installs."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "napari_sparseseg").rglob("__init__.py")}
+    assert found == listed

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.core.annotation import AnnotatedVolume
-from napari_sparseseg.core.protocols import protocol_mask
 from napari_sparseseg.core.session import SegmentationSession
-from napari_sparseseg.evaluate import evaluate_volume
+from napari_sparseseg.evaluation.protocols import protocol_mask
+from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
 GOOD = np.random.default_rng(0).random((8, 16, 16)).astype(np.float32)
 

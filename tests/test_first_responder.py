@@ -444,7 +444,7 @@ def test_predictions_carry_an_interval_for_the_learner_shown():
 
 
 def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slices():
-    from napari_sparseseg.evaluate import evaluate_volume
+    from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
     image, mask = sphere_volume((16, 48, 48), radius=12)
     config = tiny_config(trees=8)
@@ -458,7 +458,7 @@ def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slice
 
 
 def test_a_simulated_user_who_paints_only_the_suggested_uncertain_regions():
-    from napari_sparseseg.evaluate import evaluate_volume
+    from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
     image, mask = sphere_volume((16, 48, 48), radius=12)
     r = evaluate_volume(image, mask, spacing=SPACING, protocol="suggest-scribble:3", budget_seconds=6,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.core.instances import connected_objects, split_instances, typical_object
-from napari_sparseseg.core.metrics import object_scores
+from napari_sparseseg.evaluation.metrics import object_scores
 
 
 def _touching_pair(shape=(32, 48, 64)):

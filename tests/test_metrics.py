@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.metrics import confusion_matrix, evaluate_masks, scores
+from napari_sparseseg.evaluation.metrics import confusion_matrix, evaluate_masks, scores
 
 
 def test_scores_match_hand_computed_values():

@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_sparseseg.core.encoding import annotation_to_mask
-from napari_sparseseg.core.protocols import (
+from napari_sparseseg.evaluation.protocols import (
     annotated_slice_count,
     brush_radius,
     protocol_mask,
@@ -13,7 +13,7 @@ from napari_sparseseg.core.protocols import (
     simulate_annotation,
     slice_positions,
 )
-from napari_sparseseg.evaluate import baseline_applicability
+from napari_sparseseg.evaluation.simulated_user import baseline_applicability
 from napari_sparseseg.sample_data import make_cells_volume
 
 
@@ -119,7 +119,7 @@ def _tiny_config():
 def test_evaluate_scribbles_skips_interpolation_and_full_scores_the_raw_net():
     import torch
 
-    from napari_sparseseg.evaluate import evaluate_volume
+    from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
     torch.set_num_threads(1)
     vol = make_cells_volume((16, 32, 32), n_cells=3, seed=1)
@@ -140,14 +140,14 @@ def test_evaluate_scribbles_skips_interpolation_and_full_scores_the_raw_net():
 def test_ortho_interpolation_uses_the_axial_slices_only():
     import torch
 
-    from napari_sparseseg.evaluate import evaluate_volume
+    from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
     torch.set_num_threads(1)
     vol = make_cells_volume((16, 32, 32), n_cells=3, seed=1)
     r = evaluate_volume(vol.image, vol.labels, spacing=vol.spacing, protocol="ortho:2", budget_seconds=0.5,
                         config=_tiny_config(), baselines=("interp",))
     from napari_sparseseg.baselines.interpolation import interpolate_slices
-    from napari_sparseseg.core.metrics import evaluate_masks
+    from napari_sparseseg.evaluation.metrics import evaluate_masks
 
     # interpolation between the two axial slices, with every ortho-labeled voxel (y and x slices too) kept
     expected = interpolate_slices(simulate_annotation(vol.labels, "z:2"), axis=0)

@@ -11,9 +11,9 @@ import pytest
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import SessionConfig, TrainConfig
 from napari_sparseseg.core.events import Prediction
-from napari_sparseseg.core.metrics import evaluate_masks
-from napari_sparseseg.core.protocols import protocol_mask, simulate_annotation
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.metrics import evaluate_masks
+from napari_sparseseg.evaluation.protocols import protocol_mask, simulate_annotation
 from tests.conftest import shared_file
 
 STEPS = 40

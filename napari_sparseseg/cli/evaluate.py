@@ -18,7 +18,7 @@ LEARNER_NAMES = {"forest": "the first responder", "net": "the 3D U-Net", "blend"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_volume
+    from ..evaluation.simulated_user import evaluate_volume
     from ..io import load_npz
 
     image, labels, spacing = load_npz(args.data)
@@ -66,7 +66,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_volume
+    from ..evaluation.simulated_user import evaluate_volume
     from ..sample_data import make_cells_volume
 
     vol = make_cells_volume(seed=args.seed)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .encoding import mask_to_annotation
+from ..core.encoding import mask_to_annotation
 
 __all__ = ["FULL", "annotated_slice_count", "brush_radius", "parse_protocol", "protocol_mask", "scribble_slice",
            "simulate_annotation", "slice_positions"]

@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from .core.config import SessionConfig
-from .core.encoding import mask_to_annotation
-from .core.estimate import DiceEstimate
-from .core.events import Guidance, Prediction, TrainStep
-from .core.metrics import evaluate_masks
-from .core.protocols import FULL, parse_protocol, protocol_mask, simulate_annotation
-from .core.session import SegmentationSession
-from .core.volume import validate_spacing
+from ..core.config import SessionConfig
+from ..core.encoding import mask_to_annotation
+from ..core.estimate import DiceEstimate
+from ..core.events import Guidance, Prediction, TrainStep
+from ..core.session import SegmentationSession
+from ..core.volume import validate_spacing
+from .metrics import evaluate_masks
+from .protocols import FULL, parse_protocol, protocol_mask, simulate_annotation
 
 #: Seconds after the labels are in at which the mask shown is scored (those within the budget; and the budget).
 CURVE_SECONDS: tuple[float, ...] = (5, 15, 30, 60, 120, 300)
@@ -147,7 +147,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     spacing : sequence of float, optional
         Voxel size ``(z, y, x)``.
     protocol : str
-        ``z:K``, ``ortho:K``, ``scribble:K``, ``suggest:K`` or ``full`` (see :mod:`~.core.protocols`).
+        ``z:K``, ``ortho:K``, ``scribble:K``, ``suggest:K`` or ``full`` (see :mod:`.protocols`).
         ``suggest:K`` is a user who follows the suggestions: one axial slice in the middle first, then at each
         ``budget / K`` of the time the slice suggested last (any orientation) painted whole from the ground
         truth, ``K`` slices in all (``painted`` records them); the baselines see the final labels.
@@ -302,10 +302,10 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
             continue
         t0 = time.perf_counter()
         if name == "rf":
-            from .baselines.random_forest import random_forest_segment
+            from ..baselines.random_forest import random_forest_segment
             bpred = random_forest_segment(image, annotation, spacing, seed=config.train.seed)
         else:
-            from .baselines.interpolation import interpolate_slices
+            from ..baselines.interpolation import interpolate_slices
             bpred = interpolate_slices(_axial_part(annotation, protocol), axis=0)
             bpred[labeled] = truth[labeled]
         res = _scores(truth, bpred, k, unannotated)
