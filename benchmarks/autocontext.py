@@ -1,16 +1,17 @@
-"""The first responder's second stage (ilastik's autocontext): Dice of one stage, of two, and of the baseline.
+"""The first responder's later stages (ilastik's autocontext): Dice after each stage, and of the baseline.
 
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --seeds 0 1 2
     python benchmarks/autocontext.py --tubes --seeds 0 1 2 --protocols z:3 scribble:3 --no-baseline
     python benchmarks/autocontext.py --from benchmarks/results/autocontext.txt
-    python benchmarks/autocontext.py ../shared/data/*.npz --sample --seeds 0 1 2 --no-baseline \\
+    python benchmarks/autocontext.py ../shared/data/*.npz --sample --seeds 0 1 2 --no-baseline --stages 2 \\
         --contexts 1,3.5,10+raw 1.6,3.5,10 3.5,10,20 5,15
 
-For each volume, protocol and seed this prints the foreground Dice against ground truth, and the seconds, of
-the first responder's first stage alone, of the product's two stages (``FirstResponder.refine``: the second
-forest reads the filter bank plus the first one's foreground probabilities smoothed at
-``core.context.CONTEXT_SIGMAS``), of other context scales given with ``--contexts`` (comma-separated scales;
-``+raw`` adds the unsmoothed probability as a column), and of the 100-tree random forest baseline. Every
+For each volume, protocol and seed this prints the foreground Dice against ground truth, and the seconds since
+the fit began, after each of the first responder's stages (``--stages``, default the product's
+``ResponderConfig.stages``; ``FirstResponder.refine``: each later forest reads the filter bank plus the previous
+one's foreground probabilities smoothed at ``core.context.CONTEXT_SIGMAS``), after the last stage with other
+context scales given with ``--contexts`` (comma-separated scales; ``+raw`` adds the unsmoothed probability as a
+column), and of the 100-tree random forest baseline. Every
 forest is fitted on every label (nothing held back), as the forest shown is. ``--tubes`` adds a synthetic
 volume of thin curved tubes (radius 1.5 voxels, 0.4-0.7 % of the volume, on a smooth uneven background): does
 a context smoothed over 10 voxels lose a thin structure? Float32 on the CPU; no net. ``--from`` prints the
@@ -99,12 +100,13 @@ def summarise(path: str) -> None:
         rows.setdefault((name, protocol), []).append([float(c.split()[0]) for c in cells[1:]])
     header = header[:len(next(iter(rows.values()))[0])]  # a run without the baseline printed no rf100 column
     baseline = header[-1] == "rf100"
-    print("| volume | protocol | " + " | ".join(header) + " | two stages − one |"
-          + (" two stages − rf100 |" if baseline else ""))
+    last = max(i for i, h in enumerate(header) if h.startswith("stage "))
+    print("| volume | protocol | " + " | ".join(header) + f" | {header[last]} − stage 1 |"
+          + (f" {header[last]} − rf100 |" if baseline else ""))
     print("|---" * (len(header) + 3 + baseline) + "|")
     for (name, protocol), values in rows.items():
         mean = np.mean(values, axis=0)
-        diffs = f" | {mean[1] - mean[0]:+.3f} |" + (f" {mean[1] - mean[-1]:+.3f} |" if baseline else "")
+        diffs = f" | {mean[last] - mean[0]:+.3f} |" + (f" {mean[last] - mean[-1]:+.3f} |" if baseline else "")
         print(f"| {name} | {protocol} | " + " | ".join(f"{v:.3f}" for v in mean) + diffs)
 
 
@@ -115,6 +117,8 @@ def main() -> None:
     ap.add_argument("--tubes", action="store_true", help="also a synthetic volume of thin tubes (see above)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS))
+    ap.add_argument("--stages", type=int, default=ResponderConfig().stages,
+                    help="stages fitted (default: the product's)")
     ap.add_argument("--contexts", nargs="*", default=[], metavar="SCALES[+raw]")
     ap.add_argument("--no-baseline", action="store_true", help="skip the 100-tree random forest")
     ap.add_argument("--from", dest="from_file", help="summarise this printed run instead")
@@ -122,9 +126,11 @@ def main() -> None:
     if args.from_file:
         summarise(args.from_file)
         return
+    if args.contexts and args.stages < 2:
+        ap.error("--contexts vary the later stages: give --stages 2 or more")
     torch.set_num_threads(2)
-    config = ResponderConfig()
-    print("volume protocol seed | one stage Dice (s) | two stages Dice (s) | "
+    config = ResponderConfig(stages=args.stages)
+    print("volume protocol seed | " + "".join(f"stage {i} Dice (s) | " for i in range(1, args.stages + 1))
           + "".join(f"{c} Dice (s) | " for c in args.contexts) + "rf100 Dice (s)")
     volumes = load_volumes(args.files, args.sample) if args.files or args.sample else []
     if args.tubes:
@@ -140,13 +146,13 @@ def main() -> None:
                                           raw=variant[1])
                 t0 = time.perf_counter()
                 responder.fit()
-                first = responder.predict()
-                first_s = time.perf_counter() - t0
+                proba = responder.predict()
                 if variant is None:
-                    cells.append(f"{dice_fg(truth, first.argmax(0)):.3f} ({first_s:.1f})")
-                responder.refine(first)
-                second = responder.predict()
-                cells.append(f"{dice_fg(truth, second.argmax(0)):.3f} ({time.perf_counter() - t0:.1f})")
+                    cells.append(f"{dice_fg(truth, proba.argmax(0)):.3f} ({time.perf_counter() - t0:.1f})")
+                while responder.refine(proba):
+                    proba = responder.predict()
+                    if variant is None or responder.refined:
+                        cells.append(f"{dice_fg(truth, proba.argmax(0)):.3f} ({time.perf_counter() - t0:.1f})")
             if not args.no_baseline:
                 t0 = time.perf_counter()
                 rf = dice_fg(truth, random_forest_segment(image, annotation, spacing, seed=seed))

@@ -3,8 +3,9 @@
     python benchmarks/estimators.py --sample ../shared/data/*.npz --seeds 0 1 2
 
 For each volume, protocol and seed the first responder is fitted as in the product (the forest shown on every
-label, the forest scored without the held-back labels, both refined by their second stage unless ``--stages
-1``) and three estimates of the shown mask's foreground Dice are printed beside the true one:
+label, the forest scored without the held-back labels, both refined through the product's stages unless
+``--stages`` says otherwise) and three estimates of the shown mask's foreground Dice are printed beside the true
+one:
 
 - ``held-back``: the foreground Dice of the scored forest on the held-back labels (what the widget shows now);
 - ``expected``: the Dice the shown mask would have if its own class probabilities were calibrated,
@@ -71,8 +72,8 @@ def main() -> None:
     ap.add_argument("--sample", action="store_true")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--protocols", nargs="+", default=["z:1", "z:3", "scribble:3"])
-    ap.add_argument("--stages", type=int, choices=(1, 2), default=2,
-                    help="the first responder's stages (2: refined, as the product shows it)")
+    ap.add_argument("--stages", type=int, default=ResponderConfig().stages,
+                    help="the first responder's stages (default: the product's)")
     args = ap.parse_args()
     if args.from_file:
         rows = [line.split("|") for line in open(args.from_file).read().splitlines() if line.count("|") == 4]
@@ -81,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(2)
     volumes = load_volumes(args.files, args.sample)
     runs: list[tuple[str, float, float]] = []
-    config = ResponderConfig()
+    config = ResponderConfig(stages=args.stages)
     errors: dict[str, list[float]] = collections.defaultdict(list)
     print("volume protocol seed | true | held-back | expected | min")
     for name, image, truth, spacing in volumes:
@@ -95,8 +96,8 @@ def main() -> None:
                 holdout = HoldOut(spacing, config.held_back, seed=seed)
                 responder = FirstResponder(image, volume, config, seed=seed, features=features)
                 responder.fit(holdout)
-                if args.stages == 2:
-                    responder.refine()
+                while responder.refine():  # every stage, as the widget shows it
+                    pass
                 coords, classes, held = responder.labeled_rows(holdout)
                 probs = responder.predict()
                 mask = probs.argmax(0) > 0

@@ -12,7 +12,7 @@ at a time up to ``--max-slices``:
 - ``random`` adds a random unpainted z slice.
 
 After each slice the first responder (the forest the widget shows in the first minute, fitted on every label,
-both stages) predicts the volume, and the foreground Dice of the mask shown (labels merged in) is printed. No net
+every stage) predicts the volume, and the foreground Dice of the mask shown (labels merged in) is printed. No net
 is trained: this measures the guidance with the learner a user sees first, in minutes rather than hours of CPU
 time. Three seeds change the forest and the random order. The last lines summarise the issue's targets.
 """
@@ -65,7 +65,8 @@ def run_user(image, truth, spacing, features, strategy: str, seed: int, max_slic
         if not responder.fit():
             dices.append(float("nan"))
         else:
-            responder.refine()  # the second stage, as the widget shows it
+            while responder.refine():  # every stage, as the widget shows it
+                pass
             probs = responder.predict()
             labeled = annotation > 0
             shown = np.where(labeled, annotation.astype(np.int64) - 1, probs.argmax(0))

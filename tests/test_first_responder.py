@@ -62,16 +62,19 @@ def test_training_patches_never_train_on_held_back_labels():
 
 
 # -- the first responder -----------------------------------------------------------------------
-@pytest.mark.parametrize("refined", [False, True])
-def test_first_responder_segments_the_sphere_from_three_slices_without_the_held_back_labels(refined):
+@pytest.mark.parametrize(("stages", "refinements"), [(1, 0), (3, 0), (3, 1), (3, 2)])
+def test_first_responder_segments_the_sphere_from_three_slices_without_the_held_back_labels(stages, refinements):
     volume, image, mask = _labeled_volume()
-    responder = FirstResponder(image, volume, ResponderConfig(trees=16))
+    responder = FirstResponder(image, volume, ResponderConfig(trees=16, stages=stages))
     holdout = HoldOut(SPACING, 0.125)
     assert responder.fit(holdout)
-    assert responder.revision == volume.revision and not responder.refined
-    if refined:
-        assert responder.refine() and responder.refined
-        assert not responder.refine()  # once per fit
+    assert responder.revision == volume.revision and responder.stage == 1
+    assert responder.refined == (stages == 1)
+    for _ in range(refinements):
+        assert responder.refine()
+    assert responder.stage == 1 + refinements and responder.refined == (responder.stage == stages)
+    if responder.refined:
+        assert not responder.refine()  # every stage fitted: nothing more until the next fit
     probs = responder.predict()
     assert probs.shape == (2,) + SHAPE and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
@@ -98,16 +101,17 @@ def test_the_forest_shown_learns_every_label_and_the_forest_scored_never_sees_th
     assert responder.fit(holdout) and responder.scored and not holdout.released
     assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9  # the forest shown fits every label
     assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9  # the one scored never saw them
-    assert responder.refine()  # and so do both second stages, and the first stages whose maps they read
-    assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9
-    assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9
+    while responder.refine():  # and so do the later stages, and the stages whose maps they read
+        assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9
+        assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9
+    assert responder.stage == ResponderConfig().stages > 1
     unsplit = FirstResponder(image, volume, ResponderConfig(trees=8))
     assert unsplit.fit() and not unsplit.scored  # nothing held back: nothing to score
     with pytest.raises(RuntimeError):
         unsplit.predict_scored_at(flipped)
 
 
-def test_the_second_stage_reads_maps_aligned_with_the_volume_and_restarts_with_each_fit():
+def test_each_later_stage_reads_maps_aligned_with_the_volume_and_restarts_with_each_fit():
     rng = np.random.default_rng(0)
     mask = np.zeros((24, 48, 48), np.uint8)
     mask[6:18, 12:36, 24:40] = 1  # off-centre in x: a transposed or shifted map would move the mask
@@ -123,11 +127,13 @@ def test_the_second_stage_reads_maps_aligned_with_the_volume_and_restarts_with_e
     def dice(pred):
         return 2 * np.sum((pred == 1) & (mask == 1)) / (np.sum(pred == 1) + np.sum(mask == 1))
 
-    # Whether the second stage gains depends on the volume (benchmarks/autocontext.py); here it must answer about
+    # Whether a later stage gains depends on the volume (benchmarks/autocontext.py); here each must answer about
     # as well as the first stage, which a map misaligned with the volume would not let it.
     assert dice(responder.predict().argmax(0)) > dice(first.argmax(0)) - 0.03 > 0.9
+    assert responder.refine() and responder.refined
+    assert dice(responder.predict().argmax(0)) > dice(first.argmax(0)) - 0.03
     volume.set_labels((3, slice(None), slice(None)), 1)
-    assert responder.fit() and not responder.refined  # new labels: the first stage again until refined
+    assert responder.fit() and responder.stage == 1 and not responder.refined  # new labels: the first stage again
     np.testing.assert_allclose(responder.predict().sum(0), 1.0, atol=1e-5)
 
 
@@ -306,41 +312,44 @@ def test_a_correction_refits_the_first_responder_while_the_net_trains():
     assert session.responder.revision > fitted and revisions[-1] == session.volume.revision
 
 
-def test_the_refined_mask_follows_the_first_and_carries_the_revision_of_the_labels_it_was_fitted_on():
+def test_each_stage_replaces_the_mask_and_carries_the_revision_of_the_labels_it_was_fitted_on():
     session, _ = _three_slice_session()
     events = session.interactive(first_refresh_steps=10**6)
-    full = []
+    full, stages = [], []
     for event in events:
         if isinstance(event, Prediction) and event.box == Box.full(SHAPE):
             full.append(event)
+            stages.append(session.responder.stage)
             if len(full) == 1:
-                assert not session.responder.refined  # the first stage's mask is shown before the second is fitted
                 fitted = session.volume.revision
-                session.add_correction((2, slice(None), slice(None)), 1)  # painted while the second stage fits
-            else:
-                break
+                session.add_correction((2, slice(None), slice(None)), 1)  # painted while the later stages fit
         if isinstance(event, Guidance):
-            assert len(full) == 2  # where to paint next follows the refined mask
+            break  # where to paint next follows the last stage's mask
     events.close()
-    assert session.responder.refined and full[1].learner == "forest"
-    assert full[1].revision == fitted < session.volume.revision  # so the stroke is merged over it on screen
+    assert stages == list(range(1, ResponderConfig().stages + 1))  # each stage's mask shown, first to last
+    assert session.responder.refined and all(p.learner == "forest" for p in full)
+    assert all(p.revision == fitted for p in full) and fitted < session.volume.revision  # the stroke is merged over
 
 
-def test_stop_is_heard_before_the_second_stage_and_the_next_start_fits_it():
+def test_stop_is_heard_before_each_later_stage_and_the_next_start_fits_the_rest():
     session, _ = _three_slice_session()
     stop: list[bool] = []
     for event in session.interactive(first_refresh_steps=10**6, should_stop=lambda: bool(stop)):
         if isinstance(event, Prediction) and event.box == Box.full(SHAPE):
             stop.append(True)  # the user presses Stop as the first mask appears
-    assert len(stop) == 1 and session.responder.fitted and not session.responder.refined
+    assert len(stop) == 1 and session.responder.stage == 1 and not session.responder.refined
     assert session.responder.behind and session.responder.revision == session.volume.revision
     events = session.interactive(first_refresh_steps=10**6)  # Start again, the labels unchanged
+    shown = []
     for event in events:
         if isinstance(event, Prediction):
+            shown.append(event)
+        if isinstance(event, Guidance):
             break
     events.close()
     assert session.responder.refined and not session.responder.behind  # refined, not refitted
-    assert event.box == Box.full(SHAPE) and event.revision == session.volume.revision
+    assert len(shown) == ResponderConfig().stages - 1  # the later stages only
+    assert all(p.box == Box.full(SHAPE) and p.revision == session.volume.revision for p in shown)
 
 
 def test_the_store_gets_the_mask_that_stays_on_screen_once():
@@ -355,11 +364,17 @@ def test_the_store_gets_the_mask_that_stays_on_screen_once():
             recorded.append(prediction)
 
     list(session.display.respond(session.responder, lambda: None, Recorder()))
-    assert len(recorded) == 1 and session.responder.refined  # the refined mask, not the first one too
+    assert len(recorded) == 1 and session.responder.refined  # the last stage's mask, not the earlier ones too
     session.add_correction((2, slice(None), slice(None)), 1)
     list(session.display.respond(session.responder, lambda: None, Recorder(), should_stop=lambda: True))
-    assert len(recorded) == 2 and not session.responder.refined  # stopped: the first stage's mask is kept
+    assert len(recorded) == 2 and session.responder.stage == 1  # stopped: the first stage's mask is kept
     assert recorded[1].revision == session.volume.revision
+    session.add_correction((3, slice(None), slice(None)), 1)
+    asked = []
+    list(session.display.respond(session.responder, lambda: None, Recorder(),
+                                 should_stop=lambda: asked.append(1) or len(asked) > 1))
+    assert len(recorded) == 3 and session.responder.stage == 2  # stopped after the second stage: its mask is kept
+    np.testing.assert_allclose(recorded[2].probabilities, session.responder.predict(), atol=1e-6)
 
 
 def test_without_a_first_responder_the_net_is_shown_with_a_notice():

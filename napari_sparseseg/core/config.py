@@ -268,6 +268,9 @@ class ResponderConfig:
         Trees of the extremely randomised forest.
     max_samples : int
         At most this many labeled voxels (a class-stratified subsample) fit it.
+    stages : int
+        Forests fitted in turn on each labeling: the first on the filter bank, each next one also on the previous
+        one's smoothed answers (autocontext); each replaces the previous one's mask on screen. 1: the first alone.
     held_back : float
         Share of the labels, in spatial blocks, that no learner trains on: the learners are scored on them
         to decide which prediction is shown. 0 turns the scoring (and with it the hand-over) off.
@@ -286,6 +289,7 @@ class ResponderConfig:
     enabled: bool = True
     trees: int = 32
     max_samples: int = 30_000
+    stages: int = 3
     held_back: float = 0.125
     margin: float = 0.005
     distill: float = 0.5
@@ -296,6 +300,8 @@ class ResponderConfig:
         for name in ("trees", "max_samples", "max_feature_bytes"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        require(isinstance(self.stages, int) and 1 <= self.stages <= 5,
+                f"stages must be an integer in [1, 5], got {self.stages!r}")
         require(0 <= self.held_back <= 0.5, f"held_back must be in [0, 0.5], got {self.held_back}")
         require(0 <= self.margin < 1, f"margin must be in [0, 1), got {self.margin}")
         require(0 <= self.distill <= 10, f"distill must be in [0, 10], got {self.distill}")

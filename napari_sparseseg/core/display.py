@@ -104,12 +104,13 @@ class Display:
         yield what is to be shown.
 
         On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume).
-        Each stage is scored on the held-back labels. The second stage
-        (:meth:`~.first_responder.FirstResponder.refine`) then replaces the first one's answer, which is stored only
-        when ``should_stop`` ends the call before it (asked before the second stage: seconds on a large volume; a
-        responder stopped there is refined next time), and is followed by where to paint next.
+        Each next stage (:meth:`~.first_responder.FirstResponder.refine`) is scored on the held-back labels and
+        replaces the previous one's answer; where to paint next follows the last. ``should_stop`` is asked before
+        each next stage (seconds on a large volume): the mask on screen when it ends the call is the one stored,
+        and a responder stopped there takes up its remaining stages next time. Otherwise only the last stage's
+        mask is stored.
         """
-        first = None
+        previous, full = None, None
         if responder.revision != self.volume.revision or not responder.fitted:
             if not responder.fit(self.volume.holdout):
                 return  # fewer than two classes labeled
@@ -120,22 +121,25 @@ class Display:
                 if box is not None and not box.empty:
                     yield self.estimated(self._composed(box, shown, forest=responder.predict(box),
                                                         revision=responder.revision))
-            first = responder.predict()
-            self.set_forest(first)  # kept for the blend and the net's targets while the net is shown
+            previous = responder.predict()
+            self.set_forest(previous)  # kept for the blend and the net's targets while the net is shown
             full = self._full(shown, None, responder.revision) if shown != "net" else None
             if full is not None:
                 yield full
+        while not responder.refined:
             if should_stop():
                 if full is not None and store is not None:
                     store.record_prediction(full)
                 return
-        if not responder.refine(first):
-            return
-        shown = self._score_forest(responder)
-        self.set_forest(responder.predict())
-        if shown != "net":
-            full = self._full(shown, store, responder.revision)
-            yield full
+            responder.refine(previous)
+            shown = self._score_forest(responder)
+            previous = responder.predict()
+            self.set_forest(previous)
+            full = None
+            if shown != "net":
+                full = self._full(shown, store if responder.refined else None, responder.revision)
+                yield full
+        if full is not None:
             yield from self.guidance(full)
 
     def _score_forest(self, responder: FirstResponder) -> str | None:

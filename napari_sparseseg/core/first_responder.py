@@ -9,12 +9,11 @@ labeled voxels' rows, and a prediction is a chunked pass over the rows of the
 box asked for. The net takes over when it scores better on the held-back
 labels (:mod:`.handover`).
 
-Each fit has two stages. The first forest answers at once; a second one, fitted
-on the filter bank plus the first one's smoothed probabilities (:mod:`.context`,
-ilastik's autocontext), then replaces its answer within seconds
-(:meth:`FirstResponder.refine`). On the shared volumes and the synthetic sample
-the second stage raised the Dice by up to 0.13 (tumour MRI from 3 slices, mean
-of three seeds) and cost at most 0.003 (``benchmarks/autocontext.py``).
+Each fit runs in stages (``ResponderConfig.stages``, three by default). The first forest answers at once; each
+next one, fitted on the filter bank plus the previous one's smoothed probabilities (:mod:`.context`, ilastik's
+autocontext), then replaces its answer within seconds (:meth:`FirstResponder.refine`). On the shared volumes and
+the synthetic sample a second stage raised the Dice by up to 0.13 and a third by up to 0.03 more (tumour MRI and
+spleen CT, means of three seeds), each costing at most 0.003 on any row (``benchmarks/autocontext.py``).
 
 Extremely randomised trees (scikit-learn's ``ExtraTreesClassifier``) fit 5-8x
 faster than a random forest of as many trees, which is what makes a refit per
@@ -142,14 +141,14 @@ class FirstResponder:
             raise ValueError("the feature stack given was computed for another image or spacing")
         #: The filter bank (computed on first use unless given ready).
         self.features = features or FeatureStack(image, volume.spacing, channel_axis)
-        # Stage 1 and stage 2 (None until refined), each fitted on every label (what is shown) and, when labels are
-        # held back, on the rest (what is scored); the context maps stage 2 reads, from the stage 1 beside it.
+        # The latest stage's forests, fitted on every label (what is shown) and, when labels are held back, on the
+        # rest (what is scored), and the context maps each reads (from the previous stage beside it; None at stage 1).
         self._forest = None
         self._scored = None
-        self._second = None
-        self._second_scored = None
         self._context: np.ndarray | None = None
         self._scored_context: np.ndarray | None = None
+        #: Stages fitted to the labels of the last fit (0: none).
+        self.stage = 0
         self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._fit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: Annotation revision of the labels last answered: fitted to, or found to hold fewer than two classes
@@ -220,7 +219,7 @@ class FirstResponder:
 
     def fit(self, holdout: HoldOut | None = None) -> bool:
         """Fit the first stage: the classifier shown on every labeled voxel and, if ``holdout`` holds some back, one
-        scored on the rest. :meth:`refine` then adds the second stage.
+        scored on the rest. :meth:`refine` then adds the next stages.
 
         The held-back labels must stay unseen by what is *scored* on them (:meth:`predict_scored_at`), not by what
         is *shown* (:meth:`predict`): the classifier shown learns from every label, so holding labels back costs
@@ -242,43 +241,45 @@ class FirstResponder:
         if held.any() and np.unique(classes[~held]).size >= 2:
             scored = self._fit_forest(coords[~held], classes[~held])
         self._forest, self._scored, self.revision = forest, scored, revision
-        self._second = self._second_scored = self._context = self._scored_context = None
-        self._fit_rows = (coords, classes, held)
+        self._context = self._scored_context = None
+        self._fit_rows, self.stage = (coords, classes, held), 1
         return True
 
-    def refine(self, first: np.ndarray | None = None) -> bool:
-        """Fit the second stage on the labels of the last :meth:`fit`: the filter bank plus the first stage's
-        smoothed probabilities (:mod:`.context`). Afterwards every prediction is the second stage's.
+    def refine(self, previous: np.ndarray | None = None) -> bool:
+        """Fit the next stage on the labels of the last :meth:`fit`: the filter bank plus the current stage's
+        smoothed probabilities (:mod:`.context`). Afterwards every prediction is the new stage's.
 
         Parameters
         ----------
-        first : np.ndarray, optional
-            The first stage's whole-volume probabilities ``(K + 1, z, y, x)``, when already predicted.
+        previous : np.ndarray, optional
+            The current stage's whole-volume probabilities ``(K + 1, z, y, x)``, when already predicted.
 
         Returns
         -------
         bool
-            False when there is no first stage to refine, or it is refined already.
+            False when there is no stage to refine, or every stage of ``ResponderConfig.stages`` is fitted.
         """
         if not self.fitted or self.refined:
             return False
         coords, classes, held = self._fit_rows
         shape = (self.volume.num_classes + 1,) + self.volume.shape
-        if first is None or first.shape != shape:
-            first = self._predict_volume(self._forest, None)
-        context = self.context(first)
-        second = self._fit_forest(coords, classes, context)
-        second_scored = scored_context = None
+        if previous is None or previous.shape != shape:
+            previous = self._predict_volume(self._forest, self._context)
+        context = self.context(previous)
+        forest = self._fit_forest(coords, classes, context)
+        scored = scored_context = None
         if self._scored is not None:
-            scored_context = self.context(self._predict_volume(self._scored, None))
-            second_scored = self._fit_forest(coords[~held], classes[~held], scored_context)
-        self._second, self._context = second, context
-        self._second_scored, self._scored_context = second_scored, scored_context
+            scored_context = self.context(self._predict_volume(self._scored, self._scored_context))
+            scored = self._fit_forest(coords[~held], classes[~held], scored_context)
+        self._forest, self._context = forest, context
+        self._scored, self._scored_context = scored, scored_context
+        self.stage += 1
         return True
 
     def context(self, probabilities: np.ndarray) -> np.ndarray:
-        """The second stage's context columns ``(z, y, x, C)`` from first-stage probabilities ``(K + 1, z, y, x)``:
-        each foreground class smoothed at :data:`~.context.CONTEXT_SIGMAS` (a variant overrides this)."""
+        """The next stage's context columns ``(z, y, x, C)`` from the current stage's probabilities
+        ``(K + 1, z, y, x)``: each foreground class smoothed at :data:`~.context.CONTEXT_SIGMAS` (a variant overrides
+        this)."""
         return context_features(probabilities, self.volume.spacing)
 
     @property
@@ -288,13 +289,13 @@ class FirstResponder:
 
     @property
     def behind(self) -> bool:
-        """Whether the labels changed since the last fit, or the last fit still awaits its second stage."""
+        """Whether the labels changed since the last fit, or the last fit still awaits a stage."""
         return self.revision != self.volume.revision or (self.fitted and not self.refined)
 
     @property
     def refined(self) -> bool:
-        """Whether the second stage is fitted to the labels of the last fit (see :meth:`refine`)."""
-        return self._second is not None
+        """Whether every stage is fitted to the labels of the last fit (see :meth:`refine`)."""
+        return self.fitted and self.stage >= self.config.stages
 
     # -- prediction ----------------------------------------------------------------------
     def _proba(self, rows: np.ndarray, forest, context: np.ndarray | None = None) -> np.ndarray:
@@ -318,10 +319,10 @@ class FirstResponder:
         return np.ascontiguousarray(np.moveaxis(proba, 1, 0).reshape((-1,) + box.shape))
 
     def _shown(self) -> tuple[object, np.ndarray | None]:
-        """The classifier shown and the context it reads: the second stage once refined, else the first."""
+        """The classifier shown (the latest stage's) and the context it reads."""
         if self._forest is None:
             raise RuntimeError("the first responder has not been fitted yet")
-        return (self._second, self._context) if self._second is not None else (self._forest, None)
+        return self._forest, self._context
 
     @property
     def scored(self) -> bool:
@@ -330,11 +331,10 @@ class FirstResponder:
 
     def predict_scored_at(self, coords: np.ndarray) -> np.ndarray:
         """float32 ``(n, K + 1)`` probabilities at ``(n, 3)`` coordinates by the classifier fitted without the
-        held-back labels (the second stage's once refined): the one to score there."""
+        held-back labels (the latest stage's): the one to score there."""
         if self._scored is None:
             raise RuntimeError("no classifier fitted without the held-back labels")
-        forest, context = (self._second_scored, self._scored_context) if self._second_scored is not None \
-            else (self._scored, None)
+        forest, context = self._scored, self._scored_context
         return self._proba(self._rows_at(coords, None), forest,
                            None if context is None else context[coords[:, 0], coords[:, 1], coords[:, 2]])
 
