@@ -65,3 +65,19 @@ def test_settings_written_by_an_earlier_version_still_read():
     old["train"].update(clean_tail=0.5, unheard_of=1)
     with pytest.raises(ValueError, match="unheard_of"):
         SessionConfig.from_dict(old, legacy=True)
+
+
+@pytest.mark.parametrize("bad", [{"stages": 0}, {"stages": 6}, {"stages": 2.0}, {"trees": 0}, {"held_back": 0.6}])
+def test_responder_config_validates(bad):
+    from napari_sparseseg.core.config import ResponderConfig
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ResponderConfig(**bad)
+
+
+def test_a_session_file_written_before_the_stages_setting_reads_with_the_default():
+    from napari_sparseseg.core.config import SessionConfig
+
+    old = SessionConfig().to_dict()
+    del old["responder"]["stages"]
+    assert SessionConfig.from_dict(old).responder.stages == SessionConfig().responder.stages
