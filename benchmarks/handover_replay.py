@@ -99,6 +99,28 @@ def record(name: str, image: np.ndarray, truth: np.ndarray, spacing: tuple[float
 
 
 # -- rules --------------------------------------------------------------------------------------------------------
+class BlendUnlessWorse:
+    """Show the blend while it scores at least the forest's score less ``delta`` on the held-back labels (and, with
+    ``net_delta``, the net at least the forest's less that), else the forest; no hysteresis. A rule that would show
+    the net's help wherever the held-back labels do not speak against it."""
+
+    def __init__(self, delta: float, net_delta: float | None = None) -> None:
+        self.delta, self.net_delta = delta, net_delta
+        self.scores: dict[str, float] = {}
+        self.shown: str | None = None
+
+    def update(self, scores: dict) -> str | None:
+        self.scores.update({n: s.dice for n, s in scores.items() if s is not None})
+        forest, mixed, net = (self.scores.get(n) for n in ("forest", "blend", "net"))
+        if forest is None:
+            return self.shown
+        ok = mixed is not None and mixed >= forest - self.delta
+        if ok and self.net_delta is not None:
+            ok = net is not None and net >= forest - self.net_delta
+        self.shown = "blend" if ok else "forest"
+        return self.shown
+
+
 #: Name to a factory of the hand-over rule replayed.
 RULES = {
     "symmetric 0.9": lambda: HandOver(margin=0.005, confidence=0.9, home=None),  # the rule before this one
@@ -106,6 +128,8 @@ RULES = {
     "forest 0.95": lambda: HandOver(margin=0.005, confidence=0.95, home="forest"),
     "forest 0.99": lambda: HandOver(margin=0.005, confidence=0.99, home="forest"),  # the product's
     "blend 0.9": lambda: HandOver(margin=0.005, confidence=0.9, home="blend"),
+    "blend >= forest": lambda: BlendUnlessWorse(0.0),
+    "blend >= forest, net >= forest - 0.02": lambda: BlendUnlessWorse(0.0, 0.02),
 }
 
 
