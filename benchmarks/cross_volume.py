@@ -1,6 +1,7 @@
 """Train on one volume, segment another it has never seen: the net against the forest, on halves of each volume.
 
     python benchmarks/cross_volume.py --sample ../shared/data/*.npz --steps 300 --protocol z:3 --json out.json
+    python benchmarks/cross_volume.py --sample ../shared/data/*.npz --modes both alone --json out.json
 
 Each volume is cut in two along x; half A is labeled as a user would (``--protocol``, simulated from its ground
 truth) and half B is never seen. The net trains on half A alone for ``--steps`` steps (float32 on the CPU, 2
@@ -10,6 +11,11 @@ applied to half B with ``SegmentationSession.from_model`` (its own normalisation
 window). The forest (100 trees on the filter bank, as the baseline) is fitted on half A's labels and applied to
 half B's features. Printed: foreground Dice on half B of both, and of each on half A (where it was labeled) for
 reference. The 3D U-Net paper's "fully automated" setting, on the volumes at hand.
+
+``--modes`` picks what is run: ``across`` (the above), ``both`` (half B labeled too, by the same protocol: the
+net trains on both halves' labels, B the session's volume and A added with
+``SegmentationSession.add_training_volume``, and predicts B) and ``alone`` (the net on half B's labels alone, the
+single-volume session: the reference for ``both``).
 """
 
 from __future__ import annotations
@@ -79,6 +85,21 @@ def net_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarra
     return on_a, on_b, seconds
 
 
+def net_on_b(image_b: np.ndarray, annotation_b: np.ndarray, spacing, k: int, steps: int, seed: int,
+             also: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+    """Class map of half B from a net trained ``steps`` steps on half B's labels, and on ``also`` = ``(image,
+    annotation)`` of half A too when given; and its seconds."""
+    config = SessionConfig(train=TrainConfig(amp=False, seed=seed), responder=ResponderConfig(enabled=False),
+                           device="cpu")
+    session = SegmentationSession(image_b, num_classes=k, spacing=spacing, annotation=annotation_b, config=config)
+    if also is not None:
+        session.add_training_volume(also[0], annotation=also[1], spacing=spacing)
+    t0 = time.perf_counter()
+    for _ in session.train(max_steps=steps, decay_until=float(steps)):
+        pass
+    return session.trainer.predict(final=True).labels, time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*")
@@ -86,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", default="z:3")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--modes", nargs="+", choices=("across", "both", "alone"), default=["across"])
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -96,17 +118,27 @@ def main(argv: list[str] | None = None) -> int:
         image_a, image_b = halves(image)
         truth_a, truth_b = halves(truth)
         annotation_a = simulate_annotation(truth_a, args.protocol)
-        forest_a, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed)
-        net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed)
-        dice = {key: evaluate_masks(t, m, k + 1)["dice_fg"] for key, t, m in (
-            ("forest_a", truth_a, forest_a), ("forest_b", truth_b, forest_b), ("net_a", truth_a, net_a),
-            ("net_b", truth_b, net_b))}
-        row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed,
-               "train_seconds": round(seconds, 1), **{key: round(v, 4) for key, v in dice.items()}}
+        row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed}
+        line = f"{name:42s}"
+        if "across" in args.modes:
+            forest_a, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed)
+            net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed)
+            dice = {key: evaluate_masks(t, m, k + 1)["dice_fg"] for key, t, m in (
+                ("forest_a", truth_a, forest_a), ("forest_b", truth_b, forest_b), ("net_a", truth_a, net_a),
+                ("net_b", truth_b, net_b))}
+            row.update(train_seconds=round(seconds, 1), **{key: round(v, 4) for key, v in dice.items()})
+            line += (f" half B (unseen): net {dice['net_b']:.3f}  forest {dice['forest_b']:.3f}  "
+                     f"({dice['net_b'] - dice['forest_b']:+.3f}) | half A (labeled): net {dice['net_a']:.3f}  "
+                     f"forest {dice['forest_a']:.3f} | {args.steps} steps in {seconds:.0f} s")
+        annotation_b = simulate_annotation(truth_b, args.protocol)
+        for mode in [m for m in ("both", "alone") if m in args.modes]:
+            also = (image_a, annotation_a) if mode == "both" else None
+            labels, seconds = net_on_b(image_b, annotation_b, spacing, k, args.steps, args.seed, also)
+            row[f"net_b_{mode}"] = round(evaluate_masks(truth_b, labels, k + 1)["dice_fg"], 4)
+            row[f"train_seconds_{mode}"] = round(seconds, 1)
+            line += f" | half B labeled, net on {'A + B' if mode == 'both' else 'B'}: {row[f'net_b_{mode}']:.3f}"
         rows.append(row)
-        print(f"{name:42s} half B (unseen): net {dice['net_b']:.3f}  forest {dice['forest_b']:.3f}  "
-              f"({dice['net_b'] - dice['forest_b']:+.3f}) | half A (labeled): net {dice['net_a']:.3f}  "
-              f"forest {dice['forest_a']:.3f} | {args.steps} steps in {seconds:.0f} s", flush=True)
+        print(line, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "torch": torch.__version__}, indent=1))
     return 0

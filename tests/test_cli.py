@@ -145,3 +145,26 @@ def test_the_encoding_of_an_annotation_file_can_be_named(tmp_path):
     as_annotation = _read_annotation(str(tmp_path / "layer.npz"), 0, "annotation")
     assert set(np.unique(as_layer[1]).tolist()) == {2, 3}  # classes 1 and 2 in the annotation encoding
     assert set(np.unique(as_annotation[1]).tolist()) == {1, 2}  # background and class 1
+
+
+def test_train_learns_from_several_volumes_and_refuses_what_cannot_train_together(gt_file, tmp_path, capsys):
+    image, mask = sphere_volume((16, 32, 32), seed=3, radius=5.0)
+    other, other_labels = tmp_path / "other.npz", np.zeros_like(mask)
+    other_labels[6] = mask[6] + 1
+    np.savez(other, image=image, labels=other_labels, spacing=np.array([2.0, 1.0, 1.0], np.float32))
+    ann = np.zeros_like(mask)
+    ann[8] = sphere_volume((16, 32, 32))[1][8] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    model = tmp_path / "m.pt"
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--also", str(other), str(other),
+                 "--seconds", "2", "--model", str(model), "--device", "cpu"]) == 0
+    assert model.exists() and f"also learning from {other} ({32 * 32} labeled voxels)" in capsys.readouterr().out
+    coarse = tmp_path / "coarse.npz"
+    np.savez(coarse, image=image, labels=other_labels, spacing=np.array([4.0, 1.0, 1.0], np.float32))
+    for extra, match in ((["--also", str(coarse), str(coarse)], "voxel size"),
+                         (["--also", str(other), str(other), "--session", str(tmp_path / "s.zarr")], "one volume")):
+        assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "1",
+                     "--model", str(tmp_path / "n.pt"), "--device", "cpu", *extra]) == 2
+        err = capsys.readouterr().err
+        assert match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "n.pt").exists() and not (tmp_path / "s.zarr").exists()

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=0,
                    help="OME-Zarr pyramid level of the image to train on (0 = full resolution)")
     p.add_argument("--session", help="session store (.zarr) to create, or to update when it exists (autosaved)")
+    p.add_argument("--also", nargs=2, action="append", default=[], metavar=("IMAGE", "ANNOTATION"),
+                   help="another volume of the same kind and its sparse labels to learn from too (repeatable; "
+                        "same channels and voxel size within 10 %%; the model file holds what is learned from all)")
     common(p)
     p.set_defaults(func=cmd_train)
 

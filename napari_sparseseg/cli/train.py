@@ -34,6 +34,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     if args.model and not Path(args.model).parent.is_dir():
         raise ValueError(f"{args.model}: the folder {Path(args.model).parent} does not exist")
+    also = getattr(args, "also", [])
+    if also and args.session:
+        raise ValueError("--also: a session store holds one volume; train several volumes into a --model file")
     for warning in annotation_warnings(annotation, args.classes):
         print(f"warning: {args.annotation}: {warning}", file=sys.stderr)
     if not np.any(annotation > 0) and not (args.session and Path(args.session).exists()):
@@ -48,6 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation,
                                       channel_axis=source.channel_axis, config=session_config(args))
+        for other_image, other_annotation in also:
+            _add_volume(session, other_image, other_annotation, args)
         store = _create_store(args.session, session, args.image, args.level) if args.session else None
     interrupted = _train_for(session, store, args.seconds)
     if store is not None:
@@ -64,6 +69,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_mask(args.out, session.segment(), session.volume.spacing, affine=source.affine)
         print(f"wrote segmentation to {args.out}")
     return 0
+
+
+def _add_volume(session, image_path: str, annotation_path: str, args: argparse.Namespace) -> None:
+    """Read another image and its labels (as ``train`` reads the first) and add them to what the net learns from."""
+    from ..io import read_volume
+
+    source = read_volume(image_path, level=args.level)
+    annotation = _read_annotation(annotation_path, args.level, getattr(args, "encoding", "auto"))
+    for warning in annotation_warnings(annotation, args.classes):
+        print(f"warning: {annotation_path}: {warning}", file=sys.stderr)
+    try:
+        volume = session.add_training_volume(source.data, annotation=annotation, spacing=source.spacing,
+                                             channel_axis=source.channel_axis)
+    except ValueError as e:
+        raise ValueError(f"--also {image_path}: {e}") from None
+    print(f"also learning from {image_path} ({volume.n_labeled} labeled voxels)")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

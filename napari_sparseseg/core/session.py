@@ -169,9 +169,51 @@ class SegmentationSession:
         return self.volume.changes_since(revision)
 
     def ensure_classes(self, count: int) -> None:
-        """Add output classes until there are ``count`` foreground classes (the net grows an output channel)."""
-        while self.volume.num_classes < count:
-            self.volume.add_class()
+        """Add output classes until there are ``count`` foreground classes (the net grows an output channel); every
+        volume trained on gets them."""
+        for volume in self.trainer.batches.volumes:
+            while volume.num_classes < count:
+                volume.add_class()
+
+    def add_training_volume(self, image: np.ndarray, *, annotation: np.ndarray | None = None,
+                            spacing: Sequence[float] | None = None,
+                            channel_axis: int | None = None) -> AnnotatedVolume:
+        """Another volume of the same kind whose labels the net also learns from (the 3D U-Net paper's training on
+        sparse labels of several volumes, to segment others like them).
+
+        The session's own volume stays the one predicted, shown and held back from; patches are drawn from every
+        labeled volume by its share of the labels (:mod:`.batches`), each volume normalised on its own.
+
+        Parameters
+        ----------
+        image : np.ndarray
+            ``(z, y, x)``, or 4D with ``channel_axis``; as many channels as the session's image.
+        annotation : np.ndarray, optional
+            Its labels, annotation encoding, shape of ``image``'s ``(z, y, x)``.
+        spacing : sequence of float, optional
+            Voxel size ``(z, y, x)``; within 10 % of the session's (patches are cut in voxels).
+        channel_axis : int, optional
+            Channel axis of a 4D image.
+
+        Returns
+        -------
+        AnnotatedVolume
+            The volume, to label further with ``set_labels``.
+
+        Raises
+        ------
+        ValueError
+            For another channel count, labels beyond the session's classes, or another voxel size.
+        """
+        volume = AnnotatedVolume(image, num_classes=self.num_classes, spacing=spacing, channel_axis=channel_axis,
+                                 annotation=annotation, intensity_views=self.config.train.intensity_views)
+        self.trainer.add_volume(volume)
+        return volume
+
+    @property
+    def training_volumes(self) -> list[AnnotatedVolume]:
+        """Every volume the net learns from, the session's own first."""
+        return list(self.trainer.batches.volumes)
 
     def segment(self) -> np.ndarray:
         """Dense mask of the whole volume (0 = background, 1..K), labels kept where painted.

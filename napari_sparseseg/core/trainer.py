@@ -144,6 +144,12 @@ class Trainer:
         """End the prefetching thread (idempotent; training again starts a new one)."""
         self.batches.close()
 
+    def add_volume(self, volume: AnnotatedVolume) -> None:
+        """Also train on the labels of ``volume`` from the next step on (see :meth:`.batches.BatchMaker.add_volume`;
+        raises ValueError for a volume of other channels, classes or voxel size). The probe of a budgeted run's
+        guards, the prior correction and predictions stay with the session's volume."""
+        self.batches.add_volume(volume)
+
     # -- building blocks ------------------------------------------------------------------
     def _patch_for(self, voxels: int) -> tuple[int, int, int]:
         return patch_shape(self.volume.shape, self.volume.spacing, voxels, self.model.size_multiple)
