@@ -82,3 +82,31 @@ def test_save_model_needs_a_trained_session_then_writes_a_loadable_file(make_nap
     path = widget.models.save(tmp_path / "m.pt")
     payload = read_model(path)
     assert payload["num_classes"] == 2 and payload["state"]["step"] == session.trainer.step
+
+
+def test_apply_to_all_images_adds_a_mask_per_volume_and_skips_what_it_cannot_predict(
+        make_napari_viewer, qtbot, trained, monkeypatch):
+    _, path = trained
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    errors, infos = [], []
+    monkeypatch.setattr("napari_sparseseg.plugin.models.show_error", errors.append)
+    monkeypatch.setattr("napari_sparseseg.plugin.models.show_info", infos.append)
+    with pytest.raises(ValueError, match="no 3D image layer"):
+        widget.models.apply_all(path)
+    volumes = []
+    for seed in (3, 4):
+        image, meta, _ = make_sample_data(SHAPE, seed=seed)[0]
+        volumes.append(viewer.add_image(image, name=f"embryo {seed}", scale=meta["scale"]))
+    viewer.add_image(np.random.default_rng(0).random((2,) + SHAPE).astype(np.float32), name="two channels",
+                     channel_axis=None)
+    viewer.add_image(np.zeros((48, 48), np.float32), name="a 2D image")  # not a volume: not offered
+    widget.models.apply_all(path)
+    assert not widget.models.apply_all_button.isEnabled()  # one run at a time
+    qtbot.waitUntil(lambda: widget.models.apply_all_button.isEnabled(), timeout=120000)
+    for layer in volumes:
+        mask = viewer.layers[f"{layer.name} (cells)"].data
+        assert mask.shape == SHAPE and set(np.unique(mask)) <= {0, 1, 2}
+    assert "two channels (cells)" not in viewer.layers and "a 2D image (cells)" not in viewer.layers
+    assert len(errors) == 1 and "two channels" in errors[0] and "channel" in errors[0]
+    assert "applied to 2 of 3 images; skipped: two channels" in infos[-1]

@@ -4,11 +4,15 @@ A model file (``.pt``, :mod:`napari_sparseseg.core.checkpoint`) holds the
 weights and the configuration that built them. Applying it to an image layer
 predicts that layer in a worker thread and adds the dense mask
 (0 = background, 1..K) as a new labels layer over the image; a model whose
-input channels do not fit the image is refused with a message.
+input channels do not fit the image is refused with a message. "Apply to all
+images…" does the same for every open 3D image layer in turn, each mask added
+as soon as it is ready; an image the model cannot predict is reported and
+skipped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +44,25 @@ def predict_layer(layer: Image, model: str | Path, device: str = "auto") -> np.n
     return session.segment()
 
 
+def predict_layers(layers: Sequence[Image], model: str | Path, device: str = "auto"
+                   ) -> Iterator[tuple[Image, np.ndarray | None, str | None]]:
+    """``(layer, mask, None)`` for each layer in turn, or ``(layer, None, reason)`` where it cannot be predicted
+    (e.g. other channels than the model's): one image's failure does not stop the others."""
+    for layer in layers:
+        try:
+            yield layer, predict_layer(layer, model, device), None
+        except (ValueError, RuntimeError, OSError, MemoryError) as exc:
+            yield layer, None, str(exc)
+
+
+def volume_layers(viewer: Any) -> list[Image]:
+    """The viewer's image layers that hold a volume: 3D, or 4D read with the first axis as channels."""
+    from napari.layers import Image
+
+    return [layer for layer in viewer.layers
+            if isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) in (3, 4)]
+
+
 def add_mask_layer(widget: DockHost, layer: Image, mask: np.ndarray, model: str | Path) -> Labels:
     """Add ``mask`` over ``layer`` as a labels layer named after the layer and the model."""
     return widget.viewer.add_labels(mask, name=f"{layer.name} ({Path(model).stem})", **placement(layer),
@@ -57,23 +80,28 @@ class ModelFiles:
     """
 
     def __init__(self, widget: DockHost) -> None:
-        from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QPushButton
+        from qtpy.QtWidgets import QGridLayout, QGroupBox, QPushButton
 
         self.widget = widget
         self.worker: Any = None
         box = QGroupBox("Model")
-        row = QHBoxLayout(box)
+        grid = QGridLayout(box)  # two rows, so the dock does not widen
         self.save_button = QPushButton("Save model…")
         self.save_button.setToolTip("write the current model (weights + settings) to a .pt file")
         self.apply_button = QPushButton("Apply model…")
         self.apply_button.setToolTip("predict the chosen image layer with a saved model; the mask is added as "
                                      "a new labels layer")
-        row.addWidget(self.save_button)
-        row.addWidget(self.apply_button)
+        self.apply_all_button = QPushButton("Apply to all images…")
+        self.apply_all_button.setToolTip("predict every open 3D image layer with a saved model, one after the "
+                                         "other; each mask is added as a new labels layer over its image")
+        grid.addWidget(self.save_button, 0, 0)
+        grid.addWidget(self.apply_button, 0, 1)
+        grid.addWidget(self.apply_all_button, 1, 0, 1, 2)
         layout = widget.layout()
         layout.insertWidget(max(layout.count() - 1, 0), box)
         self.save_button.clicked.connect(self._save_dialog)
         self.apply_button.clicked.connect(self._apply_dialog)
+        self.apply_all_button.clicked.connect(self._apply_all_dialog)
 
     def save(self, path: str | Path) -> Path:
         """Write the current session's model to ``path``; ``ValueError`` if nothing was trained yet."""
@@ -105,6 +133,61 @@ class ModelFiles:
         self.worker = worker
         worker.start()
         return worker
+
+    def apply_all(self, model: str | Path, layers: Sequence[Image] | None = None) -> Any:
+        """Predict each of ``layers`` (default: every open volume, :func:`volume_layers`) with ``model`` in one
+        worker, adding each mask when it is ready; returns the worker.
+
+        Raises
+        ------
+        ValueError
+            When there is no image layer to predict.
+        """
+        from napari.qt.threading import create_worker
+
+        layers = list(layers) if layers is not None else volume_layers(self.widget.viewer)
+        if not layers:
+            raise ValueError("no 3D image layer is open to apply the model to")
+        device = self.widget.training_panel.session_config().device
+        done: list[str] = []
+        failed: list[str] = []
+
+        def on_result(result: tuple[Image, np.ndarray | None, str | None]) -> None:
+            layer, mask, reason = result
+            if mask is None:
+                failed.append(layer.name)
+                show_error(f"sparseseg: {layer.name} skipped: {reason}")
+                return
+            add_mask_layer(self.widget, layer, mask, model)
+            done.append(layer.name)
+            show_info(f"sparseseg: {len(done) + len(failed)} of {len(layers)} images predicted")
+
+        def on_finished() -> None:
+            for button in (self.apply_button, self.apply_all_button):
+                button.setEnabled(True)
+            show_info(f"sparseseg: {Path(model).name} applied to {len(done)} of {len(layers)} images"
+                      + (f"; skipped: {', '.join(failed)}" if failed else ""))
+
+        worker = create_worker(predict_layers, layers, model, device, _ignore_errors=True)
+        worker.yielded.connect(on_result)
+        worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))
+        worker.finished.connect(on_finished)
+        for button in (self.apply_button, self.apply_all_button):
+            button.setEnabled(False)
+        show_info(f"sparseseg: predicting {len(layers)} images with {Path(model).name}…")
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def _apply_all_dialog(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self.widget, "Apply model to all images", "", MODEL_FILTER)
+        if path:
+            try:
+                self.apply_all(path)
+            except ValueError as exc:
+                show_error(f"sparseseg: {exc}")
 
     def _save_dialog(self) -> None:
         from qtpy.QtWidgets import QFileDialog
