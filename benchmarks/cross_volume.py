@@ -67,11 +67,16 @@ def forest_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.nda
     return out[0], out[1]
 
 
+def net_config(seed: int) -> SessionConfig:
+    """The net alone (no first responder), float32 on the CPU."""
+    return SessionConfig(train=TrainConfig(amp=False, seed=seed), responder=ResponderConfig(enabled=False),
+                         device="cpu")
+
+
 def net_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, k: int, steps: int,
                seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Class maps of half A and half B from a net trained ``steps`` steps on half A's labels, and its seconds."""
-    config = SessionConfig(train=TrainConfig(amp=False, seed=seed), responder=ResponderConfig(enabled=False),
-                           device="cpu")
+    config = net_config(seed)
     session = SegmentationSession(image_a, num_classes=k, spacing=spacing, annotation=annotation_a, config=config)
     t0 = time.perf_counter()
     for _ in session.train(max_steps=steps, decay_until=float(steps)):  # a budgeted run, clocked in steps
@@ -89,8 +94,7 @@ def net_on_b(image_b: np.ndarray, annotation_b: np.ndarray, spacing, k: int, ste
              also: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
     """Class map of half B from a net trained ``steps`` steps on half B's labels, and on ``also`` = ``(image,
     annotation)`` of half A too when given; and its seconds."""
-    config = SessionConfig(train=TrainConfig(amp=False, seed=seed), responder=ResponderConfig(enabled=False),
-                           device="cpu")
+    config = net_config(seed)
     session = SegmentationSession(image_b, num_classes=k, spacing=spacing, annotation=annotation_b, config=config)
     if also is not None:
         session.add_training_volume(also[0], annotation=also[1], spacing=spacing)

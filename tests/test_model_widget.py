@@ -45,6 +45,7 @@ def test_apply_model_adds_the_mask_of_another_layer_over_it(make_napari_viewer, 
     other, meta, _ = make_sample_data(SHAPE, seed=3)[0]  # the next volume
     layer = viewer.add_image(other, name="next volume", scale=meta["scale"], translate=(0, 5, 5))
     worker = widget.models.apply(path, layer)
+    assert not widget.models.apply_all_button.isEnabled()  # one prediction run at a time
     qtbot.waitUntil(lambda: "next volume (cells)" in viewer.layers, timeout=60000)
     out = viewer.layers["next volume (cells)"]
     assert out.data.shape == other.shape and out.data.dtype == np.uint8

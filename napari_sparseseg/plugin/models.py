@@ -127,8 +127,8 @@ class ModelFiles:
         worker = create_worker(predict_layer, layer, model, device, _ignore_errors=True)  # errors: notification
         worker.returned.connect(lambda mask: add_mask_layer(self.widget, layer, mask, model))
         worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))
-        worker.finished.connect(lambda: self.apply_button.setEnabled(True))
-        self.apply_button.setEnabled(False)
+        worker.finished.connect(lambda: self._busy(False))
+        self._busy(True)
         show_info(f"sparseseg: predicting {layer.name} with {Path(model).name}…")
         self.worker = worker
         worker.start()
@@ -163,8 +163,7 @@ class ModelFiles:
             show_info(f"sparseseg: {len(done) + len(failed)} of {len(layers)} images predicted")
 
         def on_finished() -> None:
-            for button in (self.apply_button, self.apply_all_button):
-                button.setEnabled(True)
+            self._busy(False)
             show_info(f"sparseseg: {Path(model).name} applied to {len(done)} of {len(layers)} images"
                       + (f"; skipped: {', '.join(failed)}" if failed else ""))
 
@@ -172,20 +171,31 @@ class ModelFiles:
         worker.yielded.connect(on_result)
         worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))
         worker.finished.connect(on_finished)
-        for button in (self.apply_button, self.apply_all_button):
-            button.setEnabled(False)
+        self._busy(True)
         show_info(f"sparseseg: predicting {len(layers)} images with {Path(model).name}…")
         self.worker = worker
         worker.start()
         return worker
 
+    def _busy(self, busy: bool) -> None:
+        """One prediction run at a time: both apply buttons off while a worker predicts."""
+        for button in (self.apply_button, self.apply_all_button):
+            button.setEnabled(not busy)
+
+    def _apply_dialog(self) -> None:
+        self._open_model_then("Apply model", self.apply)
+
     def _apply_all_dialog(self) -> None:
+        self._open_model_then("Apply model to all images", self.apply_all)
+
+    def _open_model_then(self, title: str, action: Any) -> None:
+        """Ask for a model file and run ``action(path)`` on it; a ValueError becomes a notification."""
         from qtpy.QtWidgets import QFileDialog
 
-        path, _ = QFileDialog.getOpenFileName(self.widget, "Apply model to all images", "", MODEL_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self.widget, title, "", MODEL_FILTER)
         if path:
             try:
-                self.apply_all(path)
+                action(path)
             except ValueError as exc:
                 show_error(f"sparseseg: {exc}")
 
@@ -199,12 +209,3 @@ class ModelFiles:
             except (OSError, ValueError) as exc:
                 show_error(f"sparseseg: {exc}")
 
-    def _apply_dialog(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getOpenFileName(self.widget, "Apply model", "", MODEL_FILTER)
-        if path:
-            try:
-                self.apply(path)
-            except ValueError as exc:
-                show_error(f"sparseseg: {exc}")
