@@ -21,12 +21,7 @@ from .common import advance_bar, check_output_path, progress_bar, session_config
 def cmd_train(args: argparse.Namespace) -> int:
     from ..core.checkpoint import save_model
     from ..core.session import SegmentationSession
-    from ..io import read_volume
 
-    source = read_volume(args.image, level=args.level)
-    image, spacing = source.data, source.spacing
-    annotation = _read_annotation(args.annotation, args.level, getattr(args, "encoding", "auto"))
-    k = args.classes or max(int(annotation.max()) - 1, 1)
     if not args.model and not args.session:
         raise ValueError("train needs --model and/or --session to keep what it learns")
     if args.seconds <= 0:
@@ -37,8 +32,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     also = getattr(args, "also", [])
     if also and args.session:
         raise ValueError("--also: a session store holds one volume; train several volumes into a --model file")
-    for warning in annotation_warnings(annotation, args.classes):
-        print(f"warning: {args.annotation}: {warning}", file=sys.stderr)
+    source, annotation = _read_labeled(args.image, args.annotation, args)
+    image, spacing = source.data, source.spacing
+    k = args.classes or max(int(annotation.max()) - 1, 1)
     if not np.any(annotation > 0) and not (args.session and Path(args.session).exists()):
         raise ValueError(f"{args.annotation}: no labeled voxels; the annotation encoding is 0 = unlabeled, "
                          "1 = background, 2.. = classes: label some background and some of each class")
@@ -71,14 +67,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_volume(session, image_path: str, annotation_path: str, args: argparse.Namespace) -> None:
-    """Read another image and its labels (as ``train`` reads the first) and add them to what the net learns from."""
+def _read_labeled(image_path: str, annotation_path: str, args: argparse.Namespace):
+    """``(source, annotation)``: an image (``io.read_volume``) and its sparse labels, with a warning for what
+    looks wrong in them (:func:`annotation_warnings`)."""
     from ..io import read_volume
 
     source = read_volume(image_path, level=args.level)
     annotation = _read_annotation(annotation_path, args.level, getattr(args, "encoding", "auto"))
     for warning in annotation_warnings(annotation, args.classes):
         print(f"warning: {annotation_path}: {warning}", file=sys.stderr)
+    return source, annotation
+
+
+def _add_volume(session, image_path: str, annotation_path: str, args: argparse.Namespace) -> None:
+    """Read another image and its labels (as ``train`` reads the first) and add them to what the net learns from."""
+    source, annotation = _read_labeled(image_path, annotation_path, args)
     try:
         volume = session.add_training_volume(source.data, annotation=annotation, spacing=source.spacing,
                                              channel_axis=source.channel_axis)

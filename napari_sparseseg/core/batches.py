@@ -159,7 +159,7 @@ class BatchMaker:
 
     def _key(self, augment: bool, batch_size: int, config: TrainConfig) -> tuple:
         """What a batch is built for: a prefetched batch with another key is rebuilt."""
-        return augment, batch_size, self.patch_size, id(self.sampler), len(self.volumes), config
+        return augment, batch_size, self.patch_size, id(self.sampler), config
 
     def take(self, augment: bool, batch_size: int, config: TrainConfig
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
