@@ -17,8 +17,8 @@ from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import layer_to_annotation, mask_to_layer
 from napari_sparseseg.plugin.guidance_panel import HIGHLIGHT_NAME
+from napari_sparseseg.plugin.paint_atoms import read_paint_item
 from napari_sparseseg.plugin.sample import make_sample_data
-from napari_sparseseg.plugin.strokes import stroke_values
 from napari_sparseseg.plugin.widget import SparseSegWidget
 
 pytestmark = pytest.mark.gui
@@ -335,13 +335,13 @@ def test_stroke_coords_reads_napari_atoms():
     layer.brush_size = 3
     layer.paint((1, 4, 4), 2)
     layer.data_setitem((np.array([3, 3]), np.array([0, 1]), np.array([5, 5])), 7)
-    c0, v0 = stroke_values(items[0], layer.data.shape)
-    np.testing.assert_array_equal(np.sort(np.ravel_multi_index(c0, layer.data.shape)),
+    s0 = read_paint_item(items[0], layer.data.shape)
+    np.testing.assert_array_equal(np.sort(np.ravel_multi_index(s0.coords, layer.data.shape)),
                                   np.flatnonzero(layer.data == 2))
-    assert (v0 == 2).all()
-    c1, v1 = stroke_values(items[1], layer.data.shape)
-    assert sorted(zip(*[c.tolist() for c in c1])) == [(3, 0, 5), (3, 1, 5)]
-    assert (v1 == 7).all()
+    assert (s0.new == 2).all() and s0.old is not None and (s0.old == 0).all()
+    s1 = read_paint_item(items[1], layer.data.shape)
+    assert sorted(zip(*[c.tolist() for c in s1.coords])) == [(3, 0, 5), (3, 1, 5)]
+    assert (s1.new == 7).all() and s1.old is not None and (s1.old == 0).all()
 
 
 def test_removing_dock_widget_mid_training_stops_worker(app, qtbot):

@@ -42,12 +42,15 @@ class LayerBinding:
         Returns the session strokes go to (None before Start: strokes wait in the layer).
     classes : callable
         Returns the widget's classes (names and colours).
+    stop_at_edges : callable, optional
+        Whether corrections stop at the edges of the predicted region they begin on (off when not given).
     """
 
     def __init__(self, viewer: napari.Viewer, session: Callable[[], SegmentationSession | None],
-                 classes: Callable[[], ClassList]) -> None:
+                 classes: Callable[[], ClassList], stop_at_edges: Callable[[], bool] | None = None) -> None:
         self.viewer = viewer
         self._session, self._classes = session, classes
+        self._stop_at_edges = stop_at_edges
         #: The prediction and uncertainty layers.
         self.outputs = OutputLayers(viewer)
         #: Turns strokes on the bound annotation (and prediction) layer into session edits (None: nothing bound).
@@ -62,7 +65,8 @@ class LayerBinding:
     def bind(self, annotation: Labels) -> None:
         """Send the strokes painted on ``annotation`` (and corrections on the prediction layer) to the session."""
         self.unbind()
-        self.sync = LabelSync(annotation, self._session, lambda: len(self._classes()), show_warning)
+        self.sync = LabelSync(annotation, self._session, lambda: len(self._classes()), show_warning,
+                              self._stop_at_edges)
         if self.outputs.prediction is not None:
             self.sync.attach_prediction(self.outputs.prediction)
         self.recolour(annotation)

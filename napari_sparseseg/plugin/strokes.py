@@ -13,7 +13,9 @@ lock-protected; an edit costs a bincount over the stroke's voxels).
 * A stroke on the prediction layer with class ``k`` (erasing paints ``0``,
   and 255 is background too) is a correction: the class is written into the
   annotation layer (from code, so no paint event) and into the session with
-  source ``CORRECTED``.
+  source ``CORRECTED``. Where corrections stop at edges
+  (:mod:`~.edge_stop`), the voxels of other predicted regions the brush
+  covered get their predicted class back and are no correction.
 * napari's undo/redo restores layer data without a paint event, so the
   layers' ``undo``/``redo`` are wrapped: each paint event is mirrored by an
   :class:`Edit` on a stack; undo reverts it in the session (and, for a
@@ -24,7 +26,7 @@ lock-protected; an edit costs a bincount over the stroke's voxels).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,13 +34,14 @@ import numpy as np
 
 from ..core.annotation import Source
 from ..core.encoding import LAYER_BACKGROUND, annotation_to_layer, layer_to_annotation
+from .edge_stop import start_region
+from .paint_atoms import Coords, PaintedVoxels, read_paint_item
 
 if TYPE_CHECKING:
     from napari.layers import Labels
 
     from ..core.session import SegmentationSession
 
-Coords = tuple[np.ndarray, np.ndarray, np.ndarray]
 LayerKind = Literal["annotation", "prediction"]
 
 
@@ -59,6 +62,9 @@ class Edit:
         Annotation values written.
     source : Source
         ``PAINTED`` (annotation layer) or ``CORRECTED`` (prediction layer).
+    kept : tuple of 3 int arrays and np.ndarray, or None
+        Voxels of a correction stroke that kept their predicted class (:mod:`~.edge_stop`) and that class
+        (layer values), so that a redo, which napari applies to the whole stroke, gives it back.
     """
 
     coords: Coords
@@ -66,76 +72,7 @@ class Edit:
     old_source: np.ndarray | None
     new: np.ndarray
     source: Source
-
-
-def stroke_values(item: Sequence[Any], shape: Sequence[int]) -> tuple[Coords, np.ndarray] | None:
-    """Voxels written by one napari paint-history item (a list of atoms) and their new values.
-
-    Understands napari's mask atoms (``slice_key``, ``mask``, ``new_value``)
-    written by paint/fill/polygon and the ``(indices, old, new)`` tuples
-    written by ``data_setitem``. The values come from the atoms, not from the
-    layer: napari emits ``events.paint`` for a single ``paint()`` call *before*
-    it writes the data. Returns ``None`` for an atom it cannot read (the
-    caller then resynchronises the whole volume, which is always correct).
-    """
-    parts: list[tuple[tuple[slice, ...], np.ndarray | None, Any] | tuple[Coords, Any]] = []
-    lo = np.array(shape, dtype=np.int64)
-    hi = np.zeros(3, dtype=np.int64)
-    for atom in item:
-        if hasattr(atom, "slice_key"):
-            key = tuple(atom.slice_key)
-            if len(key) != 3 or not all(isinstance(s, slice) for s in key):
-                return None
-            sl = tuple(slice(*s.indices(n)[:2]) for s, n in zip(key, shape))
-            mask = None if atom.mask is None else np.asarray(atom.mask, bool)
-            if mask is not None:
-                mask = mask.reshape(tuple(s.stop - s.start for s in sl))
-            parts.append((sl, mask, atom.new_value))
-            lo = np.minimum(lo, [s.start for s in sl])
-            hi = np.maximum(hi, [s.stop for s in sl])
-            continue
-        try:
-            indices, _old, new = atom
-        except (TypeError, ValueError):
-            return None
-        if len(indices) != 3:
-            return None
-        if all(isinstance(i, slice) for i in indices):
-            sl = tuple(slice(*s.indices(n)[:2]) for s, n in zip(indices, shape))
-            parts.append((sl, None, new))
-            lo = np.minimum(lo, [s.start for s in sl])
-            hi = np.maximum(hi, [s.stop for s in sl])
-            continue
-        if any(isinstance(i, slice) for i in indices):
-            return None
-        arrays = tuple(np.ravel(a).astype(np.int64) for a in np.broadcast_arrays(*[np.asarray(i) for i in indices]))
-        if arrays[0].size == 0:
-            continue
-        parts.append((arrays, new))  # type: ignore[arg-type]
-        lo = np.minimum(lo, [a.min() for a in arrays])
-        hi = np.maximum(hi, [a.max() + 1 for a in arrays])
-    if not parts or np.any(hi <= lo):
-        return (np.empty(0, np.int64),) * 3, np.empty(0, np.int64)  # type: ignore[return-value]
-    box = tuple(hi - lo)
-    touched = np.zeros(box, dtype=bool)
-    values = np.zeros(box, dtype=np.int64)
-    for part in parts:
-        if len(part) == 3:  # (slices, mask, new value)
-            sl, mask, new = part  # type: ignore[misc]
-            local = tuple(slice(s.start - o, s.stop - o) for s, o in zip(sl, lo))
-            if mask is None:
-                touched[local] = True
-                values[local] = np.asarray(new)
-            else:
-                touched[local] |= mask
-                values[local][mask] = new
-        else:
-            arrays, new = part  # type: ignore[misc]
-            local = tuple(a - o for a, o in zip(arrays, lo))
-            touched[local] = True
-            values[local] = np.ravel(np.broadcast_to(np.asarray(new), arrays[0].shape))
-    nz = np.nonzero(touched)
-    return tuple(n + o for n, o in zip(nz, lo)), values[nz]  # type: ignore[return-value]
+    kept: tuple[Coords, np.ndarray] | None = None
 
 
 def _later(fn: Callable[[], None]) -> None:
@@ -160,10 +97,14 @@ class LabelSync:
         Current number of foreground classes ``K``; values above it are refused.
     notify : callable
         Shows a message to the user (a napari warning in the app).
+    stop_at_edges : callable, optional
+        Whether a correction stops at the edges of the predicted region it began on (:mod:`~.edge_stop`);
+        off when not given.
     """
 
     def __init__(self, annotation: Labels, session: Callable[[], SegmentationSession | None],
-                 num_classes: Callable[[], int], notify: Callable[[str], None]) -> None:
+                 num_classes: Callable[[], int], notify: Callable[[str], None],
+                 stop_at_edges: Callable[[], bool] | None = None) -> None:
         if annotation.ndim != 3:
             raise ValueError(f"the annotation layer must be 3D (z, y, x), got {annotation.ndim}D")
         self.annotation = annotation
@@ -171,6 +112,9 @@ class LabelSync:
         self._session = session
         self._num_classes = num_classes
         self._notify = notify
+        self._stop_at_edges = stop_at_edges or (lambda: False)
+        self._stroke_start: tuple[tuple[int, int, int], int] | None = None
+        self._edge_stop_explained = False
         self._undo: dict[int, deque[Edit]] = {}
         self._redo: dict[int, deque[Edit]] = {}
         self._layers: dict[int, tuple[Labels, LayerKind]] = {}
@@ -188,6 +132,16 @@ class LabelSync:
                              f"layer shape {self.annotation.data.shape}")
         self.prediction = layer
         self._attach(layer, "prediction")
+        layer.mouse_drag_callbacks.insert(0, self._on_prediction_press)  # before napari's brush paints
+
+    def _on_prediction_press(self, layer: Labels, event: Any) -> None:
+        """Remember the voxel under the brush where a stroke begins and its predicted class."""
+        self._stroke_start = None
+        if layer.mode not in ("paint", "erase"):
+            return
+        voxel = tuple(int(round(c)) for c in layer.world_to_data(event.position)[-3:])
+        if len(voxel) == 3 and all(0 <= c < n for c, n in zip(voxel, layer.data.shape)):
+            self._stroke_start = (voxel, int(np.asarray(layer.data[voxel])))  # type: ignore[assignment]
 
     def detach_prediction(self) -> None:
         """Stop treating strokes on the prediction layer as corrections (it was removed)."""
@@ -227,6 +181,8 @@ class LabelSync:
         if key not in self._layers:
             return
         _, kind = self._layers.pop(key)
+        if self._on_prediction_press in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.remove(self._on_prediction_press)
         handler = self._on_annotation_paint if kind == "annotation" else self._on_prediction_paint
         layer.events.paint.disconnect(handler)
         for name in ("undo", "redo"):
@@ -235,8 +191,8 @@ class LabelSync:
         self._redo.pop(key, None)
 
     # -- strokes -----------------------------------------------------------------------
-    def _stroke(self, event: Any) -> tuple[Coords, np.ndarray] | None:
-        return stroke_values(event.value, self.annotation.data.shape)
+    def _stroke(self, event: Any) -> PaintedVoxels | None:
+        return read_paint_item(event.value, self.annotation.data.shape)
 
     def _on_annotation_paint(self, event: Any) -> None:
         stroke = self._stroke(event)
@@ -244,7 +200,7 @@ class LabelSync:
             # Unknown edit: the layer holds it once napari has written it.
             _later(self.resync)
             return
-        coords, painted = stroke
+        coords, painted = stroke.coords, stroke.new
         if coords[0].size == 0:
             return
         k = self._num_classes()
@@ -270,29 +226,53 @@ class LabelSync:
 
     def _on_prediction_paint(self, event: Any) -> None:
         layer = self.prediction
+        start, self._stroke_start = self._stroke_start, None
         if layer is None:
             return
         stroke = self._stroke(event)
-        if stroke is None or stroke[0][0].size == 0:
+        if stroke is None or stroke.size == 0:
             return
-        coords, classes = stroke
         k = self._num_classes()
-        bad = (classes > k) & (classes != LAYER_BACKGROUND)
+        bad = (stroke.new > k) & (stroke.new != LAYER_BACKGROUND)
         if bad.any():
-            self._notify(f"label {int(classes[bad].max())} is not a class (classes are 1..{k}, background 0 or "
+            self._notify(f"label {int(stroke.new[bad].max())} is not a class (classes are 1..{k}, background 0 or "
                          f"{LAYER_BACKGROUND}); those voxels were not taken as corrections")
-            keep = ~bad
-            coords = tuple(c[keep] for c in coords)  # type: ignore[assignment]
-            classes = classes[keep]
-            if classes.size == 0:
+            stroke = stroke.subset(~bad)
+            if stroke.size == 0:
                 return
+        kept = None
+        if self._stop_at_edges():
+            inside = start_region(stroke, start)
+            if not inside.all():
+                kept = self._keep_prediction(layer, stroke.subset(~inside))
+                stroke = stroke.subset(inside)
+        coords, classes = stroke.coords, stroke.new
         new = layer_to_annotation(np.where(classes == 0, LAYER_BACKGROUND, classes))  # erasing paints background
         session = self._session()
         old = layer_to_annotation(np.asarray(self.annotation.data[coords]))
         old_source = session.labels_at(coords)[1] if session is not None else None
-        edit = Edit(coords, old, old_source, new, Source.CORRECTED)
-        self._apply(edit.coords, edit.new, None, Source.CORRECTED, write_annotation=True)
+        edit = Edit(coords, old, old_source, new, Source.CORRECTED, kept)
+        if coords[0].size:
+            self._apply(edit.coords, edit.new, None, Source.CORRECTED, write_annotation=True)
         self._push(layer, edit)
+
+    def _keep_prediction(self, layer: Labels, outside: PaintedVoxels) -> tuple[Coords, np.ndarray]:
+        """Give the voxels of other predicted regions under a correction stroke their class back."""
+        assert outside.old is not None
+        kept = (outside.coords, outside.old)
+        _later(lambda: self._restore(layer, kept))
+        if not self._edge_stop_explained:
+            self._edge_stop_explained = True
+            self._notify(f"the correction stopped at the edge of the predicted region it began on: {outside.size} "
+                         "voxels of other regions under the brush kept their class (untick 'Corrections stop at "
+                         "edges' in the Training box to paint over them)")
+        return kept
+
+    @staticmethod
+    def _restore(layer: Labels, kept: tuple[Coords, np.ndarray]) -> None:
+        coords, values = kept
+        layer.data[coords] = values
+        layer.refresh()
 
     def _push(self, layer: Labels, edit: Edit) -> None:
         self._undo[id(layer)].append(edit)
@@ -323,6 +303,8 @@ class LabelSync:
             self._apply(edit.coords, old, edit.old_source, Source.PAINTED, write_annotation=True)
         else:
             self._apply(edit.coords, edit.new, None, Source.CORRECTED, write_annotation=True)
+            if edit.kept is not None:
+                self._restore(layer, edit.kept)  # napari redid the whole stroke
 
     def _apply(self, coords: Coords, values: np.ndarray, sources: np.ndarray | None, source: Source,
                *, write_annotation: bool) -> None:

@@ -1,4 +1,4 @@
-"""The Training box of the dock widget: device, model size, correction weight, and Start / Pause / Stop.
+"""The Training box of the dock widget: device, model size, corrections, and Start / Pause / Stop.
 
 It holds the choices a new session is built with (:meth:`TrainingPanel.session_config`) and the buttons; what
 they do stays with the widget.
@@ -45,10 +45,16 @@ class TrainingPanel(QGroupBox):
         self.weight_spin.setSingleStep(0.5)
         self.weight_spin.setValue(base.train.correction_weight)
         self.weight_spin.setToolTip("weight of voxels painted on the prediction layer, relative to painted ones")
+        self.edge_check = QCheckBox("Corrections stop at edges")
+        self.edge_check.setChecked(True)
+        self.edge_check.setToolTip("a stroke on the prediction layer changes only the predicted region it begins "
+                                   "on (or, begun on the class it paints, the first region it paints over); "
+                                   "other regions under the brush keep their class")
         self.uncertainty_check = QCheckBox("show uncertainty layer")
         form.addRow("Device", self.device_combo)
         form.addRow("Model size", self.size_combo)
         form.addRow("Correction weight", self.weight_spin)
+        form.addRow(self.edge_check)
         form.addRow(self.uncertainty_check)
         row = QHBoxLayout()
         self.start_button = QPushButton("Start")

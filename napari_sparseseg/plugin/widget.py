@@ -91,7 +91,8 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self.session: SegmentationSession | None = None
         self._session_key: tuple | None = None
         #: The annotation, prediction and uncertainty layers bound to the session, and the slice in view.
-        self.layers = LayerBinding(self.viewer, lambda: self.session, lambda: self.classes)
+        self.layers = LayerBinding(self.viewer, lambda: self.session, lambda: self.classes,
+                                   lambda: self.training_panel.edge_check.isChecked())
         self.outputs = self.layers.outputs
         self.last_step: TrainStep | None = None
         #: The latest prediction on screen (who made it, and how it scores on the held-back labels).
