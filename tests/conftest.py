@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# napari's settings (the widget records a reader preference in them) go to a file of this run, never to the
+# user's: napari reads NAPARI_CONFIG when napari.settings is first imported, after this module.
+os.environ.setdefault("NAPARI_CONFIG", str(Path(tempfile.mkdtemp(prefix="napari-settings-")) / "settings.yaml"))
 
 
 def tiny_config(**responder):

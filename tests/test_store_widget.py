@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 import zarr
+from napari.errors import MultipleReaderError
+from napari.settings import get_settings
 from qtpy.QtCore import QThreadPool
 
 from napari_sparseseg.core.annotation import Source
@@ -16,7 +18,13 @@ from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import annotation_to_layer, mask_to_annotation, mask_to_layer
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.plugin.sample import make_sample_data
-from napari_sparseseg.plugin.session_files import STORE_META, get_reader, read_session
+from napari_sparseseg.plugin.session_files import (
+    STORE_META,
+    STORE_READER_PATTERN,
+    get_reader,
+    prefer_this_reader_for_stores,
+    read_session,
+)
 from napari_sparseseg.plugin.widget import SparseSegWidget
 from napari_sparseseg.store import SessionStore
 
@@ -91,6 +99,20 @@ def test_reader_gives_the_layers_of_a_store_written_by_the_core(make_napari_view
     assert all(ly.metadata[STORE_META] == str(path.resolve()) for ly in layers)
     assert image.metadata["class_names"] == ("nucleus", "vesicle")
 
+    # Named as the widget names stores, a store opens with this plugin when napari picks the reader (File > Open,
+    # ``plugin=None``), once the widget has recorded napari's reader preference for such folders.
+    named = tmp_path / "scan.sparseseg"
+    core_store(named, sample)
+    with pytest.raises(MultipleReaderError):
+        viewer.open(str(named), plugin=None)  # every folder reader accepts every folder: napari asks
+    make_widget(viewer).close_session()
+    assert get_settings().plugins.extension2reader[STORE_READER_PATTERN] == "napari-sparseseg"
+    opened = viewer.open(str(named), plugin=None)
+    assert [ly.metadata.get(STORE_META) for ly in opened] == [str(named.resolve())] * 3
+    get_settings().plugins.extension2reader = {STORE_READER_PATTERN: "napari"}
+    assert not prefer_this_reader_for_stores()
+    assert get_settings().plugins.extension2reader[STORE_READER_PATTERN] == "napari"
+
 
 def test_open_session_restores_layers_and_start_resumes_training_from_the_checkpoint(make_napari_viewer, sample,
                                                                                       tmp_path, qtbot):
@@ -140,6 +162,7 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         qtbot.waitUntil(lambda: widget.session is not None and widget.files.store is not None, timeout=60000)
         store = widget.files.store
         assert store.path.parent == tmp_path / "home" / "sessions" and store.autosaving
+        assert store.path.suffix == ".sparseseg"  # the name no other napari reader claims
         assert str(store.path) in widget.files.path_label.text()
         # A stroke while training reaches the store's labels within about a second.
         annotation.data_setitem((np.full(yy.size, 10), yy, xx), mask_to_layer(gt[10])[yy, xx])
@@ -150,7 +173,7 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 3, timeout=60000)
 
         mine = widget.files.save(tmp_path / "mine")  # while training: takes over autosave
-        assert mine == tmp_path / "mine.zarr" and widget.files.store.path == mine and not store.autosaving
+        assert mine == tmp_path / "mine.sparseseg" and widget.files.store.path == mine and not store.autosaving
         stop_and_wait(widget, qtbot)
         step = widget.session.trainer.step
         assert json.loads((mine / "checkpoints" / "index.json").read_text())["latest"]["step"] == step

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz, .zarr, .ome.zarr)")
     p.add_argument("--level", type=int, default=0,
                    help="OME-Zarr pyramid level of the image to train on (0 = full resolution)")
-    p.add_argument("--session", help="session store (.zarr) to create, or to update when it exists (autosaved)")
+    p.add_argument("--session", help="session store folder (e.g. run.sparseseg) to create, or to update when it "
+                                     "exists (autosaved)")
     p.add_argument("--also", nargs=2, action="append", default=[], metavar=("IMAGE", "ANNOTATION"),
                    help="another volume of the same kind and its sparse labels to learn from too (repeatable; "
                         "same channels and voxel size within 10 %%; the model file holds what is learned from all)")
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="reopen a session store and continue training from its checkpoint")
-    p.add_argument("store", help="session store directory (.zarr)")
+    p.add_argument("store", help="session store folder (e.g. run.sparseseg)")
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

@@ -8,7 +8,7 @@ widget on those layers reopens the store (labels with their sources, model
 from ``checkpoints/latest.pt``) and training resumes at the checkpoint's step.
 
 A session the widget starts without a store gets one under
-``$NAPARI_SPARSESEG_HOME/sessions/<timestamp>.zarr`` (default home
+``$NAPARI_SPARSESEG_HOME/sessions/<timestamp>.sparseseg`` (default home
 ``~/.napari-sparseseg``): every stroke reaches disk within about a second.
 """
 
@@ -44,14 +44,51 @@ def sessions_home() -> Path:
     return Path(os.environ.get("NAPARI_SPARSESEG_HOME") or "~/.napari-sparseseg").expanduser() / "sessions"
 
 
+#: The name ending the widget gives session stores: no other napari reader claims it, so ``File > Open`` and
+#: ``viewer.open(path)`` open the store with this plugin without asking (a ``.zarr`` name works too, but the
+#: builtin zarr reader claims it as well and napari asks which reader to use).
+STORE_SUFFIX = ".sparseseg"
+_STORE_SUFFIXES = (STORE_SUFFIX, ".zarr")
+
+
+#: napari's reader preference for folders named ``*.sparseseg`` (a folder preference is matched with a separator).
+STORE_READER_PATTERN = f"*{STORE_SUFFIX}{os.sep}"
+PLUGIN_NAME = "napari-sparseseg"
+
+
+def prefer_this_reader_for_stores() -> bool:
+    """Record in napari's settings that folders named ``*.sparseseg`` open with this plugin.
+
+    napari offers a folder to every reader that accepts folders, whatever its name, and asks the user to choose
+    unless a preference matches; this writes the entry napari itself writes when the user ticks "remember this
+    choice", for session-store folders only, and only when no preference for them exists (a user's choice
+    stays). Returns whether it was written.
+    """
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    if STORE_READER_PATTERN in plugins.extension2reader:
+        return False
+    plugins.extension2reader = {**plugins.extension2reader, STORE_READER_PATTERN: PLUGIN_NAME}
+    return True
+
+
+def store_stem(path: Path) -> str:
+    """``path``'s name without the session-store ending (``.sparseseg`` or ``.zarr``)."""
+    for suffix in _STORE_SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[:-len(suffix)]
+    return path.name
+
+
 def new_store_path() -> Path:
-    """A fresh ``sessions/<timestamp>.zarr`` path under :func:`sessions_home`."""
+    """A fresh ``sessions/<timestamp>.sparseseg`` path under :func:`sessions_home`."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = sessions_home() / f"{stamp}.zarr"
+    path = sessions_home() / f"{stamp}{STORE_SUFFIX}"
     n = 1
     while path.exists():
         n += 1
-        path = sessions_home() / f"{stamp}-{n}.zarr"
+        path = sessions_home() / f"{stamp}-{n}{STORE_SUFFIX}"
     return path
 
 
@@ -99,8 +136,7 @@ def store_layers(path: str | Path) -> list[LayerData]:
     else:
         image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
     stored_name = attrs.get("image_name")
-    name = stored_name if isinstance(stored_name, str) and stored_name else \
-        path.name[:-5] if path.name.endswith(".zarr") else path.name
+    name = stored_name if isinstance(stored_name, str) and stored_name else store_stem(path)
     image_meta: dict[str, Any] = {
         "name": name, "scale": scale,
         "metadata": {STORE_META: str(path), "spacing": scale, "class_names": tuple(attrs.get("class_names") or ()),
@@ -144,11 +180,15 @@ class SessionFiles:
         self._open_path: Path | None = None  # a store to reopen at the next Start
         self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
+        try:  # File > Open on a store this widget writes then opens it with this plugin, without asking
+            prefer_this_reader_for_stores()
+        except Exception as exc:  # noqa: BLE001 (a settings file napari cannot write must not stop the widget)
+            log.warning("napari-sparseseg: could not record the reader preference for session stores: %s", exc)
         box = QGroupBox("Session")
         col = QVBoxLayout(box)
         row = QHBoxLayout()
         self.save_button = QPushButton("Save session…")
-        self.save_button.setToolTip("keep this session (labels, model, prediction) in a .zarr directory, "
+        self.save_button.setToolTip("keep this session (labels, model, prediction) in a session folder (zarr), "
                                     "autosaved while you work")
         self.open_button = QPushButton("Open session…")
         self.open_button.setToolTip("reopen a saved session: layers come back and Start resumes training")
@@ -291,8 +331,8 @@ class SessionFiles:
         from ..store import SessionStore
 
         path = Path(path)
-        if not path.name.endswith(".zarr"):
-            path = path.with_name(path.name + ".zarr")
+        if not path.name.endswith(_STORE_SUFFIXES):
+            path = path.with_name(path.name + STORE_SUFFIX)
         w = self.widget
         session = w.session
         if session is None:
@@ -362,8 +402,9 @@ class SessionFiles:
         from napari.utils.notifications import show_error
         from qtpy.QtWidgets import QFileDialog
 
-        start = str(sessions_home() / "session.zarr")
-        path, _ = QFileDialog.getSaveFileName(self.widget, "Save session", start, "Session store (*.zarr)")
+        start = str(sessions_home() / f"session{STORE_SUFFIX}")
+        path, _ = QFileDialog.getSaveFileName(self.widget, "Save session", start,
+                                              f"Session store (*{STORE_SUFFIX} *.zarr)")
         if path:
             try:
                 self.save(path)
@@ -374,7 +415,8 @@ class SessionFiles:
         from napari.utils.notifications import show_error
         from qtpy.QtWidgets import QFileDialog
 
-        path = QFileDialog.getExistingDirectory(self.widget, "Open session (.zarr directory)", str(sessions_home()))
+        path = QFileDialog.getExistingDirectory(self.widget, f"Open session ({STORE_SUFFIX} or .zarr folder)",
+                                                str(sessions_home()))
         if path:
             try:
                 self.open(path)
