@@ -18,7 +18,7 @@ from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import annotation_to_layer, mask_to_annotation, mask_to_layer
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.plugin.sample import make_sample_data
-from napari_sparseseg.plugin.session_files import (
+from napari_sparseseg.plugin.session_reader import (
     STORE_META,
     STORE_READER_PATTERN,
     get_reader,

@@ -1,9 +1,7 @@
-"""Session stores in napari: the reader for a store directory, and the widget's Save/Open/autosave.
+"""The widget's Session box: Save, Open and autosave of session stores.
 
-A session store (:mod:`napari_sparseseg.store`) opened in napari comes
-back as three layers: the image (``scale`` = spacing), the annotation labels
-(layer encoding: class k is k, background 255) and the last prediction (mask encoding); each carries
-``metadata["sparseseg_store"]`` = the store path. The first Start of the dock
+A store opened in napari (:mod:`~.session_reader`) comes back as image, annotation and prediction layers
+carrying ``metadata["sparseseg_store"]``. The first Start of the dock
 widget on those layers reopens the store (labels with their sources, model
 from ``checkpoints/latest.pt``) and training resumes at the checkpoint's step.
 
@@ -15,17 +13,21 @@ A session the widget starts without a store gets one under
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..core.encoding import annotation_to_layer
 from ..store import is_session_store
+from .session_reader import (
+    STORE_META,
+    STORE_SUFFIX,
+    STORE_SUFFIXES,
+    new_store_path,
+    prefer_this_reader_for_stores,
+    sessions_home,
+    store_layers,
+)
 
 if TYPE_CHECKING:
     from ..core.session import SegmentationSession
@@ -33,127 +35,6 @@ if TYPE_CHECKING:
     from .host import DockHost
 
 log = logging.getLogger(__name__)
-
-#: Layer metadata key holding the path of the store a layer came from.
-STORE_META = "sparseseg_store"
-LayerData = tuple[Any, dict[str, Any], str]
-
-
-def sessions_home() -> Path:
-    """Where autosaved sessions go: ``$NAPARI_SPARSESEG_HOME/sessions`` (default ``~/.napari-sparseseg``)."""
-    return Path(os.environ.get("NAPARI_SPARSESEG_HOME") or "~/.napari-sparseseg").expanduser() / "sessions"
-
-
-#: The name ending the widget gives session stores: no other napari reader claims it, so ``File > Open`` and
-#: ``viewer.open(path)`` open the store with this plugin without asking (a ``.zarr`` name works too, but the
-#: builtin zarr reader claims it as well and napari asks which reader to use).
-STORE_SUFFIX = ".sparseseg"
-_STORE_SUFFIXES = (STORE_SUFFIX, ".zarr")
-
-
-#: napari's reader preference for folders named ``*.sparseseg`` (a folder preference is matched with a separator).
-STORE_READER_PATTERN = f"*{STORE_SUFFIX}{os.sep}"
-PLUGIN_NAME = "napari-sparseseg"
-
-
-def prefer_this_reader_for_stores() -> bool:
-    """Record in napari's settings that folders named ``*.sparseseg`` open with this plugin.
-
-    napari offers a folder to every reader that accepts folders, whatever its name, and asks the user to choose
-    unless a preference matches; this writes the entry napari itself writes when the user ticks "remember this
-    choice", for session-store folders only, and only when no preference for them exists (a user's choice
-    stays). Returns whether it was written.
-    """
-    from napari.settings import get_settings
-
-    plugins = get_settings().plugins
-    if STORE_READER_PATTERN in plugins.extension2reader:
-        return False
-    plugins.extension2reader = {**plugins.extension2reader, STORE_READER_PATTERN: PLUGIN_NAME}
-    return True
-
-
-def store_stem(path: Path) -> str:
-    """``path``'s name without the session-store ending (``.sparseseg`` or ``.zarr``)."""
-    for suffix in _STORE_SUFFIXES:
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name[:-len(suffix)]
-    return path.name
-
-
-def new_store_path() -> Path:
-    """A fresh ``sessions/<timestamp>.sparseseg`` path under :func:`sessions_home`."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = sessions_home() / f"{stamp}{STORE_SUFFIX}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = sessions_home() / f"{stamp}-{n}{STORE_SUFFIX}"
-    return path
-
-
-# ==================================================================== reader
-def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData] | None] | None:
-    """napari reader hook: :func:`read_session` for a session store directory, else ``None`` (never raises)."""
-    if isinstance(path, (list, tuple)):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    return read_session if isinstance(path, (str, Path)) and is_session_store(path) else None
-
-
-def read_session(path: str | list[str]) -> list[LayerData] | None:
-    """Layer data of a store (image, annotation, prediction), or ``None`` with a logged warning if unreadable."""
-    p = path[0] if isinstance(path, (list, tuple)) else path
-    try:
-        return store_layers(p)
-    except Exception as exc:  # noqa: BLE001 (a reader returns None instead of raising)
-        log.warning("napari-sparseseg: cannot read session store %s: %s", p, exc)
-        return None
-
-
-def store_layers(path: str | Path) -> list[LayerData]:
-    """Read a session store as napari layer data without building a session (no torch import).
-
-    Returns
-    -------
-    list of LayerDataTuple
-        The image (``scale`` = spacing, metadata ``class_names``, ``class_colors``, ``spacing``),
-        the annotation labels (uint8, layer encoding) and, once one was stored, the
-        prediction (uint8, mask encoding); all with ``metadata["sparseseg_store"]``.
-    """
-    import zarr
-
-    from ..io import read_volume
-
-    path = Path(path).resolve()
-    root = zarr.open_group(str(path), mode="r")
-    attrs = dict(root.attrs)
-    scale = tuple(float(s) for s in attrs["spacing"])
-    ref = attrs.get("image_ref")
-    if ref is None:
-        image = np.asarray(root["image"][...])
-    else:
-        image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
-    stored_name = attrs.get("image_name")
-    name = stored_name if isinstance(stored_name, str) and stored_name else store_stem(path)
-    image_meta: dict[str, Any] = {
-        "name": name, "scale": scale,
-        "metadata": {STORE_META: str(path), "spacing": scale, "class_names": tuple(attrs.get("class_names") or ()),
-                     "class_colors": attrs.get("colors")}}
-    channel_axis = attrs.get("channel_axis")
-    if image.ndim == 4:
-        image_meta["channel_axis"] = 0 if ref is None else channel_axis
-    layers: list[LayerData] = [
-        (image, image_meta, "image"),
-        (annotation_to_layer(root["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
-                                           "metadata": {"sparseseg_role": "annotation", STORE_META: str(path)}},
-         "labels")]
-    if "step" in root["prediction"].attrs:
-        layers.append((np.asarray(root["prediction"][...]),
-                       {"name": "prediction", "scale": scale, "opacity": 0.45,
-                        "metadata": {"sparseseg_role": "prediction", STORE_META: str(path)}}, "labels"))
-    return layers
 
 
 def _store_of(layer: Any) -> str | None:
@@ -331,7 +212,7 @@ class SessionFiles:
         from ..store import SessionStore
 
         path = Path(path)
-        if not path.name.endswith(_STORE_SUFFIXES):
+        if not path.name.endswith(STORE_SUFFIXES):
             path = path.with_name(path.name + STORE_SUFFIX)
         w = self.widget
         session = w.session
