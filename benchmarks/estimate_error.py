@@ -1,6 +1,6 @@
 """How far the widget's "estimated Dice" is from the true Dice of the mask shown.
 
-    python benchmarks/estimate_error.py benchmarks/results/first_minute_cpu_120s [--at 60 120]
+    python benchmarks/estimate_error.py benchmarks/results/first_minute_cpu_300s [--at 60 300]
 
 Reads the result JSONs that ``benchmarks/suite.py`` wrote (each has the curve of the mask shown with its
 ``estimated_dice``, the held-back score, beside ``dice_fg``, the true foreground Dice against ground truth) and
