@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from autocontext import thin_tubes
+from autocontext import dice_fg, thin_tubes
 from helpers import labeled_runs, load_volumes
 from scipy import ndimage as ndi
 
@@ -61,11 +61,6 @@ def stroke_over(region: np.ndarray, pred: np.ndarray, label: int, radius: int, z
     stroke = PaintedVoxels((np.full(yy.size, z), yy, xx), np.full(yy.size, label), pred[yy, xx],
                            np.where(first[yy, xx], 0, 1))
     return stroke, ((z, int(start[0]), int(start[1])), int(pred[start]))
-
-
-def dice_fg(truth: np.ndarray, pred: np.ndarray) -> float:
-    t, p = truth > 0, pred > 0
-    return float(2 * (t & p).sum() / max(1, t.sum() + p.sum()))
 
 
 def correct_slices(pred: np.ndarray, truth: np.ndarray, painted: set[int], radius: int, stop: bool) -> dict:

@@ -47,14 +47,18 @@ def check_compatible(first: AnnotatedVolume, other: AnnotatedVolume) -> None:
 
 
 class HostBatch(NamedTuple):
-    """One training batch on the CPU: image ``(B, C, Z, Y, X)``, target and weight ``(B, Z, Y, X)``, the
-    annotation revision of the session's volume it was cut from, and that of every volume."""
+    """One training batch on the CPU: image ``(B, C, Z, Y, X)``, target and weight ``(B, Z, Y, X)``, and the
+    annotation revision of every volume it was cut from, the session's first."""
 
     image: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor
-    revision: int
     revisions: tuple[int, ...]
+
+    @property
+    def revision(self) -> int:
+        """The annotation revision of the session's volume the batch was cut from."""
+        return self.revisions[0]
 
 
 class BatchMaker:
@@ -155,7 +159,7 @@ class BatchMaker:
             image, target, weight = augment_batch(image, target, weight, self.gen)
         if self.device.type == "cuda":  # page-locked, so the copy to the device can overlap
             image, target, weight = image.pin_memory(), target.pin_memory(), weight.pin_memory()
-        return HostBatch(image, target, weight, revisions[0], revisions)
+        return HostBatch(image, target, weight, revisions)
 
     def _key(self, augment: bool, batch_size: int, config: TrainConfig) -> tuple:
         """What a batch is built for: a prefetched batch with another key is rebuilt."""

@@ -120,10 +120,12 @@ def read_paint_item(item: Sequence[Any], shape: Sequence[int]) -> PaintedVoxels 
             sel = np.ones(region_shape, bool) if mask is None else mask
             new_values = np.broadcast_to(np.asarray(new), region_shape)[sel]
             old_values = None
-            if old is not None:
+            if old is not None:  # the values under the mask, or a snapshot of the region (or one value)
                 old_arr = np.asarray(old)
-                old_values = old_arr if old_arr.shape == new_values.shape else (
-                    np.broadcast_to(old_arr, region_shape)[sel] if old_arr.size in (1, sel.size) else None)
+                if old_arr.shape == new_values.shape:
+                    old_values = old_arr
+                elif old_arr.size in (1, sel.size):
+                    old_values = np.broadcast_to(old_arr, region_shape)[sel]
             idx = tuple(n + s.start for n, s in zip(np.nonzero(sel), local))
         else:
             idx = tuple(a - o for a, o in zip(where, lo))
