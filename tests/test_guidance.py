@@ -42,3 +42,20 @@ def test_likely_errors_are_the_largest_uncertain_unlabeled_regions():
     assert 6 <= first.centre[0] < 9 and second.voxels == 8
     with pytest.raises(ValueError):
         likely_errors(uncertainty, labeled[:5])
+
+
+def test_a_slice_inside_a_doubtful_band_ranks_above_one_at_the_volume_face():
+    uncertainty = np.zeros((20, 16, 16), np.float32)
+    uncertainty[0:3] = 0.9  # doubt at the face: a label there informs the planes on one side only
+    uncertainty[8:11] = 0.9  # the same doubt inside the volume
+    suggestions = suggest_slices(uncertainty, np.zeros(uncertainty.shape, bool), top=2, axes=(0,))
+    assert suggestions[0].index == 9
+
+
+def test_labels_of_another_orientation_discount_the_voxels_they_cross():
+    uncertainty = np.full((20, 20, 20), 0.9, np.float32)
+    labeled = np.zeros(uncertainty.shape, bool)
+    labeled[:, :, 4] = True  # a painted yz slice at x = 4
+    best = suggest_slices(uncertainty, labeled, top=1, axes=(0,))[0]
+    crossing = suggest_slices(uncertainty, np.zeros_like(labeled), top=1, axes=(0,))[0]
+    assert best.score < crossing.score  # the z slices cross the painted slice: the voxels beside it count less

@@ -2,12 +2,16 @@
 
 A label helps most where the mask shown is least certain, over a large region,
 and far from what is painted already. :func:`suggest_slices` scores every
-slice along each axis by its *uncertain mass*: the summed normalised entropy of
-the shown prediction over the slice's voxels that are unlabeled and uncertain
-(entropy above ``threshold``), discounted near painted planes by
-``1 - exp(-(d / reach)^2)`` where ``d`` is the distance in voxels to the
-nearest plane of that axis with at least :data:`PAINTED_SHARE` of its voxels
-labeled. :func:`likely_errors` returns the largest connected uncertain regions
+slice along each axis by the *uncertain mass* a label there would inform: the
+normalised entropy of the shown prediction summed over the unlabeled, uncertain
+voxels (entropy above ``threshold``), each discounted by ``1 - exp(-(d / reach)^2)``
+where ``d`` is its distance in voxels to the nearest labeled voxel in any
+orientation (a slice across a painted one is known where it crosses it), the
+slices' sums then smoothed along the axis by a Gaussian of ``spread`` planes,
+zero past the volume's faces (a label informs the planes beside it; a face
+slice has neighbours on one side only). Planes with at least
+:data:`PAINTED_SHARE` of their voxels labeled are not suggested.
+:func:`likely_errors` returns the largest connected uncertain regions
 (unlabeled voxels) for correcting, each a click away in the widget.
 """
 
@@ -74,15 +78,9 @@ def _painted_planes(labeled: np.ndarray, axis: int) -> np.ndarray:
     return np.flatnonzero(share >= PAINTED_SHARE)
 
 
-def _distance_to(planes: np.ndarray, n: int) -> np.ndarray:
-    """Distance (planes) from each of ``n`` positions to the nearest of ``planes`` (inf when there are none)."""
-    if planes.size == 0:
-        return np.full(n, np.inf)
-    return np.abs(np.arange(n)[:, None] - planes[None, :]).min(axis=1).astype(np.float64)
-
-
 def suggest_slices(uncertainty: np.ndarray, labeled: np.ndarray, *, top: int = 3, reach: float = 3.0,
-                   threshold: float = UNCERTAIN, axes: Sequence[int] = (0, 1, 2)) -> list[SliceSuggestion]:
+                   spread: float = 2.0, threshold: float = UNCERTAIN,
+                   axes: Sequence[int] = (0, 1, 2)) -> list[SliceSuggestion]:
     """The ``top`` slices to paint next, best first, at most one per axis position.
 
     Parameters
@@ -94,7 +92,9 @@ def suggest_slices(uncertainty: np.ndarray, labeled: np.ndarray, *, top: int = 3
     top : int
         How many suggestions.
     reach : float
-        Planes (voxels) over which the discount near a painted plane fades.
+        Voxels over which the discount near a labeled voxel fades.
+    spread : float
+        Standard deviation, in planes, of the smoothing of the slices' scores along their axis (0: none).
     threshold : float
         Entropy above which a voxel counts as uncertain.
     axes : sequence of int
@@ -107,14 +107,20 @@ def suggest_slices(uncertainty: np.ndarray, labeled: np.ndarray, *, top: int = 3
     """
     if uncertainty.shape != labeled.shape or uncertainty.ndim != 3:
         raise ValueError(f"uncertainty {uncertainty.shape} and labeled {labeled.shape} must be the same 3D shape")
-    mass = np.where((uncertainty > threshold) & ~labeled, uncertainty, 0.0).astype(np.float64)
+    uncertain = (uncertainty > threshold) & ~labeled
+    mass = np.where(uncertain, uncertainty, 0.0).astype(np.float64)
+    if labeled.any() and uncertain.any():
+        distance = ndi.distance_transform_edt(~labeled)
+        mass *= 1.0 - np.exp(-((distance / reach) ** 2))
     candidates: list[tuple[float, int, int]] = []
     for axis in axes:
         other = tuple(a for a in range(3) if a != axis)
         per_slice = mass.sum(axis=other)
-        distance = _distance_to(_painted_planes(labeled, axis), mass.shape[axis])
-        discount = 1.0 - np.exp(-((distance / reach) ** 2))
-        candidates += [(float(s), axis, int(i)) for i, s in enumerate(per_slice * discount) if s > 0]
+        if spread > 0:
+            per_slice = ndi.gaussian_filter1d(per_slice, spread, mode="constant")
+        per_slice[_painted_planes(labeled, axis)] = 0.0
+        per_slice[~(mass > 0).any(axis=other)] = 0.0  # a plane to suggest has uncertain voxels of its own
+        candidates += [(float(s), axis, int(i)) for i, s in enumerate(per_slice) if s > 0]
     candidates.sort(reverse=True)
     out = []
     for score, axis, index in candidates[:top]:
