@@ -4,8 +4,10 @@ Touching nuclei merge into one connected component of a class mask. Each of
 them is thickest at its own centre, so the distance to the background
 (in physical units, :func:`scipy.ndimage.distance_transform_edt` with the
 voxel spacing) has one peak per object and a saddle where two touch. A peak
-that rises at least ``h`` above every saddle around it seeds an object
-(h-maxima, :func:`skimage.morphology.h_maxima`), and the watershed of the
+that rises at least ``h`` above every saddle around it seeds an object (the
+h-maxima: the regional maxima of the reconstruction of the distance lowered
+by ``h``, so that peaks of equal height joined above ``h`` below them make one
+seed, which :func:`skimage.morphology.h_maxima` keeps apart), and the watershed of the
 negated distance (:func:`skimage.segmentation.watershed`) grows the seeds to
 the mask. ``h`` follows the objects of the mask itself: a share of the radius
 (largest inner distance) of its typical connected component (the one the
@@ -16,7 +18,7 @@ typical one (the specks a pixel classifier leaves) are not objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +47,8 @@ def typical_object(sizes: np.ndarray, radii: np.ndarray) -> tuple[float, float]:
 
 def split_instances(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), *,
                     classes: Iterable[int] | None = None, depth_share: float = DEPTH_SHARE,
-                    min_volume_share: float = MIN_VOLUME_SHARE) -> np.ndarray:
+                    min_volume_share: float = MIN_VOLUME_SHARE,
+                    typical: Mapping[int, tuple[float, float]] | None = None) -> np.ndarray:
     """Instance ids of the objects of each foreground class.
 
     Parameters
@@ -63,6 +66,9 @@ def split_instances(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
     min_volume_share : float
         Connected components smaller than this share of the typical object's volume are left out (id 0), in
         ``[0, 1]``.
+    typical : mapping of int to (float, float), optional
+        Per class, the ``(volume, radius)`` of its typical object (:func:`typical_objects`), for splitting a part
+        of a mask with the scale of the whole; default: measured on ``mask``.
 
     Returns
     -------
@@ -76,7 +82,7 @@ def split_instances(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
         On a mask that is not a 3D integer array, a bad spacing or ``depth_share``.
     """
     from scipy import ndimage as ndi
-    from skimage.morphology import h_maxima
+    from skimage.morphology import local_maxima, reconstruction
     from skimage.segmentation import watershed
 
     mask = np.asarray(mask)
@@ -94,21 +100,18 @@ def split_instances(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
     next_id = 1
     for c in present:
         fg = mask == c
-        components, n = ndi.label(fg)
-        if not n:
+        components, sizes, distance, radii = _components(fg, sp, c in to_split)
+        if not sizes.size:
             continue
-        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-        distance = ndi.distance_transform_edt(fg, sampling=sp) if c in to_split else None
-        radii = np.asarray(ndi.maximum(distance, components, np.arange(1, n + 1))) if distance is not None \
-            else np.zeros(n)
-        volume, radius = typical_object(sizes, radii)
+        volume, radius = typical[c] if typical is not None and c in typical else typical_object(sizes, radii)
         specks = np.flatnonzero(sizes < min_volume_share * volume) + 1
         if specks.size:
             fg = fg & ~np.isin(components, specks)
             components[~fg] = 0
         if distance is not None:
             h = max(depth_share * radius, float(sp.min()))
-            seeds, _ = ndi.label(h_maxima(distance, h) & fg)
+            domes = local_maxima(reconstruction(distance - h, distance, method="dilation")) & fg
+            seeds, _ = ndi.label(domes, ndi.generate_binary_structure(3, 3))
             # a component without a seed (thinner than h everywhere) keeps one id of its own
             unseeded = np.setdiff1d(np.unique(components[fg]), np.unique(components[seeds > 0]))
             if unseeded.size:
@@ -123,6 +126,31 @@ def split_instances(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
         lookup[ids] = np.arange(next_id, next_id + ids.size, dtype=np.uint32)
         out[fg] = lookup[objects[fg]]
         next_id += ids.size
+    return out
+
+
+def _components(fg: np.ndarray, spacing: np.ndarray, measure: bool = True):
+    """``(components, sizes, distance, radii)`` of a bool ``(z, y, x)`` mask: connected component ids, their ``(n,)``
+    voxel counts, and (when ``measure``, else None and zeros) the distance to the background and each one's largest
+    inner distance."""
+    from scipy import ndimage as ndi
+
+    components, n = ndi.label(fg)
+    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+    if not measure:
+        return components, sizes, None, np.zeros(n)
+    distance = ndi.distance_transform_edt(fg, sampling=spacing)
+    return components, sizes, distance, np.asarray(ndi.maximum(distance, components, np.arange(1, n + 1)))
+
+
+def typical_objects(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[int, tuple[float, float]]:
+    """Per foreground class of the ``(z, y, x)`` class map, the ``(volume, radius)`` of its typical object
+    (:func:`typical_object`; radius in the units of ``spacing``)."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    out = {}
+    for c in (int(c) for c in np.unique(mask) if c > 0):
+        _, sizes, _, radii = _components(mask == c, sp)
+        out[c] = typical_object(sizes, radii)
     return out
 
 

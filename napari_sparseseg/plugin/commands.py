@@ -1,4 +1,4 @@
-"""Layer-menu commands (npe2): small conversions on a labels layer."""
+"""Layer-menu commands (npe2): small conversions on a labels layer, and separate objects that learn from edits."""
 
 from __future__ import annotations
 
@@ -19,17 +19,80 @@ def annotation_to_mask_layer(layer: Labels) -> LayerDataTuple:
             "labels")
 
 
+#: Key of an objects layer's metadata: the class map it was split from and the share of the split.
+OBJECTS_KEY = "napari_sparseseg_objects"
+
+
 def separate_objects_layer(layer: Labels) -> LayerDataTuple:
     """Separate objects from a class mask (0 = background, 1..K): touching objects of a class split by a
     watershed of the distance to the background (:func:`~napari_sparseseg.core.instances.split_instances`), one
     label per object. Offered under Layers > Segment; for a prediction or an accepted mask (background painted as
-    a correction on the prediction layer, 255, counts as background)."""
-    from ..core.instances import split_instances
+    a correction on the prediction layer, 255, counts as background). The new layer remembers its class map, so
+    that **Separate objects again, learning from my edits** can learn from the merges and splits painted on it."""
+    from ..core.instances import DEPTH_SHARE, split_instances
 
     data = np.asarray(layer.data)
     if data.ndim != 3:
         raise ValueError(f"{layer.name}: separate objects needs a 3D mask (z, y, x), got {data.ndim} dimensions")
-    data = np.where(data == LAYER_BACKGROUND, 0, data)
-    objects = split_instances(data, tuple(float(s) for s in layer.scale[-3:]))
+    data = np.where(data == LAYER_BACKGROUND, 0, data).astype(np.uint8)
+    objects = split_instances(data, _spacing(layer))
     return (objects, {"name": f"{layer.name} objects", "scale": tuple(layer.scale),
-                      "translate": tuple(layer.translate)}, "labels")
+                      "translate": tuple(layer.translate),
+                      "metadata": {OBJECTS_KEY: {"classes": data, "depth_share": DEPTH_SHARE}}}, "labels")
+
+
+def learn_object_edits(layer: Labels) -> None:
+    """Split the objects again at the depth that reproduces the merges and splits painted on this objects layer.
+
+    Paint one object's label over a neighbour to merge them (the fill bucket with the layer's "n edit dim" at 3
+    fills the whole neighbour), or a new label over part of one to split it; then run this (Layers > Segment) on
+    the layer. The split's depth is fitted to the objects you edited
+    (:mod:`~napari_sparseseg.core.object_edits`), every other object is split again at it, and the objects you
+    edited stay as you painted them. The layer is changed in place.
+    """
+    from napari.utils.notifications import show_info
+
+    from ..core.instances import split_instances
+    from ..core.object_edits import find_edits, fit_depth_share, resplit
+
+    state = layer.metadata.get(OBJECTS_KEY)
+    if state is None:
+        raise ValueError(f"{layer.name}: not an objects layer made by Layers > Segment > Separate objects")
+    classes, share = np.asarray(state["classes"]), float(state["depth_share"])
+    edited = np.asarray(layer.data)
+    if edited.shape != classes.shape:
+        raise ValueError(f"{layer.name}: the layer is {edited.shape}, its objects were split from {classes.shape}")
+    spacing = _spacing(layer)
+    shown = split_instances(classes, spacing, depth_share=share)
+    edits = find_edits(shown, edited)
+    if not edits.any:
+        show_info(f"{layer.name}: no merged or split object found; paint one object's label over another to merge "
+                  "them, or a new label over part of one to split it")
+        return
+    mask = _classes_of(edited, classes)
+    learned = fit_depth_share(mask, edited, edits.touched, spacing, current=share)
+    objects = resplit(mask, edited, edits, learned, spacing)
+    layer.data = objects
+    layer.metadata[OBJECTS_KEY] = {"classes": mask, "depth_share": learned}
+    show_info(f"{layer.name}: learned from {edits.merges} merge(s) and {edits.splits} split(s): objects now split "
+              f"at {learned:g} of the typical radius (was {share:g}); {int(objects.max())} objects")
+
+
+def _spacing(layer: Labels) -> tuple[float, float, float]:
+    return tuple(float(s) for s in layer.scale[-3:])
+
+
+def _classes_of(edited: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """uint8 class map of the edited objects: each voxel its old class; a voxel painted onto the background takes
+    the class most of its object has (class 1 for an object painted wholly on the background)."""
+    mask = np.where(edited > 0, classes, 0).astype(np.uint8)
+    added = (edited > 0) & (classes == 0)
+    if added.any():
+        ids = edited[added]
+        counts = np.zeros((int(edited.max()) + 1, int(classes.max()) + 1), np.int64)
+        inside = (edited > 0) & (classes > 0)
+        np.add.at(counts, (edited[inside].astype(np.int64), classes[inside].astype(np.int64)), 1)
+        majority = counts.argmax(axis=1)
+        majority[counts.sum(axis=1) == 0] = 1
+        mask[added] = majority[ids].astype(np.uint8)
+    return mask
