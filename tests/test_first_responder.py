@@ -88,6 +88,42 @@ def test_first_responder_segments_the_sphere_from_three_slices_without_the_held_
                                atol=1e-6)
 
 
+def test_local_contrast_columns_read_objects_alike_where_the_signal_fades():
+    """A blob 3x brighter above the background than its twin reads the same in the local contrast columns, not in
+    the Gaussian of the bank; without ``contrast`` the bank is unchanged."""
+    from napari_sparseseg.core.features import CONTRAST_SIGMAS, compute_features, feature_names
+
+    z, y, x = np.mgrid[:24, :64, :128].astype(np.float32)
+    image = np.full(z.shape, 10.0, np.float32)
+    for cx, gain in ((32, 30.0), (96, 90.0)):
+        image += gain * np.exp(-((z - 12) ** 2 + (y - 32) ** 2 + (x - cx) ** 2) / (2 * 4.0**2))
+    bank = compute_features(image)
+    full = compute_features(image, contrast=True)
+    assert full.shape[-1] == len(feature_names(contrast=True)) == bank.shape[-1] + len(CONTRAST_SIGMAS)
+    np.testing.assert_array_equal(full[..., : bank.shape[-1]], bank)
+    gaussian, contrast = feature_names().index("gaussian_1.0"), bank.shape[-1]
+    dim, bright = full[12, 32, 32], full[12, 32, 96]
+    assert bright[gaussian] > 2 * dim[gaussian]
+    assert abs(bright[contrast] - dim[contrast]) < 0.15 * abs(dim[contrast])  # the floor and the twin nearby
+
+
+def test_the_forests_read_the_local_contrast_from_whole_slices_and_not_from_strokes():
+    volume, image, mask = _labeled_volume()  # whole slices: plane coverage 1
+    responder = FirstResponder(image, volume, ResponderConfig(trees=4, stages=2))
+    assert responder.fit() and responder.refine()
+    n_stack = responder.warm().shape[-1]
+    assert responder._forest.n_features_in_ == n_stack + context_columns(1)
+    strokes = AnnotatedVolume(image, num_classes=1, spacing=SPACING)
+    for z in (5, 8, 11):  # a short line through the object and one in the background, per slice
+        strokes.set_labels((z, 16, slice(12, 20)), mask[z, 16, 12:20] + 1)
+        strokes.set_labels((z, 2, slice(2, 10)), 1)
+    assert strokes.plane_coverage() < 0.5
+    responder = FirstResponder(image, strokes, ResponderConfig(trees=4, stages=1), features=responder.features)
+    assert responder.fit()
+    assert responder._forest.n_features_in_ == n_stack - 2
+    assert responder.predict().shape == (2,) + SHAPE
+
+
 def test_the_forest_shown_learns_every_label_and_the_forest_scored_never_sees_the_held_back_ones():
     volume, image, mask = _labeled_volume()
     holdout = HoldOut(SPACING, 0.3, block=4)

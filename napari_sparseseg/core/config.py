@@ -282,7 +282,7 @@ class ResponderConfig:
         weighs about 1); it fades to 0 as the net catches up on the held-back labels (``core/distill.py``).
         0 turns it off.
     max_feature_bytes : int
-        Largest feature stack (float32, 46 filters per image channel) kept in memory; a larger volume is
+        Largest feature stack (float32, 48 columns per image channel) kept in memory; a larger volume is
         predicted by the net alone.
     """
 

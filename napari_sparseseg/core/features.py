@@ -7,6 +7,13 @@ axis ``a`` is ``s * min(spacing) / spacing[a]`` voxels, floored at
 ``MIN_SIGMA`` for the derivative filters (a derivative kernel narrower than
 about half a voxel is all zeros), and derivatives are taken in physical units
 (per ``min(spacing)``).
+
+With ``contrast=True`` two *local contrast* columns follow the bank: the
+image smoothed at :data:`CONTRAST_SIGMAS`, less its mean over
+:data:`CONTRAST_SCALE` finest-voxel steps, over its standard deviation
+there. They are unchanged where the signal fades or brightens slowly across
+the volume (deeper slices of an embryo, a CT's field), which the bank is not:
+a classifier fitted on one plane reads objects far from it by them.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["SIGMAS", "compute_features", "feature_names"]
+__all__ = ["CONTRAST_SCALE", "CONTRAST_SIGMAS", "SIGMAS", "compute_features", "feature_names"]
 
 #: Scales (in units of the finest voxel step) of the filter bank, as in ilastik.
 SIGMAS: tuple[float, ...] = (0.7, 1.0, 1.6, 3.5, 5.0)
@@ -24,9 +31,15 @@ SIGMAS: tuple[float, ...] = (0.7, 1.0, 1.6, 3.5, 5.0)
 MIN_SIGMA: float = 0.5
 #: Structure tensor outer scale as a fraction of the inner scale (ilastik: 0.5).
 _ST_OUTER: float = 0.5
+#: Scales (finest voxel steps) of the local contrast columns.
+CONTRAST_SIGMAS: tuple[float, ...] = (1.0, 3.5)
+#: Scale (finest voxel steps) over which the local contrast columns' mean and deviation are taken.
+CONTRAST_SCALE: float = 20.0
+#: Added to the local deviation (the image scaled to [0, 1] by its percentiles): flat regions stay finite.
+_CONTRAST_FLOOR: float = 0.01
 
 
-def feature_names(sigmas: Sequence[float] = SIGMAS) -> list[str]:
+def feature_names(sigmas: Sequence[float] = SIGMAS, contrast: bool = False) -> list[str]:
     """Names of the columns returned by :func:`compute_features`, in order."""
     names = ["intensity"]
     for s in sigmas:
@@ -37,7 +50,7 @@ def feature_names(sigmas: Sequence[float] = SIGMAS) -> list[str]:
             *(f"hessian_eig{i}_{s}" for i in range(3)),
             *(f"structure_tensor_eig{i}_{s}" for i in range(3)),
         ]
-    return names
+    return names + ([f"local_contrast_{s}" for s in CONTRAST_SIGMAS] if contrast else [])
 
 
 def _normalize(image: np.ndarray) -> np.ndarray:
@@ -118,6 +131,7 @@ def compute_features(
     image: np.ndarray,
     spacing: Sequence[float] | None = None,
     sigmas: Sequence[float] = SIGMAS,
+    contrast: bool = False,
 ) -> np.ndarray:
     """ilastik-style filter bank of a 3D image.
 
@@ -134,6 +148,8 @@ def compute_features(
         Physical voxel size (z, y, x); isotropic when omitted.
     sigmas : sequence of float
         Scales in units of the finest voxel step.
+    contrast : bool
+        Append the local contrast columns (see the module docstring).
 
     Returns
     -------
@@ -146,7 +162,7 @@ def compute_features(
     sp = np.ones(3) if spacing is None else np.asarray(spacing, dtype=np.float64)
     rel = sp.min() / sp  # voxel steps per finest step, per axis
     # d/d(physical) = d/d(voxel) * rel; derivative filters work in voxel units.
-    feats = np.empty(img.shape + (len(feature_names(sigmas)),), dtype=np.float32)
+    feats = np.empty(img.shape + (len(feature_names(sigmas, contrast)),), dtype=np.float32)
     feats[..., 0] = img
     col = 1
     for s in sigmas:
@@ -175,4 +191,15 @@ def compute_features(
         feats[..., col + 6 : col + 9] = np.moveaxis(_sym_eigvals(*st), 0, -1)
         del st
         col += 9
+    if contrast:
+        big = CONTRAST_SCALE * rel
+        mean = ndi.gaussian_filter(img, big, mode="reflect", output=np.float32)
+        deviation = ndi.gaussian_filter(img * img, big, mode="reflect", output=np.float32)
+        deviation -= mean * mean
+        np.sqrt(np.maximum(deviation, 0, out=deviation), out=deviation)
+        deviation += np.float32(_CONTRAST_FLOOR)
+        for s in CONTRAST_SIGMAS:
+            smooth = ndi.gaussian_filter(img, s * rel, mode="reflect", output=np.float32)
+            feats[..., col] = (smooth - mean) / deviation
+            col += 1
     return feats

@@ -67,9 +67,16 @@ def stratified_subsample(y: np.ndarray, max_samples: int, rng: np.random.Generat
     return np.sort(np.concatenate(picks))
 
 
+#: Labels of at least this plane coverage (``AnnotatedVolume.plane_coverage``: whole slices 1, brush strokes about
+#: 0.05) let the forests read the local contrast columns of the stack (:mod:`.features`): fitted on whole planes
+#: they read objects far from the planes by them; fitted on strokes they lost up to 0.03 Dice
+#: (``benchmarks/autocontext.py``, docs/decisions.md).
+CONTRAST_MIN_COVERAGE = 0.5
+
+
 def stack_bytes(shape: Sequence[int], channels: int = 1) -> int:
     """Memory of the float32 feature stack of a ``(z, y, x)`` volume with ``channels`` image channels."""
-    return int(np.prod(shape)) * len(feature_names()) * int(channels) * 4
+    return int(np.prod(shape)) * len(feature_names(contrast=True)) * int(channels) * 4
 
 
 class FeatureStack:
@@ -106,12 +113,13 @@ class FeatureStack:
                 and tuple(float(s) for s in spacing) == self.spacing)
 
     def get(self) -> np.ndarray:
-        """float32 ``(z, y, x, F)``, ``F`` = 46 filters per image channel; computed on the first call."""
+        """float32 ``(z, y, x, F)``, ``F`` = 48 columns per image channel (the 46 filters, then the 2 local contrast
+        columns, :func:`~.features.compute_features`); computed on the first call."""
         with self._lock:
             if self._stack is None:
                 t0 = time.perf_counter()
                 raw = as_channels_first(np.asarray(self.image), self.channel_axis)
-                stacks = [compute_features(channel, self.spacing) for channel in raw]
+                stacks = [compute_features(channel, self.spacing, contrast=True) for channel in raw]
                 self._stack = stacks[0] if len(stacks) == 1 else np.concatenate(stacks, axis=-1)
                 self.seconds = time.perf_counter() - t0
             return self._stack
@@ -151,6 +159,8 @@ class FirstResponder:
         self.stage = 0
         self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._fit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        #: Columns of the stack the fitted forests read (None: all; see :data:`CONTRAST_MIN_COVERAGE`).
+        self._columns: np.ndarray | None = None
         #: Annotation revision of the labels last answered: fitted to, or found to hold fewer than two classes
         #: outside the held-back blocks (-1: none yet).
         self.revision = -1
@@ -200,10 +210,24 @@ class FirstResponder:
         return coords, classes, held
 
     def _rows_at(self, coords: np.ndarray, context: np.ndarray | None) -> np.ndarray:
-        """Feature rows ``(n, F [+ C])`` at ``(n, 3)`` coordinates, the context columns appended when given."""
-        at = (coords[:, 0], coords[:, 1], coords[:, 2])
-        rows = self.warm()[at]
-        return rows if context is None else np.concatenate([rows, context[at]], axis=1)
+        """Rows of the columns the forests read ``(n, F' [+ C])`` at ``(n, 3)`` coordinates, the context columns
+        appended when given."""
+        rows = self._read(self.warm()[coords[:, 0], coords[:, 1], coords[:, 2]])
+        return rows if context is None else np.concatenate([rows, context[coords[:, 0], coords[:, 1], coords[:, 2]]],
+                                                           axis=1)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """The columns of stack rows ``(n, F)`` that the fitted forests read."""
+        return rows if self._columns is None else rows[:, self._columns]
+
+    def _choose_columns(self) -> np.ndarray | None:
+        """The stack's columns to fit on: all of them from labels filling their planes, else all but the local
+        contrast columns (:data:`CONTRAST_MIN_COVERAGE`)."""
+        if self.volume.plane_coverage() >= CONTRAST_MIN_COVERAGE:
+            return None
+        per_channel, bank = len(feature_names(contrast=True)), len(feature_names())
+        return np.concatenate([np.arange(c * per_channel, c * per_channel + bank)
+                               for c in range(self.volume.image_channels)])
 
     def _fit_forest(self, coords: np.ndarray, classes: np.ndarray, context: np.ndarray | None = None):
         """An extremely randomised forest fitted on a class-stratified subsample of the given labeled voxels."""
@@ -236,6 +260,7 @@ class FirstResponder:
         if np.unique(classes).size < 2:
             self.revision = revision  # nothing to fit until the labels change
             return False
+        self._columns = self._choose_columns()
         forest = self._fit_forest(coords, classes)
         scored = None
         if held.any() and np.unique(classes[~held]).size >= 2:
@@ -299,14 +324,15 @@ class FirstResponder:
 
     # -- prediction ----------------------------------------------------------------------
     def _proba(self, rows: np.ndarray, forest, context: np.ndarray | None = None) -> np.ndarray:
-        """``(n, K + 1)`` class probabilities of feature rows ``(n, F)`` (classes never labeled get 0), the context
-        rows ``(n, C)`` appended chunk by chunk when given (no copy of the whole stack)."""
+        """``(n, K + 1)`` class probabilities of stack rows ``(n, F)`` (classes never labeled get 0), the columns the
+        forests read taken and the context rows ``(n, C)`` appended chunk by chunk (no copy of the whole stack)."""
         out = np.zeros((len(rows), self.volume.num_classes + 1), np.float32)
         columns = forest.classes_.astype(np.int64)
         for start in range(0, len(rows), PREDICT_CHUNK):
             stop = min(start + PREDICT_CHUNK, len(rows))
-            chunk = rows[start:stop] if context is None else np.concatenate(
-                [rows[start:stop], context[start:stop]], axis=1)
+            chunk = self._read(rows[start:stop])
+            if context is not None:
+                chunk = np.concatenate([chunk, context[start:stop]], axis=1)
             out[start:stop, columns] = forest.predict_proba(chunk)
         return out
 
@@ -335,13 +361,13 @@ class FirstResponder:
         if self._scored is None:
             raise RuntimeError("no classifier fitted without the held-back labels")
         forest, context = self._scored, self._scored_context
-        return self._proba(self._rows_at(coords, None), forest,
+        return self._proba(self.warm()[coords[:, 0], coords[:, 1], coords[:, 2]], forest,
                            None if context is None else context[coords[:, 0], coords[:, 1], coords[:, 2]])
 
     def predict_at(self, coords: np.ndarray) -> np.ndarray:
         """float32 ``(n, K + 1)`` probabilities at ``(n, 3)`` voxel coordinates."""
         forest, context = self._shown()
-        return self._proba(self._rows_at(coords, None), forest,
+        return self._proba(self.warm()[coords[:, 0], coords[:, 1], coords[:, 2]], forest,
                            None if context is None else context[coords[:, 0], coords[:, 1], coords[:, 2]])
 
     def predict(self, box: Box | None = None) -> np.ndarray:
