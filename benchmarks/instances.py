@@ -39,6 +39,16 @@ def instance_truth(name: str, files: list[str]) -> np.ndarray | None:
     return None
 
 
+def forest_masks(image: np.ndarray, labels: np.ndarray, spacing, protocols, seeds):
+    """``(label, mask)`` of the first responder's first stage, fitted on every label of each protocol and seed
+    (uint8 class map, labels merged in)."""
+    for protocol, seed, annotation, volume, features in labeled_runs(image, labels, spacing, protocols, seeds):
+        responder = FirstResponder(image, volume, ResponderConfig(), seed=seed, features=features)
+        responder.fit()
+        mask = np.where(annotation > 0, annotation.astype(np.int64) - 1, responder.predict().argmax(0))
+        yield f"forest {protocol} seed {seed}", mask.astype(np.uint8)
+
+
 def row(label: str, mask: np.ndarray, spacing, truth: np.ndarray | None, shares: list[float]) -> str:
     cells = []
     for method, objects in [("cc", connected_objects(mask)), ("cc-specks", split_instances(mask, classes=()))] + [
@@ -66,13 +76,8 @@ def main() -> None:
         print(f"{name} ({'instances' if truth is not None else 'no instances'}; "
               f"{int(truth.max()) if truth is not None else 'n/a'} objects)")
         print(row("ground-truth mask", labels, spacing, truth, args.depth_shares))
-        for protocol, seed, annotation, volume, features in labeled_runs(image, labels, spacing, args.protocols,
-                                                                         args.seeds):
-            responder = FirstResponder(image, volume, ResponderConfig(), seed=seed, features=features)
-            responder.fit()
-            mask = np.where(annotation > 0, annotation.astype(np.int64) - 1,
-                            responder.predict().argmax(0)).astype(np.uint8)
-            print(row(f"forest {protocol} seed {seed}", mask, spacing, truth, args.depth_shares), flush=True)
+        for label, mask in forest_masks(image, labels, spacing, args.protocols, args.seeds):
+            print(row(label, mask, spacing, truth, args.depth_shares), flush=True)
 
 
 if __name__ == "__main__":

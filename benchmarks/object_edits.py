@@ -21,11 +21,9 @@ import argparse
 
 import numpy as np
 import torch
-from helpers import labeled_runs, load_volumes
-from instances import instance_truth
+from helpers import load_volumes
+from instances import forest_masks, instance_truth
 
-from napari_sparseseg.core.config import ResponderConfig
-from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.instances import DEPTH_SHARE, connected_objects, split_instances
 from napari_sparseseg.core.object_edits import PAIR_SHARE, find_edits, fit_depth_share, resplit
 from napari_sparseseg.evaluation.metrics import object_scores
@@ -100,13 +98,8 @@ def main() -> None:
         truth = truth if truth is not None else connected_objects(labels)
         print(f"{name} ({source}; {int(truth.max())} objects)")
         rows = [row("ground-truth mask", labels, truth, spacing, args.edits, args.start_share)]
-        for protocol, seed, annotation, volume, features in labeled_runs(image, labels, spacing, args.protocols,
-                                                                         args.seeds):
-            responder = FirstResponder(image, volume, ResponderConfig(), seed=seed, features=features)
-            responder.fit()
-            mask = np.where(annotation > 0, annotation.astype(np.int64) - 1,
-                            responder.predict().argmax(0)).astype(np.uint8)
-            rows.append(row(f"forest {protocol} seed {seed}", mask, truth, spacing, args.edits, args.start_share))
+        for label, mask in forest_masks(image, labels, spacing, args.protocols, args.seeds):
+            rows.append(row(label, mask, truth, spacing, args.edits, args.start_share))
         gains = np.array([a - b for b, a, _ in rows])
         print(f"  mean gain {gains.mean():+.3f}, worst {gains.min():+.3f}, better on {int((gains > 0.005).sum())} "
               f"and worse on {int((gains < -0.005).sum())} of {len(rows)}")
