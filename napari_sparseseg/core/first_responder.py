@@ -74,6 +74,11 @@ def stratified_subsample(y: np.ndarray, max_samples: int, rng: np.random.Generat
 CONTRAST_MIN_COVERAGE = 0.5
 
 
+def _index(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``(n, 3)`` coordinates as a NumPy index ``(z, y, x)``."""
+    return coords[:, 0], coords[:, 1], coords[:, 2]
+
+
 def stack_bytes(shape: Sequence[int], channels: int = 1) -> int:
     """Memory of the float32 feature stack of a ``(z, y, x)`` volume with ``channels`` image channels."""
     return int(np.prod(shape)) * len(feature_names(contrast=True)) * int(channels) * 4
@@ -212,9 +217,9 @@ class FirstResponder:
     def _rows_at(self, coords: np.ndarray, context: np.ndarray | None) -> np.ndarray:
         """Rows of the columns the forests read ``(n, F' [+ C])`` at ``(n, 3)`` coordinates, the context columns
         appended when given."""
-        rows = self._read(self.warm()[coords[:, 0], coords[:, 1], coords[:, 2]])
-        return rows if context is None else np.concatenate([rows, context[coords[:, 0], coords[:, 1], coords[:, 2]]],
-                                                           axis=1)
+        at = _index(coords)
+        rows = self._read(self.warm()[at])
+        return rows if context is None else np.concatenate([rows, context[at]], axis=1)
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         """The columns of stack rows ``(n, F)`` that the fitted forests read."""
@@ -336,6 +341,11 @@ class FirstResponder:
             out[start:stop, columns] = forest.predict_proba(chunk)
         return out
 
+    def _proba_at(self, coords: np.ndarray, forest, context: np.ndarray | None) -> np.ndarray:
+        """``(n, K + 1)`` probabilities by ``forest`` at ``(n, 3)`` coordinates."""
+        at = _index(coords)
+        return self._proba(self.warm()[at], forest, None if context is None else context[at])
+
     def _predict_volume(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` (default: the whole volume) by ``forest``."""
         box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
@@ -360,15 +370,11 @@ class FirstResponder:
         held-back labels (the latest stage's): the one to score there."""
         if self._scored is None:
             raise RuntimeError("no classifier fitted without the held-back labels")
-        forest, context = self._scored, self._scored_context
-        return self._proba(self.warm()[coords[:, 0], coords[:, 1], coords[:, 2]], forest,
-                           None if context is None else context[coords[:, 0], coords[:, 1], coords[:, 2]])
+        return self._proba_at(coords, self._scored, self._scored_context)
 
     def predict_at(self, coords: np.ndarray) -> np.ndarray:
         """float32 ``(n, K + 1)`` probabilities at ``(n, 3)`` voxel coordinates."""
-        forest, context = self._shown()
-        return self._proba(self.warm()[coords[:, 0], coords[:, 1], coords[:, 2]], forest,
-                           None if context is None else context[coords[:, 0], coords[:, 1], coords[:, 2]])
+        return self._proba_at(coords, *self._shown())
 
     def predict(self, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` (default: the whole volume)."""

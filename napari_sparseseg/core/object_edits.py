@@ -19,7 +19,7 @@ voxels onto a third object does not count as an edit of it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +123,8 @@ def matched_share(truth: np.ndarray, objects: np.ndarray, iou: float = MATCH_IOU
 
 def fit_depth_share(mask: np.ndarray, edited: np.ndarray, touched: np.ndarray,
                     spacing: Sequence[float] = (1.0, 1.0, 1.0), *, current: float = DEPTH_SHARE,
-                    candidates: Sequence[float] = DEPTH_SHARES) -> float:
+                    candidates: Sequence[float] = DEPTH_SHARES,
+                    typical: Mapping[int, tuple[float, float]] | None = None) -> float:
     """The share of the typical radius whose split reproduces the user's objects best where they edited.
 
     Parameters
@@ -140,6 +141,8 @@ def fit_depth_share(mask: np.ndarray, edited: np.ndarray, touched: np.ndarray,
         The share in use; kept on a tie, and returned when nothing was touched.
     candidates : sequence of float
         Shares to try, each in ``[0, 1]``.
+    typical : mapping, optional
+        :func:`~.instances.typical_objects` of ``mask`` when already measured.
 
     Returns
     -------
@@ -148,7 +151,8 @@ def fit_depth_share(mask: np.ndarray, edited: np.ndarray, touched: np.ndarray,
     """
     if not touched.any():
         return float(current)
-    typical = typical_objects(mask, spacing)  # the scale of the whole mask, not of the touched part
+    if typical is None:  # the scale of the whole mask, not of the touched part
+        typical = typical_objects(mask, spacing)
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(touched))
     part = np.where(touched[box], mask[box], 0)
     truth = np.where(touched[box], edited[box], 0)
@@ -162,13 +166,16 @@ def fit_depth_share(mask: np.ndarray, edited: np.ndarray, touched: np.ndarray,
 
 
 def resplit(mask: np.ndarray, edited: np.ndarray, edits: ObjectEdits, share: float,
-            spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+            spacing: Sequence[float] = (1.0, 1.0, 1.0), *,
+            typical: Mapping[int, tuple[float, float]] | None = None) -> np.ndarray:
     """uint32 ``(z, y, x)``: the mask split at ``share``, with the user's objects where they edited.
 
     The user's objects keep their shapes and get ids after the split's, numbered ``1..N`` without gaps.
+    ``typical``: :func:`~.instances.typical_objects` of ``mask`` when already measured.
     """
-    objects = split_instances(np.where(edits.touched, 0, mask), spacing, depth_share=share,
-                              typical=typical_objects(mask, spacing))
+    if typical is None:
+        typical = typical_objects(mask, spacing)
+    objects = split_instances(np.where(edits.touched, 0, mask), spacing, depth_share=share, typical=typical)
     edited = _compact(edited)
     kept = np.unique(edited[edits.touched])
     kept = kept[kept > 0]

@@ -52,7 +52,7 @@ def learn_object_edits(layer: Labels) -> None:
     """
     from napari.utils.notifications import show_info
 
-    from ..core.instances import split_instances
+    from ..core.instances import split_instances, typical_objects
     from ..core.object_edits import find_edits, fit_depth_share, resplit
 
     state = layer.metadata.get(OBJECTS_KEY)
@@ -70,8 +70,9 @@ def learn_object_edits(layer: Labels) -> None:
                   "them, or a new label over part of one to split it")
         return
     mask = _classes_of(edited, classes)
-    learned = fit_depth_share(mask, edited, edits.touched, spacing, current=share)
-    objects = resplit(mask, edited, edits, learned, spacing)
+    typical = typical_objects(mask, spacing)  # one distance transform for the fit and the split
+    learned = fit_depth_share(mask, edited, edits.touched, spacing, current=share, typical=typical)
+    objects = resplit(mask, edited, edits, learned, spacing, typical=typical)
     layer.data = objects
     layer.metadata[OBJECTS_KEY] = {"classes": mask, "depth_share": learned}
     show_info(f"{layer.name}: learned from {edits.merges} merge(s) and {edits.splits} split(s): objects now split "
