@@ -170,7 +170,7 @@ def kills(args: argparse.Namespace) -> dict:
                 base_labels[4] = 1
                 continue
             labels = session.volume.labels
-            strokes = [r for r in lines if r[0] == "STROKE"]
+            strokes = [r for r in lines if r[0] == "STROKE" and r[11:12] in ([], ["0"])]  # on the session's volume
             acked = {r[1]: float(r[2]) for r in lines if r[0] == "ACK"}
             expected, _, young, n = worker.replay(lines, kill_time, base_labels, np.zeros(shape, np.uint8))
             checked += n

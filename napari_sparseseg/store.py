@@ -30,7 +30,7 @@ import numpy as np
 
 from . import store_lock
 from .core.config import SessionConfig
-from .store_arrays import build_store_folder, read_stored_session, restore_labels
+from .store_arrays import build_store_folder, build_volume_folder, read_stored_session, restore_labels
 from .store_files import (
     MAX_CHUNKS,
     STORE_KEY,
@@ -43,11 +43,12 @@ from .store_files import (
     is_session_store,
     read_history,
     remove_partial_files,
+    volume_folders,
 )
 from .store_writer import CHECKPOINT_SECONDS, LOSS_SMOOTHING, WEIGHTS_REFRESH_SECONDS, StoreWriter
 
 if TYPE_CHECKING:
-    from .core.session import SegmentationSession
+    from .core.session import OtherVolume, SegmentationSession
 
 __all__ = ["CHECKPOINT_SECONDS", "EAGER_IMAGE_BYTES", "LOSS_SMOOTHING", "MAX_CHUNKS", "STORE_KEY", "STORE_VERSION",
            "VOLUME_ARRAYS", "WEIGHTS_REFRESH_SECONDS", "SessionStore", "align_to_chunks", "default_chunks",
@@ -83,7 +84,7 @@ class SessionStore(StoreWriter):
                image_ref: dict[str, Any] | None = None, class_names: Sequence[str] | None = None,
                colors: Sequence[Sequence[float]] | None = None, overwrite: bool = False,
                chunks: Sequence[int] | None = None, image_name: str | None = None) -> SessionStore:
-        """Write a new store for ``session`` (labels, source and weights as they are now).
+        """Write a new store for ``session`` (labels, source and weights as they are now; its other volumes too).
 
         Parameters
         ----------
@@ -131,13 +132,16 @@ class SessionStore(StoreWriter):
             raise
         store = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3), session)
         store._flushed_revision, store._labeled_chunks = builder._flushed_revision, builder._labeled_chunks
+        for mine, built in zip(store.others, builder.others):
+            mine.flushed_revision = built.flushed_revision
         store_lock.acquire(path)
         return store
 
     @classmethod
     def open(cls, path: str | Path, *, config: SessionConfig | None = None,
              device: str | None = None) -> tuple[SessionStore, SegmentationSession]:
-        """Rebuild the session of a store: image, labels and source, model from ``checkpoints/latest.pt``.
+        """Rebuild the session of a store: image, labels and source (of its other volumes too), model from
+        ``checkpoints/latest.pt``.
 
         Parameters
         ----------
@@ -195,6 +199,8 @@ class SessionStore(StoreWriter):
         store = cls(path, root, session)
         store._flushed_revision = session.volume.revision
         store._labeled_chunks = labeled
+        for other in store.others:
+            other.flushed_revision = other.volume.revision  # its labels were just read from the store
         latest = path / "checkpoints" / "latest.pt"
         if latest.exists():
             try:
@@ -252,6 +258,16 @@ class SessionStore(StoreWriter):
             self._group.attrs.update({"class_names": [str(n) for n in class_names],
                                       "colors": [list(map(float, c)) for c in colors] if colors is not None
                                       else self._group.attrs.get("colors")})
+
+    def add_volume(self, other: OtherVolume) -> None:
+        """Keep another volume the session now learns from in ``volumes/<n>`` (its labels from the next flush on;
+        ``session.add_training_volume`` calls it)."""
+        with self._flush_lock:
+            folders = volume_folders(self.path)
+            folder = build_volume_folder(self.path, int(folders[-1].name) + 1 if folders else 1, other)
+            self.others.append(self._writer(folder, other))
+            with self._meta_lock:
+                self._group.attrs.update({STORE_KEY: {"version": STORE_VERSION}})  # older readers refuse it
 
     def copy_prediction_from(self, other: SessionStore) -> bool:
         """Take over ``other``'s stored prediction (a session saved under a new name keeps what was shown).

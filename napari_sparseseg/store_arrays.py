@@ -1,11 +1,12 @@
 """A session written into a new store's arrays, and a session rebuilt from a store's arrays.
 
 :func:`build_store_folder` writes everything of a new store but the labels
-(the image copied slab by slab, the empty volume arrays, the attributes);
+(the image copied slab by slab, the empty volume arrays, the attributes, and a
+folder per other volume the session learns from, :func:`build_volume_folder`);
 :func:`read_stored_session` checks a store's version and rebuilds its
-:class:`~napari_sparseseg.core.session.SegmentationSession`, the labels put
-back chunk by chunk (:func:`restore_labels`). The live store around them is
-:class:`napari_sparseseg.store.SessionStore`.
+:class:`~napari_sparseseg.core.session.SegmentationSession`, the labels of
+every volume put back chunk by chunk (:func:`restore_labels`). The live store
+around them is :class:`napari_sparseseg.store.SessionStore`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from .core.annotation import Source
 from .core.box import Box
 from .core.config import SessionConfig
 from .core.encoding import UNLABELED
-from .store_files import STORE_KEY, STORE_VERSION, chunk_boxes, default_chunks
+from .store_files import STORE_KEY, STORE_VERSION, chunk_boxes, default_chunks, volume_folders
 
 if TYPE_CHECKING:
-    from .core.session import SegmentationSession
+    from .core.annotation import AnnotatedVolume
+    from .core.session import OtherVolume, SegmentationSession
 
 
 def build_store_folder(path: Path, session: SegmentationSession, *, image: np.ndarray | None,
@@ -86,6 +88,8 @@ def build_store_folder(path: Path, session: SegmentationSession, *, image: np.nd
     root.create_array("uncertainty", shape=shape, chunks=chunks, dtype=np.float16, fill_value=0.0)
     (building / "checkpoints").mkdir(exist_ok=True)
     (building / "history.jsonl").touch()
+    for index, other in enumerate(session.other_volumes, start=1):
+        build_volume_folder(building, index, other)
     attrs = {"config": session.config.to_dict(), "spacing": list(vol.spacing), "num_classes": k,
              "class_names": names, "colors": [list(map(float, c)) for c in colors] if colors is not None else None,
              "image_ref": image_ref, "channel_axis": channel_axis, "chunks": list(chunks),
@@ -93,6 +97,43 @@ def build_store_folder(path: Path, session: SegmentationSession, *, image: np.nd
     root.attrs.update(attrs)
     root.attrs.update({STORE_KEY: {"version": STORE_VERSION}})
     return building, root
+
+
+def build_volume_folder(path: Path, index: int, other: OtherVolume) -> Path:
+    """Write ``volumes/<index>`` of the store at ``path``: another volume the session learns from.
+
+    Its image (copied, unless ``other.image_ref`` names its file), empty ``labels``, ``source`` and ``prediction``
+    arrays on its own chunk grid, and its attributes (``spacing``, ``channel_axis``, ``image_ref``, ``image_name``,
+    ``chunks``). Written into a hidden sibling folder and renamed into place, so a kill never leaves half a
+    volume under that name. Returns the folder.
+    """
+    import zarr
+
+    target = path / "volumes" / str(index)
+    if target.exists():
+        raise ValueError(f"{target} exists already: the store's volumes are out of step with its session")
+    target.parent.mkdir(exist_ok=True)
+    building = target.parent / f".{index}.creating-{os.getpid()}"
+    if building.exists():
+        shutil.rmtree(building)
+    try:
+        root = zarr.open_group(str(building), mode="w", zarr_format=3)
+        vol, ref = other.volume, other.image_ref
+        chunks = default_chunks(vol.shape)
+        channel_axis = other.channel_axis
+        if ref is None:
+            channel_axis = copy_image(root, other.image, other.channel_axis, vol.shape, chunks)
+        else:
+            ref = {"path": str(Path(ref["path"]).resolve()), "key": ref.get("key", "image"), "level": ref.get("level")}
+        for name in ("labels", "source", "prediction"):
+            root.create_array(name, shape=vol.shape, chunks=chunks, dtype=np.uint8, fill_value=0)
+        root.attrs.update({"spacing": list(vol.spacing), "channel_axis": channel_axis, "image_ref": ref,
+                           "image_name": other.name, "chunks": list(chunks)})
+        os.rename(building, target)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return target
 
 
 def copy_image(root: Any, image: Any, channel_axis: int | None, shape: tuple[int, int, int],
@@ -160,16 +201,49 @@ def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, 
         image = np.asarray(image[...])  # small enough: in memory, normalised exactly
     session = SegmentationSession(image, num_classes=int(attrs["num_classes"]), spacing=attrs["spacing"],
                                   channel_axis=channel_axis, config=cfg)
-    labeled = restore_labels(session, root["labels"], root["source"], tuple(attrs["chunks"]))
+    labeled = restore_labels(session.volume, root["labels"], root["source"], tuple(attrs["chunks"]))
+    for folder in volume_folders(path):
+        _read_other_volume(session, folder, eager_image_bytes)
     return session, labeled
 
 
-def restore_labels(session: SegmentationSession, labels: Any, source: Any,
+def _read_other_volume(session: SegmentationSession, folder: Path, eager_image_bytes: int) -> None:
+    """Add the volume stored in ``folder`` (``volumes/<n>``) to what ``session`` learns from, its labels restored.
+
+    Raises
+    ------
+    ValueError
+        Naming the folder, if its image cannot be read or cannot train one net with the session's.
+    """
+    import zarr
+
+    from .io import read_volume
+
+    group = zarr.open_group(str(folder), mode="r")
+    attrs = dict(group.attrs)
+    ref = attrs.get("image_ref")
+    try:
+        if ref is None:
+            image = group["image"]
+        else:
+            image = read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0, lazy=True).data
+        if image.nbytes <= eager_image_bytes:
+            image = np.asarray(image[...])
+        volume = session.add_training_volume(image, spacing=attrs["spacing"], channel_axis=attrs.get("channel_axis"),
+                                             name=attrs.get("image_name"), image_ref=ref)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{folder}: another volume of the session cannot be read back: {exc}") from exc
+    restore_labels(volume, group["labels"], group["source"], tuple(attrs["chunks"]))
+
+
+def restore_labels(vol: AnnotatedVolume, labels: Any, source: Any,
                    chunks: Sequence[int]) -> set[tuple[int, int, int]]:
-    """Put stored labels and their sources back into ``session.volume``, one chunk at a time.
+    """Put stored labels and their sources back into ``vol``, one chunk at a time.
 
     Parameters
     ----------
+    vol : AnnotatedVolume
+        A session's volume (its own, or one of ``other_volumes``).
     labels, source : array-like
         uint8 ``(z, y, x)`` arrays (zarr or NumPy) in annotation encoding / :class:`Source`.
     chunks : sequence of int
@@ -180,8 +254,12 @@ def restore_labels(session: SegmentationSession, labels: Any, source: Any,
     set of tuple
         Start corners of the chunks that hold labels. Corrections keep their source (and weight); a
         labeled voxel without a source (a kill between the two chunk writes) counts as painted.
+
+    Raises
+    ------
+    ValueError
+        If the stored arrays do not have the volume's shape, or hold values that are no class.
     """
-    vol = session.volume
     if tuple(labels.shape) != vol.shape or tuple(source.shape) != vol.shape:
         raise ValueError(f"stored labels {labels.shape} / source {source.shape} do not match the image {vol.shape}")
     labeled = set()

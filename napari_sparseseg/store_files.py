@@ -14,6 +14,9 @@ Layout (see ``docs/session-store.md`` for the full description)::
       uncertainty/         float16 (z, y, x) normalised entropy in [0, 1]
       checkpoints/latest.pt, best.pt, index.json
       history.jsonl        one JSON line per training step
+      volumes/<n>/         n = 1, 2, ...: another volume the net learns from, a zarr group of its own
+                           (image/ unless image_ref, labels/, source/, prediction/; attrs spacing,
+                           channel_axis, image_ref, image_name, chunks)
 
 Everything here works on paths; a session written into a store's arrays and
 read back is :mod:`napari_sparseseg.store_arrays`, the live store that keeps
@@ -34,8 +37,8 @@ from .core.box import Box
 
 #: Root attribute that marks a directory as a session store.
 STORE_KEY = "napari_sparseseg_session"
-#: Layout version written by this code; stores with a higher version are refused.
-STORE_VERSION = 1
+#: Layout version written by this code; stores with a higher version are refused. 2: other volumes (``volumes/``).
+STORE_VERSION = 2
 #: Largest chunk (z, y, x) of the volume arrays.
 MAX_CHUNKS: tuple[int, int, int] = (32, 128, 128)
 
@@ -49,6 +52,15 @@ def is_session_store(path: str | Path) -> bool:
         return STORE_KEY in meta.get("attributes", {})
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def volume_folders(path: str | Path) -> list[Path]:
+    """The folders ``volumes/<n>`` of a store's other volumes, in the order they were added (hidden ones, being
+    written, left out)."""
+    folder = Path(path) / "volumes"
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
 # ==================================================================== the chunk grid
@@ -149,3 +161,5 @@ def remove_partial_files(path: Path) -> None:
                 p.unlink()
             except OSError:
                 pass
+    for p in path.glob("volumes/.*.creating-*"):  # a volume whose adding was killed: it never was in the store
+        shutil.rmtree(p, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Writing what a session produces into its store: edits, training steps, predictions and checkpoints.
 
 The labels and source are the user's work. :meth:`StoreWriter.flush` writes
-the chunks an edit touched (with their weights), the buffered training
+the chunks an edit touched (with their weights; of the other volumes the
+session learns from, their labels and source), the buffered training
 history and the queued predictions; a background thread
 (:meth:`StoreWriter.start_autosave`) flushes every ``interval`` seconds.
 :meth:`StoreWriter.save_checkpoint` writes the model atomically
@@ -17,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +27,17 @@ import numpy as np
 from .core.annotation import _weights
 from .core.box import Box
 from .core.events import Prediction, TrainStep
-from .store_files import align_to_chunks, atomic_copy_file, atomic_write_text, chunk_boxes
+from .store_files import (
+    align_to_chunks,
+    atomic_copy_file,
+    atomic_write_text,
+    chunk_boxes,
+    volume_folders,
+)
 
 if TYPE_CHECKING:
-    from .core.session import SegmentationSession
+    from .core.annotation import AnnotatedVolume
+    from .core.session import OtherVolume, SegmentationSession
     from .core.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,16 @@ LOSS_SMOOTHING = 0.1
 AUTOSAVE_SECONDS = 0.1
 #: Least seconds between two rewrites of all labeled weight chunks after the class balance changed.
 WEIGHTS_REFRESH_SECONDS = 5.0
+
+
+@dataclass
+class VolumeWriter:
+    """Where the labels, sources and predictions of one of a session's other volumes go (``volumes/<n>``)."""
+
+    volume: AnnotatedVolume
+    group: Any
+    chunks: tuple[int, int, int]
+    flushed_revision: int = -1
 
 
 class StoreWriter:
@@ -78,6 +97,19 @@ class StoreWriter:
         self._interval = AUTOSAVE_SECONDS
         #: Last exception of the autosave thread (it keeps running; the next flush retries).
         self.last_error: BaseException | None = None
+        folders = volume_folders(self.path)
+        if len(folders) != len(session.other_volumes):
+            raise ValueError(f"{self.path}: {len(folders)} stored other volumes for a session of "
+                             f"{len(session.other_volumes)}")
+        #: The session's other volumes, as ``session.other_volumes``.
+        self.others = [self._writer(folder, other) for folder, other in zip(folders, session.other_volumes)]
+
+    @staticmethod
+    def _writer(folder: Path, other: OtherVolume) -> VolumeWriter:
+        import zarr
+
+        group = zarr.open_group(str(folder), mode="r+", zarr_format=3)
+        return VolumeWriter(other.volume, group, tuple(group.attrs["chunks"]))  # type: ignore[arg-type]
 
     # ================================================================ recording
     def record_step(self, event: TrainStep) -> None:
@@ -184,6 +216,8 @@ class StoreWriter:
             return box
 
     def _flush_labels(self) -> Box:
+        for other in self.others:
+            self._flush_other(other)
         vol = self.session.volume
         revision = vol.revision
         if revision == self._flushed_revision:
@@ -208,6 +242,22 @@ class StoreWriter:
                 self._labeled_chunks.discard(b.start)
         self._flushed_revision = revision
         return box
+
+    @staticmethod
+    def _flush_other(other: VolumeWriter) -> None:
+        """Write the label and source chunks of another volume that changed since its last flush."""
+        vol, revision = other.volume, other.volume.revision
+        if revision == other.flushed_revision:
+            return
+        box = vol.changes_since(other.flushed_revision)
+        first = other.flushed_revision < 0
+        for b in chunk_boxes(box, other.chunks, vol.shape):
+            labels, source = vol.snapshot(b)
+            if first and not labels.any():
+                continue
+            other.group["labels"][b.slices] = labels
+            other.group["source"][b.slices] = source
+        other.flushed_revision = revision
 
     def _refresh_weights(self) -> None:
         """Rewrite the weights of labeled chunks when the class balance moved (rate-limited)."""
@@ -245,6 +295,12 @@ class StoreWriter:
             self._num_classes = k
 
     def _write_prediction(self, prediction: Prediction, merged: np.ndarray) -> None:
+        if prediction.volume > 0:  # another volume: its class map only
+            group = self.others[prediction.volume - 1].group
+            group["prediction"][prediction.box.slices] = merged.astype(np.uint8, copy=False)
+            with self._meta_lock:
+                group["prediction"].attrs.update({"step": prediction.step, "time": time.time()})
+            return
         k = prediction.probabilities.shape[0] - 1
         if k != self._num_classes:
             self._set_num_classes(k)

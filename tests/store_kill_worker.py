@@ -1,9 +1,10 @@
 """Worker for tests/test_store_kill.py: trains on a tiny volume and paints strokes into a session store.
 
-Run as ``python -u store_kill_worker.py STORE SEED``: creates the store (or reopens it when it
-exists), starts autosave, then loops forever: a training step, a few random strokes, now and then
-a prediction of a small box and a checkpoint. Just before each stroke it prints
-``STROKE i z0 y0 x0 z1 y1 x1 value time source`` (value in annotation encoding, 0 erases) and once
+Run as ``python -u store_kill_worker.py STORE SEED``: creates the store of a session with one other
+volume (or reopens it when it exists), starts autosave, then loops forever: a training step, a few
+random strokes (some on the other volume), now and then a prediction of a small box and a checkpoint.
+Just before each stroke it prints ``STROKE i z0 y0 x0 z1 y1 x1 value time source volume`` (value in
+annotation encoding, 0 erases; volume 0 the session's own, 1 the other) and once
 the stroke is applied ``ACK i time``; after each checkpoint ``CKPT step time``; each line in one
 write. The test kills it with SIGKILL.
 """
@@ -50,7 +51,9 @@ def main(path: str, seed: int) -> None:
                                device="cpu")
         session = SegmentationSession(image, num_classes=2, spacing=(2.0, 1.0, 1.0), config=config)
         session.add_labels((4, slice(None), slice(None)), 1)
+        session.add_training_volume(np.flip(image, axis=2).copy(), spacing=(2.0, 1.0, 1.0), name="other")
         store = SessionStore.create(path, session, class_names=["a", "b"], chunks=CHUNKS)
+    volumes = session.training_volumes
     store.start_autosave()
     _say("READY", session.trainer.step, time.time())
     i = 0
@@ -64,11 +67,12 @@ def main(path: str, seed: int) -> None:
             stop = start + size
             value = int(rng.integers(0, 4))
             source = Source.CORRECTED if rng.random() < 0.3 else Source.PAINTED
+            volume = int(rng.random() < 0.3)
             # announced before it is applied (a kill never leaves a stroke applied but unannounced), and
             # acknowledged once applied: the durability clock starts at the acknowledgement, as for a user, whose
             # stroke is acknowledged when it is on screen. Each line is one write (atomic on a pipe).
-            _say("STROKE", i, *start.tolist(), *stop.tolist(), value, repr(time.time()), int(source))
-            session.add_labels(Box(tuple(start), tuple(stop)).slices, value, source)
+            _say("STROKE", i, *start.tolist(), *stop.tolist(), value, repr(time.time()), int(source), volume)
+            volumes[volume].set_labels(Box(tuple(start), tuple(stop)).slices, value, source)
             _say("ACK", i, repr(time.time()))
             i += 1
             time.sleep(float(rng.uniform(0.0, 0.05)))
@@ -125,10 +129,10 @@ def run_until_killed(path: Path, seed: int, delay: float, log: Path, ready_withi
     return lines, kill_time
 
 
-def replay(lines: list[list[str]], kill_time: float, labels: np.ndarray, source: np.ndarray
+def replay(lines: list[list[str]], kill_time: float, labels: np.ndarray, source: np.ndarray, volume: int = 0
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """What the store must hold after a kill: ``labels`` and ``source`` (the store before this worker ran) with
-    every stroke acknowledged :data:`DURABLE_AFTER` before ``kill_time`` applied in order.
+    """What the store must hold of ``volume`` after a kill: ``labels`` and ``source`` (the store before this worker
+    ran) with every stroke on it acknowledged :data:`DURABLE_AFTER` before ``kill_time`` applied in order.
 
     Returns the expected labels and source, the mask of voxels a younger (or unacknowledged) stroke touched (not
     checked), and the number of strokes checked.
@@ -137,7 +141,7 @@ def replay(lines: list[list[str]], kill_time: float, labels: np.ndarray, source:
     young = np.zeros(labels.shape, bool)
     acked = {r[1]: float(r[2]) for r in lines if r[0] == "ACK"}
     checked = 0
-    for row in (r for r in lines if r[0] == "STROKE"):
+    for row in (r for r in lines if r[0] == "STROKE" and (int(r[11]) if len(r) > 11 else 0) == volume):
         z0, y0, x0, z1, y1, x1, value = map(int, row[2:9])
         box = (slice(z0, z1), slice(y0, y1), slice(x0, x1))
         if kill_time - acked.get(row[1], kill_time) >= DURABLE_AFTER:  # acknowledged long enough ago

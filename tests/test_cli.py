@@ -161,10 +161,15 @@ def test_train_learns_from_several_volumes_and_refuses_what_cannot_train_togethe
     assert model.exists() and f"also learning from {other} ({32 * 32} labeled voxels)" in capsys.readouterr().out
     coarse = tmp_path / "coarse.npz"
     np.savez(coarse, image=image, labels=other_labels, spacing=np.array([4.0, 1.0, 1.0], np.float32))
+    store = tmp_path / "s.zarr"
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--also", str(other), str(other),
+                 "--seconds", "1", "--session", str(store), "--device", "cpu"]) == 0
+    assert main(["resume", str(store), "--seconds", "1", "--device", "cpu"]) == 0
+    assert "and 1 other volumes" in capsys.readouterr().out  # the store kept the other volume and its labels
     for extra, match in ((["--also", str(coarse), str(coarse)], "voxel size"),
-                         (["--also", str(other), str(other), "--session", str(tmp_path / "s.zarr")], "one volume")):
+                         (["--also", str(other), str(other), "--session", str(store)], "keeps the volumes")):
         assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "1",
                      "--model", str(tmp_path / "n.pt"), "--device", "cpu", *extra]) == 2
         err = capsys.readouterr().err
         assert match in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "n.pt").exists() and not (tmp_path / "s.zarr").exists()
+    assert not (tmp_path / "n.pt").exists()

@@ -1,12 +1,17 @@
 """The net learns from sparse labels on several volumes: patches from each by its share of the labels, a label
-painted on another volume reaches the next batch, and volumes that cannot train one net are refused."""
+painted on another volume reaches the next batch, volumes that cannot train one net are refused, the net predicts
+the one the user looks at, and a session store keeps them all."""
 
 import numpy as np
 import pytest
+import zarr
 
+from napari_sparseseg.core.annotation import Source
 from napari_sparseseg.core.batches import MIN_VOLUME_SHARE
 from napari_sparseseg.core.config import TrainConfig
+from napari_sparseseg.core.events import Prediction
 from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.store import SessionStore
 from tests.conftest import sphere_volume, tiny_config
 
 SPACING = (1.0, 1.0, 1.0)
@@ -104,3 +109,94 @@ def test_one_volume_draws_no_volume_and_trains_as_before():
     b = second.trainer.batches.sampler.sample(second.volume.class_weights(config.class_balance_power),
                                               config.correction_weight)  # the first patch, drawn directly
     np.testing.assert_array_equal(a.image[0].numpy(), b.image)
+
+
+def _other_shape(z: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Another volume of another shape than the session's: a sphere in (12, 24, 28), one slice labeled."""
+    image, mask = sphere_volume(shape=(12, 24, 28), seed=2, radius=4.0)
+    annotation = np.zeros(mask.shape, np.uint8)
+    annotation[z] = mask[z] + 1
+    return image, annotation
+
+
+def test_the_net_predicts_another_volume_in_its_own_shape_and_merges_its_labels():
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    session.add_training_volume(image, annotation=annotation, spacing=SPACING, name="second")
+    session.trainer.train_step()
+    prediction = session.predict(volume=1)
+    assert prediction.volume == 1 and prediction.labels.shape == image.shape
+    merged = session.merge(prediction)
+    np.testing.assert_array_equal(merged[5], annotation[5] - 1)  # its own labels win, in mask encoding
+    assert session.other_volumes[0].name == "second"
+
+
+def test_while_the_user_looks_at_another_volume_every_other_refresh_predicts_it():
+    image, mask = sphere_volume()
+    session = SegmentationSession(image, num_classes=1, spacing=SPACING, config=tiny_config(enabled=False))
+    session.add_labels((8, slice(None), slice(None)), mask[8] + 1)  # without a first responder: the net is shown
+    other, annotation = _other_shape()
+    session.add_training_volume(other, annotation=annotation, spacing=SPACING)
+    predictions = []
+    for event in session.interactive(refresh_seconds=0.0, first_refresh_steps=1, view_volume=lambda: 1):
+        if isinstance(event, Prediction):
+            predictions.append(event.volume)
+        if len(predictions) == 4 or session.trainer.step > 40:
+            break
+    assert 1 in predictions and 0 in predictions
+    assert all(a != b for a, b in zip(predictions, predictions[1:]))  # alternating: its own volume keeps refreshing
+
+
+def test_a_store_keeps_every_volume_its_labels_sources_and_prediction_and_opens_them_again(tmp_path):
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    path = tmp_path / "run.sparseseg"
+    store = SessionStore.create(path, session)
+    other = session.add_training_volume(image, annotation=annotation, spacing=SPACING, name="second")
+    assert (path / "volumes" / "1" / "image").is_dir()  # kept the moment it is added
+    other.set_labels((7, slice(2, 6), slice(3, 9)), 2, Source.CORRECTED)  # a correction on the other volume
+    session.trainer.train_step()
+    store.record_prediction(session.predict(volume=1))
+    store.close(checkpoint=True)
+    labels, source = other.labels.copy(), other.source.copy()
+
+    reopened, again = SessionStore.open(path)
+    assert len(again.other_volumes) == 1 and again.other_volumes[0].name == "second"
+    back = again.other_volumes[0].volume
+    np.testing.assert_array_equal(back.labels, labels)
+    np.testing.assert_array_equal(back.source, source)
+    np.testing.assert_allclose(np.asarray(again.other_volumes[0].image), image)
+    assert again.training_volumes == [again.volume, back]
+    assert reopened.others[0].group["prediction"].attrs["step"] == 1
+    assert np.asarray(reopened.others[0].group["prediction"][...])[7, 3, 4] == 1  # the correction merged in
+    back.set_labels((1, 0, 0), 1)  # painted after reopening: reaches disk
+    reopened.close()
+    assert zarr.open_group(str(path / "volumes" / "1"), mode="r")["labels"][1, 0, 0] == 1
+
+
+def test_a_session_with_other_volumes_is_stored_whole_and_an_add_killed_halfway_leaves_nothing(tmp_path):
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    session.add_training_volume(image, annotation=annotation, spacing=SPACING, name="second")
+    path = tmp_path / "run.sparseseg"
+    SessionStore.create(path, session).close()
+    half = path / "volumes" / ".2.creating-123"  # what a kill while adding a second volume leaves
+    (half / "labels").mkdir(parents=True)
+    store, again = SessionStore.open(path)
+    assert not half.exists() and len(again.other_volumes) == 1
+    np.testing.assert_array_equal(again.other_volumes[0].volume.labels, annotation)
+    store.close()
+
+
+def test_a_store_whose_other_volume_is_gone_is_refused_naming_it(tmp_path):
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    np.savez(tmp_path / "second.npz", image=image, spacing=np.array(SPACING))
+    session.add_training_volume(image, annotation=annotation, spacing=SPACING,
+                                image_ref={"path": str(tmp_path / "second.npz"), "key": "image", "level": None})
+    path = tmp_path / "run.sparseseg"
+    SessionStore.create(path, session).close()
+    assert not (path / "volumes" / "1" / "image").exists()  # referenced, not copied
+    (tmp_path / "second.npz").unlink()
+    with pytest.raises(ValueError, match="volumes/1"):
+        SessionStore.open(path)

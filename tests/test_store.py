@@ -17,7 +17,7 @@ from napari_sparseseg.core.annotation import Source
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
-from napari_sparseseg.store import STORE_KEY, SessionStore, align_to_chunks, is_session_store
+from napari_sparseseg.store import STORE_KEY, STORE_VERSION, SessionStore, align_to_chunks, is_session_store
 from tests.conftest import sphere_volume
 
 SHAPE = (16, 48, 48)
@@ -57,7 +57,7 @@ def test_round_trip_restores_labels_sources_prediction_history_and_training_step
 
     assert is_session_store(tmp_path / "s.zarr")
     attrs = json.loads((tmp_path / "s.zarr" / "zarr.json").read_text())["attributes"]
-    assert attrs[STORE_KEY] == {"version": 1} and attrs["num_classes"] == 1 and attrs["image_ref"] is None
+    assert attrs[STORE_KEY] == {"version": STORE_VERSION} and attrs["num_classes"] == 1 and attrs["image_ref"] is None
     store2, s2 = SessionStore.open(tmp_path / "s.zarr")
     np.testing.assert_array_equal(s2.volume.labels, session.volume.labels)
     np.testing.assert_array_equal(s2.volume.source, session.volume.source)

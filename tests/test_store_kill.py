@@ -3,7 +3,8 @@
 A worker process (``store_kill_worker.py``) trains a tiny model, paints random strokes, writes
 predictions and checkpoints into a store with autosave on; it is killed with SIGKILL at seeded
 random moments, six times in a row on the same store (round 0 creates it, later rounds reopen it).
-After each kill the store is reopened and checked against a replay of the printed strokes.
+After each kill the store is reopened and checked against a replay of the printed strokes, on the
+session's volume and on the other volume it learns from.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def test_store_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     base_labels = np.zeros(SHAPE, np.uint8)
     base_labels[4] = 1  # the worker labels slice 4 as background when it creates the store
     base_source = np.where(base_labels > 0, 1, 0).astype(np.uint8)
+    other_labels, other_source = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)  # the other volume's
     checked_strokes, partial_files, ckpt_step = 0, 0, -1
     delays = [0.3, 0.9, 1.6, 2.2, 2.9, 3.5]
     rng.shuffle(delays)
@@ -45,6 +47,14 @@ def test_store_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
         np.testing.assert_array_equal(source[old], expected_s[old])
         weights = store.read("weights")
         np.testing.assert_array_equal(weights[old] > 0, labels[old] > 0)
+        other = session.other_volumes[0].volume
+        expected_l, expected_s, young, checked = replay(lines, kill_time, other_labels, other_source, volume=1)
+        checked_strokes += checked
+        old = ~young
+        mismatch = np.count_nonzero(other.labels[old] != expected_l[old])
+        assert mismatch == 0, f"round {round_}: {mismatch} voxels of old strokes on the other volume lost"
+        np.testing.assert_array_equal(other.source[old], expected_s[old])
+        other_labels, other_source = other.labels.copy(), other.source.copy()
 
         ckpts = [int(r[1]) for r in lines if r[0] == "CKPT"]
         ckpt_step = max([ckpt_step] + ckpts)

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "exists (autosaved)")
     p.add_argument("--also", nargs=2, action="append", default=[], metavar=("IMAGE", "ANNOTATION"),
                    help="another volume of the same kind and its sparse labels to learn from too (repeatable; "
-                        "same channels and voxel size within 10 %%; the model file holds what is learned from all)")
+                        "same channels and voxel size within 10 %%; the model file holds what is learned from all, a "
+                        "new --session keeps every volume and its labels, referencing the image files)")
     common(p)
     p.set_defaults(func=cmd_train)
 

@@ -30,8 +30,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model and not Path(args.model).parent.is_dir():
         raise ValueError(f"{args.model}: the folder {Path(args.model).parent} does not exist")
     also = getattr(args, "also", [])
-    if also and args.session:
-        raise ValueError("--also: a session store holds one volume; train several volumes into a --model file")
+    if also and args.session and Path(args.session).exists():
+        raise ValueError(f"--also: {args.session} exists and keeps the volumes it was created with; continue it "
+                         "with `resume`, or give a new --session path")
     source, annotation = _read_labeled(args.image, args.annotation, args)
     image, spacing = source.data, source.spacing
     k = args.classes or max(int(annotation.max()) - 1, 1)
@@ -84,7 +85,8 @@ def _add_volume(session, image_path: str, annotation_path: str, args: argparse.N
     source, annotation = _read_labeled(image_path, annotation_path, args)
     try:
         volume = session.add_training_volume(source.data, annotation=annotation, spacing=source.spacing,
-                                             channel_axis=source.channel_axis)
+                                             channel_axis=source.channel_axis, name=Path(image_path).name.split(".")[0],
+                                             image_ref={"path": image_path, "key": "image", "level": args.level})
     except ValueError as e:
         raise ValueError(f"--also {image_path}: {e}") from None
     print(f"also learning from {image_path} ({volume.n_labeled} labeled voxels)")
@@ -98,7 +100,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if store.resume_error:
         print(f"warning: {store.resume_error}", file=sys.stderr)
     start = session.trainer.step
-    print(f"resuming {args.store} at step {start} ({session.volume.n_labeled} labeled voxels)")
+    others = f", and {len(session.other_volumes)} other volumes" if session.other_volumes else ""
+    print(f"resuming {args.store} at step {start} ({session.volume.n_labeled} labeled voxels{others})")
     store.start_autosave()
     interrupted = _train_for(session, store, args.seconds)
     store.close(checkpoint=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class Recorder(Protocol):
 
     def record_prediction(self, prediction: Prediction) -> None:
         """A prediction is about to be shown."""
+
+    def add_volume(self, other: Any) -> None:
+        """The session also learns from another volume (a ``session.OtherVolume``): keep it."""
 
 
 class Display:

@@ -107,6 +107,9 @@ class Prediction:
         The expected Dice of the whole mask shown, per class and overall (:mod:`~.estimate`): what to tell the
         user. Made from the latest whole-volume prediction shown (a prediction of the view carries it on); None
         before there was one.
+    volume : int
+        Which training volume it predicts: 0 the session's own, ``i`` its ``other_volumes[i - 1]`` (the net's
+        alone, unscored).
     """
 
     box: Box
@@ -119,6 +122,7 @@ class Prediction:
     scores: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     estimate: DiceEstimate | None = None
+    volume: int = 0
 
     @property
     def score(self) -> float | None:

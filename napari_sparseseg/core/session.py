@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,33 @@ from .handover import HandOver
 from .holdout import HoldOut
 from .trainer import Trainer
 
-__all__ = ["Event", "Recorder", "SegmentationSession"]
+__all__ = ["Event", "OtherVolume", "Recorder", "SegmentationSession"]
+
+
+@dataclass(frozen=True)
+class OtherVolume:
+    """A volume besides the session's own whose labels the net also learns from.
+
+    Attributes
+    ----------
+    volume : AnnotatedVolume
+        Its labels ``y`` and weights ``w(y)``, normalised on its own.
+    image : array-like
+        The raw image as given (a reference, not a copy): what a session store saves.
+    channel_axis : int or None
+        Channel axis of a 4D ``image``.
+    name : str or None
+        What the user calls it (a napari layer or file name).
+    image_ref : dict or None
+        ``{"path": file, "key": ..., "level": ...}`` when the image came from a file that a session store may
+        reference instead of copying it.
+    """
+
+    volume: AnnotatedVolume
+    image: Any
+    channel_axis: int | None = None
+    name: str | None = None
+    image_ref: dict[str, Any] | None = None
 
 
 class SegmentationSession:
@@ -74,6 +100,8 @@ class SegmentationSession:
                                         seed=config.train.seed, features=features)
         #: What :meth:`interactive` shows: the first responder's, the net's or their blend (and their scores).
         self.display = Display(self.volume, self.responder, config, lambda: self.trainer.step)
+        #: The other volumes the net learns from, in the order they were added (``Prediction.volume`` - 1).
+        self.other_volumes: list[OtherVolume] = []
 
     @classmethod
     def from_model(cls, image: np.ndarray, model: str | Path | dict[str, Any], *,
@@ -136,13 +164,14 @@ class SegmentationSession:
         """Train; see :meth:`Trainer.run` for the limits."""
         return self.trainer.run(**limits)
 
-    def predict(self, box: Box | None = None) -> Prediction:
-        """Raw network prediction of ``box`` (default: whole volume)."""
-        return self.trainer.predict(box)
+    def predict(self, box: Box | None = None, volume: int = 0) -> Prediction:
+        """Raw network prediction of ``box`` (default: whole volume) of training volume ``volume`` (0: its own)."""
+        return self.trainer.predict(box, volume=volume)
 
     def merge(self, prediction: Prediction) -> np.ndarray:
-        """The prediction with every labeled voxel replaced by its label (mask encoding)."""
-        return merge_labels(prediction.labels, self.volume.labels[prediction.box.slices])
+        """The prediction with every labeled voxel of its volume replaced by its label (mask encoding)."""
+        labels = self.trainer.batches.volumes[prediction.volume].labels
+        return merge_labels(prediction.labels, labels[prediction.box.slices])
 
     @property
     def handover(self) -> HandOver:
@@ -176,13 +205,15 @@ class SegmentationSession:
                 volume.add_class()
 
     def add_training_volume(self, image: np.ndarray, *, annotation: np.ndarray | None = None,
-                            spacing: Sequence[float] | None = None,
-                            channel_axis: int | None = None) -> AnnotatedVolume:
+                            spacing: Sequence[float] | None = None, channel_axis: int | None = None,
+                            name: str | None = None, image_ref: dict[str, Any] | None = None) -> AnnotatedVolume:
         """Another volume of the same kind whose labels the net also learns from (the 3D U-Net paper's training on
         sparse labels of several volumes, to segment others like them).
 
-        The session's own volume stays the one predicted, shown and held back from; patches are drawn from every
-        labeled volume by its share of the labels (:mod:`.batches`), each volume normalised on its own.
+        The session's own volume stays the one held back from and shown with the first responder; patches are
+        drawn from every labeled volume by its share of the labels (:mod:`.batches`), each volume normalised on
+        its own. :meth:`interactive` predicts it with the net when the user looks at it; a session store keeps it
+        (its image, labels and prediction).
 
         Parameters
         ----------
@@ -194,6 +225,10 @@ class SegmentationSession:
             Voxel size ``(z, y, x)``; within 10 % of the session's (patches are cut in voxels).
         channel_axis : int, optional
             Channel axis of a 4D image.
+        name : str, optional
+            What the user calls it (kept by a session store).
+        image_ref : dict, optional
+            The file the image was read from (see :class:`OtherVolume`).
 
         Returns
         -------
@@ -208,11 +243,15 @@ class SegmentationSession:
         volume = AnnotatedVolume(image, num_classes=self.num_classes, spacing=spacing, channel_axis=channel_axis,
                                  annotation=annotation, intensity_views=self.config.train.intensity_views)
         self.trainer.add_volume(volume)
+        other = OtherVolume(volume, image, channel_axis, name, image_ref)
+        self.other_volumes.append(other)
+        if self.store is not None:
+            self.store.add_volume(other)
         return volume
 
     @property
     def training_volumes(self) -> list[AnnotatedVolume]:
-        """Every volume the net learns from, the session's own first."""
+        """Every volume the net learns from, the session's own first (``Prediction.volume`` indexes it)."""
         return list(self.trainer.batches.volumes)
 
     def segment(self) -> np.ndarray:
@@ -225,7 +264,8 @@ class SegmentationSession:
     def interactive(self, view_box: Callable[[], Box | None] = lambda: None, *,
                           refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
                           should_stop: Callable[[], bool] = lambda: False,
-                          max_predict_share: float = 0.3) -> Iterator[Event]:
+                          max_predict_share: float = 0.3,
+                          view_volume: Callable[[], int] = lambda: 0) -> Iterator[Event]:
         """Train forever, streaming what the user should see: the first responder's, the net's or their blend.
 
         From the first labels, the first responder (a pixel classifier on a precomputed filter bank,
@@ -241,7 +281,9 @@ class SegmentationSession:
         spent predicting is capped: after a net prediction that took ``p`` seconds the next one waits at least
         ``p * (1 / max_predict_share - 1)`` seconds (and at least ``refresh_seconds``); a refit of the first
         responder waits at least as long as the previous one took. While the net is shown, refreshes alternate
-        between the box in view and the whole volume; a change of the view is predicted first.
+        between the box in view and the whole volume; a change of the view is predicted first. While the user
+        looks at another training volume (``view_volume``), every other refresh predicts that whole volume with
+        the net (``Prediction.volume``).
 
         Parameters
         ----------
@@ -255,6 +297,9 @@ class SegmentationSession:
             Polled between steps.
         max_predict_share : float
             Largest share of wall time spent on net predictions, in ``(0, 1]``.
+        view_volume : callable
+            The training volume the user looks at (an index of :attr:`training_volumes`; 0 its own), asked at each
+            refresh.
         """
         if not 0 < max_predict_share <= 1:
             raise ValueError(f"max_predict_share must be in (0, 1], got {max_predict_share}")
@@ -270,7 +315,7 @@ class SegmentationSession:
         last_end, last_cost = time.perf_counter(), 0.0
         fit_end, fit_cost = -np.inf, 0.0
         last_view: Box | None = None
-        full_due = False
+        full_due, last_volume = False, 0
         try:
             while not should_stop():
                 if (responder is not None and volume.n_labeled and responder.behind
@@ -297,6 +342,17 @@ class SegmentationSession:
                     due = now - last_end >= gap
                 if not due or should_stop():
                     continue
+                other = view_volume() if last_volume == 0 else 0  # alternate with the session's own volume
+                if 0 < other < len(self.trainer.batches.volumes):
+                    t0 = time.perf_counter()
+                    prediction = self.predict(None, volume=other)
+                    if self.store is not None:
+                        self.store.record_prediction(prediction)
+                    yield prediction
+                    last_end, last_volume = time.perf_counter(), other
+                    last_cost = last_end - t0
+                    continue
+                last_volume = 0
                 box = view_box() if display.handover.shown in ("net", "blend") or responder is None else None
                 if box is not None:  # while the first responder is shown the net predicts the volume, to be scored
                     box = box.clip(shape)

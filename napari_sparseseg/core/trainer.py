@@ -336,37 +336,35 @@ class Trainer:
             yield event
 
     def predict(self, box: Box | None = None, window: tuple[int, int, int] | None = None, *,
-                final: bool = False) -> Prediction:
-        """Predict ``box`` (default: whole volume) with the current (EMA) weights.
+                final: bool = False, volume: int = 0) -> Prediction:
+        """Predict ``box`` (default: whole volume) of training volume ``volume`` (0: the session's own; an index of
+        ``batches.volumes``) with the current (EMA) weights.
 
-        ``final`` uses ``inference.final_overlap`` and ``final_mirror_axes``
-        (test-time augmentation for the end result) instead of the streamed
-        ``overlap`` and ``mirror_axes``.
+        ``final`` uses ``inference.final_overlap`` and ``final_mirror_axes`` (test-time augmentation for the end
+        result) instead of the streamed ``overlap`` and ``mirror_axes``.
         """
         self._sync_classes()
         self.update_decision_offset()
-        model = self.ema_model
+        model, vol = self.ema_model, self.batches.volumes[volume]
         model.eval()
-        revision = self.volume.revision
-        icfg = self.config.inference
-        if final:
-            icfg = icfg.final()
+        revision = vol.revision
+        icfg = self.config.inference.final() if final else self.config.inference
         while True:
             size = window or self._predict_window or self.patch_size
             wanted = icfg.batch_for(self.device.type)
             batch = min(wanted, self._predict_batch or wanted)
             try:
-                probs = predict_probabilities(model, self.volume.features, size, config=replace(icfg, batch_size=batch),
+                probs = predict_probabilities(model, vol.features, size, config=replace(icfg, batch_size=batch),
                                               box=box, device=self.device, amp=self.amp, as_tensor=True)
                 break
             except torch.cuda.OutOfMemoryError:
                 self._predict_batch, smaller = self._back_off("prediction", batch, size)
                 if smaller != size:
                     self._predict_window, window = smaller, None
-        box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
+        box = Box.full(vol.shape) if box is None else box.clip(vol.shape)
         probabilities, labels, uncertainty = class_map_and_uncertainty(probs)
         return Prediction(box=box, labels=labels, probabilities=probabilities, uncertainty=uncertainty,
-                          step=self.step, revision=revision)
+                          step=self.step, revision=revision, volume=volume)
 
     @torch.no_grad()
     def update_decision_offset(self) -> None:

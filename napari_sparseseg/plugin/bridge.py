@@ -83,7 +83,8 @@ class RunFlags:
 
 
 def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box | None], flags: RunFlags,
-            *, refresh_seconds: float = 3.0, first_refresh_steps: int = 10) -> Iterator[WorkerEvent]:
+            *, refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
+            view_volume: Callable[[], int] = lambda: 0) -> Iterator[WorkerEvent]:
     """The worker's generator: build the session, then train and stream predictions.
 
     Parameters
@@ -95,8 +96,8 @@ def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box
     flags : RunFlags
         ``stop`` ends the run at the next yield; ``started`` and ``done`` are
         set when the generator starts and ends, however it ends.
-    refresh_seconds, first_refresh_steps
-        See :meth:`~.core.session.SegmentationSession.interactive`.
+    refresh_seconds, first_refresh_steps, view_volume
+        See :meth:`~.core.session.SegmentationSession.interactive` (``view_volume`` thread-safe too).
 
     Raises
     ------
@@ -113,12 +114,13 @@ def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box
         # Workaround for the core's interactive(), which refreshes every
         # ``refresh_seconds`` however long a prediction takes (see SegmentationSession.interactive).
         events = session.interactive(view_box, refresh_seconds=refresh_seconds,
-                                   first_refresh_steps=first_refresh_steps, should_stop=flags.stop.is_set)
+                                     first_refresh_steps=first_refresh_steps, should_stop=flags.stop.is_set,
+                                     view_volume=view_volume)
         for event in events:
             if flags.stop.is_set():
                 return
             if isinstance(event, Prediction):
-                revision = session.revision
+                revision = session.training_volumes[event.volume].revision if event.volume else session.revision
                 yield Refresh(event, session.merge(event), revision)
             else:
                 yield event
@@ -133,10 +135,11 @@ def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box
 
 
 def merge_late_edits(session: SegmentationSession, refresh: Refresh) -> np.ndarray:
-    """``refresh.merged`` with the voxels labeled after ``refresh.revision`` merged again."""
+    """``refresh.merged`` with the voxels of its volume labeled after ``refresh.revision`` merged again."""
     merged = refresh.merged
     box = refresh.prediction.box
-    late = session.changes_since(refresh.revision)
+    volume = session.training_volumes[refresh.prediction.volume]
+    late = volume.changes_since(refresh.revision)
     if late.empty:
         return merged
     lo = np.maximum(late.start, box.start)
@@ -146,7 +149,7 @@ def merge_late_edits(session: SegmentationSession, refresh: Refresh) -> np.ndarr
     merged = merged.copy()
     world = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     local = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(lo, hi, box.start))
-    merged[local] = merge_labels(merged[local], session.labels_at(world)[0])
+    merged[local] = merge_labels(merged[local], volume.labels[world])
     return merged
 
 
@@ -196,7 +199,8 @@ class TrainingRun:
         return self.running and self._flags is not None and self._flags.stop.is_set()
 
     def start(self, build: Callable[[], SegmentationSession], view_box: Callable[[], Box | None], *,
-              refresh_seconds: float = 3.0, first_refresh_steps: int = 10) -> None:
+              refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
+              view_volume: Callable[[], int] = lambda: 0) -> None:
         """Start a worker thread running :func:`compute`.
 
         Raises
@@ -212,7 +216,8 @@ class TrainingRun:
             raise RuntimeError("this training run was shut down")
         self._flags = flags = RunFlags.new()
         worker = create_worker(compute, build, view_box, flags, refresh_seconds=refresh_seconds,
-                               first_refresh_steps=first_refresh_steps, _start_thread=False,
+                               first_refresh_steps=first_refresh_steps, view_volume=view_volume,
+                               _start_thread=False,
                                _ignore_errors=True)
         # Each handler knows its run: events still queued from an earlier run
         # (delivered after a quick Stop + Start) are dropped.

@@ -7,7 +7,7 @@ from typing import Any
 from napari.layers import Image
 
 #: ``layer.metadata["sparseseg_role"]`` of layers the widget creates as output.
-OUTPUT_ROLES = ("prediction", "uncertainty", "export")
+OUTPUT_ROLES = ("prediction", "uncertainty", "export", "volume_prediction")
 
 
 def image_layer_problem(layer: Any) -> str | None:

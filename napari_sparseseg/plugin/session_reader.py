@@ -2,7 +2,8 @@
 
 A session store (:mod:`napari_sparseseg.store`) opened in napari comes back as three layers: the image (``scale``
 = spacing), the annotation labels (layer encoding: class k is k, background 255) and the last prediction (mask
-encoding); each carries ``metadata["sparseseg_store"]`` = the store path.
+encoding); each carries ``metadata["sparseseg_store"]`` = the store path. Each other volume the session learns
+from comes back the same way (its layers also carry ``metadata["sparseseg_volume"]`` = its number ``n``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import numpy as np
 
 from ..core.encoding import annotation_to_layer
 from ..store import is_session_store
+from ..store_files import volume_folders
 
 log = logging.getLogger(__name__)
 
 #: Layer metadata key holding the path of the store a layer came from.
 STORE_META = "sparseseg_store"
+#: Layer metadata key holding the number ``n`` of the store's other volume (``volumes/<n>``) a layer shows.
+VOLUME_META = "sparseseg_volume"
 LayerData = tuple[Any, dict[str, Any], str]
 
 
@@ -109,26 +113,17 @@ def store_layers(path: str | Path) -> list[LayerData]:
     """
     import zarr
 
-    from ..io import read_volume
-
     path = Path(path).resolve()
     root = zarr.open_group(str(path), mode="r")
     attrs = dict(root.attrs)
-    scale = tuple(float(s) for s in attrs["spacing"])
-    ref = attrs.get("image_ref")
-    if ref is None:
-        image = np.asarray(root["image"][...])
-    else:
-        image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
-    stored_name = attrs.get("image_name")
-    name = stored_name if isinstance(stored_name, str) and stored_name else store_stem(path)
+    image, scale, stored_name = _image_of(root, attrs)
+    name = stored_name or store_stem(path)
     image_meta: dict[str, Any] = {
         "name": name, "scale": scale,
         "metadata": {STORE_META: str(path), "spacing": scale, "class_names": tuple(attrs.get("class_names") or ()),
                      "class_colors": attrs.get("colors")}}
-    channel_axis = attrs.get("channel_axis")
     if image.ndim == 4:
-        image_meta["channel_axis"] = 0 if ref is None else channel_axis
+        image_meta["channel_axis"] = 0 if attrs.get("image_ref") is None else attrs.get("channel_axis")
     layers: list[LayerData] = [
         (image, image_meta, "image"),
         (annotation_to_layer(root["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
@@ -138,4 +133,43 @@ def store_layers(path: str | Path) -> list[LayerData]:
         layers.append((np.asarray(root["prediction"][...]),
                        {"name": "prediction", "scale": scale, "opacity": 0.45,
                         "metadata": {"sparseseg_role": "prediction", STORE_META: str(path)}}, "labels"))
+    for folder in volume_folders(path):
+        layers += _volume_layers(path, folder, f"{name} volume {folder.name}")
+    return layers
+
+
+def _image_of(group: Any, attrs: dict[str, Any]) -> tuple[np.ndarray, tuple[float, ...], str | None]:
+    """A stored volume's image (copied in ``group``, or read from the file of its ``image_ref``), its spacing and
+    the name the user gave it (None when none was stored)."""
+    from ..io import read_volume
+
+    ref = attrs.get("image_ref")
+    if ref is None:
+        image = np.asarray(group["image"][...])
+    else:
+        image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
+    name = attrs.get("image_name")
+    return image, tuple(float(s) for s in attrs["spacing"]), name if isinstance(name, str) and name else None
+
+
+def _volume_layers(path: Path, folder: Path, default_name: str) -> list[LayerData]:
+    """The image, annotation and (once stored) prediction layers of the store's other volume in ``folder``."""
+    import zarr
+
+    group = zarr.open_group(str(folder), mode="r")
+    attrs = dict(group.attrs)
+    image, scale, stored_name = _image_of(group, attrs)
+    name = stored_name or default_name
+    tag = {STORE_META: str(path), VOLUME_META: int(folder.name)}
+    image_meta: dict[str, Any] = {"name": name, "scale": scale, "metadata": {**tag, "spacing": scale}}
+    if image.ndim == 4:
+        image_meta["channel_axis"] = 0 if attrs.get("image_ref") is None else attrs.get("channel_axis")
+    layers: list[LayerData] = [
+        (image, image_meta, "image"),
+        (annotation_to_layer(group["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
+                                            "metadata": {"sparseseg_role": "volume_annotation", **tag}}, "labels")]
+    if "step" in group["prediction"].attrs:
+        layers.append((np.asarray(group["prediction"][...]), {
+            "name": f"{name} prediction", "scale": scale, "opacity": 0.45,
+            "metadata": {"sparseseg_role": "volume_prediction", **tag}}, "labels"))
     return layers

@@ -2,19 +2,16 @@
 
 The widget composes boxes and parts and owns no compute:
 
-* the boxes: :class:`~.data_panel.DataPanel` (image and annotation layer),
-  :class:`~.class_panel.ClassPanel`, :class:`~.training_panel.TrainingPanel`,
-  :class:`~.status_panel.StatusPanel`, :class:`~.guidance_panel.GuidancePanel`,
-  :class:`~.results_panel.ResultsPanel`, and the Session and Model boxes
-  (:class:`~.session_files.SessionFiles`, :class:`~.models.ModelFiles`);
-* :class:`~.layer_binding.LayerBinding` binds the layers to the session
-  (strokes and corrections through :class:`~.strokes.LabelSync`, the output
-  layers, colours, the slice in view);
+* the boxes: :class:`~.data_panel.DataPanel` (image and annotation layer), :class:`~.volumes_panel.VolumesPanel`
+  (more volumes to learn from), :class:`~.class_panel.ClassPanel`, :class:`~.training_panel.TrainingPanel`,
+  :class:`~.status_panel.StatusPanel`, :class:`~.guidance_panel.GuidancePanel`, :class:`~.results_panel.ResultsPanel`,
+  and the Session and Model boxes (:class:`~.session_files.SessionFiles`, :class:`~.models.ModelFiles`);
+* :class:`~.layer_binding.LayerBinding` binds the layers to the session (strokes and corrections through
+  :class:`~.strokes.LabelSync`, the output layers, colours, the slice in view);
 * :class:`~.bridge.TrainingRun` runs the session in a worker thread.
 
-What stays here is the session's life (Start, Pause, Stop, a new model when
-the settings or classes change) and the worker's events. Every layer write
-happens on the GUI thread, in the handlers of those events.
+What stays here is the session's life (Start, Pause, Stop, a new model when the settings or classes change) and
+the worker's events. Every layer write happens on the GUI thread, in the handlers of those events.
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ from .session_build import new_session, reuse, session_key
 from .session_files import SessionFiles
 from .status_panel import RefreshClock, StatusPanel, shown_in_words
 from .training_panel import TrainingPanel
+from .volumes_panel import VolumesPanel
 from .window_watch import EndsWithItsWindow
 
 if TYPE_CHECKING:
@@ -120,7 +118,8 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self.status_panel = StatusPanel()
         self.guidance_panel = GuidancePanel(self.viewer, lambda: self.image_layer)
         self.results_panel = ResultsPanel(self)
-        for panel in (self.data_panel, self.class_panel, self.training_panel, self.status_panel,
+        self.volumes_panel = VolumesPanel(self)
+        for panel in (self.data_panel, self.volumes_panel, self.class_panel, self.training_panel, self.status_panel,
                       self.guidance_panel, self.results_panel):
             root.addWidget(panel)
         root.addStretch(1)
@@ -175,6 +174,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             if self.session is None:
                 self.class_panel.take_names_of(layer)
             self.features.for_layer(layer)  # the first responder's features, computed while the user paints
+        self.volumes_panel.refresh()  # the image chosen here is no other volume
         self._update_view_box()
         self.update_buttons()
 
@@ -209,8 +209,9 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self.apply_colormaps()
 
     def apply_colormaps(self) -> None:
-        """Recolour the annotation and prediction layers from :attr:`classes`."""
+        """Recolour the annotation and prediction layers (of every volume) from :attr:`classes`."""
         self.layers.recolour(self.annotation_layer)
+        self.volumes_panel.recolour()
 
     def _update_view_box(self, *_: Any) -> None:
         self.layers.update_view_box(self.image_layer)
@@ -263,11 +264,11 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             build = reuse(self.session)
         else:
             build = new_session(image, annotation, len(self.classes), config, self.features.for_layer(image))
-        build = self.files.wrap(build, config.device)
+        build = self.volumes_panel.wrap(self.files.wrap(build, config.device))
         self._pending_key = key
         self._update_view_box()
         self.run.start(build, self.current_view_box, refresh_seconds=self.refreshes.refresh_seconds,
-                       first_refresh_steps=self.refreshes.first_refresh_steps)
+                       first_refresh_steps=self.refreshes.first_refresh_steps, view_volume=self.volumes_panel.in_view)
         self.status_panel.say("starting: building the model…")
         self.update_buttons()
         return True
@@ -294,9 +295,9 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if self.session is not None and reason:
             show_info(f"sparseseg: {reason}")
         self.files.detach()
-        self.session = None
-        self._session_key = None
+        self.session = self._session_key = None
         self.outputs.forget_predicted()
+        self.volumes_panel.forget()
 
     # -- worker events (GUI thread) ----------------------------------------------------
     def _on_event(self, event: Any) -> None:
@@ -327,11 +328,14 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             self.layers.sync.resync()  # strokes painted while the model was being built
         self.status_panel.say(f"training on {session.trainer.device}")
         self.files.on_session_ready(session)
+        self.volumes_panel.on_session_ready(session)
 
     def _show_prediction(self, refresh: Refresh) -> None:
         session, image, annotation = self.session, self.image_layer, self.annotation_layer
         if session is None or image is None or annotation is None:
             return
+        if refresh.prediction.volume > 0:  # another volume the user looks at
+            return self.volumes_panel.show(refresh, merge_late_edits(session, refresh))
         layer = self.layers.show(refresh.prediction, merge_late_edits(session, refresh), image, annotation,
                                  uncertainty=self.training_panel.uncertainty_check.isChecked())
         self.refreshes.refreshed()
@@ -372,6 +376,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self.data_panel.set_enabled(not running)
         self.class_panel.update_buttons(running)
         self.results_panel.update_buttons()
+        self.volumes_panel.update_buttons(running)
 
     # ================================================================ teardown
     def close_session(self, timeout: float = 60.0) -> bool:
@@ -386,6 +391,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         except RuntimeError:
             pass
         self.layers.close()
+        self.volumes_panel.close()
         try:
             self._wire_viewer(connect=False)
         except (RuntimeError, ValueError):

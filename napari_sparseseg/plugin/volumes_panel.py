@@ -1,0 +1,316 @@
+"""The widget's "More volumes" box: other images the net learns from too, painted on and predicted like the first.
+
+A user with several volumes of one kind (embryos, time points, a series of
+scans) picks another image layer and presses *Learn from it too*: an
+annotation layer ``"<image> annotation"`` is made over it, whose strokes go to
+that volume of the session (:meth:`~.core.session.SegmentationSession.add_training_volume`)
+through its own :class:`~.strokes.LabelSync`. While one of its layers is
+selected, every other refresh of the training run predicts that volume with the
+net (``view_volume`` of the session's loop) into ``"<image> prediction"``, on
+which strokes are corrections, as on the first image's prediction.
+
+Volumes are added to a session only while no training runs: before Start they
+wait and are added in the worker once the session is built (after its store is
+created or reopened, which then keeps them); after Stop they are added at once.
+A reopened session store brings its volumes back as layers
+(:func:`~.session_reader.store_layers`), matched to the session's volumes at Start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
+
+from ..core.annotation import Source
+from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE, layer_to_annotation
+from .layers import image_layer_problem, placement, role
+from .session_reader import STORE_META, VOLUME_META
+from .strokes import LabelSync
+
+if TYPE_CHECKING:
+    from ..core.annotation import AnnotatedVolume
+    from ..core.session import SegmentationSession
+    from .bridge import Refresh
+    from .host import DockHost
+
+
+class VolumeLabels:
+    """What a :class:`~.strokes.LabelSync` asks of a session, for one of its other volumes."""
+
+    def __init__(self, volume: AnnotatedVolume) -> None:
+        self.volume = volume
+
+    @property
+    def num_classes(self) -> int:
+        return self.volume.num_classes
+
+    def labels_at(self, index: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the labels (annotation encoding) and their sources at ``index``."""
+        return np.array(self.volume.labels[index]), np.array(self.volume.source[index])
+
+    def add_labels(self, index: tuple, values: np.ndarray | int, source: Source = Source.PAINTED) -> Any:
+        return self.volume.set_labels(index, values, source)
+
+
+@dataclass(eq=False)
+class VolumeEntry:
+    """One more volume: its layers, the strokes' route, and its volume in the current session (None: not yet)."""
+
+    image: Image
+    annotation: Labels
+    sync: LabelSync
+    labels: VolumeLabels | None = None
+    prediction: Labels | None = None
+    #: ``(store path, n)`` of a reopened store's ``volumes/<n>``, until matched to the session's volume.
+    stored: tuple[str, int] | None = None
+
+    def layers(self) -> list[Any]:
+        return [ly for ly in (self.image, self.annotation, self.prediction) if ly is not None]
+
+
+class VolumesPanel(QGroupBox):
+    """Other images of the same kind that the net learns from: add, paint, see them predicted.
+
+    Parameters
+    ----------
+    host : DockHost
+        The dock widget (its viewer, classes, session and run).
+    """
+
+    def __init__(self, host: DockHost) -> None:
+        super().__init__("More volumes")
+        self.host = host
+        self.viewer = host.viewer
+        self.entries: list[VolumeEntry] = []
+        self._in_view = 0
+        self._failed: list[tuple[VolumeEntry, str]] = []
+        col = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("another image of the same kind (same channels, similar voxel size)")
+        self.add_button = QPushButton("Learn from it too")
+        self.add_button.setToolTip("paint on its annotation layer: the net learns from those labels as well, and "
+                                   "predicts it while one of its layers is selected")
+        row.addWidget(self.image_combo, 1)
+        row.addWidget(self.add_button)
+        col.addLayout(row)
+        self.list_label = QLabel("")
+        self.list_label.setWordWrap(True)
+        col.addWidget(self.list_label)
+        self.add_button.clicked.connect(lambda: self.add(self.image_combo.currentData()))
+        self.viewer.layers.events.inserted.connect(self._on_inserted)
+        self.viewer.layers.events.removed.connect(self._on_removed)
+        self.viewer.layers.selection.events.active.connect(self._on_active)
+        self.refresh()
+
+    # -- choices -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Offer every 3D image layer that is neither the widget's image nor added already."""
+        taken = [self.host.image_layer] + [e.image for e in self.entries]
+        layers = [ly for ly in self.viewer.layers
+                  if isinstance(ly, Image) and image_layer_problem(ly) is None and not any(ly is t for t in taken)]
+        self.image_combo.clear()
+        for layer in layers:
+            self.image_combo.addItem(layer.name, layer)
+        names = ", ".join(e.image.name for e in self.entries)
+        self.list_label.setText(f"also learning from: {names}" if names else "")
+        self.update_buttons(self.host.run.running)
+
+    def update_buttons(self, running: bool) -> None:
+        """Volumes are added while no training runs."""
+        self.add_button.setEnabled(not running and self.image_combo.count() > 0)
+
+    # -- adding --------------------------------------------------------------------------
+    def add(self, image: Image | None, annotation: Labels | None = None) -> VolumeEntry | None:
+        """Learn from ``image`` too: bind its annotation layer (made when not given); None, with a message, when
+        it cannot be added."""
+        problem = image_layer_problem(image) if image is not None else "pick another image layer"
+        if problem is None and (image is self.host.image_layer or any(e.image is image for e in self.entries)):
+            problem = f"'{image.name}' is trained on already"  # type: ignore[union-attr]
+        if problem is None and self.host.run.running:
+            problem = "stop training before adding a volume"
+        if problem is not None:
+            show_warning(f"sparseseg: {problem}")
+            return None
+        assert image is not None
+        if annotation is None:
+            annotation = self.viewer.add_labels(np.zeros(image.data.shape, ANNOTATION_DTYPE),
+                                                name=f"{image.name} annotation", **placement(image), opacity=0.7,
+                                                metadata={"sparseseg_role": "volume_annotation"})
+        entry = self._entry(image, annotation)
+        annotation.colormap = self.host.classes.colormap()
+        session = self.host.session
+        if session is not None:
+            problem = self._join(session, entry)
+            if problem is not None:
+                show_error(f"sparseseg: {problem}")
+                self._drop(entry)
+                return None
+            entry.sync.resync()  # strokes painted since the labels were read
+            self._on_active()
+        self.viewer.layers.selection.active = annotation
+        self.refresh()
+        return entry
+
+    def _entry(self, image: Image, annotation: Labels, stored: tuple[str, int] | None = None) -> VolumeEntry:
+        entry = VolumeEntry(image, annotation, sync=None, stored=stored)  # type: ignore[arg-type]
+        entry.sync = LabelSync(annotation, lambda: entry.labels, lambda: len(self.host.classes),
+                               lambda text: show_warning(f"sparseseg: {text}"))
+        self.entries.append(entry)
+        return entry
+
+    @staticmethod
+    def _join(session: SegmentationSession, entry: VolumeEntry) -> str | None:
+        """Add ``entry``'s volume to ``session`` with the labels on its layer now (no training may run; any
+        thread: no layer is written). Returns why it cannot be added, or None."""
+        image = entry.image
+        labels = layer_to_annotation(np.asarray(entry.annotation.data), session.num_classes)
+        try:
+            volume = session.add_training_volume(np.asarray(image.data), annotation=labels, name=image.name,
+                                                 spacing=tuple(float(s) for s in image.scale[-3:]))
+        except ValueError as exc:
+            return f"cannot learn from '{image.name}' too: {exc}"
+        entry.labels = VolumeLabels(volume)
+        return None
+
+    def wrap(self, build: Callable[[], SegmentationSession]) -> Callable[[], SegmentationSession]:
+        """The worker's session builder, extended to add the volumes waiting for a session (GUI thread).
+
+        The returned function runs in the worker thread before training starts: volumes of a reopened store are
+        matched to the session's, the others added (to its store too); :meth:`on_session_ready` reports those
+        that could not be.
+        """
+        waiting = [e for e in self.entries if e.labels is None]
+        self._failed = []
+
+        def build_with_volumes() -> SegmentationSession:
+            session = build()
+            store = getattr(session.store, "path", None)
+            for entry in waiting:
+                if entry.stored is not None and store is not None and Path(entry.stored[0]) == Path(store).resolve():
+                    n = entry.stored[1]
+                    if n <= len(session.other_volumes):
+                        entry.labels = VolumeLabels(session.other_volumes[n - 1].volume)
+                        continue
+                problem = self._join(session, entry)
+                if problem is not None:
+                    self._failed.append((entry, problem))
+            return session
+
+        return build_with_volumes
+
+    def on_session_ready(self, session: SegmentationSession) -> None:
+        """The session runs (GUI thread): report volumes that could not join, catch up with strokes painted
+        while it was built."""
+        for entry, problem in self._failed:
+            show_error(f"sparseseg: {problem}")
+            self._drop(entry)
+        self._failed = []
+        for entry in self.entries:
+            entry.stored = None
+            if entry.labels is not None:
+                entry.sync.resync()
+        self._on_active()
+        self.refresh()
+
+    def forget(self) -> None:
+        """The widget dropped its session: the volumes wait for the next one (their labels stay in the layers)."""
+        for entry in self.entries:
+            entry.labels, entry.stored = None, None
+
+    # -- predictions ---------------------------------------------------------------------
+    def in_view(self) -> int:
+        """The session's volume whose layer is selected (1-based in ``session.other_volumes``; 0 none);
+        thread-safe (a cached value)."""
+        return self._in_view
+
+    def _on_active(self, event: Any = None) -> None:
+        active = self.viewer.layers.selection.active
+        session = self.host.session
+        self._in_view = 0
+        for entry in self.entries:
+            if entry.labels is not None and session is not None and any(active is ly for ly in entry.layers()):
+                volumes = [o.volume for o in session.other_volumes]
+                self._in_view = next((i + 1 for i, v in enumerate(volumes) if v is entry.labels.volume), 0)
+
+    def show(self, refresh: Refresh, merged: np.ndarray) -> None:
+        """Write a prediction of another volume into its prediction layer (made when missing)."""
+        session = self.host.session
+        if session is None or not 0 < refresh.prediction.volume <= len(session.other_volumes):
+            return
+        volume = session.other_volumes[refresh.prediction.volume - 1].volume
+        entry = next((e for e in self.entries if e.labels is not None and e.labels.volume is volume), None)
+        if entry is None:
+            return
+        if entry.prediction is None or entry.prediction not in self.viewer.layers:
+            active = self.viewer.layers.selection.active
+            entry.prediction = self.viewer.add_labels(
+                np.zeros(entry.image.data.shape, MASK_DTYPE), name=f"{entry.image.name} prediction",
+                **placement(entry.image), opacity=0.45, metadata={"sparseseg_role": "volume_prediction"})
+            entry.prediction.colormap = self.host.classes.colormap()
+            entry.sync.attach_prediction(entry.prediction)
+            self.viewer.layers.selection.active = active
+        entry.prediction.data[refresh.prediction.box.slices] = merged
+        entry.prediction.refresh()
+
+    def recolour(self) -> None:
+        """Colour every volume's annotation and prediction layer from the classes."""
+        for entry in self.entries:
+            for layer in (entry.annotation, entry.prediction):
+                if layer is not None:
+                    layer.colormap = self.host.classes.colormap()
+
+    # -- layers of a reopened store, and layers removed ----------------------------------------
+    def _on_inserted(self, event: Any) -> None:
+        layer = event.value
+        meta = getattr(layer, "metadata", {})
+        if role(layer) == "volume_annotation" and meta.get(STORE_META) and meta.get(VOLUME_META):
+            key = (meta[STORE_META], meta[VOLUME_META])
+            image = next((ly for ly in self.viewer.layers if isinstance(ly, Image)
+                          and (ly.metadata.get(STORE_META), ly.metadata.get(VOLUME_META)) == key), None)
+            if image is not None and not any(e.image is image for e in self.entries):
+                self._entry(image, layer, key)
+                layer.colormap = self.host.classes.colormap()
+        elif role(layer) == "volume_prediction" and meta.get(STORE_META):
+            key = (meta[STORE_META], meta.get(VOLUME_META))
+            entry = next((e for e in self.entries if e.stored == key), None)
+            if entry is not None:
+                entry.prediction = layer
+                entry.sync.attach_prediction(layer)
+        self.refresh()
+
+    def _on_removed(self, event: Any) -> None:
+        layer = event.value
+        for entry in list(self.entries):
+            if layer is entry.prediction:
+                entry.sync.detach_prediction()
+                entry.prediction = None
+            elif layer is entry.image or layer is entry.annotation:
+                self._drop(entry)
+                if entry.labels is not None:
+                    show_info(f"sparseseg: '{layer.name}' was removed: its labels stay in this session's training "
+                              "until a new model starts")
+        self.refresh()
+
+    def _drop(self, entry: VolumeEntry) -> None:
+        entry.sync.close()
+        self.entries = [e for e in self.entries if e is not entry]
+
+    def close(self) -> None:
+        """Let go of the layers and the viewer (the widget closes)."""
+        for entry in self.entries:
+            entry.sync.close()
+        for emitter, handler in ((self.viewer.layers.events.inserted, self._on_inserted),
+                                 (self.viewer.layers.events.removed, self._on_removed),
+                                 (self.viewer.layers.selection.events.active, self._on_active)):
+            try:
+                emitter.disconnect(handler)
+            except (RuntimeError, ValueError, TypeError):
+                pass

@@ -1,0 +1,116 @@
+"""GUI tests of several volumes in the widget: add another image, paint on it, see it predicted, correct it, and
+get it back from the session store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_sparseseg.core.annotation import Source
+from napari_sparseseg.core.encoding import layer_to_annotation, mask_to_layer
+from napari_sparseseg.plugin.sample import make_sample_data
+from napari_sparseseg.plugin.widget import SparseSegWidget
+from tests.test_store_widget import CONFIG, SHAPE, stop_and_wait
+from tests.test_widget import paint_slice
+
+pytestmark = pytest.mark.gui
+
+
+def two_volumes(viewer):
+    """The sample twice (two seeds): the first as the widget's image with its annotation layer, the second added."""
+    first, second = make_sample_data(SHAPE, seed=0), make_sample_data(SHAPE, seed=1)
+    image = viewer.add_image(first[0][0], **first[0][1])
+    annotation = viewer.add_labels(first[1][0].copy(), **first[1][1])
+    meta = dict(second[0][1], name="cells 2")
+    other = viewer.add_image(second[0][0], **meta)
+    return image, annotation, other, first[0][1]["metadata"]["ground_truth"], meta["metadata"]["ground_truth"]
+
+
+def make_widget(viewer, image):
+    """The docked widget with ``image`` chosen as its (first) image."""
+    widget = SparseSegWidget(viewer, config=CONFIG, refresh_seconds=0.5, first_refresh_steps=2)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    combo = widget.data_panel.image_combo
+    combo.setCurrentIndex(next(i for i in range(combo.count()) if combo.itemData(i) is image))
+    return widget
+
+
+def test_another_volume_is_learned_from_predicted_while_selected_corrected_and_stored(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, annotation, other, truth, other_truth = two_volumes(viewer)
+    widget = make_widget(viewer, image)
+    try:
+        panel = widget.volumes_panel
+        assert [panel.image_combo.itemText(i) for i in range(panel.image_combo.count())] == ["cells 2"]
+        paint_slice(annotation, 8, truth[8])
+        entry = panel.add(other)
+        assert entry is not None and entry.annotation.name == "cells 2 annotation"
+        assert entry.annotation.data.shape == other.data.shape
+        paint_slice(entry.annotation, 5, other_truth[5])  # before Start: waits in the layer
+        assert "cells 2" in panel.list_label.text()
+
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+        session = widget.session
+        assert len(session.other_volumes) == 1 and session.other_volumes[0].name == "cells 2"
+        volume = session.other_volumes[0].volume
+        np.testing.assert_array_equal(volume.labels[5], layer_to_annotation(mask_to_layer(other_truth[5])))
+        assert not panel.add_button.isEnabled()  # no volume joins a running session
+
+        paint_slice(entry.annotation, 11, other_truth[11])  # while training: reaches that volume
+        assert volume.labels[11].any() and not session.volume.labels[11].any()
+
+        viewer.layers.selection.active = entry.annotation  # the user looks at the other volume
+        assert panel.in_view() == 1
+        qtbot.waitUntil(lambda: entry.prediction is not None and entry.prediction.data.any(), timeout=60000)
+        assert entry.prediction.name == "cells 2 prediction" and entry.prediction.data.shape == other.data.shape
+
+        entry.prediction.paint((2, 3, 3), 1)  # a correction on the other volume's prediction
+        assert volume.labels[2, 3, 3] == 2 and volume.source[2, 3, 3] == Source.CORRECTED
+        assert entry.annotation.data[2, 3, 3] == 1  # and on its annotation layer
+
+        stop_and_wait(widget, qtbot)
+        store = session.store
+        stored = zarr.open_group(str(store.path / "volumes" / "1"), mode="r")
+        np.testing.assert_array_equal(np.asarray(stored["labels"]), volume.labels)
+        assert stored.attrs["image_name"] == "cells 2"
+        path = store.path
+    finally:
+        widget.close_session()
+
+    viewer = make_napari_viewer()  # the store reopened in a new window brings both volumes back
+    widget = SparseSegWidget(viewer, config=CONFIG, refresh_seconds=0.5, first_refresh_steps=2)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    try:
+        layers = widget.files.open(path)
+        assert [ly.name for ly in layers][3:] == ["cells 2", "cells 2 annotation", "cells 2 prediction"]
+        entry = widget.volumes_panel.entries[0]
+        assert entry.image is layers[3] and entry.prediction is layers[5]
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+        reopened = widget.session
+        assert len(reopened.other_volumes) == 1  # matched to the stored volume, not added twice
+        np.testing.assert_array_equal(reopened.other_volumes[0].volume.labels, volume.labels)
+        paint_slice(entry.annotation, 13, other_truth[13])
+        assert reopened.other_volumes[0].volume.labels[13].any()
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()
+
+
+def test_a_volume_that_cannot_train_with_the_first_is_refused_with_a_message(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, annotation, other, truth, _ = two_volumes(viewer)
+    other.scale = (other.scale[0] * 3, *other.scale[1:])  # another voxel size
+    widget = make_widget(viewer, image)
+    try:
+        paint_slice(annotation, 8, truth[8])
+        assert widget.volumes_panel.add(other) is not None  # waits for the session
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+        assert widget.session.other_volumes == [] and widget.volumes_panel.entries == []  # refused, training goes on
+        qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()
