@@ -270,7 +270,7 @@ class SessionStore(StoreWriter):
                 self._group.attrs.update({STORE_KEY: {"version": STORE_VERSION}})  # older readers refuse it
 
     def copy_prediction_from(self, other: SessionStore) -> bool:
-        """Take over ``other``'s stored prediction (a session saved under a new name keeps what was shown).
+        """Take over ``other``'s stored predictions (a session saved under a new name keeps what was shown).
 
         Returns False, copying nothing, when ``other`` has none or its arrays have another shape.
         """
@@ -283,6 +283,10 @@ class SessionStore(StoreWriter):
             self._group[name][...] = other._group[name][...]
         with self._meta_lock:
             self._group["prediction"].attrs.update(dict(other._group["prediction"].attrs))
+            for mine, theirs in zip(self.others, other.others):  # the other volumes' predictions too
+                if mine.volume is theirs.volume and "step" in theirs.group["prediction"].attrs:
+                    mine.group["prediction"][...] = theirs.group["prediction"][...]
+                    mine.group["prediction"].attrs.update(dict(theirs.group["prediction"].attrs))
         return True
 
     def close(self, checkpoint: bool = False) -> None:

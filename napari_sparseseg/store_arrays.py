@@ -25,7 +25,14 @@ from .core.annotation import Source
 from .core.box import Box
 from .core.config import SessionConfig
 from .core.encoding import UNLABELED
-from .store_files import STORE_KEY, STORE_VERSION, chunk_boxes, default_chunks, volume_folders
+from .store_files import (
+    STORE_KEY,
+    STORE_VERSION,
+    check_stored_volume,
+    chunk_boxes,
+    default_chunks,
+    volume_folders,
+)
 
 if TYPE_CHECKING:
     from .core.annotation import AnnotatedVolume
@@ -201,7 +208,8 @@ def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, 
         image = np.asarray(image[...])  # small enough: in memory, normalised exactly
     session = SegmentationSession(image, num_classes=int(attrs["num_classes"]), spacing=attrs["spacing"],
                                   channel_axis=channel_axis, config=cfg)
-    labeled = restore_labels(session.volume, root["labels"], root["source"], tuple(attrs["chunks"]))
+    chunks = check_stored_volume(root, session.volume.shape, ("labels", "source", "prediction"), path)
+    labeled = restore_labels(session.volume, root["labels"], root["source"], chunks)
     for folder in volume_folders(path):
         _read_other_volume(session, folder, eager_image_bytes)
     return session, labeled
@@ -213,7 +221,8 @@ def _read_other_volume(session: SegmentationSession, folder: Path, eager_image_b
     Raises
     ------
     ValueError
-        Naming the folder, if its image cannot be read or cannot train one net with the session's.
+        Naming the folder, if its image cannot be read or cannot train one net with the session's, or its arrays
+        or chunk grid are not those of its image (:func:`~.store_files.check_stored_volume`).
     """
     import zarr
 
@@ -229,11 +238,13 @@ def _read_other_volume(session: SegmentationSession, folder: Path, eager_image_b
             image = read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0, lazy=True).data
         if image.nbytes <= eager_image_bytes:
             image = np.asarray(image[...])
+        name = attrs.get("image_name")
         volume = session.add_training_volume(image, spacing=attrs["spacing"], channel_axis=attrs.get("channel_axis"),
-                                             name=attrs.get("image_name"), image_ref=ref)
-    except (OSError, ValueError, KeyError) as exc:
+                                             name=name if isinstance(name, str) else None, image_ref=ref)
+        chunks = check_stored_volume(group, volume.shape, ("labels", "source", "prediction"), folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{folder}: another volume of the session cannot be read back: {exc}") from exc
-    restore_labels(volume, group["labels"], group["source"], tuple(attrs["chunks"]))
+    restore_labels(volume, group["labels"], group["source"], chunks)
 
 
 def restore_labels(vol: AnnotatedVolume, labels: Any, source: Any,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -60,7 +61,39 @@ def volume_folders(path: str | Path) -> list[Path]:
     folder = Path(path) / "volumes"
     if not folder.is_dir():
         return []
-    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    named = (p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"[1-9][0-9]*", p.name))
+    return sorted(named, key=lambda p: int(p.name))
+
+
+def check_stored_volume(group: Any, shape: Sequence[int], names: Sequence[str], where: str | Path) -> tuple[int, ...]:
+    """Refuse a stored volume whose arrays or chunk grid a session cannot use; returns its chunk grid.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The store's root or one of its ``volumes/<n>`` groups.
+    shape : sequence of int
+        The volume's ``(z, y, x)``.
+    names : sequence of str
+        Arrays that must be uint8 of that shape (``labels``, ``source``, ``prediction``).
+    where : str or Path
+        Named in the error.
+
+    Raises
+    ------
+    ValueError
+        For a ``chunks`` attribute that is not three positive integers, or an array of another shape or dtype.
+    """
+    chunks = group.attrs.get("chunks")
+    if (not isinstance(chunks, (list, tuple)) or len(chunks) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chunks)):
+        raise ValueError(f"{where}: the chunk grid {chunks!r} is not three positive integers: the store is damaged")
+    for name in names:
+        array = group[name]
+        if tuple(array.shape) != tuple(shape) or array.dtype != "uint8":
+            raise ValueError(f"{where}: {name} is {array.dtype} {tuple(array.shape)}, not uint8 {tuple(shape)}: "
+                             "the store is damaged")
+    return tuple(chunks)
 
 
 # ==================================================================== the chunk grid

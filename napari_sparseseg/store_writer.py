@@ -216,8 +216,20 @@ class StoreWriter:
             return box
 
     def _flush_labels(self) -> Box:
+        """Write the changed label chunks of the session's volume, then of each other volume (an error on one of
+        them is raised after the others are written)."""
+        box = self._flush_own_labels()
+        failed: Exception | None = None
         for other in self.others:
-            self._flush_other(other)
+            try:
+                self._flush_other(other)
+            except Exception as exc:  # noqa: BLE001 (re-raised below, once every volume had its turn)
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+        return box
+
+    def _flush_own_labels(self) -> Box:
         vol = self.session.volume
         revision = vol.revision
         if revision == self._flushed_revision:
@@ -296,7 +308,8 @@ class StoreWriter:
 
     def _write_prediction(self, prediction: Prediction, merged: np.ndarray) -> None:
         if prediction.volume > 0:  # another volume: its class map only
-            group = self.others[prediction.volume - 1].group
+            volume = self.session.other_volumes[prediction.volume - 1].volume
+            group = next(w.group for w in self.others if w.volume is volume)
             group["prediction"][prediction.box.slices] = merged.astype(np.uint8, copy=False)
             with self._meta_lock:
                 group["prediction"].attrs.update({"step": prediction.step, "time": time.time()})

@@ -200,3 +200,64 @@ def test_a_store_whose_other_volume_is_gone_is_refused_naming_it(tmp_path):
     (tmp_path / "second.npz").unlink()
     with pytest.raises(ValueError, match="volumes/1"):
         SessionStore.open(path)
+
+
+def test_a_volume_its_store_cannot_keep_is_not_trained_on_and_the_volumes_stay_in_step(tmp_path, monkeypatch):
+    import napari_sparseseg.store as store_module
+
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    store = SessionStore.create(tmp_path / "run.sparseseg", session)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "build_volume_folder", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            session.add_training_volume(image, annotation=annotation, spacing=SPACING, name="lost")
+    assert session.other_volumes == [] and session.training_volumes == [session.volume] and store.others == []
+    kept = session.add_training_volume(image, annotation=annotation, spacing=SPACING, name="kept")
+    session.trainer.train_step()
+    store.record_prediction(session.predict(volume=1))
+    store.close()
+    stored = zarr.open_group(str(tmp_path / "run.sparseseg" / "volumes" / "1"), mode="r")
+    assert stored.attrs["image_name"] == "kept" and stored["prediction"].attrs["step"] == 1
+    np.testing.assert_array_equal(np.asarray(stored["labels"]), kept.labels)
+
+
+@pytest.mark.parametrize("damage", ["chunks", "labels", "own chunks"])
+def test_a_stored_volume_whose_arrays_do_not_fit_is_refused_naming_it(tmp_path, damage):
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    session.add_training_volume(image, annotation=annotation, spacing=SPACING)
+    path = tmp_path / "run.sparseseg"
+    SessionStore.create(path, session).close()
+    group = zarr.open_group(str(path / "volumes" / "1"), mode="r+")
+    if damage == "chunks":
+        group.attrs["chunks"] = [-4, 8, 8]  # would make the labels' chunks unreadable and later edits unsaved
+    elif damage == "labels":
+        del group["labels"]
+        group.create_array("labels", shape=(3, 3, 3), dtype=np.float32, fill_value=0.0)
+    else:  # the session's own volume
+        zarr.open_group(str(path), mode="r+").attrs["chunks"] = [0, 8, "8"]
+    with pytest.raises(ValueError, match="run.sparseseg: the chunk grid" if damage == "own chunks" else "volumes/1"):
+        SessionStore.open(path)
+
+
+def test_a_session_saved_under_a_new_name_keeps_the_other_volumes_predictions(tmp_path):
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    session.add_training_volume(image, annotation=annotation, spacing=SPACING)
+    first = SessionStore.create(tmp_path / "a.sparseseg", session)
+    session.trainer.train_step()
+    first.record_prediction(session.predict(volume=1))
+    first.flush()
+    second = SessionStore.create(tmp_path / "b.sparseseg", session)
+    assert second.copy_prediction_from(first) is False  # the session's own volume has no prediction yet
+    first.record_prediction(session.predict())
+    assert second.copy_prediction_from(first)
+    np.testing.assert_array_equal(np.asarray(second.others[0].group["prediction"]),
+                                  np.asarray(first.others[0].group["prediction"]))
+    first.close()
+    second.close()

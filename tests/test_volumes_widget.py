@@ -99,18 +99,35 @@ def test_another_volume_is_learned_from_predicted_while_selected_corrected_and_s
         widget.close_session()
 
 
-def test_a_volume_that_cannot_train_with_the_first_is_refused_with_a_message(make_napari_viewer, qtbot):
+def test_a_volume_that_cannot_train_with_the_first_is_refused_and_one_added_after_stop_joins_at_start(
+        make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    image, annotation, other, truth, _ = two_volumes(viewer)
+    image, annotation, other, truth, other_truth = two_volumes(viewer)
     other.scale = (other.scale[0] * 3, *other.scale[1:])  # another voxel size
     widget = make_widget(viewer, image)
     try:
         paint_slice(annotation, 8, truth[8])
-        assert widget.volumes_panel.add(other) is not None  # waits for the session
+        entry = widget.volumes_panel.add(other)
+        assert entry is not None  # waits for the session
+        combo = widget.data_panel.annotation_combo  # never offered as the first image's annotation
+        assert all(combo.itemData(i) is not entry.annotation for i in range(combo.count()))
         assert widget.start()
         qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
-        assert widget.session.other_volumes == [] and widget.volumes_panel.entries == []  # refused, training goes on
+        session = widget.session
+        assert session.other_volumes == [] and widget.volumes_panel.entries == []  # refused, training goes on
         qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)
+        stop_and_wait(widget, qtbot)
+
+        third = viewer.add_image(make_sample_data(SHAPE, seed=2)[0][0], name="cells 3", scale=image.scale)
+        entry = widget.volumes_panel.add(third)  # after Stop: joins the same session at the next Start
+        paint_slice(entry.annotation, 6, other_truth[6])
+        assert "joining at the next Start: cells 3" in widget.volumes_panel.list_label.text()
+        assert widget.start()
+        qtbot.waitUntil(lambda: len(session.other_volumes) == 1, timeout=60000)
+        assert widget.session is session and session.other_volumes[0].name == "cells 3"
+        assert session.other_volumes[0].volume.labels[6].any()
+        qtbot.waitUntil(lambda: "also learning from: cells 3" in widget.volumes_panel.list_label.text(),
+                        timeout=10000)
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .annotation import AnnotatedVolume, Source
+from .batches import check_compatible
 from .box import Box
 from .config import SessionConfig
 from .display import Display, Event, Recorder
@@ -239,14 +240,17 @@ class SegmentationSession:
         ------
         ValueError
             For another channel count, labels beyond the session's classes, or another voxel size.
+        OSError
+            If the session's store cannot write it (nothing is added).
         """
         volume = AnnotatedVolume(image, num_classes=self.num_classes, spacing=spacing, channel_axis=channel_axis,
                                  annotation=annotation, intensity_views=self.config.train.intensity_views)
-        self.trainer.add_volume(volume)
+        check_compatible(self.volume, volume)
         other = OtherVolume(volume, image, channel_axis, name, image_ref)
-        self.other_volumes.append(other)
         if self.store is not None:
-            self.store.add_volume(other)
+            self.store.add_volume(other)  # first: a volume the store could not keep is not trained on either
+        self.trainer.add_volume(volume)
+        self.other_volumes.append(other)
         return volume
 
     @property

@@ -147,7 +147,7 @@ class Trainer:
     def add_volume(self, volume: AnnotatedVolume) -> None:
         """Also train on the labels of ``volume`` from the next step on (see :meth:`.batches.BatchMaker.add_volume`;
         raises ValueError for a volume of other channels, classes or voxel size). The probe of a budgeted run's
-        guards, the prior correction and predictions stay with the session's volume."""
+        guards and the prior correction stay with the session's volume; :meth:`predict` predicts any."""
         self.batches.add_volume(volume)
 
     # -- building blocks ------------------------------------------------------------------

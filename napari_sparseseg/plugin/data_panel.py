@@ -91,12 +91,14 @@ class DataPanel(QGroupBox):
             self._image_chosen()
 
     def fill_annotation_choices(self, keep: Any = None) -> None:
-        """Offer the labels layers of the image's shape; keep ``keep`` chosen if it is one of them."""
+        """Offer the labels layers of the image's shape (not another volume's annotation); keep ``keep`` chosen if it
+        is one of them."""
         image = self.image_layer
         shape = image.data.shape if image is not None else None
         excluded = self._excluded()
         labels = [ly for ly in self.viewer.layers if isinstance(ly, Labels) and not is_output(ly)
-                  and ly is not excluded and shape is not None and ly.data.shape == shape]
+                  and role(ly) != "volume_annotation" and ly is not excluded and shape is not None
+                  and ly.data.shape == shape]
         preferred = [ly for ly in labels if role(ly) == "annotation" or ly.name == "annotation"]
         _offer(self.annotation_combo, labels, keep if keep in labels else (preferred or labels or [None])[0])
         self._on_annotation_changed()

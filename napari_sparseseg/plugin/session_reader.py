@@ -19,13 +19,14 @@ import numpy as np
 
 from ..core.encoding import annotation_to_layer
 from ..store import is_session_store
-from ..store_files import volume_folders
+from ..store_files import check_stored_volume, volume_folders
 
 log = logging.getLogger(__name__)
 
 #: Layer metadata key holding the path of the store a layer came from.
 STORE_META = "sparseseg_store"
-#: Layer metadata key holding the number ``n`` of the store's other volume (``volumes/<n>``) a layer shows.
+#: Layer metadata key holding the number ``n`` of the store's other volume a layer shows (1-based, in the order of
+#: its ``volumes/`` folders: ``session.other_volumes[n - 1]``).
 VOLUME_META = "sparseseg_volume"
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -116,14 +117,10 @@ def store_layers(path: str | Path) -> list[LayerData]:
     path = Path(path).resolve()
     root = zarr.open_group(str(path), mode="r")
     attrs = dict(root.attrs)
-    image, scale, stored_name = _image_of(root, attrs)
-    name = stored_name or store_stem(path)
-    image_meta: dict[str, Any] = {
-        "name": name, "scale": scale,
-        "metadata": {STORE_META: str(path), "spacing": scale, "class_names": tuple(attrs.get("class_names") or ()),
-                     "class_colors": attrs.get("colors")}}
-    if image.ndim == 4:
-        image_meta["channel_axis"] = 0 if attrs.get("image_ref") is None else attrs.get("channel_axis")
+    image, image_meta, stored_name = _image_of(root, attrs, path)
+    name, scale = stored_name or store_stem(path), image_meta["scale"]
+    image_meta.update(name=name, metadata={STORE_META: str(path), "spacing": scale, "class_colors": attrs.get("colors"),
+                                           "class_names": tuple(attrs.get("class_names") or ())})
     layers: list[LayerData] = [
         (image, image_meta, "image"),
         (annotation_to_layer(root["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
@@ -133,14 +130,21 @@ def store_layers(path: str | Path) -> list[LayerData]:
         layers.append((np.asarray(root["prediction"][...]),
                        {"name": "prediction", "scale": scale, "opacity": 0.45,
                         "metadata": {"sparseseg_role": "prediction", STORE_META: str(path)}}, "labels"))
-    for folder in volume_folders(path):
-        layers += _volume_layers(path, folder, f"{name} volume {folder.name}")
+    for n, folder in enumerate(volume_folders(path), start=1):
+        layers += _volume_layers(path, folder, n, f"{name} volume {n}")
     return layers
 
 
-def _image_of(group: Any, attrs: dict[str, Any]) -> tuple[np.ndarray, tuple[float, ...], str | None]:
-    """A stored volume's image (copied in ``group``, or read from the file of its ``image_ref``), its spacing and
-    the name the user gave it (None when none was stored)."""
+def _image_of(group: Any, attrs: dict[str, Any], where: Path) -> tuple[np.ndarray, dict[str, Any], str | None]:
+    """A stored volume's image (copied in ``group``, or read from the file of its ``image_ref``), the layer keyword
+    arguments it needs (``scale`` = spacing, ``channel_axis`` of a 4D image) and the name the user gave it (None
+    when none was stored).
+
+    Raises
+    ------
+    ValueError
+        If the labels or prediction stored beside it do not fit it (:func:`~..store_files.check_stored_volume`).
+    """
     from ..io import read_volume
 
     ref = attrs.get("image_ref")
@@ -148,22 +152,27 @@ def _image_of(group: Any, attrs: dict[str, Any]) -> tuple[np.ndarray, tuple[floa
         image = np.asarray(group["image"][...])
     else:
         image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
+    meta: dict[str, Any] = {"scale": tuple(float(s) for s in attrs["spacing"])}
+    shape = image.shape
+    if image.ndim == 4:
+        meta["channel_axis"] = axis = 0 if ref is None else int(attrs.get("channel_axis") or 0)
+        shape = shape[:axis] + shape[axis + 1:]
+    check_stored_volume(group, shape, ("labels", "prediction"), where)
     name = attrs.get("image_name")
-    return image, tuple(float(s) for s in attrs["spacing"]), name if isinstance(name, str) and name else None
+    return image, meta, name if isinstance(name, str) and name else None
 
 
-def _volume_layers(path: Path, folder: Path, default_name: str) -> list[LayerData]:
-    """The image, annotation and (once stored) prediction layers of the store's other volume in ``folder``."""
+def _volume_layers(path: Path, folder: Path, n: int, default_name: str) -> list[LayerData]:
+    """The image, annotation and (once stored) prediction layers of the store's ``n``-th other volume (in
+    ``folder``; ``session.other_volumes[n - 1]`` once opened)."""
     import zarr
 
     group = zarr.open_group(str(folder), mode="r")
     attrs = dict(group.attrs)
-    image, scale, stored_name = _image_of(group, attrs)
-    name = stored_name or default_name
-    tag = {STORE_META: str(path), VOLUME_META: int(folder.name)}
-    image_meta: dict[str, Any] = {"name": name, "scale": scale, "metadata": {**tag, "spacing": scale}}
-    if image.ndim == 4:
-        image_meta["channel_axis"] = 0 if attrs.get("image_ref") is None else attrs.get("channel_axis")
+    image, image_meta, stored_name = _image_of(group, attrs, folder)
+    name, scale = stored_name or default_name, image_meta["scale"]
+    tag = {STORE_META: str(path), VOLUME_META: n}
+    image_meta.update(name=name, metadata={**tag, "spacing": scale})
     layers: list[LayerData] = [
         (image, image_meta, "image"),
         (annotation_to_layer(group["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,

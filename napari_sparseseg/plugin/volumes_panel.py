@@ -9,11 +9,12 @@ selected, every other refresh of the training run predicts that volume with the
 net (``view_volume`` of the session's loop) into ``"<image> prediction"``, on
 which strokes are corrections, as on the first image's prediction.
 
-Volumes are added to a session only while no training runs: before Start they
-wait and are added in the worker once the session is built (after its store is
-created or reopened, which then keeps them); after Stop they are added at once.
-A reopened session store brings its volumes back as layers
-(:func:`~.session_reader.store_layers`), matched to the session's volumes at Start.
+Volumes join a session at Start, in the worker, before the first step (after
+the session's store is created or reopened, which then keeps them): reading a
+large image and copying it into the store never blocks the window, and the
+trainer's volumes never change under a step. A reopened session store brings
+its volumes back as layers (:func:`~.session_reader.store_layers`), matched to
+the session's volumes at Start.
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ class VolumesPanel(QGroupBox):
         self.image_combo.clear()
         for layer in layers:
             self.image_combo.addItem(layer.name, layer)
-        names = ", ".join(e.image.name for e in self.entries)
-        self.list_label.setText(f"also learning from: {names}" if names else "")
+        joined = ", ".join(e.image.name for e in self.entries if e.labels is not None)
+        waiting = ", ".join(e.image.name for e in self.entries if e.labels is None)
+        self.list_label.setText("; ".join(([f"also learning from: {joined}"] if joined else [])
+                                          + ([f"joining at the next Start: {waiting}"] if waiting else [])))
         self.update_buttons(self.host.run.running)
 
     def update_buttons(self, running: bool) -> None:
@@ -129,8 +132,8 @@ class VolumesPanel(QGroupBox):
 
     # -- adding --------------------------------------------------------------------------
     def add(self, image: Image | None, annotation: Labels | None = None) -> VolumeEntry | None:
-        """Learn from ``image`` too: bind its annotation layer (made when not given); None, with a message, when
-        it cannot be added."""
+        """Learn from ``image`` too, from the next Start: bind its annotation layer (made when not given; strokes wait
+        in it until then). None, with a message, when it cannot be added."""
         problem = image_layer_problem(image) if image is not None else "pick another image layer"
         if problem is None and (image is self.host.image_layer or any(e.image is image for e in self.entries)):
             problem = f"'{image.name}' is trained on already"  # type: ignore[union-attr]
@@ -146,15 +149,6 @@ class VolumesPanel(QGroupBox):
                                                 metadata={"sparseseg_role": "volume_annotation"})
         entry = self._entry(image, annotation)
         annotation.colormap = self.host.classes.colormap()
-        session = self.host.session
-        if session is not None:
-            problem = self._join(session, entry)
-            if problem is not None:
-                show_error(f"sparseseg: {problem}")
-                self._drop(entry)
-                return None
-            entry.sync.resync()  # strokes painted since the labels were read
-            self._on_active()
         self.viewer.layers.selection.active = annotation
         self.refresh()
         return entry
@@ -168,14 +162,14 @@ class VolumesPanel(QGroupBox):
 
     @staticmethod
     def _join(session: SegmentationSession, entry: VolumeEntry) -> str | None:
-        """Add ``entry``'s volume to ``session`` with the labels on its layer now (no training may run; any
-        thread: no layer is written). Returns why it cannot be added, or None."""
+        """Add ``entry``'s volume to ``session`` with the labels on its layer now (in the worker, before training;
+        no layer is written). Returns why it cannot be added, or None."""
         image = entry.image
         labels = layer_to_annotation(np.asarray(entry.annotation.data), session.num_classes)
         try:
             volume = session.add_training_volume(np.asarray(image.data), annotation=labels, name=image.name,
                                                  spacing=tuple(float(s) for s in image.scale[-3:]))
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # another kind of volume, or a store that cannot keep it
             return f"cannot learn from '{image.name}' too: {exc}"
         entry.labels = VolumeLabels(volume)
         return None
@@ -217,7 +211,7 @@ class VolumesPanel(QGroupBox):
             entry.stored = None
             if entry.labels is not None:
                 entry.sync.resync()
-        self._on_active()
+        self._on_active(session=session)
         self.refresh()
 
     def forget(self) -> None:
@@ -231,9 +225,9 @@ class VolumesPanel(QGroupBox):
         thread-safe (a cached value)."""
         return self._in_view
 
-    def _on_active(self, event: Any = None) -> None:
+    def _on_active(self, event: Any = None, session: SegmentationSession | None = None) -> None:
         active = self.viewer.layers.selection.active
-        session = self.host.session
+        session = session or self.host.session
         self._in_view = 0
         for entry in self.entries:
             if entry.labels is not None and session is not None and any(active is ly for ly in entry.layers()):
@@ -302,6 +296,7 @@ class VolumesPanel(QGroupBox):
     def _drop(self, entry: VolumeEntry) -> None:
         entry.sync.close()
         self.entries = [e for e in self.entries if e is not entry]
+        self._on_active()  # the worker stops predicting it
 
     def close(self) -> None:
         """Let go of the layers and the viewer (the widget closes)."""

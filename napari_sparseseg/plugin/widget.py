@@ -319,6 +319,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             (show_warning if event.level == "warning" else show_info)(f"sparseseg: {event.message}")
 
     def _on_session_ready(self, session: SegmentationSession) -> None:
+        self.volumes_panel.on_session_ready(session)  # volumes that joined in the worker (a reused session too)
         if session is self.session:
             return
         self.session = session
@@ -328,7 +329,6 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             self.layers.sync.resync()  # strokes painted while the model was being built
         self.status_panel.say(f"training on {session.trainer.device}")
         self.files.on_session_ready(session)
-        self.volumes_panel.on_session_ready(session)
 
     def _show_prediction(self, refresh: Refresh) -> None:
         session, image, annotation = self.session, self.image_layer, self.annotation_layer
