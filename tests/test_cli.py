@@ -161,6 +161,20 @@ def test_train_learns_from_several_volumes_and_refuses_what_cannot_train_togethe
     assert model.exists() and f"also learning from {other} ({32 * 32} labeled voxels)" in capsys.readouterr().out
     coarse = tmp_path / "coarse.npz"
     np.savez(coarse, image=image, labels=other_labels, spacing=np.array([4.0, 1.0, 1.0], np.float32))
+    folder = tmp_path / "more"  # a folder of pairs: b.npz with b_annotation.npz; c.npz has none
+    folder.mkdir()
+    np.savez(folder / "b.npz", image=image, spacing=np.array([2.0, 1.0, 1.0], np.float32))
+    np.savez(folder / "b_annotation.npz", labels=other_labels)
+    np.savez(folder / "c.npz", image=image, spacing=np.array([2.0, 1.0, 1.0], np.float32))
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--also-folder", str(folder),
+                 "--seconds", "1", "--model", str(model), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert f"also learning from {folder / 'b.npz'} ({32 * 32} labeled voxels)" in out
+    assert "c.npz: left out" in err and out.count("also learning from") == 1
+    (folder / "b_annotation.npz").unlink()
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--also-folder", str(folder),
+                 "--seconds", "1", "--model", str(model), "--device", "cpu"]) == 2
+    assert "no image with a sparse annotation beside it" in capsys.readouterr().err
     store = tmp_path / "s.zarr"
     assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--also", str(other), str(other),
                  "--seconds", "1", "--session", str(store), "--device", "cpu"]) == 0

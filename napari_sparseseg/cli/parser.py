@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another volume of the same kind and its sparse labels to learn from too (repeatable; "
                         "same channels and voxel size within 10 %%; the model file holds what is learned from all, a "
                         "new --session keeps every volume and its labels, referencing the image files)")
+    p.add_argument("--also-folder", metavar="DIR",
+                   help="learn from every image in DIR with a sparse annotation beside it, NAME.SUFFIX and "
+                        "NAME_annotation.SUFFIX (any readable format), as --also each")
     common(p)
     p.set_defaults(func=cmd_train)
 

@@ -72,11 +72,22 @@ def image_files(spec: str) -> list[Path] | None:
     return files
 
 
-def _tagged(path: Path, tag: str, suffixes: tuple[str, ...]) -> str:
-    """``path``'s file name with ``tag`` before its suffix (the longest of ``suffixes`` it ends with)."""
+def _split_suffix(path: Path, suffixes: tuple[str, ...]) -> tuple[str, str]:
+    """``path``'s file name split before its suffix (the longest of ``suffixes`` it ends with; "" when none)."""
     name = path.name
     suffix = next((s for s in sorted(suffixes, key=len, reverse=True) if name.lower().endswith(s)), "")
-    return f"{name[: len(name) - len(suffix)]}{tag}{suffix}"
+    return name[: len(name) - len(suffix)], name[len(name) - len(suffix):]
+
+
+def strip_suffix(path: Path) -> str:
+    """An image file's name without its suffix (``a.nii.gz`` -> ``a``)."""
+    return _split_suffix(path, _IMAGE_SUFFIXES)[0]
+
+
+def _tagged(path: Path, tag: str, suffixes: tuple[str, ...]) -> str:
+    """``path``'s file name with ``tag`` before its suffix (the longest of ``suffixes`` it ends with)."""
+    stem, suffix = _split_suffix(path, suffixes)
+    return f"{stem}{tag}{suffix}"
 
 
 def mask_path(image: Path, out_dir: Path) -> Path:

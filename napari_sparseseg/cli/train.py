@@ -29,7 +29,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     if args.model and not Path(args.model).parent.is_dir():
         raise ValueError(f"{args.model}: the folder {Path(args.model).parent} does not exist")
-    also = getattr(args, "also", [])
+    also = list(getattr(args, "also", []))
+    if getattr(args, "also_folder", None):
+        also += labeled_pairs(args.also_folder, exclude=(args.image, args.annotation))
     if also and args.session and Path(args.session).exists():
         raise ValueError(f"--also: {args.session} exists and keeps the volumes it was created with; continue it "
                          "with `resume`, or give a new --session path")
@@ -90,6 +92,46 @@ def _add_volume(session, image_path: str, annotation_path: str, args: argparse.N
     except ValueError as e:
         raise ValueError(f"--also {image_path}: {e}") from None
     print(f"also learning from {image_path} ({volume.n_labeled} labeled voxels)")
+
+
+#: Name tag of a sparse annotation beside its image in a folder: ``NAME.tif`` and ``NAME_annotation.npz``.
+ANNOTATION_TAG = "_annotation"
+
+
+def labeled_pairs(folder: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(image, annotation)`` paths of a folder: each image file ``NAME.SUFFIX`` with a file
+    ``NAME_annotation.SUFFIX2`` beside it (any readable format); images without one are named on stderr and left
+    out, as are the files in ``exclude``.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` is not a folder, or holds no image with an annotation beside it.
+    """
+    from .predict import image_files, strip_suffix
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"--also-folder {folder}: not a folder")
+    files = image_files(folder) or []
+    skip = {Path(p).resolve() for p in exclude}
+    annotations = {strip_suffix(f)[: -len(ANNOTATION_TAG)]: f for f in files
+                   if strip_suffix(f).endswith(ANNOTATION_TAG)}
+    pairs, unlabeled = [], []
+    for image in files:
+        stem = strip_suffix(image)
+        if stem.endswith(ANNOTATION_TAG) or image.resolve() in skip:
+            continue
+        if stem in annotations and annotations[stem].resolve() not in skip:
+            pairs.append((str(image), str(annotations[stem])))
+        else:
+            unlabeled.append(image.name)
+    if unlabeled:
+        print(f"note: --also-folder {folder}: no NAME{ANNOTATION_TAG} file beside {', '.join(unlabeled)}: left out",
+              file=sys.stderr)
+    if not pairs:
+        raise ValueError(f"--also-folder {folder}: no image with a sparse annotation beside it "
+                         f"(NAME.tif and NAME{ANNOTATION_TAG}.npz, say)")
+    return pairs
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
