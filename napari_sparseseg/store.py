@@ -121,6 +121,7 @@ class SessionStore(StoreWriter):
             if not is_session_store(path):
                 raise ValueError(f"{path} exists and is not a napari-sparseseg session store; refusing to replace it")
             shutil.rmtree(path)
+        previous = session.store
         building, root = build_store_folder(path, session, image=image, image_ref=image_ref, class_names=class_names,
                                             colors=colors, chunks=chunks, image_name=image_name)
         try:
@@ -129,6 +130,7 @@ class SessionStore(StoreWriter):
             os.rename(building, path)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
+            session.store = previous  # the session goes on recording into the store it had
             raise
         store = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3), session)
         store._flushed_revision, store._labeled_chunks = builder._flushed_revision, builder._labeled_chunks
@@ -265,15 +267,34 @@ class SessionStore(StoreWriter):
         with self._flush_lock:
             folders = volume_folders(self.path)
             folder = build_volume_folder(self.path, int(folders[-1].name) + 1 if folders else 1, other)
-            self.others.append(self._writer(folder, other))
-            with self._meta_lock:
-                self._group.attrs.update({STORE_KEY: {"version": STORE_VERSION}})  # older readers refuse it
+            try:
+                writer = self._writer(folder, other)
+                with self._meta_lock:
+                    self._group.attrs.update({STORE_KEY: {"version": STORE_VERSION}})  # older readers refuse it
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self.others.append(writer)
+
+    def forget_volume(self, other: OtherVolume) -> None:
+        """Remove the folder of ``other`` again (the session could not train on it after all)."""
+        with self._flush_lock:
+            writer = next((w for w in self.others if w.volume is other.volume), None)
+            if writer is not None:
+                self.others.remove(writer)
+                shutil.rmtree(writer.folder, ignore_errors=True)
 
     def copy_prediction_from(self, other: SessionStore) -> bool:
         """Take over ``other``'s stored predictions (a session saved under a new name keeps what was shown).
 
-        Returns False, copying nothing, when ``other`` has none or its arrays have another shape.
+        Returns False, copying nothing of the session's own volume, when ``other`` has none there or its arrays
+        have another shape (the other volumes' predictions are copied in any case).
         """
+        with self._meta_lock:
+            for mine, theirs in zip(self.others, other.others):  # the other volumes' predictions, in any case
+                if mine.volume is theirs.volume and "step" in theirs.group["prediction"].attrs:
+                    mine.group["prediction"][...] = theirs.group["prediction"][...]
+                    mine.group["prediction"].attrs.update(dict(theirs.group["prediction"].attrs))
         if not other.has_prediction():
             return False
         names = ("prediction", "probabilities", "uncertainty")
@@ -283,18 +304,17 @@ class SessionStore(StoreWriter):
             self._group[name][...] = other._group[name][...]
         with self._meta_lock:
             self._group["prediction"].attrs.update(dict(other._group["prediction"].attrs))
-            for mine, theirs in zip(self.others, other.others):  # the other volumes' predictions too
-                if mine.volume is theirs.volume and "step" in theirs.group["prediction"].attrs:
-                    mine.group["prediction"][...] = theirs.group["prediction"][...]
-                    mine.group["prediction"].attrs.update(dict(theirs.group["prediction"].attrs))
         return True
 
     def close(self, checkpoint: bool = False) -> None:
-        """Stop autosaving, flush, optionally write a last checkpoint (only when no training runs), unlock."""
+        """Stop autosaving, flush, optionally write a last checkpoint (only when no training runs), unlock. A flush
+        that fails still leaves the checkpoint written; its error is raised after."""
         try:
-            self.stop_autosave(flush=True)
-            if checkpoint:
-                self.save_checkpoint()
+            try:
+                self.stop_autosave(flush=True)
+            finally:
+                if checkpoint:
+                    self.save_checkpoint()
         finally:
             store_lock.release(self.path)
 

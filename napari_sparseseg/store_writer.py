@@ -59,6 +59,7 @@ class VolumeWriter:
     volume: AnnotatedVolume
     group: Any
     chunks: tuple[int, int, int]
+    folder: Path
     flushed_revision: int = -1
 
 
@@ -97,6 +98,7 @@ class StoreWriter:
         self._interval = AUTOSAVE_SECONDS
         #: Last exception of the autosave thread (it keeps running; the next flush retries).
         self.last_error: BaseException | None = None
+        self._volume_error: Exception | None = None  # of another volume, during one flush
         folders = volume_folders(self.path)
         if len(folders) != len(session.other_volumes):
             raise ValueError(f"{self.path}: {len(folders)} stored other volumes for a session of "
@@ -109,7 +111,7 @@ class StoreWriter:
         import zarr
 
         group = zarr.open_group(str(folder), mode="r+", zarr_format=3)
-        return VolumeWriter(other.volume, group, tuple(group.attrs["chunks"]))  # type: ignore[arg-type]
+        return VolumeWriter(other.volume, group, tuple(group.attrs["chunks"]), folder)  # type: ignore[arg-type]
 
     # ================================================================ recording
     def record_step(self, event: TrainStep) -> None:
@@ -202,6 +204,7 @@ class StoreWriter:
         Returns the (chunk-aligned) box of labels written.
         """
         with self._flush_lock:
+            self._volume_error = None
             box = self._flush_labels()
             for step in (self._flush_history, self._refresh_weights):
                 step()
@@ -213,20 +216,19 @@ class StoreWriter:
                     break
                 self._write_prediction(*item)
                 box = box.union(self._flush_labels())  # strokes made meanwhile go first
+            if self._volume_error is not None:  # after everything else was written
+                raise self._volume_error
             return box
 
     def _flush_labels(self) -> Box:
         """Write the changed label chunks of the session's volume, then of each other volume (an error on one of
-        them is raised after the others are written)."""
+        them is kept and raised by :meth:`flush` once everything else is written)."""
         box = self._flush_own_labels()
-        failed: Exception | None = None
         for other in self.others:
             try:
                 self._flush_other(other)
-            except Exception as exc:  # noqa: BLE001 (re-raised below, once every volume had its turn)
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+            except Exception as exc:  # noqa: BLE001 (raised by flush, once every volume and step had its turn)
+                self._volume_error = self._volume_error or exc
         return box
 
     def _flush_own_labels(self) -> Box:

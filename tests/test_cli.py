@@ -1,7 +1,9 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_sparseseg.cli import main
 from tests.conftest import sphere_volume
@@ -171,6 +173,21 @@ def test_train_learns_from_several_volumes_and_refuses_what_cannot_train_togethe
     out, err = capsys.readouterr()
     assert f"also learning from {folder / 'b.npz'} ({32 * 32} labeled voxels)" in out
     assert "c.npz: left out" in err and out.count("also learning from") == 1
+    from napari_sparseseg.cli.train import labeled_pairs
+
+    np.savez(folder / "b_ANNOTATION.npz", labels=other_labels)  # the tag in any case: two annotations for b
+    with pytest.raises(ValueError, match="ambiguous"):
+        labeled_pairs(str(folder))
+    (folder / "b_ANNOTATION.npz").unlink()
+    tifffile.imwrite(folder / "d.ome.tif", image)  # an OME-TIFF and a name that ends in the tag itself
+    np.savez(folder / "d_annotation.npz", labels=other_labels)
+    np.savez(folder / "e_annotation.npz", image=image)
+    np.savez(folder / "e_annotation_annotation.npz", labels=other_labels)
+    pairs = labeled_pairs(str(folder), exclude=(str(folder / "b.npz"),))
+    assert sorted((Path(a).name, Path(b).name) for a, b in pairs) == [
+        ("d.ome.tif", "d_annotation.npz"), ("e_annotation.npz", "e_annotation_annotation.npz")]
+    for name in ("d.ome.tif", "d_annotation.npz", "e_annotation.npz", "e_annotation_annotation.npz"):
+        (folder / name).unlink()
     (folder / "b_annotation.npz").unlink()
     assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--also-folder", str(folder),
                  "--seconds", "1", "--model", str(model), "--device", "cpu"]) == 2

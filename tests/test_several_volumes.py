@@ -254,10 +254,63 @@ def test_a_session_saved_under_a_new_name_keeps_the_other_volumes_predictions(tm
     first.record_prediction(session.predict(volume=1))
     first.flush()
     second = SessionStore.create(tmp_path / "b.sparseseg", session)
-    assert second.copy_prediction_from(first) is False  # the session's own volume has no prediction yet
+    assert second.copy_prediction_from(first) is False  # the session's own volume has no prediction yet ...
+    assert second.others[0].group["prediction"].attrs["step"] == 1  # ... the other volume's is copied all the same
     first.record_prediction(session.predict())
     assert second.copy_prediction_from(first)
     np.testing.assert_array_equal(np.asarray(second.others[0].group["prediction"]),
                                   np.asarray(first.others[0].group["prediction"]))
     first.close()
     second.close()
+
+
+def test_a_volume_the_trainer_refuses_after_the_store_kept_it_leaves_neither(tmp_path, monkeypatch):
+    session, _, _ = _session()
+    image, annotation = _other_shape()
+    store = SessionStore.create(tmp_path / "run.sparseseg", session)
+
+    def refuse(volume):
+        raise ValueError("this volume is trained on already")
+
+    monkeypatch.setattr(session.trainer, "add_volume", refuse)
+    with pytest.raises(ValueError, match="trained on already"):
+        session.add_training_volume(image, annotation=annotation, spacing=SPACING)
+    assert session.other_volumes == [] and store.others == []
+    assert not (tmp_path / "run.sparseseg" / "volumes" / "1").exists()
+    store.close()
+
+
+def test_an_error_writing_another_volume_still_writes_the_first_volumes_labels_and_the_checkpoint(tmp_path,
+                                                                                                 monkeypatch):
+    session, _, mask = _session()
+    image, annotation = _other_shape()
+    session.add_training_volume(image, annotation=annotation, spacing=SPACING)
+    path = tmp_path / "run.sparseseg"
+    store = SessionStore.create(path, session)
+    session.add_labels((3, slice(None), slice(None)), 1)  # painted on the first volume
+
+    def broken(other):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store, "_flush_other", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        store.close(checkpoint=True)
+    assert (np.asarray(zarr.open_group(str(path), mode="r")["labels"][3]) == 1).all()
+    assert (path / "checkpoints" / "latest.pt").exists()
+
+
+def test_a_save_as_that_fails_leaves_the_session_recording_into_its_store(tmp_path, monkeypatch):
+    import napari_sparseseg.store as store_module
+
+    session, _, _ = _session()
+    store = SessionStore.create(tmp_path / "a.sparseseg", session)
+
+    def full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module.SessionStore, "flush", full)
+    with pytest.raises(OSError):
+        SessionStore.create(tmp_path / "b.sparseseg", session)
+    monkeypatch.undo()
+    assert session.store is store and not (tmp_path / "b.sparseseg").exists()
+    store.close()

@@ -43,7 +43,7 @@ def _predict_distributed(args: argparse.Namespace) -> int:
 
 
 #: Image suffixes, longest first: a mask written for an image keeps its format (``embryo.tif`` -> ``embryo_mask.tif``).
-_IMAGE_SUFFIXES = (".ome.zarr", ".nii.gz", ".tiff", ".tif", ".nii", ".npz", ".zarr")
+_IMAGE_SUFFIXES = (".ome.zarr", ".ome.tiff", ".ome.tif", ".nii.gz", ".tiff", ".tif", ".nii", ".npz", ".zarr")
 
 
 def image_files(spec: str) -> list[Path] | None:

@@ -31,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model}: the folder {Path(args.model).parent} does not exist")
     also = list(getattr(args, "also", []))
     if getattr(args, "also_folder", None):
-        also += labeled_pairs(args.also_folder, exclude=(args.image, args.annotation))
+        also += labeled_pairs(args.also_folder, exclude=(args.image, args.annotation, *(a for a, _ in also)))
     if also and args.session and Path(args.session).exists():
         raise ValueError(f"--also: {args.session} exists and keeps the volumes it was created with; continue it "
                          "with `resume`, or give a new --session path")
@@ -100,29 +100,32 @@ ANNOTATION_TAG = "_annotation"
 
 def labeled_pairs(folder: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """``(image, annotation)`` paths of a folder: each image file ``NAME.SUFFIX`` with a file
-    ``NAME_annotation.SUFFIX2`` beside it (any readable format); images without one are named on stderr and left
-    out, as are the files in ``exclude``.
+    ``NAME_annotation.SUFFIX2`` beside it (any readable format; the tag in any case). A file is an annotation when
+    its name less the tag is another file's name; images without one are named on stderr and left out, as are the
+    files in ``exclude`` (given otherwise already).
 
     Raises
     ------
     ValueError
-        If ``folder`` is not a folder, or holds no image with an annotation beside it.
+        If ``folder`` is not a folder, holds no image with an annotation beside it, or an image has two.
     """
     from .predict import image_files, strip_suffix
 
     if not Path(folder).is_dir():
         raise ValueError(f"--also-folder {folder}: not a folder")
-    files = image_files(folder) or []
-    skip = {Path(p).resolve() for p in exclude}
-    annotations = {strip_suffix(f)[: -len(ANNOTATION_TAG)]: f for f in files
-                   if strip_suffix(f).endswith(ANNOTATION_TAG)}
+    files = [f for f in image_files(folder) or [] if f.resolve() not in {Path(p).resolve() for p in exclude}]
+    stems = {f: strip_suffix(f).lower() for f in files}
+    names = set(stems.values())
+    tag = ANNOTATION_TAG.lower()
+    annotations = [f for f, s in stems.items() if s.endswith(tag) and s[: -len(tag)] in names]
     pairs, unlabeled = [], []
-    for image in files:
-        stem = strip_suffix(image)
-        if stem.endswith(ANNOTATION_TAG) or image.resolve() in skip:
-            continue
-        if stem in annotations and annotations[stem].resolve() not in skip:
-            pairs.append((str(image), str(annotations[stem])))
+    for image in (f for f in files if f not in annotations):
+        found = [a for a in annotations if stems[a][: -len(tag)] == stems[image]]
+        if len(found) > 1 or (found and sum(s == stems[image] for s in stems.values()) > 1):
+            raise ValueError(f"--also-folder {folder}: {image.name}: which annotation goes with which image is "
+                             f"ambiguous ({', '.join(sorted(f.name for f in found))}); keep one of each")
+        if found:
+            pairs.append((str(image), str(found[0])))
         else:
             unlabeled.append(image.name)
     if unlabeled:

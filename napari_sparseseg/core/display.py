@@ -47,6 +47,9 @@ class Recorder(Protocol):
     def add_volume(self, other: Any) -> None:
         """The session also learns from another volume (a ``session.OtherVolume``): keep it."""
 
+    def forget_volume(self, other: Any) -> None:
+        """The session could not learn from ``other`` after all: drop what :meth:`add_volume` kept."""
+
 
 class Display:
     """Chooses and composes the prediction shown, for one annotated volume.

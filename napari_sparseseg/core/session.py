@@ -249,7 +249,12 @@ class SegmentationSession:
         other = OtherVolume(volume, image, channel_axis, name, image_ref)
         if self.store is not None:
             self.store.add_volume(other)  # first: a volume the store could not keep is not trained on either
-        self.trainer.add_volume(volume)
+        try:
+            self.trainer.add_volume(volume)
+        except BaseException:
+            if self.store is not None:
+                self.store.forget_volume(other)
+            raise
         self.other_volumes.append(other)
         return volume
 

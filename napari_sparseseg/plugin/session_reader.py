@@ -155,7 +155,7 @@ def _image_of(group: Any, attrs: dict[str, Any], where: Path) -> tuple[np.ndarra
     meta: dict[str, Any] = {"scale": tuple(float(s) for s in attrs["spacing"])}
     shape = image.shape
     if image.ndim == 4:
-        meta["channel_axis"] = axis = 0 if ref is None else int(attrs.get("channel_axis") or 0)
+        meta["channel_axis"] = axis = 0 if ref is None else int(attrs.get("channel_axis") or 0) % image.ndim
         shape = shape[:axis] + shape[axis + 1:]
     check_stored_volume(group, shape, ("labels", "prediction"), where)
     name = attrs.get("image_name")

@@ -91,7 +91,8 @@ class VolumesPanel(QGroupBox):
         self.viewer = host.viewer
         self.entries: list[VolumeEntry] = []
         self._in_view = 0
-        self._failed: list[tuple[VolumeEntry, str]] = []
+        #: What became of the volumes the last Start let join: ``(entry, volume or why not)``, filled in the worker.
+        self._joined: list[tuple[VolumeEntry, AnnotatedVolume | str]] = []
         col = QVBoxLayout(self)
         row = QHBoxLayout()
         self.image_combo = QComboBox()
@@ -161,28 +162,27 @@ class VolumesPanel(QGroupBox):
         return entry
 
     @staticmethod
-    def _join(session: SegmentationSession, entry: VolumeEntry) -> str | None:
+    def _join(session: SegmentationSession, entry: VolumeEntry) -> AnnotatedVolume | str:
         """Add ``entry``'s volume to ``session`` with the labels on its layer now (in the worker, before training;
-        no layer is written). Returns why it cannot be added, or None."""
+        no layer or entry is written). Returns the volume, or why it cannot be added."""
         image = entry.image
         labels = layer_to_annotation(np.asarray(entry.annotation.data), session.num_classes)
         try:
-            volume = session.add_training_volume(np.asarray(image.data), annotation=labels, name=image.name,
-                                                 spacing=tuple(float(s) for s in image.scale[-3:]))
+            return session.add_training_volume(np.asarray(image.data), annotation=labels, name=image.name,
+                                               spacing=tuple(float(s) for s in image.scale[-3:]))
         except (ValueError, OSError) as exc:  # another kind of volume, or a store that cannot keep it
             return f"cannot learn from '{image.name}' too: {exc}"
-        entry.labels = VolumeLabels(volume)
-        return None
 
     def wrap(self, build: Callable[[], SegmentationSession]) -> Callable[[], SegmentationSession]:
         """The worker's session builder, extended to add the volumes waiting for a session (GUI thread).
 
         The returned function runs in the worker thread before training starts: volumes of a reopened store are
-        matched to the session's, the others added (to its store too); :meth:`on_session_ready` reports those
-        that could not be.
+        matched to the session's, the others added (to its store too). It only records what became of each;
+        :meth:`on_session_ready` (GUI thread) binds the volumes to their layers and reports those that could not
+        join.
         """
         waiting = [e for e in self.entries if e.labels is None]
-        self._failed = []
+        self._joined = joined = []
 
         def build_with_volumes() -> SegmentationSession:
             session = build()
@@ -191,22 +191,27 @@ class VolumesPanel(QGroupBox):
                 if entry.stored is not None and store is not None and Path(entry.stored[0]) == Path(store).resolve():
                     n = entry.stored[1]
                     if n <= len(session.other_volumes):
-                        entry.labels = VolumeLabels(session.other_volumes[n - 1].volume)
+                        joined.append((entry, session.other_volumes[n - 1].volume))
                         continue
-                problem = self._join(session, entry)
-                if problem is not None:
-                    self._failed.append((entry, problem))
+                joined.append((entry, self._join(session, entry)))
             return session
 
         return build_with_volumes
 
     def on_session_ready(self, session: SegmentationSession) -> None:
-        """The session runs (GUI thread): report volumes that could not join, catch up with strokes painted
-        while it was built."""
-        for entry, problem in self._failed:
-            show_error(f"sparseseg: {problem}")
-            self._drop(entry)
-        self._failed = []
+        """The session runs (GUI thread): bind the volumes that joined to their layers, report those that could not
+        (or whose layer was removed meanwhile), catch up with strokes painted while it was built."""
+        joined, self._joined = self._joined, []
+        for entry, result in joined:
+            kept = any(entry is e for e in self.entries)
+            if isinstance(result, str):
+                show_error(f"sparseseg: {result}")
+                self._drop(entry)
+            elif kept:
+                entry.labels = VolumeLabels(result)
+            else:
+                show_info(f"sparseseg: '{entry.image.name}' was removed while training started: its labels stay in "
+                          "this session's training until a new model starts")
         for entry in self.entries:
             entry.stored = None
             if entry.labels is not None:
