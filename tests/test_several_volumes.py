@@ -8,6 +8,7 @@ import zarr
 
 from napari_sparseseg.core.annotation import Source
 from napari_sparseseg.core.batches import MIN_VOLUME_SHARE
+from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import TrainConfig
 from napari_sparseseg.core.events import Prediction
 from napari_sparseseg.core.session import SegmentationSession
@@ -138,13 +139,18 @@ def test_while_the_user_looks_at_another_volume_every_other_refresh_predicts_it(
     other, annotation = _other_shape()
     session.add_training_volume(other, annotation=annotation, spacing=SPACING)
     predictions = []
-    for event in session.interactive(refresh_seconds=0.0, first_refresh_steps=1, view_volume=lambda: 1):
+    view = Box((5, 0, 0), (6, 24, 28))  # the user looks at z = 5 of the other volume
+    boxes = []
+    for event in session.interactive(refresh_seconds=0.0, first_refresh_steps=1, view_volume=lambda: (1, view)):
         if isinstance(event, Prediction):
             predictions.append(event.volume)
-        if len(predictions) == 4 or session.trainer.step > 40:
+            if event.volume == 1:
+                boxes.append(event.box)
+        if len(predictions) == 6 or session.trainer.step > 60:
             break
     assert 1 in predictions and 0 in predictions
     assert all(a != b for a, b in zip(predictions, predictions[1:]))  # alternating: its own volume keeps refreshing
+    assert boxes[:3] == [view, Box.full(other.shape), view]  # the slice in view first, then the whole volume
 
 
 def test_a_store_keeps_every_volume_its_labels_sources_and_prediction_and_opens_them_again(tmp_path):

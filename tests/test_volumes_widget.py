@@ -62,7 +62,7 @@ def test_another_volume_is_learned_from_predicted_while_selected_corrected_and_s
         assert volume.labels[11].any() and not session.volume.labels[11].any()
 
         viewer.layers.selection.active = entry.annotation  # the user looks at the other volume
-        assert panel.in_view() == 1
+        assert panel.in_view()[0] == 1 and panel.in_view()[1] is not None  # the volume and the slice in view of it
         qtbot.waitUntil(lambda: entry.prediction is not None and entry.prediction.data.any(), timeout=60000)
         assert entry.prediction.name == "cells 2 prediction" and entry.prediction.data.shape == other.data.shape
 

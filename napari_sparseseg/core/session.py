@@ -274,7 +274,8 @@ class SegmentationSession:
                           refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
                           should_stop: Callable[[], bool] = lambda: False,
                           max_predict_share: float = 0.3,
-                          view_volume: Callable[[], int] = lambda: 0) -> Iterator[Event]:
+                          view_volume: Callable[[], tuple[int, Box | None]] = lambda: (0, None)
+                          ) -> Iterator[Event]:
         """Train forever, streaming what the user should see: the first responder's, the net's or their blend.
 
         From the first labels, the first responder (a pixel classifier on a precomputed filter bank,
@@ -291,8 +292,8 @@ class SegmentationSession:
         ``p * (1 / max_predict_share - 1)`` seconds (and at least ``refresh_seconds``); a refit of the first
         responder waits at least as long as the previous one took. While the net is shown, refreshes alternate
         between the box in view and the whole volume; a change of the view is predicted first. While the user
-        looks at another training volume (``view_volume``), every other refresh predicts that whole volume with
-        the net (``Prediction.volume``).
+        looks at another training volume (``view_volume``), every other refresh predicts it with the net
+        (``Prediction.volume``), in the same way: the box in view of it when that changed, else the whole volume.
 
         Parameters
         ----------
@@ -307,8 +308,8 @@ class SegmentationSession:
         max_predict_share : float
             Largest share of wall time spent on net predictions, in ``(0, 1]``.
         view_volume : callable
-            The training volume the user looks at (an index of :attr:`training_volumes`; 0 its own), asked at each
-            refresh.
+            The training volume the user looks at (an index of :attr:`training_volumes`; 0 its own) and the box in
+            view of it (``None`` in 3D view), asked at each refresh.
         """
         if not 0 < max_predict_share <= 1:
             raise ValueError(f"max_predict_share must be in (0, 1], got {max_predict_share}")
@@ -325,6 +326,7 @@ class SegmentationSession:
         fit_end, fit_cost = -np.inf, 0.0
         last_view: Box | None = None
         full_due, last_volume = False, 0
+        other_views: dict[int, Box | None] = {}  # the box last predicted of each other volume (None: the whole)
         try:
             while not should_stop():
                 if (responder is not None and volume.n_labeled and responder.behind
@@ -351,10 +353,14 @@ class SegmentationSession:
                     due = now - last_end >= gap
                 if not due or should_stop():
                     continue
-                other = view_volume() if last_volume == 0 else 0  # alternate with the session's own volume
+                other, seen = view_volume() if last_volume == 0 else (0, None)  # alternate with its own volume
                 if 0 < other < len(self.trainer.batches.volumes):
+                    seen = None if seen is None else seen.clip(self.trainer.batches.volumes[other].shape)
+                    if seen is not None and (seen.empty or other_views.get(other) == seen):
+                        seen = None  # that view was predicted last time: the whole volume now
+                    other_views[other] = seen
                     t0 = time.perf_counter()
-                    prediction = self.predict(None, volume=other)
+                    prediction = self.predict(seen, volume=other)
                     if self.store is not None:
                         self.store.record_prediction(prediction)
                     yield prediction

@@ -84,7 +84,7 @@ class RunFlags:
 
 def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box | None], flags: RunFlags,
             *, refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
-            view_volume: Callable[[], int] = lambda: 0) -> Iterator[WorkerEvent]:
+            view_volume: Callable[[], tuple[int, Box | None]] = lambda: (0, None)) -> Iterator[WorkerEvent]:
     """The worker's generator: build the session, then train and stream predictions.
 
     Parameters
@@ -200,7 +200,7 @@ class TrainingRun:
 
     def start(self, build: Callable[[], SegmentationSession], view_box: Callable[[], Box | None], *,
               refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
-              view_volume: Callable[[], int] = lambda: 0) -> None:
+              view_volume: Callable[[], tuple[int, Box | None]] = lambda: (0, None)) -> None:
         """Start a worker thread running :func:`compute`.
 
         Raises

@@ -6,7 +6,8 @@ annotation layer ``"<image> annotation"`` is made over it, whose strokes go to
 that volume of the session (:meth:`~.core.session.SegmentationSession.add_training_volume`)
 through its own :class:`~.strokes.LabelSync`. While one of its layers is
 selected, every other refresh of the training run predicts that volume with the
-net (``view_volume`` of the session's loop) into ``"<image> prediction"``, on
+net (``view_volume`` of the session's loop: the slice in view when it changed, else
+the whole volume) into ``"<image> prediction"``, on
 which strokes are corrections, as on the first image's prediction.
 
 Volumes join a session at Start, in the worker, before the first step (after
@@ -34,9 +35,11 @@ from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE, layer_to_annotation
 from .layers import image_layer_problem, placement, role
 from .session_reader import STORE_META, VOLUME_META
 from .strokes import LabelSync
+from .view import view_box
 
 if TYPE_CHECKING:
     from ..core.annotation import AnnotatedVolume
+    from ..core.box import Box
     from ..core.session import SegmentationSession
     from .bridge import Refresh
     from .host import DockHost
@@ -90,7 +93,7 @@ class VolumesPanel(QGroupBox):
         self.host = host
         self.viewer = host.viewer
         self.entries: list[VolumeEntry] = []
-        self._in_view = 0
+        self._in_view: tuple[int, Box | None] = (0, None)
         #: What became of the volumes the last Start let join: ``(entry, volume or why not)``, filled in the worker.
         self._joined: list[tuple[VolumeEntry, AnnotatedVolume | str]] = []
         col = QVBoxLayout(self)
@@ -110,6 +113,8 @@ class VolumesPanel(QGroupBox):
         self.viewer.layers.events.inserted.connect(self._on_inserted)
         self.viewer.layers.events.removed.connect(self._on_removed)
         self.viewer.layers.selection.events.active.connect(self._on_active)
+        for name in ("current_step", "ndisplay", "order"):  # the box in view of the volume looked at
+            getattr(self.viewer.dims.events, name).connect(self._on_active)
         self.refresh()
 
     # -- choices -------------------------------------------------------------------------
@@ -225,19 +230,21 @@ class VolumesPanel(QGroupBox):
             entry.labels, entry.stored = None, None
 
     # -- predictions ---------------------------------------------------------------------
-    def in_view(self) -> int:
-        """The session's volume whose layer is selected (1-based in ``session.other_volumes``; 0 none);
-        thread-safe (a cached value)."""
+    def in_view(self) -> tuple[int, Box | None]:
+        """The session's volume whose layer is selected (1-based in ``session.other_volumes``; 0 none) and the box
+        in view of it (None in 3D view); thread-safe (a cached value)."""
         return self._in_view
 
     def _on_active(self, event: Any = None, session: SegmentationSession | None = None) -> None:
         active = self.viewer.layers.selection.active
         session = session or self.host.session
-        self._in_view = 0
+        in_view: tuple[int, Box | None] = (0, None)
         for entry in self.entries:
             if entry.labels is not None and session is not None and any(active is ly for ly in entry.layers()):
                 volumes = [o.volume for o in session.other_volumes]
-                self._in_view = next((i + 1 for i, v in enumerate(volumes) if v is entry.labels.volume), 0)
+                n = next((i + 1 for i, v in enumerate(volumes) if v is entry.labels.volume), 0)
+                in_view = (n, view_box(self.viewer, entry.image) if n else None)
+        self._in_view = in_view
 
     def show(self, refresh: Refresh, merged: np.ndarray) -> None:
         """Write a prediction of another volume into its prediction layer (made when missing)."""
@@ -307,9 +314,12 @@ class VolumesPanel(QGroupBox):
         """Let go of the layers and the viewer (the widget closes)."""
         for entry in self.entries:
             entry.sync.close()
+        dims = self.viewer.dims.events
         for emitter, handler in ((self.viewer.layers.events.inserted, self._on_inserted),
                                  (self.viewer.layers.events.removed, self._on_removed),
-                                 (self.viewer.layers.selection.events.active, self._on_active)):
+                                 (self.viewer.layers.selection.events.active, self._on_active),
+                                 (dims.current_step, self._on_active), (dims.ndisplay, self._on_active),
+                                 (dims.order, self._on_active)):
             try:
                 emitter.disconnect(handler)
             except (RuntimeError, ValueError, TypeError):
