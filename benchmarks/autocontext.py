@@ -3,6 +3,9 @@
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --seeds 0 1 2
     python benchmarks/autocontext.py --tubes --seeds 0 1 2 --protocols z:3 scribble:3 --no-baseline
     python benchmarks/autocontext.py --from benchmarks/results/autocontext.txt
+    python benchmarks/autocontext.py ../shared/data/*.npz --sample --protocols scribble:3 --no-baseline --trees 96
+    python benchmarks/autocontext.py ../shared/data/*.npz --sample --protocols scribble:3 --no-baseline \
+        --contrast-from-strokes
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --seeds 0 1 2 --no-baseline --stages 2 \\
         --contexts 1,3.5,10+raw 1.6,3.5,10 3.5,10,20 5,15
 
@@ -15,7 +18,9 @@ column), and of the 100-tree random forest baseline. Every
 forest is fitted on every label (nothing held back), as the forest shown is. ``--tubes`` adds a synthetic
 volume of thin curved tubes (radius 1.5 voxels, 0.4-0.7 % of the volume, on a smooth uneven background): does
 a context smoothed over 10 voxels lose a thin structure? Float32 on the CPU; no net. ``--from`` prints the
-mean over seeds of each column of a printed run, per volume and protocol, as a markdown table.
+mean over seeds of each column of a printed run, per volume and protocol, as a markdown table. ``--trees`` and
+``--contrast-from-strokes`` try other first responders (more trees; the local contrast columns read from labels of
+any plane coverage, ``first_responder.CONTRAST_MIN_COVERAGE = 0``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from helpers import labeled_runs, load_volumes
 
 from napari_sparseseg.baselines.random_forest import random_forest_segment
+from napari_sparseseg.core import first_responder
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.context import context_features
 from napari_sparseseg.core.first_responder import FirstResponder
@@ -122,6 +128,9 @@ def main() -> None:
     ap.add_argument("--contexts", nargs="*", default=[], metavar="SCALES[+raw]")
     ap.add_argument("--no-baseline", action="store_true", help="skip the 100-tree random forest")
     ap.add_argument("--from", dest="from_file", help="summarise this printed run instead")
+    ap.add_argument("--trees", type=int, help="trees per forest (default: the product's ResponderConfig.trees)")
+    ap.add_argument("--contrast-from-strokes", action="store_true",
+                    help="read the local contrast columns from labels of any plane coverage")
     args = ap.parse_args()
     if args.from_file:
         summarise(args.from_file)
@@ -129,7 +138,9 @@ def main() -> None:
     if args.contexts and args.stages < 2:
         ap.error("--contexts vary the later stages: give --stages 2 or more")
     torch.set_num_threads(2)
-    config = ResponderConfig(stages=args.stages)
+    config = ResponderConfig(stages=args.stages, **({"trees": args.trees} if args.trees else {}))
+    if args.contrast_from_strokes:
+        first_responder.CONTRAST_MIN_COVERAGE = 0.0
     print("volume protocol seed | " + "".join(f"stage {i} Dice (s) | " for i in range(1, args.stages + 1))
           + "".join(f"{c} Dice (s) | " for c in args.contexts) + "rf100 Dice (s)")
     volumes = load_volumes(args.files, args.sample) if args.files or args.sample else []
