@@ -188,7 +188,6 @@ def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, 
         If the store was written by a newer version, or its image reference cannot be read.
     """
     from .core.session import SegmentationSession
-    from .io import read_volume
 
     attrs = dict(root.attrs)
     version = int(attrs[STORE_KEY].get("version", 0))
@@ -198,21 +197,28 @@ def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, 
     cfg = config or SessionConfig.from_dict(attrs["config"], legacy=True)
     if device is not None:
         cfg = replace(cfg, device=device)
-    ref = attrs.get("image_ref")
-    channel_axis = attrs.get("channel_axis")
-    if ref is None:
-        image = root["image"]
-    else:
-        image = read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0, lazy=True).data
-    if image.nbytes <= eager_image_bytes:
-        image = np.asarray(image[...])  # small enough: in memory, normalised exactly
+    image = stored_image(root, eager_image_bytes)
     session = SegmentationSession(image, num_classes=int(attrs["num_classes"]), spacing=attrs["spacing"],
-                                  channel_axis=channel_axis, config=cfg)
+                                  channel_axis=attrs.get("channel_axis"), config=cfg)
     chunks = check_stored_volume(root, session.volume.shape, ("labels", "source", "prediction"), path)
     labeled = restore_labels(session.volume, root["labels"], root["source"], chunks)
     for folder in volume_folders(path):
         _read_other_volume(session, folder, eager_image_bytes)
     return session, labeled
+
+
+def stored_image(group: Any, eager_image_bytes: int) -> Any:
+    """The image of a stored volume (the root of a store or a ``volumes/<n>`` group): its ``image`` array, or the file
+    its ``image_ref`` attribute names, read into memory when it holds at most ``eager_image_bytes`` (normalised
+    exactly), else left lazy (read per patch)."""
+    from .io import read_volume
+
+    ref = group.attrs.get("image_ref")
+    if ref is None:
+        image = group["image"]
+    else:
+        image = read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0, lazy=True).data
+    return np.asarray(image[...]) if image.nbytes <= eager_image_bytes else image
 
 
 def _read_other_volume(session: SegmentationSession, folder: Path, eager_image_bytes: int) -> None:
@@ -226,21 +232,14 @@ def _read_other_volume(session: SegmentationSession, folder: Path, eager_image_b
     """
     import zarr
 
-    from .io import read_volume
-
     group = zarr.open_group(str(folder), mode="r")
     attrs = dict(group.attrs)
-    ref = attrs.get("image_ref")
     try:
-        if ref is None:
-            image = group["image"]
-        else:
-            image = read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0, lazy=True).data
-        if image.nbytes <= eager_image_bytes:
-            image = np.asarray(image[...])
+        image = stored_image(group, eager_image_bytes)
         name = attrs.get("image_name")
         volume = session.add_training_volume(image, spacing=attrs["spacing"], channel_axis=attrs.get("channel_axis"),
-                                             name=name if isinstance(name, str) else None, image_ref=ref)
+                                             name=name if isinstance(name, str) else None,
+                                             image_ref=attrs.get("image_ref"))
         chunks = check_stored_volume(group, volume.shape, ("labels", "source", "prediction"), folder)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{folder}: another volume of the session cannot be read back: {exc}") from exc

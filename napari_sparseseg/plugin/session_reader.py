@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,13 +146,10 @@ def _image_of(group: Any, attrs: dict[str, Any], where: Path) -> tuple[np.ndarra
     ValueError
         If the labels or prediction stored beside it do not fit it (:func:`~..store_files.check_stored_volume`).
     """
-    from ..io import read_volume
+    from ..store_arrays import stored_image
 
     ref = attrs.get("image_ref")
-    if ref is None:
-        image = np.asarray(group["image"][...])
-    else:
-        image = np.asarray(read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0).data)
+    image = np.asarray(stored_image(group, eager_image_bytes=sys.maxsize))
     meta: dict[str, Any] = {"scale": tuple(float(s) for s in attrs["spacing"])}
     shape = image.shape
     if image.ndim == 4:
