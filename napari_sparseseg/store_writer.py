@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,16 +242,11 @@ class StoreWriter:
             self._set_num_classes(vol.num_classes)
         tc = self.session.config.train
         cw = vol.class_weights(tc.class_balance_power)
-        first = self._flushed_revision < 0
-        for b in chunk_boxes(box, self.chunks, vol.shape):  # one chunk at a time: memory stays bounded
-            labels, source = vol.snapshot(b)
-            labeled = bool(labels.any())
-            if first and not labeled:
-                continue  # a new store reads 0 where nothing was written
+        for b, labels, source in self._changed_chunks(vol, box, self.chunks, first=self._flushed_revision < 0):
             self._group["labels"][b.slices] = labels
             self._group["source"][b.slices] = source
             self._group["weights"][b.slices] = _weights(labels, source, cw, tc.correction_weight)
-            if labeled:
+            if labels.any():
                 self._labeled_chunks.add(b.start)
             else:
                 self._labeled_chunks.discard(b.start)
@@ -258,17 +254,23 @@ class StoreWriter:
         return box
 
     @staticmethod
-    def _flush_other(other: VolumeWriter) -> None:
+    def _changed_chunks(vol: AnnotatedVolume, box: Box, chunks: tuple[int, int, int], *, first: bool
+                        ) -> Iterator[tuple[Box, np.ndarray, np.ndarray]]:
+        """``(chunk box, labels, source)`` of each chunk of ``vol`` in ``box``, one at a time (memory stays bounded);
+        on a ``first`` flush only the chunks that hold labels (a new store reads 0 where nothing was written)."""
+        for b in chunk_boxes(box, chunks, vol.shape):
+            labels, source = vol.snapshot(b)
+            if not first or labels.any():
+                yield b, labels, source
+
+    def _flush_other(self, other: VolumeWriter) -> None:
         """Write the label and source chunks of another volume that changed since its last flush."""
-        vol, revision = other.volume, other.volume.revision
+        revision = other.volume.revision
         if revision == other.flushed_revision:
             return
-        box = vol.changes_since(other.flushed_revision)
-        first = other.flushed_revision < 0
-        for b in chunk_boxes(box, other.chunks, vol.shape):
-            labels, source = vol.snapshot(b)
-            if first and not labels.any():
-                continue
+        changed = other.volume.changes_since(other.flushed_revision)
+        for b, labels, source in self._changed_chunks(other.volume, changed, other.chunks,
+                                                      first=other.flushed_revision < 0):
             other.group["labels"][b.slices] = labels
             other.group["source"][b.slices] = source
         other.flushed_revision = revision
