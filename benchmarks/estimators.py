@@ -30,7 +30,8 @@ from helpers import load_volumes
 
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig
-from napari_sparseseg.core.first_responder import FeatureStack, FirstResponder
+from napari_sparseseg.core.feature_stack import FeatureStack
+from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.holdout import HoldOut
 from napari_sparseseg.evaluation.protocols import simulate_annotation
 

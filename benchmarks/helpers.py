@@ -101,7 +101,7 @@ def labeled_runs(image: np.ndarray, truth: np.ndarray, spacing, protocols: Seque
     ``truth`` (annotation encoding), a fresh ``AnnotatedVolume`` holding it, and the image's filter bank (computed
     once for all runs) for a ``FirstResponder``."""
     from napari_sparseseg.core.annotation import AnnotatedVolume
-    from napari_sparseseg.core.first_responder import FeatureStack
+    from napari_sparseseg.core.feature_stack import FeatureStack
     from napari_sparseseg.evaluation.protocols import simulate_annotation
 
     features = FeatureStack(image, spacing)

@@ -29,7 +29,8 @@ from helpers import load_volumes
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
-from napari_sparseseg.core.first_responder import FeatureStack, FirstResponder
+from napari_sparseseg.core.feature_stack import FeatureStack
+from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.guidance import suggest_slices
 from napari_sparseseg.core.inference import entropy
 from napari_sparseseg.evaluation.protocols import slice_positions

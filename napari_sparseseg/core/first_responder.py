@@ -24,18 +24,17 @@ sample they score within about 0.01 Dice of the 100-tree forest baseline
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .annotation import AnnotatedVolume
+from .binning import MAX_FACTOR, binned_shape, covering_box, upsample
 from .box import Box
-from .context import context_columns, context_features
-from .features import compute_features, feature_names
-from .volume import as_channels_first
+from .context import context_features
+from .feature_stack import FeatureStack, grid_factors, responder_bytes
+from .features import feature_names
 
 if TYPE_CHECKING:
     from .config import ResponderConfig
@@ -79,57 +78,6 @@ def _index(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return coords[:, 0], coords[:, 1], coords[:, 2]
 
 
-def stack_bytes(shape: Sequence[int], channels: int = 1) -> int:
-    """Memory of the float32 feature stack of a ``(z, y, x)`` volume with ``channels`` image channels."""
-    return int(np.prod(shape)) * len(feature_names(contrast=True)) * int(channels) * 4
-
-
-class FeatureStack:
-    """The filter bank of one image, computed once (thread-safe) and shared by whoever asks first.
-
-    The plugin makes one when an image is chosen and computes it in a background thread while the user
-    paints; the session's first responder then finds it ready.
-
-    Parameters
-    ----------
-    image : array-like
-        ``(z, y, x)``, or 4D with ``channel_axis``.
-    spacing : sequence of float
-        Voxel size ``(z, y, x)``.
-    channel_axis : int, optional
-        Channel axis of a 4D image.
-    """
-
-    def __init__(self, image, spacing: Sequence[float], channel_axis: int | None = None) -> None:
-        self.image, self.spacing, self.channel_axis = image, tuple(float(s) for s in spacing), channel_axis
-        self._stack: np.ndarray | None = None
-        self._lock = threading.Lock()
-        #: Seconds the computation took (None until computed).
-        self.seconds: float | None = None
-
-    @property
-    def ready(self) -> bool:
-        """Whether the stack is computed."""
-        return self._stack is not None
-
-    def matches(self, image, spacing: Sequence[float], channel_axis: int | None = None) -> bool:
-        """Whether this is the stack of ``image`` (the same array object) at ``spacing``."""
-        return (image is self.image and channel_axis == self.channel_axis
-                and tuple(float(s) for s in spacing) == self.spacing)
-
-    def get(self) -> np.ndarray:
-        """float32 ``(z, y, x, F)``, ``F`` = 48 columns per image channel (the 46 filters, then the 2 local contrast
-        columns, :func:`~.features.compute_features`); computed on the first call."""
-        with self._lock:
-            if self._stack is None:
-                t0 = time.perf_counter()
-                raw = as_channels_first(np.asarray(self.image), self.channel_axis)
-                stacks = [compute_features(channel, self.spacing, contrast=True) for channel in raw]
-                self._stack = stacks[0] if len(stacks) == 1 else np.concatenate(stacks, axis=-1)
-                self.seconds = time.perf_counter() - t0
-            return self._stack
-
-
 class FirstResponder:
     """A per-voxel classifier of one volume's filter bank, refitted on the labels as they change.
 
@@ -152,14 +100,23 @@ class FirstResponder:
         self.volume, self.config, self.seed = volume, config, seed
         if features is not None and not features.matches(image, volume.spacing, channel_axis):
             raise ValueError("the feature stack given was computed for another image or spacing")
+        #: Bins ``(fz, fy, fx)`` of the grid the forests work on: ``(1, 1, 1)`` unless the full grid's bank would
+        #: not fit ``config.max_feature_bytes`` (:mod:`.binning`); None when no bins up to the largest make it fit.
+        self.factors = grid_factors(volume.shape, volume.spacing, config.max_feature_bytes, volume.image_channels,
+                                    volume.num_classes)
+        if features is not None and features.factors != self.factors:
+            features = None  # computed for another grid (the plugin guesses one class): this volume needs its own
         #: The filter bank (computed on first use unless given ready).
-        self.features = features or FeatureStack(image, volume.spacing, channel_axis)
+        self.features = features or FeatureStack(image, volume.spacing, channel_axis, self.factors or (1, 1, 1))
         # The latest stage's forests, fitted on every label (what is shown) and, when labels are held back, on the
         # rest (what is scored), and the context maps each reads (from the previous stage beside it; None at stage 1).
         self._forest = None
         self._scored = None
         self._context: np.ndarray | None = None
         self._scored_context: np.ndarray | None = None
+        #: The shown forest's probabilities of the whole binned grid, last predicted (``(forest, (K + 1, z, y, x))``;
+        #: None on the full grid): what the next stage reads its context from.
+        self._whole_grid: tuple[object, np.ndarray] | None = None
         #: Stages fitted to the labels of the last fit (0: none).
         self.stage = 0
         self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
@@ -171,10 +128,14 @@ class FirstResponder:
         self.revision = -1
 
     # -- availability ------------------------------------------------------------------
+    def _bytes_of(self, shape: Sequence[int]) -> int:
+        """Memory of the feature stack and the context maps on a grid of ``shape``."""
+        return responder_bytes(shape, self.volume.image_channels, self.volume.num_classes)
+
     def feature_bytes(self) -> int:
-        """Memory of the whole feature stack (one filter bank per image channel) and of the context maps, float32."""
-        context = 2 * int(np.prod(self.volume.shape)) * context_columns(self.volume.num_classes) * 4
-        return stack_bytes(self.volume.shape, self.volume.image_channels) + context
+        """Memory of the feature stack (one filter bank per image channel) and of the context maps, float32, on
+        the grid the forests work on."""
+        return self._bytes_of(binned_shape(self.volume.shape, self.factors or (1, 1, 1)))
 
     def unavailable_reason(self) -> str | None:
         """Why this volume gets no first responder (``None`` when it does)."""
@@ -182,10 +143,19 @@ class FirstResponder:
             return "the first responder is switched off"
         if self.volume.lazy:
             return "the image is read from disk on demand (zarr/dask): the net alone predicts it"
-        if self.feature_bytes() > self.config.max_feature_bytes:
-            return (f"its feature stack would take {self.feature_bytes() / 2**30:.1f} GiB "
-                    f"(limit {self.config.max_feature_bytes / 2**30:.1f} GiB): the net alone predicts it")
+        if self.factors is None:
+            return (f"its feature stack would take {self.feature_bytes() / 2**30:.1f} GiB even binned by "
+                    f"{MAX_FACTOR} (limit {self.config.max_feature_bytes / 2**30:.1f} GiB): the net alone predicts it")
         return None
+
+    def grid_note(self) -> str | None:
+        """A line for the user when the forests work on a binned grid (None on the full grid)."""
+        if self.factors is None or self.factors == (1, 1, 1):
+            return None
+        full = self._bytes_of(self.volume.shape) / 2**30
+        return (f"the first responder works on this volume binned {' x '.join(map(str, self.factors))} (its full "
+                f"filter bank would take {full:.1f} GiB, limit {self.config.max_feature_bytes / 2**30:.1f} GiB); "
+                "the net predicts every voxel")
 
     # -- features ----------------------------------------------------------------------
     def warm(self) -> np.ndarray:
@@ -217,7 +187,7 @@ class FirstResponder:
     def _rows_at(self, coords: np.ndarray, context: np.ndarray | None) -> np.ndarray:
         """Rows of the columns the forests read ``(n, F' [+ C])`` at ``(n, 3)`` coordinates, the context columns
         appended when given."""
-        at = _index(coords)
+        at = self._grid_index(coords)
         rows = self._read(self.warm()[at])
         return rows if context is None else np.concatenate([rows, context[at]], axis=1)
 
@@ -282,7 +252,8 @@ class FirstResponder:
         Parameters
         ----------
         previous : np.ndarray, optional
-            The current stage's whole-volume probabilities ``(K + 1, z, y, x)``, when already predicted.
+            The current stage's whole-volume probabilities ``(K + 1, z, y, x)``, when already predicted (ignored on
+            a binned grid, where the stage predicts its own grid).
 
         Returns
         -------
@@ -293,13 +264,16 @@ class FirstResponder:
             return False
         coords, classes, held = self._fit_rows
         shape = (self.volume.num_classes + 1,) + self.volume.shape
-        if previous is None or previous.shape != shape:
-            previous = self._predict_volume(self._forest, self._context)
+        if self.features.binned:
+            whole = self._whole_grid
+            previous = whole[1] if whole is not None and whole[0] is self._forest else None
+        if previous is None or (previous.shape != shape and not self.features.binned):
+            previous = self._predict_grid(self._forest, self._context)
         context = self.context(previous)
         forest = self._fit_forest(coords, classes, context)
         scored = scored_context = None
         if self._scored is not None:
-            scored_context = self.context(self._predict_volume(self._scored, self._scored_context))
+            scored_context = self.context(self._predict_grid(self._scored, self._scored_context))
             scored = self._fit_forest(coords[~held], classes[~held], scored_context)
         self._forest, self._context = forest, context
         self._scored, self._scored_context = scored, scored_context
@@ -308,9 +282,9 @@ class FirstResponder:
 
     def context(self, probabilities: np.ndarray) -> np.ndarray:
         """The next stage's context columns ``(z, y, x, C)`` from the current stage's probabilities
-        ``(K + 1, z, y, x)``: each foreground class smoothed at :data:`~.context.CONTEXT_SIGMAS` (a variant overrides
-        this)."""
-        return context_features(probabilities, self.volume.spacing)
+        ``(K + 1, z, y, x)`` on the forests' grid: each foreground class smoothed at :data:`~.context.CONTEXT_SIGMAS`
+        (a variant overrides this)."""
+        return context_features(probabilities, self.features.grid_spacing)
 
     @property
     def fitted(self) -> bool:
@@ -343,16 +317,38 @@ class FirstResponder:
 
     def _proba_at(self, coords: np.ndarray, forest, context: np.ndarray | None) -> np.ndarray:
         """``(n, K + 1)`` probabilities by ``forest`` at ``(n, 3)`` coordinates."""
-        at = _index(coords)
+        at = self._grid_index(coords)
         return self._proba(self.warm()[at], forest, None if context is None else context[at])
 
-    def _predict_volume(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
-        """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` (default: the whole volume) by ``forest``."""
-        box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
-        block = self.warm()[box.slices]
+    def _grid_index(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``(n, 3)`` full-grid coordinates as a NumPy index into the forests' (perhaps binned) grid."""
+        if self.features.binned:
+            coords = coords // np.asarray(self.features.factors)
+        return _index(coords)
+
+    def _predict_grid(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
+        """float32 ``(K + 1, z, y, x)`` probabilities by ``forest`` of ``box`` of its own (perhaps binned) grid
+        (default: all of it)."""
+        stack = self.warm()
+        box = Box.full(stack.shape[:3]) if box is None else box.clip(stack.shape[:3])
+        block = stack[box.slices]
         ctx = None if context is None else context[box.slices].reshape(-1, context.shape[-1])
         proba = self._proba(block.reshape(-1, block.shape[-1]), forest, ctx)
         return np.ascontiguousarray(np.moveaxis(proba, 1, 0).reshape((-1,) + box.shape))
+
+    def _predict_volume(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
+        """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` of the full grid (default: the whole volume) by
+        ``forest``; on a binned grid interpolated from the bins around (:func:`~.binning.upsample`)."""
+        box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
+        if not self.features.binned:
+            return self._predict_grid(forest, context, box)
+        factors = self.features.factors
+        grid = binned_shape(self.volume.shape, factors)
+        bins = covering_box(box, factors, grid)
+        proba = self._predict_grid(forest, context, bins)
+        if bins.shape == grid:  # the whole grid: the next stage's context is read from it (see refine)
+            self._whole_grid = (forest, proba)
+        return upsample(proba, bins, factors, box)
 
     def _shown(self) -> tuple[object, np.ndarray | None]:
         """The classifier shown (the latest stage's) and the context it reads."""

@@ -28,7 +28,8 @@ from .config import SessionConfig
 from .display import Display, Event, Recorder
 from .encoding import merge_labels
 from .events import Notice, Prediction, TrainStep, Waiting
-from .first_responder import FeatureStack, FirstResponder
+from .feature_stack import FeatureStack
+from .first_responder import FirstResponder
 from .handover import HandOver
 from .holdout import HoldOut
 from .trainer import Trainer
@@ -318,6 +319,8 @@ class SegmentationSession:
         responder = display.live_responder()
         if responder is None and self.config.responder.enabled:
             yield Notice(f"no first responder for this volume: {self.responder.unavailable_reason()}", "info")
+        elif responder is not None and responder.grid_note():
+            yield Notice(responder.grid_note(), "info")
         rc = self.config.responder
         volume.holdout = HoldOut(volume.spacing, rc.held_back, seed=self.config.train.seed) \
             if responder is not None and rc.held_back > 0 else None

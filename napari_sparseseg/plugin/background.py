@@ -21,7 +21,7 @@ from ..core.config import ResponderConfig
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from ..core.first_responder import FeatureStack
+    from ..core.feature_stack import FeatureStack
 
 
 def warm_up_device(device: str) -> None:
@@ -41,17 +41,18 @@ class FeatureCache:
 
     def for_layer(self, layer: Image | None) -> FeatureStack | None:
         """The filter bank of ``layer`` (started now unless it is the one held); None where the first responder
-        will not run (no in-memory 3D image, or a feature stack over ``max_bytes``)."""
+        will not run (no in-memory 3D image, or a feature stack over ``max_bytes`` even on a binned grid)."""
         if layer is None or not isinstance(layer.data, np.ndarray) or layer.data.ndim != 3:
             return None
         spacing = tuple(float(s) for s in layer.scale[-3:])
         stack = self._stack
         if stack is not None and stack.matches(layer.data, spacing):
             return stack
-        from ..core.first_responder import FeatureStack, stack_bytes
+        from ..core.feature_stack import FeatureStack, grid_factors
 
-        if stack_bytes(layer.data.shape) > self.max_bytes:
+        factors = grid_factors(layer.data.shape, spacing, self.max_bytes)  # binned where the full bank would not fit
+        if factors is None:
             return None
-        self._stack = stack = FeatureStack(layer.data, spacing)
+        self._stack = stack = FeatureStack(layer.data, spacing, factors=factors)
         threading.Thread(target=stack.get, daemon=True, name="sparseseg-features").start()
         return stack

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
     from ..core.config import SessionConfig
-    from ..core.first_responder import FeatureStack
+    from ..core.feature_stack import FeatureStack
     from ..core.session import SegmentationSession
 
 

@@ -1,0 +1,64 @@
+"""When each thing reaches the user: the seconds of every event of the plugin's loop after the labels are in.
+
+    python benchmarks/timeline.py /tmp/large/sample_cells_96x512x512.npz --protocol z:3 --seconds 75
+
+Opens a session on the volume with labels simulated by ``--protocol``, computes the first responder's filter
+bank first (as the plugin does while the user paints; its seconds are printed), then runs
+``SegmentationSession.interactive`` with the middle z slice in view and prints the seconds since the labels went
+in of each notice, prediction (learner and box), where-to-paint-next and the 1st, 10th and 50th training step,
+until ``--seconds``. Float32 on the CPU, ``--threads`` torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from napari_sparseseg.core.box import Box
+from napari_sparseseg.core.events import Guidance, Notice, Prediction, TrainStep
+from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.evaluation.protocols import simulate_annotation
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help=".npz with image, labels, spacing")
+    parser.add_argument("--protocol", default="z:3")
+    parser.add_argument("--seconds", type=float, default=75.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with np.load(args.data) as d:
+        image, labels, spacing = d["image"], d["labels"], tuple(float(s) for s in d["spacing"])
+    session = SegmentationSession(image, num_classes=int(labels.max()), spacing=spacing,
+                                  annotation=simulate_annotation(labels, args.protocol))
+    t0 = time.perf_counter()
+    session.warm_up()
+    print(f"filter bank {time.perf_counter() - t0:.1f} s on bins {session.responder.factors} of {image.shape}")
+    middle = image.shape[0] // 2
+    view = Box((middle, 0, 0), (middle + 1,) + image.shape[1:])
+    steps = 0
+    t0 = time.perf_counter()
+    events = session.interactive(lambda: view)
+    for event in events:
+        t = time.perf_counter() - t0
+        if isinstance(event, TrainStep):
+            steps += 1
+            if steps in (1, 10, 50):
+                print(f"{t:6.1f} s  training step {steps}")
+        elif isinstance(event, Prediction):
+            print(f"{t:6.1f} s  prediction of the {event.learner}, box {event.box.shape}")
+        elif isinstance(event, Guidance):
+            print(f"{t:6.1f} s  where to paint next")
+        elif isinstance(event, Notice):
+            print(f"{t:6.1f} s  notice: {event.message}")
+        if t > args.seconds:
+            break
+    events.close()
+
+
+if __name__ == "__main__":
+    main()

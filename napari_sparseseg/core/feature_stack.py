@@ -1,0 +1,124 @@
+"""The first responder's filter bank of one image: computed once, in the background, shared by its sessions.
+
+Axes: the stack is ``(z, y, x, F)``, ``F`` columns per image channel (:func:`~.features.feature_names`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .binning import bin_mean, binned_shape, binning_factors
+from .context import context_columns
+from .features import compute_features, feature_names
+from .volume import as_channels_first
+
+__all__ = ["EXTRA_THREAD_BYTES", "FeatureStack", "feature_workers", "grid_factors", "responder_bytes", "stack_bytes"]
+
+
+def stack_bytes(shape: Sequence[int], channels: int = 1) -> int:
+    """Memory of the float32 feature stack of a ``(z, y, x)`` volume with ``channels`` image channels."""
+    return int(np.prod(shape)) * len(feature_names(contrast=True)) * int(channels) * 4
+
+
+#: Memory the threads computing a filter bank may hold beyond the first one's: each holds about 17 float32
+#: copies of the volume (its scale's derivatives and structure tensor) while it works.
+EXTRA_THREAD_BYTES = 1 << 30
+
+
+def feature_workers(shape: Sequence[int], threads: int) -> int:
+    """Threads to compute the filter bank of a ``(z, y, x)`` grid with: at most ``threads`` (as many as training
+    uses; the plugin leaves one core to the window), fewer where their temporaries would pass
+    :data:`EXTRA_THREAD_BYTES`."""
+    per_thread = 17 * 4 * int(np.prod(shape))
+    return max(1, min(int(threads), 1 + EXTRA_THREAD_BYTES // max(per_thread, 1)))
+
+
+def responder_bytes(shape: Sequence[int], channels: int = 1, num_classes: int = 1) -> int:
+    """Memory of the first responder on a grid of ``shape``: the feature stack and the two context maps it keeps
+    (the shown and the scored forests' next stage, :mod:`.context`), float32."""
+    context = 2 * int(np.prod(shape)) * context_columns(num_classes) * 4
+    return stack_bytes(shape, channels) + context
+
+
+def grid_factors(shape: Sequence[int], spacing: Sequence[float], max_bytes: int, channels: int = 1,
+                 num_classes: int = 1) -> tuple[int, int, int] | None:
+    """The bins of the first responder's grid for a volume (:func:`~.binning.binning_factors` of
+    :func:`responder_bytes`): ``(1, 1, 1)`` when the full grid fits ``max_bytes``, None when no bins do."""
+    return binning_factors(shape, spacing, lambda s: responder_bytes(s, channels, num_classes), max_bytes)
+
+
+class FeatureStack:
+    """The filter bank of one image, computed once (thread-safe) and shared by whoever asks first.
+
+    The plugin makes one when an image is chosen and computes it in a background thread while the user
+    paints; the session's first responder then finds it ready.
+
+    Parameters
+    ----------
+    image : array-like
+        ``(z, y, x)``, or 4D with ``channel_axis``.
+    spacing : sequence of float
+        Voxel size ``(z, y, x)``.
+    channel_axis : int, optional
+        Channel axis of a 4D image.
+    factors : sequence of int
+        Bins ``(fz, fy, fx)``: the bank is computed on the image binned by them (:mod:`.binning`; a volume whose
+        full bank would not fit in memory); ``(1, 1, 1)``, the default, is the full grid.
+    """
+
+    def __init__(self, image, spacing: Sequence[float], channel_axis: int | None = None,
+                 factors: Sequence[int] = (1, 1, 1)) -> None:
+        self.image, self.spacing, self.channel_axis = image, tuple(float(s) for s in spacing), channel_axis
+        if len(factors) != 3 or any(int(f) != f or f < 1 for f in factors):
+            raise ValueError(f"bins must be three positive integers, got {factors!r}")
+        #: Bins ``(fz, fy, fx)`` of the grid the bank is computed on.
+        self.factors: tuple[int, int, int] = tuple(int(f) for f in factors)  # type: ignore[assignment]
+        #: Voxel size ``(z, y, x)`` of that grid.
+        self.grid_spacing = tuple(s * f for s, f in zip(self.spacing, self.factors))
+        self._stack: np.ndarray | None = None
+        self._lock = threading.Lock()
+        #: Seconds the computation took (None until computed).
+        self.seconds: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the stack is computed."""
+        return self._stack is not None
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        """``(z, y, x)`` of the grid the bank is computed on."""
+        shape = list(np.shape(self.image))
+        if self.channel_axis is not None:
+            del shape[self.channel_axis]
+        return binned_shape(shape, self.factors)
+
+    @property
+    def binned(self) -> bool:
+        """Whether the bank is of a binned grid."""
+        return self.factors != (1, 1, 1)
+
+    def matches(self, image, spacing: Sequence[float], channel_axis: int | None = None) -> bool:
+        """Whether this is the stack of ``image`` (the same array object) at ``spacing``."""
+        return (image is self.image and channel_axis == self.channel_axis
+                and tuple(float(s) for s in spacing) == self.spacing)
+
+    def get(self) -> np.ndarray:
+        """float32 ``(z, y, x, F)`` of the (binned) grid, ``F`` = 48 columns per image channel (the 46 filters,
+        then the 2 local contrast columns, :func:`~.features.compute_features`); computed on the first call."""
+        with self._lock:
+            if self._stack is None:
+                import torch
+
+                t0 = time.perf_counter()
+                raw = as_channels_first(np.asarray(self.image), self.channel_axis)
+                workers = feature_workers(self.grid_shape, torch.get_num_threads())
+                stacks = [compute_features(bin_mean(channel, self.factors) if self.binned else channel,
+                                           self.grid_spacing, contrast=True, workers=workers) for channel in raw]
+                self._stack = stacks[0] if len(stacks) == 1 else np.concatenate(stacks, axis=-1)
+                self.seconds = time.perf_counter() - t0
+            return self._stack

@@ -1,0 +1,172 @@
+"""A volume whose full filter bank would not fit still gets a first responder, on a binned grid."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg.core.annotation import AnnotatedVolume
+from napari_sparseseg.core.binning import MAX_FACTOR, bin_mean, binned_shape, binning_factors, covering_box, upsample
+from napari_sparseseg.core.box import Box
+from napari_sparseseg.core.config import ResponderConfig
+from napari_sparseseg.core.events import Notice, Prediction
+from napari_sparseseg.core.feature_stack import (
+    EXTRA_THREAD_BYTES,
+    FeatureStack,
+    feature_workers,
+    grid_factors,
+    responder_bytes,
+)
+from napari_sparseseg.core.features import compute_features
+from napari_sparseseg.core.first_responder import FirstResponder
+from napari_sparseseg.core.holdout import HoldOut
+from napari_sparseseg.core.session import SegmentationSession
+from napari_sparseseg.plugin.background import FeatureCache
+from tests.conftest import sphere_volume, tiny_config
+
+SHAPE = (16, 40, 40)
+SPACING = (2.0, 1.0, 1.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _bytes(shape):
+    return responder_bytes(shape, 1, 1)
+
+
+# -- the grid --------------------------------------------------------------------------------------------
+def test_bins_grow_along_the_finest_axes_first_and_only_as_far_as_needed():
+    assert binning_factors(SHAPE, SPACING, _bytes, _bytes(SHAPE)) == (1, 1, 1)
+    assert binning_factors(SHAPE, SPACING, _bytes, _bytes(SHAPE) - 1) == (1, 2, 2)  # 2 x 1 x 1 -> 2 x 2 x 2
+    assert binning_factors(SHAPE, SPACING, _bytes, _bytes(binned_shape(SHAPE, (1, 2, 2))) - 1) == (2, 4, 4)
+    assert binning_factors((100, 512, 512), (5.0, 0.8, 0.8), _bytes, 4 << 30) == (1, 2, 2)  # a CT: in plane
+    assert binning_factors((512, 512, 512), (1.0, 1.0, 1.0), _bytes, 4 << 30) == (2, 2, 2)
+    assert binning_factors(SHAPE, SPACING, _bytes, 1) is None  # not even bins of MAX_FACTOR fit
+    assert max(binning_factors((4, 400, 400), (1.0, 1.0, 1.0), _bytes, 20_000_000)) <= MAX_FACTOR
+    assert binning_factors((4, 400, 400), (1.0, 1.0, 1.0), _bytes, 20_000_000)[0] <= 4  # never past the volume
+
+
+@pytest.mark.parametrize("factors", [(1, 2, 2), (2, 2, 2), (1, 4, 2), (4, 1, 1)])
+def test_a_bin_holds_the_mean_of_its_voxels_partial_bins_included(factors):
+    image = np.random.default_rng(0).normal(size=(7, 10, 9)).astype(np.float32)
+    binned = bin_mean(image, factors)
+    assert binned.shape == binned_shape(image.shape, factors) and binned.dtype == np.float32
+    for index in np.ndindex(binned.shape):
+        region = tuple(slice(i * f, (i + 1) * f) for i, f in zip(index, factors))
+        assert binned[index] == pytest.approx(image[region].mean(), abs=1e-5)
+
+
+@pytest.mark.parametrize("factors", [(1, 2, 2), (2, 2, 2), (2, 4, 4)])
+def test_interpolation_back_is_exact_on_a_ramp_and_a_box_agrees_with_the_whole(factors):
+    z, y, x = np.meshgrid(*(np.arange(n) for n in (16, 24, 24)), indexing="ij")
+    ramp = (z + 2 * y - 3 * x).astype(np.float32)
+    bins = bin_mean(ramp, factors)[None]
+    grid = binned_shape(ramp.shape, factors)
+    whole = Box.full(ramp.shape)
+    up = upsample(bins, Box.full(grid), factors, whole)[0]
+    inner = tuple(slice(f, n - f) for f, n in zip(factors, ramp.shape))  # past the outer bin centres: clamped
+    np.testing.assert_allclose(up[inner], ramp[inner], atol=1e-4)
+    box = Box((3, 5, 7), (11, 20, 13))
+    cover = covering_box(box, factors, grid)
+    part = upsample(bins[(slice(None),) + cover.slices], cover, factors, box)[0]
+    np.testing.assert_allclose(part, up[box.slices], atol=1e-5)
+
+
+def test_threads_for_the_bank_follow_training_and_stay_within_their_memory():
+    assert feature_workers((48, 128, 128), 4) == 4
+    assert feature_workers((48, 128, 128), 1) == 1  # the plugin on two cores: one thread, one core for the window
+    per_thread = 17 * 4 * 96 * 512 * 512
+    assert feature_workers((96, 512, 512), 8) == 1 + EXTRA_THREAD_BYTES // per_thread
+    assert feature_workers((512, 1024, 1024), 8) == 1
+
+
+def test_features_computed_side_by_side_equal_those_computed_in_turn():
+    image, _ = sphere_volume((12, 24, 24), radius=5)
+    np.testing.assert_array_equal(compute_features(image, SPACING, contrast=True),
+                                  compute_features(image, SPACING, contrast=True, workers=3))
+    with pytest.raises(ValueError, match="workers"):
+        compute_features(image, workers=0)
+
+
+# -- the first responder on it ---------------------------------------------------------------------------
+def _binned_volume() -> tuple[AnnotatedVolume, np.ndarray, np.ndarray, ResponderConfig]:
+    image, mask = sphere_volume(SHAPE, radius=9)
+    volume = AnnotatedVolume(image, num_classes=1, spacing=SPACING)
+    for z in (5, 8, 11):
+        volume.set_labels((z, slice(None), slice(None)), mask[z] + 1)
+    config = ResponderConfig(trees=16, max_feature_bytes=_bytes(SHAPE) - 1)
+    return volume, image, mask, config
+
+
+def test_a_volume_over_the_memory_limit_is_segmented_on_a_binned_grid_and_answered_at_every_voxel():
+    volume, image, mask, config = _binned_volume()
+    responder = FirstResponder(image, volume, config)
+    assert responder.factors == (1, 2, 2) and responder.unavailable_reason() is None
+    assert "binned 1 x 2 x 2" in responder.grid_note()
+    assert responder.feature_bytes() <= config.max_feature_bytes
+    assert responder.fit(HoldOut(SPACING, 0.125)) and responder.scored
+    while responder.refine():
+        pass
+    assert responder.warm().shape[:3] == binned_shape(SHAPE, (1, 2, 2))
+    probs = responder.predict()
+    assert probs.shape == (2,) + SHAPE and probs.dtype == np.float32  # every voxel of the full grid
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    pred = probs.argmax(0)
+    dice = 2 * np.sum((pred == 1) & (mask == 1)) / (np.sum(pred == 1) + np.sum(mask == 1))
+    assert dice > 0.9
+    box = Box((4, 7, 9), (12, 30, 33))  # the view: the same answer as the whole volume's, cropped
+    np.testing.assert_allclose(responder.predict(box), probs[(slice(None),) + box.slices], atol=1e-5)
+    coords = np.array([[8, 20, 20], [0, 0, 0], [15, 39, 39]])
+    at = responder.predict_at(coords)
+    assert at.shape == (3, 2) and at[0, 1] > 0.5 and at[1, 0] > 0.5
+    assert responder.predict_scored_at(coords).shape == (3, 2)
+
+
+def test_the_full_grid_is_untouched_where_it_fits():
+    volume, image, _, _ = _binned_volume()
+    responder = FirstResponder(image, volume, ResponderConfig(trees=16))
+    assert responder.factors == (1, 1, 1) and responder.grid_note() is None
+    assert responder.warm().shape[:3] == SHAPE
+
+
+def test_the_plugins_background_stack_is_the_binned_one_the_session_uses():
+    volume, image, _, config = _binned_volume()
+    layer = SimpleNamespace(data=image, scale=SPACING)
+    stack = FeatureCache(max_bytes=config.max_feature_bytes).for_layer(layer)
+    assert stack is not None and stack.factors == grid_factors(SHAPE, SPACING, config.max_feature_bytes)
+    responder = FirstResponder(image, volume, config, features=stack)
+    assert responder.features is stack  # computed while the user painted, not again
+    assert FeatureCache(max_bytes=1).for_layer(layer) is None
+    other = FeatureStack(image, SPACING)  # a full-grid stack offered for a binned volume: it makes its own
+    assert FirstResponder(image, volume, config, features=other).features is not other
+    with pytest.raises(ValueError, match="bins"):
+        FeatureStack(image, SPACING, factors=(1, 0, 2))
+
+
+def test_the_session_says_the_first_responder_is_binned_and_shows_its_mask_before_the_net_trains():
+    image, mask = sphere_volume(SHAPE, radius=9)
+    annotation = np.zeros(SHAPE, np.uint8)
+    for z in (5, 8, 11):
+        annotation[z] = mask[z] + 1
+    config = tiny_config(trees=16, max_feature_bytes=_bytes(SHAPE) - 1)
+    session = SegmentationSession(image, num_classes=1, spacing=SPACING, annotation=annotation, config=config)
+    events = session.interactive(first_refresh_steps=10**6)
+    notices, predictions = [], []
+    for event in events:
+        if isinstance(event, Notice):
+            notices.append(event.message)
+        if isinstance(event, Prediction):
+            predictions.append(event)
+            break
+    events.close()
+    assert any("binned" in n for n in notices)
+    assert session.trainer.step == 0 and predictions[0].learner == "forest"
+    shown = predictions[0].labels
+    assert shown.shape == SHAPE
+    assert 2 * np.sum(shown & mask) / (shown.sum() + mask.sum()) > 0.9
