@@ -37,7 +37,7 @@ def main() -> None:
                                   annotation=simulate_annotation(labels, args.protocol))
     t0 = time.perf_counter()
     session.warm_up()
-    print(f"filter bank {time.perf_counter() - t0:.1f} s on bins {session.responder.factors} of {image.shape}")
+    print(f"filter bank {time.perf_counter() - t0:.1f} s on the grid {session.responder.grid} of {image.shape}")
     middle = image.shape[0] // 2
     view = Box((middle, 0, 0), (middle + 1,) + image.shape[1:])
     steps = 0

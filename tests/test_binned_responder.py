@@ -1,4 +1,4 @@
-"""A volume whose full filter bank would not fit still gets a first responder, on a binned grid."""
+"""A volume whose full filter bank would not fit still gets a first responder: in half precision, then binned."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from napari_sparseseg.core.events import Notice, Prediction
 from napari_sparseseg.core.feature_stack import (
     EXTRA_THREAD_BYTES,
     FeatureStack,
+    Grid,
+    choose_grid,
     feature_workers,
-    grid_factors,
     responder_bytes,
 )
 from napari_sparseseg.core.features import compute_features
@@ -36,8 +37,8 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def _bytes(shape):
-    return responder_bytes(shape, 1, 1)
+def _bytes(shape, itemsize=4):
+    return responder_bytes(shape, 1, 1, itemsize)
 
 
 # -- the grid --------------------------------------------------------------------------------------------
@@ -53,13 +54,14 @@ def test_bins_grow_along_the_finest_axes_first_and_only_as_far_as_needed():
 
 
 @pytest.mark.parametrize("factors", [(1, 2, 2), (2, 2, 2), (1, 4, 2), (4, 1, 1)])
-def test_a_bin_holds_the_mean_of_its_voxels_partial_bins_included(factors):
-    image = np.random.default_rng(0).normal(size=(7, 10, 9)).astype(np.float32)
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_a_bin_holds_the_mean_of_its_voxels_partial_bins_included(factors, dtype):
+    image = (np.random.default_rng(0).normal(size=(7, 10, 9)) * 100 + 1000).astype(dtype)
     binned = bin_mean(image, factors)
     assert binned.shape == binned_shape(image.shape, factors) and binned.dtype == np.float32
     for index in np.ndindex(binned.shape):
         region = tuple(slice(i * f, (i + 1) * f) for i, f in zip(index, factors))
-        assert binned[index] == pytest.approx(image[region].mean(), abs=1e-5)
+        assert binned[index] == pytest.approx(image[region].astype(np.float64).mean(), rel=1e-5)
 
 
 @pytest.mark.parametrize("factors", [(1, 2, 2), (2, 2, 2), (2, 4, 4)])
@@ -100,20 +102,20 @@ def _binned_volume() -> tuple[AnnotatedVolume, np.ndarray, np.ndarray, Responder
     volume = AnnotatedVolume(image, num_classes=1, spacing=SPACING)
     for z in (5, 8, 11):
         volume.set_labels((z, slice(None), slice(None)), mask[z] + 1)
-    config = ResponderConfig(trees=16, max_feature_bytes=_bytes(SHAPE) - 1)
+    config = ResponderConfig(trees=16, max_feature_bytes=_bytes(SHAPE, 2) - 1)  # not even in float16
     return volume, image, mask, config
 
 
 def test_a_volume_over_the_memory_limit_is_segmented_on_a_binned_grid_and_answered_at_every_voxel():
     volume, image, mask, config = _binned_volume()
     responder = FirstResponder(image, volume, config)
-    assert responder.factors == (1, 2, 2) and responder.unavailable_reason() is None
-    assert "binned 1 x 2 x 2" in responder.grid_note()
+    assert responder.grid == Grid((1, 2, 2), half=True) and responder.unavailable_reason() is None
+    assert "half precision, binned 1 x 2 x 2" in responder.grid_note()
     assert responder.feature_bytes() <= config.max_feature_bytes
     assert responder.fit(HoldOut(SPACING, 0.125)) and responder.scored
     while responder.refine():
         pass
-    assert responder.warm().shape[:3] == binned_shape(SHAPE, (1, 2, 2))
+    assert responder.warm().shape[:3] == binned_shape(SHAPE, (1, 2, 2)) and responder.warm().dtype == np.float16
     probs = responder.predict()
     assert probs.shape == (2,) + SHAPE and probs.dtype == np.float32  # every voxel of the full grid
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
@@ -122,31 +124,60 @@ def test_a_volume_over_the_memory_limit_is_segmented_on_a_binned_grid_and_answer
     assert dice > 0.9
     box = Box((4, 7, 9), (12, 30, 33))  # the view: the same answer as the whole volume's, cropped
     np.testing.assert_allclose(responder.predict(box), probs[(slice(None),) + box.slices], atol=1e-5)
-    coords = np.array([[8, 20, 20], [0, 0, 0], [15, 39, 39]])
-    at = responder.predict_at(coords)
-    assert at.shape == (3, 2) and at[0, 1] > 0.5 and at[1, 0] > 0.5
-    assert responder.predict_scored_at(coords).shape == (3, 2)
+    coords = np.stack(np.nonzero(np.ones(SHAPE, bool)), axis=1)[::7]  # what is scored is what is shown
+    np.testing.assert_allclose(responder.predict_at(coords), probs[:, coords[:, 0], coords[:, 1], coords[:, 2]].T,
+                               atol=1e-5)
+    assert responder.predict_scored_at(coords).shape == (len(coords), 2)
 
 
 def test_the_full_grid_is_untouched_where_it_fits():
     volume, image, _, _ = _binned_volume()
     responder = FirstResponder(image, volume, ResponderConfig(trees=16))
-    assert responder.factors == (1, 1, 1) and responder.grid_note() is None
-    assert responder.warm().shape[:3] == SHAPE
+    assert responder.grid == Grid() and responder.grid_note() is None
+    assert responder.warm().shape[:3] == SHAPE and responder.warm().dtype == np.float32
+
+
+def test_half_precision_comes_before_bins_and_finds_what_the_full_precision_bank_finds():
+    volume, image, mask, _ = _binned_volume()
+    config = ResponderConfig(trees=16, max_feature_bytes=_bytes(SHAPE) - 1)  # float32 does not fit, float16 does
+    half = FirstResponder(image, volume, config)
+    assert half.grid == Grid(half=True) and "half precision (" in half.grid_note()
+    stack = half.warm()
+    assert stack.shape[:3] == SHAPE and stack.dtype == np.float16 and np.isfinite(stack).all()
+    full = compute_features(image, SPACING, contrast=True)
+    for column in range(full.shape[-1]):  # each column a positive multiple of the float32 one
+        a, b = full[..., column].ravel(), stack[..., column].astype(np.float32).ravel()
+        if a.std() > 0:
+            assert np.corrcoef(a, b)[0, 1] > 0.999
+    assert half.fit()
+    while half.refine():
+        pass
+    pred = half.predict().argmax(0)
+    assert 2 * np.sum((pred == 1) & (mask == 1)) / (np.sum(pred == 1) + np.sum(mask == 1)) > 0.9
+    with pytest.raises(ValueError, match="dtype"):
+        compute_features(image, dtype=np.float64)
 
 
 def test_the_plugins_background_stack_is_the_binned_one_the_session_uses():
     volume, image, _, config = _binned_volume()
     layer = SimpleNamespace(data=image, scale=SPACING)
     stack = FeatureCache(max_bytes=config.max_feature_bytes).for_layer(layer)
-    assert stack is not None and stack.factors == grid_factors(SHAPE, SPACING, config.max_feature_bytes)
+    assert stack is not None and stack.grid == choose_grid(SHAPE, SPACING, config.max_feature_bytes)
     responder = FirstResponder(image, volume, config, features=stack)
     assert responder.features is stack  # computed while the user painted, not again
     assert FeatureCache(max_bytes=1).for_layer(layer) is None
+    limit = _bytes(binned_shape(SHAPE, (1, 2, 2)), 2)  # one class fits bins of 1 x 2 x 2 exactly
+    cache = FeatureCache(max_bytes=limit)
+    one = cache.for_layer(layer)
+    assert one.factors == (1, 2, 2) and cache.for_layer(layer) is one  # asked again: not computed twice
+    many = cache.for_layer(layer, num_classes=6)  # six classes' context maps take more of the memory
+    assert many is not one and many.grid == choose_grid(SHAPE, SPACING, limit, num_classes=6)
+    assert many.factors != (1, 2, 2)
+    assert cache.for_layer(layer, num_classes=6) is many
     other = FeatureStack(image, SPACING)  # a full-grid stack offered for a binned volume: it makes its own
     assert FirstResponder(image, volume, config, features=other).features is not other
     with pytest.raises(ValueError, match="bins"):
-        FeatureStack(image, SPACING, factors=(1, 0, 2))
+        Grid((1, 0, 2))
 
 
 def test_the_session_says_the_first_responder_is_binned_and_shows_its_mask_before_the_net_trains():
@@ -154,7 +185,7 @@ def test_the_session_says_the_first_responder_is_binned_and_shows_its_mask_befor
     annotation = np.zeros(SHAPE, np.uint8)
     for z in (5, 8, 11):
         annotation[z] = mask[z] + 1
-    config = tiny_config(trees=16, max_feature_bytes=_bytes(SHAPE) - 1)
+    config = tiny_config(trees=16, max_feature_bytes=_bytes(SHAPE, 2) - 1)
     session = SegmentationSession(image, num_classes=1, spacing=SPACING, annotation=annotation, config=config)
     events = session.interactive(first_refresh_steps=10**6)
     notices, predictions = [], []
@@ -165,7 +196,7 @@ def test_the_session_says_the_first_responder_is_binned_and_shows_its_mask_befor
             predictions.append(event)
             break
     events.close()
-    assert any("binned" in n for n in notices)
+    assert any("half precision, binned" in n for n in notices)
     assert session.trainer.step == 0 and predictions[0].learner == "forest"
     shown = predictions[0].labels
     assert shown.shape == SHAPE

@@ -20,7 +20,7 @@ import numpy as np
 
 from .box import Box
 
-__all__ = ["MAX_FACTOR", "binned_shape", "binning_factors", "bin_mean", "covering_box", "upsample"]
+__all__ = ["MAX_FACTOR", "bin_mean", "binned_shape", "binning_factors", "covering_box", "point_weights", "upsample"]
 
 #: Largest bin edge along any axis; a volume whose stack does not fit at it gets no first responder.
 MAX_FACTOR = 8
@@ -69,24 +69,28 @@ def binning_factors(shape: Sequence[int], spacing: Sequence[float], bytes_of: Ca
     return tuple(factors)
 
 
+def _bin_axis(values: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    """float32 means of runs of ``factor`` along ``axis`` (the last run may be shorter)."""
+    if factor == 1:
+        return values
+    starts = np.arange(0, values.shape[axis], factor)
+    counts = np.diff(np.append(starts, values.shape[axis])).astype(np.float32)
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    return np.add.reduceat(values, starts, axis=axis, dtype=np.float32) / counts.reshape(shape)
+
+
 def bin_mean(image: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """float32 mean of each bin of a ``(z, y, x)`` image; a partial bin at the end averages the voxels it holds."""
-    image = np.asarray(image, dtype=np.float32)
-    if tuple(factors) == (1, 1, 1):
-        return image
-    out = image
-    for axis, f in enumerate(factors):
-        if f == 1:
-            continue
-        n = out.shape[axis]
-        full = (n // f) * f
-        head = np.take(out, np.arange(full), axis=axis)
-        shape = out.shape[:axis] + (n // f, f) + out.shape[axis + 1:]
-        parts = [head.reshape(shape).mean(axis=axis + 1, dtype=np.float32)]
-        if full < n:
-            parts.append(np.take(out, np.arange(full, n), axis=axis).mean(axis=axis, keepdims=True, dtype=np.float32))
-        out = np.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    """float32 mean of each bin of a ``(z, y, x)`` image; a partial bin at the end averages the voxels it holds.
+
+    Read one z bin at a time, so that no full-resolution copy of the image (nor a float32 one) is made.
+    """
+    fz, fy, fx = (int(f) for f in factors)
+    out = np.empty(binned_shape(image.shape, factors), np.float32)
+    for bz in range(out.shape[0]):
+        slab = np.asarray(image[bz * fz:(bz + 1) * fz], dtype=np.float32)  # (<= fz, y, x)
+        out[bz] = _bin_axis(_bin_axis(slab.mean(axis=0, dtype=np.float32), fy, 0), fx, 1)
+    return out
 
 
 def covering_box(box: Box, factors: Sequence[int], binned: Sequence[int]) -> Box:
@@ -95,6 +99,43 @@ def covering_box(box: Box, factors: Sequence[int], binned: Sequence[int]) -> Box
     start = tuple(max(0, s // f - 1) for s, f in zip(box.start, factors))
     stop = tuple(min(n, -(-e // f) + 1) for e, f, n in zip(box.stop, factors, binned))
     return Box(start, stop)  # type: ignore[arg-type]
+
+
+def point_weights(coords: np.ndarray, factors: Sequence[int], grid: Sequence[int]) -> tuple[np.ndarray, np.ndarray,
+                                                                                              np.ndarray]:
+    """The bins and weights of the same linear interpolation as :func:`upsample`, at single full-grid voxels.
+
+    Parameters
+    ----------
+    coords : np.ndarray
+        ``(n, 3)`` full-grid voxel coordinates ``(z, y, x)``.
+    factors : sequence of int
+        The bins ``(fz, fy, fx)``.
+    grid : sequence of int
+        The binned grid's ``(z, y, x)`` shape.
+
+    Returns
+    -------
+    bins : np.ndarray
+        ``(m, 3)`` the distinct bins read (each corner of each voxel's interpolation cell).
+    index : np.ndarray
+        ``(n, 8)`` which row of ``bins`` each voxel's eight corners are.
+    weights : np.ndarray
+        float32 ``(n, 8)`` their weights (each row sums to 1): a voxel's value is ``weights[i] @ values[index[i]]``.
+    """
+    f = np.asarray(factors, dtype=np.float64)
+    top = np.asarray(grid, dtype=np.int64) - 1
+    centre = np.clip((np.asarray(coords, dtype=np.float64) + 0.5) / f - 0.5, 0, top)
+    lower = np.floor(centre).astype(np.int64)
+    upper = np.minimum(lower + 1, top)
+    frac = centre - lower
+    corners, weights = [], []
+    for pick in np.ndindex(2, 2, 2):
+        corners.append(np.where(np.asarray(pick, bool), upper, lower))
+        weights.append(np.prod(np.where(np.asarray(pick, bool), frac, 1 - frac), axis=1))
+    stacked = np.stack(corners, axis=1).reshape(-1, 3)
+    bins, index = np.unique(stacked, axis=0, return_inverse=True)
+    return bins, index.reshape(len(centre), 8), np.stack(weights, axis=1).astype(np.float32)
 
 
 def upsample(probabilities: np.ndarray, bins: Box, factors: Sequence[int], box: Box) -> np.ndarray:
@@ -116,7 +157,8 @@ def upsample(probabilities: np.ndarray, bins: Box, factors: Sequence[int], box: 
     np.ndarray
         float32 ``(C,) + box.shape``. Each voxel takes the value interpolated linearly between the centres of the
         bins around it (``torch.nn.functional.interpolate``, trilinear); past the outermost centres the nearest
-        bin's value.
+        bin's value. A partial bin at the far end counts as centred where a whole one would be (up to half a bin
+        past its last voxel): an approximation at that edge only.
     """
     out = np.asarray(probabilities, dtype=np.float32)
     crop = (slice(None),) + tuple(slice(a - b * f, e - b * f) for a, e, b, f in zip(box.start, box.stop, bins.start,

@@ -282,8 +282,9 @@ class ResponderConfig:
         weighs about 1); it fades to 0 as the net catches up on the held-back labels (``core/distill.py``).
         0 turns it off.
     max_feature_bytes : int
-        Largest feature stack (float32, 48 columns per image channel) kept in memory; a larger volume is
-        predicted by the net alone.
+        Memory the first responder may keep: its feature stack (float32, 48 columns per image channel) and two
+        context maps. A volume over it is worked on binned by 2, 4 or 8 along its finest axes
+        (``core/binning.py``); one over it even then is predicted by the net alone.
     """
 
     enabled: bool = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,12 +17,45 @@ from .context import context_columns
 from .features import compute_features, feature_names
 from .volume import as_channels_first
 
-__all__ = ["EXTRA_THREAD_BYTES", "FeatureStack", "feature_workers", "grid_factors", "responder_bytes", "stack_bytes"]
+__all__ = ["EXTRA_THREAD_BYTES", "FeatureStack", "Grid", "choose_grid", "feature_workers", "responder_bytes",
+           "stack_bytes"]
 
 
-def stack_bytes(shape: Sequence[int], channels: int = 1) -> int:
-    """Memory of the float32 feature stack of a ``(z, y, x)`` volume with ``channels`` image channels."""
-    return int(np.prod(shape)) * len(feature_names(contrast=True)) * int(channels) * 4
+def stack_bytes(shape: Sequence[int], channels: int = 1, itemsize: int = 4) -> int:
+    """Memory of the feature stack of a ``(z, y, x)`` volume with ``channels`` image channels, ``itemsize`` bytes a
+    value (float32: 4, float16: 2)."""
+    return int(np.prod(shape)) * len(feature_names(contrast=True)) * int(channels) * int(itemsize)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where and how the first responder keeps a volume's filter bank (:func:`choose_grid`).
+
+    Attributes
+    ----------
+    factors : tuple of int
+        Bins ``(fz, fy, fx)`` of the grid (:mod:`.binning`); ``(1, 1, 1)`` is the full grid.
+    half : bool
+        The stack is float16, each column scaled to unit root mean square (:func:`~.features.compute_features`).
+    """
+
+    factors: tuple[int, int, int] = (1, 1, 1)
+    half: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.factors) != 3 or any(int(f) != f or f < 1 for f in self.factors):
+            raise ValueError(f"bins must be three positive integers, got {self.factors!r}")
+        object.__setattr__(self, "factors", tuple(int(f) for f in self.factors))
+
+    @property
+    def binned(self) -> bool:
+        """Whether the grid is coarser than the volume's."""
+        return self.factors != (1, 1, 1)
+
+    @property
+    def dtype(self) -> type:
+        """The stack's dtype."""
+        return np.float16 if self.half else np.float32
 
 
 #: Memory the threads computing a filter bank may hold beyond the first one's: each holds about 17 float32
@@ -37,18 +71,31 @@ def feature_workers(shape: Sequence[int], threads: int) -> int:
     return max(1, min(int(threads), 1 + EXTRA_THREAD_BYTES // max(per_thread, 1)))
 
 
-def responder_bytes(shape: Sequence[int], channels: int = 1, num_classes: int = 1) -> int:
-    """Memory of the first responder on a grid of ``shape``: the feature stack and the two context maps it keeps
-    (the shown and the scored forests' next stage, :mod:`.context`), float32."""
+def responder_bytes(shape: Sequence[int], channels: int = 1, num_classes: int = 1, itemsize: int = 4) -> int:
+    """Memory of the first responder on a grid of ``shape``: the feature stack (``itemsize`` bytes a value) and the
+    two float32 context maps it keeps (the shown and the scored forests' next stage, :mod:`.context`)."""
     context = 2 * int(np.prod(shape)) * context_columns(num_classes) * 4
-    return stack_bytes(shape, channels) + context
+    return stack_bytes(shape, channels, itemsize) + context
 
 
-def grid_factors(shape: Sequence[int], spacing: Sequence[float], max_bytes: int, channels: int = 1,
-                 num_classes: int = 1) -> tuple[int, int, int] | None:
-    """The bins of the first responder's grid for a volume (:func:`~.binning.binning_factors` of
-    :func:`responder_bytes`): ``(1, 1, 1)`` when the full grid fits ``max_bytes``, None when no bins do."""
-    return binning_factors(shape, spacing, lambda s: responder_bytes(s, channels, num_classes), max_bytes)
+def choose_grid(shape: Sequence[int], spacing: Sequence[float], max_bytes: int, channels: int = 1,
+                num_classes: int = 1) -> Grid | None:
+    """The first responder's grid for a volume: the finest that fits ``max_bytes``.
+
+    In turn: the full grid in float32 (every volume up to about 20 million voxels per channel at 4 GiB); the
+    full grid in float16 (up to about 38 million); a binned grid in float16 (:func:`~.binning.binning_factors`).
+    Half precision before bins: forced onto them, thin tubes of a 1.5-voxel radius lost up to 0.46 Dice and the
+    shared volumes up to 0.075, float16 at most 0.021 (``benchmarks/binned_responder.py``).
+
+    Returns
+    -------
+    Grid or None
+        None when not even bins of :data:`~.binning.MAX_FACTOR` fit.
+    """
+    if responder_bytes(shape, channels, num_classes) <= max_bytes:
+        return Grid()
+    factors = binning_factors(shape, spacing, lambda s: responder_bytes(s, channels, num_classes, 2), max_bytes)
+    return None if factors is None else Grid(factors, half=True)
 
 
 class FeatureStack:
@@ -65,18 +112,18 @@ class FeatureStack:
         Voxel size ``(z, y, x)``.
     channel_axis : int, optional
         Channel axis of a 4D image.
-    factors : sequence of int
-        Bins ``(fz, fy, fx)``: the bank is computed on the image binned by them (:mod:`.binning`; a volume whose
-        full bank would not fit in memory); ``(1, 1, 1)``, the default, is the full grid.
+    grid : Grid
+        Bins and precision of the stack (:func:`choose_grid`; a volume whose full float32 bank would not fit in
+        memory); the default is the full grid in float32.
     """
 
     def __init__(self, image, spacing: Sequence[float], channel_axis: int | None = None,
-                 factors: Sequence[int] = (1, 1, 1)) -> None:
+                 grid: Grid = Grid()) -> None:
         self.image, self.spacing, self.channel_axis = image, tuple(float(s) for s in spacing), channel_axis
-        if len(factors) != 3 or any(int(f) != f or f < 1 for f in factors):
-            raise ValueError(f"bins must be three positive integers, got {factors!r}")
+        #: Bins and precision of the stack.
+        self.grid = grid
         #: Bins ``(fz, fy, fx)`` of the grid the bank is computed on.
-        self.factors: tuple[int, int, int] = tuple(int(f) for f in factors)  # type: ignore[assignment]
+        self.factors: tuple[int, int, int] = grid.factors
         #: Voxel size ``(z, y, x)`` of that grid.
         self.grid_spacing = tuple(s * f for s, f in zip(self.spacing, self.factors))
         self._stack: np.ndarray | None = None
@@ -100,7 +147,7 @@ class FeatureStack:
     @property
     def binned(self) -> bool:
         """Whether the bank is of a binned grid."""
-        return self.factors != (1, 1, 1)
+        return self.grid.binned
 
     def matches(self, image, spacing: Sequence[float], channel_axis: int | None = None) -> bool:
         """Whether this is the stack of ``image`` (the same array object) at ``spacing``."""
@@ -108,8 +155,9 @@ class FeatureStack:
                 and tuple(float(s) for s in spacing) == self.spacing)
 
     def get(self) -> np.ndarray:
-        """float32 ``(z, y, x, F)`` of the (binned) grid, ``F`` = 48 columns per image channel (the 46 filters,
-        then the 2 local contrast columns, :func:`~.features.compute_features`); computed on the first call."""
+        """float32 (or float16, :attr:`grid`) ``(z, y, x, F)`` of the (binned) grid, ``F`` = 48 columns per image
+        channel (the 46 filters, then the 2 local contrast columns, :func:`~.features.compute_features`); computed
+        on the first call."""
         with self._lock:
             if self._stack is None:
                 import torch
@@ -118,7 +166,8 @@ class FeatureStack:
                 raw = as_channels_first(np.asarray(self.image), self.channel_axis)
                 workers = feature_workers(self.grid_shape, torch.get_num_threads())
                 stacks = [compute_features(bin_mean(channel, self.factors) if self.binned else channel,
-                                           self.grid_spacing, contrast=True, workers=workers) for channel in raw]
+                                           self.grid_spacing, contrast=True, workers=workers, dtype=self.grid.dtype)
+                          for channel in raw]
                 self._stack = stacks[0] if len(stacks) == 1 else np.concatenate(stacks, axis=-1)
                 self.seconds = time.perf_counter() - t0
             return self._stack

@@ -37,6 +37,8 @@ CONTRAST_SIGMAS: tuple[float, ...] = (1.0, 3.5)
 CONTRAST_SCALE: float = 20.0
 #: Added to the local deviation (the image scaled to [0, 1] by its percentiles): flat regions stay finite.
 _CONTRAST_FLOOR: float = 0.01
+#: Largest magnitude written to a float16 stack (its largest finite value is 65504).
+_HALF_LIMIT = np.float32(60000.0)
 
 
 def feature_names(sigmas: Sequence[float] = SIGMAS, contrast: bool = False) -> list[str]:
@@ -127,11 +129,25 @@ def _gaussian_derivatives(
     return out
 
 
+def _put(out: np.ndarray, col: int, values: np.ndarray) -> None:
+    """Write one column. A float16 stack gets it divided by its root mean square (taken on a subsample; each
+    column by a positive constant, which no tree split can tell from the original) so that values of any
+    magnitude keep float16's three significant digits; a float32 one gets it as it is."""
+    if out.dtype == np.float32:
+        out[..., col] = values
+        return
+    flat = values.reshape(-1)
+    sample = flat[:: max(1, flat.size // 100_000)].astype(np.float64)
+    rms = float(np.sqrt(np.mean(sample * sample))) if sample.size else 0.0
+    scale = np.float32(1.0 / rms) if np.isfinite(rms) and rms > 0 else np.float32(1.0)
+    out[..., col] = np.clip(values * scale, -_HALF_LIMIT, _HALF_LIMIT)
+
+
 def _scale_columns(img: np.ndarray, rel: np.ndarray, s: float, out: np.ndarray) -> None:
     """The nine columns of scale ``s`` (see :func:`feature_names`) written into ``out`` ``(z, y, x, 9)``."""
     sig = s * rel
     sig_d = np.maximum(sig, MIN_SIGMA)
-    out[..., 0] = ndi.gaussian_filter(img, sig, mode="reflect", output=np.float32)
+    _put(out, 0, ndi.gaussian_filter(img, sig, mode="reflect", output=np.float32))
     d = _gaussian_derivatives(img, sig_d)
     r = rel.astype(np.float32)
     gz, gy, gx = d[(1, 0, 0)] * r[0], d[(0, 1, 0)] * r[1], d[(0, 0, 1)] * r[2]
@@ -142,16 +158,18 @@ def _scale_columns(img: np.ndarray, rel: np.ndarray, s: float, out: np.ndarray) 
     hzx = d[(1, 0, 1)] * (r[0] * r[2])
     hyx = d[(0, 1, 1)] * (r[1] * r[2])
     del d
-    out[..., 1] = hzz + hyy + hxx
-    out[..., 2] = np.sqrt(gz * gz + gy * gy + gx * gx)
-    out[..., 3:6] = np.moveaxis(_sym_eigvals(hzz, hyy, hxx, hzy, hzx, hyx), 0, -1)
+    _put(out, 1, hzz + hyy + hxx)
+    _put(out, 2, np.sqrt(gz * gz + gy * gy + gx * gx))
+    for i, eig in enumerate(_sym_eigvals(hzz, hyy, hxx, hzy, hzx, hyx)):
+        _put(out, 3 + i, eig)
     del hzz, hyy, hxx, hzy, hzx, hyx
     outer = np.maximum(_ST_OUTER * sig, MIN_SIGMA)
     prods = [gz * gz, gy * gy, gx * gx, gz * gy, gz * gx, gy * gx]
     del gz, gy, gx
     st = [ndi.gaussian_filter(p, outer, mode="reflect", output=np.float32) for p in prods]
     del prods
-    out[..., 6:9] = np.moveaxis(_sym_eigvals(*st), 0, -1)
+    for i, eig in enumerate(_sym_eigvals(*st)):
+        _put(out, 6 + i, eig)
 
 
 def _contrast_columns(img: np.ndarray, rel: np.ndarray, out: np.ndarray) -> None:
@@ -164,7 +182,7 @@ def _contrast_columns(img: np.ndarray, rel: np.ndarray, out: np.ndarray) -> None
     deviation += np.float32(_CONTRAST_FLOOR)
     for col, s in enumerate(CONTRAST_SIGMAS):
         smooth = ndi.gaussian_filter(img, s * rel, mode="reflect", output=np.float32)
-        out[..., col] = (smooth - mean) / deviation
+        _put(out, col, (smooth - mean) / deviation)
 
 
 def compute_features(
@@ -173,6 +191,7 @@ def compute_features(
     sigmas: Sequence[float] = SIGMAS,
     contrast: bool = False,
     workers: int = 1,
+    dtype: type = np.float32,
 ) -> np.ndarray:
     """ilastik-style filter bank of a 3D image.
 
@@ -195,22 +214,27 @@ def compute_features(
         Threads computing the scales (and the contrast columns) side by side; SciPy's filters release the GIL, so
         two threads take about half the time on two cores. The values do not depend on it. Each thread holds
         about 17 float32 copies of the volume at once (``feature_stack.feature_workers`` bounds them).
+    dtype : numpy dtype
+        ``np.float32`` (the default), or ``np.float16`` for half the memory: each column is then divided by its root
+        mean square (a positive constant per column; the filters themselves run in float32).
 
     Returns
     -------
     np.ndarray
-        float32 array of shape (z, y, x, n_features).
+        ``dtype`` array of shape (z, y, x, n_features).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if np.dtype(dtype) not in (np.float32, np.float16):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
     img = _normalize(image)
     if img.ndim != 3:
         raise ValueError(f"image must be 3D (z, y, x); got shape {img.shape}")
     sp = np.ones(3) if spacing is None else np.asarray(spacing, dtype=np.float64)
     rel = sp.min() / sp  # voxel steps per finest step, per axis
     # d/d(physical) = d/d(voxel) * rel; derivative filters work in voxel units.
-    feats = np.empty(img.shape + (len(feature_names(sigmas, contrast)),), dtype=np.float32)
-    feats[..., 0] = img
+    feats = np.empty(img.shape + (len(feature_names(sigmas, contrast)),), dtype=dtype)
+    _put(feats, 0, img)
     tasks = [(_scale_columns, (img, rel, s, feats[..., 1 + 9 * i: 10 + 9 * i])) for i, s in enumerate(sigmas)]
     if contrast:
         tasks.append((_contrast_columns, (img, rel, feats[..., 1 + 9 * len(sigmas):])))

@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .annotation import AnnotatedVolume
-from .binning import MAX_FACTOR, binned_shape, covering_box, upsample
+from .binning import MAX_FACTOR, binned_shape, covering_box, point_weights, upsample
 from .box import Box
 from .context import context_features
-from .feature_stack import FeatureStack, grid_factors, responder_bytes
+from .feature_stack import FeatureStack, Grid, choose_grid, responder_bytes
 from .features import feature_names
 
 if TYPE_CHECKING:
@@ -100,14 +100,14 @@ class FirstResponder:
         self.volume, self.config, self.seed = volume, config, seed
         if features is not None and not features.matches(image, volume.spacing, channel_axis):
             raise ValueError("the feature stack given was computed for another image or spacing")
-        #: Bins ``(fz, fy, fx)`` of the grid the forests work on: ``(1, 1, 1)`` unless the full grid's bank would
-        #: not fit ``config.max_feature_bytes`` (:mod:`.binning`); None when no bins up to the largest make it fit.
-        self.factors = grid_factors(volume.shape, volume.spacing, config.max_feature_bytes, volume.image_channels,
-                                    volume.num_classes)
-        if features is not None and features.factors != self.factors:
+        #: Bins and precision of the grid the forests work on (:func:`~.feature_stack.choose_grid`): the full grid in
+        #: float32 unless that would not fit ``config.max_feature_bytes``; None when nothing fits.
+        self.grid = choose_grid(volume.shape, volume.spacing, config.max_feature_bytes, volume.image_channels,
+                                volume.num_classes)
+        if features is not None and features.grid != self.grid:
             features = None  # computed for another grid (the plugin guesses one class): this volume needs its own
         #: The filter bank (computed on first use unless given ready).
-        self.features = features or FeatureStack(image, volume.spacing, channel_axis, self.factors or (1, 1, 1))
+        self.features = features or FeatureStack(image, volume.spacing, channel_axis, self.grid or Grid())
         # The latest stage's forests, fitted on every label (what is shown) and, when labels are held back, on the
         # rest (what is scored), and the context maps each reads (from the previous stage beside it; None at stage 1).
         self._forest = None
@@ -128,14 +128,15 @@ class FirstResponder:
         self.revision = -1
 
     # -- availability ------------------------------------------------------------------
-    def _bytes_of(self, shape: Sequence[int]) -> int:
+    def _bytes_of(self, shape: Sequence[int], itemsize: int = 4) -> int:
         """Memory of the feature stack and the context maps on a grid of ``shape``."""
-        return responder_bytes(shape, self.volume.image_channels, self.volume.num_classes)
+        return responder_bytes(shape, self.volume.image_channels, self.volume.num_classes, itemsize)
 
     def feature_bytes(self) -> int:
-        """Memory of the feature stack (one filter bank per image channel) and of the context maps, float32, on
-        the grid the forests work on."""
-        return self._bytes_of(binned_shape(self.volume.shape, self.factors or (1, 1, 1)))
+        """Memory of the feature stack (one filter bank per image channel) and of the context maps on the grid the
+        forests work on."""
+        grid = self.grid or Grid()
+        return self._bytes_of(binned_shape(self.volume.shape, grid.factors), 2 if grid.half else 4)
 
     def unavailable_reason(self) -> str | None:
         """Why this volume gets no first responder (``None`` when it does)."""
@@ -143,19 +144,20 @@ class FirstResponder:
             return "the first responder is switched off"
         if self.volume.lazy:
             return "the image is read from disk on demand (zarr/dask): the net alone predicts it"
-        if self.factors is None:
-            return (f"its feature stack would take {self.feature_bytes() / 2**30:.1f} GiB even binned by "
+        if self.grid is None:
+            coarsest = binned_shape(self.volume.shape, [min(MAX_FACTOR, n) for n in self.volume.shape])
+            return (f"its feature stack would take {self._bytes_of(coarsest, 2) / 2**30:.1f} GiB even binned by "
                     f"{MAX_FACTOR} (limit {self.config.max_feature_bytes / 2**30:.1f} GiB): the net alone predicts it")
         return None
 
     def grid_note(self) -> str | None:
-        """A line for the user when the forests work on a binned grid (None on the full grid)."""
-        if self.factors is None or self.factors == (1, 1, 1):
+        """A line for the user when the forests' filter bank is not the full grid in float32 (None when it is)."""
+        if self.grid is None or self.grid == Grid():
             return None
-        full = self._bytes_of(self.volume.shape) / 2**30
-        return (f"the first responder works on this volume binned {' x '.join(map(str, self.factors))} (its full "
-                f"filter bank would take {full:.1f} GiB, limit {self.config.max_feature_bytes / 2**30:.1f} GiB); "
-                "the net predicts every voxel")
+        how = "in half precision" + (f", binned {' x '.join(map(str, self.grid.factors))}" if self.grid.binned else "")
+        return (f"the first responder keeps this volume's filter bank {how} (in full it would take "
+                f"{self._bytes_of(self.volume.shape) / 2**30:.1f} GiB, limit "
+                f"{self.config.max_feature_bytes / 2**30:.1f} GiB); the net predicts every voxel")
 
     # -- features ----------------------------------------------------------------------
     def warm(self) -> np.ndarray:
@@ -241,7 +243,7 @@ class FirstResponder:
         if held.any() and np.unique(classes[~held]).size >= 2:
             scored = self._fit_forest(coords[~held], classes[~held])
         self._forest, self._scored, self.revision = forest, scored, revision
-        self._context = self._scored_context = None
+        self._context = self._scored_context = self._whole_grid = None
         self._fit_rows, self.stage = (coords, classes, held), 1
         return True
 
@@ -316,9 +318,15 @@ class FirstResponder:
         return out
 
     def _proba_at(self, coords: np.ndarray, forest, context: np.ndarray | None) -> np.ndarray:
-        """``(n, K + 1)`` probabilities by ``forest`` at ``(n, 3)`` coordinates."""
-        at = self._grid_index(coords)
-        return self._proba(self.warm()[at], forest, None if context is None else context[at])
+        """``(n, K + 1)`` probabilities by ``forest`` at ``(n, 3)`` coordinates: on a binned grid interpolated as
+        :meth:`predict` is (:func:`~.binning.point_weights`), so that what is scored is what is shown."""
+        if not self.features.binned:
+            at = _index(coords)
+            return self._proba(self.warm()[at], forest, None if context is None else context[at])
+        bins, index, weights = point_weights(coords, self.features.factors, self.warm().shape[:3])
+        at = _index(bins)
+        proba = self._proba(self.warm()[at], forest, None if context is None else context[at])
+        return np.einsum("nk,nkc->nc", weights, proba[index]).astype(np.float32, copy=False)
 
     def _grid_index(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``(n, 3)`` full-grid coordinates as a NumPy index into the forests' (perhaps binned) grid."""

@@ -39,20 +39,24 @@ class FeatureCache:
         self.max_bytes = max_bytes
         self._stack: FeatureStack | None = None
 
-    def for_layer(self, layer: Image | None) -> FeatureStack | None:
-        """The filter bank of ``layer`` (started now unless it is the one held); None where the first responder
-        will not run (no in-memory 3D image, or a feature stack over ``max_bytes`` even on a binned grid)."""
+    def for_layer(self, layer: Image | None, num_classes: int = 1) -> FeatureStack | None:
+        """The filter bank of ``layer`` for a session of ``num_classes`` foreground classes (started now unless it
+        is the one held); None where the first responder will not run (no in-memory 3D image, or a feature stack
+        over ``max_bytes`` even on a binned grid). The classes count because the first responder's context maps
+        share the memory: a held stack on another grid is dropped for one on the grid the session will use."""
         if layer is None or not isinstance(layer.data, np.ndarray) or layer.data.ndim != 3:
             return None
-        spacing = tuple(float(s) for s in layer.scale[-3:])
-        stack = self._stack
-        if stack is not None and stack.matches(layer.data, spacing):
-            return stack
-        from ..core.feature_stack import FeatureStack, grid_factors
+        from ..core.feature_stack import FeatureStack, choose_grid
 
-        factors = grid_factors(layer.data.shape, spacing, self.max_bytes)  # binned where the full bank would not fit
-        if factors is None:
+        spacing = tuple(float(s) for s in layer.scale[-3:])
+        # In half precision or binned where the full bank would not fit (core/feature_stack.py).
+        grid = choose_grid(layer.data.shape, spacing, self.max_bytes, num_classes=max(1, int(num_classes)))
+        stack = self._stack
+        if stack is not None and stack.matches(layer.data, spacing) and stack.grid == grid:
+            return stack
+        self._stack = None  # a stack computing in its thread is freed when the thread ends
+        if grid is None:
             return None
-        self._stack = stack = FeatureStack(layer.data, spacing, factors=factors)
+        self._stack = stack = FeatureStack(layer.data, spacing, grid=grid)
         threading.Thread(target=stack.get, daemon=True, name="sparseseg-features").start()
         return stack

@@ -173,7 +173,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if problem is None:
             if self.session is None:
                 self.class_panel.take_names_of(layer)
-            self.features.for_layer(layer)  # the first responder's features, computed while the user paints
+            self.features.for_layer(layer, len(self.classes))  # the first responder's bank, while the user paints
         self.volumes_panel.refresh()  # the image chosen here is no other volume
         self._update_view_box()
         self.update_buttons()
@@ -261,9 +261,8 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             self._drop_session("settings changed: training a new model")
         if self.session is not None:
             self._apply_correction_weight()
-            build = reuse(self.session)
-        else:
-            build = new_session(image, annotation, len(self.classes), config, self.features.for_layer(image))
+        build = reuse(self.session) if self.session is not None else new_session(
+            image, annotation, len(self.classes), config, self.features.for_layer(image, len(self.classes)))
         build = self.volumes_panel.wrap(self.files.wrap(build, config.device))
         self._pending_key = key
         self._update_view_box()
