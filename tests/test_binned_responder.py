@@ -130,6 +130,18 @@ def test_a_volume_over_the_memory_limit_is_segmented_on_a_binned_grid_and_answer
     assert responder.predict_scored_at(coords).shape == (len(coords), 2)
 
 
+@pytest.mark.parametrize("factors", [(1, 1, 1), (1, 2, 2), (2, 4, 4), (8, 8, 8)])
+def test_no_bin_holds_both_held_back_and_training_voxels(factors):
+    holdout = HoldOut((2.0, 0.7, 0.7), 0.3, multiple_of=factors)
+    assert all(b % f == 0 for b, f in zip(holdout.block, factors))
+    held = holdout.box((0, 0, 0), (32, 64, 64))
+    grid = binned_shape(held.shape, factors)
+    for index in np.ndindex(grid):
+        region = held[tuple(slice(i * f, (i + 1) * f) for i, f in zip(index, factors))]
+        assert region.all() or not region.any()
+    assert HoldOut((2.0, 0.7, 0.7), 0.3).block == HoldOut((2.0, 0.7, 0.7), 0.3, multiple_of=(1, 1, 1)).block
+
+
 def test_the_full_grid_is_untouched_where_it_fits():
     volume, image, _, _ = _binned_volume()
     responder = FirstResponder(image, volume, ResponderConfig(trees=16))
@@ -194,9 +206,11 @@ def test_the_session_says_the_first_responder_is_binned_and_shows_its_mask_befor
             notices.append(event.message)
         if isinstance(event, Prediction):
             predictions.append(event)
+            block = session.volume.holdout.block  # scored on whole bins
             break
     events.close()
     assert any("half precision, binned" in n for n in notices)
+    assert all(b % f == 0 for b, f in zip(block, session.responder.features.factors))
     assert session.trainer.step == 0 and predictions[0].learner == "forest"
     shown = predictions[0].labels
     assert shown.shape == SHAPE

@@ -40,9 +40,13 @@ class HoldOut:
         Block edge along the finest axis, in voxels; coarser axes get proportionally fewer voxels.
     seed : int
         Changes which blocks are held back.
+    multiple_of : sequence of int
+        Each block edge is rounded to a multiple of these ``(z, y, x)`` voxels: the bins of a first responder on a
+        binned grid (:mod:`.binning`), so that no bin holds both held-back and training voxels (their features).
     """
 
-    def __init__(self, spacing: Sequence[float], share: float = 0.125, block: int = 24, seed: int = 0) -> None:
+    def __init__(self, spacing: Sequence[float], share: float = 0.125, block: int = 24, seed: int = 0,
+                 multiple_of: Sequence[int] = (1, 1, 1)) -> None:
         if not 0 <= share <= 0.5:
             raise ValueError(f"held-back share must be in [0, 0.5], got {share}")
         if block < 1:
@@ -50,7 +54,7 @@ class HoldOut:
         sp = np.asarray(spacing, dtype=np.float64)
         self.share = float(share)
         #: Block edge per axis ``(z, y, x)`` in voxels.
-        self.block = tuple(max(1, round(block * sp.min() / s)) for s in sp)
+        self.block = tuple(max(1, round(block * sp.min() / s / m)) * int(m) for s, m in zip(sp, multiple_of))
         self._threshold = np.uint64(round(share * _BUCKETS))
         self._salt = np.uint64((seed * 2654435761) & 0xFFFFFFFF)
         #: Classes (index ``0..K``) whose labels are not held back: those of which the blocks would hold back more

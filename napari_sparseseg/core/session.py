@@ -322,7 +322,8 @@ class SegmentationSession:
         elif responder is not None and responder.grid_note():
             yield Notice(responder.grid_note(), "info")
         rc = self.config.responder
-        volume.holdout = HoldOut(volume.spacing, rc.held_back, seed=self.config.train.seed) \
+        volume.holdout = HoldOut(volume.spacing, rc.held_back, seed=self.config.train.seed,
+                                 multiple_of=responder.features.factors) \
             if responder is not None and rc.held_back > 0 else None
         shown_step = -1
         last_end, last_cost = time.perf_counter(), 0.0
