@@ -51,7 +51,7 @@ def forest_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.nda
     from sklearn.ensemble import RandomForestClassifier
 
     from napari_sparseseg.core.features import compute_features
-    from napari_sparseseg.core.first_responder import stratified_subsample
+    from napari_sparseseg.core.subsample import stratified_subsample
 
     labeled = annotation_a != UNLABELED
     target = annotation_to_mask(annotation_a)

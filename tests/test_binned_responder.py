@@ -1,13 +1,17 @@
-"""A volume whose full filter bank would not fit still gets a first responder: in half precision, then binned."""
+"""A volume whose full filter bank would not fit still gets a first responder (in half precision, then binned), and a
+large one a preview while its bank computes."""
 
 from __future__ import annotations
 
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from napari_sparseseg.core import feature_stack
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.binning import MAX_FACTOR, bin_mean, binned_shape, binning_factors, covering_box, upsample
 from napari_sparseseg.core.box import Box
@@ -15,10 +19,12 @@ from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.events import Notice, Prediction
 from napari_sparseseg.core.feature_stack import (
     EXTRA_THREAD_BYTES,
+    PREVIEW_VOXELS,
     FeatureStack,
     Grid,
     choose_grid,
     feature_workers,
+    preview_grid,
     responder_bytes,
 )
 from napari_sparseseg.core.features import compute_features
@@ -215,3 +221,109 @@ def test_the_session_says_the_first_responder_is_binned_and_shows_its_mask_befor
     shown = predictions[0].labels
     assert shown.shape == SHAPE
     assert 2 * np.sum(shown & mask) / (shown.sum() + mask.sum()) > 0.9
+
+
+# -- a preview while the bank computes ------------------------------------------------------------------------
+class _GatedStack(FeatureStack):
+    """A bank that is not computed until the test opens its gate (its preview computes at once)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+
+    def get(self) -> np.ndarray:
+        assert self.gate.wait(60), "the test never opened the gate"
+        return super().get()
+
+
+def _wait_ready(stack: FeatureStack) -> None:
+    deadline = time.monotonic() + 60
+    while not stack.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stack.ready
+
+
+def test_a_preview_has_at_most_its_voxels_and_bins_the_bank_divides():
+    assert preview_grid(SHAPE, SPACING, Grid()) is None  # small: the bank itself answers first
+    grid = choose_grid((96, 512, 512), (2.0, 0.5, 0.5), 4 << 30)
+    preview = preview_grid((96, 512, 512), (2.0, 0.5, 0.5), grid)
+    assert preview.half and np.prod(binned_shape((96, 512, 512), preview.factors)) <= PREVIEW_VOXELS
+    assert all(p % g == 0 for p, g in zip(preview.factors, grid.factors))
+
+
+def test_the_preview_answers_until_the_bank_is_ready_and_the_next_fit_reads_the_bank(monkeypatch):
+    monkeypatch.setattr(feature_stack, "PREVIEW_VOXELS", 5_000)
+    volume, image, mask, _ = _binned_volume()
+    config = ResponderConfig(trees=16)
+    preview = preview_grid(SHAPE, SPACING, Grid())
+    gated = _GatedStack(image, SPACING, grid=Grid(), preview=preview)
+    responder = FirstResponder(image, volume, config, features=gated)
+    assert "preview binned" in responder.grid_note()
+    assert responder.fit() and not responder.upgradable
+    while responder.refine():
+        pass
+    probs = responder.predict()
+    assert probs.shape == (2,) + SHAPE and not gated.ready  # answered from the preview
+    pred = probs.argmax(0)
+    assert 2 * np.sum((pred == 1) & (mask == 1)) / (np.sum(pred == 1) + np.sum(mask == 1)) > 0.8
+    assert responder.block_multiple == preview.factors
+    gated.gate.set()  # the bank finishes in the background
+    _wait_ready(gated)
+    assert responder.upgradable and responder.behind
+    assert responder.fit() and not responder.upgradable
+    assert not gated.preview.ready  # freed: the bank answers from now on
+    while responder.refine():
+        pass
+    reference = FirstResponder(image, volume, config, features=FeatureStack(image, SPACING))
+    reference.fit()
+    while reference.refine():
+        pass
+    np.testing.assert_allclose(responder.predict(), reference.predict(), atol=1e-6)  # now the bank's answer
+
+
+def test_the_session_shows_the_preview_first_then_the_banks_mask(monkeypatch):
+    monkeypatch.setattr(feature_stack, "PREVIEW_VOXELS", 5_000)
+    image, mask = sphere_volume(SHAPE, radius=9)
+    annotation = np.zeros(SHAPE, np.uint8)
+    for z in (5, 8, 11):
+        annotation[z] = mask[z] + 1
+    gated = _GatedStack(image, SPACING, grid=Grid(), preview=preview_grid(SHAPE, SPACING, Grid()))
+    session = SegmentationSession(image, num_classes=1, spacing=SPACING, annotation=annotation,
+                                  config=tiny_config(trees=16), features=gated)
+    events = session.interactive(first_refresh_steps=10**6)
+    first, upgraded = None, None
+    for _, event in zip(range(10_000), events):
+        if isinstance(event, Prediction) and event.learner == "forest":
+            if first is None:
+                first = event
+                assert session.responder._bank is gated.preview
+                gated.gate.set()
+                _wait_ready(gated)
+            elif session.responder._bank is gated:
+                upgraded = event
+                break
+    events.close()
+    assert first is not None and upgraded is not None  # the bank's mask replaced the preview's without new labels
+    assert 2 * np.sum(upgraded.labels & mask) / (upgraded.labels.sum() + mask.sum()) > 0.9
+
+
+class _FailingStack(FeatureStack):
+    """A bank whose computation runs out of memory."""
+
+    def get(self) -> np.ndarray:
+        raise MemoryError("no room for the bank")
+
+
+def test_a_bank_that_cannot_be_computed_leaves_the_preview_answering(monkeypatch):
+    monkeypatch.setattr(feature_stack, "PREVIEW_VOXELS", 5_000)
+    volume, image, mask, _ = _binned_volume()
+    failing = _FailingStack(image, SPACING, grid=Grid(), preview=preview_grid(SHAPE, SPACING, Grid()))
+    responder = FirstResponder(image, volume, ResponderConfig(trees=16), features=failing)
+    with pytest.warns(RuntimeWarning, match="could not be computed"):
+        assert responder.fit()
+        deadline = time.monotonic() + 60
+        while failing.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert isinstance(failing.error, MemoryError) and not responder.upgradable
+    assert responder.fit() and responder._bank is failing.preview  # refits keep reading the preview
+    assert responder.predict().shape == (2,) + SHAPE

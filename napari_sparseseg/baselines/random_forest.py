@@ -15,7 +15,7 @@ import numpy as np
 
 from napari_sparseseg.core.encoding import MASK_DTYPE, UNLABELED, annotation_to_mask
 from napari_sparseseg.core.features import SIGMAS, compute_features, feature_names
-from napari_sparseseg.core.first_responder import stratified_subsample
+from napari_sparseseg.core.subsample import stratified_subsample
 
 #: Voxels predicted per chunk (bounds the memory of the forest's output).
 _PREDICT_CHUNK: int = 1 << 18

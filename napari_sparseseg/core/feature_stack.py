@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,8 +18,8 @@ from .context import context_columns
 from .features import compute_features, feature_names
 from .volume import as_channels_first
 
-__all__ = ["EXTRA_THREAD_BYTES", "FeatureStack", "Grid", "choose_grid", "feature_workers", "responder_bytes",
-           "stack_bytes"]
+__all__ = ["EXTRA_THREAD_BYTES", "PREVIEW_VOXELS", "FeatureStack", "Grid", "choose_grid", "feature_workers",
+           "describe_grid", "preview_grid", "responder_bytes", "stack_bytes"]
 
 
 def stack_bytes(shape: Sequence[int], channels: int = 1, itemsize: int = 4) -> int:
@@ -98,6 +99,33 @@ def choose_grid(shape: Sequence[int], spacing: Sequence[float], max_bytes: int, 
     return None if factors is None else Grid(factors, half=True)
 
 
+#: A bank of more voxels than this (about 10 s on one core) gets a binned preview, computed first and answering
+#: until the bank itself is ready (:func:`preview_grid`).
+PREVIEW_VOXELS = 4_000_000
+
+
+def preview_grid(shape: Sequence[int], spacing: Sequence[float], grid: Grid) -> Grid | None:
+    """A coarser grid of at most :data:`PREVIEW_VOXELS` for a first answer while ``grid``'s bank computes (None when
+    ``grid`` is that small already, or nothing up to the largest bins is). Bins as :func:`choose_grid`'s, in float16."""
+    if int(np.prod(binned_shape(shape, grid.factors))) <= PREVIEW_VOXELS:
+        return None
+    factors = binning_factors(shape, spacing, lambda s: int(np.prod(s)), PREVIEW_VOXELS)
+    return None if factors is None else Grid(factors, half=True)
+
+
+def describe_grid(grid: Grid | None, full_bytes: int, max_bytes: int, preview: FeatureStack | None) -> str | None:
+    """A line for the user about the first responder's bank: kept in half precision or binned (``grid``; its full
+    float32 size ``full_bytes`` over ``max_bytes``), and a ``preview`` answering first; None when neither."""
+    notes = []
+    if grid is not None and grid != Grid():
+        how = "in half precision" + (f", binned {' x '.join(map(str, grid.factors))}" if grid.binned else "")
+        notes.append(f"the first responder keeps this volume's filter bank {how} (in full it would take "
+                     f"{full_bytes / 2**30:.1f} GiB, limit {max_bytes / 2**30:.1f} GiB); the net predicts every voxel")
+    if preview is not None:
+        notes.append(f"until its filter bank is ready a preview binned {' x '.join(map(str, preview.factors))} answers")
+    return "; ".join(notes) or None
+
+
 class FeatureStack:
     """The filter bank of one image, computed once (thread-safe) and shared by whoever asks first.
 
@@ -115,11 +143,18 @@ class FeatureStack:
     grid : Grid
         Bins and precision of the stack (:func:`choose_grid`; a volume whose full float32 bank would not fit in
         memory); the default is the full grid in float32.
+    preview : Grid, optional
+        A coarser grid (:func:`preview_grid`) whose bank :meth:`compute` makes first, for a first answer sooner.
     """
 
     def __init__(self, image, spacing: Sequence[float], channel_axis: int | None = None,
-                 grid: Grid = Grid()) -> None:
+                 grid: Grid = Grid(), preview: Grid | None = None) -> None:
         self.image, self.spacing, self.channel_axis = image, tuple(float(s) for s in spacing), channel_axis
+        #: The preview's bank (None: no preview).
+        self.preview = None if preview is None else FeatureStack(image, spacing, channel_axis, preview)
+        self._started = False
+        #: Why the background computation (:meth:`start`) failed, if it did.
+        self.error: Exception | None = None
         #: Bins and precision of the stack.
         self.grid = grid
         #: Bins ``(fz, fy, fx)`` of the grid the bank is computed on.
@@ -127,7 +162,7 @@ class FeatureStack:
         #: Voxel size ``(z, y, x)`` of that grid.
         self.grid_spacing = tuple(s * f for s, f in zip(self.spacing, self.factors))
         self._stack: np.ndarray | None = None
-        self._lock = threading.Lock()
+        self._lock, self._lock_start = threading.Lock(), threading.Lock()
         #: Seconds the computation took (None until computed).
         self.seconds: float | None = None
 
@@ -153,6 +188,34 @@ class FeatureStack:
         """Whether this is the stack of ``image`` (the same array object) at ``spacing``."""
         return (image is self.image and channel_axis == self.channel_axis
                 and tuple(float(s) for s in spacing) == self.spacing)
+
+    def compute(self) -> np.ndarray:
+        """The preview's bank first (when there is one), then this one's; returns this one's."""
+        if self.preview is not None:
+            self.preview.get()
+        return self.get()
+
+    def start(self) -> None:
+        """:meth:`compute` in a daemon thread, once (later calls do nothing); an error there (say, out of memory)
+        is kept in :attr:`error` and the preview goes on answering."""
+        with self._lock_start:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._compute_in_background, daemon=True, name="sparseseg-features").start()
+
+    def _compute_in_background(self) -> None:
+        try:
+            self.compute()
+        except Exception as error:  # a thread's exception would only reach threading.excepthook
+            self.error = error
+            warnings.warn(f"the first responder's filter bank could not be computed ({error!r}); its preview "
+                          "goes on answering", RuntimeWarning, stacklevel=1)
+
+    def release(self) -> None:
+        """Free the computed stack (a later :meth:`get` computes it again)."""
+        with self._lock:
+            self._stack = None
 
     def get(self) -> np.ndarray:
         """float32 (or float16, :attr:`grid`) ``(z, y, x, F)`` of the (binned) grid, ``F`` = 48 columns per image

@@ -33,8 +33,9 @@ from .annotation import AnnotatedVolume
 from .binning import MAX_FACTOR, binned_shape, covering_box, point_weights, upsample
 from .box import Box
 from .context import context_features
-from .feature_stack import FeatureStack, Grid, choose_grid, responder_bytes
+from .feature_stack import FeatureStack, Grid, choose_grid, describe_grid, preview_grid, responder_bytes
 from .features import feature_names
+from .subsample import stratified_subsample
 
 if TYPE_CHECKING:
     from .config import ResponderConfig
@@ -42,28 +43,6 @@ if TYPE_CHECKING:
 
 #: Rows predicted per chunk (bounds the memory of the classifier's output).
 PREDICT_CHUNK = 1 << 18
-
-
-def stratified_subsample(y: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices into ``y``: at most ``max_samples``, class proportions kept.
-
-    Every class keeps at least ``min(count, max_samples // (10 * n_classes))``
-    samples so that rare classes are not sampled away.
-    """
-    n = y.size
-    if n <= max_samples:
-        return np.arange(n)
-    classes, counts = np.unique(y, return_counts=True)
-    floor = max(1, max_samples // (10 * len(classes)))
-    quota = np.maximum(np.floor(counts * (max_samples / n)).astype(np.int64), np.minimum(counts, floor))
-    excess = int(quota.sum()) - max_samples
-    if excess > 0:  # the floors of rare classes come out of the largest class
-        quota[np.argmax(quota)] -= excess
-    picks = []
-    for c, q in zip(classes, quota):
-        idx = np.flatnonzero(y == c)
-        picks.append(rng.choice(idx, size=min(int(q), idx.size), replace=False))
-    return np.sort(np.concatenate(picks))
 
 
 #: Labels of at least this plane coverage (``AnnotatedVolume.plane_coverage``: whole slices 1, brush strokes about
@@ -107,7 +86,11 @@ class FirstResponder:
         if features is not None and features.grid != self.grid:
             features = None  # computed for another grid (the plugin guesses one class): this volume needs its own
         #: The filter bank (computed on first use unless given ready).
-        self.features = features or FeatureStack(image, volume.spacing, channel_axis, self.grid or Grid())
+        self.features = features or FeatureStack(
+            image, volume.spacing, channel_axis, self.grid or Grid(),
+            preview_grid(volume.shape, volume.spacing, self.grid) if self.grid is not None else None)
+        #: The stack the forests of the last fit read (:meth:`_choose_bank`).
+        self._bank = self.features
         # The latest stage's forests, fitted on every label (what is shown) and, when labels are held back, on the
         # rest (what is scored), and the context maps each reads (from the previous stage beside it; None at stage 1).
         self._forest = None
@@ -151,18 +134,41 @@ class FirstResponder:
         return None
 
     def grid_note(self) -> str | None:
-        """A line for the user when the forests' filter bank is not the full grid in float32 (None when it is)."""
-        if self.grid is None or self.grid == Grid():
-            return None
-        how = "in half precision" + (f", binned {' x '.join(map(str, self.grid.factors))}" if self.grid.binned else "")
-        return (f"the first responder keeps this volume's filter bank {how} (in full it would take "
-                f"{self._bytes_of(self.volume.shape) / 2**30:.1f} GiB, limit "
-                f"{self.config.max_feature_bytes / 2**30:.1f} GiB); the net predicts every voxel")
+        """A line for the user when the forests' filter bank is not the full grid in float32, or a preview answers
+        first (None otherwise; :func:`~.feature_stack.describe_grid`)."""
+        return describe_grid(self.grid, self._bytes_of(self.volume.shape), self.config.max_feature_bytes,
+                             None if self.features.ready else self.features.preview)
 
     # -- features ----------------------------------------------------------------------
     def warm(self) -> np.ndarray:
-        """The feature stack, computed now if it is not yet (see :meth:`FeatureStack.get`)."""
+        """The feature stack, computed now if it is not yet (see :meth:`FeatureStack.get`; not its preview)."""
         return self.features.get()
+
+    def _stack(self) -> np.ndarray:
+        """The stack the forests of the last fit read: the bank, or its preview while the bank was not ready."""
+        return self._bank.get()
+
+    def _choose_bank(self) -> FeatureStack:
+        """The stack to fit on now: the bank when it is ready or has no preview; else its preview, while the bank
+        computes in the background (:meth:`FeatureStack.start`) for a later fit (:attr:`upgradable`)."""
+        preview = self.features.preview
+        if self.features.ready or preview is None:
+            if preview is not None and preview.ready:
+                preview.release()  # the bank answers from now on
+            return self.features
+        self.features.start()
+        return preview
+
+    @property
+    def upgradable(self) -> bool:
+        """Whether the forests read the preview and the bank itself is now ready: the next fit reads the bank."""
+        return self._bank is not self.features and self.features.ready
+
+    @property
+    def block_multiple(self) -> tuple[int, int, int]:
+        """Bins the held-back blocks must be whole multiples of: the preview's where there is one (its bins are
+        multiples of the bank's), else the bank's."""
+        return (self.features.preview or self.features).factors
 
     @property
     def feature_seconds(self) -> float | None:
@@ -190,7 +196,7 @@ class FirstResponder:
         """Rows of the columns the forests read ``(n, F' [+ C])`` at ``(n, 3)`` coordinates, the context columns
         appended when given."""
         at = self._grid_index(coords)
-        rows = self._read(self.warm()[at])
+        rows = self._read(self._stack()[at])
         return rows if context is None else np.concatenate([rows, context[at]], axis=1)
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
@@ -237,11 +243,16 @@ class FirstResponder:
         if np.unique(classes).size < 2:
             self.revision = revision  # nothing to fit until the labels change
             return False
-        self._columns = self._choose_columns()
-        forest = self._fit_forest(coords, classes)
-        scored = None
-        if held.any() and np.unique(classes[~held]).size >= 2:
-            scored = self._fit_forest(coords[~held], classes[~held])
+        before, self._bank = self._bank, self._choose_bank()
+        try:
+            self._columns = self._choose_columns()
+            forest = self._fit_forest(coords, classes)
+            scored = None
+            if held.any() and np.unique(classes[~held]).size >= 2:
+                scored = self._fit_forest(coords[~held], classes[~held])
+        except BaseException:
+            self._bank = before  # the forests fitted before still read the stack they were fitted on
+            raise
         self._forest, self._scored, self.revision = forest, scored, revision
         self._context = self._scored_context = self._whole_grid = None
         self._fit_rows, self.stage = (coords, classes, held), 1
@@ -266,10 +277,10 @@ class FirstResponder:
             return False
         coords, classes, held = self._fit_rows
         shape = (self.volume.num_classes + 1,) + self.volume.shape
-        if self.features.binned:
+        if self._bank.binned:
             whole = self._whole_grid
             previous = whole[1] if whole is not None and whole[0] is self._forest else None
-        if previous is None or (previous.shape != shape and not self.features.binned):
+        if previous is None or (previous.shape != shape and not self._bank.binned):
             previous = self._predict_grid(self._forest, self._context)
         context = self.context(previous)
         forest = self._fit_forest(coords, classes, context)
@@ -286,7 +297,7 @@ class FirstResponder:
         """The next stage's context columns ``(z, y, x, C)`` from the current stage's probabilities
         ``(K + 1, z, y, x)`` on the forests' grid: each foreground class smoothed at :data:`~.context.CONTEXT_SIGMAS`
         (a variant overrides this)."""
-        return context_features(probabilities, self.features.grid_spacing)
+        return context_features(probabilities, self._bank.grid_spacing)
 
     @property
     def fitted(self) -> bool:
@@ -295,8 +306,9 @@ class FirstResponder:
 
     @property
     def behind(self) -> bool:
-        """Whether the labels changed since the last fit, or the last fit still awaits a stage."""
-        return self.revision != self.volume.revision or (self.fitted and not self.refined)
+        """Whether the labels changed since the last fit, the last fit still awaits a stage, or it read the preview
+        and the bank is now ready (:attr:`upgradable`)."""
+        return self.revision != self.volume.revision or (self.fitted and not self.refined) or self.upgradable
 
     @property
     def refined(self) -> bool:
@@ -320,24 +332,24 @@ class FirstResponder:
     def _proba_at(self, coords: np.ndarray, forest, context: np.ndarray | None) -> np.ndarray:
         """``(n, K + 1)`` probabilities by ``forest`` at ``(n, 3)`` coordinates: on a binned grid interpolated as
         :meth:`predict` is (:func:`~.binning.point_weights`), so that what is scored is what is shown."""
-        if not self.features.binned:
+        if not self._bank.binned:
             at = _index(coords)
-            return self._proba(self.warm()[at], forest, None if context is None else context[at])
-        bins, index, weights = point_weights(coords, self.features.factors, self.warm().shape[:3])
+            return self._proba(self._stack()[at], forest, None if context is None else context[at])
+        bins, index, weights = point_weights(coords, self._bank.factors, self._stack().shape[:3])
         at = _index(bins)
-        proba = self._proba(self.warm()[at], forest, None if context is None else context[at])
+        proba = self._proba(self._stack()[at], forest, None if context is None else context[at])
         return np.einsum("nk,nkc->nc", weights, proba[index]).astype(np.float32, copy=False)
 
     def _grid_index(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``(n, 3)`` full-grid coordinates as a NumPy index into the forests' (perhaps binned) grid."""
-        if self.features.binned:
-            coords = coords // np.asarray(self.features.factors)
+        if self._bank.binned:
+            coords = coords // np.asarray(self._bank.factors)
         return _index(coords)
 
     def _predict_grid(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities by ``forest`` of ``box`` of its own (perhaps binned) grid
         (default: all of it)."""
-        stack = self.warm()
+        stack = self._stack()
         box = Box.full(stack.shape[:3]) if box is None else box.clip(stack.shape[:3])
         block = stack[box.slices]
         ctx = None if context is None else context[box.slices].reshape(-1, context.shape[-1])
@@ -348,9 +360,9 @@ class FirstResponder:
         """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` of the full grid (default: the whole volume) by
         ``forest``; on a binned grid interpolated from the bins around (:func:`~.binning.upsample`)."""
         box = Box.full(self.volume.shape) if box is None else box.clip(self.volume.shape)
-        if not self.features.binned:
+        if not self._bank.binned:
             return self._predict_grid(forest, context, box)
-        factors = self.features.factors
+        factors = self._bank.factors
         grid = binned_shape(self.volume.shape, factors)
         bins = covering_box(box, factors, grid)
         proba = self._predict_grid(forest, context, bins)

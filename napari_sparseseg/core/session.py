@@ -319,11 +319,11 @@ class SegmentationSession:
         responder = display.live_responder()
         if responder is None and self.config.responder.enabled:
             yield Notice(f"no first responder for this volume: {self.responder.unavailable_reason()}", "info")
-        elif responder is not None and responder.grid_note():
-            yield Notice(responder.grid_note(), "info")
+        elif responder is not None and (note := responder.grid_note()):
+            yield Notice(note, "info")
         rc = self.config.responder
         volume.holdout = HoldOut(volume.spacing, rc.held_back, seed=self.config.train.seed,
-                                 multiple_of=responder.features.factors) \
+                                 multiple_of=responder.block_multiple) \
             if responder is not None and rc.held_back > 0 else None
         shown_step = -1
         last_end, last_cost = time.perf_counter(), 0.0

@@ -46,7 +46,7 @@ class FeatureCache:
         share the memory: a held stack on another grid is dropped for one on the grid the session will use."""
         if layer is None or not isinstance(layer.data, np.ndarray) or layer.data.ndim != 3:
             return None
-        from ..core.feature_stack import FeatureStack, choose_grid
+        from ..core.feature_stack import FeatureStack, choose_grid, preview_grid
 
         spacing = tuple(float(s) for s in layer.scale[-3:])
         # In half precision or binned where the full bank would not fit (core/feature_stack.py).
@@ -57,6 +57,7 @@ class FeatureCache:
         self._stack = None  # a stack computing in its thread is freed when the thread ends
         if grid is None:
             return None
-        self._stack = stack = FeatureStack(layer.data, spacing, grid=grid)
-        threading.Thread(target=stack.get, daemon=True, name="sparseseg-features").start()
+        self._stack = stack = FeatureStack(layer.data, spacing, grid=grid,
+                                           preview=preview_grid(layer.data.shape, spacing, grid))
+        stack.start()  # its preview first where it has one
         return stack
