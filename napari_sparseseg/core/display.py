@@ -117,7 +117,7 @@ class Display:
         mask is stored.
         """
         previous, full = None, None
-        if responder.revision != self.volume.revision or not responder.fitted or responder.upgradable:
+        if responder.stale:
             if not responder.fit(self.volume.holdout):
                 return  # fewer than two classes labeled
             shown = self._score_forest(responder)

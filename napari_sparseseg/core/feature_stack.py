@@ -85,8 +85,8 @@ def choose_grid(shape: Sequence[int], spacing: Sequence[float], max_bytes: int, 
 
     In turn: the full grid in float32 (every volume up to about 20 million voxels per channel at 4 GiB); the
     full grid in float16 (up to about 38 million); a binned grid in float16 (:func:`~.binning.binning_factors`).
-    Half precision before bins: forced onto them, thin tubes of a 1.5-voxel radius lost up to 0.46 Dice and the
-    shared volumes up to 0.075, float16 at most 0.021 (``benchmarks/binned_responder.py``).
+    Half precision before bins: forced onto bins of 2, thin tubes of a 1.5-voxel radius lost up to 0.49 Dice and
+    the shared volumes up to 0.082, onto float16 at most 0.009 (three seeds, ``benchmarks/binned_responder.py``).
 
     Returns
     -------
@@ -157,14 +157,17 @@ class FeatureStack:
         self.error: Exception | None = None
         #: Bins and precision of the stack.
         self.grid = grid
-        #: Bins ``(fz, fy, fx)`` of the grid the bank is computed on.
-        self.factors: tuple[int, int, int] = grid.factors
         #: Voxel size ``(z, y, x)`` of that grid.
-        self.grid_spacing = tuple(s * f for s, f in zip(self.spacing, self.factors))
+        self.grid_spacing = tuple(s * f for s, f in zip(self.spacing, grid.factors))
         self._stack: np.ndarray | None = None
         self._lock, self._lock_start = threading.Lock(), threading.Lock()
         #: Seconds the computation took (None until computed).
         self.seconds: float | None = None
+
+    @property
+    def factors(self) -> tuple[int, int, int]:
+        """Bins ``(fz, fy, fx)`` of the grid the bank is computed on."""
+        return self.grid.factors
 
     @property
     def ready(self) -> bool:

@@ -276,13 +276,12 @@ class FirstResponder:
         if not self.fitted or self.refined:
             return False
         coords, classes, held = self._fit_rows
-        shape = (self.volume.num_classes + 1,) + self.volume.shape
-        if self._bank.binned:
+        if self._bank.binned:  # the context reads the bins: their whole-grid answer, if the stage just gave it
             whole = self._whole_grid
             previous = whole[1] if whole is not None and whole[0] is self._forest else None
-        if previous is None or (previous.shape != shape and not self._bank.binned):
-            previous = self._predict_grid(self._forest, self._context)
-        context = self.context(previous)
+        elif previous is not None and previous.shape != (self.volume.num_classes + 1,) + self.volume.shape:
+            previous = None
+        context = self.context(self._predict_grid(self._forest, self._context) if previous is None else previous)
         forest = self._fit_forest(coords, classes, context)
         scored = scored_context = None
         if self._scored is not None:
@@ -305,9 +304,14 @@ class FirstResponder:
         return self._forest is not None
 
     @property
+    def stale(self) -> bool:
+        """Whether the next answer needs a new :meth:`fit`: none yet, new labels, or the bank ready
+        (:attr:`upgradable`)."""
+        return not self.fitted or self.revision != self.volume.revision or self.upgradable
+
+    @property
     def behind(self) -> bool:
-        """Whether the labels changed since the last fit, the last fit still awaits a stage, or it read the preview
-        and the bank is now ready (:attr:`upgradable`)."""
+        """Whether the labels changed since they were last answered, or the last fit awaits a stage or the bank."""
         return self.revision != self.volume.revision or (self.fitted and not self.refined) or self.upgradable
 
     @property
@@ -342,9 +346,7 @@ class FirstResponder:
 
     def _grid_index(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``(n, 3)`` full-grid coordinates as a NumPy index into the forests' (perhaps binned) grid."""
-        if self._bank.binned:
-            coords = coords // np.asarray(self._bank.factors)
-        return _index(coords)
+        return _index(coords // np.asarray(self._bank.factors))
 
     def _predict_grid(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities by ``forest`` of ``box`` of its own (perhaps binned) grid
