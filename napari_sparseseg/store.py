@@ -72,9 +72,10 @@ class SessionStore(StoreWriter):
     training thread) may run concurrently; metadata updates are serialised.
     """
 
-    def __init__(self, path: Path, group: Any, session: SegmentationSession) -> None:
+    def __init__(self, path: Path, group: Any, session: SegmentationSession, *, bind: bool = True) -> None:
         super().__init__(path, group, session)
-        session.store = self
+        if bind:
+            session.store = self
         #: Why the checkpoint could not be loaded on open (``None`` when it was, or there was none).
         self.resume_error: str | None = None
 
@@ -125,14 +126,15 @@ class SessionStore(StoreWriter):
         building, root = build_store_folder(path, session, image=image, image_ref=image_ref, class_names=class_names,
                                             colors=colors, chunks=chunks, image_name=image_name)
         try:
-            builder = cls(building, root, session)
+            builder = cls(building, root, session, bind=False)  # the session records into ``previous`` meanwhile
             builder.flush()
             os.rename(building, path)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
-            session.store = previous  # the session goes on recording into the store it had
             raise
         store = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3), session)
+        if previous is not None:
+            previous.hand_over(store)  # a step the training thread began with it is recorded here
         store._flushed_revision, store._labeled_chunks = builder._flushed_revision, builder._labeled_chunks
         for mine, built in zip(store.others, builder.others):
             mine.flushed_revision = built.flushed_revision

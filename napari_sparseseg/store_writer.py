@@ -4,7 +4,7 @@ The labels and source are the user's work. :meth:`StoreWriter.flush` writes
 the chunks an edit touched (with their weights; of the other volumes the
 session learns from, their labels and source), the buffered training
 history and the queued predictions; a background thread
-(:meth:`StoreWriter.start_autosave`) flushes every ``interval`` seconds.
+(:meth:`~.store_autosave.Autosave.start_autosave`) flushes every ``interval`` seconds.
 :meth:`StoreWriter.save_checkpoint` writes the model atomically
 (``latest.pt``, and ``best.pt`` at the lowest smoothed loss).
 :class:`StoreWriter` is the base of :class:`napari_sparseseg.store.SessionStore`,
@@ -28,6 +28,7 @@ import numpy as np
 from .core.annotation import _weights
 from .core.box import Box
 from .core.events import Prediction, TrainStep
+from .store_autosave import Autosave
 from .store_files import (
     align_to_chunks,
     atomic_copy_file,
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SECONDS = 30.0
 #: Smoothing of the training loss that decides the best checkpoint (exponential moving average factor).
 LOSS_SMOOTHING = 0.1
-#: Seconds between two flushes of the autosave thread (a flush with nothing to write costs a few microseconds).
-AUTOSAVE_SECONDS = 0.1
 #: Least seconds between two rewrites of all labeled weight chunks after the class balance changed.
 WEIGHTS_REFRESH_SECONDS = 5.0
 
@@ -64,7 +63,7 @@ class VolumeWriter:
     flushed_revision: int = -1
 
 
-class StoreWriter:
+class StoreWriter(Autosave):
     """Writes a session's edits, steps, predictions and checkpoints into its store (base of ``SessionStore``).
 
     Parameters
@@ -86,6 +85,7 @@ class StoreWriter:
         self._meta_lock = threading.Lock()
         self._buffer_lock = threading.Lock()
         self._history: list[dict[str, Any]] = []
+        self._successor: StoreWriter | None = None  # the store that replaced this one (see hand_over)
         self._predictions: deque[tuple[Prediction, np.ndarray]] = deque()
         self._flushed_revision = -1
         self._num_classes = int(group.attrs["num_classes"])
@@ -94,11 +94,7 @@ class StoreWriter:
         self._weights_refreshed = time.monotonic()
         self._smoothed_loss: float | None = None
         self._last_checkpoint = time.monotonic()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._interval = AUTOSAVE_SECONDS
-        #: Last exception of the autosave thread (it keeps running; the next flush retries).
-        self.last_error: BaseException | None = None
+        Autosave.__init__(self)
         self._volume_error: Exception | None = None  # of another volume, during one flush
         folders = volume_folders(self.path)
         if len(folders) != len(session.other_volumes):
@@ -122,10 +118,19 @@ class StoreWriter:
                "revision": event.revision, "time": time.time()}
         fit = event.tracked_loss  # the label terms: the smoothness and hardest-voxel terms ramp in and out
         with self._buffer_lock:
-            self._history.append(row)
-            if np.isfinite(fit):
-                s, a = self._smoothed_loss, LOSS_SMOOTHING
-                self._smoothed_loss = fit if s is None else (1 - a) * s + a * fit
+            successor = self._successor
+            if successor is None:
+                self._history.append(row)
+                if np.isfinite(fit):
+                    s, a = self._smoothed_loss, LOSS_SMOOTHING
+                    self._smoothed_loss = fit if s is None else (1 - a) * s + a * fit
+        if successor is not None:  # the training thread took this store just before it was replaced
+            successor.record_step(event)
+
+    def hand_over(self, successor: StoreWriter) -> None:
+        """From now on, record steps into ``successor`` (a new store of the same session): none is lost."""
+        with self._buffer_lock:
+            self._successor = successor
 
     def on_step(self, trainer: Trainer, event: TrainStep, every: float = CHECKPOINT_SECONDS) -> bool:
         """Record ``event`` and write a checkpoint if ``every`` seconds passed since the last one.
@@ -133,6 +138,8 @@ class StoreWriter:
         Call it from the training thread (:meth:`SegmentationSession.interactive` does), so the
         weights are never saved while a step changes them. Returns True if a checkpoint was written.
         """
+        if self._successor is not None:
+            return self._successor.on_step(trainer, event, every)
         self.record_step(event)
         if time.monotonic() - self._last_checkpoint >= every:
             self.save_checkpoint(trainer)
@@ -328,70 +335,3 @@ class StoreWriter:
         with self._meta_lock:
             self._group["prediction"].attrs.update({"step": prediction.step, "revision": prediction.revision,
                                                     "time": time.time()})
-
-    # ================================================================ autosave thread
-    def start_autosave(self, interval: float = AUTOSAVE_SECONDS) -> None:
-        """Flush every ``interval`` seconds in a daemon thread (idempotent)."""
-        if interval <= 0:
-            raise ValueError(f"autosave interval must be > 0 seconds, got {interval}")
-        self._interval = float(interval)
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._autosave_loop, name="sparseseg-autosave", daemon=True)
-        self._thread.start()
-        flush_before_exit(self)
-
-    def stop_autosave(self, flush: bool = True) -> None:
-        """Stop the autosave thread (after a last flush when ``flush``)."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stop.set()
-            thread.join()
-        if flush:
-            self.flush()
-
-    @property
-    def autosaving(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _autosave_loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.flush()
-                self.last_error = None
-            except Exception as exc:  # noqa: BLE001 (a full disk must not kill the thread; the next flush retries)
-                if self.last_error is None:
-                    log.warning("session store %s: autosave failed: %s", self.path, exc)
-                self.last_error = exc
-
-
-def flush_before_exit(store: StoreWriter) -> None:
-    """Have a script that exits without closing ``store`` still flush it, while zarr's I/O threads still run.
-
-    Interpreter shutdown stops the thread pools (zarr writes through them) before ``atexit`` functions run, so a
-    flush from ``atexit`` failed ("cannot schedule new futures after interpreter shutdown"). Hooks registered with
-    ``threading._register_atexit`` run first, newest first, so this one runs before the pools stop. Where that
-    private hook is missing, ``atexit`` is the fallback.
-    """
-    import weakref
-
-    ref = weakref.ref(store)
-
-    def flush() -> None:
-        live = ref()
-        if live is not None and live.autosaving:
-            try:
-                live.stop_autosave(flush=True)
-            except Exception as exc:  # noqa: BLE001 (at exit: report, never raise)
-                log.warning("session store %s: last flush at exit failed: %s", live.path, exc)
-
-    register = getattr(threading, "_register_atexit", None)
-    try:
-        if register is None:
-            raise RuntimeError
-        register(flush)
-    except RuntimeError:  # no hook, or the interpreter is already shutting down
-        import atexit
-
-        atexit.register(flush)

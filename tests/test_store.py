@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from napari_sparseseg.cli import main
 from napari_sparseseg.core.annotation import Source
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ModelConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.events import TrainStep
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.store import STORE_KEY, STORE_VERSION, SessionStore, align_to_chunks, is_session_store
 from tests.conftest import sphere_volume
@@ -210,6 +213,37 @@ def test_interactive_loop_records_history_through_the_bound_store(tmp_path):
     events.close()
     store.close()
     assert [r["step"] for r in store.history()] == [1, 2]
+
+
+def test_saving_under_a_new_name_while_steps_are_recorded_loses_none(tmp_path):
+    """The training thread records each step into ``session.store`` while the user saves elsewhere: every step
+    reaches the new store's history, in order, including one recorded into the old store after it was replaced."""
+    session = make_session()
+    old = SessionStore.create(tmp_path / "a.zarr", session)
+    step = next(e for e in session.train(max_steps=1) if isinstance(e, TrainStep))
+    done = threading.Event()
+
+    def training_thread() -> None:
+        for i in range(1, 100_000):
+            session.store.record_step(dataclasses.replace(step, step=i))
+            if done.is_set():
+                return
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=training_thread)
+    thread.start()
+    time.sleep(0.02)
+    new = SessionStore.create(tmp_path / "b.zarr", session)  # as the widget's "save as" does
+    assert session.store is new
+    old.stop_autosave(flush=True)
+    new.prepend_history(old.path)
+    time.sleep(0.02)
+    done.set()
+    thread.join()
+    old.record_step(dataclasses.replace(step, step=10**6))  # taken as the old store just before the switch
+    new.close()
+    steps = [r["step"] for r in new.history()]
+    assert steps[:-1] == list(range(1, len(steps))) and steps[-1] == 10**6 and len(steps) > 5
 
 
 def test_cli_train_with_session_then_resume_continues_from_the_checkpoint(tmp_path, capsys):
