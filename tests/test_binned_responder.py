@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core import feature_stack
+from napari_sparseseg.core import feature_stack, features
 from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.binning import MAX_FACTOR, bin_mean, binned_shape, binning_factors, covering_box, upsample
 from napari_sparseseg.core.box import Box
@@ -27,7 +27,7 @@ from napari_sparseseg.core.feature_stack import (
     preview_grid,
     responder_bytes,
 )
-from napari_sparseseg.core.features import compute_features
+from napari_sparseseg.core.features import ComputationCancelled, compute_features
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.holdout import HoldOut
 from napari_sparseseg.core.session import SegmentationSession
@@ -231,9 +231,9 @@ class _GatedStack(FeatureStack):
         super().__init__(*args, **kwargs)
         self.gate = threading.Event()
 
-    def get(self) -> np.ndarray:
+    def get(self, should_stop=None) -> np.ndarray:
         assert self.gate.wait(60), "the test never opened the gate"
-        return super().get()
+        return super().get(should_stop)
 
 
 def _wait_ready(stack: FeatureStack) -> None:
@@ -310,7 +310,7 @@ def test_the_session_shows_the_preview_first_then_the_banks_mask(monkeypatch):
 class _FailingStack(FeatureStack):
     """A bank whose computation runs out of memory."""
 
-    def get(self) -> np.ndarray:
+    def get(self, should_stop=None) -> np.ndarray:
         raise MemoryError("no room for the bank")
 
 
@@ -327,3 +327,41 @@ def test_a_bank_that_cannot_be_computed_leaves_the_preview_answering(monkeypatch
     assert isinstance(failing.error, MemoryError) and not responder.upgradable
     assert responder.fit() and responder._bank is failing.preview  # refits keep reading the preview
     assert responder.predict().shape == (2,) + SHAPE
+
+
+def test_the_bank_stops_before_its_next_scale_when_asked(monkeypatch):
+    image = sphere_volume(SHAPE, radius=8)[0]
+    scales, real = [], features._scale_columns
+    monkeypatch.setattr(features, "_scale_columns", lambda *args: scales.append(args[2]) or real(*args))
+    asked = []
+    with pytest.raises(ComputationCancelled):
+        compute_features(image, SPACING, should_stop=lambda: asked.append(1) or len(asked) > 1)
+    assert len(scales) == 1  # the first scale ran; none after it was asked to stop
+
+
+def test_a_stack_dropped_for_another_image_stops_computing_unless_a_session_claimed_it(monkeypatch):
+    gate, real = threading.Event(), feature_stack.compute_features
+
+    def gated(*args, **kwargs):
+        gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feature_stack, "compute_features", gated)
+    one, other = (SimpleNamespace(data=sphere_volume(SHAPE, radius=r)[0], scale=SPACING) for r in (6, 9))
+    cache = FeatureCache()
+    first = cache.for_layer(one)
+    second = cache.for_layer(other)  # the user chose another image while the first bank computed
+    gate.set()
+    first._thread.join(60)
+    second._thread.join(60)
+    assert not first._thread.is_alive() and not first.ready and first.error is None  # stopped, nothing kept
+    assert second.ready
+    assert first.get().shape == second.get().shape  # asked later, it computes in the caller's thread
+
+    gate.clear()
+    claimed = FeatureCache()
+    used = claimed.for_layer(one, claim=True)  # given to a session
+    claimed.for_layer(other)
+    gate.set()
+    used._thread.join(60)
+    assert used.ready and used.error is None  # the session's bank went on computing

@@ -8,14 +8,14 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .binning import bin_mean, binned_shape, binning_factors
 from .context import context_columns
-from .features import compute_features, feature_names
+from .features import ComputationCancelled, compute_features, feature_names
 from .volume import as_channels_first
 
 __all__ = ["EXTRA_THREAD_BYTES", "PREVIEW_VOXELS", "FeatureStack", "Grid", "choose_grid", "feature_workers",
@@ -153,6 +153,8 @@ class FeatureStack:
         #: The preview's bank (None: no preview).
         self.preview = None if preview is None else FeatureStack(image, spacing, channel_axis, preview)
         self._started = False
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
         #: Why the background computation (:meth:`start`) failed, if it did.
         self.error: Exception | None = None
         #: Bins and precision of the stack.
@@ -192,11 +194,12 @@ class FeatureStack:
         return (image is self.image and channel_axis == self.channel_axis
                 and tuple(float(s) for s in spacing) == self.spacing)
 
-    def compute(self) -> np.ndarray:
-        """The preview's bank first (when there is one), then this one's; returns this one's."""
+    def compute(self, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """The preview's bank first (when there is one), then this one's; returns this one's (``should_stop``: as for
+        :meth:`get`)."""
         if self.preview is not None:
-            self.preview.get()
-        return self.get()
+            self.preview.get(should_stop)
+        return self.get(should_stop)
 
     def start(self) -> None:
         """:meth:`compute` in a daemon thread, once (later calls do nothing); an error there (say, out of memory)
@@ -205,11 +208,19 @@ class FeatureStack:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self._compute_in_background, daemon=True, name="sparseseg-features").start()
+            self._thread = threading.Thread(target=self._compute_in_background, daemon=True, name="sparseseg-features")
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop the background computation (:meth:`start`) before its next filter scale, freeing its memory; a later
+        :meth:`get` computes the bank in the caller's thread."""
+        self._cancel.set()
 
     def _compute_in_background(self) -> None:
         try:
-            self.compute()
+            self.compute(should_stop=self._cancel.is_set)
+        except ComputationCancelled:
+            pass
         except Exception as error:  # a thread's exception would only reach threading.excepthook
             self.error = error
             warnings.warn(f"the first responder's filter bank could not be computed ({error!r}); its preview "
@@ -220,10 +231,11 @@ class FeatureStack:
         with self._lock:
             self._stack = None
 
-    def get(self) -> np.ndarray:
+    def get(self, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """float32 (or float16, :attr:`grid`) ``(z, y, x, F)`` of the (binned) grid, ``F`` = 48 columns per image
         channel (the 46 filters, then the 2 local contrast columns, :func:`~.features.compute_features`); computed
-        on the first call."""
+        on the first call. ``should_stop`` is asked before each filter scale: once true, nothing is kept and
+        :class:`~.features.ComputationCancelled` is raised."""
         with self._lock:
             if self._stack is None:
                 import torch
@@ -232,7 +244,8 @@ class FeatureStack:
                 raw = as_channels_first(np.asarray(self.image), self.channel_axis)
                 workers = feature_workers(self.grid_shape, torch.get_num_threads())
                 stacks = [compute_features(bin_mean(channel, self.factors) if self.binned else channel,
-                                           self.grid_spacing, contrast=True, workers=workers, dtype=self.grid.dtype)
+                                           self.grid_spacing, contrast=True, workers=workers, dtype=self.grid.dtype,
+                                           should_stop=should_stop)
                           for channel in raw]
                 self._stack = stacks[0] if len(stacks) == 1 else np.concatenate(stacks, axis=-1)
                 self.seconds = time.perf_counter() - t0

@@ -18,12 +18,12 @@ a classifier fitted on one plane reads objects far from it by them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["CONTRAST_SCALE", "CONTRAST_SIGMAS", "SIGMAS", "compute_features", "feature_names"]
+__all__ = ["CONTRAST_SCALE", "CONTRAST_SIGMAS", "SIGMAS", "ComputationCancelled", "compute_features", "feature_names"]
 
 #: Scales (in units of the finest voxel step) of the filter bank, as in ilastik.
 SIGMAS: tuple[float, ...] = (0.7, 1.0, 1.6, 3.5, 5.0)
@@ -39,6 +39,10 @@ CONTRAST_SCALE: float = 20.0
 _CONTRAST_FLOOR: float = 0.01
 #: Largest magnitude written to a float16 stack (its largest finite value is 65504).
 _HALF_LIMIT = np.float32(60000.0)
+
+
+class ComputationCancelled(Exception):
+    """The filter bank's computation was stopped before it finished (``compute_features(should_stop=...)``)."""
 
 
 def feature_names(sigmas: Sequence[float] = SIGMAS, contrast: bool = False) -> list[str]:
@@ -192,6 +196,7 @@ def compute_features(
     contrast: bool = False,
     workers: int = 1,
     dtype: type = np.float32,
+    should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """ilastik-style filter bank of a 3D image.
 
@@ -217,11 +222,18 @@ def compute_features(
     dtype : numpy dtype
         ``np.float32`` (the default), or ``np.float16`` for half the memory: each column is then divided by its root
         mean square (a positive constant per column; the filters themselves run in float32).
+    should_stop : callable, optional
+        Asked before each scale; once it is true no further scale starts and :class:`ComputationCancelled` is raised.
 
     Returns
     -------
     np.ndarray
         ``dtype`` array of shape (z, y, x, n_features).
+
+    Raises
+    ------
+    ComputationCancelled
+        When ``should_stop()`` became true.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -239,13 +251,21 @@ def compute_features(
     if contrast:
         tasks.append((_contrast_columns, (img, rel, feats[..., 1 + 9 * len(sigmas):])))
     tasks.reverse()  # the widest filters first: the threads finish together
+    stopped = should_stop or (lambda: False)
+
+    def run(task: Callable[..., None], args: tuple) -> None:
+        if not stopped():
+            task(*args)
+
     if workers == 1:
         for task, args in tasks:
-            task(*args)
+            run(task, args)
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparseseg-features") as pool:
-            for future in [pool.submit(task, *args) for task, args in tasks]:
+            for future in [pool.submit(run, task, args) for task, args in tasks]:
                 future.result()
+    if stopped():
+        raise ComputationCancelled("the filter bank's computation was cancelled")
     return feats

@@ -38,12 +38,16 @@ class FeatureCache:
     def __init__(self, max_bytes: int = ResponderConfig().max_feature_bytes) -> None:
         self.max_bytes = max_bytes
         self._stack: FeatureStack | None = None
+        self._claimed: FeatureStack | None = None  # the stack the latest session was given
 
-    def for_layer(self, layer: Image | None, num_classes: int = 1) -> FeatureStack | None:
+    def for_layer(self, layer: Image | None, num_classes: int = 1, *, claim: bool = False) -> FeatureStack | None:
         """The filter bank of ``layer`` for a session of ``num_classes`` foreground classes (started now unless it
         is the one held); None where the first responder will not run (no in-memory 3D image, or a feature stack
         over ``max_bytes`` even on a binned grid). The classes count because the first responder's context maps
-        share the memory: a held stack on another grid is dropped for one on the grid the session will use."""
+        share the memory: a held stack on another grid is dropped for one on the grid the session will use.
+
+        A dropped stack stops computing (another image was chosen), unless it was ``claim``-ed: the stack given to
+        a session goes on computing for it."""
         if layer is None or not isinstance(layer.data, np.ndarray) or layer.data.ndim != 3:
             return None
         from ..core.feature_stack import FeatureStack, choose_grid, preview_grid
@@ -52,12 +56,13 @@ class FeatureCache:
         # In half precision or binned where the full bank would not fit (core/feature_stack.py).
         grid = choose_grid(layer.data.shape, spacing, self.max_bytes, num_classes=max(1, int(num_classes)))
         stack = self._stack
-        if stack is not None and stack.matches(layer.data, spacing) and stack.grid == grid:
-            return stack
-        self._stack = None  # a stack computing in its thread is freed when the thread ends
-        if grid is None:
-            return None
-        self._stack = stack = FeatureStack(layer.data, spacing, grid=grid,
-                                           preview=preview_grid(layer.data.shape, spacing, grid))
-        stack.start()  # its preview first where it has one
+        if stack is None or not stack.matches(layer.data, spacing) or stack.grid != grid:
+            if stack is not None and stack is not self._claimed:
+                stack.cancel()  # its thread ends before its next filter scale, and frees what it computed
+            self._stack = stack = None if grid is None else FeatureStack(
+                layer.data, spacing, grid=grid, preview=preview_grid(layer.data.shape, spacing, grid))
+            if stack is not None:
+                stack.start()  # its preview first where it has one
+        if claim:
+            self._claimed = stack
         return stack

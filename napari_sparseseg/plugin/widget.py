@@ -262,7 +262,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if self.session is not None:
             self._apply_correction_weight()
         build = reuse(self.session) if self.session is not None else new_session(
-            image, annotation, len(self.classes), config, self.features.for_layer(image, len(self.classes)))
+            image, annotation, len(self.classes), config, self.features.for_layer(image, len(self.classes), claim=True))
         build = self.volumes_panel.wrap(self.files.wrap(build, config.device))
         self._pending_key = key
         self._update_view_box()
