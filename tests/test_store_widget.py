@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -164,12 +163,10 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         assert store.path.parent == tmp_path / "home" / "sessions" and store.autosaving
         assert store.path.suffix == ".sparseseg"  # the name no other napari reader claims
         assert str(store.path) in widget.files.path_label.text()
-        # A stroke while training reaches the store's labels within about a second.
+        # A stroke while training reaches the store's labels, by the autosave (its latency: benchmarks/durability.py).
         annotation.data_setitem((np.full(yy.size, 10), yy, xx), mask_to_layer(gt[10])[yy, xx])
         labels = zarr.open_array(str(store.path / "labels"), mode="r")
-        t0 = time.perf_counter()
-        qtbot.waitUntil(lambda: np.array_equal(labels[10], mask_to_annotation(gt[10])), timeout=3000)
-        assert time.perf_counter() - t0 < 1.5
+        qtbot.waitUntil(lambda: np.array_equal(labels[10], mask_to_annotation(gt[10])), timeout=30000)
         qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 3, timeout=60000)
 
         mine = widget.files.save(tmp_path / "mine")  # while training: takes over autosave
@@ -192,9 +189,10 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         assert "Start resumes training" in widget2.status_panel.label.text()
         assert widget2.start()
         qtbot.waitUntil(lambda: widget2.session is not None, timeout=60000)
-        # Resumed from the checkpoint, not from step 0; the worker may already have run a step or two.
-        assert step <= widget2.session.trainer.step <= step + 5
-        assert len(widget2.session.store.history()) >= step
+        # Resumed from the checkpoint, not from step 0: the first step after the stored ones is the next one.
+        history = widget2.session.store.history
+        qtbot.waitUntil(lambda: len(history()) > step, timeout=60000)
+        assert [r["step"] for r in history()[:step + 1]] == list(range(1, step + 2))
         stop_and_wait(widget2, qtbot)
     finally:
         widget2.close_session()
