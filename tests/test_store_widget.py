@@ -77,7 +77,7 @@ def stop_and_wait(widget, qtbot):
     widget.stop()
     qtbot.waitUntil(lambda: not widget.run.running and (bool(finished) or not was_running), timeout=60000)
     assert widget.run.wait(5)
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=60000)
 
 
 def test_reader_gives_the_layers_of_a_store_written_by_the_core(make_napari_viewer, sample, tmp_path):

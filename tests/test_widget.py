@@ -77,7 +77,7 @@ def stop_and_wait(widget, qtbot) -> None:
     widget.stop()
     qtbot.waitUntil(lambda: not widget.run.running and (bool(finished) or not was_running), timeout=60000)
     assert widget.run.wait(5)
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=60000)
 
 
 def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
@@ -323,7 +323,7 @@ def test_closing_viewer_mid_training_leaves_no_thread(make_napari_viewer, sample
     viewer.close()
     assert not run.running
     assert run.worker is not None and not run.worker._running
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=60000)
 
 
 def test_stroke_coords_reads_napari_atoms():
@@ -351,7 +351,7 @@ def test_removing_dock_widget_mid_training_stops_worker(app, qtbot):
     qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)
     viewer.window.remove_dock_widget(widget)  # what the dock's close button does
     assert not widget.run.running
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=5000)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=60000)
 
 
 def test_manifest_sample_and_widget(make_napari_viewer):
@@ -489,6 +489,6 @@ def test_a_label_that_is_no_class_is_refused_with_a_word(app, qtbot):
     annotation = widget.annotation_layer
     annotation.brush_size = 1
     annotation.paint((3, 10, 10), 7)  # two classes here: 7 is none
-    qtbot.waitUntil(lambda: annotation.data[3, 10, 10] == 0, timeout=3000)
+    qtbot.waitUntil(lambda: annotation.data[3, 10, 10] == 0, timeout=30000)
     assert widget.session.volume.labels[3, 10, 10] == 0
     assert warned and "classes are 1..2, background 255" in warned[0]
