@@ -25,7 +25,7 @@ import argparse
 
 import numpy as np
 import torch
-from helpers import labeled_runs, load_volumes
+from helpers import clock_in_steps, labeled_runs, load_volumes
 
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.first_responder import FirstResponder
@@ -110,6 +110,7 @@ def net_seam_rows(image, labels, truth, spacing, protocols, seed, widths, steps)
 
     config = SessionConfig(train=TrainConfig(amp=False, seed=seed), responder=ResponderConfig(enabled=False),
                            device="cpu")
+    clock_in_steps(1.0)  # the learning rate decays, and the guards act, over exactly ``steps`` steps
     k, fg = int(labels.max()), labels > 0
     dice = lambda a, b: 2 * np.sum(a & b) / max(np.sum(a) + np.sum(b), 1)  # noqa: E731
 
@@ -159,7 +160,7 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", default=["z:3", "scribble:3"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--depth-shares", type=float, nargs="+", default=[DEPTH_SHARE])
-    ap.add_argument("--seam-widths", type=int, nargs="*", default=[],
+    ap.add_argument("--seam-widths", type=int, nargs="+", default=[],
                     help="also train the forest with a seam class of these widths (voxels)")
     ap.add_argument("--net-steps", type=int, default=0, help="with --seam-widths: the net alone, this many steps")
     args = ap.parse_args()

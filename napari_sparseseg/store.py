@@ -92,7 +92,9 @@ class SessionStore(StoreWriter):
         path : str or Path
             Directory to create (``.zarr`` by convention).
         session : SegmentationSession
-            The session to save; bound to the store (``session.store``).
+            The session to save; bound to the store (``session.store``) once it is written. Its previous store, if
+            any, hands over to it (:meth:`~.store_writer.StoreWriter.hand_over`: a step or prediction still given to
+            the previous one is recorded here); its history stays there (:meth:`prepend_history` brings it).
         image : np.ndarray, optional
             Raw image to copy into the store (default ``session.image``); ignored when ``image_ref`` is given.
         image_ref : dict, optional
@@ -132,13 +134,14 @@ class SessionStore(StoreWriter):
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
-        store = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3), session)
-        if previous is not None:
-            previous.hand_over(store)  # a step the training thread began with it is recorded here
+        store = cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3), session, bind=False)
         store._flushed_revision, store._labeled_chunks = builder._flushed_revision, builder._labeled_chunks
         for mine, built in zip(store.others, builder.others):
             mine.flushed_revision = built.flushed_revision
         store_lock.acquire(path)
+        session.store = store  # bound only once complete and locked: until now it recorded into ``previous``
+        if previous is not None:
+            previous.hand_over(store)  # a step the training thread began with it is recorded here
         return store
 
     @classmethod
@@ -289,15 +292,17 @@ class SessionStore(StoreWriter):
     def copy_prediction_from(self, other: SessionStore) -> bool:
         """Take over ``other``'s stored predictions (a session saved under a new name keeps what was shown).
 
-        Returns False, copying nothing of the session's own volume, when ``other`` has none there or its arrays
-        have another shape (the other volumes' predictions are copied in any case).
+        Returns False, copying nothing of the session's own volume, when ``other`` has none there, its arrays
+        have another shape, or this store already holds one (recorded after the hand-over: newer). The other
+        volumes' predictions are copied where this store has none.
         """
         with self._meta_lock:
-            for mine, theirs in zip(self.others, other.others):  # the other volumes' predictions, in any case
-                if mine.volume is theirs.volume and "step" in theirs.group["prediction"].attrs:
+            for mine, theirs in zip(self.others, other.others):
+                if (mine.volume is theirs.volume and "step" in theirs.group["prediction"].attrs
+                        and "step" not in mine.group["prediction"].attrs):
                     mine.group["prediction"][...] = theirs.group["prediction"][...]
                     mine.group["prediction"].attrs.update(dict(theirs.group["prediction"].attrs))
-        if not other.has_prediction():
+        if not other.has_prediction() or self.has_prediction():
             return False
         names = ("prediction", "probabilities", "uncertainty")
         if any(self._group[n].shape != other._group[n].shape for n in names):

@@ -67,7 +67,6 @@ class Autosave:
                 self.last_error = exc
 
 
-
 def flush_before_exit(store: Autosave) -> None:
     """Have a script that exits without closing ``store`` still flush it, while zarr's I/O threads still run.
 

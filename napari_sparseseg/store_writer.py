@@ -112,7 +112,8 @@ class StoreWriter(Autosave):
 
     # ================================================================ recording
     def record_step(self, event: TrainStep) -> None:
-        """Buffer one training step for ``history.jsonl`` (written by the next flush)."""
+        """Buffer one training step for ``history.jsonl`` (written by the next flush); in the successor's buffer
+        once this store was replaced (:meth:`hand_over`)."""
         row = {"step": event.step, "loss": event.loss, "label_loss": event.label_loss, "lr": event.learning_rate,
                "elapsed": event.elapsed, "labeled_error_rate": event.labeled_error_rate,
                "revision": event.revision, "time": time.time()}
@@ -128,9 +129,14 @@ class StoreWriter(Autosave):
             successor.record_step(event)
 
     def hand_over(self, successor: StoreWriter) -> None:
-        """From now on, record steps into ``successor`` (a new store of the same session): none is lost."""
+        """From now on, record steps and predictions into ``successor`` (a new store of the same session): a thread
+        that took this store just before the switch loses nothing."""
         with self._buffer_lock:
             self._successor = successor
+
+    def _replaced_by(self) -> StoreWriter | None:
+        with self._buffer_lock:
+            return self._successor
 
     def on_step(self, trainer: Trainer, event: TrainStep, every: float = CHECKPOINT_SECONDS) -> bool:
         """Record ``event`` and write a checkpoint if ``every`` seconds passed since the last one.
@@ -138,10 +144,11 @@ class StoreWriter(Autosave):
         Call it from the training thread (:meth:`SegmentationSession.interactive` does), so the
         weights are never saved while a step changes them. Returns True if a checkpoint was written.
         """
-        if self._successor is not None:
-            return self._successor.on_step(trainer, event, every)
+        successor = self._replaced_by()
+        if successor is not None:
+            return successor.on_step(trainer, event, every)
         self.record_step(event)
-        if time.monotonic() - self._last_checkpoint >= every:
+        if self._replaced_by() is None and time.monotonic() - self._last_checkpoint >= every:
             self.save_checkpoint(trainer)
             return True
         return False
@@ -201,7 +208,11 @@ class StoreWriter(Autosave):
         if merged is None:
             merged = self.session.merge(prediction)
         with self._buffer_lock:
-            self._predictions.append((prediction, merged))
+            successor = self._successor
+            if successor is None:
+                self._predictions.append((prediction, merged))
+        if successor is not None:
+            return successor.record_prediction(prediction, merged)
         if self._thread is None:
             self.flush()
 

@@ -361,7 +361,11 @@ def test_a_stack_dropped_for_another_image_stops_computing_unless_a_session_clai
     gate.clear()
     claimed = FeatureCache()
     used = claimed.for_layer(one, claim=True)  # given to a session
-    claimed.for_layer(other)
+    chosen = claimed.for_layer(other)
+    claimed.unclaim()  # the session is gone: a stack dropped now stops
+    dropped = claimed.for_layer(one)
     gate.set()
-    used._thread.join(60)
+    for stack in (used, chosen, dropped):
+        stack._thread.join(60)
     assert used.ready and used.error is None  # the session's bank went on computing
+    assert not chosen.ready and dropped.ready

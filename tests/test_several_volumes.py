@@ -262,8 +262,9 @@ def test_a_session_saved_under_a_new_name_keeps_the_other_volumes_predictions(tm
     second = SessionStore.create(tmp_path / "b.sparseseg", session)
     assert second.copy_prediction_from(first) is False  # the session's own volume has no prediction yet ...
     assert second.others[0].group["prediction"].attrs["step"] == 1  # ... the other volume's is copied all the same
-    first.record_prediction(session.predict())
-    assert second.copy_prediction_from(first)
+    first.record_prediction(session.predict())  # given to the replaced store: recorded in its successor
+    assert second.has_prediction() and not first.has_prediction()
+    assert second.copy_prediction_from(first) is False  # nothing older copied over it
     np.testing.assert_array_equal(np.asarray(second.others[0].group["prediction"]),
                                   np.asarray(first.others[0].group["prediction"]))
     first.close()

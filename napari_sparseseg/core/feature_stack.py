@@ -212,8 +212,9 @@ class FeatureStack:
         self._thread.start()
 
     def cancel(self) -> None:
-        """Stop the background computation (:meth:`start`) before its next filter scale, freeing its memory; a later
-        :meth:`get` computes the bank in the caller's thread."""
+        """Stop the background computation (:meth:`start`) before its next filter scale; what it computed is dropped
+        (freed with the stack). For good: :meth:`start` does not resume it, a later :meth:`get` computes the bank in
+        the caller's thread."""
         self._cancel.set()
 
     def _compute_in_background(self) -> None:

@@ -223,7 +223,8 @@ def compute_features(
         ``np.float32`` (the default), or ``np.float16`` for half the memory: each column is then divided by its root
         mean square (a positive constant per column; the filters themselves run in float32).
     should_stop : callable, optional
-        Asked before each scale; once it is true no further scale starts and :class:`ComputationCancelled` is raised.
+        Asked before each scale and once at the end; once it is true no further scale starts and
+        :class:`ComputationCancelled` is raised.
 
     Returns
     -------

@@ -38,7 +38,7 @@ class FeatureCache:
     def __init__(self, max_bytes: int = ResponderConfig().max_feature_bytes) -> None:
         self.max_bytes = max_bytes
         self._stack: FeatureStack | None = None
-        self._claimed: FeatureStack | None = None  # the stack the latest session was given
+        self._claimed = False  # whether a session was given the stack held
 
     def for_layer(self, layer: Image | None, num_classes: int = 1, *, claim: bool = False) -> FeatureStack | None:
         """The filter bank of ``layer`` for a session of ``num_classes`` foreground classes (started now unless it
@@ -47,7 +47,7 @@ class FeatureCache:
         share the memory: a held stack on another grid is dropped for one on the grid the session will use.
 
         A dropped stack stops computing (another image was chosen), unless it was ``claim``-ed: the stack given to
-        a session goes on computing for it."""
+        a session goes on computing for it (until :meth:`unclaim`)."""
         if layer is None or not isinstance(layer.data, np.ndarray) or layer.data.ndim != 3:
             return None
         from ..core.feature_stack import FeatureStack, choose_grid, preview_grid
@@ -57,12 +57,16 @@ class FeatureCache:
         grid = choose_grid(layer.data.shape, spacing, self.max_bytes, num_classes=max(1, int(num_classes)))
         stack = self._stack
         if stack is None or not stack.matches(layer.data, spacing) or stack.grid != grid:
-            if stack is not None and stack is not self._claimed:
+            if stack is not None and not self._claimed:
                 stack.cancel()  # its thread ends before its next filter scale, and frees what it computed
+            self._claimed = False
             self._stack = stack = None if grid is None else FeatureStack(
                 layer.data, spacing, grid=grid, preview=preview_grid(layer.data.shape, spacing, grid))
             if stack is not None:
                 stack.start()  # its preview first where it has one
-        if claim:
-            self._claimed = stack
+        self._claimed = self._claimed or (claim and stack is not None)
         return stack
+
+    def unclaim(self) -> None:
+        """The session given the stack held is gone: a stack dropped from now on stops computing."""
+        self._claimed = False

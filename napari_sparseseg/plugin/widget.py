@@ -294,6 +294,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if self.session is not None and reason:
             show_info(f"sparseseg: {reason}")
         self.files.detach()
+        self.features.unclaim()
         self.session = self._session_key = None
         self.outputs.forget_predicted()
         self.volumes_panel.forget()
