@@ -176,6 +176,8 @@ def main() -> None:
                               args.net_steps)
             elif truth is not None:
                 seam_rows(image, labels, truth, spacing, args.protocols, args.seeds, args.seam_widths)
+            else:
+                print("  no instance ground truth: no seams to paint")
             continue
         for label, mask in forest_masks(image, labels, spacing, args.protocols, args.seeds):
             print(row(label, mask, spacing, truth, args.depth_shares), flush=True)
