@@ -2,6 +2,7 @@
 
     python benchmarks/cross_volume.py --sample ../shared/data/*.npz --steps 300 --protocol z:3 --json out.json
     python benchmarks/cross_volume.py --sample ../shared/data/*.npz --modes both alone --json out.json
+    python benchmarks/cross_volume.py --summarize seed0.json seed1.json seed2.json   # mean over seeds
 
 Each volume is cut in two along x; half A is labeled as a user would (``--protocol``, simulated from its ground
 truth) and half B is never seen. The net trains on half A alone for ``--steps`` steps (float32 on the CPU, 2
@@ -104,6 +105,21 @@ def net_on_b(image_b: np.ndarray, annotation_b: np.ndarray, spacing, k: int, ste
     return session.trainer.predict(final=True).labels, time.perf_counter() - t0
 
 
+def summarize(paths: list[str]) -> None:
+    """Per volume, the mean (and range) over the runs in ``paths`` of the unseen half's net and forest Dice."""
+    by_volume: dict[str, list[dict]] = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            if "net_b" in row:
+                by_volume.setdefault(row["volume"], []).append(row)
+    for name, rows in by_volume.items():
+        gaps = [r["net_b"] - r["forest_b"] for r in rows]
+        mean = {key: sum(r[key] for r in rows) / len(rows) for key in ("net_b", "forest_b", "net_a", "forest_a")}
+        print(f"{name:42s} {len(rows)} seeds: half B net {mean['net_b']:.3f} forest {mean['forest_b']:.3f} "
+              f"({sum(gaps) / len(gaps):+.3f}, {min(gaps):+.3f} to {max(gaps):+.3f}) | half A net {mean['net_a']:.3f} "
+              f"forest {mean['forest_a']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*")
@@ -113,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", nargs="+", choices=("across", "both", "alone"), default=["across"])
     ap.add_argument("--json")
+    ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the mean over seeds of these runs' rows")
     args = ap.parse_args(argv)
+    if args.summarize:
+        summarize(args.summarize)
+        return 0
     torch.set_num_threads(2)
     clock_in_steps(1.0)  # the learning rate decays, and the guards act, over exactly --steps steps
     rows = []
