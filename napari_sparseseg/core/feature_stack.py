@@ -58,6 +58,11 @@ class Grid:
         """The stack's dtype."""
         return np.float16 if self.half else np.float32
 
+    @property
+    def itemsize(self) -> int:
+        """Bytes a value of the stack takes."""
+        return 2 if self.half else 4
+
 
 #: Memory the threads computing a filter bank may hold beyond the first one's: each holds about 17 float32
 #: copies of the volume (its scale's derivatives and structure tensor) while it works.
@@ -152,7 +157,6 @@ class FeatureStack:
         self.image, self.spacing, self.channel_axis = image, tuple(float(s) for s in spacing), channel_axis
         #: The preview's bank (None: no preview).
         self.preview = None if preview is None else FeatureStack(image, spacing, channel_axis, preview)
-        self._started = False
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         #: Why the background computation (:meth:`start`) failed, if it did.
@@ -205,9 +209,8 @@ class FeatureStack:
         """:meth:`compute` in a daemon thread, once (later calls do nothing); an error there (say, out of memory)
         is kept in :attr:`error` and the preview goes on answering."""
         with self._lock_start:
-            if self._started:
+            if self._thread is not None:
                 return
-            self._started = True
             self._thread = threading.Thread(target=self._compute_in_background, daemon=True, name="sparseseg-features")
         self._thread.start()
 

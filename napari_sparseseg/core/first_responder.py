@@ -119,7 +119,7 @@ class FirstResponder:
         """Memory of the feature stack (one filter bank per image channel) and of the context maps on the grid the
         forests work on."""
         grid = self.grid or Grid()
-        return self._bytes_of(binned_shape(self.volume.shape, grid.factors), 2 if grid.half else 4)
+        return self._bytes_of(binned_shape(self.volume.shape, grid.factors), grid.itemsize)
 
     def unavailable_reason(self) -> str | None:
         """Why this volume gets no first responder (``None`` when it does)."""
@@ -336,12 +336,13 @@ class FirstResponder:
     def _proba_at(self, coords: np.ndarray, forest, context: np.ndarray | None) -> np.ndarray:
         """``(n, K + 1)`` probabilities by ``forest`` at ``(n, 3)`` coordinates: on a binned grid interpolated as
         :meth:`predict` is (:func:`~.binning.point_weights`), so that what is scored is what is shown."""
+        stack = self._stack()
         if not self._bank.binned:
             at = _index(coords)
-            return self._proba(self._stack()[at], forest, None if context is None else context[at])
-        bins, index, weights = point_weights(coords, self._bank.factors, self._stack().shape[:3])
+            return self._proba(stack[at], forest, None if context is None else context[at])
+        bins, index, weights = point_weights(coords, self._bank.factors, stack.shape[:3])
         at = _index(bins)
-        proba = self._proba(self._stack()[at], forest, None if context is None else context[at])
+        proba = self._proba(stack[at], forest, None if context is None else context[at])
         return np.einsum("nk,nkc->nc", weights, proba[index]).astype(np.float32, copy=False)
 
     def _grid_index(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
