@@ -6,6 +6,7 @@
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --protocols scribble:3 --no-baseline --trees 96
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --protocols scribble:3 --no-baseline \
         --contrast-from-strokes
+    python benchmarks/autocontext.py ../shared/data/*.npz --sample --tubes --protocols scribble:3 --prior-shift 0
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --seeds 0 1 2 --no-baseline --stages 2 \\
         --contexts 1,3.5,10+raw 1.6,3.5,10 3.5,10,20 5,15
 
@@ -20,7 +21,8 @@ volume of thin curved tubes (radius 1.5 voxels, 0.4-0.7 % of the volume, on a sm
 a context smoothed over 10 voxels lose a thin structure? Float32 on the CPU; no net. ``--from`` prints the
 mean over seeds of each column of a printed run, per volume and protocol, as a markdown table. ``--trees`` and
 ``--contrast-from-strokes`` try other first responders (more trees; the local contrast columns read from labels of
-any plane coverage, ``first_responder.CONTRAST_MIN_COVERAGE = 0``).
+any plane coverage, ``first_responder.CONTRAST_MIN_COVERAGE = 0``); ``--prior-shift`` sets how far the forests move
+towards the volume's class shares (``ResponderConfig.prior_shift``, :mod:`napari_sparseseg.core.prior_shift`).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the 100-tree random forest")
     ap.add_argument("--from", dest="from_file", help="summarise this printed run instead")
     ap.add_argument("--trees", type=int, help="trees per forest (default: the product's ResponderConfig.trees)")
+    ap.add_argument("--prior-shift", type=float,
+                    help="ResponderConfig.prior_shift (default: the product's; 0: forests keep the labels' shares)")
     ap.add_argument("--contrast-from-strokes", action="store_true",
                     help="read the local contrast columns from labels of any plane coverage")
     args = ap.parse_args()
@@ -138,7 +142,8 @@ def main() -> None:
     if args.contexts and args.stages < 2:
         ap.error("--contexts vary the later stages: give --stages 2 or more")
     torch.set_num_threads(2)
-    config = ResponderConfig(stages=args.stages, **({"trees": args.trees} if args.trees else {}))
+    config = ResponderConfig(stages=args.stages, **({"trees": args.trees} if args.trees else {}),
+                             **({} if args.prior_shift is None else {"prior_shift": args.prior_shift}))
     if args.contrast_from_strokes:
         first_responder.CONTRAST_MIN_COVERAGE = 0.0
     print("volume protocol seed | " + "".join(f"stage {i} Dice (s) | " for i in range(1, args.stages + 1))

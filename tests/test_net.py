@@ -67,7 +67,8 @@ def test_settings_written_by_an_earlier_version_still_read():
         SessionConfig.from_dict(old, legacy=True)
 
 
-@pytest.mark.parametrize("bad", [{"stages": 0}, {"stages": 6}, {"stages": 2.0}, {"trees": 0}, {"held_back": 0.6}])
+@pytest.mark.parametrize("bad", [{"stages": 0}, {"stages": 6}, {"stages": 2.0}, {"trees": 0}, {"held_back": 0.6},
+                                 {"prior_shift": -0.1}, {"prior_shift": 1.5}])
 def test_responder_config_validates(bad):
     from napari_sparseseg.core.config import ResponderConfig
 

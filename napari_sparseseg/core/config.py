@@ -281,6 +281,11 @@ class ResponderConfig:
         Weight of the first responder's confident answers as targets for the net on unlabeled voxels (a label
         weighs about 1); it fades to 0 as the net catches up on the held-back labels (``core/distill.py``).
         0 turns it off.
+    prior_shift : float
+        How far, in ``[0, 1]``, each forest is moved from the class shares of the labels it was fitted on towards
+        the volume's, estimated from its own answers (``core/prior_shift.py``): this share for labels that fill
+        none of their planes, down to 0 for whole slices. Brush strokes paint objects more densely than the volume
+        holds them; a forest fitted on them grows objects past their unlabeled edges. 0 turns it off.
     max_feature_bytes : int
         Memory the first responder may keep: its feature stack (float32, 48 columns per image channel) and two
         context maps. A volume over it is worked on binned by 2, 4 or 8 along its finest axes
@@ -294,6 +299,7 @@ class ResponderConfig:
     held_back: float = 0.125
     margin: float = 0.005
     distill: float = 0.5
+    prior_shift: float = 0.5
     max_feature_bytes: int = 4 << 30
 
     def __post_init__(self) -> None:
@@ -306,6 +312,7 @@ class ResponderConfig:
         require(0 <= self.held_back <= 0.5, f"held_back must be in [0, 0.5], got {self.held_back}")
         require(0 <= self.margin < 1, f"margin must be in [0, 1), got {self.margin}")
         require(0 <= self.distill <= 10, f"distill must be in [0, 10], got {self.distill}")
+        require(0 <= self.prior_shift <= 1, f"prior_shift must be in [0, 1], got {self.prior_shift}")
 
 
 #: Training settings that files written by earlier versions hold and that now live beside the code of their part

@@ -1,25 +1,18 @@
 """The fast first responder: a pixel classifier on a precomputed filter bank (ilastik's live update).
 
-A 3D U-Net on a plain CPU needs minutes before its prediction is worth
-showing; a forest of extremely randomised trees on the ilastik filter bank
-(:mod:`.features`) answers within about a second of a stroke. The feature
-stack is computed once per volume (in the background from the moment the
-image is chosen, :meth:`FirstResponder.warm`), each fit reads only the
-labeled voxels' rows, and a prediction is a chunked pass over the rows of the
-box asked for. The net takes over when it scores better on the held-back
-labels (:mod:`.handover`).
+A 3D U-Net on a plain CPU needs minutes before its prediction is worth showing; a forest of extremely randomised
+trees (scikit-learn's ``ExtraTreesClassifier``: 5-8x faster to fit than a random forest of as many trees, within
+about 0.01 Dice of the 100-tree baseline, ``BENCHMARKS.md``) on the ilastik filter bank (:mod:`.features`) answers
+within about a second of a stroke. The feature stack is computed once per volume (in the background from the moment
+the image is chosen, :meth:`FirstResponder.warm`), each fit reads only the labeled voxels' rows, and a prediction is a
+chunked pass over the rows of the box asked for. The net takes over when it scores better on the held-back labels
+(:mod:`.handover`).
 
 Each fit runs in stages (``ResponderConfig.stages``, three by default). The first forest answers at once; each
 next one, fitted on the filter bank plus the previous one's smoothed probabilities (:mod:`.context`, ilastik's
-autocontext), then replaces its answer within seconds (:meth:`FirstResponder.refine`). On the shared volumes and
-the synthetic sample a second stage raised the Dice by up to 0.13 and a third by up to 0.03 more (tumour MRI and
-spleen CT, means of three seeds), each costing at most 0.003 on any row (``benchmarks/autocontext.py``).
-
-Extremely randomised trees (scikit-learn's ``ExtraTreesClassifier``) fit 5-8x
-faster than a random forest of as many trees, which is what makes a refit per
-stroke affordable on two cores; on the shared volumes and the synthetic
-sample they score within about 0.01 Dice of the 100-tree forest baseline
-(``BENCHMARKS.md``).
+autocontext), then replaces its answer within seconds (:meth:`FirstResponder.refine`): a second stage raised the
+Dice by up to 0.13 and a third by up to 0.03 more (``benchmarks/autocontext.py``, docs/decisions.md). From brush
+strokes each forest is moved towards the volume's class shares (:mod:`.prior_shift`).
 """
 
 from __future__ import annotations
@@ -35,6 +28,7 @@ from .box import Box
 from .context import context_features
 from .feature_stack import FeatureStack, Grid, choose_grid, describe_grid, preview_grid, responder_bytes
 from .features import feature_names
+from .prior_shift import PRIOR_SAMPLE, ShiftedClassifier, shift_for
 from .subsample import stratified_subsample
 
 if TYPE_CHECKING:
@@ -43,7 +37,6 @@ if TYPE_CHECKING:
 
 #: Rows predicted per chunk (bounds the memory of the classifier's output).
 PREDICT_CHUNK = 1 << 18
-
 
 #: Labels of at least this plane coverage (``AnnotatedVolume.plane_coverage``: whole slices 1, brush strokes about
 #: 0.05) let the forests read the local contrast columns of the stack (:mod:`.features`): fitted on whole planes
@@ -213,16 +206,22 @@ class FirstResponder:
                                for c in range(self.volume.image_channels)])
 
     def _fit_forest(self, coords: np.ndarray, classes: np.ndarray, context: np.ndarray | None = None):
-        """An extremely randomised forest fitted on a class-stratified subsample of the given labeled voxels."""
+        """An extremely randomised forest fitted on a class-stratified subsample of the given labeled voxels; from
+        labels that do not fill their planes, moved towards the volume's class shares (:mod:`.prior_shift`)."""
         import torch
         from sklearn.ensemble import ExtraTreesClassifier
 
         rng = np.random.default_rng(self.seed)
         pick = stratified_subsample(classes, self.config.max_samples, rng)
-        # As many threads as training uses (the plugin leaves one core to the GUI).
-        forest = ExtraTreesClassifier(n_estimators=self.config.trees, n_jobs=torch.get_num_threads(),
-                                      random_state=self.seed)
-        return forest.fit(self._rows_at(coords[pick], context), classes[pick])
+        forest = ExtraTreesClassifier(n_estimators=self.config.trees, random_state=self.seed,
+                                      n_jobs=torch.get_num_threads())  # as many as training (one core for the GUI)
+        forest.fit(self._rows_at(coords[pick], context), classes[pick])
+        tau = shift_for(self.config.prior_shift, self.volume.plane_coverage())
+        if tau == 0:
+            return forest
+        shares = np.bincount(classes[pick], minlength=self.volume.num_classes + 1)[forest.classes_]
+        anywhere = rng.integers(0, self.volume.shape, size=(PRIOR_SAMPLE, 3))
+        return ShiftedClassifier.fit_to(forest, self._rows_at(anywhere, context), shares / shares.sum(), tau)
 
     def fit(self, holdout: HoldOut | None = None) -> bool:
         """Fit the first stage: the classifier shown on every labeled voxel and, if ``holdout`` holds some back, one
