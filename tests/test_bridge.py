@@ -16,10 +16,25 @@ from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.plugin.bridge import RunFlags, SessionReady, TrainingError, compute
 
 
-class FakeSession:
-    """Steps take ``step_s``, predictions ``predict_s``; records what was predicted."""
+class FakeClock:
+    """``time.perf_counter`` and ``time.sleep`` of a clock that moves only when slept on."""
 
-    def __init__(self, step_s: float = 0.005, predict_s: float = 0.05) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeSession:
+    """Steps take ``step_s``, predictions ``predict_s`` of ``clock`` (default: real time); records what was
+    predicted."""
+
+    def __init__(self, step_s: float = 0.005, predict_s: float = 0.05, clock=time) -> None:
+        self.clock = clock
         self.trainer = SimpleNamespace(step=0, close=lambda: None)  # close(): ends the batch prefetcher
         self.volume = SimpleNamespace(shape=(8, 16, 16), revision=1, spacing=(1.0, 1.0, 1.0), holdout=None,
                                       pseudo=None)
@@ -34,12 +49,12 @@ class FakeSession:
         self.store = None  # no session store bound
 
     def train(self, max_steps: int, should_stop=None):
-        time.sleep(self.step_s)
+        self.clock.sleep(self.step_s)
         self.trainer.step += 1
         yield TrainStep(self.trainer.step, 1.0, 1, 0.0, 0.0, 1e-3)
 
     def predict(self, box=None):
-        time.sleep(self.predict_s)
+        self.clock.sleep(self.predict_s)
         self.predicted.append(box)
         b = box or Box.full(self.volume.shape)
         z = np.zeros(b.shape, np.uint8)
@@ -56,24 +71,24 @@ class FakeSession:
     interactive = SegmentationSession.interactive
 
 
-def test_paced_interactive_caps_prediction_time_and_alternates_view_and_volume():
-    session = FakeSession()
+def test_paced_interactive_caps_prediction_time_and_alternates_view_and_volume(monkeypatch):
+    import napari_sparseseg.core.session as session_module
+
+    clock = FakeClock()  # the pacing reads the clock the fake's steps and predictions move: no wall-clock timing
+    monkeypatch.setattr(session_module, "time", clock)
+    session = FakeSession(clock=clock)
     view = Box((4, 0, 0), (5, 16, 16))
-    end = time.perf_counter() + 1.5
     t_pred = 0.0
     events = session.interactive(lambda: view, refresh_seconds=0.0, first_refresh_steps=3,
-                               should_stop=lambda: time.perf_counter() > end, max_predict_share=0.3)
-    t0 = time.perf_counter()
-    last = t0
+                                 should_stop=lambda: clock.now > 1.5, max_predict_share=0.3)
+    last = clock.now
     for ev in events:
-        now = time.perf_counter()
         if isinstance(ev, Prediction):
-            t_pred += now - last
-        last = now
-    total = time.perf_counter() - t0
+            t_pred += clock.now - last
+        last = clock.now
     assert session.predicted[:3] == [view, None, view]
     assert len(session.predicted) >= 4
-    assert t_pred / total < 0.4
+    assert t_pred / clock.now <= 0.3 + 0.05 / clock.now  # the share, give or take the prediction under way at the end
 
 
 def test_compute_wraps_errors_and_always_sets_done():
