@@ -100,6 +100,8 @@ def summarise(path: str) -> None:
     rows: dict[tuple[str, str], list[list[float]]] = {}
     header = []
     for line in open(path):
+        if line.startswith("#"):  # the command and the machine
+            continue
         cells = [c.strip() for c in line.split("|")]
         if line.startswith("volume"):
             header = [c.replace(" Dice (s)", "") for c in cells[1:]]
