@@ -11,7 +11,7 @@ from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.holdout import HoldOut
-from napari_sparseseg.core.prior_shift import ShiftedClassifier, shift_for, volume_prior
+from napari_sparseseg.core.prior_shift import MAX_RATIO, ShiftedClassifier, shift_for, volume_prior
 from tests.conftest import sphere_volume
 
 SHAPE = (16, 32, 32)
@@ -72,11 +72,12 @@ def test_shifted_classifier_reweights_and_renormalises():
             ShiftedClassifier(_Fixed([0.4, 0.6]), np.array(bad))
 
 
-def test_shifted_classifier_fits_the_shares_its_answers_estimate():
-    # Answers of 0.5 everywhere from a classifier fitted at 0.2 / 0.8: EM's fixed point keeps 0.2 / 0.8 only if the
-    # answers are exactly the training shares; here the volume looks like 0.5 / 0.5, so the weights lean to class 0.
+def test_answers_that_never_favour_a_class_shift_it_a_bounded_way():
+    # Answers of 0.5 / 0.5 everywhere from a classifier fitted at 0.2 / 0.8: EM's fixed point is 1 / 0, an infinite
+    # shift against class 1; the ratio is bounded, so the class is shrunk, not wiped out.
     shifted = ShiftedClassifier.fit_to(_Fixed([0.5, 0.5]), np.zeros((100, 2)), np.array([0.2, 0.8]), tau=1.0)
-    assert shifted.weights[0] > 1 > shifted.weights[1]
+    assert shifted.weights[0] > 1 > shifted.weights[1] >= 1 / MAX_RATIO
+    assert np.all(shifted.predict_proba(np.zeros((1, 2)))[:, 1] > 0)
 
 
 def _strokes(volume: AnnotatedVolume, mask: np.ndarray) -> None:
@@ -89,7 +90,10 @@ def _strokes(volume: AnnotatedVolume, mask: np.ndarray) -> None:
 
 
 def _fit_all_stages(image, volume, shift: float) -> np.ndarray:
-    responder = FirstResponder(image, volume, ResponderConfig(trees=16, stages=2, prior_shift=shift))
+    return _fit_all_stages_of(FirstResponder(image, volume, ResponderConfig(trees=16, stages=2, prior_shift=shift)))
+
+
+def _fit_all_stages_of(responder: FirstResponder) -> np.ndarray:
     assert responder.fit()
     proba = responder.predict()
     while responder.refine(proba):
@@ -131,3 +135,44 @@ def test_whole_slices_give_exactly_the_forest_of_before():
         volume.set_labels((z, slice(None), slice(None)), mask[z] + 1)
     assert volume.plane_coverage() == 1.0
     np.testing.assert_array_equal(_fit_all_stages(image, volume, shift=0.0), _fit_all_stages(image, volume, shift=1.0))
+
+
+def test_two_foreground_classes_one_never_painted_keep_their_columns():
+    image, mask = sphere_volume(SHAPE, radius=7, noise=0.3)
+    volume = AnnotatedVolume(image, num_classes=2, spacing=SPACING)
+    core = ndi.binary_erosion(mask.astype(bool), iterations=3)
+    for z in (6, 8, 10):  # class 2 painted, class 1 never
+        volume.set_labels((z, slice(None), slice(None)), np.where(core[z], 3, 0).astype(np.uint8))
+        volume.set_labels((z, slice(1, 3), slice(2, 30)), np.ones((2, 28), np.uint8))
+    responder = FirstResponder(image, volume, ResponderConfig(trees=8, stages=1))
+    assert responder.fit()
+    np.testing.assert_array_equal(responder._forest.classes_, [0, 2])
+    assert responder._forest.weights.shape == (2,) and responder._forest.weights[1] < 1
+    proba = responder.predict()
+    assert proba.shape == (3,) + SHAPE and not proba[1].any()
+    np.testing.assert_allclose(proba.sum(0), 1.0, atol=1e-5)
+
+
+def test_the_same_labels_and_seed_give_the_same_shift():
+    image, mask = sphere_volume(SHAPE, radius=7, noise=0.3)
+    weights = []
+    for _ in range(2):
+        volume = AnnotatedVolume(image, num_classes=1, spacing=SPACING)
+        _strokes(volume, mask)
+        responder = FirstResponder(image, volume, ResponderConfig(trees=8, stages=1), seed=3)
+        assert responder.fit()
+        weights.append(responder._forest.weights)
+    np.testing.assert_array_equal(*weights)
+
+
+def test_a_binned_grid_reads_the_shares_at_its_bins():
+    image, mask = sphere_volume(SHAPE, radius=7, noise=0.3)
+    volume = AnnotatedVolume(image, num_classes=1, spacing=SPACING)
+    _strokes(volume, mask)
+    full = FirstResponder(image, volume, ResponderConfig(trees=8)).feature_bytes()
+    responder = FirstResponder(image, volume, ResponderConfig(trees=8, stages=2, max_feature_bytes=full // 3))
+    assert responder.grid is not None and responder.grid.binned
+    proba = _fit_all_stages_of(responder)
+    assert isinstance(responder._forest, ShiftedClassifier) and responder._forest.weights[1] < 1
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(0), 1.0, atol=1e-5)

@@ -283,6 +283,20 @@ def test_refuses_2d_and_rgb_images(app):
         assert not widget.training_panel.start_button.isEnabled()
 
 
+def test_an_image_too_large_for_this_machine_is_refused_when_chosen_not_at_start(app, monkeypatch):
+    import psutil
+
+    viewer, widget = app
+    machine = psutil.virtual_memory()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: machine._replace(total=2**20))  # a 1 MiB machine
+    viewer.add_image(np.zeros((16, 64, 64), np.float32), name="big")
+    widget.data_panel.image_combo.setCurrentIndex(widget.data_panel.image_combo.findText("big"))
+    assert not widget.data_panel.image_message.isHidden()
+    assert "too large to train on in this window" in widget.data_panel.image_message.text()
+    assert not widget.start() and widget.session is None
+    assert not widget.training_panel.start_button.isEnabled()
+
+
 def test_worker_error_is_reported_and_session_stays_usable(app, qtbot, monkeypatch):
     _viewer, widget = app
     errors = []

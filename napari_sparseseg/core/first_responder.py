@@ -97,10 +97,11 @@ class FirstResponder:
         self.stage = 0
         self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._fit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        #: The last fit's ``tau`` and the ``(n, 3)`` voxels the volume's class shares are read at (:mod:`.prior_shift`).
+        self._shift: tuple[float, np.ndarray] = (0.0, np.empty((0, 3), np.int64))
         #: Columns of the stack the fitted forests read (None: all; see :data:`CONTRAST_MIN_COVERAGE`).
         self._columns: np.ndarray | None = None
-        #: Annotation revision of the labels last answered: fitted to, or found to hold fewer than two classes
-        #: outside the held-back blocks (-1: none yet).
+        #: Annotation revision last answered: fitted to, or found with fewer than two classes to fit (-1: none yet).
         self.revision = -1
 
     # -- availability ------------------------------------------------------------------
@@ -109,8 +110,7 @@ class FirstResponder:
         return responder_bytes(shape, self.volume.image_channels, self.volume.num_classes, itemsize)
 
     def feature_bytes(self) -> int:
-        """Memory of the feature stack (one filter bank per image channel) and of the context maps on the grid the
-        forests work on."""
+        """Memory of the feature stack (a bank per image channel) and the context maps on the forests' grid."""
         grid = self.grid or Grid()
         return self._bytes_of(binned_shape(self.volume.shape, grid.factors), grid.itemsize)
 
@@ -127,8 +127,7 @@ class FirstResponder:
         return None
 
     def grid_note(self) -> str | None:
-        """A line for the user when the forests' filter bank is not the full grid in float32, or a preview answers
-        first (None otherwise; :func:`~.feature_stack.describe_grid`)."""
+        """A line for the user when the forests' bank is not the full float32 grid or a preview answers first."""
         return describe_grid(self.grid, self._bytes_of(self.volume.shape), self.config.max_feature_bytes,
                              None if self.features.ready else self.features.preview)
 
@@ -216,11 +215,10 @@ class FirstResponder:
         forest = ExtraTreesClassifier(n_estimators=self.config.trees, random_state=self.seed,
                                       n_jobs=torch.get_num_threads())  # as many as training (one core for the GUI)
         forest.fit(self._rows_at(coords[pick], context), classes[pick])
-        tau = shift_for(self.config.prior_shift, self.volume.plane_coverage())
+        tau, anywhere = self._shift
         if tau == 0:
             return forest
         shares = np.bincount(classes[pick], minlength=self.volume.num_classes + 1)[forest.classes_]
-        anywhere = rng.integers(0, self.volume.shape, size=(PRIOR_SAMPLE, 3))
         return ShiftedClassifier.fit_to(forest, self._rows_at(anywhere, context), shares / shares.sum(), tau)
 
     def fit(self, holdout: HoldOut | None = None) -> bool:
@@ -245,6 +243,8 @@ class FirstResponder:
         before, self._bank = self._bank, self._choose_bank()
         try:
             self._columns = self._choose_columns()
+            tau = shift_for(self.config.prior_shift, self.volume.plane_coverage())
+            self._shift = tau, np.random.default_rng([self.seed, 1]).integers(0, self.volume.shape, (PRIOR_SAMPLE, 3))
             forest = self._fit_forest(coords, classes)
             scored = None
             if held.any() and np.unique(classes[~held]).size >= 2:

@@ -19,23 +19,49 @@ the way, less the more the labels fill their planes; whole slices are left
 as they are) and renormalised. Measured on the user's own volume, not a
 constant share: ``benchmarks/autocontext.py``, docs/decisions.md.
 
-Axes: probabilities are ``(n, K)`` rows (one column per class the classifier knows).
+Axes: probabilities are ``(n, k)`` rows, one column per class the classifier
+knows (its ``classes_``; a class never labeled has no column).
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
-__all__ = ["ShiftedClassifier", "shift_for", "volume_prior"]
+__all__ = ["MAX_RATIO", "PRIOR_SAMPLE", "Classifier", "ShiftedClassifier", "shift_for", "volume_prior"]
 
 #: Voxels of the volume (drawn at random) the class shares are estimated from.
 PRIOR_SAMPLE = 50_000
+#: Bound on a class's estimated share over its training share (and the reverse): EM's fixed point puts a class the
+#: answers never favour at a share of 0 (an infinite shift). A guard, not a tuned value: on the shared volumes the
+#: ratios ran from 0.004 (a tumour class) to 1.5.
+MAX_RATIO = 1000.0
+
+
+class Classifier(Protocol):
+    """A fitted scikit-learn classifier."""
+
+    classes_: np.ndarray
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray: ...
 
 
 def shift_for(strength: float, plane_coverage: float) -> float:
-    """``tau`` for labels of this plane coverage (``AnnotatedVolume.plane_coverage``, ``[0, 1]``): ``strength`` for
-    labels filling none of their planes, linearly down to 0 for whole slices (whose class shares are the
-    volume's)."""
+    """The exponent ``tau`` of the shift for labels of this plane coverage.
+
+    Parameters
+    ----------
+    strength : float
+        ``ResponderConfig.prior_shift``: ``tau`` for labels that fill none of their planes.
+    plane_coverage : float
+        ``AnnotatedVolume.plane_coverage`` of the labels, in ``[0, 1]`` (whole slices 1, strokes about 0.05-0.15).
+
+    Returns
+    -------
+    float
+        ``strength * (1 - plane_coverage)``: 0 for whole slices, whose class shares are the volume's.
+    """
     return float(strength) * (1.0 - min(max(float(plane_coverage), 0.0), 1.0))
 
 
@@ -46,16 +72,16 @@ def volume_prior(probabilities: np.ndarray, train_prior: np.ndarray, *, max_iter
     Parameters
     ----------
     probabilities : np.ndarray
-        ``(n, K)`` answers of a classifier on ``n`` voxels (rows summing to 1).
+        ``(n, k)`` answers of a classifier on ``n`` voxels (rows summing to 1).
     train_prior : np.ndarray
-        ``(K,)`` class shares of the samples it was fitted on (all positive).
+        ``(k,)`` class shares of the samples it was fitted on (all positive).
     max_iter, tol : int, float
         At most this many EM steps; stop once no share moves more than ``tol``.
 
     Returns
     -------
     np.ndarray
-        float64 ``(K,)`` estimated class shares (summing to 1).
+        float64 ``(k,)`` estimated class shares (summing to 1).
     """
     p = np.asarray(probabilities, dtype=np.float64)
     train = np.asarray(train_prior, dtype=np.float64)
@@ -76,17 +102,17 @@ def volume_prior(probabilities: np.ndarray, train_prior: np.ndarray, *, max_iter
 
 
 class ShiftedClassifier:
-    """A fitted scikit-learn classifier whose probabilities are multiplied by fixed class weights and renormalised.
+    """A fitted classifier whose probabilities are multiplied by fixed class weights and renormalised.
 
     Parameters
     ----------
-    classifier
+    classifier : Classifier
         Fitted; has ``classes_`` and ``predict_proba``.
     weights : np.ndarray
-        ``(K,)`` positive weights, one per column of ``predict_proba`` (``(prior / train_prior) ** tau``).
+        ``(k,)`` positive weights, one per column of ``predict_proba`` (``(prior / train_prior) ** tau``).
     """
 
-    def __init__(self, classifier, weights: np.ndarray) -> None:
+    def __init__(self, classifier: Classifier, weights: np.ndarray) -> None:
         weights = np.asarray(weights, dtype=np.float64)
         if weights.shape != (len(classifier.classes_),) or np.any(~np.isfinite(weights)) or np.any(weights <= 0):
             raise ValueError(f"need {len(classifier.classes_)} positive finite weights, got {weights}")
@@ -95,13 +121,32 @@ class ShiftedClassifier:
         self.n_features_in_ = getattr(classifier, "n_features_in_", None)
 
     @classmethod
-    def fit_to(cls, classifier, rows: np.ndarray, train_prior: np.ndarray, tau: float) -> ShiftedClassifier:
-        """``classifier`` moved ``tau`` of the way (in log odds) from ``train_prior`` to the class shares its
-        answers on ``rows`` ``(n, F)`` (a random sample of the volume) estimate (:func:`volume_prior`)."""
-        prior = volume_prior(classifier.predict_proba(rows), train_prior)
-        return cls(classifier, (np.maximum(prior, 1e-6) / np.asarray(train_prior, np.float64)) ** float(tau))
+    def fit_to(cls, classifier: Classifier, rows: np.ndarray, train_prior: np.ndarray,
+               tau: float) -> ShiftedClassifier:
+        """``classifier`` moved ``tau`` of the way (in log odds) from its training shares to the volume's.
+
+        Parameters
+        ----------
+        classifier : Classifier
+            Fitted.
+        rows : np.ndarray
+            ``(n, F)`` feature rows of voxels drawn at random from the volume: its answers there estimate the
+            volume's class shares (:func:`volume_prior`).
+        train_prior : np.ndarray
+            ``(k,)`` class shares of the rows it was fitted on, in the order of ``classifier.classes_``.
+        tau : float
+            0 leaves it as it is, 1 moves it all the way.
+
+        Returns
+        -------
+        ShiftedClassifier
+            With weights ``(prior / train_prior) ** tau``, the ratio kept within ``[1 / MAX_RATIO, MAX_RATIO]``.
+        """
+        train = np.asarray(train_prior, np.float64)
+        ratio = np.clip(volume_prior(classifier.predict_proba(rows), train) / train, 1.0 / MAX_RATIO, MAX_RATIO)
+        return cls(classifier, ratio ** float(tau))
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        """``(n, K)`` reweighted probabilities of ``(n, F)`` rows."""
+        """``(n, k)`` reweighted probabilities of ``(n, F)`` rows."""
         p = self.classifier.predict_proba(rows) * self.weights
         return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)

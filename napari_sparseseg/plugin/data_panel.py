@@ -19,7 +19,7 @@ from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
 from ..core.encoding import ANNOTATION_DTYPE
-from .layers import image_layer_problem, is_output, placement, role
+from .layers import image_layer_problem, is_output, memory_problem, placement, role
 
 if TYPE_CHECKING:
     import napari
@@ -39,13 +39,17 @@ class DataPanel(QGroupBox):
         Returns a labels layer never offered as the annotation (the prediction layer), or None.
     on_image_changed, on_annotation_changed : callable
         Called after the chosen image or annotation layer changed (or may have).
+    num_classes : callable
+        The number of foreground classes (the memory a session takes grows with it).
     """
 
     def __init__(self, viewer: napari.Viewer, excluded: Callable[[], Labels | None],
-                 on_image_changed: Callable[[], None], on_annotation_changed: Callable[[], None]) -> None:
+                 on_image_changed: Callable[[], None], on_annotation_changed: Callable[[], None],
+                 num_classes: Callable[[], int] = lambda: 1) -> None:
         super().__init__("Data")
         self.viewer = viewer
         self._excluded = excluded
+        self._num_classes = num_classes
         self._on_image_changed = on_image_changed
         self._on_annotation_changed = on_annotation_changed
         form = QFormLayout(self)
@@ -104,14 +108,22 @@ class DataPanel(QGroupBox):
         self._on_annotation_changed()
 
     def image_problem(self) -> str | None:
-        """Why the chosen image cannot be segmented (None when it can)."""
+        """Why the chosen image cannot be segmented (None when it can): not a 3D image, or too large to train on in
+        this window (:func:`~.layers.memory_problem`)."""
         layer = self.image_combo.currentData()
-        return image_layer_problem(layer) if layer is not None else NO_IMAGE
+        if layer is None:
+            return NO_IMAGE
+        return image_layer_problem(layer) or memory_problem(layer, self._num_classes())
 
-    def _image_chosen(self) -> None:
+    def show_problem(self) -> str | None:
+        """:meth:`image_problem`, also shown under the image choice (it may change with the number of classes)."""
         problem = self.image_problem()
         self.image_message.setText(problem or "")
         self.image_message.setVisible(bool(problem))
+        return problem
+
+    def _image_chosen(self) -> None:
+        self.show_problem()
         self._on_image_changed()
         self.fill_annotation_choices(self.annotation_combo.currentData())
 

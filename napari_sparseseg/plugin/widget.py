@@ -112,7 +112,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
     def _build_ui(self) -> None:
         root = QVBoxLayout(self)
         self.data_panel = DataPanel(self.viewer, lambda: self.prediction_layer, self._on_image_changed,
-                                    self._on_annotation_changed)
+                                    self._on_annotation_changed, lambda: len(self.classes))
         self.class_panel = ClassPanel(self)
         self.training_panel = TrainingPanel(self._base_config)
         self.status_panel = StatusPanel()
@@ -371,7 +371,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
     def update_buttons(self) -> None:
         """Enable or disable the buttons for the current state (image chosen, training, paused, prediction)."""
         running = self.run.running
-        can_start = self.image_layer is not None and self.data_panel.image_problem() is None
+        can_start = self.image_layer is not None and self.data_panel.show_problem() is None
         self.training_panel.update_buttons(can_start, running, self.run.paused, self.run.stopping)
         self.data_panel.set_enabled(not running)
         self.class_panel.update_buttons(running)

@@ -1,0 +1,84 @@
+"""Host memory an in-memory session holds per voxel: the figure the widget checks before it reads an image in.
+
+    python benchmarks/session_memory.py --shapes 48,192,192 96,192,192 --seconds 40
+
+Each shape runs in its own process: the synthetic sample (``make_cells_volume``, one channel, two classes) at
+that shape and z:3 labels, both made before the count starts (as the widget's layers are); then the product's
+loop (``SegmentationSession.interactive``: the first responder's three stages, training, predictions of the slice
+in view and of the whole volume) for ``--seconds``, and the final segmentation (``segment``, as an export runs
+it). Printed per shape: the peak resident memory (psutil, sampled every 50 ms) less the process's before the
+session was made, the first responder's bank and context maps (``responder_bytes``, exact), and the rest per
+voxel. The slope of the rest between two shapes is what the session holds per voxel beside its fixed costs
+(torch, the model): ``plugin/layers.py`` (``SESSION_BYTES_PER_VOXEL``). Float32 on the CPU, 2 torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def one(shape: tuple[int, int, int], seconds: float) -> dict:
+    import torch
+    from larger_than_memory import PeakRSS
+
+    from napari_sparseseg.core.box import Box
+    from napari_sparseseg.core.feature_stack import responder_bytes
+    from napari_sparseseg.core.session import SegmentationSession
+    from napari_sparseseg.evaluation.protocols import simulate_annotation
+    from napari_sparseseg.sample_data import make_cells_volume
+
+    torch.set_num_threads(2)
+    volume = make_cells_volume(shape)
+    annotation = simulate_annotation(volume.labels, "z:3")
+    rss = PeakRSS()
+    before = rss.reset()  # the image and the labels painted exist before the session, as in the widget
+    session = SegmentationSession(volume.image, num_classes=int(volume.labels.max()), spacing=volume.spacing,
+                                  annotation=annotation)
+    middle = shape[0] // 2
+    view = Box((middle, 0, 0), (middle + 1,) + tuple(shape[1:]))
+    end = time.perf_counter() + seconds
+    for _ in session.interactive(lambda: view, should_stop=lambda: time.perf_counter() > end):
+        pass
+    session.segment()
+    peak = rss.peak - before
+    rss.stop()
+    grid = session.responder.grid
+    bank = responder_bytes(shape, 1, int(volume.labels.max()), grid.itemsize) if grid is not None else 0
+    voxels = int(np.prod(shape))
+    return {"shape": list(shape), "voxels": voxels, "peak_bytes": int(peak), "responder_bytes": int(bank),
+            "rest_per_voxel": (peak - bank) / voxels, "steps": int(session.trainer.step)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", default=["48,192,192", "96,192,192"])
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(tuple(int(n) for n in args.one.split(",")), args.seconds)), flush=True)
+        return
+    runs = []
+    for shape in args.shapes:
+        out = subprocess.run([sys.executable, __file__, "--one", shape, "--seconds", str(args.seconds)],
+                             check=True, capture_output=True, text=True).stdout
+        run = json.loads(out.strip().splitlines()[-1])
+        runs.append(run)
+        print(f"{shape}: {run['voxels'] / 1e6:.2f} Mvoxel, peak {run['peak_bytes'] / 2**20:.0f} MiB above the start, "
+              f"first responder {run['responder_bytes'] / 2**20:.0f} MiB, the rest {run['rest_per_voxel']:.1f} "
+              f"bytes per voxel ({run['steps']} steps)", flush=True)
+    if len(runs) >= 2:
+        a, b = runs[0], runs[-1]
+        slope = ((b["peak_bytes"] - b["responder_bytes"]) - (a["peak_bytes"] - a["responder_bytes"])) / \
+            (b["voxels"] - a["voxels"])
+        print(f"slope: {slope:.1f} bytes per voxel beside the first responder's bank and maps")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The memory a session in the window would take, told when an image is chosen (plugin/layers.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import dask.array as da
+import numpy as np
+import pytest
+from napari.layers import Image
+
+from napari_sparseseg.core.feature_stack import responder_bytes
+from napari_sparseseg.plugin.layers import (
+    CLASS_BYTES_PER_VOXEL,
+    LAYER_BYTES_PER_VOXEL,
+    SESSION_BYTES_PER_VOXEL,
+    SESSION_FIXED_BYTES,
+    memory_problem,
+    session_bytes,
+)
+
+SHAPE = (16, 64, 64)
+VOXELS = 16 * 64 * 64
+
+
+def test_an_image_in_memory_needs_the_session_the_bank_and_the_layers():
+    layer = Image(np.zeros(SHAPE, np.float32))
+    expected = SESSION_FIXED_BYTES + VOXELS * (SESSION_BYTES_PER_VOXEL + LAYER_BYTES_PER_VOXEL) + \
+        responder_bytes(SHAPE, 1, 2)
+    assert session_bytes(layer, 2) == expected
+    assert session_bytes(layer, 4) == expected + VOXELS * 2 * CLASS_BYTES_PER_VOXEL + \
+        responder_bytes(SHAPE, 1, 4) - responder_bytes(SHAPE, 1, 2)
+
+
+def test_a_lazy_image_is_counted_as_read_in():
+    lazy = Image(da.zeros(SHAPE, dtype=np.uint16, chunks=(8, 32, 32)), contrast_limits=(0, 1))
+    plain = Image(np.zeros(SHAPE, np.uint16))
+    assert session_bytes(lazy, 1) == session_bytes(plain, 1) + VOXELS * 2
+
+
+@pytest.mark.parametrize(("total", "refused"), [(2**20, True), (2**40, False)])
+def test_refused_only_beyond_the_machine(total, refused):
+    layer = Image(np.zeros(SHAPE, np.float32), name="stack")
+    problem = memory_problem(layer, 1, total=total)
+    assert (problem is not None) == refused
+    if refused:
+        assert "'stack' is too large" in problem and "crop" in problem
+
+
+def test_a_session_takes_memory_per_voxel():
+    assert SESSION_BYTES_PER_VOXEL > 0  # measured (benchmarks/session_memory.py)
+
+
+def test_a_volume_far_larger_than_the_machine_is_refused_without_reading_it():
+    def unreadable(block):
+        raise AssertionError("the image was read")
+
+    data = da.zeros((2048, 4096, 4096), dtype=np.uint8, chunks=(64, 512, 512)).map_blocks(unreadable, dtype=np.uint8)
+    huge = SimpleNamespace(data=data, scale=(1.0, 1.0, 1.0), name="huge")  # a layer reads data: the check must not
+    problem = memory_problem(huge, 1, total=64 * 2**30)
+    assert problem is not None and "GiB" in problem
