@@ -1,6 +1,6 @@
 """Host memory an in-memory session holds per voxel: the figure the widget checks before it reads an image in.
 
-    python benchmarks/session_memory.py --shapes 48,192,192 96,192,192 --seconds 40
+    python benchmarks/session_memory.py --shapes 48,192,192 96,192,192 192,192,192 --seconds 40
 
 Each shape runs in its own process: the synthetic sample (``make_cells_volume``, one channel, two classes) at
 that shape and z:3 labels, both made before the count starts (as the widget's layers are); then the product's
@@ -8,8 +8,9 @@ loop (``SegmentationSession.interactive``: the first responder's three stages, t
 in view and of the whole volume) for ``--seconds``, and the final segmentation (``segment``, as an export runs
 it). Printed per shape: the peak resident memory (psutil, sampled every 50 ms) less the process's before the
 session was made, the first responder's bank and context maps (``responder_bytes``, exact), and the rest per
-voxel. The slope of the rest between two shapes is what the session holds per voxel beside its fixed costs
-(torch, the model): ``plugin/layers.py`` (``SESSION_BYTES_PER_VOXEL``). Float32 on the CPU, 2 torch threads.
+voxel. The slope of a least-squares line of the rest over the shapes is what the session holds per voxel beside its
+fixed costs (torch, the model): ``plugin/layers.py`` (``SESSION_BYTES_PER_VOXEL``). The peak depends on what the
+loop is doing at that instant, so take three shapes or more. Float32 on the CPU, 2 torch threads.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def one(shape: tuple[int, int, int], seconds: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shapes", nargs="+", default=["48,192,192", "96,192,192"])
+    ap.add_argument("--shapes", nargs="+", default=["48,192,192", "96,192,192", "192,192,192"])
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -73,11 +74,12 @@ def main() -> None:
         print(f"{shape}: {run['voxels'] / 1e6:.2f} Mvoxel, peak {run['peak_bytes'] / 2**20:.0f} MiB above the start, "
               f"first responder {run['responder_bytes'] / 2**20:.0f} MiB, the rest {run['rest_per_voxel']:.1f} "
               f"bytes per voxel ({run['steps']} steps)", flush=True)
-    if len(runs) >= 2:
-        a, b = runs[0], runs[-1]
-        slope = ((b["peak_bytes"] - b["responder_bytes"]) - (a["peak_bytes"] - a["responder_bytes"])) / \
-            (b["voxels"] - a["voxels"])
-        print(f"slope: {slope:.1f} bytes per voxel beside the first responder's bank and maps")
+    if len(runs) >= 2:  # the peak is noisy (what the loop is doing at that instant): a least-squares line
+        x = np.array([r["voxels"] for r in runs], np.float64)
+        y = np.array([r["peak_bytes"] - r["responder_bytes"] for r in runs], np.float64)
+        slope, intercept = np.polyfit(x, y, 1)
+        print(f"least squares over {len(runs)} shapes: {slope:.1f} bytes per voxel and {intercept / 2**20:.0f} MiB "
+              "beside the first responder's bank and maps")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from napari_sparseseg.plugin.layers import (
     SESSION_FIXED_BYTES,
     memory_problem,
     session_bytes,
+    volume_bytes,
 )
 
 SHAPE = (16, 64, 64)
@@ -38,6 +39,15 @@ def test_a_lazy_image_is_counted_as_read_in():
     assert session_bytes(lazy, 1) == session_bytes(plain, 1) + VOXELS * 2
 
 
+def test_other_volumes_add_their_arrays_but_no_bank():
+    layer, other = Image(np.zeros(SHAPE, np.float32), name="first"), Image(np.zeros((8, 32, 32), np.float32), name="b")
+    assert volume_bytes(other, 1) == 8 * 32 * 32 * (SESSION_BYTES_PER_VOXEL + LAYER_BYTES_PER_VOXEL)
+    assert session_bytes(layer, 1, [other]) == session_bytes(layer, 1) + volume_bytes(other, 1)
+    problem = memory_problem(layer, 1, total=session_bytes(layer, 1), others=[other])
+    assert problem is not None and problem.startswith("'first' with 'b' is too large")
+    assert memory_problem(layer, 1, total=session_bytes(layer, 1)) is None
+
+
 @pytest.mark.parametrize(("total", "refused"), [(2**20, True), (2**40, False)])
 def test_refused_only_beyond_the_machine(total, refused):
     layer = Image(np.zeros(SHAPE, np.float32), name="stack")
@@ -45,10 +55,6 @@ def test_refused_only_beyond_the_machine(total, refused):
     assert (problem is not None) == refused
     if refused:
         assert "'stack' is too large" in problem and "crop" in problem
-
-
-def test_a_session_takes_memory_per_voxel():
-    assert SESSION_BYTES_PER_VOXEL > 0  # measured (benchmarks/session_memory.py)
 
 
 def test_a_volume_far_larger_than_the_machine_is_refused_without_reading_it():

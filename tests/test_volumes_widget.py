@@ -131,3 +131,24 @@ def test_a_volume_that_cannot_train_with_the_first_is_refused_and_one_added_afte
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()
+
+
+def test_another_volume_that_would_not_fit_the_machine_with_the_first_is_refused(make_napari_viewer, monkeypatch):
+    import psutil
+
+    from napari_sparseseg.plugin.layers import session_bytes
+
+    viewer = make_napari_viewer()
+    image, _annotation, other, _truth, _other_truth = two_volumes(viewer)
+    widget = make_widget(viewer, image)
+    warnings = []
+    monkeypatch.setattr("napari_sparseseg.plugin.volumes_panel.show_warning", warnings.append)
+    machine = psutil.virtual_memory()
+    alone = session_bytes(image, len(widget.classes))  # the first image fits, not both
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: machine._replace(total=alone + 1))
+    try:
+        assert widget.data_panel.image_problem() is None
+        assert widget.volumes_panel.add(other) is None and widget.volumes_panel.entries == []
+        assert "with 'cells 2' is too large to train on in this window" in warnings[-1]
+    finally:
+        widget.close_session()

@@ -3,11 +3,12 @@
 A user paints objects more densely than the volume holds them: from the
 simulated strokes (``evaluation.protocols``, ``scribble:3``) the foreground
 was 15-34 % of the labels of the shared volumes and the synthetic sample for
-2-23 % of their voxels (thin tubes: 6 % for 0.5 %), while whole slices hold
+2-23 % of their voxels (thin tubes: 6 % for 0.4 %), while whole slices hold
 about the volume's shares. A classifier fitted on a class-stratified sample of
 the labels learns the labels' shares as its prior and, where strokes leave the
 object edges unlabeled, grows the foreground past them (the first responder's
-precision 0.76-0.79 at recall 0.94 on the nuclei volumes).
+precision 0.76-0.79 at recall 0.94 on the nuclei volumes;
+``benchmarks/stroke_shares.py``).
 
 The volume's own shares are estimated from the classifier's answers on the
 volume by the EM of Saerens, Latinne & Decaestecker (2002, "Adjusting the
@@ -35,7 +36,7 @@ __all__ = ["MAX_RATIO", "PRIOR_SAMPLE", "Classifier", "ShiftedClassifier", "shif
 PRIOR_SAMPLE = 50_000
 #: Bound on a class's estimated share over its training share (and the reverse): EM's fixed point puts a class the
 #: answers never favour at a share of 0 (an infinite shift). A guard, not a tuned value: on the shared volumes the
-#: ratios ran from 0.004 (a tumour class) to 1.5.
+#: ratios ran from 0.01 (a tumour class) to 1.5 (``benchmarks/stroke_shares.py``).
 MAX_RATIO = 1000.0
 
 

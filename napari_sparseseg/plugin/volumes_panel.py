@@ -32,7 +32,7 @@ from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButto
 
 from ..core.annotation import Source
 from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE, layer_to_annotation
-from .layers import image_layer_problem, placement, role
+from .layers import image_layer_problem, memory_problem, placement, role
 from .session_reader import STORE_META, VOLUME_META
 from .strokes import LabelSync
 from .view import view_box
@@ -145,6 +145,9 @@ class VolumesPanel(QGroupBox):
             problem = f"'{image.name}' is trained on already"  # type: ignore[union-attr]
         if problem is None and self.host.run.running:
             problem = "stop training before adding a volume"
+        if problem is None and self.host.image_layer is not None:
+            problem = memory_problem(self.host.image_layer, len(self.host.classes),
+                                     others=[*(e.image for e in self.entries), image])
         if problem is not None:
             show_warning(f"sparseseg: {problem}")
             return None
