@@ -150,9 +150,7 @@ def main() -> None:
         first_responder.CONTRAST_MIN_COVERAGE = 0.0
     print("volume protocol seed | " + "".join(f"stage {i} Dice (s) | " for i in range(1, args.stages + 1))
           + "".join(f"{c} Dice (s) | " for c in args.contexts) + "rf100 Dice (s)")
-    volumes = load_volumes(args.files, args.sample) if args.files or args.sample else []
-    if args.tubes:
-        volumes.append(("thin_tubes", *thin_tubes(0)))
+    volumes = load_volumes(args.files, args.sample, args.tubes)
     for name, image, truth, spacing in volumes:
         for protocol, seed, annotation, volume, features in labeled_runs(image, truth, spacing, args.protocols,
                                                                          args.seeds):

@@ -87,11 +87,7 @@ def main() -> None:
             np.savez(args.write, image=v.image, labels=v.labels, spacing=np.asarray(v.spacing, np.float32))
             return
     else:
-        volumes = load_volumes(args.files, args.sample)
-        if args.tubes:
-            from autocontext import thin_tubes
-
-            volumes.append(("thin_tubes", *thin_tubes(0)))
+        volumes = load_volumes(args.files, args.sample, args.tubes)
     print("volume | protocol | seed | bins | Dice float32 | float16 - float32 | binned - float32 | "
           "bank s float32 / float16 / binned | stages s float32 / float16 / binned")
     for name, image, truth, spacing in volumes:

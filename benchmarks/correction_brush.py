@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from autocontext import dice_fg, thin_tubes
+from autocontext import dice_fg
 from helpers import labeled_runs, load_volumes
 from scipy import ndimage as ndi
 
@@ -100,9 +100,7 @@ def main() -> None:
     parser.add_argument("--tubes", action="store_true", help="add thin_tubes from autocontext.py (radius 1.5)")
     parser.add_argument("--radii", type=int, nargs="+", default=[2, 5])
     args = parser.parse_args()
-    volumes = load_volumes(args.files, args.sample)
-    if args.tubes:
-        volumes.append(("thin_tubes", *thin_tubes(0)))
+    volumes = load_volumes(args.files, args.sample, args.tubes)
     print("volume | radius | brush | strokes | fixed | broken | slice Dice before -> after")
     for name, image, truth, spacing in volumes:
         pred, painted = first_responder_map(image, truth, spacing)

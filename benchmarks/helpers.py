@@ -10,8 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def load_volumes(files: Sequence[str], sample: bool) -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
-    """``(name, image (z, y, x), labels (z, y, x), spacing (z, y, x))`` of the sample (first) and each file."""
+def load_volumes(files: Sequence[str], sample: bool,
+                 tubes: bool = False) -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
+    """``(name, image (z, y, x), labels (z, y, x), spacing (z, y, x))`` of the sample (first), each file and, with
+    ``tubes``, the thin tubes of ``autocontext.thin_tubes`` (last)."""
     volumes = []
     if sample:
         from napari_sparseseg.sample_data import make_cells_volume
@@ -22,6 +24,10 @@ def load_volumes(files: Sequence[str], sample: bool) -> list[tuple[str, np.ndarr
         with np.load(f) as d:
             volumes.append((f.rsplit("/", 1)[-1][:-4], d["image"], d["labels"],
                             tuple(float(s) for s in d["spacing"])))
+    if tubes:
+        from autocontext import thin_tubes  # autocontext imports this module
+
+        volumes.append(("thin_tubes", *thin_tubes(0)))
     return volumes
 
 

@@ -28,6 +28,7 @@ def one(shape: tuple[int, int, int], seconds: float) -> dict:
     import torch
     from larger_than_memory import PeakRSS
 
+    from napari_sparseseg.core.binning import binned_shape
     from napari_sparseseg.core.box import Box
     from napari_sparseseg.core.feature_stack import responder_bytes
     from napari_sparseseg.core.session import SegmentationSession
@@ -50,7 +51,8 @@ def one(shape: tuple[int, int, int], seconds: float) -> dict:
     peak = rss.peak - before
     rss.stop()
     grid = session.responder.grid
-    bank = responder_bytes(shape, 1, int(volume.labels.max()), grid.itemsize) if grid is not None else 0
+    bank = 0 if grid is None else responder_bytes(binned_shape(shape, grid.factors), 1, int(volume.labels.max()),
+                                                  grid.itemsize)
     voxels = int(np.prod(shape))
     return {"shape": list(shape), "voxels": voxels, "peak_bytes": int(peak), "responder_bytes": int(bank),
             "rest_per_voxel": (peak - bank) / voxels, "steps": int(session.trainer.step)}

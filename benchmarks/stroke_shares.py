@@ -15,7 +15,6 @@ import argparse
 
 import numpy as np
 import torch
-from autocontext import thin_tubes
 from helpers import labeled_runs, load_volumes
 
 from napari_sparseseg.core.config import ResponderConfig
@@ -40,9 +39,7 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", default=["z:3", "scribble:3"])
     args = ap.parse_args()
     torch.set_num_threads(2)
-    volumes = load_volumes(args.files, args.sample)
-    if args.tubes:
-        volumes.append(("thin_tubes", *thin_tubes(0)))
+    volumes = load_volumes(args.files, args.sample, args.tubes)
     print("volume protocol | coverage | labels fg share | volume fg share | precision / recall, no shift | "
           "with the shift | volume share / label share per class (last stage)")
     for name, image, truth, spacing in volumes:

@@ -195,10 +195,10 @@ class FirstResponder:
         """The columns of stack rows ``(n, F)`` that the fitted forests read."""
         return rows if self._columns is None else rows[:, self._columns]
 
-    def _choose_columns(self) -> np.ndarray | None:
+    def _choose_columns(self, coverage: float) -> np.ndarray | None:
         """The stack's columns to fit on: all of them from labels filling their planes, else all but the local
         contrast columns (:data:`CONTRAST_MIN_COVERAGE`)."""
-        if self.volume.plane_coverage() >= CONTRAST_MIN_COVERAGE:
+        if coverage >= CONTRAST_MIN_COVERAGE:
             return None
         per_channel, bank = len(feature_names(contrast=True)), len(feature_names())
         return np.concatenate([np.arange(c * per_channel, c * per_channel + bank)
@@ -242,8 +242,8 @@ class FirstResponder:
             return False
         before, self._bank = self._bank, self._choose_bank()
         try:
-            self._columns = self._choose_columns()
-            tau = shift_for(self.config.prior_shift, self.volume.plane_coverage())
+            coverage = self.volume.plane_coverage()
+            self._columns, tau = self._choose_columns(coverage), shift_for(self.config.prior_shift, coverage)
             self._shift = tau, np.random.default_rng([self.seed, 1]).integers(0, self.volume.shape, (PRIOR_SAMPLE, 3))
             forest = self._fit_forest(coords, classes)
             scored = None
