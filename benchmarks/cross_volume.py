@@ -34,7 +34,9 @@ from helpers import clock_in_steps, load_volumes
 
 from napari_sparseseg.core.checkpoint import read_model, save_model
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.distill import pseudo_labels
 from napari_sparseseg.core.encoding import UNLABELED, annotation_to_mask
+from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.evaluation.metrics import evaluate_masks
 from napari_sparseseg.evaluation.protocols import simulate_annotation
@@ -74,11 +76,24 @@ def net_config(seed: int) -> SessionConfig:
                          device="cpu")
 
 
+def distil_from_responder(session: SegmentationSession, image: np.ndarray, weight: float, seed: int) -> None:
+    """Give the net of ``session`` the first responder's confident answers (every stage, fitted on every label of
+    its volume) as pseudo-labels of ``weight`` (``core.distill``), as the plugin's loop does; kept, not faded."""
+    responder = FirstResponder(image, session.volume, ResponderConfig(), seed=seed)
+    if responder.fit():
+        while responder.refine():
+            pass
+        session.volume.pseudo = pseudo_labels(responder.predict(), weight)
+
+
 def net_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, k: int, steps: int,
-               seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Class maps of half A and half B from a net trained ``steps`` steps on half A's labels, and its seconds."""
+               seed: int, distill: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class maps of half A and half B from a net trained ``steps`` steps on half A's labels (and the first
+    responder's answers at weight ``distill`` where it is above 0), and its seconds."""
     config = net_config(seed)
     session = SegmentationSession(image_a, num_classes=k, spacing=spacing, annotation=annotation_a, config=config)
+    if distill > 0:
+        distil_from_responder(session, image_a, distill, seed)
     t0 = time.perf_counter()
     for _ in session.train(max_steps=steps, decay_until=float(steps)):  # a budgeted run, clocked in steps
         pass
@@ -127,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", default="z:3")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="the net of 'across' also learns the first responder's confident answers at this weight")
     ap.add_argument("--modes", nargs="+", choices=("across", "both", "alone"), default=["across"])
     ap.add_argument("--json")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the mean over seeds of these runs' rows")
@@ -142,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         image_a, image_b = halves(image)
         truth_a, truth_b = halves(truth)
         annotation_a = simulate_annotation(truth_a, args.protocol)
-        row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed}
+        row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed,
+               "distill": args.distill}
         line = f"{name:42s}"
         if "across" in args.modes:
             forest_a, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed)
-            net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed)
+            net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed,
+                                                args.distill)
             dice = {key: evaluate_masks(t, m, k + 1)["dice_fg"] for key, t, m in (
                 ("forest_a", truth_a, forest_a), ("forest_b", truth_b, forest_b), ("net_a", truth_a, net_a),
                 ("net_b", truth_b, net_b))}

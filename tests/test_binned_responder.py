@@ -27,6 +27,7 @@ from napari_sparseseg.core.feature_stack import (
     preview_grid,
     responder_bytes,
 )
+from napari_sparseseg.core.encoding import mask_to_layer
 from napari_sparseseg.core.features import ComputationCancelled, compute_features
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.holdout import HoldOut
@@ -369,3 +370,37 @@ def test_a_stack_dropped_for_another_image_stops_computing_unless_a_session_clai
         stack._thread.join(60)
     assert used.ready and used.error is None  # the session's bank went on computing
     assert not chosen.ready and dropped.ready
+
+
+class _CountedLazy:
+    """A lazy image (``shape``, ``dtype``, slicing; not an ``np.ndarray``) that counts how often it is read whole."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._array, self.shape, self.dtype, self.ndim, self.reads = array, array.shape, array.dtype, array.ndim, 0
+
+    def __getitem__(self, index):
+        return self._array[index]
+
+    def __array__(self, dtype=None, copy=None):
+        self.reads += 1
+        return self._array.copy() if dtype is None else self._array.astype(dtype)
+
+
+def test_a_lazy_image_gets_its_bank_while_the_user_paints_and_the_session_is_built_on_the_array_read():
+    from napari_sparseseg.plugin.session_build import new_session
+
+    image, mask = sphere_volume(SHAPE, radius=8)
+    lazy = _CountedLazy(image)
+    layer = SimpleNamespace(data=lazy, scale=SPACING)
+    stack = FeatureCache().for_layer(layer)  # chosen: its bank computes in the background from the image read once
+    assert stack is not None and stack.matches(lazy, SPACING)
+    stack._thread.join(60)
+    assert stack.ready and lazy.reads == 1
+    painted = np.zeros(SHAPE, np.uint8)
+    painted[8] = mask_to_layer(mask[8])
+    session = new_session(layer, SimpleNamespace(data=painted), 1, tiny_config(), stack)()
+    assert lazy.reads == 1  # Start read nothing again
+    assert session.responder.features is stack and not session.volume.lazy
+    assert np.array_equal(session.responder.features.array(), image)
+    assert session.responder.fit() and session.responder.predict().shape == (2, *SHAPE)
+    assert not FeatureStack(lazy, SPACING).matches(image, SPACING)  # another array of the same values is not it

@@ -192,6 +192,39 @@ def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot)
     assert [lyr.name for lyr in viewer.layers].count(HIGHLIGHT_NAME) == 1  # moved, not added again
 
 
+def test_a_zarr_image_gets_its_filter_bank_while_the_user_paints(make_napari_viewer, sample_layers, qtbot, tmp_path):
+    import zarr
+
+    viewer = make_napari_viewer()
+    image_data, image_meta, _ = sample_layers[0]
+    ann_data, ann_meta, _ = sample_layers[1]
+    stored = zarr.open_array(str(tmp_path / "image.zarr"), mode="w", shape=image_data.shape, chunks=(16, 32, 32),
+                             dtype=image_data.dtype)
+    stored[:] = image_data
+    viewer.add_image(stored, **image_meta)  # read from disk on demand, as the reader opens a .zarr
+    viewer.add_labels(ann_data.copy(), **ann_meta)
+    widget = SparseSegWidget(viewer, config=TEST_CONFIG, refresh_seconds=1.0, first_refresh_steps=10**6)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    try:
+        assert widget.image_layer.data is stored and widget.data_panel.image_problem() is None
+        stack = widget.features.for_layer(widget.image_layer)
+        assert stack is not None  # computing from the moment the image was chosen, not from Start
+        qtbot.waitUntil(lambda: stack.ready, timeout=60000)
+        gt = ground_truth(widget)
+        for z in (8, 16, 24):
+            paint_slice(widget.annotation_layer, z, gt[z])
+        shown = []
+        widget.prediction_shown.connect(lambda r: shown.append(r))
+        start_and_wait_for_session(widget, qtbot)
+        assert widget.session.responder.features is stack  # the session reads the array the bank was made from
+        qtbot.waitUntil(lambda: len(shown) >= 2, timeout=60000)  # the slice in view, then the volume
+        assert shown[0].prediction.learner == "forest"
+        assert foreground_dice(widget.prediction_layer.data[12], gt[12]) > 0.6
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()
+
+
 def test_undo_withdraws_strokes(app, qtbot):
     _viewer, widget = app
     start_and_wait_for_session(widget, qtbot)

@@ -18,8 +18,8 @@ from .context import context_columns
 from .features import ComputationCancelled, compute_features, feature_names
 from .volume import as_channels_first
 
-__all__ = ["EXTRA_THREAD_BYTES", "PREVIEW_VOXELS", "FeatureStack", "Grid", "choose_grid", "feature_workers",
-           "describe_grid", "preview_grid", "responder_bytes", "stack_bytes"]
+__all__ = ["EXTRA_THREAD_BYTES", "PREVIEW_VOXELS", "FeatureStack", "Grid", "ImageSource", "choose_grid",
+           "feature_workers", "describe_grid", "preview_grid", "responder_bytes", "stack_bytes"]
 
 
 def stack_bytes(shape: Sequence[int], channels: int = 1, itemsize: int = 4) -> int:
@@ -131,6 +131,33 @@ def describe_grid(grid: Grid | None, full_bytes: int, max_bytes: int, preview: F
     return "; ".join(notes) or None
 
 
+class ImageSource:
+    """The image a stack (and its preview) is computed from: an in-memory array as it is, or a lazy one (zarr, dask,
+    memmap) read into memory once, on first use, and kept, so that a session can be built on that same array.
+
+    Parameters
+    ----------
+    image : array-like
+        ``(z, y, x)``, or 4D with a channel axis.
+    """
+
+    def __init__(self, image) -> None:
+        self.image = image
+        self._array: np.ndarray | None = image if type(image) is np.ndarray else None
+        self._lock = threading.Lock()
+
+    def array(self) -> np.ndarray:
+        """The image in memory (read now from a lazy image, once; thread-safe)."""
+        with self._lock:
+            if self._array is None:
+                self._array = np.asarray(self.image)
+            return self._array
+
+    def matches(self, image) -> bool:
+        """Whether ``image`` is this image: the array object given, or the one it was read into."""
+        return image is self.image or (self._array is not None and image is self._array)
+
+
 class FeatureStack:
     """The filter bank of one image, computed once (thread-safe) and shared by whoever asks first.
 
@@ -139,8 +166,9 @@ class FeatureStack:
 
     Parameters
     ----------
-    image : array-like
-        ``(z, y, x)``, or 4D with ``channel_axis``.
+    image : array-like or ImageSource
+        ``(z, y, x)``, or 4D with ``channel_axis``: in memory, or lazy (zarr, dask), read whole when the bank is
+        computed (:class:`ImageSource`; :meth:`array` hands that array to the session).
     spacing : sequence of float
         Voxel size ``(z, y, x)``.
     channel_axis : int, optional
@@ -154,9 +182,11 @@ class FeatureStack:
 
     def __init__(self, image, spacing: Sequence[float], channel_axis: int | None = None,
                  grid: Grid = Grid(), preview: Grid | None = None) -> None:
-        self.image, self.spacing, self.channel_axis = image, tuple(float(s) for s in spacing), channel_axis
+        #: The image, read once for the stack and its preview.
+        self.source = image if isinstance(image, ImageSource) else ImageSource(image)
+        self.spacing, self.channel_axis = tuple(float(s) for s in spacing), channel_axis
         #: The preview's bank (None: no preview).
-        self.preview = None if preview is None else FeatureStack(image, spacing, channel_axis, preview)
+        self.preview = None if preview is None else FeatureStack(self.source, spacing, channel_axis, preview)
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         #: Why the background computation (:meth:`start`) failed, if it did.
@@ -183,7 +213,7 @@ class FeatureStack:
     @property
     def grid_shape(self) -> tuple[int, int, int]:
         """``(z, y, x)`` of the grid the bank is computed on."""
-        shape = list(np.shape(self.image))
+        shape = list(self.source.image.shape)
         if self.channel_axis is not None:
             del shape[self.channel_axis]
         return binned_shape(shape, self.factors)
@@ -194,9 +224,14 @@ class FeatureStack:
         return self.grid.binned
 
     def matches(self, image, spacing: Sequence[float], channel_axis: int | None = None) -> bool:
-        """Whether this is the stack of ``image`` (the same array object) at ``spacing``."""
-        return (image is self.image and channel_axis == self.channel_axis
+        """Whether this is the stack of ``image`` (the same array object, or the array a lazy one was read into,
+        :meth:`array`) at ``spacing``."""
+        return (self.source.matches(image) and channel_axis == self.channel_axis
                 and tuple(float(s) for s in spacing) == self.spacing)
+
+    def array(self) -> np.ndarray:
+        """The image in memory, the one the bank is computed from: the image given, or a lazy one read now (once)."""
+        return self.source.array()
 
     def compute(self, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """The preview's bank first (when there is one), then this one's; returns this one's (``should_stop``: as for
@@ -245,7 +280,7 @@ class FeatureStack:
                 import torch
 
                 t0 = time.perf_counter()
-                raw = as_channels_first(np.asarray(self.image), self.channel_axis)
+                raw = as_channels_first(self.array(), self.channel_axis)
                 workers = feature_workers(self.grid_shape, torch.get_num_threads())
                 stacks = [compute_features(bin_mean(channel, self.factors) if self.binned else channel,
                                            self.grid_spacing, contrast=True, workers=workers, dtype=self.grid.dtype,

@@ -14,8 +14,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..core.config import ResponderConfig
 
 if TYPE_CHECKING:
@@ -42,13 +40,16 @@ class FeatureCache:
 
     def for_layer(self, layer: Image | None, num_classes: int = 1, *, claim: bool = False) -> FeatureStack | None:
         """The filter bank of ``layer`` for a session of ``num_classes`` foreground classes (started now unless it
-        is the one held); None where the first responder will not run (no in-memory 3D image, or a feature stack
-        over ``max_bytes`` even on a binned grid). The classes count because the first responder's context maps
-        share the memory: a held stack on another grid is dropped for one on the grid the session will use.
+        is the one held); None where the first responder will not run (no 3D image, or a feature stack over
+        ``max_bytes`` even on a binned grid). A lazy image (zarr, dask; the window checked that it fits in memory)
+        is read in that thread, once, and the session is built on the array read
+        (:meth:`~napari_sparseseg.core.feature_stack.FeatureStack.array`). The classes count because the first
+        responder's context maps share the memory: a held stack on another grid is dropped for one on the grid the
+        session will use.
 
         A dropped stack stops computing (another image was chosen), unless it was ``claim``-ed: the stack given to
         a session goes on computing for it (until :meth:`unclaim`)."""
-        if layer is None or not isinstance(layer.data, np.ndarray) or layer.data.ndim != 3:
+        if layer is None or getattr(layer.data, "ndim", None) != 3:
             return None
         from ..core.feature_stack import FeatureStack, choose_grid, preview_grid
 

@@ -35,7 +35,9 @@ def new_session(image: Image, annotation: Labels, num_classes: int, config: Sess
     """A builder of a new session on ``image`` with the labels painted on ``annotation`` now.
 
     The labels are snapshotted here (values that are no class dropped); strokes painted while the session is
-    being built reach it when it is ready (``LabelSync.resync``). The builder leaves one CPU core to the GUI.
+    being built reach it when it is ready (``LabelSync.resync``). A lazy image (zarr, dask) is read into memory in
+    the builder, or was already by its ``features`` (the session is built on that array, which the bank matches).
+    The builder leaves one CPU core to the GUI.
     """
     labels = np.asarray(annotation.data)  # layer encoding: values that are no class here stay unlabeled
     snapshot = layer_to_annotation(labels, num_classes)
@@ -46,7 +48,8 @@ def new_session(image: Image, annotation: Labels, num_classes: int, config: Sess
         from ..core.session import SegmentationSession
 
         set_cpu_threads(leave_free=1)  # one core keeps the GUI responsive
-        return SegmentationSession(np.asarray(data), num_classes=num_classes, spacing=spacing, annotation=snapshot,
+        array = features.array() if features is not None else np.asarray(data)
+        return SegmentationSession(array, num_classes=num_classes, spacing=spacing, annotation=snapshot,
                                    config=config, features=features)
 
     return build
