@@ -13,6 +13,10 @@ window). The forest (100 trees on the filter bank, as the baseline) is fitted on
 half B's features. Printed: foreground Dice on half B of both, and of each on half A (where it was labeled) for
 reference. The 3D U-Net paper's "fully automated" setting, on the volumes at hand.
 
+``--distill W``: before the net of ``across`` trains, the product's first responder (every stage) is fitted on half
+A's labels and its confident answers become the net's pseudo-labels at weight ``W`` (``core.distill``), as the
+plugin's loop hands them (kept for the whole run here: no held-back labels to fade them by).
+
 ``--modes`` picks what is run: ``across`` (the above), ``both`` (half B labeled too, by the same protocol: the
 net trains on both halves' labels, B the session's volume and A added with
 ``SegmentationSession.add_training_volume``, and predicts B) and ``alone`` (the net on half B's labels alone, the
