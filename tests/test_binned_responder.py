@@ -404,3 +404,25 @@ def test_a_lazy_image_gets_its_bank_while_the_user_paints_and_the_session_is_bui
     assert np.array_equal(session.responder.features.array(), image)
     assert session.responder.fit() and session.responder.predict().shape == (2, *SHAPE)
     assert not FeatureStack(lazy, SPACING).matches(image, SPACING)  # another array of the same values is not it
+
+
+def test_the_window_says_how_the_filter_bank_comes_on():
+    from napari_sparseseg.plugin.background import bank_words
+
+    image = sphere_volume(SHAPE, radius=8)[0]
+    assert bank_words(None) == ""
+    stack = FeatureStack(image, SPACING, preview=Grid((1, 2, 2)))
+    assert "will be computed" in bank_words(stack)
+    stack.preview.started = 100.0  # the preview began (reading the image) at 100 s
+    assert bank_words(stack, now=112.4) == "first responder: computing its filter bank, 12 s so far (keep painting)"
+    stack.preview.get()
+    assert "a coarser preview is ready" in bank_words(stack, now=130.0)
+    stack.error = MemoryError("out of memory")
+    assert "failed (out of memory); Start computes it again" in bank_words(stack)
+    stack.error = None
+    stack.get()
+    assert bank_words(stack).startswith("first responder ready (filter bank computed in")
+    cache = FeatureCache()
+    one, other = (SimpleNamespace(data=sphere_volume(SHAPE, radius=r)[0], scale=SPACING) for r in (6, 9))
+    held = cache.for_layer(one)
+    assert cache.held_for(one) is held and cache.held_for(other) is None and cache.held_for(None) is None

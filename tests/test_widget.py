@@ -210,6 +210,9 @@ def test_a_zarr_image_gets_its_filter_bank_while_the_user_paints(make_napari_vie
         stack = widget.features.for_layer(widget.image_layer)
         assert stack is not None  # computing from the moment the image was chosen, not from Start
         qtbot.waitUntil(lambda: stack.ready, timeout=60000)
+        widget._update_status()  # the 1 s timer's redraw
+        assert widget.data_panel.bank_message.text().startswith("first responder ready (filter bank computed in")
+        assert widget.data_panel.bank_message.isVisibleTo(widget)
         gt = ground_truth(widget)
         for z in (8, 16, 24):
             paint_slice(widget.annotation_layer, z, gt[z])

@@ -199,6 +199,8 @@ class FeatureStack:
         self._lock, self._lock_start = threading.Lock(), threading.Lock()
         #: Seconds the computation took (None until computed).
         self.seconds: float | None = None
+        #: ``time.perf_counter()`` when the computation (a lazy image's read included) began (None: not yet).
+        self.started: float | None = None
 
     @property
     def factors(self) -> tuple[int, int, int]:
@@ -279,7 +281,7 @@ class FeatureStack:
             if self._stack is None:
                 import torch
 
-                t0 = time.perf_counter()
+                self.started = t0 = time.perf_counter()
                 raw = as_channels_first(self.array(), self.channel_axis)
                 workers = feature_workers(self.grid_shape, torch.get_num_threads())
                 stacks = [compute_features(bin_mean(channel, self.factors) if self.binned else channel,

@@ -12,6 +12,7 @@ Plain daemon threads: they touch no Qt object and nobody waits for them.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from ..core.config import ResponderConfig
@@ -68,6 +69,31 @@ class FeatureCache:
         self._claimed = self._claimed or (claim and stack is not None)
         return stack
 
+    def held_for(self, layer: Image | None) -> FeatureStack | None:
+        """The stack held, if it is of ``layer``'s image (None: none, or another image's)."""
+        stack = self._stack
+        return stack if stack is not None and layer is not None and stack.source.matches(layer.data) else None
+
     def unclaim(self) -> None:
         """The session given the stack held is gone: a stack dropped from now on stops computing."""
         self._claimed = False
+
+
+def bank_words(stack: FeatureStack | None, now: float | None = None) -> str:
+    """A line for the user on the first responder's filter bank of the chosen image: computing (for how long, and
+    whether its preview answers already), ready, or failed; empty without a stack. ``now``: ``time.perf_counter()``."""
+    if stack is None:
+        return ""
+    if stack.ready:
+        return f"first responder ready (filter bank computed in {stack.seconds:.0f} s)"
+    if stack.error is not None:
+        return f"the first responder's filter bank failed ({stack.error}); Start computes it again"
+    preview = stack.preview
+    starts = [t for t in (stack.started, preview.started if preview is not None else None) if t is not None]
+    if not starts:
+        return "first responder: its filter bank will be computed"
+    seconds = (time.perf_counter() if now is None else now) - min(starts)
+    preview = preview is not None and preview.ready
+    return (f"first responder: computing its filter bank, {seconds:.0f} s so far"
+            + ("; a coarser preview is ready to answer at Start" if preview else "") + " (keep painting)")
+

@@ -58,6 +58,10 @@ class DataPanel(QGroupBox):
         self.image_message = QLabel()
         self.image_message.setWordWrap(True)
         self.image_message.setStyleSheet("color: #ff8c69")
+        self.bank_message = QLabel()
+        self.bank_message.setWordWrap(True)
+        self.bank_message.setToolTip("the first responder's filter features of the chosen image, computed while you "
+                                     "paint so that its mask comes within seconds of Start")
         self.annotation_combo = QComboBox()
         self.annotation_combo.setToolTip("labels layer you paint on: class k is label k, background 255 "
                                          "(pick a class in the Classes box)")
@@ -67,6 +71,7 @@ class DataPanel(QGroupBox):
         row.addWidget(self.new_annotation_button)
         form.addRow("Image", self.image_combo)
         form.addRow(self.image_message)
+        form.addRow(self.bank_message)
         form.addRow("Annotation", row)
         self.image_combo.currentIndexChanged.connect(lambda *_: self._image_chosen())
         self.annotation_combo.currentIndexChanged.connect(lambda *_: self._on_annotation_changed())
@@ -121,6 +126,12 @@ class DataPanel(QGroupBox):
         self.image_message.setText(problem or "")
         self.image_message.setVisible(bool(problem))
         return problem
+
+    def show_bank(self, words: str) -> None:
+        """Say how the chosen image's filter bank is coming on (``background.bank_words``; empty: nothing)."""
+        if self.bank_message.text() != words:  # each change repaints the window
+            self.bank_message.setText(words)
+            self.bank_message.setVisible(bool(words))
 
     def _image_chosen(self) -> None:
         self.show_problem()

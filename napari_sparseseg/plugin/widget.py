@@ -26,7 +26,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from ..core.box import Box
 from ..core.config import SessionConfig
 from ..core.events import Guidance, Notice, Prediction, TrainStep, Waiting
-from .background import FeatureCache, warm_up_device
+from .background import FeatureCache, bank_words, warm_up_device
 from .bridge import Refresh, SessionReady, TrainingRun, merge_late_edits
 from .class_panel import ClassPanel
 from .classes import ClassList
@@ -128,8 +128,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         t.start_button.clicked.connect(self.start)
         t.pause_button.clicked.connect(self.toggle_pause)
         t.stop_button.clicked.connect(self.stop)
-        self._timer = QTimer(self)
-        self._timer.setInterval(1000)
+        self._timer = QTimer(self, interval=1000)
         self._timer.timeout.connect(self._update_status)
         self._timer.start()
         self.class_panel.fill()
@@ -365,6 +364,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if self._closed:
             return
         self.status_panel.tick(self.last_step, self._shown, self.run.running, self.refreshes.last, self.classes.names)
+        self.data_panel.show_bank(bank_words(self.features.held_for(self.image_layer)))
         steps = self.last_step.step if self.last_step is not None else 0
         self.training_panel.progress.setValue(self.refreshes.progress(steps))
 
