@@ -96,4 +96,3 @@ def bank_words(stack: FeatureStack | None, now: float | None = None) -> str:
     preview = preview is not None and preview.ready
     return (f"first responder: computing its filter bank, {seconds:.0f} s so far"
             + ("; a coarser preview is ready to answer at Start" if preview else "") + " (keep painting)")
-
