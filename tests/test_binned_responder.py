@@ -418,7 +418,10 @@ def test_the_window_says_how_the_filter_bank_comes_on():
     stack.preview.get()
     assert "a coarser preview is ready" in bank_words(stack, now=130.0)
     stack.error = MemoryError("out of memory")
-    assert "failed (out of memory); Start computes it again" in bank_words(stack)
+    assert "failed (out of memory); its coarser preview answers" in bank_words(stack)
+    alone = FeatureStack(image, SPACING)  # no preview to answer meanwhile
+    alone.error = MemoryError("out of memory")
+    assert "failed (out of memory); Start computes it again" in bank_words(alone)
     stack.error = None
     stack.get()
     assert bank_words(stack).startswith("first responder ready (filter bank computed in")

@@ -86,9 +86,10 @@ def bank_words(stack: FeatureStack | None, now: float | None = None) -> str:
         return ""
     if stack.ready:
         return f"first responder ready (filter bank computed in {stack.seconds:.0f} s)"
-    if stack.error is not None:
-        return f"the first responder's filter bank failed ({stack.error}); Start computes it again"
     preview = stack.preview
+    if stack.error is not None:
+        then = "its coarser preview answers" if preview is not None and preview.ready else "Start computes it again"
+        return f"the first responder's filter bank failed ({stack.error}); {then}"
     starts = [t for t in (stack.started, preview.started if preview is not None else None) if t is not None]
     if not starts:
         return "first responder: its filter bank will be computed"
