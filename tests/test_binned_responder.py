@@ -16,6 +16,7 @@ from napari_sparseseg.core.annotation import AnnotatedVolume
 from napari_sparseseg.core.binning import MAX_FACTOR, bin_mean, binned_shape, binning_factors, covering_box, upsample
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ResponderConfig
+from napari_sparseseg.core.encoding import mask_to_layer
 from napari_sparseseg.core.events import Notice, Prediction
 from napari_sparseseg.core.feature_stack import (
     EXTRA_THREAD_BYTES,
@@ -27,7 +28,6 @@ from napari_sparseseg.core.feature_stack import (
     preview_grid,
     responder_bytes,
 )
-from napari_sparseseg.core.encoding import mask_to_layer
 from napari_sparseseg.core.features import ComputationCancelled, compute_features
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.holdout import HoldOut
