@@ -207,7 +207,7 @@ def test_a_zarr_image_gets_its_filter_bank_while_the_user_paints(make_napari_vie
     viewer.window.add_dock_widget(widget, name="sparseseg")
     try:
         assert widget.image_layer.data is stored and widget.data_panel.image_problem() is None
-        stack = widget.features.for_layer(widget.image_layer)
+        stack = widget.features.held_for(widget.image_layer)
         assert stack is not None  # computing from the moment the image was chosen, not from Start
         qtbot.waitUntil(lambda: stack.ready, timeout=60000)
         widget._update_status()  # the 1 s timer's redraw
