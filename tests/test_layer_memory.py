@@ -65,3 +65,11 @@ def test_a_volume_far_larger_than_the_machine_is_refused_without_reading_it():
     huge = SimpleNamespace(data=data, scale=(1.0, 1.0, 1.0), name="huge")  # a layer reads data: the check must not
     problem = memory_problem(huge, 1, total=64 * 2**30)
     assert problem is not None and "GiB" in problem
+
+
+def test_the_machines_memory_is_read_once_and_is_what_psutil_says():
+    import psutil
+
+    from napari_sparseseg.plugin.layers import physical_memory
+
+    assert physical_memory() == psutil.virtual_memory().total and physical_memory() is physical_memory()

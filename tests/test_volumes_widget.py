@@ -134,8 +134,6 @@ def test_a_volume_that_cannot_train_with_the_first_is_refused_and_one_added_afte
 
 
 def test_another_volume_that_would_not_fit_the_machine_with_the_first_is_refused(make_napari_viewer, monkeypatch):
-    import psutil
-
     from napari_sparseseg.plugin.layers import session_bytes
 
     viewer = make_napari_viewer()
@@ -143,9 +141,8 @@ def test_another_volume_that_would_not_fit_the_machine_with_the_first_is_refused
     widget = make_widget(viewer, image)
     warnings = []
     monkeypatch.setattr("napari_sparseseg.plugin.volumes_panel.show_warning", warnings.append)
-    machine = psutil.virtual_memory()
     alone = session_bytes(image, len(widget.classes))  # the first image fits, not both
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: machine._replace(total=alone + 1))
+    monkeypatch.setattr("napari_sparseseg.plugin.layers.physical_memory", lambda: alone + 1)
     try:
         assert widget.data_panel.image_problem() is None
         assert widget.volumes_panel.add(other) is None and widget.volumes_panel.entries == []

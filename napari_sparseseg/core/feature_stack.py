@@ -16,6 +16,7 @@ import numpy as np
 from .binning import bin_mean, binned_shape, binning_factors
 from .context import context_columns
 from .features import ComputationCancelled, compute_features, feature_names
+from .lazy import is_lazy
 from .volume import as_channels_first
 
 __all__ = ["EXTRA_THREAD_BYTES", "PREVIEW_VOXELS", "FeatureStack", "Grid", "ImageSource", "choose_grid",
@@ -143,7 +144,7 @@ class ImageSource:
 
     def __init__(self, image) -> None:
         self.image = image
-        self._array: np.ndarray | None = image if type(image) is np.ndarray else None
+        self._array: np.ndarray | None = None if is_lazy(image) else image
         self._lock = threading.Lock()
 
     def array(self) -> np.ndarray:

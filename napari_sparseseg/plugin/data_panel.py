@@ -20,6 +20,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabe
 
 from ..core.encoding import ANNOTATION_DTYPE
 from .layers import image_layer_problem, is_output, memory_problem, placement, role
+from .status_panel import set_text
 
 if TYPE_CHECKING:
     import napari
@@ -129,9 +130,8 @@ class DataPanel(QGroupBox):
 
     def show_bank(self, words: str) -> None:
         """Say how the chosen image's filter bank is coming on (``background.bank_words``; empty: nothing)."""
-        if self.bank_message.text() != words:  # each change repaints the window
-            self.bank_message.setText(words)
-            self.bank_message.setVisible(bool(words))
+        set_text(self.bank_message, words)
+        self.bank_message.setVisible(bool(words))
 
     def _image_chosen(self) -> None:
         self.show_problem()

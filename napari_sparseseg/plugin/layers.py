@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -66,15 +67,21 @@ def session_bytes(layer: Image, num_classes: int, others: Sequence[Image] = ()) 
     return SESSION_FIXED_BYTES + bank + sum(volume_bytes(v, num_classes) for v in (layer, *others))
 
 
+@functools.cache
+def physical_memory() -> int:
+    """This machine's physical memory in bytes (read once: it does not change while the window is open)."""
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
 def memory_problem(layer: Image, num_classes: int, total: int | None = None,
                    others: Sequence[Image] = ()) -> str | None:
     """Why training on ``layer`` (with ``others``, the session's other volumes) in the window would not fit this
     machine's memory (``total`` bytes, default the physical memory), or None. Said when the image is chosen (or
     another volume added), rather than the window being killed for memory at Start with the user's strokes in it."""
     if total is None:
-        import psutil
-
-        total = psutil.virtual_memory().total
+        total = physical_memory()
     need = session_bytes(layer, num_classes, others)
     if need <= total:
         return None
