@@ -14,7 +14,8 @@ the commands share).
 
 from __future__ import annotations
 
-from .evaluate import LEARNER_NAMES, cmd_demo, cmd_evaluate
+from .common import LEARNER_NAMES
+from .evaluate import cmd_demo, cmd_evaluate
 from .gui import cmd_gui
 from .parser import build_parser, main
 from .predict import cmd_predict, image_files, instances_path, mask_path

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+#: How the command line names each learner whose mask is shown.
+LEARNER_NAMES = {"forest": "the first responder", "net": "the 3D U-Net", "blend": "U-Net + first responder"}
+
 
 def session_config(args: argparse.Namespace):
     """The session settings a command's ``--model-size``, ``--seed`` and ``--device`` ask for."""

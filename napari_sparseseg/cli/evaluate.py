@@ -11,10 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import advance_bar, progress_bar, session_config
-
-#: How the command line names each learner.
-LEARNER_NAMES = {"forest": "the first responder", "net": "the 3D U-Net", "blend": "U-Net + first responder"}
+from .common import LEARNER_NAMES, advance_bar, progress_bar, session_config
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import advance_bar, check_output_path, progress_bar, session_config
+from .common import LEARNER_NAMES, advance_bar, check_output_path, progress_bar, session_config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -53,20 +53,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         for other_image, other_annotation in also:
             _add_volume(session, other_image, other_annotation, args)
         store = _create_store(args.session, session, args.image, args.level) if args.session else None
-    interrupted = _train_for(session, store, args.seconds)
+    shown = _train_for(session, args.seconds)
     if store is not None:
         store.close(checkpoint=True)
         print(f"session saved after {session.trainer.step} steps to {args.session}")
     if args.model:
         save_model(session.trainer, args.model)
         print(f"saved model after {session.trainer.step} steps to {args.model}")
-    if interrupted:
+    if shown is None:
         return 130
     if args.out:
-        from ..io import save_mask
-
-        save_mask(args.out, session.segment(), session.volume.spacing, affine=source.affine)
-        print(f"wrote segmentation to {args.out}")
+        _write_shown(args.out, session, shown, affine=source.affine)
     return 0
 
 
@@ -148,36 +145,51 @@ def cmd_resume(args: argparse.Namespace) -> int:
     others = f", and {len(session.other_volumes)} other volumes" if session.other_volumes else ""
     print(f"resuming {args.store} at step {start} ({session.volume.n_labeled} labeled voxels{others})")
     store.start_autosave()
-    interrupted = _train_for(session, store, args.seconds)
+    shown = _train_for(session, args.seconds)
     store.close(checkpoint=True)
     print(f"saved checkpoint at step {session.trainer.step} (+{session.trainer.step - start}) to {args.store}")
-    if interrupted:
+    if shown is None:
         return 130
     if args.out:
-        from ..io import save_mask
-
-        save_mask(args.out, session.segment(), session.volume.spacing)
-        print(f"wrote segmentation to {args.out}")
+        _write_shown(args.out, session, shown)
     return 0
 
 
-def _train_for(session, store, seconds: float) -> bool:
-    """Train a budgeted run with a progress bar; True if Ctrl-C ended it (what was learned is kept for saving)."""
+def _train_for(session, seconds: float):
+    """Run the window's loop for ``seconds`` of wall-clock time with a progress bar (``core.shown.run_shown``):
+    the first responder answers, the net trains and takes over when it scores better on held-back labels. The
+    :class:`~.core.shown.ShownMask` at the end, or None if Ctrl-C ended it (what was learned is kept for saving)."""
+    from ..core.events import Notice
+    from ..core.shown import run_shown
+
     bar = progress_bar(seconds, "training")
-    t0 = session.trainer.elapsed
-    events = session.train(max_seconds=seconds, decay_until=t0 + seconds)
+
+    def report(event, shown, elapsed: float) -> None:
+        if isinstance(event, Notice):
+            bar.write(f"{event.level}: {event.message}", file=sys.stderr)
+        what = LEARNER_NAMES.get(shown.learner, "nothing yet")
+        estimate = f" (estimated Dice {shown.estimate.dice:.2f})" if shown.estimate is not None else ""
+        advance_bar(bar, min(elapsed, seconds), f"step {session.trainer.step}, showing {what}{estimate}")
+
     try:
-        for event in events:
-            _record(store, session, event)
-            advance_bar(bar, session.trainer.elapsed - t0,
-                        f"step {session.trainer.step} loss {getattr(event, 'loss', float('nan')):.3f}")
+        return run_shown(session, seconds, report)
     except KeyboardInterrupt:
         bar.write(f"interrupted at step {session.trainer.step}: saving what was learned", file=sys.stderr)
-        return True
+        return None
     finally:
-        events.close()
         bar.close()
-    return False
+
+
+def _write_shown(path: str, session, shown, affine=None) -> None:
+    """Write the mask the window would show at the end (``core.shown.final_mask``) and say whose it is."""
+    from ..core.shown import final_mask
+    from ..io import save_mask
+
+    save_mask(path, final_mask(session, shown), session.volume.spacing, affine=affine)
+    scores = ", ".join(f"{LEARNER_NAMES[k]} {v:.3f}" for k, v in sorted(shown.scores.items()) if k in LEARNER_NAMES)
+    whose = "the 3D U-Net's" if shown.learner in (None, "net") or not shown.whole \
+        else f"{LEARNER_NAMES[shown.learner]}'s"
+    print(f"wrote {whose} segmentation to {path}" + (f" (Dice on held-back labels: {scores})" if scores else ""))
 
 
 def _read_annotation(path: str, level: int, encoding: str = "auto") -> np.ndarray:
@@ -241,15 +253,3 @@ def _create_store(path: str, session, image_path: str, level: int = 0):
                                 image_name=Path(image_path).name.split(".")[0])
     store.start_autosave()
     return store
-
-
-def _record(store, session, event) -> None:
-    """History and a checkpoint every ~30 s of training, when a session store is kept; notices to stderr."""
-    from ..core.events import Notice, TrainStep
-
-    if store is not None and isinstance(event, TrainStep):
-        store.on_step(session.trainer, event)
-    elif isinstance(event, Notice):
-        from tqdm import tqdm
-
-        tqdm.write(f"{event.level}: {event.message}", file=sys.stderr)

@@ -1,0 +1,116 @@
+"""The mask the prediction layer would show, kept without a window: the interactive loop run for a budget.
+
+The command line's ``train`` and ``resume`` run the plugin's loop
+(:meth:`~.session.SegmentationSession.interactive`: the first responder answers
+from the first seconds, the net trains and learns from it, the hand-over shows
+whichever scores better on the held-back labels) and write what a user of the
+window would see at the end of the budget, not the net's mask alone: on a
+plain CPU the net needs minutes to catch up (``BENCHMARKS.md``), and a command
+run for a minute would otherwise write the worse mask.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .encoding import merge_labels
+from .events import Prediction
+
+if TYPE_CHECKING:
+    from .display import Event
+    from .estimate import DiceEstimate
+    from .session import SegmentationSession
+
+
+@dataclass
+class ShownMask:
+    """The session's own volume as the prediction layer shows it, from the loop's predictions.
+
+    Attributes
+    ----------
+    labels : np.ndarray
+        uint8 ``(z, y, x)`` class map (mask encoding) of the predictions shown, background where none came yet.
+    learner : {"net", "forest", "blend"} or None
+        Who predicted the latest one shown (None: nothing shown yet).
+    estimate : DiceEstimate or None
+        Its expected Dice, as the window states it.
+    scores : dict
+        Each learner's latest Dice on the held-back labels.
+    covered : np.ndarray
+        bool ``(z, y, x)``: voxels some prediction shown has covered.
+    """
+
+    labels: np.ndarray
+    learner: str | None = None
+    estimate: DiceEstimate | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    covered: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int, int]) -> ShownMask:
+        """Nothing shown yet over a volume of ``shape``."""
+        return cls(np.zeros(shape, np.uint8), covered=np.zeros(shape, bool))
+
+    def update(self, prediction: Prediction) -> None:
+        """Show ``prediction`` (a prediction of another training volume is not shown here)."""
+        if prediction.volume:
+            return
+        self.labels[prediction.box.slices] = prediction.labels
+        self.covered[prediction.box.slices] = True
+        self.learner, self.estimate, self.scores = prediction.learner, prediction.estimate, dict(prediction.scores)
+
+    @property
+    def whole(self) -> bool:
+        """Whether every voxel has been shown."""
+        return bool(self.covered.all())
+
+
+def run_shown(session: SegmentationSession, seconds: float,
+              on_event: Callable[[Event, ShownMask, float], None] | None = None,
+              clock: Callable[[], float] = time.perf_counter) -> ShownMask:
+    """Run the session's interactive loop for ``seconds`` of wall-clock time; what it would show at the end.
+
+    Parameters
+    ----------
+    session : SegmentationSession
+        The session (its store, if bound, is kept up to date by the loop).
+    seconds : float
+        Wall-clock budget, everything counted (the first responder's filter bank, fits, training, predictions).
+    on_event : callable, optional
+        ``on_event(event, shown, elapsed_seconds)`` after each event (a progress bar, messages).
+    clock : callable
+        Seconds on a monotonic clock (the tests give one of their own).
+
+    Returns
+    -------
+    ShownMask
+        What the prediction layer would show. A ``KeyboardInterrupt`` propagates; the loop is closed first.
+    """
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    shown = ShownMask.empty(session.volume.shape)
+    t0 = clock()
+    events = session.interactive(should_stop=lambda: clock() - t0 >= seconds)
+    try:
+        for event in events:
+            if isinstance(event, Prediction):
+                shown.update(event)
+            if on_event is not None:
+                on_event(event, shown, clock() - t0)
+    finally:
+        events.close()
+    return shown
+
+
+def final_mask(session: SegmentationSession, shown: ShownMask) -> np.ndarray:
+    """The dense mask to write (labels kept where painted): the first responder's or the blend's as shown; the
+    net's final, mirrored prediction (:meth:`~.session.SegmentationSession.segment`) where the net is shown or
+    nothing covered the whole volume yet."""
+    if shown.learner in (None, "net") or not shown.whole:
+        return session.segment()
+    return merge_labels(shown.labels, session.volume.labels)
