@@ -53,30 +53,31 @@ def run_train(code: Path, folder: Path, seconds: float, seed: int) -> tuple[floa
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"train failed ({done.returncode}): {done.stderr[-2000:]}")
-    said = re.search(r"wrote (.*?) ?segmentation to", done.stdout)
-    whose = said.group(1).removesuffix("'s").strip() if said and said.group(1) else "the net"
+    said = re.search(r"wrote the segmentation shown at the end \((.*?)\) to", done.stdout)
+    whose = said.group(1) if said else "the net"  # before the window's loop, train wrote the net's
     with np.load(out) as d:
         return wall, whose, d[d.files[0]] if "labels" not in d.files else d["labels"]
 
 
 def summarise(path: str) -> None:
-    """Mean over seeds of each Dice column of a printed run, per volume and protocol (markdown)."""
+    """Mean over seeds of each code's Dice and process seconds, per volume and protocol, as a markdown table."""
     rows: dict[tuple[str, str], list[list[float]]] = {}
-    header = None
+    labels: list[str] = []
     for line in Path(path).read_text().splitlines():
         if line.startswith("volume "):
-            header = [c.strip() for c in line.split("|")[1:]]
+            labels = [c.split(":")[0].strip() for c in line.split("|")[1:]]
             continue
-        if "|" not in line or header is None:
+        if "|" not in line or not labels:
             continue
         name, protocol, _ = line.split("|")[0].split()
-        dice = [float(c.split()[0]) for c in line.split("|")[1:]]
-        rows.setdefault((name, protocol), []).append(dice)
-    print("| volume | protocol | " + " | ".join(header) + " |")
-    print("|---|---|" + "---|" * len(header))
+        cells = [re.match(r"\s*([\d.]+) \((.*), (\d+)\)", c).groups() for c in line.split("|")[1:]]
+        rows.setdefault((name, protocol), []).append([float(v) for d, _, t in cells for v in (d, t)])
+    print("| volume | protocol | " + " | ".join(f"{label} Dice | {label} s" for label in labels) + " | seeds |")
+    print("|---|---|" + "---|---|" * len(labels) + "---|")
     for (name, protocol), values in rows.items():
         mean = np.mean(values, axis=0)
-        print(f"| {name} | {protocol} | " + " | ".join(f"{v:.3f}" for v in mean) + f" | ({len(values)} seeds)")
+        cells = " | ".join(f"{mean[i]:.3f} | {mean[i + 1]:.0f}" for i in range(0, len(mean), 2))
+        print(f"| {name} | {protocol} | {cells} | {len(values)} |")
 
 
 def main() -> None:

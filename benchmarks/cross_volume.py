@@ -17,6 +17,10 @@ reference. The 3D U-Net paper's "fully automated" setting, on the volumes at han
 A's labels and its confident answers become the net's pseudo-labels at weight ``W`` (``core.distill``), as the
 plugin's loop hands them (kept for the whole run here: no held-back labels to fade them by).
 
+``--loop window``: the net of ``across`` trains in the plugin's loop (``SegmentationSession.interactive``, what
+``train`` runs: the first responder answers, 12.5 % of the labels are held back from the net, its answers taught to
+the net and faded as it catches up; no learning-rate decay or guards, which a budgeted run has) until ``--steps``.
+
 ``--modes`` picks what is run: ``across`` (the above), ``both`` (half B labeled too, by the same protocol: the
 net trains on both halves' labels, B the session's volume and A added with
 ``SegmentationSession.add_training_volume``, and predicts B) and ``alone`` (the net on half B's labels alone, the
@@ -30,6 +34,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,15 +96,22 @@ def distil_from_responder(session: SegmentationSession, image: np.ndarray, weigh
 
 
 def net_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, k: int, steps: int,
-               seed: int, distill: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+               seed: int, distill: float = 0.0, loop: str = "budget") -> tuple[np.ndarray, np.ndarray, float]:
     """Class maps of half A and half B from a net trained ``steps`` steps on half A's labels (and the first
-    responder's answers at weight ``distill`` where it is above 0), and its seconds."""
+    responder's answers at weight ``distill`` where it is above 0), and its seconds. ``loop="window"``: trained in
+    the window's loop instead (``SegmentationSession.interactive``, as ``train`` runs it), until ``steps``."""
     config = net_config(seed)
+    if loop == "window":
+        config = replace(config, responder=ResponderConfig())
     session = SegmentationSession(image_a, num_classes=k, spacing=spacing, annotation=annotation_a, config=config)
     if distill > 0:
         distil_from_responder(session, image_a, distill, seed)
     t0 = time.perf_counter()
-    for _ in session.train(max_steps=steps, decay_until=float(steps)):  # a budgeted run, clocked in steps
+    if loop == "window":
+        events = session.interactive(should_stop=lambda: session.trainer.step >= steps)
+    else:
+        events = session.train(max_steps=steps, decay_until=float(steps))  # a budgeted run, clocked in steps
+    for _ in events:
         pass
     seconds = time.perf_counter() - t0
     on_a = session.trainer.predict(final=True).labels
@@ -148,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--distill", type=float, default=0.0,
                     help="the net of 'across' also learns the first responder's confident answers at this weight")
+    ap.add_argument("--loop", choices=("budget", "window"), default="budget",
+                    help="how the net of 'across' trains: a budgeted run of --steps (train before it ran the "
+                         "window's loop), or the window's loop (the first responder, held-back labels, distillation "
+                         "faded as the net catches up) until --steps")
     ap.add_argument("--modes", nargs="+", choices=("across", "both", "alone"), default=["across"])
     ap.add_argument("--json")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the mean over seeds of these runs' rows")
@@ -164,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         truth_a, truth_b = halves(truth)
         annotation_a = simulate_annotation(truth_a, args.protocol)
         row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed,
-               "distill": args.distill}
+               "distill": args.distill, "loop": args.loop}
         line = f"{name:42s}"
         if "across" in args.modes:
             forest_a, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed)
             net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed,
-                                                args.distill)
+                                                args.distill, args.loop)
             dice = {key: evaluate_masks(t, m, k + 1)["dice_fg"] for key, t, m in (
                 ("forest_a", truth_a, forest_a), ("forest_b", truth_b, forest_b), ("net_a", truth_a, net_a),
                 ("net_b", truth_b, net_b))}

@@ -261,7 +261,9 @@ def test_cli_train_with_session_then_resume_continues_from_the_checkpoint(tmp_pa
     assert first > 0
     out = tmp_path / "mask.tif"
     assert main(["resume", str(store_path), "--seconds", "2", "--device", "cpu", "--out", str(out)]) == 0
-    assert f"resuming {store_path} at step {first}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"resuming {store_path} at step {first}" in said
+    assert "wrote the segmentation shown at the end (" in said  # the window's loop: whose mask, said
     store, session = SessionStore.open(store_path)
     assert store.checkpoint_index()["latest"]["step"] == session.trainer.step > first
     assert out.exists()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .box import Box
 from .encoding import merge_labels
 from .events import Prediction
 
@@ -35,26 +36,26 @@ class ShownMask:
     ----------
     labels : np.ndarray
         uint8 ``(z, y, x)`` class map (mask encoding) of the predictions shown, background where none came yet.
+    covered : np.ndarray
+        bool ``(z, y, x)``: voxels some prediction shown has covered.
     learner : {"net", "forest", "blend"} or None
         Who predicted the latest one shown (None: nothing shown yet).
     estimate : DiceEstimate or None
         Its expected Dice, as the window states it.
     scores : dict
         Each learner's latest Dice on the held-back labels.
-    covered : np.ndarray
-        bool ``(z, y, x)``: voxels some prediction shown has covered.
     """
 
     labels: np.ndarray
+    covered: np.ndarray
     learner: str | None = None
     estimate: DiceEstimate | None = None
     scores: dict[str, float] = field(default_factory=dict)
-    covered: np.ndarray | None = None
 
     @classmethod
     def empty(cls, shape: tuple[int, int, int]) -> ShownMask:
         """Nothing shown yet over a volume of ``shape``."""
-        return cls(np.zeros(shape, np.uint8), covered=np.zeros(shape, bool))
+        return cls(np.zeros(shape, np.uint8), np.zeros(shape, bool))
 
     def update(self, prediction: Prediction) -> None:
         """Show ``prediction`` (a prediction of another training volume is not shown here)."""
@@ -113,4 +114,4 @@ def final_mask(session: SegmentationSession, shown: ShownMask) -> np.ndarray:
     nothing covered the whole volume yet."""
     if shown.learner in (None, "net") or not shown.whole:
         return session.segment()
-    return merge_labels(shown.labels, session.volume.labels)
+    return merge_labels(shown.labels, session.volume.labels[Box.full(shown.labels.shape).slices])  # sparse too
