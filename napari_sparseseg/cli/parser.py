@@ -47,9 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="of --annotation: annotation = 0 unlabeled, 1 background, k+1 class k; layer = an "
                         "annotation layer saved from napari (class k is k, background 255); auto (default): layer "
                         "if the file holds 255, else annotation")
-    p.add_argument("--seconds", type=float, default=120.0)
+    p.add_argument("--seconds", type=float, default=120.0,
+                   help="wall-clock seconds of the window's loop, everything counted (default 120)")
     p.add_argument("--model", help="where to save the model (.pt); needed unless --session is given")
-    p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz, .zarr, .ome.zarr)")
+    p.add_argument("--out", help="also write the dense segmentation the window would show at the end (the first "
+                   "responder's until the net scores better on held-back labels) here (.npz, .tif, .nii.gz, .zarr, "
+                   ".ome.zarr)")
     p.add_argument("--level", type=int, default=0,
                    help="OME-Zarr pyramid level of the image to train on (0 = full resolution)")
     p.add_argument("--session", help="session store folder (e.g. run.sparseseg) to create, or to update when it "
@@ -66,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="reopen a session store and continue training from its checkpoint")
     p.add_argument("store", help="session store folder (e.g. run.sparseseg)")
-    p.add_argument("--seconds", type=float, default=120.0)
-    p.add_argument("--out", help="also write the dense segmentation here (.npz, .tif, .nii.gz)")
+    p.add_argument("--seconds", type=float, default=120.0,
+                   help="wall-clock seconds of the window's loop, everything counted (default 120)")
+    p.add_argument("--out", help="also write the dense segmentation the window would show at the end here (.npz, "
+                   ".tif, .nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(func=cmd_resume)
 

@@ -17,6 +17,7 @@ from ..core.encoding import mask_to_annotation
 from ..core.estimate import DiceEstimate
 from ..core.events import Guidance, Prediction, TrainStep
 from ..core.session import SegmentationSession
+from ..core.shown import ShownMask
 from ..core.volume import validate_spacing
 from .metrics import evaluate_masks
 from .protocols import FULL, parse_protocol, protocol_mask, simulate_annotation
@@ -206,9 +207,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     def displayed(mask: np.ndarray) -> np.ndarray:
         return mask if full else np.where(labeled, truth, mask).astype(np.uint8)
 
-    shown = np.zeros(truth.shape, np.uint8)  # nothing shown yet: background everywhere (labels merged in)
-    learner: str | None = None
-    shown_estimate: DiceEstimate | None = None
+    shown = ShownMask.empty(truth.shape)  # nothing shown yet: background everywhere (labels merged in)
     instants = curve_seconds(budget_seconds)
     curve: list[dict[str, Any]] = []
     clock = _Clock()
@@ -223,10 +222,10 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         while len(curve) < len(instants) and instants[len(curve)] <= now:
             t = instants[len(curve)]
             point = clock.pause_while(lambda t=t: {
-                "seconds": t, "step": trainer.step, "learner": learner,
-                "dice_fg": evaluate_masks(truth, displayed(shown), k + 1)["dice_fg"],
-                **estimate_fields(shown_estimate),
-                "held_back_dice": session.handover.scores.get(learner) if learner else None,
+                "seconds": t, "step": trainer.step, "learner": shown.learner,
+                "dice_fg": evaluate_masks(truth, displayed(shown.labels), k + 1)["dice_fg"],
+                **estimate_fields(shown.estimate),
+                "held_back_dice": session.handover.scores.get(shown.learner) if shown.learner else None,
                 "dice_fg_net": learner_dice("net"), "dice_fg_forest": learner_dice("forest")})
             curve.append(point)
             if progress is not None:
@@ -252,15 +251,15 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
                             "voxels": int(np.prod(truth[plane].shape))})
             guidance = None
         if isinstance(event, Prediction):
-            shown[event.box.slices] = event.labels
-            learner, shown_estimate = event.learner, event.estimate
+            shown.update(event)
         elif progress is not None and isinstance(event, TrainStep):
             progress("train", min(clock.now() / budget_seconds, 1.0),
-                     {"step": trainer.step, "loss": event.loss, "learner": learner})
+                     {"step": trainer.step, "loss": event.loss, "learner": shown.learner})
     events.close()
     score_until(float("inf"))
     wall = clock.now()
-    pred = displayed(shown)
+    pred = displayed(shown.labels)
+    learner = shown.learner
     net = session.display.latest("net")
     net_scores = None if net is None else evaluate_masks(truth, displayed(net.argmax(0).astype(np.uint8)), k + 1)
     annotation = session.volume.labels.copy() if suggested else annotation  # the baselines see the final labels
@@ -274,7 +273,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
         "steps": trainer.step,
         "learner": learner,
         "held_back_scores": dict(session.handover.scores),
-        **estimate_fields(shown_estimate),
+        **estimate_fields(shown.estimate),
         "held_back_dice": session.handover.scores.get(learner) if learner else None,
         "held_back_dice_interval": session.handover.intervals.get(learner) if learner else None,
         "features_seconds": None if features_seconds is None else round(features_seconds, 2),
