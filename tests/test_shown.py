@@ -36,7 +36,7 @@ def test_the_mask_written_is_the_first_responders_while_the_net_is_behind():
         state["whole"] = state["whole"] or (isinstance(event, Prediction) and event.box == Box.full(SHAPE))
 
     shown = run_shown(session, 60.0, note, clock=lambda: float("inf") if state["whole"] else 0.0)
-    assert shown.learner == "forest" and shown.whole and state["events"] >= 1
+    assert shown.learner == shown.written == "forest" and shown.whole and state["events"] >= 1
     written = final_mask(session, shown)
     np.testing.assert_array_equal(written, merge_labels(shown.labels, session.volume.labels))
     np.testing.assert_array_equal(written[8], mask[8])  # labels kept where painted
@@ -52,7 +52,7 @@ def test_the_net_is_written_when_it_is_shown_or_nothing_covered_the_volume():
     np.testing.assert_array_equal(final_mask(session, shown), session.segment())  # nothing shown yet
     prediction = session.predict(Box((0, 0, 0), (4, 32, 32)))
     shown.update(prediction)
-    assert shown.learner == "net" and not shown.whole
+    assert shown.learner == shown.written == "net" and not shown.whole
     np.testing.assert_array_equal(final_mask(session, shown), session.segment())
     shown.update(replace(prediction, volume=1, box=Box.full(SHAPE), labels=np.ones(SHAPE, np.uint8)))
     assert not shown.whole and not shown.labels[4:].any()  # another training volume's is not shown over this one

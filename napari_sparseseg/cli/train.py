@@ -187,8 +187,7 @@ def _write_shown(path: str, session, shown, affine=None) -> None:
 
     save_mask(path, final_mask(session, shown), session.volume.spacing, affine=affine)
     scores = ", ".join(f"{LEARNER_NAMES[k]} {v:.3f}" for k, v in sorted(shown.scores.items()) if k in LEARNER_NAMES)
-    whose = LEARNER_NAMES["net"] if shown.learner in (None, "net") or not shown.whole else LEARNER_NAMES[shown.learner]
-    print(f"wrote the segmentation shown at the end ({whose}) to {path}"
+    print(f"wrote the segmentation shown at the end ({LEARNER_NAMES[shown.written]}) to {path}"
           + (f"; Dice on held-back labels: {scores}" if scores else ""))
 
 

@@ -70,6 +70,12 @@ class ShownMask:
         """Whether every voxel has been shown."""
         return bool(self.covered.all())
 
+    @property
+    def written(self) -> str:
+        """Whose mask :func:`final_mask` writes: the learner shown, or ``"net"`` where the net is shown or nothing
+        covered the whole volume yet."""
+        return "net" if self.learner in (None, "net") or not self.whole else self.learner
+
 
 def run_shown(session: SegmentationSession, seconds: float,
               on_event: Callable[[Event, ShownMask, float], None] | None = None,
@@ -112,6 +118,6 @@ def final_mask(session: SegmentationSession, shown: ShownMask) -> np.ndarray:
     """The dense mask to write (labels kept where painted): the first responder's or the blend's as shown; the
     net's final, mirrored prediction (:meth:`~.session.SegmentationSession.segment`) where the net is shown or
     nothing covered the whole volume yet."""
-    if shown.learner in (None, "net") or not shown.whole:
+    if shown.written == "net":
         return session.segment()
     return merge_labels(shown.labels, session.volume.labels[Box.full(shown.labels.shape).slices])  # sparse too

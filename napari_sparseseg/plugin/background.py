@@ -94,6 +94,6 @@ def bank_words(stack: FeatureStack | None, now: float | None = None) -> str:
     if not starts:
         return "first responder: its filter bank will be computed"
     seconds = (time.perf_counter() if now is None else now) - min(starts)
-    preview = preview is not None and preview.ready
+    preview_ready = preview is not None and preview.ready
     return (f"first responder: computing its filter bank, {seconds:.0f} s so far"
-            + ("; a coarser preview is ready to answer at Start" if preview else "") + " (keep painting)")
+            + ("; a coarser preview is ready to answer at Start" if preview_ready else "") + " (keep painting)")
