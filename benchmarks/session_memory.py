@@ -9,7 +9,7 @@ in view and of the whole volume) for ``--seconds``, and the final segmentation (
 it). Printed per shape: the peak resident memory (psutil, sampled every 50 ms) less the process's before the
 session was made, the first responder's bank and context maps (``responder_bytes``, exact), and the rest per
 voxel. The slope of a least-squares line of the rest over the shapes is what the session holds per voxel beside its
-fixed costs (torch, the model): ``plugin/layers.py`` (``SESSION_BYTES_PER_VOXEL``). The peak depends on what the
+fixed costs (torch, the model): ``core/footprint.py`` (``SESSION_BYTES_PER_VOXEL``). The peak depends on what the
 loop is doing at that instant, so take three shapes or more. Float32 on the CPU, 2 torch threads.
 """
 

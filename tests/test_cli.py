@@ -204,3 +204,50 @@ def test_train_learns_from_several_volumes_and_refuses_what_cannot_train_togethe
         err = capsys.readouterr().err
         assert match in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_train_refuses_a_session_larger_than_the_machine_before_building_it(gt_file, tmp_path, capsys, monkeypatch):
+    from napari_sparseseg.core import footprint, session
+
+    _, mask = sphere_volume((16, 32, 32))
+    ann = np.zeros_like(mask)
+    ann[8] = mask[8] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    need = footprint.session_bytes((16, 32, 32), (2.0, 1.0, 1.0), 1)
+    monkeypatch.setattr(footprint, "physical_memory", lambda: need - 1)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a session was built")
+
+    monkeypatch.setattr(session, "SegmentationSession", never)
+    model = tmp_path / "m.pt"
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "1",
+                 "--model", str(model), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{gt_file} is too large to train on here" in err and "--level" in err and not model.exists()
+    monkeypatch.setattr(footprint, "physical_memory", lambda: need)
+    assert footprint.too_large("x", need, None, "") is None  # exactly enough is enough
+
+
+def test_a_sessions_memory_grows_with_its_voxels_classes_channels_and_other_volumes():
+    from napari_sparseseg.core.footprint import session_bytes
+
+    one = session_bytes((16, 32, 32), (1.0, 1.0, 1.0), 1)
+    assert session_bytes((32, 32, 32), (1.0, 1.0, 1.0), 1) > one
+    assert session_bytes((16, 32, 32), (1.0, 1.0, 1.0), 4) > session_bytes((16, 32, 32), (1.0, 1.0, 1.0), 2)
+    assert session_bytes((16, 32, 32), (1.0, 1.0, 1.0), 1, channels=2) > one
+    assert session_bytes((16, 32, 32), (1.0, 1.0, 1.0), 1, others=[((8, 32, 32), 1)]) > one
+
+
+def test_train_with_too_few_seconds_for_a_mask_waits_for_the_first_whole_one(gt_file, tmp_path, capsys):
+    _, mask = sphere_volume((16, 32, 32))
+    ann = np.zeros_like(mask)
+    ann[[4, 8, 12]] = mask[[4, 8, 12]] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    out = tmp_path / "mask.tif"
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "0.001",
+                 "--model", str(tmp_path / "m.pt"), "--out", str(out), "--device", "cpu"]) == 0
+    stdout, err = capsys.readouterr()
+    assert "after the 0.001 s budget; the command waited for it" in err and "(the first responder)" in stdout
+    written = tifffile.imread(out)
+    assert 2 * np.sum((written > 0) & (mask > 0)) / (np.sum(written > 0) + np.sum(mask > 0)) > 0.9

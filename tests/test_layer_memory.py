@@ -10,15 +10,8 @@ import pytest
 from napari.layers import Image
 
 from napari_sparseseg.core.feature_stack import responder_bytes
-from napari_sparseseg.plugin.layers import (
-    CLASS_BYTES_PER_VOXEL,
-    LAYER_BYTES_PER_VOXEL,
-    SESSION_BYTES_PER_VOXEL,
-    SESSION_FIXED_BYTES,
-    memory_problem,
-    session_bytes,
-    volume_bytes,
-)
+from napari_sparseseg.core.footprint import CLASS_BYTES_PER_VOXEL, SESSION_BYTES_PER_VOXEL, SESSION_FIXED_BYTES
+from napari_sparseseg.plugin.layers import LAYER_BYTES_PER_VOXEL, memory_problem, session_bytes, volume_bytes
 
 SHAPE = (16, 64, 64)
 VOXELS = 16 * 64 * 64

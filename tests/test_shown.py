@@ -62,3 +62,29 @@ def test_the_budget_must_be_positive():
     session, _ = _session()
     with pytest.raises(ValueError, match="seconds"):
         run_shown(session, 0.0)
+
+
+def test_a_budget_too_short_for_a_whole_mask_waits_for_the_first_one():
+    session, mask = _session()
+    ticks = iter(range(10**6))  # every clock reading a second later: the budget is over at once
+
+    shown = run_shown(session, 0.5, clock=lambda: float(next(ticks)))
+    assert shown.whole and shown.overtime > 0 and shown.written == "forest"
+    assert _dice(final_mask(session, shown), mask) > 0.9
+
+
+def test_without_labels_nothing_is_waited_for():
+    image, _ = sphere_volume(SHAPE, radius=7)
+    session = SegmentationSession(image, num_classes=1, config=tiny_config(trees=8))
+    ticks = iter(range(10**6))
+    shown = run_shown(session, 0.5, clock=lambda: float(next(ticks)))
+    assert not shown.whole and shown.learner is None
+
+
+def test_the_wait_for_a_whole_mask_is_bounded():
+    from napari_sparseseg.core.shown import MAX_OVERTIME
+
+    session, _ = _session()
+    ticks = iter(range(10**6))
+    shown = run_shown(session, 0.5, clock=lambda: (MAX_OVERTIME + 1) * next(ticks))
+    assert shown.overtime >= MAX_OVERTIME and not shown.whole  # the first poll is past the longest wait

@@ -48,10 +48,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         painted = np.nonzero(annotation > 0)  # the file's strokes are painted over the stored labels
         session.add_labels(painted, annotation[painted])
     else:
+        others = [(path, *_read_labeled(path, annotation_path, args)) for path, annotation_path in also]
+        _check_memory(args.image, source, k, [(path, other) for path, other, _ in others])
         session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation,
                                       channel_axis=source.channel_axis, config=session_config(args))
-        for other_image, other_annotation in also:
-            _add_volume(session, other_image, other_annotation, args)
+        for other_path, other_source, other_annotation in others:
+            _add_volume(session, other_path, other_source, other_annotation, args)
         store = _create_store(args.session, session, args.image, args.level) if args.session else None
     shown = _train_for(session, args.seconds)
     if store is not None:
@@ -79,9 +81,25 @@ def _read_labeled(image_path: str, annotation_path: str, args: argparse.Namespac
     return source, annotation
 
 
-def _add_volume(session, image_path: str, annotation_path: str, args: argparse.Namespace) -> None:
-    """Read another image and its labels (as ``train`` reads the first) and add them to what the net learns from."""
-    source, annotation = _read_labeled(image_path, annotation_path, args)
+def _check_memory(image_path: str, source, num_classes: int, others: list) -> None:
+    """Refuse, before the session is built, a session that would not fit this machine's memory
+    (:mod:`~napari_sparseseg.core.footprint`), rather than be killed for memory minutes into training."""
+    from ..core.footprint import session_bytes, too_large
+
+    def zyx(volume) -> tuple[tuple[int, int, int], int]:
+        return volume.shape, 1 if volume.channel_axis is None else int(volume.data.shape[volume.channel_axis])
+
+    shape, channels = zyx(source)
+    need = session_bytes(shape, source.spacing, num_classes, channels, [zyx(other) for _, other in others])
+    names = image_path + "".join(f" with {path}" for path, _ in others)
+    problem = too_large(names, need, None, "Train on a crop or a coarser pyramid level (--level) of it, or in Python "
+                        "on a zarr image without reading it in (README, Volumes larger than memory)")
+    if problem:
+        raise ValueError(problem)
+
+
+def _add_volume(session, image_path: str, source, annotation: np.ndarray, args: argparse.Namespace) -> None:
+    """Add another image and its labels (read as ``train`` reads the first) to what the net learns from."""
     try:
         volume = session.add_training_volume(source.data, annotation=annotation, spacing=source.spacing,
                                              channel_axis=source.channel_axis, name=Path(image_path).name.split(".")[0],
@@ -158,21 +176,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _train_for(session, seconds: float):
     """Run the window's loop for ``seconds`` of wall-clock time with a progress bar (``core.shown.run_shown``):
     the first responder answers, the net trains and takes over when it scores better on held-back labels. The
-    :class:`~.core.shown.ShownMask` at the end, or None if Ctrl-C ended it (what was learned is kept for saving)."""
+    :class:`~.core.shown.ShownMask` at the end, or None if Ctrl-C ended it (what was learned is kept for saving).
+    A budget too short for a whole mask is stretched until there is one, and the user told."""
     from ..core.events import Notice
     from ..core.shown import run_shown
 
     bar = progress_bar(seconds, "training")
+    told = []
 
     def report(event, shown, elapsed: float) -> None:
         if isinstance(event, Notice):
             bar.write(f"{event.level}: {event.message}", file=sys.stderr)
+        if elapsed >= seconds and not shown.whole and not told:
+            told.append(True)
+            bar.write(f"the {seconds:g} s are up before the first mask of the whole volume: waiting for it",
+                      file=sys.stderr)
         what = LEARNER_NAMES.get(shown.learner, "nothing yet")
         estimate = f" (estimated Dice {shown.estimate.dice:.2f})" if shown.estimate is not None else ""
         advance_bar(bar, min(elapsed, seconds), f"step {session.trainer.step}, showing {what}{estimate}")
 
     try:
-        return run_shown(session, seconds, report)
+        shown = run_shown(session, seconds, report)
+        if shown.overtime >= 0.5:
+            bar.write(f"note: the first mask of the whole volume came {shown.overtime:.0f} s after the {seconds:g} s "
+                      "budget; the command waited for it", file=sys.stderr)
+        return shown
     except KeyboardInterrupt:
         bar.write(f"interrupted at step {session.trainer.step}: saving what was learned", file=sys.stderr)
         return None

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from .session import SegmentationSession
 
 
+#: The longest :func:`run_shown` goes on past its budget waiting for the first whole mask (the first responder's
+#: filter bank of a 25-million-voxel volume takes about 90 s on one core, ``BENCHMARKS.md``).
+MAX_OVERTIME = 600.0
+
+
 @dataclass
 class ShownMask:
     """The session's own volume as the prediction layer shows it, from the loop's predictions.
@@ -44,6 +49,8 @@ class ShownMask:
         Its expected Dice, as the window states it.
     scores : dict
         Each learner's latest Dice on the held-back labels.
+    overtime : float
+        Seconds :func:`run_shown` went on past its budget for the first whole mask.
     """
 
     labels: np.ndarray
@@ -51,6 +58,7 @@ class ShownMask:
     learner: str | None = None
     estimate: DiceEstimate | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    overtime: float = 0.0
 
     @classmethod
     def empty(cls, shape: tuple[int, int, int]) -> ShownMask:
@@ -88,6 +96,10 @@ def run_shown(session: SegmentationSession, seconds: float,
         The session (its store, if bound, is kept up to date by the loop).
     seconds : float
         Wall-clock budget, everything counted (the first responder's filter bank, fits, training, predictions).
+        The loop goes on past it until a mask covers the whole volume (the first responder's whole answer, or the
+        net's first prediction of the volume where there is no first responder): a budget of a few seconds writes a
+        mask of some use, not an untrained net's (:attr:`ShownMask.overtime` says by how much), at most
+        :data:`MAX_OVERTIME` seconds, and not at all without labels.
     on_event : callable, optional
         ``on_event(event, shown, elapsed_seconds)`` after each event (a progress bar, messages).
     clock : callable
@@ -102,7 +114,12 @@ def run_shown(session: SegmentationSession, seconds: float,
         raise ValueError(f"seconds must be > 0, got {seconds}")
     shown = ShownMask.empty(session.volume.shape)
     t0 = clock()
-    events = session.interactive(should_stop=lambda: clock() - t0 >= seconds)
+    def should_stop() -> bool:
+        elapsed = clock() - t0
+        return elapsed >= seconds and (shown.whole or elapsed >= seconds + MAX_OVERTIME
+                                       or not session.volume.n_labeled)
+
+    events = session.interactive(should_stop=should_stop)
     try:
         for event in events:
             if isinstance(event, Prediction):
@@ -111,6 +128,7 @@ def run_shown(session: SegmentationSession, seconds: float,
                 on_event(event, shown, clock() - t0)
     finally:
         events.close()
+    shown.overtime = max(0.0, clock() - t0 - seconds)
     return shown
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from napari.layers import Image
+
+from ..core import footprint
 
 #: ``layer.metadata["sparseseg_role"]`` of layers the widget creates as output.
 OUTPUT_ROLES = ("prediction", "uncertainty", "export", "volume_prediction")
@@ -27,52 +28,38 @@ def image_layer_problem(layer: Any) -> str | None:
     return None
 
 
-#: Bytes an in-memory session holds per voxel beside the first responder's filter bank and context maps (whose size
-#: :func:`~napari_sparseseg.core.feature_stack.responder_bytes` gives exactly): the peak over training, predictions and
-#: the final segmentation, one image channel and two foreground classes; least squares over 1.8, 3.5 and 7.1 Mvoxel
-#: volumes, 135 and 169 bytes per voxel in two runs (``benchmarks/session_memory.py``, ``results/session_memory.txt``).
-SESSION_BYTES_PER_VOXEL = 150
-#: What a session holds whatever the volume (torch, the model, the optimiser): 0.7-0.9 GiB in the same measurement.
-SESSION_FIXED_BYTES = 1 << 30
-#: Per foreground class beyond two: three float32 class-probability maps (the first responder's, the net's, the one
-#: shown); assumed, not measured.
-CLASS_BYTES_PER_VOXEL = 12
 #: The widget's layers over the image: annotation and prediction (uint8), which voxels are predicted (bool) and the
 #: uncertainty (float32).
 LAYER_BYTES_PER_VOXEL = 7
 
 
+def _image_read_in(layer: Image) -> int:
+    """Bytes per voxel of reading ``layer``'s image in: none for an array already in memory."""
+    return 0 if isinstance(layer.data, np.ndarray) else np.dtype(layer.data.dtype).itemsize
+
+
 def volume_bytes(layer: Image, num_classes: int) -> int:
     """Memory one volume of a session takes in the window, about, beside the first responder's bank: the session's
-    arrays of it, the widget's layers, and the image itself unless it is already in memory."""
-    voxels = math.prod(int(n) for n in layer.data.shape[-3:])
-    per_voxel = SESSION_BYTES_PER_VOXEL + CLASS_BYTES_PER_VOXEL * max(0, num_classes - 2) + LAYER_BYTES_PER_VOXEL
-    image = 0 if isinstance(layer.data, np.ndarray) else voxels * np.dtype(layer.data.dtype).itemsize
-    return voxels * per_voxel + image
+    arrays of it (:func:`~napari_sparseseg.core.footprint.volume_bytes`), the widget's layers, and the image itself
+    unless it is already in memory."""
+    return footprint.volume_bytes(layer.data.shape[-3:], num_classes,
+                                  extra_per_voxel=LAYER_BYTES_PER_VOXEL + _image_read_in(layer))
 
 
 def session_bytes(layer: Image, num_classes: int, others: Sequence[Image] = ()) -> int:
     """Memory that training on ``layer`` (and the ``others`` volumes the session also learns from) in the window
-    takes, about: the fixed costs, each volume (:func:`volume_bytes`), and the first responder's bank of ``layer`` on
-    the grid it would choose (other volumes get none)."""
-    from ..core.binning import binned_shape
-    from ..core.config import ResponderConfig
-    from ..core.feature_stack import choose_grid, responder_bytes
-
-    shape = tuple(int(n) for n in layer.data.shape[-3:])
-    spacing = tuple(float(s) for s in layer.scale[-3:])
-    grid = choose_grid(shape, spacing, ResponderConfig().max_feature_bytes, 1, max(1, num_classes))
-    bank = 0 if grid is None else responder_bytes(binned_shape(shape, grid.factors), 1, max(1, num_classes),
-                                                  grid.itemsize)
-    return SESSION_FIXED_BYTES + bank + sum(volume_bytes(v, num_classes) for v in (layer, *others))
+    takes, about: the session's (:func:`~napari_sparseseg.core.footprint.session_bytes`) and each volume's layers
+    and image read in."""
+    volumes = (layer, *others)
+    extra = sum(math.prod(int(n) for n in v.data.shape[-3:]) * (LAYER_BYTES_PER_VOXEL + _image_read_in(v))
+                for v in volumes)
+    return extra + footprint.session_bytes(layer.data.shape[-3:], layer.scale[-3:], num_classes,
+                                           others=[(o.data.shape[-3:], 1) for o in others])
 
 
-@functools.cache
 def physical_memory() -> int:
-    """This machine's physical memory in bytes (read once: it does not change while the window is open)."""
-    import psutil
-
-    return int(psutil.virtual_memory().total)
+    """This machine's physical memory in bytes (:func:`~napari_sparseseg.core.footprint.physical_memory`)."""
+    return footprint.physical_memory()
 
 
 def memory_problem(layer: Image, num_classes: int, total: int | None = None,
@@ -80,15 +67,10 @@ def memory_problem(layer: Image, num_classes: int, total: int | None = None,
     """Why training on ``layer`` (with ``others``, the session's other volumes) in the window would not fit this
     machine's memory (``total`` bytes, default the physical memory), or None. Said when the image is chosen (or
     another volume added), rather than the window being killed for memory at Start with the user's strokes in it."""
-    if total is None:
-        total = physical_memory()
-    need = session_bytes(layer, num_classes, others)
-    if need <= total:
-        return None
     what = f"'{layer.name}'" + (f" with {', '.join(repr(o.name) for o in others)}" if others else "")
-    return (f"{what} is too large to train on in this window: about {need / 2**30:.0f} GiB, this machine has "
-            f"{total / 2**30:.0f} GiB. Open a crop or a coarser level of it (the Python API trains on a zarr image "
-            "without reading it in: README, Volumes larger than memory)")
+    return footprint.too_large(what, session_bytes(layer, num_classes, others), total,
+                               "Open a crop or a coarser level of it (the Python API trains on a zarr image without "
+                               "reading it in: README, Volumes larger than memory)")
 
 
 def role(layer: Any) -> str | None:
