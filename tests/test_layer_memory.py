@@ -63,6 +63,6 @@ def test_a_volume_far_larger_than_the_machine_is_refused_without_reading_it():
 def test_the_machines_memory_is_read_once_and_is_what_psutil_says():
     import psutil
 
-    from napari_sparseseg.plugin.layers import physical_memory
+    from napari_sparseseg.core.footprint import physical_memory
 
     assert physical_memory() == psutil.virtual_memory().total and physical_memory() is physical_memory()

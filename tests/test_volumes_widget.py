@@ -142,7 +142,7 @@ def test_another_volume_that_would_not_fit_the_machine_with_the_first_is_refused
     warnings = []
     monkeypatch.setattr("napari_sparseseg.plugin.volumes_panel.show_warning", warnings.append)
     alone = session_bytes(image, len(widget.classes))  # the first image fits, not both
-    monkeypatch.setattr("napari_sparseseg.plugin.layers.physical_memory", lambda: alone + 1)
+    monkeypatch.setattr("napari_sparseseg.core.footprint.physical_memory", lambda: alone + 1)
     try:
         assert widget.data_panel.image_problem() is None
         assert widget.volumes_panel.add(other) is None and widget.volumes_panel.entries == []

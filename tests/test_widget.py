@@ -321,7 +321,7 @@ def test_refuses_2d_and_rgb_images(app):
 
 def test_an_image_too_large_for_this_machine_is_refused_when_chosen_not_at_start(app, monkeypatch):
     viewer, widget = app
-    monkeypatch.setattr("napari_sparseseg.plugin.layers.physical_memory", lambda: 2**20)  # a 1 MiB machine
+    monkeypatch.setattr("napari_sparseseg.core.footprint.physical_memory", lambda: 2**20)  # a 1 MiB machine
     viewer.add_image(np.zeros((16, 64, 64), np.float32), name="big")
     widget.data_panel.image_combo.setCurrentIndex(widget.data_panel.image_combo.findText("big"))
     assert not widget.data_panel.image_message.isHidden()

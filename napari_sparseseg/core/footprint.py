@@ -59,13 +59,13 @@ def physical_memory() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def too_large(what: str, need: int, total: int | None, advice: str) -> str | None:
-    """``"WHAT is too large to train on ...: about N GiB, this machine has M GiB. ADVICE"``, or None when ``need``
-    bytes fit in ``total`` (default :func:`physical_memory`)."""
+def too_large(what: str, need: int, total: int | None, advice: str, where: str = "here") -> str | None:
+    """``"WHAT is too large to train on WHERE: about N GiB, this machine has M GiB. ADVICE"``, or None when
+    ``need`` bytes fit in ``total`` (default :func:`physical_memory`)."""
     total = physical_memory() if total is None else total
     if need <= total:
         return None
-    return (f"{what} is too large to train on here: about {need / 2**30:.0f} GiB, this machine has "
+    return (f"{what} is too large to train on {where}: about {need / 2**30:.0f} GiB, this machine has "
             f"{total / 2**30:.0f} GiB. {advice}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..core.config import ResponderConfig
@@ -39,11 +40,14 @@ class FeatureCache:
         self._stack: FeatureStack | None = None
         self._claimed = False  # whether a session was given the stack held
 
-    def for_layer(self, layer: Image | None, num_classes: int = 1, *, claim: bool = False) -> FeatureStack | None:
-        """The filter bank of ``layer`` for a session of ``num_classes`` foreground classes (started now unless it
-        is the one held); None where the first responder will not run (no 3D image, or a feature stack over
-        ``max_bytes`` even on a binned grid). A lazy image (zarr, dask; the window checked that it fits in memory)
-        is read in that thread, once, and the session is built on the array read
+    def for_layer(self, layer: Image | None, num_classes: int = 1, *, claim: bool = False,
+                  channels: Sequence[Image] = ()) -> FeatureStack | None:
+        """The filter bank of ``layer`` (with ``channels``, further image layers read as its channels,
+        :class:`~napari_sparseseg.core.channels.ChannelStack`) for a session of ``num_classes`` foreground classes
+        (started now unless it is the one held); None where the first responder will not run (no 3D image, or a
+        feature stack over ``max_bytes`` even on a binned grid). A lazy image (zarr, dask; the window checked that
+        it fits in memory), or several channels, is read in that thread, once, and the session is built on the
+        array read
         (:meth:`~napari_sparseseg.core.feature_stack.FeatureStack.array`). The classes count because the first
         responder's context maps share the memory: a held stack on another grid is dropped for one on the grid the
         session will use.
@@ -52,31 +56,46 @@ class FeatureCache:
         a session goes on computing for it (until :meth:`unclaim`)."""
         if layer is None or getattr(layer.data, "ndim", None) != 3:
             return None
+        from ..core.channels import ChannelStack
         from ..core.feature_stack import FeatureStack, choose_grid, preview_grid
 
         spacing = tuple(float(s) for s in layer.scale[-3:])
+        arrays = (layer.data, *(c.data for c in channels))
         # In half precision or binned where the full bank would not fit (core/feature_stack.py).
-        grid = choose_grid(layer.data.shape, spacing, self.max_bytes, num_classes=max(1, int(num_classes)))
+        grid = choose_grid(layer.data.shape, spacing, self.max_bytes, len(arrays), max(1, int(num_classes)))
         stack = self._stack
-        if stack is None or not stack.matches(layer.data, spacing) or stack.grid != grid:
+        if stack is None or not _stack_of(stack, arrays, spacing) or stack.grid != grid:
             if stack is not None and not self._claimed:
                 stack.cancel()  # its thread ends before its next filter scale, and frees what it computed
             self._claimed = False
+            image, axis = (arrays[0], None) if len(arrays) == 1 else (ChannelStack(arrays), 0)
             self._stack = stack = None if grid is None else FeatureStack(
-                layer.data, spacing, grid=grid, preview=preview_grid(layer.data.shape, spacing, grid))
+                image, spacing, axis, grid=grid, preview=preview_grid(layer.data.shape, spacing, grid))
             if stack is not None:
                 stack.start()  # its preview first where it has one
         self._claimed = self._claimed or (claim and stack is not None)
         return stack
 
-    def held_for(self, layer: Image | None) -> FeatureStack | None:
-        """The stack held, if it is of ``layer``'s image (None: none, or another image's)."""
+    def held_for(self, layer: Image | None, channels: Sequence[Image] = ()) -> FeatureStack | None:
+        """The stack held, if it is of ``layer``'s image with ``channels`` (None: none, or another image's)."""
         stack = self._stack
-        return stack if stack is not None and layer is not None and stack.source.matches(layer.data) else None
+        if stack is None or layer is None:
+            return None
+        return stack if _stack_of(stack, (layer.data, *(c.data for c in channels)), stack.spacing) else None
 
     def unclaim(self) -> None:
         """The session given the stack held is gone: a stack dropped from now on stops computing."""
         self._claimed = False
+
+
+def _stack_of(stack: FeatureStack, arrays: tuple, spacing: tuple[float, ...]) -> bool:
+    """Whether ``stack`` is the bank of ``arrays`` (one image, or the channels stacked) at ``spacing``."""
+    from ..core.channels import ChannelStack
+
+    if len(arrays) == 1:
+        return stack.matches(arrays[0], spacing)
+    image = stack.source.image
+    return isinstance(image, ChannelStack) and image.holds(arrays) and stack.matches(image, spacing, 0)
 
 
 def bank_words(stack: FeatureStack | None, now: float | None = None) -> str:

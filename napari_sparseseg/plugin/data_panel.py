@@ -1,8 +1,10 @@
 """The Data box of the dock widget: which image to segment and which labels layer the user paints on.
 
 It lists the viewer's layers that qualify (3D images that are not the plugin's
-outputs; labels layers of the image's shape), keeps the choice across layer
-changes, says what is wrong with an image that cannot be used, and creates an
+outputs; labels layers of the image's shape; further image layers of the same
+grid to read as the image's channels, such as the sequences of an MRI opened as
+one layer each, those of one file ticked when the image is chosen), keeps the
+choice across layer changes, says what is wrong with an image that cannot be used, and creates an
 empty annotation layer on request. What a new choice means for the training
 session stays with the widget (the ``on_image_changed`` and
 ``on_annotation_changed`` callbacks).
@@ -10,13 +12,24 @@ session stays with the widget (the ``on_image_changed`` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+)
 
 from ..core.encoding import ANNOTATION_DTYPE
 from .layers import image_layer_problem, is_output, memory_problem, placement, role
@@ -55,7 +68,13 @@ class DataPanel(QGroupBox):
         self._on_annotation_changed = on_annotation_changed
         form = QFormLayout(self)
         self.image_combo = QComboBox()
-        self.image_combo.setToolTip("3D single-channel image to segment")
+        self.image_combo.setToolTip("3D image to segment (its further channels, if any, below)")
+        self.channel_list = QListWidget()
+        self.channel_list.setToolTip("other images of this volume (same shape and voxel size) read as further "
+                                     "channels of it, e.g. the other MRI sequences; a file's channels are ticked "
+                                     "when one of them is chosen")
+        self.channel_list.setMaximumHeight(72)
+        self.channel_label = QLabel("Channels")
         self.image_message = QLabel()
         self.image_message.setWordWrap(True)
         self.image_message.setStyleSheet("color: #ff8c69")
@@ -71,10 +90,12 @@ class DataPanel(QGroupBox):
         row.addWidget(self.annotation_combo, 1)
         row.addWidget(self.new_annotation_button)
         form.addRow("Image", self.image_combo)
+        form.addRow(self.channel_label, self.channel_list)
         form.addRow(self.image_message)
         form.addRow(self.bank_message)
         form.addRow("Annotation", row)
         self.image_combo.currentIndexChanged.connect(lambda *_: self._image_chosen())
+        self.channel_list.itemChanged.connect(lambda *_: self._channels_ticked())
         self.annotation_combo.currentIndexChanged.connect(lambda *_: self._on_annotation_changed())
         self.new_annotation_button.clicked.connect(lambda: self.create_annotation_layer())
 
@@ -83,6 +104,39 @@ class DataPanel(QGroupBox):
         """The chosen image layer, if it is still in the viewer."""
         layer = self.image_combo.currentData()
         return layer if isinstance(layer, Image) and layer in self.viewer.layers else None
+
+    @property
+    def channel_layers(self) -> list[Image]:
+        """The image layers ticked as further channels of the chosen image (still in the viewer, in list order)."""
+        items = (self.channel_list.item(i) for i in range(self.channel_list.count()))
+        return [layer for item in items if item.checkState() == Qt.CheckState.Checked
+                and (layer := item.data(Qt.ItemDataRole.UserRole)) in self.viewer.layers]
+
+    def fill_channel_choices(self, image_changed: bool = False) -> None:
+        """Offer the image layers that can be further channels of the chosen image (:func:`channel_candidates`),
+        keeping those ticked; the layers of the image's own file (``name [i]``) are ticked when the image is chosen
+        or when they arrive (napari adds a file's channels one layer at a time)."""
+        image = self.image_layer
+        kept, offered = ([], []) if image_changed else (self.channel_layers, [
+            self.channel_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.channel_list.count())])
+        candidates = channel_candidates(self.viewer.layers, image) if image is not None else []
+        ticked = kept + [ly for ly in candidates if not any(ly is o for o in offered)
+                         and _file_name(ly.name) == _file_name(image.name)]  # type: ignore[union-attr]
+        self.channel_list.blockSignals(True)
+        self.channel_list.clear()
+        for layer in candidates:
+            item = QListWidgetItem(layer.name)
+            item.setData(Qt.ItemDataRole.UserRole, layer)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if layer in ticked else Qt.CheckState.Unchecked)
+            self.channel_list.addItem(item)
+        self.channel_list.blockSignals(False)
+        for widget in (self.channel_label, self.channel_list):
+            widget.setVisible(bool(candidates))
+
+    def _channels_ticked(self) -> None:
+        self.show_problem()
+        self._on_image_changed()
 
     @property
     def annotation_layer(self) -> Labels | None:
@@ -99,6 +153,11 @@ class DataPanel(QGroupBox):
         self.fill_annotation_choices(annotation)
         if self.image_combo.currentData() is not image:
             self._image_chosen()
+        else:
+            ticked = self.channel_layers
+            self.fill_channel_choices()
+            if self.channel_layers != ticked:  # a channel layer was removed
+                self._channels_ticked()
 
     def fill_annotation_choices(self, keep: Any = None) -> None:
         """Offer the labels layers of the image's shape (not another volume's annotation); keep ``keep`` chosen if it
@@ -119,7 +178,7 @@ class DataPanel(QGroupBox):
         layer = self.image_combo.currentData()
         if layer is None:
             return NO_IMAGE
-        return image_layer_problem(layer) or memory_problem(layer, self._num_classes())
+        return image_layer_problem(layer) or memory_problem(layer, self._num_classes(), channels=self.channel_layers)
 
     def show_problem(self) -> str | None:
         """:meth:`image_problem`, also shown under the image choice (it may change with the number of classes)."""
@@ -134,6 +193,7 @@ class DataPanel(QGroupBox):
         self.bank_message.setVisible(bool(words))
 
     def _image_chosen(self) -> None:
+        self.fill_channel_choices(image_changed=True)
         self.show_problem()
         self._on_image_changed()
         self.fill_annotation_choices(self.annotation_combo.currentData())
@@ -168,8 +228,21 @@ class DataPanel(QGroupBox):
 
     def set_enabled(self, enabled: bool) -> None:
         """Allow or forbid another choice (none while training)."""
-        for w in (self.image_combo, self.annotation_combo, self.new_annotation_button):
+        for w in (self.image_combo, self.channel_list, self.annotation_combo, self.new_annotation_button):
             w.setEnabled(enabled)
+
+
+def channel_candidates(layers: Any, image: Image) -> list[Image]:
+    """The image layers that can be read as further channels of ``image``: usable 3D images that are not the
+    plugin's outputs, of the same shape and voxel size, other than ``image``."""
+    return [ly for ly in layers if isinstance(ly, Image) and ly is not image and not is_output(ly)
+            and image_layer_problem(ly) is None and ly.data.shape == image.data.shape
+            and tuple(ly.scale[-3:]) == tuple(image.scale[-3:])]
+
+
+def _file_name(layer_name: str) -> str:
+    """The name a layer has less napari's ``[i]`` suffix of one channel of a file (``brain [1]`` -> ``brain``)."""
+    return re.sub(r" \[\d+\]$", "", layer_name)
 
 
 def _offer(combo: QComboBox, layers: list[Any], chosen: Any) -> None:

@@ -46,31 +46,33 @@ def volume_bytes(layer: Image, num_classes: int) -> int:
                                   extra_per_voxel=LAYER_BYTES_PER_VOXEL + _image_read_in(layer))
 
 
-def session_bytes(layer: Image, num_classes: int, others: Sequence[Image] = ()) -> int:
-    """Memory that training on ``layer`` (and the ``others`` volumes the session also learns from) in the window
-    takes, about: the session's (:func:`~napari_sparseseg.core.footprint.session_bytes`) and each volume's layers
-    and image read in."""
+def session_bytes(layer: Image, num_classes: int, others: Sequence[Image] = (),
+                  channels: Sequence[Image] = ()) -> int:
+    """Memory that training on ``layer`` (with ``channels``, further layers read as its channels, and the ``others``
+    volumes the session also learns from) in the window takes, about: the session's
+    (:func:`~napari_sparseseg.core.footprint.session_bytes`), each volume's layers and image read in, and the
+    channels stacked into one array."""
     volumes = (layer, *others)
     extra = sum(math.prod(int(n) for n in v.data.shape[-3:]) * (LAYER_BYTES_PER_VOXEL + _image_read_in(v))
                 for v in volumes)
-    return extra + footprint.session_bytes(layer.data.shape[-3:], layer.scale[-3:], num_classes,
+    if channels:
+        extra += math.prod(int(n) for n in layer.data.shape[-3:]) * sum(
+            np.dtype(c.data.dtype).itemsize for c in (layer, *channels))
+    return extra + footprint.session_bytes(layer.data.shape[-3:], layer.scale[-3:], num_classes, 1 + len(channels),
                                            others=[(o.data.shape[-3:], 1) for o in others])
 
 
-def physical_memory() -> int:
-    """This machine's physical memory in bytes (:func:`~napari_sparseseg.core.footprint.physical_memory`)."""
-    return footprint.physical_memory()
-
-
 def memory_problem(layer: Image, num_classes: int, total: int | None = None,
-                   others: Sequence[Image] = ()) -> str | None:
-    """Why training on ``layer`` (with ``others``, the session's other volumes) in the window would not fit this
-    machine's memory (``total`` bytes, default the physical memory), or None. Said when the image is chosen (or
-    another volume added), rather than the window being killed for memory at Start with the user's strokes in it."""
-    what = f"'{layer.name}'" + (f" with {', '.join(repr(o.name) for o in others)}" if others else "")
-    return footprint.too_large(what, session_bytes(layer, num_classes, others), total,
+                   others: Sequence[Image] = (), channels: Sequence[Image] = ()) -> str | None:
+    """Why training on ``layer`` (with ``channels``, its further channel layers, and ``others``, the session's other
+    volumes) in the window would not fit this machine's memory (``total`` bytes, default the physical memory), or
+    None. Said when the image is chosen (or another volume added), rather than the window being killed for memory
+    at Start with the user's strokes in it."""
+    what = f"'{layer.name}'" + (f" with {', '.join(repr(o.name) for o in (*channels, *others))}"
+                                if others or channels else "")
+    return footprint.too_large(what, session_bytes(layer, num_classes, others, channels), total,
                                "Open a crop or a coarser level of it (the Python API trains on a zarr image without "
-                               "reading it in: README, Volumes larger than memory)")
+                               "reading it in: README, Volumes larger than memory)", "in this window")
 
 
 def role(layer: Any) -> str | None:

@@ -7,7 +7,7 @@ arrays and settings it is built from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,34 +23,40 @@ if TYPE_CHECKING:
     from ..core.session import SegmentationSession
 
 
-def session_key(image: Image | None, annotation: Labels | None, config: SessionConfig) -> tuple:
+def session_key(image: Image | None, annotation: Labels | None, config: SessionConfig,
+                channels: Sequence[Image] = ()) -> tuple:
     """What a session was built for: another key at Start means a new model (the correction weight aside, which
-    a live session takes as it is)."""
+    a live session takes as it is). The image's further channel layers come last."""
     return (image, annotation, config.model, config.device, replace(config.train, correction_weight=1.0),
-            config.inference)
+            config.inference, tuple(channels))
 
 
 def new_session(image: Image, annotation: Labels, num_classes: int, config: SessionConfig,
-                features: FeatureStack | None) -> Callable[[], SegmentationSession]:
-    """A builder of a new session on ``image`` with the labels painted on ``annotation`` now.
+                features: FeatureStack | None, channels: Sequence[Image] = ()) -> Callable[[], SegmentationSession]:
+    """A builder of a new session on ``image`` (with ``channels``, further image layers read as its channels) and
+    the labels painted on ``annotation`` now.
 
     The labels are snapshotted here (values that are no class dropped); strokes painted while the session is
-    being built reach it when it is ready (``LabelSync.resync``). A lazy image (zarr, dask) is read into memory in
-    the builder, or was already by its ``features`` (the session is built on that array, which the bank matches).
-    The builder leaves one CPU core to the GUI.
+    being built reach it when it is ready (``LabelSync.resync``). A lazy image (zarr, dask), or the channels, are
+    read into memory in the builder, or were already by its ``features`` (the session is built on that array,
+    which the bank matches). The builder leaves one CPU core to the GUI.
     """
     labels = np.asarray(annotation.data)  # layer encoding: values that are no class here stay unlabeled
     snapshot = layer_to_annotation(labels, num_classes)
-    data, spacing = image.data, tuple(float(s) for s in image.scale[-3:])
+    arrays, spacing = (image.data, *(c.data for c in channels)), tuple(float(s) for s in image.scale[-3:])
 
     def build() -> SegmentationSession:
+        from ..core.channels import ChannelStack
         from ..core.device import set_cpu_threads
         from ..core.session import SegmentationSession
 
         set_cpu_threads(leave_free=1)  # one core keeps the GUI responsive
-        array = features.array() if features is not None else np.asarray(data)
+        if features is not None:
+            array = features.array()
+        else:
+            array = np.asarray(arrays[0] if len(arrays) == 1 else ChannelStack(arrays))
         return SegmentationSession(array, num_classes=num_classes, spacing=spacing, annotation=snapshot,
-                                   config=config, features=features)
+                                   channel_axis=None if len(arrays) == 1 else 0, config=config, features=features)
 
     return build
 

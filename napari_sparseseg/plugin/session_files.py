@@ -252,7 +252,6 @@ class SessionFiles:
 
         Returns the added layers (empty, with a warning, if training runs or ``path`` is no store).
         """
-        from napari.layers import Layer
         from napari.utils.notifications import show_warning
 
         w = self.widget
@@ -263,7 +262,10 @@ class SessionFiles:
             show_warning(f"{path} is not a napari-sparseseg session store")
             return []
         path = Path(path).resolve()
-        layers = [w.viewer.add_layer(Layer.create(data, meta, kind)) for data, meta, kind in store_layers(path)]
+        layers = []
+        for data, meta, kind in store_layers(path):  # an image of several channels: a layer each, as napari opens it
+            added = getattr(w.viewer, f"add_{kind}")(data, **meta)
+            layers += added if isinstance(added, list) else [added]
         image = next(ly for ly in layers if ly.metadata.get("class_names") is not None)
         annotation = next(ly for ly in layers if ly.metadata.get("sparseseg_role") == "annotation")
         _select(w.data_panel.image_combo, image)

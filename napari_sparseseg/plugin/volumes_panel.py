@@ -79,6 +79,11 @@ class VolumeEntry:
         return [ly for ly in (self.image, self.annotation, self.prediction) if ly is not None]
 
 
+#: Why no other volume joins a session whose image has several channels.
+SEVERAL_CHANNELS = ("other volumes join a session of one image channel only: untick the further channels in the Data "
+                    "box, or train on several multi-channel volumes with `napari-sparseseg train --also`")
+
+
 class VolumesPanel(QGroupBox):
     """Other images of the same kind that the net learns from: add, paint, see them predicted.
 
@@ -136,6 +141,14 @@ class VolumesPanel(QGroupBox):
         """Volumes are added while no training runs."""
         self.add_button.setEnabled(not running and self.image_combo.count() > 0)
 
+    def accepts_channels(self, channels: list) -> bool:
+        """Whether a session whose image has ``channels`` (further channel layers) can learn from the volumes
+        added; if not, the user is told why."""
+        if channels and self.entries:
+            show_warning(f"sparseseg: {SEVERAL_CHANNELS}")
+            return False
+        return True
+
     # -- adding --------------------------------------------------------------------------
     def add(self, image: Image | None, annotation: Labels | None = None) -> VolumeEntry | None:
         """Learn from ``image`` too, from the next Start: bind its annotation layer (made when not given; strokes wait
@@ -145,6 +158,8 @@ class VolumesPanel(QGroupBox):
             problem = f"'{image.name}' is trained on already"  # type: ignore[union-attr]
         if problem is None and self.host.run.running:
             problem = "stop training before adding a volume"
+        if problem is None and self.host.data_panel.channel_layers:
+            problem = SEVERAL_CHANNELS
         if problem is None and self.host.image_layer is not None:
             problem = memory_problem(self.host.image_layer, len(self.host.classes),
                                      others=[*(e.image for e in self.entries), image])

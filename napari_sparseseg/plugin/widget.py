@@ -160,8 +160,8 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
     def _on_layer_removed(self, event: Any) -> None:
         layer = event.value
         self.layers.removed(layer)
-        session_image = self._session_key[0] if self._session_key else None
-        if (layer is not None and layer is self.layers.annotation) or layer is session_image:
+        images = (self._session_key[0], *self._session_key[-1]) if self._session_key else ()
+        if (layer is not None and layer is self.layers.annotation) or any(layer is ly for ly in images):
             self._stop_and_keep_training()
             self._drop_session(None)
             self.status_panel.say(f"layer '{layer.name}' was removed: training stopped")
@@ -172,7 +172,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if problem is None:
             if self.session is None:
                 self.class_panel.take_names_of(layer)
-            self.features.for_layer(layer, len(self.classes))  # the first responder's bank, while the user paints
+            self.features.for_layer(layer, len(self.classes), channels=self.data_panel.channel_layers)  # the bank
         self.volumes_panel.refresh()  # the image chosen here is no other volume
         self._update_view_box()
         self.update_buttons()
@@ -226,11 +226,8 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             self.session.ensure_classes(len(self.classes))
 
     def class_removed(self, k: int) -> None:
-        """Class ``k`` was removed from :attr:`classes` (and from the layers): drop the session.
-
-        The core's model cannot drop an output channel, so the next Start
-        trains a new model.
-        """
+        """Class ``k`` was removed from :attr:`classes` (and from the layers): drop the session (the core's model
+        cannot drop an output channel, so the next Start trains a new model)."""
         if self.layers.annotation is not None:
             self.layers.unbind()
             self._on_annotation_changed()
@@ -250,18 +247,19 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if self.run.running:
             return False
         chosen = self.data_panel.chosen_layers()
-        if chosen is None:
+        if chosen is None or not self.volumes_panel.accepts_channels(self.data_panel.channel_layers):
             return False
-        image, annotation = chosen
+        (image, annotation), channels = chosen, self.data_panel.channel_layers
         self._ensure_prediction_layer()
         config = self.training_panel.session_config()
-        key = session_key(image, annotation, config)
+        key = session_key(image, annotation, config, channels)
         if self.session is not None and key != self._session_key:
             self._drop_session("settings changed: training a new model")
         if self.session is not None:
             self._apply_correction_weight()
         build = reuse(self.session) if self.session is not None else new_session(
-            image, annotation, len(self.classes), config, self.features.for_layer(image, len(self.classes), claim=True))
+            image, annotation, len(self.classes), config,
+            self.features.for_layer(image, len(self.classes), claim=True, channels=channels), channels)
         build = self.volumes_panel.wrap(self.files.wrap(build, config.device))
         self._pending_key = key
         self._update_view_box()
@@ -364,7 +362,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if self._closed:
             return
         self.status_panel.tick(self.last_step, self._shown, self.run.running, self.refreshes.last, self.classes.names)
-        self.data_panel.show_bank(bank_words(self.features.held_for(self.image_layer)))
+        self.data_panel.show_bank(bank_words(self.features.held_for(self.image_layer, self.data_panel.channel_layers)))
         steps = self.last_step.step if self.last_step is not None else 0
         self.training_panel.progress.setValue(self.refreshes.progress(steps))
 

@@ -1,0 +1,111 @@
+"""The window trains on several channels: a file's channel layers are ticked, the bank and the session read them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_sparseseg.core.channels import ChannelStack
+from napari_sparseseg.plugin.sample import make_sample_data
+from napari_sparseseg.plugin.volumes_panel import SEVERAL_CHANNELS
+from napari_sparseseg.plugin.widget import SparseSegWidget
+from tests.test_widget import (
+    SHAPE,
+    TEST_CONFIG,
+    foreground_dice,
+    paint_slice,
+    start_and_wait_for_session,
+    stop_and_wait,
+)
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def two_channels(make_napari_viewer, qtbot):
+    """A viewer with a two-channel image opened as napari opens one (a layer per channel), the objects in the
+    second channel only, an empty annotation layer, an image of another shape, and the docked widget."""
+    (image, meta, _), (annotation, ann_meta, _) = make_sample_data(SHAPE)
+    truth = meta["metadata"]["ground_truth"]
+    noise = np.random.default_rng(1).normal(size=SHAPE).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([noise, image]), channel_axis=0, name="mri", scale=meta["scale"],
+                     metadata=meta["metadata"])
+    viewer.add_image(np.zeros((8, 16, 16), np.float32), name="other")
+    viewer.add_labels(annotation.copy(), **ann_meta)
+    widget = SparseSegWidget(viewer, config=TEST_CONFIG, refresh_seconds=1.0, first_refresh_steps=10**6)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    widget.data_panel.image_combo.setCurrentIndex(0)  # the first channel's layer
+    yield viewer, widget, truth
+    widget.close_session()
+
+
+def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot):
+    viewer, widget, truth = two_channels
+    noise_layer, image_layer = viewer.layers["mri"], viewer.layers["mri [1]"]
+    panel = widget.data_panel
+    assert widget.image_layer is noise_layer and panel.channel_layers == [image_layer]  # the file's other channel
+    assert panel.channel_list.count() == 1 and panel.channel_list.isVisibleTo(widget)  # "other": another shape
+    stack = widget.features.held_for(noise_layer, [image_layer])
+    assert stack is not None and isinstance(stack.source.image, ChannelStack)  # computing while the user paints
+    assert widget.features.held_for(noise_layer) is None  # not the bank of the first channel alone
+    for z in (8, 16, 24):
+        paint_slice(widget.annotation_layer, z, truth[z])
+    shown = []
+    widget.prediction_shown.connect(lambda r: shown.append(r))
+    start_and_wait_for_session(widget, qtbot)
+    assert widget.session.volume.image_channels == 2 and widget.session.responder.features is stack
+    qtbot.waitUntil(lambda: len(shown) >= 2, timeout=60000)
+    assert foreground_dice(widget.prediction_layer.data[12], truth[12]) > 0.6  # from the second channel's objects
+    stop_and_wait(widget, qtbot)
+    assert widget.volumes_panel.add(viewer.layers["other"]) is None  # one channel only for other volumes
+    widget.volumes_panel.entries.append(object())  # as if a volume had been added before the channel was ticked
+    try:
+        assert not widget.volumes_panel.accepts_channels(panel.channel_layers)
+    finally:
+        widget.volumes_panel.entries.pop()
+    assert SEVERAL_CHANNELS.startswith("other volumes join a session of one image channel only")
+    viewer.layers.remove(image_layer)  # a channel of the session removed: the session goes, one channel is left
+    assert widget.session is None and panel.channel_layers == [] and not panel.channel_list.isVisibleTo(widget)
+
+
+def test_unticking_a_channel_means_a_new_bank_and_a_new_session(two_channels, qtbot):
+    viewer, widget, truth = two_channels
+    panel = widget.data_panel
+    for z in (8, 16, 24):
+        paint_slice(widget.annotation_layer, z, truth[z])
+    start_and_wait_for_session(widget, qtbot)
+    stop_and_wait(widget, qtbot)
+    first = widget.session
+    panel.channel_list.item(0).setCheckState(Qt.CheckState.Unchecked)
+    assert panel.channel_layers == [] and widget.features.held_for(widget.image_layer) is not None
+    start_and_wait_for_session(widget, qtbot)
+    assert widget.session is not first and widget.session.volume.image_channels == 1
+    stop_and_wait(widget, qtbot)
+
+
+def test_a_session_of_two_channels_is_saved_reopened_and_resumed(two_channels, make_napari_viewer, qtbot,
+                                                                  tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SPARSESEG_HOME", str(tmp_path / "home"))
+    viewer, widget, truth = two_channels
+    for z in (8, 16, 24):
+        paint_slice(widget.annotation_layer, z, truth[z])
+    start_and_wait_for_session(widget, qtbot)
+    stop_and_wait(widget, qtbot)
+    path, step = widget.session.store.path, widget.session.trainer.step
+    widget.close_session()
+    other = make_napari_viewer()
+    reopened = SparseSegWidget(other, config=TEST_CONFIG, refresh_seconds=1.0, first_refresh_steps=10**6)
+    other.window.add_dock_widget(reopened, name="sparseseg")
+    try:
+        layers = reopened.files.open(path)
+        images = [ly for ly in layers if ly.data.ndim == 3 and ly.data.dtype != np.uint8]
+        assert len(images) == 2  # one layer per channel, as napari shows a multi-channel image
+        assert [reopened.image_layer, *reopened.data_panel.channel_layers] in (images, images[::-1])
+        start_and_wait_for_session(reopened, qtbot)
+        assert reopened.session.volume.image_channels == 2 and reopened.session.trainer.step >= step
+        np.testing.assert_array_equal(reopened.session.image[1], widget.session.image[1])
+        stop_and_wait(reopened, qtbot)
+    finally:
+        reopened.close_session()
