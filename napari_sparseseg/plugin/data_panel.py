@@ -4,8 +4,8 @@ It lists the viewer's layers that qualify (3D images that are not the plugin's
 outputs; labels layers of the image's shape; further image layers of the same
 grid to read as the image's channels, such as the sequences of an MRI opened as
 one layer each, those of one file ticked when the image is chosen), keeps the
-choice across layer changes, says what is wrong with an image that cannot be used, and creates an
-empty annotation layer on request. What a new choice means for the training
+choice across layer changes, says what is wrong with an image that cannot be
+used, and creates an empty annotation layer on request. What a new choice means for the training
 session stays with the widget (the ``on_image_changed`` and
 ``on_annotation_changed`` callbacks).
 """
@@ -156,7 +156,7 @@ class DataPanel(QGroupBox):
         else:
             ticked = self.channel_layers
             self.fill_channel_choices()
-            if self.channel_layers != ticked:  # a channel layer was removed
+            if self.channel_layers != ticked:  # a channel layer removed, or one of the image's file arrived
                 self._channels_ticked()
 
     def fill_annotation_choices(self, keep: Any = None) -> None:
