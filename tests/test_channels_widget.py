@@ -41,7 +41,7 @@ def two_channels(make_napari_viewer, qtbot):
     widget.close_session()
 
 
-def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot):
+def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot, tmp_path):
     viewer, widget, truth = two_channels
     noise_layer, image_layer = viewer.layers["mri"], viewer.layers["mri [1]"]
     panel = widget.data_panel
@@ -58,7 +58,9 @@ def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot):
     assert widget.session.volume.image_channels == 2 and widget.session.responder.features is stack
     qtbot.waitUntil(lambda: len(shown) >= 2, timeout=60000)
     assert foreground_dice(widget.prediction_layer.data[12], truth[12]) > 0.6  # from the second channel's objects
+    qtbot.waitUntil(lambda: widget.session.trainer.step >= 1, timeout=60000)  # a model to save
     stop_and_wait(widget, qtbot)
+    _apply_the_model_to_every_channel(viewer, widget, qtbot, tmp_path)
     assert widget.volumes_panel.add(viewer.layers["other"]) is None  # one channel only for other volumes
     widget.volumes_panel.entries.append(object())  # as if a volume had been added before the channel was ticked
     try:
@@ -68,6 +70,30 @@ def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot):
     assert SEVERAL_CHANNELS.startswith("other volumes join a session of one image channel only")
     viewer.layers.remove(image_layer)  # a channel of the session removed: the session goes, one channel is left
     assert widget.session is None and panel.channel_layers == [] and not panel.channel_list.isVisibleTo(widget)
+
+
+def _apply_the_model_to_every_channel(viewer, widget, qtbot, tmp_path) -> None:
+    """The two-channel model, applied to the chosen image, reads its ticked channel; applied to every image, it
+    predicts the file's two layers as one volume and skips the one-channel image."""
+    from napari_sparseseg.plugin.models import volume_layers
+
+    model = widget.models.save(tmp_path / "two.pt")
+    noise_layer, image_layer = viewer.layers["mri"], viewer.layers["mri [1]"]
+    assert volume_layers(viewer, 2) == [(noise_layer, (image_layer,)), (viewer.layers["other"], ())]
+    assert len(volume_layers(viewer, 1)) == 3
+    widget.models.apply(model)
+    qtbot.waitUntil(lambda: "mri (two)" in viewer.layers, timeout=60000)
+    from napari_sparseseg.core.session import SegmentationSession
+
+    both = np.stack([noise_layer.data, image_layer.data])  # the same weights and channels: the core's mask
+    expected = SegmentationSession.from_model(both, model, spacing=tuple(noise_layer.scale), channel_axis=0,
+                                              device="cpu").segment()
+    np.testing.assert_array_equal(viewer.layers["mri (two)"].data, expected)
+    qtbot.waitUntil(lambda: widget.models.apply_all_button.isEnabled(), timeout=10000)
+    viewer.layers.remove("mri (two)")
+    widget.models.apply_all(model)
+    qtbot.waitUntil(lambda: widget.models.apply_all_button.isEnabled(), timeout=120000)
+    assert "mri (two)" in viewer.layers and "mri [1] (two)" not in viewer.layers and "other (two)" not in viewer.layers
 
 
 def test_unticking_a_channel_means_a_new_bank_and_a_new_session(two_channels, qtbot):

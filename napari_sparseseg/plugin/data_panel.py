@@ -12,7 +12,6 @@ session stays with the widget (the ``on_image_changed`` and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.encoding import ANNOTATION_DTYPE
-from .layers import image_layer_problem, is_output, memory_problem, placement, role
+from .layers import file_name, image_layer_problem, is_output, memory_problem, placement, role
 from .status_panel import set_text
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ class DataPanel(QGroupBox):
             self.channel_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.channel_list.count())])
         candidates = channel_candidates(self.viewer.layers, image) if image is not None else []
         ticked = kept + [ly for ly in candidates if not any(ly is o for o in offered)
-                         and _file_name(ly.name) == _file_name(image.name)]  # type: ignore[union-attr]
+                         and file_name(ly.name) == file_name(image.name)]  # type: ignore[union-attr]
         self.channel_list.blockSignals(True)
         self.channel_list.clear()
         for layer in candidates:
@@ -239,10 +238,6 @@ def channel_candidates(layers: Any, image: Image) -> list[Image]:
             and image_layer_problem(ly) is None and ly.data.shape == image.data.shape
             and tuple(ly.scale[-3:]) == tuple(image.scale[-3:])]
 
-
-def _file_name(layer_name: str) -> str:
-    """The name a layer has less napari's ``[i]`` suffix of one channel of a file (``brain [1]`` -> ``brain``)."""
-    return re.sub(r" \[\d+\]$", "", layer_name)
 
 
 def _offer(combo: QComboBox, layers: list[Any], chosen: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +74,12 @@ def memory_problem(layer: Image, num_classes: int, total: int | None = None,
     return footprint.too_large(what, session_bytes(layer, num_classes, others, channels), total,
                                "Open a crop or a coarser level of it (the Python API trains on a zarr image without "
                                "reading it in: README, Volumes larger than memory)", "in this window")
+
+
+def file_name(layer_name: str) -> str:
+    """A layer's name less napari's `` [i]`` suffix of one channel of a file (``brain [1]`` -> ``brain``): the layers
+    of one multichannel file share it."""
+    return re.sub(r" \[\d+\]$", "", layer_name)
 
 
 def role(layer: Any) -> str | None:

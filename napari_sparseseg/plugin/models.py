@@ -4,10 +4,13 @@ A model file (``.pt``, :mod:`napari_sparseseg.core.checkpoint`) holds the
 weights and the configuration that built them. Applying it to an image layer
 predicts that layer in a worker thread and adds the dense mask
 (0 = background, 1..K) as a new labels layer over the image; a model whose
-input channels do not fit the image is refused with a message. "Apply to all
-images…" does the same for every open 3D image layer in turn, each mask added
-as soon as it is ready; an image the model cannot predict is reported and
-skipped.
+input channels do not fit the image is refused with a message. "Apply model…"
+reads the chosen image with the channels ticked in the Data box. "Apply to all
+images…" does the same for every open volume in turn, each mask added as soon
+as it is ready: each 3D image layer for a one-channel model; for a model of C
+channels, each file's C channel layers together (napari opens a multichannel
+file as a layer per channel) and each 4D layer. An image the model cannot
+predict is reported and skipped.
 """
 
 from __future__ import annotations
@@ -29,38 +32,63 @@ if TYPE_CHECKING:
 MODEL_FILTER = "napari-sparseseg model (*.pt)"
 
 
-def predict_layer(layer: Image, model: str | Path, device: str = "auto") -> np.ndarray:
-    """Dense mask ``(z, y, x)`` (0 = background, 1..K) of an image layer predicted by a saved model.
+#: A volume to predict: an image layer and the layers read as its further channels.
+Volume = tuple["Image", tuple["Image", ...]]
+
+
+def predict_layer(layer: Image, model: str | Path, device: str = "auto",
+                  channels: Sequence[Image] = ()) -> np.ndarray:
+    """Dense mask ``(z, y, x)`` (0 = background, 1..K) of an image layer (with ``channels``, layers read as its
+    further channels) predicted by a saved model.
 
     Runs on the calling thread (the widget calls it from a worker). Spacing is
     the layer's ``scale``; a 4D layer is read with its first axis as channels.
     """
+    from ..core.channels import ChannelStack
     from ..core.session import SegmentationSession
 
-    data = np.asarray(layer.data)
+    data = np.asarray(ChannelStack([layer.data, *(c.data for c in channels)]) if channels else layer.data)
     channel_axis = 0 if data.ndim == 4 else None
     spacing = tuple(float(s) for s in layer.scale[-3:])
     session = SegmentationSession.from_model(data, model, spacing=spacing, channel_axis=channel_axis, device=device)
     return session.segment()
 
 
-def predict_layers(layers: Sequence[Image], model: str | Path, device: str = "auto"
+def predict_layers(volumes: Sequence[Volume], model: str | Path, device: str = "auto"
                    ) -> Iterator[tuple[Image, np.ndarray | None, str | None]]:
-    """``(layer, mask, None)`` for each layer in turn, or ``(layer, None, reason)`` where it cannot be predicted
+    """``(layer, mask, None)`` for each volume in turn, or ``(layer, None, reason)`` where it cannot be predicted
     (e.g. other channels than the model's): one image's failure does not stop the others."""
-    for layer in layers:
+    for layer, channels in volumes:
         try:
-            yield layer, predict_layer(layer, model, device), None
+            yield layer, predict_layer(layer, model, device, channels), None
         except (ValueError, RuntimeError, OSError, MemoryError) as exc:
             yield layer, None, str(exc)
 
 
-def volume_layers(viewer: Any) -> list[Image]:
-    """The viewer's image layers that hold a volume: 3D, or 4D read with the first axis as channels."""
+def volume_layers(viewer: Any, channels: int = 1) -> list[Volume]:
+    """The viewer's volumes for a model of ``channels`` input channels: each 4D image layer (its first axis the
+    channels) and each 3D one, or, for a model of several channels, the 3D layers of one file together
+    (:func:`~.layers.file_name`, same shape and voxel size, in the viewer's order; a file of another number of
+    channels is offered as it is, for the model to refuse)."""
     from napari.layers import Image
 
-    return [layer for layer in viewer.layers
-            if isinstance(layer, Image) and not layer.rgb and np.ndim(layer.data) in (3, 4)]
+    from .layers import file_name, is_output
+
+    images = [layer for layer in viewer.layers
+              if isinstance(layer, Image) and not layer.rgb and not is_output(layer) and np.ndim(layer.data) in (3, 4)]
+    if channels == 1:
+        return [(layer, ()) for layer in images]
+    volumes, grouped = [], set()
+    for layer in images:
+        if id(layer) in grouped:
+            continue
+        siblings = [] if np.ndim(layer.data) == 4 else [
+            other for other in images if other is not layer and id(other) not in grouped and np.ndim(other.data) == 3
+            and file_name(other.name) == file_name(layer.name) and other.data.shape == layer.data.shape
+            and tuple(other.scale) == tuple(layer.scale)]
+        grouped.update(id(ly) for ly in (layer, *siblings))
+        volumes.append((layer, tuple(siblings)))
+    return volumes
 
 
 def add_mask_layer(widget: DockHost, layer: Image, mask: np.ndarray, model: str | Path) -> Labels:
@@ -120,11 +148,12 @@ class ModelFiles:
         """
         from napari.qt.threading import create_worker
 
+        channels = self.widget.data_panel.channel_layers if layer is None else []
         layer = layer if layer is not None else self.widget.image_layer
         if layer is None:
             raise ValueError("pick an image layer to apply the model to")
         device = self.widget.training_panel.session_config().device
-        worker = create_worker(predict_layer, layer, model, device, _ignore_errors=True)  # errors: notification
+        worker = create_worker(predict_layer, layer, model, device, channels, _ignore_errors=True)  # errors: notified
         worker.returned.connect(lambda mask: add_mask_layer(self.widget, layer, mask, model))
         worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))
         worker.finished.connect(lambda: self._busy(False))
@@ -135,18 +164,21 @@ class ModelFiles:
         return worker
 
     def apply_all(self, model: str | Path, layers: Sequence[Image] | None = None) -> Any:
-        """Predict each of ``layers`` (default: every open volume, :func:`volume_layers`) with ``model`` in one
-        worker, adding each mask when it is ready; returns the worker.
+        """Predict each of ``layers`` (default: every open volume for the model's channels, :func:`volume_layers`)
+        with ``model`` in one worker, adding each mask when it is ready; returns the worker.
 
         Raises
         ------
         ValueError
-            When there is no image layer to predict.
+            When there is no image layer to predict, or ``model`` is no model file.
         """
         from napari.qt.threading import create_worker
 
-        layers = list(layers) if layers is not None else volume_layers(self.widget.viewer)
-        if not layers:
+        from ..core.checkpoint import read_model
+
+        volumes = [(layer, ()) for layer in layers] if layers is not None else volume_layers(
+            self.widget.viewer, int(read_model(model)["in_channels"]))
+        if not volumes:
             raise ValueError("no 3D image layer is open to apply the model to")
         device = self.widget.training_panel.session_config().device
         done: list[str] = []
@@ -160,19 +192,19 @@ class ModelFiles:
                 return
             add_mask_layer(self.widget, layer, mask, model)
             done.append(layer.name)
-            show_info(f"sparseseg: {len(done) + len(failed)} of {len(layers)} images predicted")
+            show_info(f"sparseseg: {len(done) + len(failed)} of {len(volumes)} images predicted")
 
         def on_finished() -> None:
             self._busy(False)
-            show_info(f"sparseseg: {Path(model).name} applied to {len(done)} of {len(layers)} images"
+            show_info(f"sparseseg: {Path(model).name} applied to {len(done)} of {len(volumes)} images"
                       + (f"; skipped: {', '.join(failed)}" if failed else ""))
 
-        worker = create_worker(predict_layers, layers, model, device, _ignore_errors=True)
+        worker = create_worker(predict_layers, volumes, model, device, _ignore_errors=True)
         worker.yielded.connect(on_result)
         worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))
         worker.finished.connect(on_finished)
         self._busy(True)
-        show_info(f"sparseseg: predicting {len(layers)} images with {Path(model).name}…")
+        show_info(f"sparseseg: predicting {len(volumes)} images with {Path(model).name}…")
         self.worker = worker
         worker.start()
         return worker
