@@ -37,6 +37,7 @@ def test_the_mask_written_is_the_first_responders_while_the_net_is_behind():
 
     shown = run_shown(session, 60.0, note, clock=lambda: float("inf") if state["whole"] else 0.0)
     assert shown.learner == shown.written == "forest" and shown.whole and state["events"] >= 1
+    assert shown.overtime == 0  # whole within the budget (the clock passed it only after)
     written = final_mask(session, shown)
     np.testing.assert_array_equal(written, merge_labels(shown.labels, session.volume.labels))
     np.testing.assert_array_equal(written[8], mask[8])  # labels kept where painted

@@ -197,8 +197,8 @@ def _train_for(session, seconds: float):
 
     try:
         shown = run_shown(session, seconds, report)
-        if shown.overtime >= 0.5:
-            bar.write(f"note: the first mask of the whole volume came {shown.overtime:.0f} s after the {seconds:g} s "
+        if shown.overtime > 0:
+            bar.write(f"note: the first mask of the whole volume came {shown.overtime:.1f} s after the {seconds:g} s "
                       "budget; the command waited for it", file=sys.stderr)
         return shown
     except KeyboardInterrupt:

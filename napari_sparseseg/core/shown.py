@@ -50,7 +50,8 @@ class ShownMask:
     scores : dict
         Each learner's latest Dice on the held-back labels.
     overtime : float
-        Seconds :func:`run_shown` went on past its budget for the first whole mask.
+        Seconds :func:`run_shown` went on past its budget waiting for the first whole mask (0 when one was shown
+        within the budget).
     """
 
     labels: np.ndarray
@@ -120,15 +121,18 @@ def run_shown(session: SegmentationSession, seconds: float,
                                        or not session.volume.n_labeled)
 
     events = session.interactive(should_stop=should_stop)
+    whole_at = None  # seconds into the run when the whole volume was first shown
     try:
         for event in events:
             if isinstance(event, Prediction):
                 shown.update(event)
+                if whole_at is None and shown.whole:
+                    whole_at = clock() - t0
             if on_event is not None:
                 on_event(event, shown, clock() - t0)
     finally:
         events.close()
-    shown.overtime = max(0.0, clock() - t0 - seconds)
+    shown.overtime = max(0.0, (clock() - t0 if whole_at is None else whole_at) - seconds)
     return shown
 
 
