@@ -75,9 +75,11 @@ def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot, tmp_pat
 def _apply_the_model_to_every_channel(viewer, widget, qtbot, tmp_path) -> None:
     """The two-channel model, applied to the chosen image, reads its ticked channel; applied to every image, it
     predicts the file's two layers as one volume and skips the one-channel image."""
+    from napari_sparseseg.core.checkpoint import image_channels, read_model
     from napari_sparseseg.plugin.models import volume_layers
 
     model = widget.models.save(tmp_path / "two.pt")
+    assert image_channels(read_model(model)) == 2
     noise_layer, image_layer = viewer.layers["mri"], viewer.layers["mri [1]"]
     assert volume_layers(viewer, 2) == [(noise_layer, (image_layer,)), (viewer.layers["other"], ())]
     assert len(volume_layers(viewer, 1)) == 3

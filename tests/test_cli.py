@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,10 @@ def _train_model(gt_file, folder, seconds: str = "3"):
 
 def test_train_then_predict_round_trip(gt_file, tmp_path):
     _, mask = sphere_volume((16, 32, 32))
+    from napari_sparseseg.core.checkpoint import image_channels, read_model
+
     model = _train_model(gt_file, tmp_path)
+    assert image_channels(read_model(model)) == 1  # two intensity views of one channel are one image channel
     out = tmp_path / "pred.tif"
     assert main(["predict", str(gt_file), "--model", str(model), "--out", str(out), "--device", "cpu"]) == 0
     import tifffile
@@ -251,3 +255,42 @@ def test_train_with_too_few_seconds_for_a_mask_waits_for_the_first_whole_one(gt_
     assert "after the 0.001 s budget; the command waited for it" in err and "(the first responder)" in stdout
     written = tifffile.imread(out)
     assert 2 * np.sum((written > 0) & (mask > 0)) / (np.sum(written > 0) + np.sum(mask > 0)) > 0.9
+
+
+def test_train_and_predict_read_further_channels_from_files_of_their_own(tmp_path, capsys):
+    """The objects are in the second file only: the model learns them from it, predict reads it again, a session
+    store keeps both channels (copied: no one file holds them)."""
+    image, mask = sphere_volume((16, 32, 32))
+    noise = np.random.default_rng(0).normal(size=image.shape).astype(np.float32)
+    first, second = tmp_path / "t1.tif", tmp_path / "flair.tif"
+    tifffile.imwrite(first, noise)
+    tifffile.imwrite(second, image)
+    ann = np.zeros_like(mask)
+    ann[[4, 8, 12]] = mask[[4, 8, 12]] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    model, out, store = tmp_path / "m.pt", tmp_path / "mask.tif", tmp_path / "s.sparseseg"
+    assert main(["train", str(first), "--channel", str(second), "--annotation", str(tmp_path / "ann.npz"),
+                 "--seconds", "3", "--model", str(model), "--out", str(out), "--session", str(store),
+                 "--device", "cpu"]) == 0
+    written = tifffile.imread(out)
+    assert 2 * np.sum((written > 0) & (mask > 0)) / (np.sum(written > 0) + np.sum(mask > 0)) > 0.8
+    from napari_sparseseg.core.checkpoint import image_channels, read_model
+
+    assert image_channels(read_model(model)) == 2
+    predicted = tmp_path / "pred.tif"
+    assert main(["predict", str(first), "--channel", str(second), "--model", str(model), "--out", str(predicted),
+                 "--device", "cpu"]) == 0
+    assert tifffile.imread(predicted).shape == mask.shape
+    assert main(["predict", str(first), "--model", str(model), "--out", str(tmp_path / "one.tif"),
+                 "--device", "cpu"]) == 2  # the model needs its second channel
+    assert main(["resume", str(store), "--seconds", "1", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    tifffile.imwrite(tmp_path / "small.tif", noise[:8])
+    for args, match in ((["train", str(first), "--channel", str(tmp_path / "small.tif"), "--annotation",
+                          str(tmp_path / "ann.npz"), "--model", str(model)], "shape"),
+                        (["predict", str(tmp_path), "--channel", str(second), "--model", str(model), "--out",
+                          str(tmp_path / "masks")], "one image"),
+                        (["train", str(first), "--channel", str(second), "--also", str(first), str(tmp_path /
+                          "ann.npz"), "--annotation", str(tmp_path / "ann.npz"), "--model", str(model)], "--also")):
+        assert main(args) == 2
+        assert re.search(match, capsys.readouterr().err)

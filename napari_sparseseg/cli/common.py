@@ -55,3 +55,38 @@ def check_output_path(path: str | None) -> None:
         raise ValueError(f"{path}: unsupported output type (use {', '.join(MASK_SUFFIXES)})")
     if not p.parent.is_dir():
         raise ValueError(f"{path}: the folder {p.parent} does not exist")
+
+
+def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0):
+    """``io.read_volume`` of ``image_path``, with the 3D images of ``channel_paths`` (the other sequences of an MRI
+    in files of their own, say) stacked after it as further channels (channel axis 0; the first file's spacing and
+    affine).
+
+    Raises
+    ------
+    ValueError
+        If the image has channels already, or a channel file is not a 3D image of its shape.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ..core.channels import ChannelStack
+    from ..io import read_volume
+
+    source = read_volume(image_path, level=level)
+    if not channel_paths:
+        return source
+    if source.channel_axis is not None:
+        raise ValueError(f"{image_path} has channels of its own; --channel adds 3D images as further channels")
+    arrays = [source.data]
+    for path in channel_paths:
+        other = read_volume(path, level=level)
+        if other.channel_axis is not None or other.shape != source.shape:
+            raise ValueError(f"--channel {path}: a 3D image of {image_path}'s shape {source.shape} is needed, got "
+                             f"shape {tuple(other.data.shape)}")
+        if not np.allclose(other.spacing, source.spacing, rtol=0.01):
+            print(f"warning: --channel {path}: voxel spacing {tuple(other.spacing)}, {image_path} has "
+                  f"{tuple(source.spacing)}: read on {image_path}'s grid", file=sys.stderr)
+        arrays.append(other.data)
+    return replace(source, data=np.asarray(ChannelStack(arrays)), channel_axis=0, axes="czyx")

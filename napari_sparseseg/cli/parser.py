@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    ".ome.zarr)")
     p.add_argument("--level", type=int, default=0,
                    help="OME-Zarr pyramid level of the image to train on (0 = full resolution)")
+    p.add_argument("--channel", action="append", metavar="FILE",
+                   help="a further channel of IMAGE, a 3D image of its grid (the other sequences of an MRI, say; "
+                        "repeatable); predict then needs the same --channel files of each image")
     p.add_argument("--session", help="session store folder (e.g. run.sparseseg) to create, or to update when it "
                                      "exists (autosaved)")
     p.add_argument("--also", nargs=2, action="append", default=[], metavar=("IMAGE", "ANNOTATION"),
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "or pattern, a folder: NAME_mask.SUFFIX per image, in the image's format; masks already "
                    "there are kept, so a rerun resumes")
     p.add_argument("--level", type=int, default=0, help="OME-Zarr pyramid level of the image (0 = full resolution)")
+    p.add_argument("--channel", action="append", metavar="FILE",
+                   help="a further channel of the image, a 3D image of its grid, as the model was trained with "
+                        "(repeatable; one image only)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--scheduler", metavar="ADDRESS|local",
                    help="predict on a dask.distributed cluster: a scheduler address (tcp://host:8786) or 'local' "

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import check_output_path, one_line_message, progress_bar
+from .common import check_output_path, one_line_message, progress_bar, read_with_channels
 
 
 def _is_zarr_array_path(path: str) -> bool:
@@ -107,9 +107,9 @@ def instances_path(mask_out: str | Path) -> Path:
 def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, args: argparse.Namespace) -> str:
     """Predict one image with a loaded model and write its mask; returns what was written, in words."""
     from ..core.session import SegmentationSession
-    from ..io import read_volume, save_mask
+    from ..io import save_mask
 
-    source = read_volume(image, level=args.level)
+    source = read_with_channels(str(image), list(getattr(args, "channel", None) or []), args.level)
     spacing = source.spacing
     trained = model["state"].get("spacing")
     if trained is not None and not np.allclose(trained, spacing, rtol=0.25):
@@ -180,6 +180,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_output_path(args.out)
     elif args.scheduler:
         raise ValueError("--scheduler predicts one image; run one predict per image on the cluster")
+    if getattr(args, "channel", None) and (files is not None or args.scheduler):
+        raise ValueError("--channel gives the further channels of one image file: predict one image with it (or "
+                         "stack each image's channels into one 4D file to predict a folder)")
     if args.instances and (args.scheduler or (files is None and _is_zarr_array_path(str(args.out)))):
         raise ValueError("--instances splits the whole mask in memory: write a .npz, .tif or .nii.gz mask "
                          "(not a block-wise .zarr or a cluster run)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import LEARNER_NAMES, advance_bar, check_output_path, progress_bar, session_config
+from .common import LEARNER_NAMES, advance_bar, check_output_path, progress_bar, read_with_channels, session_config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -35,7 +35,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if also and args.session and Path(args.session).exists():
         raise ValueError(f"--also: {args.session} exists and keeps the volumes it was created with; continue it "
                          "with `resume`, or give a new --session path")
-    source, annotation = _read_labeled(args.image, args.annotation, args)
+    channels = list(getattr(args, "channel", None) or [])
+    if channels and also:
+        raise ValueError("--channel and --also: other volumes join a session of one image file; stack each volume's "
+                         "channels into one 4D file to learn from several")
+    source, annotation = _read_labeled(args.image, args.annotation, args, channels)
     image, spacing = source.data, source.spacing
     k = args.classes or max(int(annotation.max()) - 1, 1)
     if not np.any(annotation > 0) and not (args.session and Path(args.session).exists()):
@@ -54,7 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                       channel_axis=source.channel_axis, config=session_config(args))
         for other_path, other_source, other_annotation in others:
             _add_volume(session, other_path, other_source, other_annotation, args)
-        store = _create_store(args.session, session, args.image, args.level) if args.session else None
+        store = _create_store(args.session, session, args.image, args.level, copy=bool(channels)) \
+            if args.session else None
     shown = _train_for(session, args.seconds)
     if store is not None:
         store.close(checkpoint=True)
@@ -69,12 +74,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_labeled(image_path: str, annotation_path: str, args: argparse.Namespace):
-    """``(source, annotation)``: an image (``io.read_volume``) and its sparse labels, with a warning for what
-    looks wrong in them (:func:`annotation_warnings`)."""
-    from ..io import read_volume
-
-    source = read_volume(image_path, level=args.level)
+def _read_labeled(image_path: str, annotation_path: str, args: argparse.Namespace, channels: list[str] = ()):
+    """``(source, annotation)``: an image (``io.read_volume``; with ``channels``, further 3D images stacked after it,
+    ``common.read_with_channels``) and its sparse labels, with a warning for what looks wrong in them
+    (:func:`annotation_warnings`)."""
+    source = read_with_channels(image_path, list(channels), args.level)
     annotation = _read_annotation(annotation_path, args.level, getattr(args, "encoding", "auto"))
     for warning in annotation_warnings(annotation, args.classes):
         print(f"warning: {annotation_path}: {warning}", file=sys.stderr)
@@ -272,11 +276,12 @@ def annotation_warnings(annotation: np.ndarray, classes: int | None = None) -> l
     return warnings
 
 
-def _create_store(path: str, session, image_path: str, level: int = 0):
-    """A session store for the CLI, referencing the image file (and pyramid level) instead of copying it."""
+def _create_store(path: str, session, image_path: str, level: int = 0, copy: bool = False):
+    """A session store for the CLI, referencing the image file (and pyramid level) instead of copying it, unless
+    ``copy`` (an image stacked from several files, which no one file holds)."""
     from ..store import SessionStore
 
-    store = SessionStore.create(path, session, image_ref={"path": image_path, "key": "image", "level": level},
-                                image_name=Path(image_path).name.split(".")[0])
+    ref = None if copy else {"path": image_path, "key": "image", "level": level}
+    store = SessionStore.create(path, session, image_ref=ref, image_name=Path(image_path).name.split(".")[0])
     store.start_autosave()
     return store

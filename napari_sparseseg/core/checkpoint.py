@@ -161,3 +161,9 @@ def config_of(payload: dict[str, Any]) -> SessionConfig:
         return SessionConfig.from_dict(payload["config"], legacy=True)
     except (TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"the model's settings are not readable ({exc})") from exc
+
+
+def image_channels(payload: dict[str, Any]) -> int:
+    """The image channels a model reads: its input channels over the intensity views of each
+    (``TrainConfig.intensity_views``)."""
+    return max(1, int(payload["in_channels"]) // len(config_of(payload).train.intensity_views))

@@ -174,10 +174,10 @@ class ModelFiles:
         """
         from napari.qt.threading import create_worker
 
-        from ..core.checkpoint import read_model
+        from ..core.checkpoint import image_channels, read_model
 
         volumes = [(layer, ()) for layer in layers] if layers is not None else volume_layers(
-            self.widget.viewer, int(read_model(model)["in_channels"]))
+            self.widget.viewer, image_channels(read_model(model)))
         if not volumes:
             raise ValueError("no 3D image layer is open to apply the model to")
         device = self.widget.training_panel.session_config().device
