@@ -37,3 +37,18 @@ def test_the_filter_bank_of_a_channel_stack_is_that_of_the_channels():
     direct = FeatureStack(np.stack([a, b]), (1.0, 1.0, 1.0), channel_axis=0).get()
     np.testing.assert_array_equal(stacked, direct)
     assert stacked.shape[-1] == 2 * FeatureStack(a, (1.0, 1.0, 1.0)).get().shape[-1]
+
+
+def test_channels_of_one_file_share_a_name_and_a_path():
+    from types import SimpleNamespace
+
+    from napari_sparseseg.plugin.layers import same_file
+
+    def layer(name, path=None):
+        return SimpleNamespace(name=name, source=SimpleNamespace(path=path))
+
+    assert same_file(layer("brain"), layer("brain [1]")) and same_file(layer("x [0]"), layer("x [2]"))
+    assert not same_file(layer("brain"), layer("brains"))
+    assert same_file(layer("t1", "/a/t1.nii.gz"), layer("t1 [1]", "/a/t1.nii.gz"))
+    assert not same_file(layer("t1", "/a/t1.nii.gz"), layer("t1 [1]", "/b/t1.nii.gz"))  # two patients' files
+

@@ -41,7 +41,7 @@ def two_channels(make_napari_viewer, qtbot):
     widget.close_session()
 
 
-def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot, tmp_path):
+def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot, tmp_path, monkeypatch):
     viewer, widget, truth = two_channels
     noise_layer, image_layer = viewer.layers["mri"], viewer.layers["mri [1]"]
     panel = widget.data_panel
@@ -61,7 +61,10 @@ def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot, tmp_pat
     qtbot.waitUntil(lambda: widget.session.trainer.step >= 1, timeout=60000)  # a model to save
     stop_and_wait(widget, qtbot)
     _apply_the_model_to_every_channel(viewer, widget, qtbot, tmp_path)
+    warnings = []
+    monkeypatch.setattr("napari_sparseseg.plugin.volumes_panel.show_warning", warnings.append)
     assert widget.volumes_panel.add(viewer.layers["other"]) is None  # one channel only for other volumes
+    assert warnings == [f"sparseseg: {SEVERAL_CHANNELS}"]
     widget.volumes_panel.entries.append(object())  # as if a volume had been added before the channel was ticked
     try:
         assert not widget.volumes_panel.accepts_channels(panel.channel_layers)
@@ -70,6 +73,7 @@ def test_a_files_channels_are_ticked_and_trained_on(two_channels, qtbot, tmp_pat
     assert SEVERAL_CHANNELS.startswith("other volumes join a session of one image channel only")
     viewer.layers.remove(image_layer)  # a channel of the session removed: the session goes, one channel is left
     assert widget.session is None and panel.channel_layers == [] and not panel.channel_list.isVisibleTo(widget)
+    assert widget.features.held_for(noise_layer) is not None  # and the bank of the one channel left is computing
 
 
 def _apply_the_model_to_every_channel(viewer, widget, qtbot, tmp_path) -> None:
@@ -105,9 +109,13 @@ def test_unticking_a_channel_means_a_new_bank_and_a_new_session(two_channels, qt
         paint_slice(widget.annotation_layer, z, truth[z])
     start_and_wait_for_session(widget, qtbot)
     stop_and_wait(widget, qtbot)
-    first = widget.session
+    first, channel = widget.session, panel.channel_layers[0]
+    bank = first.responder.features
     panel.channel_list.item(0).setCheckState(Qt.CheckState.Unchecked)
-    assert panel.channel_layers == [] and widget.features.held_for(widget.image_layer) is not None
+    assert panel.channel_layers == [] and widget.features.held_for(widget.image_layer) not in (None, bank)
+    panel.channel_list.item(0).setCheckState(Qt.CheckState.Checked)  # back: the session's own bank, not a second
+    assert widget.features.held_for(widget.image_layer, [channel]) is bank
+    panel.channel_list.item(0).setCheckState(Qt.CheckState.Unchecked)
     start_and_wait_for_session(widget, qtbot)
     assert widget.session is not first and widget.session.volume.image_channels == 1
     stop_and_wait(widget, qtbot)

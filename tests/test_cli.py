@@ -294,3 +294,21 @@ def test_train_and_predict_read_further_channels_from_files_of_their_own(tmp_pat
                           "ann.npz"), "--annotation", str(tmp_path / "ann.npz"), "--model", str(model)], "--also")):
         assert main(args) == 2
         assert re.search(match, capsys.readouterr().err)
+
+
+def test_a_channel_file_elsewhere_in_the_world_is_refused(tmp_path, capsys):
+    import nibabel as nib
+
+    image, mask = sphere_volume((16, 32, 32))
+    first, moved = tmp_path / "flair.nii.gz", tmp_path / "t1c.nii.gz"
+    nib.save(nib.Nifti1Image(image.T, np.eye(4)), first)  # NIfTI axes are (x, y, z)
+    shifted = np.eye(4)
+    shifted[:3, 3] = (10.0, 0.0, 0.0)
+    nib.save(nib.Nifti1Image(image.T, shifted), moved)
+    ann = np.zeros_like(mask)
+    ann[8] = mask[8] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    assert main(["train", str(first), "--channel", str(moved), "--annotation", str(tmp_path / "ann.npz"),
+                 "--model", str(tmp_path / "m.pt")]) == 2
+    assert "another NIfTI affine" in capsys.readouterr().err
+

@@ -65,7 +65,8 @@ def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0
     Raises
     ------
     ValueError
-        If the image has channels already, or a channel file is not a 3D image of its shape.
+        If the image has channels already, or a channel file is not a 3D image of its shape (or, NIfTI, of its
+        affine).
     """
     from dataclasses import replace
 
@@ -85,6 +86,10 @@ def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0
         if other.channel_axis is not None or other.shape != source.shape:
             raise ValueError(f"--channel {path}: a 3D image of {image_path}'s shape {source.shape} is needed, got "
                              f"shape {tuple(other.data.shape)}")
+        if source.affine is not None and other.affine is not None and not np.allclose(other.affine, source.affine,
+                                                                                       atol=1e-3):
+            raise ValueError(f"--channel {path}: its voxels lie elsewhere in the world than {image_path}'s (another "
+                             "NIfTI affine): resample it onto that image's grid first")
         if not np.allclose(other.spacing, source.spacing, rtol=0.01):
             print(f"warning: --channel {path}: voxel spacing {tuple(other.spacing)}, {image_path} has "
                   f"{tuple(source.spacing)}: read on {image_path}'s grid", file=sys.stderr)

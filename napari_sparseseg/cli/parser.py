@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "if the file holds 255, else annotation")
     p.add_argument("--seconds", type=float, default=120.0,
                    help="wall-clock seconds of the window's loop, everything counted (default 120); if they end "
-                        "before the first mask of the whole volume, it goes on until there is one")
+                        "before the first mask of the whole volume, it goes on until there is one, 10 minutes "
+                        "at most")
     p.add_argument("--model", help="where to save the model (.pt); needed unless --session is given")
     p.add_argument("--out", help="also write the dense segmentation the window would show at the end (the first "
                    "responder's until the net scores better on held-back labels) here (.npz, .tif, .nii.gz, .zarr, "
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="session store folder (e.g. run.sparseseg)")
     p.add_argument("--seconds", type=float, default=120.0,
                    help="wall-clock seconds of the window's loop, everything counted (default 120); if they end "
-                        "before the first mask of the whole volume, it goes on until there is one")
+                        "before the first mask of the whole volume, it goes on until there is one, 10 minutes "
+                        "at most")
     p.add_argument("--out", help="also write the dense segmentation the window would show at the end here (.npz, "
                    ".tif, .nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

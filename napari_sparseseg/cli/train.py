@@ -95,6 +95,7 @@ def _check_memory(image_path: str, source, num_classes: int, others: list) -> No
 
     shape, channels = zyx(source)
     need = session_bytes(shape, source.spacing, num_classes, channels, [zyx(other) for _, other in others])
+    need += sum(int(np.asarray(v.data).nbytes) for v in (source, *(other for _, other in others)))  # read in
     names = image_path + "".join(f" with {path}" for path, _ in others)
     problem = too_large(names, need, None, "Train on a crop or a coarser pyramid level (--level) of it, or in Python "
                         "on a zarr image without reading it in (README, Volumes larger than memory)")
@@ -191,7 +192,7 @@ def _train_for(session, seconds: float):
     def report(event, shown, elapsed: float) -> None:
         if isinstance(event, Notice):
             bar.write(f"{event.level}: {event.message}", file=sys.stderr)
-        if elapsed >= seconds and not shown.whole and not told:
+        if not told and elapsed >= seconds and not shown.whole:
             told.append(True)
             bar.write(f"the {seconds:g} s are up before the first mask of the whole volume: waiting for it",
                       file=sys.stderr)
@@ -201,9 +202,12 @@ def _train_for(session, seconds: float):
 
     try:
         shown = run_shown(session, seconds, report)
-        if shown.overtime > 0:
+        if shown.overtime > 0 and shown.whole:
             bar.write(f"note: the first mask of the whole volume came {shown.overtime:.1f} s after the {seconds:g} s "
                       "budget; the command waited for it", file=sys.stderr)
+        elif not shown.whole:
+            bar.write(f"note: no mask of the whole volume came within {seconds + shown.overtime:.0f} s: the net's "
+                      "own is written", file=sys.stderr)
         return shown
     except KeyboardInterrupt:
         bar.write(f"interrupted at step {session.trainer.step}: saving what was learned", file=sys.stderr)

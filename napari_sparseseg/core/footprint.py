@@ -22,8 +22,9 @@ SESSION_FIXED_BYTES = 1 << 30
 #: Per foreground class beyond two: three float32 class-probability maps (the first responder's, the net's, the one
 #: shown); assumed, not measured.
 CLASS_BYTES_PER_VOXEL = 12
-#: Per image channel beyond the first: the normalised float32 image the session keeps; assumed, not measured.
-CHANNEL_BYTES_PER_VOXEL = 4
+#: Per image channel beyond the first: the normalised float32 image the session keeps in each of its two intensity
+#: views (``TrainConfig.intensity_views``); assumed, not measured.
+CHANNEL_BYTES_PER_VOXEL = 8
 
 
 def volume_bytes(shape: Sequence[int], num_classes: int, channels: int = 1, extra_per_voxel: int = 0) -> int:

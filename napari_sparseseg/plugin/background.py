@@ -39,6 +39,7 @@ class FeatureCache:
         self.max_bytes = max_bytes
         self._stack: FeatureStack | None = None
         self._claimed = False  # whether a session was given the stack held
+        self._session_stack: FeatureStack | None = None  # the stack a session was given (until unclaim)
 
     def for_layer(self, layer: Image | None, num_classes: int = 1, *, claim: bool = False,
                   channels: Sequence[Image] = ()) -> FeatureStack | None:
@@ -63,17 +64,21 @@ class FeatureCache:
         arrays = (layer.data, *(c.data for c in channels))
         # In half precision or binned where the full bank would not fit (core/feature_stack.py).
         grid = choose_grid(layer.data.shape, spacing, self.max_bytes, len(arrays), max(1, int(num_classes)))
-        stack = self._stack
+        stack, session = self._stack, self._session_stack
         if stack is None or not _stack_of(stack, arrays, spacing) or stack.grid != grid:
             if stack is not None and not self._claimed:
                 stack.cancel()  # its thread ends before its next filter scale, and frees what it computed
+            if session is not None and _stack_of(session, arrays, spacing) and session.grid == grid:
+                self._stack, self._claimed = session, True  # back to the session's own: no second bank
+                return session
             self._claimed = False
             image, axis = (arrays[0], None) if len(arrays) == 1 else (ChannelStack(arrays), 0)
             self._stack = stack = None if grid is None else FeatureStack(
                 image, spacing, axis, grid=grid, preview=preview_grid(layer.data.shape, spacing, grid))
             if stack is not None:
                 stack.start()  # its preview first where it has one
-        self._claimed = self._claimed or (claim and stack is not None)
+        if claim and stack is not None:
+            self._claimed, self._session_stack = True, stack
         return stack
 
     def held_for(self, layer: Image | None, channels: Sequence[Image] = ()) -> FeatureStack | None:
@@ -85,7 +90,7 @@ class FeatureCache:
 
     def unclaim(self) -> None:
         """The session given the stack held is gone: a stack dropped from now on stops computing."""
-        self._claimed = False
+        self._claimed, self._session_stack = False, None
 
 
 def _stack_of(stack: FeatureStack, arrays: tuple, spacing: tuple[float, ...]) -> bool:

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.encoding import ANNOTATION_DTYPE
-from .layers import file_name, image_layer_problem, is_output, memory_problem, placement, role
+from .layers import image_layer_problem, is_output, memory_problem, placement, role, same_file
 from .status_panel import set_text
 
 if TYPE_CHECKING:
@@ -107,9 +107,12 @@ class DataPanel(QGroupBox):
     @property
     def channel_layers(self) -> list[Image]:
         """The image layers ticked as further channels of the chosen image (still in the viewer, in list order)."""
+        return [layer for layer in self._ticked() if layer in self.viewer.layers]
+
+    def _ticked(self) -> list[Image]:
+        """The layers of the ticked items, whether or not they are still in the viewer."""
         items = (self.channel_list.item(i) for i in range(self.channel_list.count()))
-        return [layer for item in items if item.checkState() == Qt.CheckState.Checked
-                and (layer := item.data(Qt.ItemDataRole.UserRole)) in self.viewer.layers]
+        return [item.data(Qt.ItemDataRole.UserRole) for item in items if item.checkState() == Qt.CheckState.Checked]
 
     def fill_channel_choices(self, image_changed: bool = False) -> None:
         """Offer the image layers that can be further channels of the chosen image (:func:`channel_candidates`),
@@ -119,8 +122,9 @@ class DataPanel(QGroupBox):
         kept, offered = ([], []) if image_changed else (self.channel_layers, [
             self.channel_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.channel_list.count())])
         candidates = channel_candidates(self.viewer.layers, image) if image is not None else []
-        ticked = kept + [ly for ly in candidates if not any(ly is o for o in offered)
-                         and file_name(ly.name) == file_name(image.name)]  # type: ignore[union-attr]
+        arrived = [ly for ly in candidates if not any(ly is o for o in offered)]
+        # not while training (the list is disabled): a new tick would mean a new model at the next Start
+        ticked = kept + ([ly for ly in arrived if same_file(ly, image)] if self.channel_list.isEnabled() else [])
         self.channel_list.blockSignals(True)
         self.channel_list.clear()
         for layer in candidates:
@@ -153,7 +157,7 @@ class DataPanel(QGroupBox):
         if self.image_combo.currentData() is not image:
             self._image_chosen()
         else:
-            ticked = self.channel_layers
+            ticked = self._ticked()
             self.fill_channel_choices()
             if self.channel_layers != ticked:  # a channel layer removed, or one of the image's file arrived
                 self._channels_ticked()

@@ -56,9 +56,9 @@ def session_bytes(layer: Image, num_classes: int, others: Sequence[Image] = (),
     volumes = (layer, *others)
     extra = sum(math.prod(int(n) for n in v.data.shape[-3:]) * (LAYER_BYTES_PER_VOXEL + _image_read_in(v))
                 for v in volumes)
-    if channels:
-        extra += math.prod(int(n) for n in layer.data.shape[-3:]) * sum(
-            np.dtype(c.data.dtype).itemsize for c in (layer, *channels))
+    if channels:  # the channels stacked into one array of their common type
+        stacked = np.result_type(*(np.dtype(c.data.dtype) for c in (layer, *channels)))
+        extra += math.prod(int(n) for n in layer.data.shape[-3:]) * (1 + len(channels)) * stacked.itemsize
     return extra + footprint.session_bytes(layer.data.shape[-3:], layer.scale[-3:], num_classes, 1 + len(channels),
                                            others=[(o.data.shape[-3:], 1) for o in others])
 
@@ -78,8 +78,15 @@ def memory_problem(layer: Image, num_classes: int, total: int | None = None,
 
 def file_name(layer_name: str) -> str:
     """A layer's name less napari's `` [i]`` suffix of one channel of a file (``brain [1]`` -> ``brain``): the layers
-    of one multichannel file share it."""
+    of one multichannel file share it (as do layers of files of one name: :func:`same_file` tells them apart)."""
     return re.sub(r" \[\d+\]$", "", layer_name)
+
+
+def same_file(layer: Any, other: Any) -> bool:
+    """Whether two layers look like channels of one file: one name less napari's `` [i]`` suffix, and the same file
+    path where napari read both from files (two patients' ``t1.nii.gz`` share a name, not a path)."""
+    paths = [getattr(getattr(ly, "source", None), "path", None) for ly in (layer, other)]
+    return file_name(layer.name) == file_name(other.name) and (None in paths or paths[0] == paths[1])
 
 
 def role(layer: Any) -> str | None:

@@ -65,26 +65,31 @@ def predict_layers(volumes: Sequence[Volume], model: str | Path, device: str = "
             yield layer, None, str(exc)
 
 
-def volume_layers(viewer: Any, channels: int = 1) -> list[Volume]:
-    """The viewer's volumes for a model of ``channels`` input channels: each 4D image layer (its first axis the
-    channels) and each 3D one, or, for a model of several channels, the 3D layers of one file together
-    (:func:`~.layers.file_name`, same shape and voxel size, in the viewer's order; a file of another number of
-    channels is offered as it is, for the model to refuse)."""
+def volume_layers(viewer: Any, channels: int = 1, chosen: Volume | None = None) -> list[Volume]:
+    """The viewer's volumes for a model of ``channels`` image channels: each 4D image layer (its first axis the
+    channels) and each 3D one, or, for a model of several channels, ``chosen`` (the Data box's image and the
+    channels ticked there, first) and the 3D layers of each file together (:func:`~.layers.same_file`, same shape
+    and voxel size, in the viewer's order; a file of another number of channels is offered as it is, for the model
+    to refuse)."""
     from napari.layers import Image
 
-    from .layers import file_name, is_output
+    from .layers import is_output, same_file
 
     images = [layer for layer in viewer.layers
               if isinstance(layer, Image) and not layer.rgb and not is_output(layer) and np.ndim(layer.data) in (3, 4)]
     if channels == 1:
         return [(layer, ()) for layer in images]
-    volumes, grouped = [], set()
+    volumes: list[Volume] = []
+    grouped: set[int] = set()
+    if chosen is not None and chosen[1]:
+        volumes.append((chosen[0], tuple(chosen[1])))
+        grouped.update(id(ly) for ly in (chosen[0], *chosen[1]))
     for layer in images:
         if id(layer) in grouped:
             continue
         siblings = [] if np.ndim(layer.data) == 4 else [
             other for other in images if other is not layer and id(other) not in grouped and np.ndim(other.data) == 3
-            and file_name(other.name) == file_name(layer.name) and other.data.shape == layer.data.shape
+            and same_file(other, layer) and other.data.shape == layer.data.shape
             and tuple(other.scale) == tuple(layer.scale)]
         grouped.update(id(ly) for ly in (layer, *siblings))
         volumes.append((layer, tuple(siblings)))
@@ -120,8 +125,9 @@ class ModelFiles:
         self.apply_button.setToolTip("predict the chosen image layer with a saved model; the mask is added as "
                                      "a new labels layer")
         self.apply_all_button = QPushButton("Apply to all images…")
-        self.apply_all_button.setToolTip("predict every open 3D image layer with a saved model, one after the "
-                                         "other; each mask is added as a new labels layer over its image")
+        self.apply_all_button.setToolTip("predict every open image with a saved model, one after the other (for a "
+                                         "model of several channels, each file's channel layers together); each "
+                                         "mask is added as a new labels layer over its image")
         grid.addWidget(self.save_button, 0, 0)
         grid.addWidget(self.apply_button, 0, 1)
         grid.addWidget(self.apply_all_button, 1, 0, 1, 2)
@@ -176,8 +182,10 @@ class ModelFiles:
 
         from ..core.checkpoint import image_channels, read_model
 
+        chosen = (self.widget.image_layer, self.widget.data_panel.channel_layers) \
+            if self.widget.image_layer is not None else None
         volumes = [(layer, ()) for layer in layers] if layers is not None else volume_layers(
-            self.widget.viewer, image_channels(read_model(model)))
+            self.widget.viewer, image_channels(read_model(model)), chosen)
         if not volumes:
             raise ValueError("no 3D image layer is open to apply the model to")
         device = self.widget.training_panel.session_config().device
