@@ -57,6 +57,7 @@ def make_files(folder: Path) -> dict[str, Path]:
     ann[8] = mask[8] + 1
     npz("ann", labels=ann)
     npz("no_labels", image=image, spacing=SPACING)
+    npz("small_image", image=image[:8], spacing=SPACING)
     npz("flat", image=image[0], labels=mask[0], spacing=SPACING)
     npz("other_shape", image=image, labels=mask[:8], spacing=SPACING)
     npz("nan", image=np.where(mask > 0, np.nan, image).astype(np.float32), labels=mask, spacing=SPACING)
@@ -166,6 +167,11 @@ CLI_CASES: list[tuple[str, list[str]]] = [
                                     "{folder}/nowhere/m.tif"]),
     ("unsupported output type", [*TRAIN, "--annotation", "{ann}", "--seconds", "1", "--out",
                                  "{folder}/m.png"]),
+    ("a channel of another shape", [*TRAIN, "--annotation", "{ann}", "--seconds", "1", "--channel",
+                                    "{small_image}"]),
+    ("NaN in a channel", [*TRAIN, "--annotation", "{ann}", "--seconds", "1", "--channel", "{nan}"]),
+    ("a channel for a folder", ["predict", "{folder}", "--channel", "{good}", "--model", "{model}", "--out",
+                                "{folder}/masks"]),
     ("missing model", ["predict", "{good}", "--model", "{folder}/none.pt", "--out", "{folder}/p.tif"]),
     ("text as a model", ["predict", "{good}", "--model", "{text_model}", "--out", "{folder}/p.tif"]),
     ("model that runs code", ["predict", "{good}", "--model", "{evil_model}", "--out", "{folder}/p.tif"]),
@@ -197,6 +203,7 @@ EXPECTED = {
     "annotation of another shape": "shape", "empty annotation": "no labeled voxels",
     "fractional labels": "whole numbers", "negative labels": "0..255", "zero training seconds": "must be > 0",
     "output in a missing folder": "does not exist", "unsupported output type": "unsupported output type",
+    "a channel of another shape": "shape", "NaN in a channel": "NaN/inf", "a channel for a folder": "one image",
     "missing model": "none.pt", "text as a model": "not a model checkpoint", "model that runs code": "refused",
     "model with NaN weights": "not finite", "model for another channel count": "channel",
     "zero block": "--block", "pyramid level of an .npz": "level 3", "a folder without images": "no image files",
