@@ -145,3 +145,12 @@ def test_a_session_of_two_channels_is_saved_reopened_and_resumed(two_channels, m
         stop_and_wait(reopened, qtbot)
     finally:
         reopened.close_session()
+
+
+def test_closing_the_widget_stops_the_banks_it_computes(two_channels):
+    viewer, widget, _ = two_channels
+    stack = widget.features.held_for(widget.image_layer, widget.data_panel.channel_layers)
+    assert stack is not None and not stack.cancelled
+    widget.close_session()
+    assert stack.cancelled and widget.features.held_for(widget.image_layer) is None
+

@@ -252,6 +252,11 @@ class FeatureStack:
             self._thread = threading.Thread(target=self._compute_in_background, daemon=True, name="sparseseg-features")
         self._thread.start()
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancel.is_set()
+
     def cancel(self) -> None:
         """Stop the background computation (:meth:`start`) before its next filter scale; what it computed is dropped
         (freed with the stack). For good: :meth:`start` does not resume it, a later :meth:`get` computes the bank in

@@ -88,6 +88,14 @@ class FeatureCache:
             return None
         return stack if _stack_of(stack, (layer.data, *(c.data for c in channels)), stack.spacing) else None
 
+    def close(self) -> None:
+        """The widget is closing: every bank held stops computing and is dropped (a bank of a large volume would
+        otherwise go on for a minute or more after the window is gone)."""
+        for stack in {id(s): s for s in (self._stack, self._session_stack) if s is not None}.values():
+            stack.cancel()
+        self._stack = self._session_stack = None
+        self._claimed = False
+
     def unclaim(self) -> None:
         """The session given the stack held is gone: a stack dropped from now on stops computing."""
         self._claimed, self._session_stack = False, None

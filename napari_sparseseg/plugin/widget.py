@@ -384,6 +384,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self._closed = True
         ended = self.run.shutdown(timeout)
         self.files.close(ended)
+        self.features.close()
         try:
             self._timer.stop()
         except RuntimeError:
