@@ -173,7 +173,7 @@ def test_train_learns_from_several_volumes_and_refuses_what_cannot_train_togethe
     np.savez(folder / "b_annotation.npz", labels=other_labels)
     np.savez(folder / "c.npz", image=image, spacing=np.array([2.0, 1.0, 1.0], np.float32))
     assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--also-folder", str(folder),
-                 "--seconds", "1", "--model", str(model), "--device", "cpu"]) == 0
+                 "--seconds", "1", "--session", str(tmp_path / "folder.sparseseg"), "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     assert f"also learning from {folder / 'b.npz'} ({32 * 32} labeled voxels)" in out
     assert "c.npz: left out" in err and out.count("also learning from") == 1
@@ -250,7 +250,7 @@ def test_train_with_too_few_seconds_for_a_mask_waits_for_the_first_whole_one(gt_
     np.savez(tmp_path / "ann.npz", labels=ann)
     out = tmp_path / "mask.tif"
     assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "0.001",
-                 "--model", str(tmp_path / "m.pt"), "--out", str(out), "--device", "cpu"]) == 0
+                 "--session", str(tmp_path / "s.sparseseg"), "--out", str(out), "--device", "cpu"]) == 0
     stdout, err = capsys.readouterr()
     assert "after the 0.001 s budget; the command waited for it" in err and "(the first responder)" in stdout
     written = tifffile.imread(out)
@@ -311,4 +311,25 @@ def test_a_channel_file_elsewhere_in_the_world_is_refused(tmp_path, capsys):
     assert main(["train", str(first), "--channel", str(moved), "--annotation", str(tmp_path / "ann.npz"),
                  "--model", str(tmp_path / "m.pt")]) == 2
     assert "another NIfTI affine" in capsys.readouterr().err
+
+
+def test_train_writes_no_model_when_the_net_trained_no_step(gt_file, tmp_path, capsys, monkeypatch):
+    """As the window's Save model: an untrained net is no model. The mask is still written; the exit code says so."""
+    from napari_sparseseg.core import shown as shown_module
+    from napari_sparseseg.core.shown import ShownMask
+
+    _, mask = sphere_volume((16, 32, 32))
+    ann = np.zeros_like(mask)
+    ann[8] = mask[8] + 1
+    np.savez(tmp_path / "ann.npz", labels=ann)
+
+    def forest_only(session, seconds, on_event=None, clock=None):  # the first responder took the whole budget
+        return ShownMask(mask.astype(np.uint8), np.ones(mask.shape, bool), learner="forest")
+
+    monkeypatch.setattr(shown_module, "run_shown", forest_only)
+    model, out = tmp_path / "m.pt", tmp_path / "mask.tif"
+    assert main(["train", str(gt_file), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "5",
+                 "--model", str(model), "--out", str(out), "--device", "cpu"]) == 1
+    assert not model.exists() and out.exists()
+    assert "did not train a step in 5 s" in capsys.readouterr().err
 

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock seconds of the window's loop, everything counted (default 120); if they end "
                         "before the first mask of the whole volume, it goes on until there is one, 10 minutes "
                         "at most")
-    p.add_argument("--model", help="where to save the model (.pt); needed unless --session is given")
+    p.add_argument("--model", help="where to save the model (.pt); needed unless --session is given. Not written "
+                   "(exit code 1, --out still written) when the net trained no step within --seconds")
     p.add_argument("--out", help="also write the dense segmentation the window would show at the end (the first "
                    "responder's until the net scores better on held-back labels) here (.npz, .tif, .nii.gz, .zarr, "
                    ".ome.zarr)")

@@ -64,14 +64,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if store is not None:
         store.close(checkpoint=True)
         print(f"session saved after {session.trainer.step} steps to {args.session}")
-    if args.model:
+    untrained = bool(args.model) and session.trainer.step == 0
+    if untrained:  # as the window's Save model: an untrained net is no model
+        print(f"warning: the net did not train a step in {args.seconds:g} s (the first responder's filter bank and "
+              f"fits took the time): no model written to {args.model}; give more --seconds", file=sys.stderr)
+    elif args.model:
         save_model(session.trainer, args.model)
         print(f"saved model after {session.trainer.step} steps to {args.model}")
     if shown is None:
         return 130
     if args.out:
         _write_shown(args.out, session, shown, affine=source.affine)
-    return 0
+    return 1 if untrained else 0
 
 
 def _read_labeled(image_path: str, annotation_path: str, args: argparse.Namespace, channels: list[str] = ()):
