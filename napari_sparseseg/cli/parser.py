@@ -47,10 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="of --annotation: annotation = 0 unlabeled, 1 background, k+1 class k; layer = an "
                         "annotation layer saved from napari (class k is k, background 255); auto (default): layer "
                         "if the file holds 255, else annotation")
-    p.add_argument("--seconds", type=float, default=120.0,
-                   help="wall-clock seconds of the window's loop, everything counted (default 120); if they end "
-                        "before the first mask of the whole volume, it goes on until there is one, 10 minutes "
-                        "at most")
+    add_seconds(p)
     p.add_argument("--model", help="where to save the model (.pt); needed unless --session is given. Not written "
                    "(exit code 1, --out still written) when the net trained no step within --seconds")
     p.add_argument("--out", help="also write the dense segmentation the window would show at the end (the first "
@@ -75,10 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="reopen a session store and continue training from its checkpoint")
     p.add_argument("store", help="session store folder (e.g. run.sparseseg)")
-    p.add_argument("--seconds", type=float, default=120.0,
-                   help="wall-clock seconds of the window's loop, everything counted (default 120); if they end "
-                        "before the first mask of the whole volume, it goes on until there is one, 10 minutes "
-                        "at most")
+    add_seconds(p)
     p.add_argument("--out", help="also write the dense segmentation the window would show at the end here (.npz, "
                    ".tif, .nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -114,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def add_seconds(p: argparse.ArgumentParser) -> None:
+    """``--seconds`` of ``train`` and ``resume``: the budget of the window's loop (``core.shown.run_shown``)."""
+    p.add_argument("--seconds", type=float, default=120.0,
+                   help="wall-clock seconds of the window's loop, everything counted (default 120); if they end "
+                        "before the first mask of the whole volume, it goes on until there is one, 10 minutes "
+                        "at most")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,8 +91,9 @@ class FeatureCache:
     def close(self) -> None:
         """The widget is closing: every bank held stops computing and is dropped (a bank of a large volume would
         otherwise go on for a minute or more after the window is gone)."""
-        for stack in {id(s): s for s in (self._stack, self._session_stack) if s is not None}.values():
-            stack.cancel()
+        for stack in (self._stack, self._session_stack):
+            if stack is not None:
+                stack.cancel()  # twice for one stack is harmless
         self._stack = self._session_stack = None
         self._claimed = False
 
