@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,3 +69,16 @@ class Box:
                 start.append(int(arr.min()))
                 stop.append(int(arr.max()) + 1)
         return cls(tuple(start), tuple(stop))  # type: ignore[arg-type]
+
+
+#: Voxels per block in which the whole-volume summaries of host probabilities (class map, entropy, pseudo-labels)
+#: are computed: their temporaries stay a few MiB whatever the volume (a design choice, not tuned).
+SUMMARY_BLOCK_VOXELS = 1 << 20
+
+
+def plane_blocks(shape: Sequence[int], voxels: int | None = None) -> list[slice]:
+    """Slices of whole planes along the first axis of ``shape`` ``(z, ...)``, each of about ``voxels`` (default
+    :data:`SUMMARY_BLOCK_VOXELS`) voxels at most (one plane at least), covering it in order."""
+    plane = max(1, math.prod(int(n) for n in shape[1:]))
+    step = max(1, int(SUMMARY_BLOCK_VOXELS if voxels is None else voxels) // plane)
+    return [slice(z, min(z + step, int(shape[0]))) for z in range(0, int(shape[0]), step)]

@@ -27,7 +27,7 @@ from .events import Guidance, Notice, Prediction, TrainStep, Waiting
 from .first_responder import FirstResponder
 from .guidance import likely_errors, suggest_slices
 from .handover import HandOver, blend, held_back_scores
-from .inference import entropy
+from .inference import entropy, top_class
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -264,7 +264,7 @@ class Display:
             net = self._latest["net"][sl]
         probs = forest if learner == "forest" else net if learner == "net" else blend(forest, net)
         probs = np.ascontiguousarray(probs, dtype=np.float32)
-        return Prediction(box=box, labels=probs.argmax(0).astype(np.uint8), probabilities=probs,
+        return Prediction(box=box, labels=top_class(probs), probabilities=probs,
                           uncertainty=entropy(probs), step=self._step(),
                           revision=self.volume.revision if revision is None else revision,
                           learner=learner, scores=dict(self.handover.scores),

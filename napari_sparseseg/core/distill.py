@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .annotation import PseudoLabels
+from .box import plane_blocks
 
 #: Smallest gap between the top two class probabilities for a first-responder answer to be trained on.
 CONFIDENT_MARGIN = 0.5
@@ -42,10 +43,16 @@ def distill_weight(distill: float, scores: dict[str, float]) -> float:
 
 
 def pseudo_labels(probabilities: np.ndarray, weight: float) -> PseudoLabels:
-    """Pseudo-labels from class probabilities ``(K + 1, z, y, x)``: the top class, and its margin where confident."""
+    """Pseudo-labels from class probabilities ``(K + 1, z, y, x)``: the top class, and its margin where confident
+    (computed in blocks of planes, :func:`~.box.plane_blocks`)."""
     if probabilities.shape[0] < 2:
         raise ValueError(f"need at least 2 class channels, got probabilities of shape {probabilities.shape}")
-    top2 = np.partition(probabilities, probabilities.shape[0] - 2, axis=0)[-2:]
-    margin = top2[1] - top2[0]
-    confidence = np.where(margin >= CONFIDENT_MARGIN, margin, 0).astype(np.float16)
-    return PseudoLabels(probabilities.argmax(0).astype(np.uint8), confidence, float(weight))
+    shape = probabilities.shape[1:]
+    classes, confidence = np.empty(shape, np.uint8), np.empty(shape, np.float16)
+    for block in plane_blocks(shape):
+        p = probabilities[:, block]
+        top2 = np.partition(p, p.shape[0] - 2, axis=0)[-2:]
+        margin = top2[1] - top2[0]
+        confidence[block] = np.where(margin >= CONFIDENT_MARGIN, margin, 0)
+        classes[block] = p.argmax(0)
+    return PseudoLabels(classes, confidence, float(weight))

@@ -15,7 +15,7 @@ import numpy as np
 
 from .binning import bin_mean, binned_shape, binning_factors
 from .context import context_columns
-from .features import ComputationCancelled, compute_features, feature_names
+from .features import SCALE_TEMPORARIES, ComputationCancelled, compute_features, feature_names
 from .lazy import is_lazy
 from .volume import as_channels_first
 
@@ -65,8 +65,8 @@ class Grid:
         return 2 if self.half else 4
 
 
-#: Memory the threads computing a filter bank may hold beyond the first one's: each holds about 17 float32
-#: copies of the volume (its scale's derivatives and structure tensor) while it works.
+#: Memory the threads computing a filter bank may hold beyond the first one's: each holds up to
+#: :data:`~.features.SCALE_TEMPORARIES` float32 copies of the volume (its scale's derivatives) while it works.
 EXTRA_THREAD_BYTES = 1 << 30
 
 
@@ -74,7 +74,7 @@ def feature_workers(shape: Sequence[int], threads: int) -> int:
     """Threads to compute the filter bank of a ``(z, y, x)`` grid with: at most ``threads`` (as many as training
     uses; the plugin leaves one core to the window), fewer where their temporaries would pass
     :data:`EXTRA_THREAD_BYTES`."""
-    per_thread = 17 * 4 * int(np.prod(shape))
+    per_thread = SCALE_TEMPORARIES * 4 * int(np.prod(shape))
     return max(1, min(int(threads), 1 + EXTRA_THREAD_BYTES // max(per_thread, 1)))
 
 

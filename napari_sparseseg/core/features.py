@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["CONTRAST_SCALE", "CONTRAST_SIGMAS", "SIGMAS", "ComputationCancelled", "compute_features", "feature_names"]
+__all__ = ["CONTRAST_SCALE", "CONTRAST_SIGMAS", "SCALE_TEMPORARIES", "SIGMAS", "ComputationCancelled",
+           "compute_features", "feature_names"]
 
 #: Scales (in units of the finest voxel step) of the filter bank, as in ilastik.
 SIGMAS: tuple[float, ...] = (0.7, 1.0, 1.6, 3.5, 5.0)
@@ -71,51 +72,65 @@ def _normalize(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sym_eigvals(
-    a11: np.ndarray,
-    a22: np.ndarray,
-    a33: np.ndarray,
-    a12: np.ndarray,
-    a13: np.ndarray,
-    a23: np.ndarray,
-) -> np.ndarray:
-    """Eigenvalues of voxel-wise symmetric 3x3 matrices, descending.
+def _eigvals(m11: np.ndarray, m22: np.ndarray, m33: np.ndarray, m12: np.ndarray, m13: np.ndarray,
+             m23: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues, descending, of symmetric 3x3 matrices given by their six float64 entries (flat arrays).
 
-    Closed-form trigonometric solution (Smith 1961), vectorized in float64
-    chunks: about 20x faster than ``np.linalg.eigvalsh`` on stacked matrices.
-    Returns an array of shape ``(3,) + a11.shape``, float32.
+    Closed-form trigonometric solution (Smith 1961): about 20x faster than ``np.linalg.eigvalsh`` on stacked
+    matrices.
     """
-    shape = a11.shape
-    n = a11.size
-    out = np.empty((3, n), dtype=np.float32)
-    flat = [x.reshape(-1) for x in (a11, a22, a33, a12, a13, a23)]
-    step = 1 << 18
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        m11, m22, m33, m12, m13, m23 = (f[start:stop].astype(np.float64) for f in flat)
-        q = (m11 + m22 + m33) / 3.0
-        p1 = m12 * m12 + m13 * m13 + m23 * m23
-        b11, b22, b33 = m11 - q, m22 - q, m33 - q
-        p = np.sqrt((b11 * b11 + b22 * b22 + b33 * b33 + 2.0 * p1) / 6.0)
-        safe = np.where(p > 0, p, 1.0)
-        det = b11 * (b22 * b33 - m23 * m23) - m12 * (m12 * b33 - m23 * m13) + m13 * (m12 * m23 - b22 * m13)
-        r = np.clip(det / (2.0 * safe**3), -1.0, 1.0)
-        phi = np.arccos(r) / 3.0
-        e1 = q + 2.0 * p * np.cos(phi)
-        e3 = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
-        out[0, start:stop] = e1
-        out[1, start:stop] = 3.0 * q - e1 - e3
-        out[2, start:stop] = e3
-    return out.reshape((3,) + shape)
+    q = (m11 + m22 + m33) / 3.0
+    p1 = m12 * m12 + m13 * m13 + m23 * m23
+    b11, b22, b33 = m11 - q, m22 - q, m33 - q
+    p = np.sqrt((b11 * b11 + b22 * b22 + b33 * b33 + 2.0 * p1) / 6.0)
+    safe = np.where(p > 0, p, 1.0)
+    det = b11 * (b22 * b33 - m23 * m23) - m12 * (m12 * b33 - m23 * m13) + m13 * (m12 * m23 - b22 * m13)
+    r = np.clip(det / (2.0 * safe**3), -1.0, 1.0)
+    phi = np.arccos(r) / 3.0
+    e1 = q + 2.0 * p * np.cos(phi)
+    e3 = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    return e1, 3.0 * q - e1 - e3, e3
+
+
+#: Voxels of the float64 blocks the eigenvalues are computed in (a few MiB each).
+_EIG_BLOCK = 1 << 16
+
+
+def _put_eigvals(out: np.ndarray, col: int, entries: Sequence[np.ndarray]) -> None:
+    """Write the eigenvalues (descending) of voxel-wise symmetric 3x3 matrices into columns ``col .. col + 2`` of
+    ``out`` ``(z, y, x, F)``, as :func:`_put` would write each, in blocks of z planes: no whole-volume temporary.
+
+    ``entries`` are the six float32 ``(z, y, x)`` arrays ``a11, a22, a33, a12, a13, a23``.
+    """
+    shape = entries[0].shape
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in entries]
+    scales = [np.float32(1.0)] * 3
+    if out.dtype != np.float32:  # each column's root mean square on _put's subsample, its values computed alone
+        step = max(1, flat[0].size // 100_000)
+        for i, values in enumerate(_eigvals(*(f[::step].astype(np.float64) for f in flat))):
+            sample = values.astype(np.float32).astype(np.float64)
+            rms = float(np.sqrt(np.mean(sample * sample))) if sample.size else 0.0
+            scales[i] = np.float32(1.0 / rms) if np.isfinite(rms) and rms > 0 else np.float32(1.0)
+    plane = max(1, int(np.prod(shape[1:])))
+    planes = max(1, _EIG_BLOCK // plane)
+    for z0 in range(0, shape[0], planes):
+        z1 = min(z0 + planes, shape[0])
+        block = _eigvals(*(f[z0 * plane: z1 * plane].astype(np.float64) for f in flat))
+        for i, values in enumerate(block):
+            values = values.astype(np.float32).reshape((z1 - z0,) + shape[1:])
+            if out.dtype == np.float32:
+                out[z0:z1, ..., col + i] = values
+            else:
+                out[z0:z1, ..., col + i] = np.clip(values * scales[i], -_HALF_LIMIT, _HALF_LIMIT)
 
 
 def _gaussian_derivatives(
     img: np.ndarray, sigma: Sequence[float], truncate: float = 4.0
 ) -> dict[tuple[int, int, int], np.ndarray]:
-    """All Gaussian derivatives of total order <= 2 of a 3D image.
+    """The Gaussian derivatives of total order 1 and 2 of a 3D image (the smoothed image itself is not needed).
 
-    Separable filters are shared along a tree (19 1D passes instead of 30).
-    Keys are derivative orders per axis, e.g. ``(0, 1, 1)`` = d2/dy dx.
+    Separable filters are shared along a tree (18 1D passes instead of 27). Keys are derivative orders per axis,
+    e.g. ``(0, 1, 1)`` = d2/dy dx. At most two intermediates live beside the nine results.
     """
     out: dict[tuple[int, int, int], np.ndarray] = {}
 
@@ -129,7 +144,10 @@ def _gaussian_derivatives(
         for oy in range(3 - oz):
             zy = f1d(z, 1, oy)
             for ox in range(3 - oz - oy):
-                out[(oz, oy, ox)] = f1d(zy, 2, ox)
+                if oz + oy + ox:
+                    out[(oz, oy, ox)] = f1d(zy, 2, ox)
+            del zy
+        del z
     return out
 
 
@@ -147,33 +165,50 @@ def _put(out: np.ndarray, col: int, values: np.ndarray) -> None:
     out[..., col] = np.clip(values * scale, -_HALF_LIMIT, _HALF_LIMIT)
 
 
+#: Whole-volume float32 arrays :func:`_scale_columns` holds at most at once (the nine derivatives and the two
+#: intermediates of their filter tree), beside the image and the stack; ``feature_stack.feature_workers`` counts it.
+SCALE_TEMPORARIES = 11
+
+
 def _scale_columns(img: np.ndarray, rel: np.ndarray, s: float, out: np.ndarray) -> None:
-    """The nine columns of scale ``s`` (see :func:`feature_names`) written into ``out`` ``(z, y, x, 9)``."""
+    """The nine columns of scale ``s`` (see :func:`feature_names`) written into ``out`` ``(z, y, x, 9)``.
+
+    Each temporary is freed as soon as its columns are written (:data:`SCALE_TEMPORARIES` at most at once).
+    """
     sig = s * rel
     sig_d = np.maximum(sig, MIN_SIGMA)
     _put(out, 0, ndi.gaussian_filter(img, sig, mode="reflect", output=np.float32))
     d = _gaussian_derivatives(img, sig_d)
     r = rel.astype(np.float32)
-    gz, gy, gx = d[(1, 0, 0)] * r[0], d[(0, 1, 0)] * r[1], d[(0, 0, 1)] * r[2]
-    hzz = d[(2, 0, 0)] * r[0] ** 2
-    hyy = d[(0, 2, 0)] * r[1] ** 2
-    hxx = d[(0, 0, 2)] * r[2] ** 2
-    hzy = d[(1, 1, 0)] * (r[0] * r[1])
-    hzx = d[(1, 0, 1)] * (r[0] * r[2])
-    hyx = d[(0, 1, 1)] * (r[1] * r[2])
-    del d
-    _put(out, 1, hzz + hyy + hxx)
-    _put(out, 2, np.sqrt(gz * gz + gy * gy + gx * gx))
-    for i, eig in enumerate(_sym_eigvals(hzz, hyy, hxx, hzy, hzx, hyx)):
-        _put(out, 3 + i, eig)
-    del hzz, hyy, hxx, hzy, hzx, hyx
+    factors = {(1, 0, 0): r[0], (0, 1, 0): r[1], (0, 0, 1): r[2], (2, 0, 0): r[0] ** 2, (0, 2, 0): r[1] ** 2,
+               (0, 0, 2): r[2] ** 2, (1, 1, 0): r[0] * r[1], (1, 0, 1): r[0] * r[2], (0, 1, 1): r[1] * r[2]}
+    for key, factor in factors.items():  # per voxel step -> per finest step, in place
+        d[key] *= factor
+    gz, gy, gx = d.pop((1, 0, 0)), d.pop((0, 1, 0)), d.pop((0, 0, 1))
+    hessian = [d.pop(key) for key in ((2, 0, 0), (0, 2, 0), (0, 0, 2), (1, 1, 0), (1, 0, 1), (0, 1, 1))]
+    laplacian = hessian[0] + hessian[1]
+    laplacian += hessian[2]
+    _put(out, 1, laplacian)
+    del laplacian
+    magnitude = gz * gz
+    magnitude += gy * gy
+    magnitude += gx * gx
+    _put(out, 2, np.sqrt(magnitude, out=magnitude))
+    del magnitude
+    _put_eigvals(out, 3, hessian)
+    del hessian
     outer = np.maximum(_ST_OUTER * sig, MIN_SIGMA)
-    prods = [gz * gz, gy * gy, gx * gx, gz * gy, gz * gx, gy * gx]
-    del gz, gy, gx
-    st = [ndi.gaussian_filter(p, outer, mode="reflect", output=np.float32) for p in prods]
-    del prods
-    for i, eig in enumerate(_sym_eigvals(*st)):
-        _put(out, 6 + i, eig)
+
+    def smoothed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ndi.gaussian_filter(a * b, outer, mode="reflect", output=np.float32)
+
+    zz, zy, zx = smoothed(gz, gz), smoothed(gz, gy), smoothed(gz, gx)
+    del gz
+    yy, yx = smoothed(gy, gy), smoothed(gy, gx)
+    del gy
+    xx = smoothed(gx, gx)
+    del gx
+    _put_eigvals(out, 6, [zz, yy, xx, zy, zx, yx])
 
 
 def _contrast_columns(img: np.ndarray, rel: np.ndarray, out: np.ndarray) -> None:
@@ -218,7 +253,8 @@ def compute_features(
     workers : int
         Threads computing the scales (and the contrast columns) side by side; SciPy's filters release the GIL, so
         two threads take about half the time on two cores. The values do not depend on it. Each thread holds
-        about 17 float32 copies of the volume at once (``feature_stack.feature_workers`` bounds them).
+        up to :data:`SCALE_TEMPORARIES` float32 copies of the volume at once (``feature_stack.feature_workers``
+        bounds them).
     dtype : numpy dtype
         ``np.float32`` (the default), or ``np.float16`` for half the memory: each column is then divided by its root
         mean square (a positive constant per column; the filters themselves run in float32).

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .box import Box
+from .box import Box, plane_blocks
 from .config import InferenceConfig
 from .device import autocast
 from .volume import read_mirrored
@@ -53,11 +53,32 @@ def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> np
     return np.maximum(g, 1e-3).astype(np.float32)
 
 
+def top_class(probabilities: np.ndarray) -> np.ndarray:
+    """uint8 index ``(z, y, x)`` of the largest of ``(K + 1, z, y, x)`` class probabilities (first on ties),
+    computed in blocks of planes (:func:`plane_blocks`)."""
+    out = np.empty(probabilities.shape[1:], np.uint8)
+    for block in plane_blocks(out.shape):
+        out[block] = probabilities[:, block].argmax(0)
+    return out
+
+
 def entropy(probabilities: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Entropy of ``(K + 1, ...)`` class probabilities, normalised to ``[0, 1]``; float32 ``(...)``."""
-    p = torch.as_tensor(probabilities).clamp(1e-8, 1.0)
-    h = -(p * p.log()).sum(0) / math.log(p.shape[0])
-    return h.float().cpu().numpy()
+    """Entropy of ``(K + 1, ...)`` class probabilities, normalised to ``[0, 1]``; float32 ``(...)``.
+
+    Host probabilities of a volume ``(K + 1, z, y, x)`` are taken in blocks of planes (:func:`plane_blocks`);
+    a GPU tensor at once, where it lives.
+    """
+    def whole(p: torch.Tensor) -> torch.Tensor:
+        p = p.clamp(1e-8, 1.0)
+        return -(p * p.log()).sum(0) / math.log(p.shape[0])
+
+    p = torch.as_tensor(probabilities)
+    if p.device.type != "cpu" or p.ndim != 4:
+        return whole(p).float().cpu().numpy()
+    out = np.empty(tuple(p.shape[1:]), np.float32)
+    for block in plane_blocks(out.shape):
+        out[block] = whole(p[:, block]).float().numpy()
+    return out
 
 
 def prior_offset(class_weight: np.ndarray, tau: float) -> np.ndarray:
@@ -95,6 +116,9 @@ def class_map_and_uncertainty(probabilities: torch.Tensor) -> tuple[np.ndarray, 
         float32 ``(K + 1, z, y, x)`` probabilities, uint8 ``(z, y, x)`` class map and float32 ``(z, y, x)``
         entropy in ``[0, 1]``.
     """
+    if probabilities.device.type == "cpu":
+        probs = probabilities.numpy()
+        return probs, top_class(probs), entropy(probs)
     labels = class_map(probabilities, 0).to(torch.uint8).cpu().numpy()
     return probabilities.cpu().numpy(), labels, entropy(probabilities)
 
