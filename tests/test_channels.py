@@ -52,3 +52,40 @@ def test_channels_of_one_file_share_a_name_and_a_path():
     assert same_file(layer("t1", "/a/t1.nii.gz"), layer("t1 [1]", "/a/t1.nii.gz"))
     assert not same_file(layer("t1", "/a/t1.nii.gz"), layer("t1 [1]", "/b/t1.nii.gz"))  # two patients' files
 
+
+
+@pytest.mark.parametrize("trained, given, order", [
+    (["pat5_flair.nii.gz", "pat5_t1c.nii.gz"], ["pat6_t1c.nii.gz", "pat6_flair.nii.gz"], [1, 0]),  # swapped
+    (["pat5_flair.nii.gz", "pat5_t1c.nii.gz"], ["pat6_flair.nii.gz", "pat6_t1c.nii.gz"], None),  # as trained
+    (["T1", "T2", "FLAIR"], ["s_flair", "s_t1", "s_t2"], [1, 2, 0]),
+    (["mri", "mri [1]"], ["scan", "scan [1]"], None),  # napari's names of a file's channels: kept
+    (["image", "image-1"], ["scan_b", "scan_a"], None),  # no likeness either way: the order given
+    (["a", "b"], ["b", "a", "c"], None),  # counts differ: the model refuses them elsewhere
+    ([f"c{i}" for i in range(7)], [f"c{i}" for i in reversed(range(7))], None),  # too many to compare
+])
+def test_channels_are_matched_to_the_models_by_name_only_where_another_order_clearly_fits(trained, given, order):
+    from napari_sparseseg.core.channels import channel_order
+
+    assert channel_order(trained, given) == order
+
+
+def test_a_model_records_its_channels_names_and_refuses_malformed_ones(tmp_path):
+    import torch
+
+    from napari_sparseseg.core.checkpoint import channel_names, read_model, save_model
+    from napari_sparseseg.core.config import ModelConfig, SessionConfig
+    from napari_sparseseg.core.session import SegmentationSession
+
+    image = np.random.default_rng(0).normal(size=(2, 8, 16, 16)).astype(np.float32)
+    config = SessionConfig(model=ModelConfig(base_channels=4, depth=2), device="cpu")
+    session = SegmentationSession(image, channel_axis=0, config=config)
+    path = save_model(session.trainer, tmp_path / "m.pt", channel_names=["flair", "t1c"])
+    assert channel_names(read_model(path)) == ("flair", "t1c")
+    assert channel_names(read_model(save_model(session.trainer, tmp_path / "n.pt", ["only one"]))) is None
+    one = SegmentationSession(image[0], config=config)
+    assert channel_names(read_model(save_model(one.trainer, tmp_path / "o.pt", ["a"]))) is None
+    payload = torch.load(path, weights_only=True)
+    for bad in ("flair", ["flair"], ["flair", 3], ["flair", "x" * 300]):
+        torch.save({**payload, "channel_names": bad}, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match="channel names are malformed"):
+            read_model(tmp_path / "bad.pt")

@@ -102,6 +102,29 @@ def _apply_the_model_to_every_channel(viewer, widget, qtbot, tmp_path) -> None:
     assert "mri (two)" in viewer.layers and "mri [1] (two)" not in viewer.layers and "other (two)" not in viewer.layers
 
 
+def test_a_model_is_fed_the_channels_in_the_order_their_names_match(two_channels, qtbot, tmp_path, monkeypatch):
+    """A model trained on ("mri", "mri [1]"), applied with "mri [1]" chosen and "mri" ticked: the layers are fed
+    in the model's order, and the window says so."""
+    from napari_sparseseg.core.checkpoint import save_model
+    from napari_sparseseg.core.session import SegmentationSession
+
+    viewer, widget, _ = two_channels
+    noise_layer, image_layer = viewer.layers["mri"], viewer.layers["mri [1]"]
+    both = np.stack([noise_layer.data, image_layer.data])
+    trained = SegmentationSession(both, channel_axis=0, spacing=tuple(noise_layer.scale), config=TEST_CONFIG)
+    model = save_model(trained.trainer, tmp_path / "named.pt", channel_names=["mri", "mri [1]"])
+    widget.data_panel.image_combo.setCurrentText("mri [1]")
+    assert widget.image_layer is image_layer and widget.data_panel.channel_layers == [noise_layer]
+    notes = []
+    monkeypatch.setattr("napari_sparseseg.plugin.models.show_info", notes.append)
+    widget.models.apply(model)
+    qtbot.waitUntil(lambda: "mri [1] (named)" in viewer.layers, timeout=60000)
+    expected = SegmentationSession.from_model(both, model, spacing=tuple(noise_layer.scale), channel_axis=0,
+                                              device="cpu").segment()
+    np.testing.assert_array_equal(viewer.layers["mri [1] (named)"].data, expected)
+    assert "sparseseg: channels matched to the model's by name: mri <- mri, mri [1] <- mri [1]" in notes
+
+
 def test_unticking_a_channel_means_a_new_bank_and_a_new_session(two_channels, qtbot):
     viewer, widget, truth = two_channels
     panel = widget.data_panel

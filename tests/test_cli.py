@@ -281,6 +281,15 @@ def test_train_and_predict_read_further_channels_from_files_of_their_own(tmp_pat
     assert main(["predict", str(first), "--channel", str(second), "--model", str(model), "--out", str(predicted),
                  "--device", "cpu"]) == 0
     assert tifffile.imread(predicted).shape == mask.shape
+    assert "matched" not in capsys.readouterr().err
+    # another patient's files, given in the other order: fed to the model by their names
+    tifffile.imwrite(tmp_path / "pat6_t1.tif", noise)
+    tifffile.imwrite(tmp_path / "pat6_flair.tif", image)
+    swapped = tmp_path / "swapped.tif"
+    assert main(["predict", str(tmp_path / "pat6_flair.tif"), "--channel", str(tmp_path / "pat6_t1.tif"), "--model",
+                 str(model), "--out", str(swapped), "--device", "cpu"]) == 0
+    assert "t1.tif <- pat6_t1.tif, flair.tif <- pat6_flair.tif" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(swapped), tifffile.imread(predicted))
     assert main(["predict", str(first), "--model", str(model), "--out", str(tmp_path / "one.tif"),
                  "--device", "cpu"]) == 2  # the model needs its second channel
     assert main(["resume", str(store), "--seconds", "1", "--device", "cpu"]) == 0

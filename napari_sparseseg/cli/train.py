@@ -69,7 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"warning: the net did not train a step in {args.seconds:g} s (the first responder's filter bank and "
               f"fits took the time): no model written to {args.model}; give more --seconds", file=sys.stderr)
     elif args.model:
-        save_model(session.trainer, args.model)
+        save_model(session.trainer, args.model,
+                   channel_names=[Path(p).name for p in (args.image, *channels)] if channels else None)
         print(f"saved model after {session.trainer.step} steps to {args.model}")
     if shown is None:
         return 130

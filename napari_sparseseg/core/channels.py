@@ -8,12 +8,15 @@ the first responder's filter bank and the net see every channel.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from difflib import SequenceMatcher
+from itertools import permutations
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ChannelStack"]
+__all__ = ["ChannelStack", "channel_order"]
 
 
 class ChannelStack:
@@ -59,3 +62,48 @@ class ChannelStack:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self)[key]
+
+
+#: Most channels whose orders :func:`channel_order` compares (all of their permutations).
+MAX_MATCHED_CHANNELS = 6
+#: How much better by name another order must match, in mean similarity per channel (difflib's ratio, 0 to 1), to be
+#: taken over the order given: a safety margin against reordering on a chance likeness, not a tuned value.
+ORDER_MARGIN = 0.5
+
+
+def distinctive(names: Sequence[str]) -> list[str]:
+    """Each of ``names`` case-folded, less the start and the end that all of them share (``pat5_flair``,
+    ``pat5_t1c`` -> ``flair``, ``t1c``)."""
+    folded = [str(n).casefold() for n in names]
+    prefix = len(os.path.commonprefix(folded))
+    rests = [n[prefix:] for n in folded]
+    suffix = len(os.path.commonprefix([r[::-1] for r in rests]))
+    return [r[: len(r) - suffix] for r in rests]
+
+
+def channel_order(trained: Sequence[str], given: Sequence[str]) -> list[int] | None:
+    """The order in which to feed the ``given`` channels to a model trained on channels named ``trained``.
+
+    Matches the names' distinctive parts (:func:`distinctive`; ``pat6_t1c``, ``pat6_flair`` against a model of
+    ``pat5_flair``, ``pat5_t1c``) over every permutation.
+
+    Returns
+    -------
+    list of int or None
+        ``order[i]``: the index in ``given`` of the model's channel ``i``; None where the order given is kept: it
+        matches by name as well as any other (within :data:`ORDER_MARGIN`), or the counts differ, or there are
+        more than :data:`MAX_MATCHED_CHANNELS`.
+    """
+    n = len(given)
+    if len(trained) != n or not 2 <= n <= MAX_MATCHED_CHANNELS:
+        return None
+    a, b = distinctive(trained), distinctive(given)
+    likeness = [[SequenceMatcher(None, x, y).ratio() for y in b] for x in a]
+
+    def score(order: Sequence[int]) -> float:
+        return sum(likeness[i][j] for i, j in enumerate(order))
+
+    best = max(permutations(range(n)), key=score)
+    if score(best) - score(range(n)) < ORDER_MARGIN * n:
+        return None
+    return list(best)

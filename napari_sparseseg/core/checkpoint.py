@@ -2,7 +2,8 @@
 
 A checkpoint is a ``torch.save`` dict ``{"format": FORMAT, "version": VERSION,
 "config": SessionConfig.to_dict(), "state": Trainer.state_dict(),
-"num_classes": K, "in_channels": C}`` that holds only tensors and plain values
+"num_classes": K, "in_channels": C}`` (and ``"channel_names"``, one string per image channel, where there
+are several) that holds only tensors and plain values
 (dicts, lists, strings, numbers). It is written to a temporary file and
 renamed, so a crash never leaves a half-written checkpoint.
 
@@ -20,7 +21,7 @@ import os
 import pickle  # for pickle.UnpicklingError only: nothing is unpickled with this module
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from .trainer import Trainer
 
 FORMAT = "napari-sparseseg-model"
 VERSION = 1
+#: Longest channel name a checkpoint may hold.
+MAX_NAME_LENGTH = 255
 #: Largest class and channel counts a checkpoint may declare (uint8 masks, and a sane input width).
 MAX_CLASSES = 254
 MAX_CHANNELS = 64
@@ -57,8 +60,12 @@ def all_finite(tree: Any) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in _tensors(tree) if t.is_floating_point())
 
 
-def save_model(trainer: Trainer, path: str | Path) -> Path:
+def save_model(trainer: Trainer, path: str | Path, channel_names: Sequence[str] | None = None) -> Path:
     """Atomically write the trainer's model, optimiser state and config.
+
+    ``channel_names``: what each image channel was (its layer or file name), recorded when there are several so
+    that a model is fed its channels in the same order later (:func:`~.channels.channel_order`); ignored unless
+    one per image channel.
 
     Raises
     ------
@@ -69,6 +76,9 @@ def save_model(trainer: Trainer, path: str | Path) -> Path:
     payload = {"format": FORMAT, "version": VERSION, "config": trainer.config.to_dict(),
                "state": trainer.state_dict(), "num_classes": trainer.volume.num_classes,
                "in_channels": int(trainer.volume.features.shape[0])}
+    names = [str(n)[:MAX_NAME_LENGTH] for n in channel_names or ()]
+    if len(names) == trainer.volume.image_channels > 1:
+        payload["channel_names"] = names
     if not all_finite(payload["state"]):
         raise FloatingPointError(f"not saving {path}: the model's weights are not finite (NaN or inf)")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +145,24 @@ def read_model(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: the checkpoint lacks its config or weights")
     if not all_finite(state):
         raise ValueError(f"{path}: the checkpoint's weights are not finite (NaN or inf); use an earlier checkpoint")
+    names = payload.get("channel_names")
+    if names is not None:
+        try:
+            expected = image_channels(payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path}: the checkpoint's config is malformed ({_first_sentence(exc)})") from exc
+        if (not isinstance(names, list) or len(names) != expected
+                or not all(isinstance(n, str) and len(n) <= MAX_NAME_LENGTH for n in names)):
+            raise ValueError(f"{path}: the checkpoint's channel names are malformed (one short string per image "
+                             "channel expected)")
     return payload
+
+
+def channel_names(payload: dict[str, Any]) -> tuple[str, ...] | None:
+    """The names of the image channels a model (:func:`read_model`) was trained on, in its order; None when it
+    has one channel or did not record them."""
+    names = payload.get("channel_names")
+    return tuple(names) if names else None
 
 
 def load_into(trainer: Trainer, payload: dict[str, Any]) -> None:

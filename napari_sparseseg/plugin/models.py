@@ -36,33 +36,50 @@ MODEL_FILTER = "napari-sparseseg model (*.pt)"
 Volume = tuple["Image", tuple["Image", ...]]
 
 
-def predict_layer(layer: Image, model: str | Path, device: str = "auto",
-                  channels: Sequence[Image] = ()) -> np.ndarray:
+def predict_layer(layer: Image, model: str | Path, device: str = "auto", channels: Sequence[Image] = (),
+                  notes: list[str] | None = None) -> np.ndarray:
     """Dense mask ``(z, y, x)`` (0 = background, 1..K) of an image layer (with ``channels``, layers read as its
     further channels) predicted by a saved model.
 
     Runs on the calling thread (the widget calls it from a worker). Spacing is
     the layer's ``scale``; a 4D layer is read with its first axis as channels.
+    A model that recorded its channels' names is fed the layers in the order their names match
+    (:func:`~..core.channels.channel_order`), which is said in ``notes``.
     """
-    from ..core.channels import ChannelStack
+    from ..core.channels import ChannelStack, channel_order
+    from ..core.checkpoint import channel_names, read_model
     from ..core.session import SegmentationSession
 
-    data = np.asarray(ChannelStack([layer.data, *(c.data for c in channels)]) if channels else layer.data)
+    payload = read_model(model)
+    layers = [layer, *channels]
+    trained = channel_names(payload)
+    order = channel_order(trained, [ly.name for ly in layers]) if trained and channels else None
+    if order is not None:
+        layers = [layers[i] for i in order]
+        if notes is not None:
+            notes.append("channels matched to the model's by name: "
+                         + ", ".join(f"{name} <- {ly.name}" for name, ly in zip(trained, layers)))
+    data = np.asarray(ChannelStack([ly.data for ly in layers]) if channels else layer.data)
     channel_axis = 0 if data.ndim == 4 else None
     spacing = tuple(float(s) for s in layer.scale[-3:])
-    session = SegmentationSession.from_model(data, model, spacing=spacing, channel_axis=channel_axis, device=device)
+    session = SegmentationSession.from_model(data, payload, spacing=spacing, channel_axis=channel_axis,
+                                             device=device)
     return session.segment()
 
 
 def predict_layers(volumes: Sequence[Volume], model: str | Path, device: str = "auto"
                    ) -> Iterator[tuple[Image, np.ndarray | None, str | None]]:
-    """``(layer, mask, None)`` for each volume in turn, or ``(layer, None, reason)`` where it cannot be predicted
-    (e.g. other channels than the model's): one image's failure does not stop the others."""
+    """``(layer, mask, note)`` for each volume in turn (``note``: what the user should know, or None), or
+    ``(layer, None, reason)`` where it cannot be predicted (e.g. other channels than the model's): one image's
+    failure does not stop the others."""
     for layer, channels in volumes:
+        notes: list[str] = []
         try:
-            yield layer, predict_layer(layer, model, device, channels), None
+            mask = predict_layer(layer, model, device, channels, notes)
         except (ValueError, RuntimeError, OSError, MemoryError) as exc:
             yield layer, None, str(exc)
+        else:
+            yield layer, mask, "; ".join(notes) or None
 
 
 def volume_layers(viewer: Any, channels: int = 1, chosen: Volume | None = None) -> list[Volume]:
@@ -144,7 +161,9 @@ class ModelFiles:
         session = self.widget.session
         if session is None or session.trainer.step == 0:
             raise ValueError("no trained model yet: paint a few slices and press Start first")
-        return save_model(session.trainer, path)
+        image, channels = self.widget.image_layer, self.widget.data_panel.channel_layers
+        names = [ly.name for ly in (image, *channels)] if image is not None and channels else None
+        return save_model(session.trainer, path, channel_names=names)
 
     def apply(self, model: str | Path, layer: Image | None = None) -> Any:
         """Predict ``layer`` (default: the widget's image) with ``model`` in a worker; returns the worker.
@@ -159,8 +178,16 @@ class ModelFiles:
         if layer is None:
             raise ValueError("pick an image layer to apply the model to")
         device = self.widget.training_panel.session_config().device
-        worker = create_worker(predict_layer, layer, model, device, channels, _ignore_errors=True)  # errors: notified
-        worker.returned.connect(lambda mask: add_mask_layer(self.widget, layer, mask, model))
+        notes: list[str] = []
+        worker = create_worker(predict_layer, layer, model, device, channels, notes,
+                               _ignore_errors=True)  # errors: notified
+
+        def on_returned(mask: np.ndarray) -> None:
+            add_mask_layer(self.widget, layer, mask, model)
+            for note in notes:
+                show_info(f"sparseseg: {note}")
+
+        worker.returned.connect(on_returned)
         worker.errored.connect(lambda exc: show_error(f"sparseseg: applying {Path(model).name} failed: {exc}"))
         worker.finished.connect(lambda: self._busy(False))
         self._busy(True)
@@ -193,14 +220,15 @@ class ModelFiles:
         failed: list[str] = []
 
         def on_result(result: tuple[Image, np.ndarray | None, str | None]) -> None:
-            layer, mask, reason = result
+            layer, mask, message = result
             if mask is None:
                 failed.append(layer.name)
-                show_error(f"sparseseg: {layer.name} skipped: {reason}")
+                show_error(f"sparseseg: {layer.name} skipped: {message}")
                 return
             add_mask_layer(self.widget, layer, mask, model)
             done.append(layer.name)
-            show_info(f"sparseseg: {len(done) + len(failed)} of {len(volumes)} images predicted")
+            show_info(f"sparseseg: {len(done) + len(failed)} of {len(volumes)} images predicted"
+                      + (f" ({layer.name}: {message})" if message else ""))
 
         def on_finished() -> None:
             self._busy(False)
