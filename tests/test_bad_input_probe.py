@@ -100,6 +100,8 @@ def make_files(folder: Path) -> dict[str, Path]:
     nan = torch.load(f["model"], weights_only=True)
     next(iter(nan["state"]["model"].values())).fill_(float("nan"))
     torch.save(nan, f["nan_model"])
+    f["names_model"] = folder / "names.pt"
+    torch.save({**payload, "channel_names": ["flair", {"not": "a name"}]}, f["names_model"])
     f["text_model"] = folder / "text.pt"
     f["text_model"].write_text("not a model")
     # stores: a good one, one with a broken zarr.json, one missing num_classes, an evil checkpoint
@@ -176,6 +178,8 @@ CLI_CASES: list[tuple[str, list[str]]] = [
     ("text as a model", ["predict", "{good}", "--model", "{text_model}", "--out", "{folder}/p.tif"]),
     ("model that runs code", ["predict", "{good}", "--model", "{evil_model}", "--out", "{folder}/p.tif"]),
     ("model with NaN weights", ["predict", "{good}", "--model", "{nan_model}", "--out", "{folder}/p.tif"]),
+    ("model with malformed channel names", ["predict", "{good}", "--model", "{names_model}", "--out",
+                                            "{folder}/p.tif"]),
     ("model for another channel count", ["predict", "{two_channel}", "--model", "{model}", "--out",
                                          "{folder}/p.tif"]),
     ("zero block", ["predict", "{good}", "--model", "{model}", "--out", "{folder}/p.zarr", "--block", "0", "0",
@@ -205,7 +209,7 @@ EXPECTED = {
     "output in a missing folder": "does not exist", "unsupported output type": "unsupported output type",
     "a channel of another shape": "shape", "NaN in a channel": "NaN/inf", "a channel for a folder": "one image",
     "missing model": "none.pt", "text as a model": "not a model checkpoint", "model that runs code": "refused",
-    "model with NaN weights": "not finite", "model for another channel count": "channel",
+    "model with NaN weights": "not finite", "model with malformed channel names": "channel names", "model for another channel count": "channel",
     "zero block": "--block", "pyramid level of an .npz": "level 3", "a folder without images": "no image files",
     "resume a plain folder": "not a napari-sparseseg session store", "resume a missing store": "does not exist",
     "resume a store with broken metadata": "zarr.json", "resume a store missing its class count": "damaged",
