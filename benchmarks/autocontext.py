@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the 100-tree random forest")
     ap.add_argument("--from", dest="from_file", help="summarise this printed run instead")
     ap.add_argument("--trees", type=int, help="trees per forest (default: the product's ResponderConfig.trees)")
+    ap.add_argument("--max-samples", type=int,
+                    help="labeled voxels each forest is fitted on (default: the product's ResponderConfig.max_samples)")
     ap.add_argument("--prior-shift", type=float,
                     help="ResponderConfig.prior_shift (default: the product's; 0: forests keep the labels' shares)")
     ap.add_argument("--contrast-from-strokes", action="store_true",
@@ -145,6 +147,7 @@ def main() -> None:
         ap.error("--contexts vary the later stages: give --stages 2 or more")
     torch.set_num_threads(2)
     config = ResponderConfig(stages=args.stages, **({"trees": args.trees} if args.trees else {}),
+                             **({"max_samples": args.max_samples} if args.max_samples else {}),
                              **({} if args.prior_shift is None else {"prior_shift": args.prior_shift}))
     if args.contrast_from_strokes:
         first_responder.CONTRAST_MIN_COVERAGE = 0.0

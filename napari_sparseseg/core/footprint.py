@@ -15,9 +15,10 @@ from collections.abc import Sequence
 #: Bytes an in-memory session holds per voxel beside the first responder's filter bank and context maps (whose size
 #: :func:`~napari_sparseseg.core.feature_stack.responder_bytes` gives exactly): the peak over training, predictions and
 #: the final segmentation, one image channel and two foreground classes; least squares over 1.8, 3.5 and 7.1 Mvoxel
-#: volumes, 135 and 169 bytes per voxel in two runs (``benchmarks/session_memory.py``, ``results/session_memory.txt``).
-SESSION_BYTES_PER_VOXEL = 150
-#: What a session holds whatever the volume (torch, the model, the optimiser): 0.7-0.9 GiB in the same measurement.
+#: volumes, 123 and 101 bytes per voxel in two runs (``benchmarks/session_memory.py``, ``results/session_memory.txt``;
+#: 135 and 169 before the filter bank's temporaries were cut), rounded up.
+SESSION_BYTES_PER_VOXEL = 125
+#: What a session holds whatever the volume (torch, the model, the optimiser): 0.8-0.9 GiB in the same measurement.
 SESSION_FIXED_BYTES = 1 << 30
 #: Per foreground class beyond two: three float32 class-probability maps (the first responder's, the net's, the one
 #: shown); assumed, not measured.
