@@ -168,6 +168,20 @@ def test_a_session_of_two_channels_is_saved_reopened_and_resumed(two_channels, m
         stop_and_wait(reopened, qtbot)
     finally:
         reopened.close_session()
+    third = make_napari_viewer()  # opened again, one channel unticked: not the stored net's input, a new session
+    fresh = SparseSegWidget(third, config=TEST_CONFIG, refresh_seconds=1.0, first_refresh_steps=10**6)
+    third.window.add_dock_widget(fresh, name="sparseseg")
+    said = []
+    monkeypatch.setattr(fresh.status_panel, "say", said.append)
+    try:
+        fresh.files.open(path)
+        fresh.data_panel.channel_list.item(0).setCheckState(Qt.CheckState.Unchecked)
+        start_and_wait_for_session(fresh, qtbot)
+        assert fresh.session.volume.image_channels == 1 and fresh.session.store.path != path.resolve()
+        assert any("a new session starts (the opened one stays in its store)" in text for text in said)
+        stop_and_wait(fresh, qtbot)
+    finally:
+        fresh.close_session()
 
 
 def test_closing_the_widget_stops_the_banks_it_computes(two_channels):

@@ -61,6 +61,7 @@ class SessionFiles:
         self._open_path: Path | None = None  # a store to reopen at the next Start
         self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
+        self._open_images: list[Any] = []  # the opened store's image layers, a channel each, in its order
         try:  # File > Open on a store this widget writes then opens it with this plugin, without asking
             prefer_this_reader_for_stores()
         except Exception as exc:  # noqa: BLE001 (a settings file napari cannot write must not stop the widget)
@@ -133,7 +134,11 @@ class SessionFiles:
                 open_path = Path(image_store)
             if open_path is not None:
                 self._opened.add(str(open_path))
-            else:
+                if not self._chose_the_stores_image(open_path):  # its net reads other channels, in its order
+                    w.status_panel.say(f"the chosen image and channels are not those of the session opened from "
+                                       f"{open_path.name}: a new session starts (the opened one stays in its store)")
+                    open_path = None
+            if open_path is None:
                 save_path = self._save_path or new_store_path()
             self._open_path = self._save_path = None
         names, colors = list(w.classes.names), [c.color for c in w.classes.classes]
@@ -153,6 +158,17 @@ class SessionFiles:
             return session
 
         return build_with_store
+
+    def _chose_the_stores_image(self, path: Path) -> bool:
+        """Whether the Data box's image and ticked channels are the image layers of the store at ``path``, in its
+        channel order (those :meth:`open` added, or else the viewer's image layers read from it)."""
+        from napari.layers import Image
+
+        stored = [ly for ly in self._open_images if ly in self.widget.viewer.layers] or [
+            ly for ly in self.widget.viewer.layers if isinstance(ly, Image) and _store_of(ly) == str(path)
+            and ly.metadata.get("class_names") is not None]
+        chosen = [self.widget.image_layer, *self.widget.data_panel.channel_layers]
+        return len(chosen) == len(stored) and all(a is b for a, b in zip(chosen, stored))
 
     def on_session_ready(self, session: SegmentationSession) -> None:
         """Remember the session's store and show where it is saved."""
@@ -266,7 +282,8 @@ class SessionFiles:
         for data, meta, kind in store_layers(path):  # an image of several channels: a layer each, as napari opens it
             added = getattr(w.viewer, f"add_{kind}")(data, **meta)
             layers += added if isinstance(added, list) else [added]
-        image = next(ly for ly in layers if ly.metadata.get("class_names") is not None)
+        self._open_images = [ly for ly in layers if ly.metadata.get("class_names") is not None]
+        image = self._open_images[0]
         annotation = next(ly for ly in layers if ly.metadata.get("sparseseg_role") == "annotation")
         _select(w.data_panel.image_combo, image)
         _select(w.data_panel.annotation_combo, annotation)
