@@ -61,7 +61,8 @@ class SessionFiles:
         self._open_path: Path | None = None  # a store to reopen at the next Start
         self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
-        self._open_images: list[Any] = []  # the opened store's image layers, a channel each, in its order
+        #: The store :meth:`open` opened last and its image layers, a channel each, in its order.
+        self._open_images: tuple[Path | None, list[Any]] = (None, [])
         try:  # File > Open on a store this widget writes then opens it with this plugin, without asking
             prefer_this_reader_for_stores()
         except Exception as exc:  # noqa: BLE001 (a settings file napari cannot write must not stop the widget)
@@ -164,7 +165,9 @@ class SessionFiles:
         channel order (those :meth:`open` added, or else the viewer's image layers read from it)."""
         from napari.layers import Image
 
-        stored = [ly for ly in self._open_images if ly in self.widget.viewer.layers] or [
+        opened, layers = self._open_images
+        stored = [ly for ly in layers if ly in self.widget.viewer.layers] if opened == path else []
+        stored = stored or [
             ly for ly in self.widget.viewer.layers if isinstance(ly, Image) and _store_of(ly) == str(path)
             and ly.metadata.get("class_names") is not None]
         chosen = [self.widget.image_layer, *self.widget.data_panel.channel_layers]
@@ -282,8 +285,9 @@ class SessionFiles:
         for data, meta, kind in store_layers(path):  # an image of several channels: a layer each, as napari opens it
             added = getattr(w.viewer, f"add_{kind}")(data, **meta)
             layers += added if isinstance(added, list) else [added]
-        self._open_images = [ly for ly in layers if ly.metadata.get("class_names") is not None]
-        image = self._open_images[0]
+        images = [ly for ly in layers if ly.metadata.get("class_names") is not None]
+        self._open_images = (path, images)
+        image = images[0]
         annotation = next(ly for ly in layers if ly.metadata.get("sparseseg_role") == "annotation")
         _select(w.data_panel.image_combo, image)
         _select(w.data_panel.annotation_combo, annotation)
