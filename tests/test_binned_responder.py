@@ -417,6 +417,10 @@ def test_the_window_says_how_the_filter_bank_comes_on():
     assert bank_words(stack, now=112.4) == "first responder: computing its filter bank, 12 s so far (keep painting)"
     stack.preview.get()
     assert "a coarser preview is ready" in bank_words(stack, now=130.0)
+    stack.preview.started = 100.0
+    stack.started, stack.share_done = 120.0, 0.4  # the bank itself began at 120 s and has 40 % of its columns
+    assert bank_words(stack, now=140.0) == ("first responder: computing its filter bank: 40 % in 40 s, about 30 s "
+                                            "left; a coarser preview is ready to answer at Start (keep painting)")
     stack.error = MemoryError("out of memory")
     assert "failed (out of memory); its coarser preview answers" in bank_words(stack)
     alone = FeatureStack(image, SPACING)  # no preview to answer meanwhile
@@ -424,7 +428,7 @@ def test_the_window_says_how_the_filter_bank_comes_on():
     assert "failed (out of memory); Start computes it again" in bank_words(alone)
     stack.error = None
     stack.get()
-    assert bank_words(stack).startswith("first responder ready (filter bank computed in")
+    assert stack.share_done == 1.0 and bank_words(stack).startswith("first responder ready (filter bank computed in")
     cache = FeatureCache()
     one, other = (SimpleNamespace(data=sphere_volume(SHAPE, radius=r)[0], scale=SPACING) for r in (6, 9))
     held = cache.for_layer(one)

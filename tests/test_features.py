@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_sparseseg.core.features import SCALE_TEMPORARIES, compute_features, feature_names
+from napari_sparseseg.core.features import SCALE_TEMPORARIES, SIGMAS, compute_features, feature_names
 
 
 def _smooth_image(shape=(20, 24, 28), seed=0) -> np.ndarray:
@@ -113,3 +113,11 @@ def test_volume_summaries_in_blocks_of_planes_equal_the_whole_volume_at_once(mon
     host, host_labels, host_entropy = class_map_and_uncertainty(torch.from_numpy(probs))
     np.testing.assert_array_equal(host_labels, labels)
     np.testing.assert_allclose(host_entropy, entropy(probs))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_bank_reports_each_group_of_columns_as_it_is_written(workers):
+    reports = []
+    compute_features(_smooth_image(), contrast=True, workers=workers, progress=lambda d, t: reports.append((d, t)))
+    total = len(SIGMAS) + 1  # a group per scale, and the contrast columns
+    assert sorted(reports) == [(d, total) for d in range(1, total + 1)]

@@ -202,6 +202,8 @@ class FeatureStack:
         self.seconds: float | None = None
         #: ``time.perf_counter()`` when the computation (a lazy image's read included) began (None: not yet).
         self.started: float | None = None
+        #: Share of the bank's columns computed so far, 0 to 1 (:func:`~.features.compute_features`'s progress).
+        self.share_done = 0.0
 
     @property
     def factors(self) -> tuple[int, int, int]:
@@ -290,10 +292,14 @@ class FeatureStack:
                 self.started = t0 = time.perf_counter()
                 raw = as_channels_first(self.array(), self.channel_axis)
                 workers = feature_workers(self.grid_shape, torch.get_num_threads())
-                stacks = [compute_features(bin_mean(channel, self.factors) if self.binned else channel,
-                                           self.grid_spacing, contrast=True, workers=workers, dtype=self.grid.dtype,
-                                           should_stop=should_stop)
-                          for channel in raw]
+                stacks = []
+                for i, channel in enumerate(raw):
+                    def progress(done: int, total: int, i: int = i) -> None:
+                        self.share_done = (i + done / total) / len(raw)
+
+                    stacks.append(compute_features(bin_mean(channel, self.factors) if self.binned else channel,
+                                                   self.grid_spacing, contrast=True, workers=workers,
+                                                   dtype=self.grid.dtype, should_stop=should_stop, progress=progress))
                 self._stack = stacks[0] if len(stacks) == 1 else np.concatenate(stacks, axis=-1)
                 self.seconds = time.perf_counter() - t0
             return self._stack

@@ -18,6 +18,7 @@ a classifier fitted on one plane reads objects far from it by them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -232,6 +233,7 @@ def compute_features(
     workers: int = 1,
     dtype: type = np.float32,
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """ilastik-style filter bank of a 3D image.
 
@@ -261,6 +263,10 @@ def compute_features(
     should_stop : callable, optional
         Asked before each scale and once at the end; once it is true no further scale starts and
         :class:`ComputationCancelled` is raised.
+    progress : callable, optional
+        Called ``progress(done, total)`` as each of the ``total`` groups of columns (a scale, the contrast
+        columns) is written, from the thread that wrote it; the groups take about as long as each other (within
+        a factor of two: the widest filters first).
 
     Returns
     -------
@@ -289,10 +295,16 @@ def compute_features(
         tasks.append((_contrast_columns, (img, rel, feats[..., 1 + 9 * len(sigmas):])))
     tasks.reverse()  # the widest filters first: the threads finish together
     stopped = should_stop or (lambda: False)
+    finished, lock = [0], threading.Lock()
 
     def run(task: Callable[..., None], args: tuple) -> None:
         if not stopped():
             task(*args)
+            with lock:
+                finished[0] += 1
+                done = finished[0]
+            if progress is not None:
+                progress(done, len(tasks))
 
     if workers == 1:
         for task, args in tasks:

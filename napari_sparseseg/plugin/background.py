@@ -126,7 +126,13 @@ def bank_words(stack: FeatureStack | None, now: float | None = None) -> str:
     starts = [t for t in (stack.started, preview.started if preview is not None else None) if t is not None]
     if not starts:
         return "first responder: its filter bank will be computed"
-    seconds = (time.perf_counter() if now is None else now) - min(starts)
+    now = time.perf_counter() if now is None else now
+    seconds = now - min(starts)
     preview_ready = preview is not None and preview.ready
-    return (f"first responder: computing its filter bank, {seconds:.0f} s so far"
+    share = stack.share_done if stack.started is not None else 0.0
+    done = ""
+    if 0 < share < 1:  # the groups of columns take about as long as each other: the time left, roughly
+        left = (now - stack.started) * (1 - share) / share
+        done = f": {100 * share:.0f} % in {seconds:.0f} s, about {left:.0f} s left"
+    return (f"first responder: computing its filter bank{done or f', {seconds:.0f} s so far'}"
             + ("; a coarser preview is ready to answer at Start" if preview_ready else "") + " (keep painting)")
