@@ -28,6 +28,7 @@ towards the volume's class shares (``ResponderConfig.prior_shift``, :mod:`napari
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -95,6 +96,18 @@ class VariantResponder(FirstResponder):
         return np.concatenate([np.moveaxis(probabilities[1:], 0, -1).astype(np.float32), smoothed], axis=-1)
 
 
+class ForestParamsResponder(FirstResponder):
+    """The first responder whose extremely randomised trees take other scikit-learn parameters."""
+
+    def __init__(self, *args, params: dict, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.params = params
+
+    def new_forest(self):
+        forest = super().new_forest()
+        return forest.set_params(**self.params)
+
+
 def summarise(path: str) -> None:
     """The mean Dice over seeds of each column of a printed run, per volume and protocol (markdown)."""
     rows: dict[tuple[str, str], list[list[float]]] = {}
@@ -133,6 +146,8 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the 100-tree random forest")
     ap.add_argument("--from", dest="from_file", help="summarise this printed run instead")
     ap.add_argument("--trees", type=int, help="trees per forest (default: the product's ResponderConfig.trees)")
+    ap.add_argument("--forest-params", type=json.loads, default={}, metavar="JSON",
+                    help='ExtraTreesClassifier parameters for every forest, e.g. \'{"min_samples_leaf": 2}\'')
     ap.add_argument("--max-samples", type=int,
                     help="labeled voxels each forest is fitted on (default: the product's ResponderConfig.max_samples)")
     ap.add_argument("--prior-shift", type=float,
@@ -160,7 +175,8 @@ def main() -> None:
             cells = []
             variants = [None] + [parse_context(c) for c in args.contexts]
             for variant in variants:
-                responder = FirstResponder(image, volume, config, seed=seed, features=features) if variant is None \
+                responder = ForestParamsResponder(image, volume, config, seed=seed, features=features,
+                                                  params=args.forest_params) if variant is None \
                     else VariantResponder(image, volume, config, seed=seed, features=features, sigmas=variant[0],
                                           raw=variant[1])
                 t0 = time.perf_counter()

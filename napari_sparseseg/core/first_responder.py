@@ -45,11 +45,6 @@ PREDICT_CHUNK = 1 << 18
 CONTRAST_MIN_COVERAGE = 0.5
 
 
-def _index(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``(n, 3)`` coordinates as a NumPy index ``(z, y, x)``."""
-    return coords[:, 0], coords[:, 1], coords[:, 2]
-
-
 class FirstResponder:
     """A per-voxel classifier of one volume's filter bank, refitted on the labels as they change.
 
@@ -204,16 +199,19 @@ class FirstResponder:
         return np.concatenate([np.arange(c * per_channel, c * per_channel + bank)
                                for c in range(self.volume.image_channels)])
 
-    def _fit_forest(self, coords: np.ndarray, classes: np.ndarray, context: np.ndarray | None = None):
-        """An extremely randomised forest fitted on a class-stratified subsample of the given labeled voxels; from
-        labels that do not fill their planes, moved towards the volume's class shares (:mod:`.prior_shift`)."""
+    def new_forest(self):
+        """An unfitted forest of ``config.trees`` extremely randomised trees, on as many threads as training."""
         import torch
         from sklearn.ensemble import ExtraTreesClassifier
 
+        return ExtraTreesClassifier(self.config.trees, random_state=self.seed, n_jobs=torch.get_num_threads())
+
+    def _fit_forest(self, coords: np.ndarray, classes: np.ndarray, context: np.ndarray | None = None):
+        """An extremely randomised forest fitted on a class-stratified subsample of the given labeled voxels; from
+        labels that do not fill their planes, moved towards the volume's class shares (:mod:`.prior_shift`)."""
         rng = np.random.default_rng(self.seed)
         pick = stratified_subsample(classes, self.config.max_samples, rng)
-        forest = ExtraTreesClassifier(n_estimators=self.config.trees, random_state=self.seed,
-                                      n_jobs=torch.get_num_threads())  # as many as training (one core for the GUI)
+        forest = self.new_forest()
         forest.fit(self._rows_at(coords[pick], context), classes[pick])
         tau, anywhere = self._shift
         if tau == 0:
@@ -337,16 +335,16 @@ class FirstResponder:
         :meth:`predict` is (:func:`~.binning.point_weights`), so that what is scored is what is shown."""
         stack = self._stack()
         if not self._bank.binned:
-            at = _index(coords)
+            at = tuple(coords.T)  # (n, 3) -> a NumPy index (z, y, x)
             return self._proba(stack[at], forest, None if context is None else context[at])
         bins, index, weights = point_weights(coords, self._bank.factors, stack.shape[:3])
-        at = _index(bins)
+        at = tuple(bins.T)
         proba = self._proba(stack[at], forest, None if context is None else context[at])
         return np.einsum("nk,nkc->nc", weights, proba[index]).astype(np.float32, copy=False)
 
     def _grid_index(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``(n, 3)`` full-grid coordinates as a NumPy index into the forests' (perhaps binned) grid."""
-        return _index(coords // np.asarray(self._bank.factors))
+        return tuple((coords // np.asarray(self._bank.factors)).T)
 
     def _predict_grid(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities by ``forest`` of ``box`` of its own (perhaps binned) grid
