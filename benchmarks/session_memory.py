@@ -1,6 +1,7 @@
 """Host memory an in-memory session holds per voxel: the figure the widget checks before it reads an image in.
 
     python benchmarks/session_memory.py --shapes 48,192,192 96,192,192 192,192,192 --seconds 40
+    python benchmarks/session_memory.py --predict   # what `predict` holds: a model applied, no session loop
 
 Each shape runs in its own process: the synthetic sample (``make_cells_volume``, one channel, two classes) at
 that shape and z:3 labels, both made before the count starts (as the widget's layers are); then the product's
@@ -58,19 +59,54 @@ def one(shape: tuple[int, int, int], seconds: float) -> dict:
             "rest_per_voxel": (peak - bank) / voxels, "steps": int(session.trainer.step)}
 
 
+def one_predict(shape: tuple[int, int, int]) -> dict:
+    """``predict``'s peak on an image of ``shape`` in memory: a model (the default net, untrained: the weights do not
+    change the memory) applied with the final mirrored sliding window, as ``SegmentationSession.from_model`` and
+    ``segment`` run it for ``napari-sparseseg predict``."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from larger_than_memory import PeakRSS
+
+    from napari_sparseseg.core.checkpoint import save_model
+    from napari_sparseseg.core.session import SegmentationSession
+    from napari_sparseseg.sample_data import make_cells_volume
+
+    torch.set_num_threads(2)
+    volume = make_cells_volume(shape)
+    with tempfile.TemporaryDirectory() as folder:
+        small = SegmentationSession(volume.image[:16, :64, :64], num_classes=int(volume.labels.max()),
+                                    spacing=volume.spacing)
+        model = save_model(small.trainer, Path(folder) / "m.pt")
+        del small
+        rss = PeakRSS()
+        before = rss.reset()  # the image exists before: predict reads it first
+        session = SegmentationSession.from_model(volume.image, model, spacing=volume.spacing, device="cpu")
+        session.segment()
+        peak = rss.peak - before
+        rss.stop()
+    voxels = int(np.prod(shape))
+    return {"shape": list(shape), "voxels": voxels, "peak_bytes": int(peak), "responder_bytes": 0,
+            "rest_per_voxel": peak / voxels, "steps": 0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", default=["48,192,192", "96,192,192", "192,192,192"])
     ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--predict", action="store_true", help="measure `predict` (a model applied) instead")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(tuple(int(n) for n in args.one.split(",")), args.seconds)), flush=True)
+        shape = tuple(int(n) for n in args.one.split(","))
+        print(json.dumps(one_predict(shape) if args.predict else one(shape, args.seconds)), flush=True)
         return
     runs = []
     for shape in args.shapes:
-        out = subprocess.run([sys.executable, __file__, "--one", shape, "--seconds", str(args.seconds)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, __file__, "--one", shape, "--seconds", str(args.seconds)]
+                             + (["--predict"] if args.predict else []), check=True, capture_output=True,
+                             text=True).stdout
         run = json.loads(out.strip().splitlines()[-1])
         runs.append(run)
         print(f"{shape}: {run['voxels'] / 1e6:.2f} Mvoxel, peak {run['peak_bytes'] / 2**20:.0f} MiB above the start, "
