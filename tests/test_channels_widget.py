@@ -123,6 +123,12 @@ def test_a_model_is_fed_the_channels_in_the_order_their_names_match(two_channels
                                               device="cpu").segment()
     np.testing.assert_array_equal(viewer.layers["mri [1] (named)"].data, expected)
     assert "sparseseg: channels matched to the model's by name: mri <- mri, mri [1] <- mri [1]" in notes
+    qtbot.waitUntil(lambda: widget.models.apply_all_button.isEnabled(), timeout=10000)
+    viewer.layers.remove("mri [1] (named)")
+    widget.models.apply_all(model)  # the chosen image and its ticked channel first: fed in the model's order too
+    qtbot.waitUntil(lambda: widget.models.apply_all_button.isEnabled(), timeout=120000)
+    np.testing.assert_array_equal(viewer.layers["mri [1] (named)"].data, expected)
+    assert any("(mri [1]: channels matched to the model's by name" in note for note in notes)
 
 
 def test_unticking_a_channel_means_a_new_bank_and_a_new_session(two_channels, qtbot):
