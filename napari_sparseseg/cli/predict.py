@@ -115,13 +115,12 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
 
     channels = list(getattr(args, "channel", None) or [])
     source = read_with_channels(str(image), channels, args.level)
-    trained = channel_names(model)
-    order = channel_order(trained, [Path(p).name for p in (image, *channels)]) if trained and channels else None
+    names, given = channel_names(model), [Path(p).name for p in (image, *channels)]
+    order = channel_order(names, given) if names and channels else None
     if order is not None:  # the files given in another order than the model's channels: fed by name
         source = replace(source, data=np.ascontiguousarray(source.data[order]))
-        given = [Path(p).name for p in (image, *channels)]
         print("note: channels matched to the model's by name: "
-              + ", ".join(f"{name} <- {given[i]}" for name, i in zip(trained, order)), file=sys.stderr)
+              + ", ".join(f"{name} <- {given[i]}" for name, i in zip(names, order)), file=sys.stderr)
     spacing = source.spacing
     trained = model["state"].get("spacing")
     if trained is not None and not np.allclose(trained, spacing, rtol=0.25):
