@@ -2,6 +2,7 @@
 
     python benchmarks/session_memory.py --shapes 48,192,192 96,192,192 192,192,192 --seconds 40
     python benchmarks/session_memory.py --predict   # what `predict` holds: a model applied, no session loop
+    python benchmarks/session_memory.py --shapes 192,192,192 --classes 8   # the objects in 8 classes, not 2
 
 Each shape runs in its own process: the synthetic sample (``make_cells_volume``, one channel, two classes) at
 that shape and z:3 labels, both made before the count starts (as the widget's layers are); then the product's
@@ -25,7 +26,17 @@ import time
 import numpy as np
 
 
-def one(shape: tuple[int, int, int], seconds: float) -> dict:
+def split_classes(labels: np.ndarray, classes: int) -> np.ndarray:
+    """The sample's objects (``labels > 0``, each connected component) dealt round-robin into ``classes`` foreground
+    classes: a volume of as many classes, its objects and image unchanged."""
+    from scipy import ndimage as ndi
+
+    components, n = ndi.label(labels > 0)
+    lookup = np.concatenate([[0], np.arange(n) % classes + 1]).astype(np.uint8)
+    return lookup[components]
+
+
+def one(shape: tuple[int, int, int], seconds: float, classes: int | None = None) -> dict:
     import torch
     from larger_than_memory import PeakRSS
 
@@ -38,10 +49,11 @@ def one(shape: tuple[int, int, int], seconds: float) -> dict:
 
     torch.set_num_threads(2)
     volume = make_cells_volume(shape)
-    annotation = simulate_annotation(volume.labels, "z:3")
+    labels = volume.labels if classes is None else split_classes(volume.labels, classes)
+    annotation = simulate_annotation(labels, "z:3")
     rss = PeakRSS()
     before = rss.reset()  # the image and the labels painted exist before the session, as in the widget
-    session = SegmentationSession(volume.image, num_classes=int(volume.labels.max()), spacing=volume.spacing,
+    session = SegmentationSession(volume.image, num_classes=int(labels.max()), spacing=volume.spacing,
                                   annotation=annotation)
     middle = shape[0] // 2
     view = Box((middle, 0, 0), (middle + 1,) + tuple(shape[1:]))
@@ -52,7 +64,7 @@ def one(shape: tuple[int, int, int], seconds: float) -> dict:
     peak = rss.peak - before
     rss.stop()
     grid = session.responder.grid
-    bank = 0 if grid is None else responder_bytes(binned_shape(shape, grid.factors), 1, int(volume.labels.max()),
+    bank = 0 if grid is None else responder_bytes(binned_shape(shape, grid.factors), 1, int(labels.max()),
                                                   grid.itemsize)
     voxels = int(np.prod(shape))
     return {"shape": list(shape), "voxels": voxels, "peak_bytes": int(peak), "responder_bytes": int(bank),
@@ -96,17 +108,19 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=["48,192,192", "96,192,192", "192,192,192"])
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--predict", action="store_true", help="measure `predict` (a model applied) instead")
+    ap.add_argument("--classes", type=int, help="the sample's objects dealt into this many foreground classes")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         shape = tuple(int(n) for n in args.one.split(","))
-        print(json.dumps(one_predict(shape) if args.predict else one(shape, args.seconds)), flush=True)
+        print(json.dumps(one_predict(shape) if args.predict else one(shape, args.seconds, args.classes)), flush=True)
         return
     runs = []
     for shape in args.shapes:
         out = subprocess.run([sys.executable, __file__, "--one", shape, "--seconds", str(args.seconds)]
-                             + (["--predict"] if args.predict else []), check=True, capture_output=True,
-                             text=True).stdout
+                             + (["--predict"] if args.predict else [])
+                             + (["--classes", str(args.classes)] if args.classes else []),
+                             check=True, capture_output=True, text=True).stdout
         run = json.loads(out.strip().splitlines()[-1])
         runs.append(run)
         print(f"{shape}: {run['voxels'] / 1e6:.2f} Mvoxel, peak {run['peak_bytes'] / 2**20:.0f} MiB above the start, "

@@ -21,7 +21,8 @@ SESSION_BYTES_PER_VOXEL = 125
 #: What a session holds whatever the volume (torch, the model, the optimiser): 0.8-0.9 GiB in the same measurement.
 SESSION_FIXED_BYTES = 1 << 30
 #: Per foreground class beyond two: three float32 class-probability maps (the first responder's, the net's, the one
-#: shown); assumed, not measured.
+#: shown), an upper bound: eight classes against two measured about 3 (one comparable run, the peak's noise is
+#: about 15 bytes per voxel; ``benchmarks/session_memory.py --classes``, ``results/session_memory_classes.txt``).
 CLASS_BYTES_PER_VOXEL = 12
 #: Per image channel beyond the first: the normalised float32 image the session keeps in each of its two intensity
 #: views (``TrainConfig.intensity_views``); assumed, not measured.
