@@ -57,10 +57,11 @@ def check_output_path(path: str | None) -> None:
         raise ValueError(f"{path}: the folder {p.parent} does not exist")
 
 
-def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0):
+def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0,
+                       order: list[int] | None = None):
     """``io.read_volume`` of ``image_path``, with the 3D images of ``channel_paths`` (the other sequences of an MRI
     in files of their own, say) stacked after it as further channels (channel axis 0; the first file's spacing and
-    affine).
+    affine), or in ``order`` (indices into the files, ``image_path`` 0: a model's channel order).
 
     Raises
     ------
@@ -94,4 +95,6 @@ def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0
             print(f"warning: --channel {path}: voxel spacing {tuple(other.spacing)}, {image_path} has "
                   f"{tuple(source.spacing)}: read on {image_path}'s grid", file=sys.stderr)
         arrays.append(other.data)
+    if order is not None:
+        arrays = [arrays[i] for i in order]
     return replace(source, data=np.asarray(ChannelStack(arrays)), channel_axis=0, axes="czyx")

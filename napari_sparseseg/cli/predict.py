@@ -106,21 +106,17 @@ def instances_path(mask_out: str | Path) -> Path:
 
 def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, args: argparse.Namespace) -> str:
     """Predict one image with a loaded model and write its mask; returns what was written, in words."""
-    from dataclasses import replace
-
-    from ..core.channels import channel_order
+    from ..core.channels import channel_order, matched_words
     from ..core.checkpoint import channel_names
     from ..core.session import SegmentationSession
     from ..io import save_mask
 
     channels = list(getattr(args, "channel", None) or [])
-    source = read_with_channels(str(image), channels, args.level)
     names, given = channel_names(model), [Path(p).name for p in (image, *channels)]
     order = channel_order(names, given) if names and channels else None
-    if order is not None:  # the files given in another order than the model's channels: fed by name
-        source = replace(source, data=np.ascontiguousarray(source.data[order]))
-        print("note: channels matched to the model's by name: "
-              + ", ".join(f"{name} <- {given[i]}" for name, i in zip(names, order)), file=sys.stderr)
+    if order is not None:  # the files given in another order than the model's channels: stacked in its order
+        print(f"note: {matched_words(names, given, order)}", file=sys.stderr)
+    source = read_with_channels(str(image), channels, args.level, order)
     spacing = source.spacing
     trained = model["state"].get("spacing")
     if trained is not None and not np.allclose(trained, spacing, rtol=0.25):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChannelStack", "channel_order"]
+__all__ = ["ChannelStack", "channel_order", "matched_words"]
 
 
 class ChannelStack:
@@ -107,3 +107,10 @@ def channel_order(trained: Sequence[str], given: Sequence[str]) -> list[int] | N
     if score(best) - score(range(n)) < ORDER_MARGIN * n:
         return None
     return list(best)
+
+
+def matched_words(trained: Sequence[str], given: Sequence[str], order: Sequence[int]) -> str:
+    """What the user is told when :func:`channel_order` reorders: ``"channels matched to the model's by name: flair
+    <- pat6_flair, t1c <- pat6_t1c"``."""
+    return "channels matched to the model's by name: " + ", ".join(
+        f"{name} <- {given[i]}" for name, i in zip(trained, order))

@@ -243,7 +243,6 @@ def channel_candidates(layers: Any, image: Image) -> list[Image]:
             and tuple(ly.scale[-3:]) == tuple(image.scale[-3:])]
 
 
-
 def _offer(combo: QComboBox, layers: list[Any], chosen: Any) -> None:
     """Fill ``combo`` with ``layers`` (by name) and choose ``chosen`` (None: the first), without signals."""
     combo.blockSignals(True)

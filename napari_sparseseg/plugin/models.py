@@ -46,7 +46,7 @@ def predict_layer(layer: Image, model: str | Path, device: str = "auto", channel
     A model that recorded its channels' names is fed the layers in the order their names match
     (:func:`~..core.channels.channel_order`), which is said in ``notes``.
     """
-    from ..core.channels import ChannelStack, channel_order
+    from ..core.channels import ChannelStack, channel_order, matched_words
     from ..core.checkpoint import channel_names, read_model
     from ..core.session import SegmentationSession
 
@@ -55,10 +55,9 @@ def predict_layer(layer: Image, model: str | Path, device: str = "auto", channel
     trained = channel_names(payload)
     order = channel_order(trained, [ly.name for ly in layers]) if trained and channels else None
     if order is not None:
-        layers = [layers[i] for i in order]
         if notes is not None:
-            notes.append("channels matched to the model's by name: "
-                         + ", ".join(f"{name} <- {ly.name}" for name, ly in zip(trained, layers)))
+            notes.append(matched_words(trained, [ly.name for ly in layers], order))
+        layers = [layers[i] for i in order]
     data = np.asarray(ChannelStack([ly.data for ly in layers]) if channels else layer.data)
     channel_axis = 0 if data.ndim == 4 else None
     spacing = tuple(float(s) for s in layer.scale[-3:])
