@@ -27,6 +27,7 @@ import torch
 
 from .annotation import AnnotatedVolume
 from .batches import BatchMaker
+from .bf16_check import bf16_for_training
 from .box import Box
 from .clean_tail import CleanTail
 from .config import SessionConfig
@@ -210,7 +211,8 @@ class Trainer:
         ``image`` ``(B, C, Z, Y, X)``, ``target`` and ``weight`` ``(B, Z, Y, X)``. Returns the loss optimised,
         its label part (cross-entropy and Dice, detached) and the logits ``(B, K + 1, Z, Y, X)`` (detached).
         """
-        with autocast(self.device, self.amp):
+        with autocast(self.device, bf16_for_training(self.amp, self.device, self.model, self.weights.spacing,
+                                                     self.patch_size, self.batch_size, self.notices)):
             logits = self._forward(image)
         label_loss = partial_label_loss(logits, target, weight, self.losses.dice)
         loss = label_loss

@@ -1,0 +1,181 @@
+"""Whether bf16 training runs, and pays, on this CPU for one net and patch: checked in a child process.
+
+On CPUs with AMX tiles, oneDNN's bf16 convolutions crash the process ("double free or corruption") or hang in the
+weight gradient for some patch shapes where float32 runs (torch 2.13: the 6 x 200 x 200 patch of a 6-slice stack
+of 8:1:1 spacing, 8 x 160 x 160 of an isotropic stack; the forward pass alone ran on every shape tried). A crash
+cannot be caught in the process that trains, and the user's window would go with it. So before the first bf16
+training step of a net and patch on a CPU, a child process times steps of the same net on random data of that
+patch, in float32 and in bf16: training uses bf16 only where its steps finished, within
+:data:`BF16_PATIENCE` times a float32 step, and were faster. The verdict is kept for the process.
+
+Run as ``python -m napari_sparseseg.core.bf16_check REQUEST_JSON`` it is that child: it prints
+``float32 SECONDS`` and then ``bfloat16 SECONDS``, each the second of two steps (the first builds oneDNN's
+kernels).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .events import Notice
+
+__all__ = ["BF16_PATIENCE", "START_SECONDS", "Verdict", "bf16_for_training", "run_check", "training_verdict"]
+
+#: Seconds the child may take to start and time its float32 steps (importing torch included).
+START_SECONDS = 120.0
+#: The bf16 steps may take this many times the float32 steps (and at least :data:`MIN_WAIT` seconds) before
+#: they count as hung.
+BF16_PATIENCE = 10.0
+#: Least seconds the bf16 steps are waited for.
+MIN_WAIT = 15.0
+
+_VERDICTS: dict[str, Verdict] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check.
+
+    Attributes
+    ----------
+    usable : bool
+        Whether training steps may run in bf16.
+    reason : str
+        Why not (empty when usable), in words for the user.
+    float32_seconds, bf16_seconds : float or None
+        A step's seconds in each precision, where the child reported them.
+    """
+
+    usable: bool
+    reason: str = ""
+    float32_seconds: float | None = None
+    bf16_seconds: float | None = None
+
+
+def _reader(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _next_timing(lines: queue.Queue, name: str, deadline: float) -> float | None:
+    """The seconds of the child's line ``name SECONDS`` that arrives before ``deadline``; None if it died first or
+    the deadline passed."""
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except queue.Empty:
+            return None
+        if line is None:
+            return None
+        word, _, value = line.strip().partition(" ")
+        if word == name:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+
+
+def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, patience: float = BF16_PATIENCE,
+              min_wait: float = MIN_WAIT) -> Verdict:
+    """Run the child ``command`` (which prints ``float32 S`` then ``bfloat16 S``) and judge bf16 by its lines.
+
+    The child is killed when it has not reported within its time; nothing it does can harm this process.
+    """
+    try:
+        child = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 stdin=subprocess.DEVNULL)
+    except OSError as error:
+        return Verdict(False, f"its check could not start ({error})")
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(child.stdout, lines), daemon=True).start()
+    try:
+        fp32 = _next_timing(lines, "float32", time.monotonic() + start_seconds)
+        if fp32 is None:
+            return Verdict(False, "its check did not time a float32 step")
+        wait = max(min_wait, patience * fp32)
+        bf16 = _next_timing(lines, "bfloat16", time.monotonic() + wait)
+        if bf16 is None:
+            code = child.poll()
+            what = f"stopped the check (exit code {code})" if code not in (None, 0) else \
+                f"did not finish within {wait:.0f} s"
+            return Verdict(False, f"a bf16 step {what}", fp32)
+        if bf16 >= fp32:
+            return Verdict(False, f"a bf16 step was not faster ({bf16:.2f} s against {fp32:.2f} s in float32)",
+                           fp32, bf16)
+        return Verdict(True, "", fp32, bf16)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+def training_verdict(model, spacing: Sequence[float], patch: Sequence[int], batch: int,
+                     threads: int) -> tuple[Verdict, bool]:
+    """Whether ``model``'s training steps may run in bf16 on this CPU, for ``batch`` patches of ``patch``.
+
+    ``model`` is a :class:`~.net.UNet3D` (its config and ``spacing`` rebuild it in the child), ``threads`` the
+    torch threads the steps run on. Checked once per process for each net, patch, batch and thread count
+    (:func:`run_check` of this module run as the child); the second value is True the first time a verdict is
+    returned, to tell the user once.
+    """
+    request = {"model": asdict(model.config), "spacing": [float(s) for s in spacing],
+               "patch": [int(p) for p in patch], "batch": int(batch), "threads": int(threads)}
+    key = json.dumps(request, sort_keys=True)
+    with _LOCK:  # one check at a time; a second trainer of the same shape waits for the first's verdict
+        if key in _VERDICTS:
+            return _VERDICTS[key], False
+        verdict = run_check([sys.executable, "-m", __name__, key])
+        _VERDICTS[key] = verdict
+        return verdict, True
+
+
+def bf16_for_training(amp: bool, device, model, spacing: Sequence[float], patch: Sequence[int], batch: int,
+                      notices: deque) -> bool:
+    """Whether a training step runs in bf16: ``amp`` (bf16 configured and fast on ``device``, see
+    :func:`~.device.fast_bf16`), and on a CPU only where :func:`training_verdict` allows it for ``model``, ``patch``
+    and ``batch`` on torch's current thread count. The first time a CPU check says no, a :class:`~.events.Notice`
+    saying why goes to ``notices``."""
+    if not amp or torch.device(device).type != "cpu":
+        return amp
+    verdict, first = training_verdict(model, spacing, patch, batch, torch.get_num_threads())
+    if first and not verdict.usable:
+        size = " x ".join(map(str, patch))
+        notices.append(Notice(f"training in float32: on this CPU, for patches of {size}, {verdict.reason}", "info"))
+    return verdict.usable
+
+
+def _time_steps(request: dict) -> None:
+    """The child: time a training step of the requested net on random data, in float32 and then in bf16."""
+    from .config import ModelConfig
+    from .net import UNet3D
+
+    torch.set_num_threads(int(request["threads"]))
+    config = ModelConfig(**request["model"])
+    model = UNet3D(config, request["spacing"]).train()
+    image = torch.randn(int(request["batch"]), config.in_channels, *request["patch"])
+    target = torch.randint(0, config.num_classes, (int(request["batch"]), *request["patch"]))
+    for name, enabled in (("float32", False), ("bfloat16", True)):
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                logits = model(image)
+            torch.nn.functional.cross_entropy(logits.float(), target).backward()
+            model.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - t0
+        print(f"{name} {seconds:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    _time_steps(json.loads(sys.argv[1]))

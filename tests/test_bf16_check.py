@@ -1,0 +1,109 @@
+"""bf16 training on a CPU only where a child process showed it runs and pays (core/bf16_check.py)."""
+
+import sys
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg.core import bf16_check
+from napari_sparseseg.core import trainer as trainer_module
+from napari_sparseseg.core.bf16_check import bf16_for_training, run_check
+from napari_sparseseg.core.config import ModelConfig, SessionConfig
+from napari_sparseseg.core.events import Notice
+from napari_sparseseg.core.net import UNet3D
+from napari_sparseseg.core.session import SegmentationSession
+
+
+def _child(body: str) -> list[str]:
+    return [sys.executable, "-c", "import os, sys, time\n" + body]
+
+
+@pytest.mark.parametrize(("body", "usable", "reason"), [
+    ("print('float32 0.5', flush=True); print('bfloat16 0.2', flush=True)", True, ""),
+    ("print('float32 0.5', flush=True); print('bfloat16 0.7', flush=True)", False, "not faster"),
+    ("print('float32 0.5', flush=True); os.abort()", False, "stopped the check"),  # oneDNN's double free
+    ("print('float32 0.01', flush=True); time.sleep(60)", False, "did not finish within 1 s"),  # its hang
+    ("sys.exit(3)", False, "did not time a float32 step"),
+    ("print('float32 fast', flush=True)", False, "did not time"),
+])
+def test_the_verdict_follows_what_the_child_did(body, usable, reason):
+    verdict = run_check(_child(body), start_seconds=30, min_wait=1, patience=10)
+    assert verdict.usable is usable
+    assert reason in verdict.reason
+    if usable:
+        assert verdict.bf16_seconds < verdict.float32_seconds
+
+
+def test_a_child_that_cannot_start_means_float32():
+    verdict = run_check(["/nonexistent/python"])
+    assert not verdict.usable and "could not start" in verdict.reason
+
+
+def test_the_real_child_times_both_precisions_of_the_net():
+    """The child this module runs as: it builds the requested net and reports a step in each precision (whether
+    bf16 is faster depends on the machine, which this does not assert)."""
+    model = UNet3D(ModelConfig(base_channels=4, depth=2), (1.0, 1.0, 1.0))
+    request = {"model": model.config.__dict__, "spacing": [1.0, 1.0, 1.0], "patch": [4, 8, 8], "batch": 1,
+               "threads": 1}
+    import json
+
+    verdict = run_check([sys.executable, "-m", "napari_sparseseg.core.bf16_check", json.dumps(request)])
+    assert verdict.float32_seconds is not None and verdict.float32_seconds > 0
+    assert verdict.bf16_seconds is not None and verdict.bf16_seconds > 0
+
+
+def test_training_asks_once_per_shape_and_says_why_it_trains_in_float32(monkeypatch):
+    calls = []
+
+    def refuse(command, **_):
+        calls.append(command)
+        return bf16_check.Verdict(False, "a bf16 step stopped the check (exit code -6)", 0.5)
+
+    monkeypatch.setattr(bf16_check, "run_check", refuse)
+    monkeypatch.setattr(bf16_check, "_VERDICTS", {})
+    model = UNet3D(ModelConfig(), (8.0, 1.0, 1.0))
+    notices: deque = deque()
+    for _ in range(3):
+        assert not bf16_for_training(True, "cpu", model, (8.0, 1.0, 1.0), (6, 200, 200), 1, notices)
+    assert len(calls) == 1  # kept for the process
+    assert len(notices) == 1 and "training in float32" in notices[0].message and "6 x 200 x 200" in notices[0].message
+    assert bf16_for_training(True, "cpu", model, (8.0, 1.0, 1.0), (8, 96, 96), 1, notices) is False
+    assert len(calls) == 2  # another patch is checked on its own
+    # no check where bf16 is off, or on a GPU (cuDNN)
+    assert not bf16_for_training(False, "cpu", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
+    assert bf16_for_training(True, "cuda", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
+    assert len(calls) == 2
+
+
+def _flat_session(amp: bool) -> SegmentationSession:
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(6, 200, 200)).astype(np.float32)
+    annotation = np.zeros(image.shape, np.uint8)
+    annotation[3, 50:150, 50:150] = 2  # class 1
+    annotation[3, :20] = 1  # background
+    config = SessionConfig.from_dict({"device": "cpu", "train": {"amp": amp}})
+    return SegmentationSession(image, num_classes=1, spacing=(8.0, 1.0, 1.0), annotation=annotation, config=config)
+
+
+def test_a_step_where_the_check_refused_bf16_trains_in_float32_and_tells_the_user(monkeypatch):
+    monkeypatch.setattr(trainer_module, "fast_bf16", lambda device: True)  # as on a CPU with AMX
+    monkeypatch.setattr(bf16_check, "_VERDICTS", {})
+    monkeypatch.setattr(bf16_check, "run_check",
+                        lambda command, **_: bf16_check.Verdict(False, "a bf16 step did not finish within 18 s", 1.8))
+    dtypes = []
+    session = _flat_session(amp=True)
+    session.trainer.model.head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    events = list(session.train(max_steps=1))
+    assert dtypes == [torch.float32]
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("training in float32" in m and "did not finish" in m for m in notices)
+
+
+def test_a_flat_stack_trains_on_any_cpu():
+    """The shape that crashed the process on an AMX CPU in bf16 (a 6-slice stack of 8:1:1 spacing, the whole
+    volume one patch): on such a CPU the check now sends it to float32; elsewhere it is a float32 step anyway."""
+    session = _flat_session(amp=True)
+    steps = [e for e in session.train(max_steps=2) if not isinstance(e, Notice)]
+    assert len(steps) == 2 and all(np.isfinite(s.loss) for s in steps)
