@@ -1,6 +1,7 @@
 """bf16 training on a CPU only where a child process showed it runs and pays (core/bf16_check.py)."""
 
 import sys
+import threading
 from collections import deque
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from napari_sparseseg.core import bf16_check
 from napari_sparseseg.core import trainer as trainer_module
-from napari_sparseseg.core.bf16_check import bf16_for_training, run_check
+from napari_sparseseg.core.bf16_check import bf16_for_training, run_check, training_verdict
 from napari_sparseseg.core.config import ModelConfig, SessionConfig
 from napari_sparseseg.core.events import Notice
 from napari_sparseseg.core.net import UNet3D
@@ -54,7 +55,34 @@ def test_the_real_child_times_both_precisions_of_the_net():
     assert verdict.bf16_seconds is not None and verdict.bf16_seconds > 0
 
 
-def test_training_asks_once_per_shape_and_says_why_it_trains_in_float32(monkeypatch):
+@pytest.fixture
+def fresh_verdicts(monkeypatch):
+    """No verdict kept from another test."""
+    monkeypatch.setattr(bf16_check, "_VERDICTS", {})
+    monkeypatch.setattr(bf16_check, "_CHECKING", {})
+    monkeypatch.setattr(bf16_check, "_TOLD", set())
+
+
+def test_training_runs_float32_until_the_check_says_yes_and_asks_once_per_shape(monkeypatch, fresh_verdicts):
+    calls, release = [], threading.Event()
+
+    def judge(command, **_):
+        calls.append(command)
+        release.wait(30)
+        return bf16_check.Verdict(True, "", 0.5, 0.2)
+
+    monkeypatch.setattr(bf16_check, "run_check", judge)
+    model = UNet3D(ModelConfig(), (1.0, 1.0, 1.0))
+    notices: deque = deque()
+    assert not bf16_for_training(True, "cpu", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)  # checking
+    assert not bf16_for_training(True, "cpu", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
+    release.set()
+    assert training_verdict(model, (1.0, 1.0, 1.0), (16, 64, 64), 1, torch.get_num_threads(), wait=True).usable
+    assert bf16_for_training(True, "cpu", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
+    assert len(calls) == 1 and not notices  # one check for the shape, kept; nothing to tell
+
+
+def test_a_refused_shape_trains_in_float32_and_the_user_is_told_once(monkeypatch, fresh_verdicts):
     calls = []
 
     def refuse(command, **_):
@@ -62,14 +90,15 @@ def test_training_asks_once_per_shape_and_says_why_it_trains_in_float32(monkeypa
         return bf16_check.Verdict(False, "a bf16 step stopped the check (exit code -6)", 0.5)
 
     monkeypatch.setattr(bf16_check, "run_check", refuse)
-    monkeypatch.setattr(bf16_check, "_VERDICTS", {})
     model = UNet3D(ModelConfig(), (8.0, 1.0, 1.0))
+    threads = torch.get_num_threads()
+    assert not training_verdict(model, (8.0, 1.0, 1.0), (6, 200, 200), 1, threads, wait=True).usable
     notices: deque = deque()
     for _ in range(3):
         assert not bf16_for_training(True, "cpu", model, (8.0, 1.0, 1.0), (6, 200, 200), 1, notices)
-    assert len(calls) == 1  # kept for the process
+    assert len(calls) == 1
     assert len(notices) == 1 and "training in float32" in notices[0].message and "6 x 200 x 200" in notices[0].message
-    assert bf16_for_training(True, "cpu", model, (8.0, 1.0, 1.0), (8, 96, 96), 1, notices) is False
+    training_verdict(model, (8.0, 1.0, 1.0), (8, 96, 96), 1, threads, wait=True)
     assert len(calls) == 2  # another patch is checked on its own
     # no check where bf16 is off, or on a GPU (cuDNN)
     assert not bf16_for_training(False, "cpu", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
@@ -87,23 +116,33 @@ def _flat_session(amp: bool) -> SegmentationSession:
     return SegmentationSession(image, num_classes=1, spacing=(8.0, 1.0, 1.0), annotation=annotation, config=config)
 
 
-def test_a_step_where_the_check_refused_bf16_trains_in_float32_and_tells_the_user(monkeypatch):
+def test_a_session_trains_in_float32_where_the_check_refused_bf16_and_says_so(monkeypatch, fresh_verdicts):
     monkeypatch.setattr(trainer_module, "fast_bf16", lambda device: True)  # as on a CPU with AMX
-    monkeypatch.setattr(bf16_check, "_VERDICTS", {})
     monkeypatch.setattr(bf16_check, "run_check",
                         lambda command, **_: bf16_check.Verdict(False, "a bf16 step did not finish within 18 s", 1.8))
     dtypes = []
     session = _flat_session(amp=True)
     session.trainer.model.head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
-    events = list(session.train(max_steps=1))
-    assert dtypes == [torch.float32]
+    events = []
+    for event in session.train(max_steps=3):
+        events.append(event)
+        if len(dtypes) == 1:  # let the check finish before the second step
+            training_verdict(session.trainer.model, (8.0, 1.0, 1.0), session.trainer.patch_size, 1,
+                             torch.get_num_threads(), wait=True)
+    assert dtypes == [torch.float32] * 3
     notices = [e.message for e in events if isinstance(e, Notice)]
-    assert any("training in float32" in m and "did not finish" in m for m in notices)
+    assert sum("training in float32" in m and "did not finish" in m for m in notices) == 1
 
 
 def test_a_flat_stack_trains_on_any_cpu():
     """The shape that crashed the process on an AMX CPU in bf16 (a 6-slice stack of 8:1:1 spacing, the whole
-    volume one patch): on such a CPU the check now sends it to float32; elsewhere it is a float32 step anyway."""
+    volume one patch): its verdict awaited first, the steps after it run in the precision it chose (float32 on
+    such a CPU; elsewhere no check, float32 anyway)."""
     session = _flat_session(amp=True)
+    trainer = session.trainer
+    if trainer.amp:  # a CPU with AMX
+        verdict = training_verdict(trainer.model, trainer.weights.spacing, trainer.patch_size, trainer.batch_size,
+                                   torch.get_num_threads(), wait=True)
+        assert verdict is not None
     steps = [e for e in session.train(max_steps=2) if not isinstance(e, Notice)]
     assert len(steps) == 2 and all(np.isfinite(s.loss) for s in steps)

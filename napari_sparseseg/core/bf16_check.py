@@ -3,10 +3,10 @@
 On CPUs with AMX tiles, oneDNN's bf16 convolutions crash the process ("double free or corruption") or hang in the
 weight gradient for some patch shapes where float32 runs (torch 2.13: the 6 x 200 x 200 patch of a 6-slice stack
 of 8:1:1 spacing, 8 x 160 x 160 of an isotropic stack; the forward pass alone ran on every shape tried). A crash
-cannot be caught in the process that trains, and the user's window would go with it. So before the first bf16
-training step of a net and patch on a CPU, a child process times steps of the same net on random data of that
-patch, in float32 and in bf16: training uses bf16 only where its steps finished, within
-:data:`BF16_PATIENCE` times a float32 step, and were faster. The verdict is kept for the process.
+cannot be caught in the process that trains, and the user's window would go with it. So when a net first trains
+on a patch on a CPU, a child process times steps of the same net on random data of that patch, in float32 and in
+bf16, while the training steps run in float32: they go on in bf16 only where the child's bf16 steps finished,
+within :data:`BF16_PATIENCE` times a float32 step, and were faster. The verdict is kept for the process.
 
 Run as ``python -m napari_sparseseg.core.bf16_check REQUEST_JSON`` it is that child: it prints
 ``float32 SECONDS`` and then ``bfloat16 SECONDS``, each the second of two steps (the first builds oneDNN's
@@ -40,6 +40,8 @@ BF16_PATIENCE = 10.0
 MIN_WAIT = 15.0
 
 _VERDICTS: dict[str, Verdict] = {}
+_CHECKING: dict[str, threading.Thread] = {}
+_TOLD: set[str] = set()
 _LOCK = threading.Lock()
 
 
@@ -107,7 +109,10 @@ def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, p
         wait = max(min_wait, patience * fp32)
         bf16 = _next_timing(lines, "bfloat16", time.monotonic() + wait)
         if bf16 is None:
-            code = child.poll()
+            try:  # its output ended (it died) or the wait ran out (it hangs)
+                code = child.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                code = None
             what = f"stopped the check (exit code {code})" if code not in (None, 0) else \
                 f"did not finish within {wait:.0f} s"
             return Verdict(False, f"a bf16 step {what}", fp32)
@@ -121,38 +126,57 @@ def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, p
         child.wait()
 
 
-def training_verdict(model, spacing: Sequence[float], patch: Sequence[int], batch: int,
-                     threads: int) -> tuple[Verdict, bool]:
-    """Whether ``model``'s training steps may run in bf16 on this CPU, for ``batch`` patches of ``patch``.
+def _key(model, spacing: Sequence[float], patch: Sequence[int], batch: int, threads: int) -> str:
+    """The child's request for ``model`` (a :class:`~.net.UNet3D`: its config and ``spacing`` rebuild it), as JSON:
+    also the key its verdict is kept under."""
+    return json.dumps({"model": asdict(model.config), "spacing": [float(s) for s in spacing],
+                       "patch": [int(p) for p in patch], "batch": int(batch), "threads": int(threads)}, sort_keys=True)
 
-    ``model`` is a :class:`~.net.UNet3D` (its config and ``spacing`` rebuild it in the child), ``threads`` the
-    torch threads the steps run on. Checked once per process for each net, patch, batch and thread count
-    (:func:`run_check` of this module run as the child); the second value is True the first time a verdict is
-    returned, to tell the user once.
-    """
-    request = {"model": asdict(model.config), "spacing": [float(s) for s in spacing],
-               "patch": [int(p) for p in patch], "batch": int(batch), "threads": int(threads)}
-    key = json.dumps(request, sort_keys=True)
-    with _LOCK:  # one check at a time; a second trainer of the same shape waits for the first's verdict
-        if key in _VERDICTS:
-            return _VERDICTS[key], False
-        verdict = run_check([sys.executable, "-m", __name__, key])
+
+def _check(key: str) -> None:
+    verdict = run_check([sys.executable, "-m", __name__, key])
+    with _LOCK:
         _VERDICTS[key] = verdict
-        return verdict, True
+        _CHECKING.pop(key, None)
+
+
+def training_verdict(model, spacing: Sequence[float], patch: Sequence[int], batch: int, threads: int, *,
+                     wait: bool = False) -> Verdict | None:
+    """Whether ``model``'s training steps may run in bf16 on this CPU, for ``batch`` patches of ``patch`` on
+    ``threads`` torch threads; None while the check runs (in a thread, started by the first call for that net,
+    patch, batch and thread count; its verdict is kept for the process). ``wait``: wait for the verdict."""
+    key = _key(model, spacing, patch, batch, threads)
+    with _LOCK:
+        if key not in _VERDICTS and key not in _CHECKING:
+            _CHECKING[key] = threading.Thread(target=_check, args=(key,), name="bf16-check", daemon=True)
+            _CHECKING[key].start()
+        thread = _CHECKING.get(key)
+    if wait and thread is not None:
+        thread.join()
+    return _VERDICTS.get(key)
 
 
 def bf16_for_training(amp: bool, device, model, spacing: Sequence[float], patch: Sequence[int], batch: int,
                       notices: deque) -> bool:
     """Whether a training step runs in bf16: ``amp`` (bf16 configured and fast on ``device``, see
-    :func:`~.device.fast_bf16`), and on a CPU only where :func:`training_verdict` allows it for ``model``, ``patch``
-    and ``batch`` on torch's current thread count. The first time a CPU check says no, a :class:`~.events.Notice`
-    saying why goes to ``notices``."""
+    :func:`~.device.fast_bf16`), and on a CPU only once :func:`training_verdict` allows it for ``model``,
+    ``patch`` and ``batch`` on torch's current thread count: steps run in float32 while the check runs. The first
+    time in the process a check says no, a :class:`~.events.Notice` saying why goes to ``notices``."""
     if not amp or torch.device(device).type != "cpu":
         return amp
-    verdict, first = training_verdict(model, spacing, patch, batch, torch.get_num_threads())
-    if first and not verdict.usable:
-        size = " x ".join(map(str, patch))
-        notices.append(Notice(f"training in float32: on this CPU, for patches of {size}, {verdict.reason}", "info"))
+    threads = torch.get_num_threads()
+    verdict = training_verdict(model, spacing, patch, batch, threads)
+    if verdict is None:
+        return False
+    if not verdict.usable:
+        key = _key(model, spacing, patch, batch, threads)
+        with _LOCK:
+            first = key not in _TOLD
+            _TOLD.add(key)
+        if first:
+            size = " x ".join(map(str, patch))
+            notices.append(Notice(f"training in float32: on this CPU, for patches of {size}, {verdict.reason}",
+                                  "info"))
     return verdict.usable
 
 
