@@ -7,6 +7,7 @@
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --protocols scribble:3 --no-baseline \
         --contrast-from-strokes
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --tubes --protocols scribble:3 --prior-shift 0
+    python benchmarks/autocontext.py ../shared/data/*.npz --sample --tubes --seeds 0 1 2 --no-baseline --forest random
     python benchmarks/autocontext.py ../shared/data/*.npz --sample --seeds 0 1 2 --no-baseline --stages 2 \\
         --contexts 1,3.5,10+raw 1.6,3.5,10 3.5,10,20 5,15
 
@@ -108,6 +109,17 @@ class ForestParamsResponder(FirstResponder):
         return forest.set_params(**self.params)
 
 
+class RandomForestResponder(ForestParamsResponder):
+    """The first responder with a random forest (best split of a few columns on a bootstrap sample) of as many
+    trees in place of the extremely randomised trees (a random threshold per column)."""
+
+    def new_forest(self):
+        from sklearn.ensemble import RandomForestClassifier
+
+        forest = RandomForestClassifier(self.config.trees, random_state=self.seed, n_jobs=torch.get_num_threads())
+        return forest.set_params(**self.params)
+
+
 def summarise(path: str) -> None:
     """The mean Dice over seeds of each column of a printed run, per volume and protocol (markdown)."""
     rows: dict[tuple[str, str], list[list[float]]] = {}
@@ -152,6 +164,8 @@ def main() -> None:
                     help="labeled voxels each forest is fitted on (default: the product's ResponderConfig.max_samples)")
     ap.add_argument("--prior-shift", type=float,
                     help="ResponderConfig.prior_shift (default: the product's; 0: forests keep the labels' shares)")
+    ap.add_argument("--forest", choices=("extra", "random"), default="extra",
+                    help="extremely randomised trees (the product's) or a random forest of as many trees")
     ap.add_argument("--contrast-from-strokes", action="store_true",
                     help="read the local contrast columns from labels of any plane coverage")
     args = ap.parse_args()
@@ -175,8 +189,9 @@ def main() -> None:
             cells = []
             variants = [None] + [parse_context(c) for c in args.contexts]
             for variant in variants:
-                responder = ForestParamsResponder(image, volume, config, seed=seed, features=features,
-                                                  params=args.forest_params) if variant is None \
+                kind = RandomForestResponder if args.forest == "random" else ForestParamsResponder
+                responder = kind(image, volume, config, seed=seed, features=features,
+                                 params=args.forest_params) if variant is None \
                     else VariantResponder(image, volume, config, seed=seed, features=features, sigmas=variant[0],
                                           raw=variant[1])
                 t0 = time.perf_counter()

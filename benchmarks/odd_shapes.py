@@ -4,6 +4,7 @@
     for f in /tmp/odd/*.npz; do for p in z:1 scribble:3 ortho:1 suggest:3; do
       napari-sparseseg evaluate $f --protocol $p --budget-seconds 20 --device cpu --baselines rf; done; done
     python benchmarks/autocontext.py /tmp/odd/*.npz --seeds 0 --protocols z:1 scribble:3
+    python benchmarks/odd_shapes.py --bf16-check   # the verdict of core/bf16_check.py on a few patches
 
 Writes five ``.npz`` files (``image``, ``labels`` in mask encoding, ``spacing``), each deterministic:
 ``flat_em`` (6 x 200 x 200, uint8, spacing 8:1:1: a few serial sections, the whole stack one training patch),
@@ -59,10 +60,40 @@ def write_volumes(out: Path) -> list[Path]:
     return paths
 
 
+#: (spacing, patch) of the bf16 check: the two that crashed or hung on an AMX CPU, two the planner makes.
+CHECKED_PATCHES = (((8.0, 1.0, 1.0), (6, 200, 200)), ((1.0, 1.0, 1.0), (8, 160, 160)),
+                   ((1.0, 1.0, 1.0), (24, 96, 96)), ((1.0, 1.0, 1.0), (64, 64, 64)))
+
+
+def bf16_verdicts() -> None:
+    """Print :func:`~napari_sparseseg.core.bf16_check.training_verdict` of the default net for each of
+    :data:`CHECKED_PATCHES`, on 2 threads, with the seconds it took."""
+    import time
+
+    import torch
+
+    from napari_sparseseg.core.bf16_check import training_verdict
+    from napari_sparseseg.core.config import ModelConfig
+    from napari_sparseseg.core.device import fast_bf16
+    from napari_sparseseg.core.net import UNet3D
+
+    print(f"bf16 fast on this CPU (AMX): {fast_bf16('cpu')}; torch {torch.__version__}")
+    for spacing, patch in CHECKED_PATCHES:
+        t0 = time.perf_counter()
+        verdict = training_verdict(UNet3D(ModelConfig(), spacing), spacing, patch, 1, 2, wait=True)
+        print(f"spacing {spacing} patch {patch}: {verdict} in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--write", type=Path, required=True, help="folder to write the volumes into")
-    for path in write_volumes(ap.parse_args().write):
+    ap.add_argument("--write", type=Path, help="folder to write the volumes into")
+    ap.add_argument("--bf16-check", action="store_true", help="print the bf16 check's verdicts (see above)")
+    args = ap.parse_args()
+    if args.bf16_check:
+        bf16_verdicts()
+    if args.write is None:
+        return
+    for path in write_volumes(args.write):
         with np.load(path) as d:
             print(path, d["image"].shape, d["image"].dtype, "class voxels", np.bincount(d["labels"].ravel()).tolist())
 
