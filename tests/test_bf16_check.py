@@ -21,6 +21,14 @@ def _child(body: str) -> list[str]:
     return [sys.executable, "-c", "import os, sys, time\n" + body]
 
 
+@pytest.fixture
+def fresh_verdicts(monkeypatch):
+    """No verdict kept from another test."""
+    monkeypatch.setattr(bf16_check, "_VERDICTS", {})
+    monkeypatch.setattr(bf16_check, "_CHECKING", {})
+    monkeypatch.setattr(bf16_check, "_TOLD", set())
+
+
 @pytest.mark.parametrize(("body", "usable", "reason"), [
     ("print('float32 0.5', flush=True); print('bfloat16 0.2', flush=True)", True, ""),
     ("print('float32 0.5', flush=True); print('bfloat16 0.7', flush=True)", False, "not faster"),
@@ -42,6 +50,17 @@ def test_a_child_that_cannot_start_means_float32():
     assert not verdict.usable and "could not start" in verdict.reason
 
 
+def test_a_frozen_application_is_not_started_again_as_the_check(monkeypatch, fresh_verdicts):
+    def must_not_run(command, **_):
+        raise AssertionError("a frozen application's executable would open another window")
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(bf16_check, "run_check", must_not_run)
+    model = UNet3D(ModelConfig(), (1.0, 1.0, 1.0))
+    verdict = training_verdict(model, (1.0, 1.0, 1.0), (16, 64, 64), 1, 1, wait=True)
+    assert not verdict.usable and "frozen" in verdict.reason
+
+
 def test_the_real_child_times_both_precisions_of_the_net():
     """The child this module runs as: it builds the requested net and reports a step in each precision (whether
     bf16 is faster depends on the machine, which this does not assert)."""
@@ -53,14 +72,6 @@ def test_the_real_child_times_both_precisions_of_the_net():
     verdict = run_check([sys.executable, "-m", "napari_sparseseg.core.bf16_check", json.dumps(request)])
     assert verdict.float32_seconds is not None and verdict.float32_seconds > 0
     assert verdict.bf16_seconds is not None and verdict.bf16_seconds > 0
-
-
-@pytest.fixture
-def fresh_verdicts(monkeypatch):
-    """No verdict kept from another test."""
-    monkeypatch.setattr(bf16_check, "_VERDICTS", {})
-    monkeypatch.setattr(bf16_check, "_CHECKING", {})
-    monkeypatch.setattr(bf16_check, "_TOLD", set())
 
 
 def test_training_runs_float32_until_the_check_says_yes_and_asks_once_per_shape(monkeypatch, fresh_verdicts):

@@ -38,6 +38,9 @@ START_SECONDS = 120.0
 BF16_PATIENCE = 10.0
 #: Least seconds the bf16 steps are waited for.
 MIN_WAIT = 15.0
+#: The child ends itself after this many seconds, should the process that started it end first (a hung child
+#: would otherwise spin on).
+CHILD_LIFETIME = 900.0
 
 _VERDICTS: dict[str, Verdict] = {}
 _CHECKING: dict[str, threading.Thread] = {}
@@ -134,7 +137,10 @@ def _key(model, spacing: Sequence[float], patch: Sequence[int], batch: int, thre
 
 
 def _check(key: str) -> None:
-    verdict = run_check([sys.executable, "-m", __name__, key])
+    if getattr(sys, "frozen", False):  # a frozen application's executable is the application, not Python
+        verdict = Verdict(False, "bf16 could not be checked in a frozen application")
+    else:
+        verdict = run_check([sys.executable, "-m", __name__, key])
     with _LOCK:
         _VERDICTS[key] = verdict
         _CHECKING.pop(key, None)
@@ -182,6 +188,11 @@ def bf16_for_training(amp: bool, device, model, spacing: Sequence[float], patch:
 
 def _time_steps(request: dict) -> None:
     """The child: time a training step of the requested net on random data, in float32 and then in bf16."""
+    import os
+
+    watchdog = threading.Timer(CHILD_LIFETIME, os._exit, (3,))  # ends a hung child, all its threads with it
+    watchdog.daemon = True
+    watchdog.start()
     from .config import ModelConfig
     from .net import UNet3D
 
