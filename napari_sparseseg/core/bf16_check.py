@@ -187,7 +187,11 @@ def bf16_for_training(amp: bool, device, model, spacing: Sequence[float], patch:
 
 
 def _time_steps(request: dict) -> None:
-    """The child: time a training step of the requested net on random data, in float32 and then in bf16."""
+    """The child: time a training step of the requested net on random data, in float32 and then in bf16.
+
+    ``request`` is :func:`_key`'s: the net's config and spacing, the patch ``(Z, Y, X)``, the batch ``B`` and the
+    thread count. The input is ``(B, C, Z, Y, X)`` standard normal noise, the target ``(B, Z, Y, X)`` random classes,
+    the loss plain cross-entropy: the convolutions are the net's, which is what crashed."""
     import os
 
     watchdog = threading.Timer(CHILD_LIFETIME, os._exit, (3,))  # ends a hung child, all its threads with it
