@@ -7,8 +7,9 @@ first (as the plugin does while the user paints; its seconds are printed), then 
 ``SegmentationSession.interactive`` with the middle z slice in view and prints the seconds since the labels went in of
 each notice, prediction (learner, grid and box; the Dice of a whole-volume one), where-to-paint-next and the 1st, 10th
 and 50th training step, until ``--seconds``. ``--cold``: the labels go in the moment the image is opened, so the first
-answers come from the bank's preview while the bank computes in the background. Float32 on the CPU, ``--threads``
-torch threads.
+answers come from the bank's preview while the bank computes in the background. ``--threads`` torch threads; the net
+trains as the product does (bf16 on a CPU with AMX once :mod:`napari_sparseseg.core.bf16_check` allows it), or in
+float32 with ``--float32``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from napari_sparseseg.core.box import Box
+from napari_sparseseg.core.config import SessionConfig
 from napari_sparseseg.core.events import Guidance, Notice, Prediction, TrainStep
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.evaluation.protocols import simulate_annotation
@@ -33,12 +35,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cold", action="store_true",
                         help="labels in at once: the filter bank is not computed ahead (the preview answers first)")
+    parser.add_argument("--float32", action="store_true", help="TrainConfig(amp=False): no bf16, and no bf16 check")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    config = SessionConfig.from_dict({"train": {"amp": not args.float32}})
     with np.load(args.data) as d:
         image, labels, spacing = d["image"], d["labels"], tuple(float(s) for s in d["spacing"])
     session = SegmentationSession(image, num_classes=int(labels.max()), spacing=spacing,
-                                  annotation=simulate_annotation(labels, args.protocol))
+                                  annotation=simulate_annotation(labels, args.protocol), config=config)
     t0 = time.perf_counter()
     if not args.cold:
         session.warm_up()
