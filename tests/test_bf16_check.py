@@ -41,6 +41,7 @@ def test_the_verdict_follows_what_the_child_did(body, usable, reason):
     verdict = run_check(_child(body), start_seconds=30, min_wait=1, patience=10)
     assert verdict.usable is usable
     assert reason in verdict.reason
+    assert verdict.failed is (not usable and reason != "not faster")  # slower is no failure to tell of
     if usable:
         assert verdict.bf16_seconds < verdict.float32_seconds
 
@@ -80,7 +81,7 @@ def test_training_runs_float32_until_the_check_says_yes_and_asks_once_per_shape(
     def judge(command, **_):
         calls.append(command)
         release.wait(30)
-        return bf16_check.Verdict(True, "", 0.5, 0.2)
+        return bf16_check.Verdict(True, "", False, 0.5, 0.2)
 
     monkeypatch.setattr(bf16_check, "run_check", judge)
     model = UNet3D(ModelConfig(), (1.0, 1.0, 1.0))
@@ -91,6 +92,11 @@ def test_training_runs_float32_until_the_check_says_yes_and_asks_once_per_shape(
     assert training_verdict(model, (1.0, 1.0, 1.0), (16, 64, 64), 1, torch.get_num_threads(), wait=True).usable
     assert bf16_for_training(True, "cpu", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
     assert len(calls) == 1 and not notices  # one check for the shape, kept; nothing to tell
+    slower = UNet3D(ModelConfig(base_channels=8), (1.0, 1.0, 1.0))
+    monkeypatch.setattr(bf16_check, "run_check", lambda command, **_: bf16_check.Verdict(False, "not faster", False))
+    training_verdict(slower, (1.0, 1.0, 1.0), (16, 64, 64), 1, torch.get_num_threads(), wait=True)
+    assert not bf16_for_training(True, "cpu", slower, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
+    assert not notices  # bf16 merely slower: float32 without a word
 
 
 def test_a_refused_shape_trains_in_float32_and_the_user_is_told_once(monkeypatch, fresh_verdicts):
@@ -98,7 +104,7 @@ def test_a_refused_shape_trains_in_float32_and_the_user_is_told_once(monkeypatch
 
     def refuse(command, **_):
         calls.append(command)
-        return bf16_check.Verdict(False, "a bf16 step stopped the check (exit code -6)", 0.5)
+        return bf16_check.Verdict(False, "a bf16 step stopped the check (exit code -6)", True, 0.5)
 
     monkeypatch.setattr(bf16_check, "run_check", refuse)
     model = UNet3D(ModelConfig(), (8.0, 1.0, 1.0))
@@ -130,7 +136,8 @@ def _flat_session(amp: bool) -> SegmentationSession:
 def test_a_session_trains_in_float32_where_the_check_refused_bf16_and_says_so(monkeypatch, fresh_verdicts):
     monkeypatch.setattr(trainer_module, "fast_bf16", lambda device: True)  # as on a CPU with AMX
     monkeypatch.setattr(bf16_check, "run_check",
-                        lambda command, **_: bf16_check.Verdict(False, "a bf16 step did not finish within 18 s", 1.8))
+                        lambda command, **_: bf16_check.Verdict(False, "a bf16 step did not finish within 18 s", True,
+                                                                 1.8))
     dtypes = []
     session = _flat_session(amp=True)
     session.trainer.model.head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))

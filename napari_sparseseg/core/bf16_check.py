@@ -58,12 +58,16 @@ class Verdict:
         Whether training steps may run in bf16.
     reason : str
         Why not (empty when usable), in words for the user.
+    failed : bool
+        Whether bf16 failed (the child died, hung or could not be run), not merely was slower: what the user is
+        told of.
     float32_seconds, bf16_seconds : float or None
         A step's seconds in each precision, where the child reported them.
     """
 
     usable: bool
     reason: str = ""
+    failed: bool = False
     float32_seconds: float | None = None
     bf16_seconds: float | None = None
 
@@ -102,13 +106,13 @@ def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, p
         child = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                  stdin=subprocess.DEVNULL)
     except OSError as error:
-        return Verdict(False, f"its check could not start ({error})")
+        return Verdict(False, f"its check could not start ({error})", True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(child.stdout, lines), daemon=True).start()
     try:
         fp32 = _next_timing(lines, "float32", time.monotonic() + start_seconds)
         if fp32 is None:
-            return Verdict(False, "its check did not time a float32 step")
+            return Verdict(False, "its check did not time a float32 step", True)
         wait = max(min_wait, patience * fp32)
         bf16 = _next_timing(lines, "bfloat16", time.monotonic() + wait)
         if bf16 is None:
@@ -118,11 +122,11 @@ def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, p
                 code = None
             what = f"stopped the check (exit code {code})" if code not in (None, 0) else \
                 f"did not finish within {wait:.0f} s"
-            return Verdict(False, f"a bf16 step {what}", fp32)
+            return Verdict(False, f"a bf16 step {what}", True, fp32)
         if bf16 >= fp32:
             return Verdict(False, f"a bf16 step was not faster ({bf16:.2f} s against {fp32:.2f} s in float32)",
-                           fp32, bf16)
-        return Verdict(True, "", fp32, bf16)
+                           False, fp32, bf16)
+        return Verdict(True, "", False, fp32, bf16)
     finally:
         if child.poll() is None:
             child.kill()
@@ -138,7 +142,7 @@ def _key(model, spacing: Sequence[float], patch: Sequence[int], batch: int, thre
 
 def _check(key: str) -> None:
     if getattr(sys, "frozen", False):  # a frozen application's executable is the application, not Python
-        verdict = Verdict(False, "bf16 could not be checked in a frozen application")
+        verdict = Verdict(False, "bf16 could not be checked in a frozen application", True)
     else:
         verdict = run_check([sys.executable, "-m", __name__, key])
     with _LOCK:
@@ -167,14 +171,15 @@ def bf16_for_training(amp: bool, device, model, spacing: Sequence[float], patch:
     """Whether a training step runs in bf16: ``amp`` (bf16 configured and fast on ``device``, see
     :func:`~.device.fast_bf16`), and on a CPU only once :func:`training_verdict` allows it for ``model``,
     ``patch`` and ``batch`` on torch's current thread count: steps run in float32 while the check runs. The first
-    time in the process a check says no, a :class:`~.events.Notice` saying why goes to ``notices``."""
+    time in the process a check finds bf16 failing (not merely slower), a :class:`~.events.Notice` saying why goes to
+    ``notices``."""
     if not amp or torch.device(device).type != "cpu":
         return amp
     threads = torch.get_num_threads()
     verdict = training_verdict(model, spacing, patch, batch, threads)
     if verdict is None:
         return False
-    if not verdict.usable:
+    if verdict.failed:
         key = _key(model, spacing, patch, batch, threads)
         with _LOCK:
             first = key not in _TOLD
