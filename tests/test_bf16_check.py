@@ -1,7 +1,10 @@
 """bf16 training on a CPU only where a child process showed it runs and pays (core/bf16_check.py)."""
 
+import os
+import subprocess
 import sys
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -70,7 +73,8 @@ def test_the_real_child_times_both_precisions_of_the_net():
                "threads": 1}
     import json
 
-    verdict = run_check([sys.executable, "-m", "napari_sparseseg.core.bf16_check", json.dumps(request)])
+    verdict = run_check([sys.executable, "-m", "napari_sparseseg.core.bf16_check", json.dumps(request),
+                         str(os.getpid())])
     assert verdict.float32_seconds is not None and verdict.float32_seconds > 0
     assert verdict.bf16_seconds is not None and verdict.bf16_seconds > 0
 
@@ -121,6 +125,45 @@ def test_a_refused_shape_trains_in_float32_and_the_user_is_told_once(monkeypatch
     assert not bf16_for_training(False, "cpu", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
     assert bf16_for_training(True, "cuda", model, (1.0, 1.0, 1.0), (16, 64, 64), 1, notices)
     assert len(calls) == 2
+
+
+def test_the_child_ends_itself_when_its_parent_is_not_there():
+    """Started for a parent pid that is not its parent (as when the process that started it has died), the child
+    ends at once instead of training: a hung bf16 step would otherwise spin on the user's CPU."""
+    model = UNet3D(ModelConfig(base_channels=4, depth=2), (1.0, 1.0, 1.0))
+    key = bf16_check._key(model, (1.0, 1.0, 1.0), (4, 8, 8), 1, 1)
+    child = subprocess.run([sys.executable, "-m", "napari_sparseseg.core.bf16_check", key, str(os.getpid() + 10**6)],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 3 and "float32" not in child.stdout
+
+
+def test_a_check_still_running_when_its_process_exits_ends_with_it():
+    script = (
+        "import sys, threading, time\n"
+        "from napari_sparseseg.core import bf16_check\n"
+        "hang = [sys.executable, '-c', 'import time; print(\"float32 0.01\", flush=True); time.sleep(120)']\n"
+        "threading.Thread(target=bf16_check.run_check, args=(hang,), daemon=True).start()\n"
+        "while not bf16_check._CHILDREN: time.sleep(0.05)\n"
+        "print(next(iter(bf16_check._CHILDREN)).pid, flush=True)\n"
+    )
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    pid = int(parent.stdout.split()[-1])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (killed, not yet reaped by init) counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _flat_session(amp: bool) -> SegmentationSession:

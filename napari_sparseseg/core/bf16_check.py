@@ -8,14 +8,16 @@ on a patch on a CPU, a child process times steps of the same net on random data 
 bf16, while the training steps run in float32: they go on in bf16 only where the child's bf16 steps finished,
 within :data:`BF16_PATIENCE` times a float32 step, and were faster. The verdict is kept for the process.
 
-Run as ``python -m napari_sparseseg.core.bf16_check REQUEST_JSON`` it is that child: it prints
+Run as ``python -m napari_sparseseg.core.bf16_check REQUEST_JSON PARENT_PID`` it is that child: it prints
 ``float32 SECONDS`` and then ``bfloat16 SECONDS``, each the second of two steps (the first builds oneDNN's
-kernels).
+kernels), and ends itself when its parent would no longer wait for it or is gone (a hung child would spin on).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -38,12 +40,12 @@ START_SECONDS = 120.0
 BF16_PATIENCE = 10.0
 #: Least seconds the bf16 steps are waited for.
 MIN_WAIT = 15.0
-#: The child ends itself after this many seconds, should the process that started it end first (a hung child
-#: would otherwise spin on).
-CHILD_LIFETIME = 900.0
+#: Seconds between the child's looks at whether its parent is still there and its time is not up.
+WATCH_SECONDS = 0.5
 
 _VERDICTS: dict[str, Verdict] = {}
 _CHECKING: dict[str, threading.Thread] = {}
+_CHILDREN: set[subprocess.Popen] = set()
 _TOLD: set[str] = set()
 _LOCK = threading.Lock()
 
@@ -107,6 +109,8 @@ def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, p
                                  stdin=subprocess.DEVNULL)
     except OSError as error:
         return Verdict(False, f"its check could not start ({error})", True)
+    with _LOCK:
+        _CHILDREN.add(child)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(child.stdout, lines), daemon=True).start()
     try:
@@ -131,6 +135,18 @@ def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, p
         if child.poll() is None:
             child.kill()
         child.wait()
+        with _LOCK:
+            _CHILDREN.discard(child)
+
+
+@atexit.register
+def _kill_children() -> None:
+    """At the exit of this process, a check still running (its thread is a daemon) ends with it."""
+    with _LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        if child.poll() is None:
+            child.kill()
 
 
 def _key(model, spacing: Sequence[float], patch: Sequence[int], batch: int, threads: int) -> str:
@@ -144,7 +160,7 @@ def _check(key: str) -> None:
     if getattr(sys, "frozen", False):  # a frozen application's executable is the application, not Python
         verdict = Verdict(False, "bf16 could not be checked in a frozen application", True)
     else:
-        verdict = run_check([sys.executable, "-m", __name__, key])
+        verdict = run_check([sys.executable, "-m", __name__, key, str(os.getpid())])
     with _LOCK:
         _VERDICTS[key] = verdict
         _CHECKING.pop(key, None)
@@ -191,20 +207,27 @@ def bf16_for_training(amp: bool, device, model, spacing: Sequence[float], patch:
     return verdict.usable
 
 
-def _time_steps(request: dict) -> None:
+def _watch(parent: int, deadline: list[float]) -> None:
+    """The child's watchdog: end the child (all its threads, a hung bf16 step too) when its parent is gone or
+    ``deadline[0]`` (a :func:`time.monotonic` instant) has passed: then nobody waits for its lines any more."""
+    while os.getppid() == parent and time.monotonic() < deadline[0]:
+        time.sleep(WATCH_SECONDS)
+    os._exit(3)
+
+
+def _time_steps(request: dict, parent: int) -> None:
     """The child: time a training step of the requested net on random data, in float32 and then in bf16.
 
     ``request`` is :func:`_key`'s: the net's config and spacing, the patch ``(Z, Y, X)``, the batch ``B`` and the
     thread count. The input is ``(B, C, Z, Y, X)`` standard normal noise, the target ``(B, Z, Y, X)`` random classes,
-    the loss plain cross-entropy: the convolutions are the net's, which is what crashed."""
-    import os
-
-    watchdog = threading.Timer(CHILD_LIFETIME, os._exit, (3,))  # ends a hung child, all its threads with it
-    watchdog.daemon = True
-    watchdog.start()
+    the loss plain cross-entropy: the convolutions are the net's, which is what crashed. It ends itself when
+    :func:`run_check` would stop waiting for it, or when ``parent`` (the pid that started it) is gone.
+    """
     from .config import ModelConfig
     from .net import UNet3D
 
+    deadline = [time.monotonic() + START_SECONDS]
+    threading.Thread(target=_watch, args=(parent, deadline), daemon=True).start()
     torch.set_num_threads(int(request["threads"]))
     config = ModelConfig(**request["model"])
     model = UNet3D(config, request["spacing"]).train()
@@ -219,7 +242,9 @@ def _time_steps(request: dict) -> None:
             model.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - t0
         print(f"{name} {seconds:.4f}", flush=True)
+        if not enabled:  # the parent now waits this long for the bf16 steps; a second more and it has gone
+            deadline[0] = time.monotonic() + max(MIN_WAIT, BF16_PATIENCE * seconds) + 1.0
 
 
 if __name__ == "__main__":
-    _time_steps(json.loads(sys.argv[1]))
+    _time_steps(json.loads(sys.argv[1]), int(sys.argv[2]))
