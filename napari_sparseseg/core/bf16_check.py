@@ -171,7 +171,11 @@ def training_verdict(model, spacing: Sequence[float], patch: Sequence[int], batc
     """Whether ``model``'s training steps may run in bf16 on this CPU, for ``batch`` patches of ``patch`` on
     ``threads`` torch threads; None while the check runs (in a thread, started by the first call for that net,
     patch, batch and thread count; its verdict is kept for the process). ``wait``: wait for the verdict."""
-    key = _key(model, spacing, patch, batch, threads)
+    return _verdict(_key(model, spacing, patch, batch, threads), wait)
+
+
+def _verdict(key: str, wait: bool = False) -> Verdict | None:
+    """:func:`training_verdict` of the request ``key`` (:func:`_key`)."""
     with _LOCK:
         if key not in _VERDICTS and key not in _CHECKING:
             _CHECKING[key] = threading.Thread(target=_check, args=(key,), name="bf16-check", daemon=True)
@@ -191,12 +195,11 @@ def bf16_for_training(amp: bool, device, model, spacing: Sequence[float], patch:
     ``notices``."""
     if not amp or torch.device(device).type != "cpu":
         return amp
-    threads = torch.get_num_threads()
-    verdict = training_verdict(model, spacing, patch, batch, threads)
+    key = _key(model, spacing, patch, batch, torch.get_num_threads())
+    verdict = _verdict(key)
     if verdict is None:
         return False
     if verdict.failed:
-        key = _key(model, spacing, patch, batch, threads)
         with _LOCK:
             first = key not in _TOLD
             _TOLD.add(key)
