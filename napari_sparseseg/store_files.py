@@ -50,7 +50,8 @@ def is_session_store(path: str | Path) -> bool:
     """True if ``path`` is a directory whose root ``zarr.json`` carries the session marker (never raises)."""
     try:
         meta = json.loads((Path(path) / "zarr.json").read_text())
-        return STORE_KEY in meta.get("attributes", {})
+        attributes = meta.get("attributes", {})
+        return isinstance(attributes, dict) and STORE_KEY in attributes
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, MemoryError, KeyError) as exc:
+    except (ValueError, OSError, MemoryError, KeyError, FloatingPointError) as exc:
         if args.debug:
             raise
         print(f"napari-sparseseg {args.command}: error: {one_line_message(exc)}", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle  # for pickle.UnpicklingError only: nothing is unpickled with this module
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .checkpoint_state import check_state
 from .config import SessionConfig
 from .trainer import Trainer
 
@@ -37,6 +39,8 @@ MAX_NAME_LENGTH = 255
 #: Largest class and channel counts a checkpoint may declare (uint8 masks, and a sane input width).
 MAX_CLASSES = 254
 MAX_CHANNELS = 64
+#: What PyTorch's weights-only reader says of a Python object it refused to create (not of a damaged stream).
+_REFUSED_OBJECT = re.compile(r"GLOBAL|[Gg]lobal|unrecognized function")
 
 
 class UnsafeCheckpointError(ValueError):
@@ -101,12 +105,26 @@ def _check_int(payload: dict[str, Any], key: str, low: int, high: int, path: str
         raise ValueError(f"{path}: '{key}' must be an integer in [{low}, {high}], got {value!r}")
 
 
-def _first_sentence(exc: BaseException, limit: int = 120) -> str:
+def _first_sentence(exc: BaseException | str, limit: int = 120) -> str:
     """The start of an exception's message: torch's unpickling errors run to many lines of advice."""
     text = " ".join(str(exc).split())
     cut = text.find(". ")
     text = text[: cut + 1] if 0 < cut < limit else text[:limit]
     return text.rstrip()
+
+
+def _damage(path: str | Path) -> str | None:
+    """Why a checkpoint's zip archive is damaged (a part whose checksum fails, unreadable headers); None if intact.
+
+    PyTorch's reader does not check the archive's checksums: a flipped byte in the weights loads as another
+    weight without a word. Reading the archive once more to check them takes a fraction of a second.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # noqa: BLE001 - damaged headers make zipfile raise many kinds
+        return f"its archive is unreadable: {type(exc).__name__}"
+    return None if bad is None else f"the checksum of its part {bad!r} fails"
 
 
 def read_model(path: str | Path) -> dict[str, Any]:
@@ -117,20 +135,29 @@ def read_model(path: str | Path) -> dict[str, Any]:
     UnsafeCheckpointError
         If the file holds Python objects other than tensors and plain values.
     ValueError
-        If it is not a readable napari-sparseseg checkpoint, declares impossible
-        class or channel counts, or holds non-finite weights.
+        If it is not a readable napari-sparseseg checkpoint (damaged: a checksum fails), declares impossible
+        class or channel counts, holds non-finite weights, or holds settings or tensors that do not fit the net
+        it declares (:func:`.checkpoint_state.check_state`).
     """
-    if Path(path).is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise ValueError(f"{path}: not a model checkpoint (napari-sparseseg models are files torch.save wrote)")
+    if Path(path).is_file():
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+            raise ValueError(f"{path}: not a model checkpoint (napari-sparseseg models are files torch.save wrote)")
+        damage = _damage(path)
+        if damage is not None:
+            raise ValueError(f"{path}: the file is damaged ({damage}); use another copy of it")
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        refused = next((line for line in str(exc).splitlines() if _REFUSED_OBJECT.search(line)), None)
+        if refused is None:  # a stream the reader cannot follow, not an object it refused
+            raise ValueError(f"{path}: not a readable model checkpoint (damaged: {_first_sentence(exc)})") from exc
         raise UnsafeCheckpointError(
             f"{path}: refused: the file holds Python objects other than tensors and plain values, which could run "
             "code when loaded. Only open model files you trust; napari-sparseseg's own models never hold them "
-            f"({_first_sentence(exc)})") from exc
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable model checkpoint ({exc})") from exc
+            f"({_first_sentence(refused)})") from exc
+    except Exception as exc:  # a damaged stream makes the reader raise IndexError, KeyError, TypeError and others
+        raise ValueError(f"{path}: not a readable model checkpoint ({type(exc).__name__}: "
+                         f"{_first_sentence(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a napari-sparseseg model")
     version = payload.get("version", 0)
@@ -145,6 +172,10 @@ def read_model(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: the checkpoint lacks its config or weights")
     if not all_finite(state):
         raise ValueError(f"{path}: the checkpoint's weights are not finite (NaN or inf); use an earlier checkpoint")
+    try:
+        check_state(payload, config_of(payload))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     names = payload.get("channel_names")
     if names is not None:
         try:

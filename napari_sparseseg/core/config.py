@@ -1,8 +1,7 @@
 """Frozen, validated configuration for the model, training and inference.
 
-Every field has a default that works across modalities (CT in Hounsfield
-units, MRI, fluorescence microscopy) without tuning; the CLI and the widget
-only override what the user changes.
+Every field has a default that works across modalities (CT in Hounsfield units, MRI, fluorescence microscopy)
+without tuning; the CLI and the widget only override what the user changes.
 """
 
 from __future__ import annotations
@@ -10,10 +9,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .typed_fields import check_fields
+
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 PrefetchMode = Literal["auto", "always", "never"]
 ModelSize = Literal["small", "medium", "large"]
 
+#: Most feature maps a level of the net may have (nnU-Net caps its 3D nets at 320): bounds the memory a model file
+#: or session store can make the net take (every level at this cap, depth 6: 195 million weights, 0.7 GiB; with
+#: their moving average and the optimiser's moments about four times that).
+MAX_FEATURE_MAPS = 512
+#: Most windows one forward pass of a prediction may take (64 of 64^3 voxels: about 10 GiB of a 16-channel net).
+MAX_WINDOWS = 64
+#: Most trees a first-responder forest may have (each stage's fit and answer grow with them: 32 take 0.3-4 s).
+MAX_TREES = 1024
 #: Base channel count per model size preset.
 MODEL_SIZE_CHANNELS: dict[str, int] = {"small": 16, "medium": 24, "large": 32}
 
@@ -41,7 +50,7 @@ class ModelConfig:
     depth : int
         Number of resolution levels (``depth - 1`` downsamplings).
     max_channels : int
-        Upper bound on feature maps at any level.
+        Upper bound on feature maps at any level, at most :data:`MAX_FEATURE_MAPS`.
     anisotropy_threshold : float
         A level pools along z only when the current z step is at most this
         multiple of the in-plane step (nnU-Net's rule); otherwise z is kept and
@@ -60,8 +69,9 @@ class ModelConfig:
         require(self.num_classes >= 2, f"num_classes must be >= 2 (background + 1), got {self.num_classes}")
         require(self.base_channels >= 4, f"base_channels must be >= 4, got {self.base_channels}")
         require(2 <= self.depth <= 6, f"depth must be in 2..6, got {self.depth}")
-        require(self.max_channels >= self.base_channels,
-               f"max_channels ({self.max_channels}) < base_channels ({self.base_channels})")
+        require(self.base_channels <= self.max_channels <= MAX_FEATURE_MAPS,
+                f"max_channels must be in [base_channels, {MAX_FEATURE_MAPS}] (base_channels {self.base_channels}), "
+                f"got {self.max_channels}")
         require(self.anisotropy_threshold >= 1.0,
                f"anisotropy_threshold must be >= 1, got {self.anisotropy_threshold}")
 
@@ -232,8 +242,8 @@ class InferenceConfig:
             value = getattr(self, name)
             require(0 <= value < 1, f"{name} must be in [0, 1), got {value}")
         require(self.sigma_scale > 0, f"sigma_scale must be > 0, got {self.sigma_scale}")
-        for name in ("batch_size", "gpu_batch_size"):
-            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, value in (("batch_size", self.batch_size), ("gpu_batch_size", self.gpu_batch_size)):
+            require(1 <= value <= MAX_WINDOWS, f"{name} must be in [1, {MAX_WINDOWS}], got {value}")
         for name in ("mirror_axes", "final_mirror_axes"):
             axes = getattr(self, name)
             require(set(axes) <= {0, 1, 2}, f"{name} must be within (0, 1, 2), got {axes}")
@@ -307,6 +317,7 @@ class ResponderConfig:
         for name in ("trees", "max_samples", "max_feature_bytes"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        require(self.trees <= MAX_TREES, f"trees must be at most {MAX_TREES}, got {self.trees}")
         require(isinstance(self.stages, int) and 1 <= self.stages <= 5,
                 f"stages must be an integer in [1, 5], got {self.stages!r}")
         require(0 <= self.held_back <= 0.5, f"held_back must be in [0, 0.5], got {self.held_back}")
@@ -368,14 +379,18 @@ class SessionConfig:
             known = {f.name for f in fields(kind)}
             unknown = set(values) - known
             require(not unknown, f"unknown {kind.__name__} keys: {sorted(unknown)}")
+            check_fields(kind, values)
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
+        require(isinstance(data, dict), f"settings must be a mapping, got {type(data).__name__}")
+        device = data.get("device", "auto")
+        check_fields(cls, {"device": device})
         return cls(
             model=build(ModelConfig, data.get("model", {})),
             train=build(TrainConfig, data.get("train", {})),
             inference=build(InferenceConfig, data.get("inference", {})),
             responder=build(ResponderConfig, data.get("responder", {})),
-            device=data.get("device", "auto"),
+            device=device,
         )
 
 

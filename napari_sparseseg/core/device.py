@@ -1,4 +1,4 @@
-"""Device selection and CPU thread policy."""
+"""Device selection, the memory a device has free, and CPU thread policy."""
 
 from __future__ import annotations
 
@@ -31,6 +31,29 @@ def select_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
     return torch.device(name)
+
+
+def free_memory(device: torch.device) -> tuple[int, str] | None:
+    """``(bytes, where)``: the memory a training step on ``device`` may plan with now, and how the user is told where
+    it is; None on a device whose free memory is not known (MPS).
+
+    CUDA: the GPU's free memory. CPU: what the machine has available to new allocations (psutil's ``available``;
+    the POSIX free pages without psutil), so that settings asking for more (a large batch from a model file) are
+    shrunk with a word, not met by the kernel's out-of-memory killer ending napari.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0]), str(device)
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available), "this machine"
+    except ImportError:
+        try:
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")), "this machine"
+        except (ValueError, OSError):  # a POSIX without the counter (macOS)
+            return None
 
 
 def fast_bf16(device: torch.device | str) -> bool:

@@ -28,6 +28,7 @@ from .box import Box
 from .context import context_features
 from .feature_stack import FeatureStack, Grid, choose_grid, describe_grid, preview_grid, responder_bytes
 from .features import feature_names
+from .footprint import physical_memory
 from .prior_shift import PRIOR_SAMPLE, ShiftedClassifier, shift_for
 from .subsample import stratified_subsample
 
@@ -68,9 +69,10 @@ class FirstResponder:
         if features is not None and not features.matches(image, volume.spacing, channel_axis):
             raise ValueError("the feature stack given was computed for another image or spacing")
         #: Bins and precision of the grid the forests work on (:func:`~.feature_stack.choose_grid`): the full grid in
-        #: float32 unless that would not fit ``config.max_feature_bytes``; None when nothing fits.
-        self.grid = choose_grid(volume.shape, volume.spacing, config.max_feature_bytes, volume.image_channels,
-                                volume.num_classes)
+        #: float32 unless that would not fit ``max_bytes`` (``config.max_feature_bytes``, at most half the machine's
+        #: memory: a session store's settings may ask for more); None when nothing fits.
+        self.max_bytes = min(config.max_feature_bytes, physical_memory() // 2)
+        self.grid = choose_grid(volume.shape, volume.spacing, self.max_bytes, volume.image_channels, volume.num_classes)
         if features is not None and features.grid != self.grid:
             features = None  # computed for another grid (the plugin guesses one class): this volume needs its own
         #: The filter bank (computed on first use unless given ready).
@@ -118,12 +120,12 @@ class FirstResponder:
         if self.grid is None:
             coarsest = binned_shape(self.volume.shape, [min(MAX_FACTOR, n) for n in self.volume.shape])
             return (f"its feature stack would take {self._bytes_of(coarsest, 2) / 2**30:.1f} GiB even binned by "
-                    f"{MAX_FACTOR} (limit {self.config.max_feature_bytes / 2**30:.1f} GiB): the net alone predicts it")
+                    f"{MAX_FACTOR} (limit {self.max_bytes / 2**30:.1f} GiB): the net alone predicts it")
         return None
 
     def grid_note(self) -> str | None:
         """A line for the user when the forests' bank is not the full float32 grid or a preview answers first."""
-        return describe_grid(self.grid, self._bytes_of(self.volume.shape), self.config.max_feature_bytes,
+        return describe_grid(self.grid, self._bytes_of(self.volume.shape), self.max_bytes,
                              None if self.features.ready else self.features.preview)
 
     # -- features ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""GPU memory: choose the training patch and batch that fit the device's free memory, and back off after an OOM.
+"""Training memory: choose the patch and batch that fit the memory free (the GPU's; for CPU training the machine's,
+``device.free_memory``), and back off after a GPU out-of-memory.
 
 A pure estimate (no torch, no device): :func:`training_bytes` is the memory
 one training step of :class:`~.net.UNet3D` needs, :func:`fit_patch_and_batch`

@@ -31,7 +31,7 @@ from .bf16_check import bf16_for_training
 from .box import Box
 from .clean_tail import CleanTail
 from .config import SessionConfig
-from .device import autocast, fast_bf16, select_device
+from .device import autocast, fast_bf16, free_memory, select_device
 from .events import Notice, Prediction, TrainStep, Waiting
 from .fit_guard import FitGuard
 from .inference import class_map_and_uncertainty, predict_probabilities, prior_offset
@@ -78,9 +78,9 @@ class Trainer:
         #: Notices (e.g. sizes shrunk after a GPU out-of-memory) that :meth:`run` yields next.
         self.notices: deque[Notice] = deque()
         patch_voxels, self._max_batch = tc.patch_voxels, tc.batch_size
-        if self.device.type == "cuda":  # patch and batch from the free memory (see core/memory.py)
+        if (free := free_memory(self.device)) is not None:  # patch and batch that fit (core/memory.py); CPU in fp32
             patch_voxels, self._max_batch, told = fit_to_free_memory(
-                torch.cuda.mem_get_info(self.device)[0], mc, tc.patch_voxels, tc.batch_size, self.amp, str(self.device))
+                free[0], mc, tc.patch_voxels, tc.batch_size, self.amp and self.device.type == "cuda", free[1])
             if told:
                 self.notices.append(Notice(told, "info"))
         #: The training batches: sampler, augmentation and prefetch.
