@@ -1,4 +1,5 @@
-"""GPU memory: patch/batch sizing from free memory and the out-of-memory back-off (exercised on CPU)."""
+"""Training memory: patch/batch sizing from free memory (GPU, and the machine's for CPU training) and the out-of-memory
+back-off (exercised on CPU)."""
 
 import numpy as np
 import pytest
@@ -145,3 +146,21 @@ def test_fit_to_free_memory_tells_the_user_only_when_it_shrinks():
     assert (voxels, batch, told) == (64**3, 2, None)
     voxels, batch, told = fit_to_free_memory(2**30, config, 128**3, 8, amp=False, where="cuda:0")
     assert voxels * batch < 128**3 * 8 and "1.0 GiB free on cuda:0" in told
+
+
+def test_cpu_training_shrinks_a_batch_the_machine_cannot_hold_and_says_so(monkeypatch):
+    """A batch of a million patches (a model file's settings may say so) filled 24 GiB until the kernel killed the
+    process; the trainer now plans with the memory the machine has available, as on a GPU."""
+    from napari_sparseseg.core import device, trainer
+
+    assert device.free_memory(torch.device("cpu"))[0] > 0
+    monkeypatch.setattr(trainer, "free_memory", lambda d: (2 * GiB, "this machine"))
+    image, mask = sphere_volume()
+    huge = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=12 * 24 * 24, batch_size=10**6,
+                                                             warmup_steps=1, amp=False), device="cpu")
+    session = SegmentationSession(image, num_classes=1, config=huge)
+    session.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    events = list(session.train(max_steps=1))
+    assert session.trainer._max_batch < 10**6
+    assert any(isinstance(e, Notice) and "2.0 GiB free on this machine" in e.message for e in events)
+    assert any(isinstance(e, TrainStep) for e in events)
