@@ -437,14 +437,14 @@ def test_the_window_says_how_the_filter_bank_comes_on():
 
 def test_the_bank_never_plans_with_more_than_half_the_machine_whatever_the_settings_ask(monkeypatch):
     """A session store's settings may allow the bank any number of bytes; the machine's memory bounds it."""
-    from napari_sparseseg.core import first_responder
+    from napari_sparseseg.core import footprint
     from napari_sparseseg.core.first_responder import FirstResponder
 
     image = np.random.default_rng(0).normal(size=(16, 64, 64)).astype(np.float32)
     volume = AnnotatedVolume(image, num_classes=1)
     generous = ResponderConfig(max_feature_bytes=1 << 50)
     assert FirstResponder(image, volume, generous).grid.factors == (1, 1, 1)
-    monkeypatch.setattr(first_responder, "physical_memory", lambda: 8 << 20)  # a bank of 12.6 MB does not fit
+    monkeypatch.setattr(footprint, "physical_memory", lambda: 8 << 20)  # a bank of 12.6 MB does not fit
     responder = FirstResponder(image, volume, generous)
     assert responder.max_bytes == 4 << 20
     assert responder.grid is None or responder.grid.factors != (1, 1, 1) or responder.grid.itemsize == 2

@@ -37,7 +37,7 @@ TENSOR_CHANGES = {"integer": lambda t: t.to(torch.int64), "half": lambda t: t.ha
 
 
 @pytest.fixture(scope="module")
-def real():
+def real(tmp_path_factory):
     """``(image, annotation, checkpoint payload)`` of a tiny net trained two steps on a sphere's middle slice."""
     torch.set_num_threads(1)
     image, mask = sphere_volume()
@@ -49,15 +49,8 @@ def real():
     session.add_labels((slice(None),) * 3, annotation)
     for _ in session.train(max_steps=2):
         pass
-    path = save_model(session.trainer, _tmp_dir() / "model.pt")
+    path = save_model(session.trainer, tmp_path_factory.mktemp("model") / "model.pt")
     return image, annotation, torch.load(path, weights_only=True)
-
-
-def _tmp_dir():
-    import tempfile
-    from pathlib import Path
-
-    return Path(tempfile.mkdtemp(prefix="checkpoint-state-"))
 
 
 def _entries(tree, prefix=()):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -28,7 +28,7 @@ from .weights import WEIGHT_DECAY
 LAYOUT_FIELDS = ("base_channels", "depth", "max_channels", "anisotropy_threshold")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise ValueError(message)
 
 

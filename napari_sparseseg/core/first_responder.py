@@ -28,7 +28,7 @@ from .box import Box
 from .context import context_features
 from .feature_stack import FeatureStack, Grid, choose_grid, describe_grid, preview_grid, responder_bytes
 from .features import feature_names
-from .footprint import physical_memory
+from .footprint import bank_budget
 from .prior_shift import PRIOR_SAMPLE, ShiftedClassifier, shift_for
 from .subsample import stratified_subsample
 
@@ -71,7 +71,7 @@ class FirstResponder:
         #: Bins and precision of the grid the forests work on (:func:`~.feature_stack.choose_grid`): the full grid in
         #: float32 unless that would not fit ``max_bytes`` (``config.max_feature_bytes``, at most half the machine's
         #: memory: a session store's settings may ask for more); None when nothing fits.
-        self.max_bytes = min(config.max_feature_bytes, physical_memory() // 2)
+        self.max_bytes = bank_budget(config.max_feature_bytes)
         self.grid = choose_grid(volume.shape, volume.spacing, self.max_bytes, volume.image_channels, volume.num_classes)
         if features is not None and features.grid != self.grid:
             features = None  # computed for another grid (the plugin guesses one class): this volume needs its own

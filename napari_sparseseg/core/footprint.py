@@ -46,7 +46,7 @@ def bank_bytes(shape: Sequence[int], spacing: Sequence[float], num_classes: int,
     from .feature_stack import choose_grid, responder_bytes
 
     shape = tuple(int(n) for n in shape)
-    grid = choose_grid(shape, spacing, ResponderConfig().max_feature_bytes, channels, max(1, num_classes))
+    grid = choose_grid(shape, spacing, bank_budget(ResponderConfig().max_feature_bytes), channels, max(1, num_classes))
     if grid is None:
         return 0
     return responder_bytes(binned_shape(shape, grid.factors), channels, max(1, num_classes), grid.itemsize)
@@ -60,6 +60,12 @@ def physical_memory() -> int:
     except ImportError:  # psutil comes with the window; the core reads the POSIX counters
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     return int(psutil.virtual_memory().total)
+
+
+def bank_budget(max_feature_bytes: int) -> int:
+    """The bytes the first responder's filter bank may take: ``max_feature_bytes``, at most half this machine's
+    memory (a session store's or model file's settings may allow more than the machine has)."""
+    return min(max_feature_bytes, physical_memory() // 2)
 
 
 def too_large(what: str, need: int, total: int | None, advice: str, where: str = "here") -> str | None:

@@ -59,11 +59,13 @@ class FeatureCache:
             return None
         from ..core.channels import ChannelStack
         from ..core.feature_stack import FeatureStack, choose_grid, preview_grid
+        from ..core.footprint import bank_budget
 
         spacing = tuple(float(s) for s in layer.scale[-3:])
         arrays = (layer.data, *(c.data for c in channels))
         # In half precision or binned where the full bank would not fit (core/feature_stack.py).
-        grid = choose_grid(layer.data.shape, spacing, self.max_bytes, len(arrays), max(1, int(num_classes)))
+        grid = choose_grid(layer.data.shape, spacing, bank_budget(self.max_bytes), len(arrays),
+                           max(1, int(num_classes)))
         stack, session = self._stack, self._session_stack
         if stack is None or not _stack_of(stack, arrays, spacing) or stack.grid != grid:
             if stack is not None and not self._claimed:
