@@ -471,3 +471,101 @@ def test_a_truncated_imagej_tiff_is_called_truncated_not_2d(tmp_path):
     path.write_bytes(data[: len(data) // 2])  # a copy cut short
     with pytest.raises(VolumeFileError, match="truncated.*declares 8 images"):
         read_volume(path)
+
+
+def _corruptions(raw: bytes, count: int, seed: int = 1):
+    """``count`` damaged copies of ``raw``: bytes overwritten, the file cut short, or a run of it zeroed."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        data = bytearray(raw)
+        if i % 3 == 0:
+            for j in rng.integers(0, len(data), 1 + i % 5):
+                data[j] = int(rng.integers(0, 256))
+        elif i % 3 == 1:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            j = int(rng.integers(0, max(1, len(data) - 16)))
+            data[j:j + 16] = bytes(16)
+        yield bytes(data)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".tif", ".ome.tif", ".nii", ".nii.gz"])
+def test_a_damaged_image_file_is_read_or_refused_with_a_volume_file_error_never_another_error(tmp_path, suffix):
+    """400 damaged copies of a small image file per format (a zipped .npz once raised ``TokenError`` from NumPy's
+    header parser and ``NotImplementedError`` from zipfile, past the reader's refusal)."""
+    image = np.random.default_rng(0).integers(0, 200, size=(8, 24, 24)).astype(np.uint8)
+    path = tmp_path / f"v{suffix}"
+    if suffix == ".npz":
+        np.savez(path, image=image, spacing=np.array([2.0, 1.0, 1.0]))
+    else:
+        save_mask(path, image, (2.0, 1.0, 1.0))
+    damaged, others = tmp_path / f"d{suffix}", []
+    for i, data in enumerate(_corruptions(path.read_bytes(), 400)):
+        damaged.write_bytes(data)
+        try:
+            volume = read_volume(damaged)
+            assert np.asarray(volume.data).ndim in (3, 4)
+        except VolumeFileError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - any other kind is what this test looks for
+            others.append(f"{i}: {type(exc).__name__}: {str(exc)[:80]}")
+    assert not others, "\n".join(others[:10])
+
+
+def _json_paths(tree, prefix=()):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield prefix + (key,)
+            yield from _json_paths(value, prefix + (key,))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield prefix + (i,)
+            yield from _json_paths(value, prefix + (i,))
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".ome.zarr"])
+def test_zarr_metadata_of_the_wrong_type_is_refused_with_a_volume_file_error(tmp_path, suffix):
+    """Every entry of every ``zarr.json`` replaced by a value of another type, or removed, then read eagerly and
+    opened lazily: read, or refused with a ``VolumeFileError`` (before: ``TypeError``, ``AttributeError``,
+    ``KeyError``, and chunks declared empty opened lazily, to divide by zero at the first read). A lazy open reads
+    no chunks, so chunks that do not decode as declared are found when read, as corrupt chunks are."""
+    import shutil
+
+    image = np.random.default_rng(0).integers(0, 200, size=(8, 24, 24)).astype(np.uint8)
+    base, work, others = tmp_path / f"v{suffix}", tmp_path / f"w{suffix}", []
+    save_mask(base, image, (2.0, 1.0, 1.0))
+    for rel in sorted(p.relative_to(base) for p in base.rglob("zarr.json")):
+        doc = json.loads((base / rel).read_text())
+        for path in _json_paths(doc):
+            for value in (None, "x", -3, 0, 2.5, {}, True, "removed"):
+                shutil.rmtree(work, ignore_errors=True)
+                shutil.copytree(base, work)
+                mutated = json.loads(json.dumps(doc))
+                parent = mutated
+                for key in path[:-1]:
+                    parent = parent[key]
+                if value == "removed":
+                    if not isinstance(parent, dict):
+                        continue
+                    del parent[path[-1]]
+                else:
+                    parent[path[-1]] = value
+                (work / rel).write_text(json.dumps(mutated))
+                for lazy in (False, True):
+                    try:
+                        data = read_volume(work, lazy=lazy).data
+                        assert lazy or data.ndim in (3, 4)
+                    except VolumeFileError:
+                        pass
+                    except Exception as exc:  # noqa: BLE001 - any other kind is what this test looks for
+                        others.append(f"{rel} {path} = {value!r} (lazy {lazy}): {type(exc).__name__}: {exc}"[:160])
+    assert not others, "\n".join(others[:10])
+
+
+def test_a_zarr_array_declaring_empty_chunks_is_refused_when_opened_lazily(tmp_path):
+    save_mask(tmp_path / "m.zarr", _mask((8, 16, 16)), SPACING)
+    meta = json.loads((tmp_path / "m.zarr" / "zarr.json").read_text())
+    meta["chunk_grid"]["configuration"]["chunk_shape"][0] = 0
+    (tmp_path / "m.zarr" / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(VolumeFileError, match="at least 1 voxel"):
+        read_volume(tmp_path / "m.zarr", lazy=True)

@@ -77,6 +77,18 @@ def read_zarr(path: Path, key: str = "image", level: int = 0, lazy: bool = False
     except Exception as exc:  # noqa: BLE001 (missing or broken metadata raise many types)
         raise VolumeFileError(f"{path}: cannot read as zarr; no valid zarr metadata "
                               f"({type(exc).__name__}: {exc})") from exc
+    try:
+        return _read_node(path, node, key, level, lazy)
+    except VolumeFileError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:  # metadata of wrong types or shape
+        raise VolumeFileError(f"{path}: malformed zarr metadata ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_node(path: Path, node: Any, key: str, level: int, lazy: bool) -> VolumeFile:
+    """:func:`read_zarr` of an opened zarr array or group."""
+    import zarr
+
     if isinstance(node, zarr.Array):
         return _plain(path, node, level, lazy)
     attrs = node.attrs.asdict()
@@ -95,8 +107,16 @@ def read_zarr(path: Path, key: str = "image", level: int = 0, lazy: bool = False
                           f"metadata, no array named {key!r}; it holds {names})")
 
 
+def _check_chunks(path: Path, arr: Any) -> None:
+    """Refuse an array whose metadata declares empty chunks (read lazily, it would divide by zero at the first read,
+    in the middle of training)."""
+    if any(int(c) < 1 for c in arr.chunks):
+        raise VolumeFileError(f"{path}: zarr chunks {tuple(arr.chunks)} must be at least 1 voxel along every axis")
+
+
 def _plain(path: Path, arr: Any, level: int, lazy: bool) -> VolumeFile:
     check_level(path, level, 1)
+    _check_chunks(path, arr)
     if arr.ndim not in (3, 4):
         raise VolumeFileError(f"{path}: zarr array of shape {arr.shape} is not 3D (z, y, x) or 4D (c, z, y, x)")
     spacing = checked_spacing(path, arr.attrs.get("spacing"))
@@ -137,6 +157,7 @@ def _ome(path: Path, group: Any, multiscales: list, level: int, lazy: bool) -> V
     except Exception as exc:  # noqa: BLE001
         raise VolumeFileError(f"{path}: OME-Zarr level {level} (dataset {datasets[level].get('path')!r}) "
                               f"cannot be opened ({type(exc).__name__}: {exc})") from exc
+    _check_chunks(path, arr)
     names = _axis_names(path, ms.get("axes"), arr.ndim)
     scale = _scale(datasets[level].get("coordinateTransformations"), arr.ndim)
     scale = scale * _scale(ms.get("coordinateTransformations"), arr.ndim)
