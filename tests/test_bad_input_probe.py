@@ -8,10 +8,12 @@ Run it as a report too: ``python -m tests.test_bad_input_probe`` prints each cas
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
 import re
+import struct
 import sys
 import tempfile
 import traceback
@@ -104,6 +106,21 @@ def make_files(folder: Path) -> dict[str, Path]:
     torch.save({**payload, "channel_names": ["flair", {"not": "a name"}]}, f["names_model"])
     f["text_model"] = folder / "text.pt"
     f["text_model"].write_text("not a model")
+    giant = copy.deepcopy(payload)  # a net of the widest layers any file may declare, over the tiny net's weights
+    for settings in (giant["config"]["model"], giant["state"]["model_config"]):
+        settings["base_channels"] = settings["max_channels"] = 512
+    f["giant_model"] = folder / "giant.pt"
+    torch.save(giant, f["giant_model"])
+    f["huge_batch_model"] = folder / "batch.pt"
+    torch.save({**payload, "config": {**payload["config"], "inference": {"batch_size": 10**6}}},
+               f["huge_batch_model"])
+    damaged = bytearray(f["model"].read_bytes())
+    with zipfile.ZipFile(f["model"]) as z:
+        member = max(z.infolist(), key=lambda info: info.file_size)  # a tensor's storage
+    name_length, extra_length = struct.unpack("<HH", damaged[member.header_offset + 26:member.header_offset + 30])
+    damaged[member.header_offset + 30 + name_length + extra_length + member.file_size // 2] ^= 0x40
+    f["damaged_model"] = folder / "damaged.pt"
+    f["damaged_model"].write_bytes(bytes(damaged))
     # stores: a good one, one with a broken zarr.json, one missing num_classes, an evil checkpoint
     f["store"] = folder / "s.zarr"
     store = SessionStore.create(f["store"], session)
@@ -182,6 +199,10 @@ CLI_CASES: list[tuple[str, list[str]]] = [
                                             "{folder}/p.tif"]),
     ("model for another channel count", ["predict", "{two_channel}", "--model", "{model}", "--out",
                                          "{folder}/p.tif"]),
+    ("model declaring a giant net", ["predict", "{good}", "--model", "{giant_model}", "--out", "{folder}/p.tif"]),
+    ("model asking a million windows a batch", ["predict", "{good}", "--model", "{huge_batch_model}", "--out",
+                                                "{folder}/p.tif"]),
+    ("model with a damaged byte", ["predict", "{good}", "--model", "{damaged_model}", "--out", "{folder}/p.tif"]),
     ("zero block", ["predict", "{good}", "--model", "{model}", "--out", "{folder}/p.zarr", "--block", "0", "0",
                     "0"]),
     ("pyramid level of an .npz", ["predict", "{good}", "--model", "{model}", "--out", "{folder}/p.tif", "--level",
@@ -210,7 +231,8 @@ EXPECTED = {
     "a channel of another shape": "shape", "NaN in a channel": "NaN/inf", "a channel for a folder": "one image",
     "missing model": "none.pt", "text as a model": "not a model checkpoint", "model that runs code": "refused",
     "model with NaN weights": "not finite", "model with malformed channel names": "channel names",
-    "model for another channel count": "channel",
+    "model for another channel count": "channel", "model declaring a giant net": "declared net",
+    "model asking a million windows a batch": "batch_size must be in", "model with a damaged byte": "damaged",
     "zero block": "--block", "pyramid level of an .npz": "level 3", "a folder without images": "no image files",
     "resume a plain folder": "not a napari-sparseseg session store", "resume a missing store": "does not exist",
     "resume a store with broken metadata": "zarr.json", "resume a store missing its class count": "damaged",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 import time
 import zipfile
 from dataclasses import replace
@@ -151,7 +152,8 @@ def test_a_flipped_byte_in_the_weights_is_called_damage_not_loaded_as_another_we
     read_model(tmp_path / "m.pt")
     member = _weights_member(tmp_path / "m.pt")
     raw = bytearray((tmp_path / "m.pt").read_bytes())
-    at = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra) + member.file_size // 2
+    name_length, extra_length = struct.unpack("<HH", raw[member.header_offset + 26:member.header_offset + 30])
+    at = member.header_offset + 30 + name_length + extra_length + member.file_size // 2  # the storage's middle
     raw[at] ^= 0x40
     (tmp_path / "m.pt").write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="damaged.*checksum"):
