@@ -149,18 +149,22 @@ def test_fit_to_free_memory_tells_the_user_only_when_it_shrinks():
 
 
 def test_cpu_training_shrinks_a_batch_the_machine_cannot_hold_and_says_so(monkeypatch):
-    """A batch of a million patches (a model file's settings may say so) filled 24 GiB until the kernel killed the
-    process; the trainer now plans with the memory the machine has available, as on a GPU."""
+    """A batch of a million patches in a model file's settings filled 24 GiB until the kernel killed the process;
+    such a batch is now refused (``core/limits.py``), and the trainer plans the batch it takes with the memory the
+    machine has available, as on a GPU."""
     from napari_sparseseg.core import device, trainer
+    from napari_sparseseg.core.limits import MAX_BATCH
 
     assert device.free_memory(torch.device("cpu"))[0] > 0
-    monkeypatch.setattr(trainer, "free_memory", lambda d: (2 * GiB, "this machine"))
+    monkeypatch.setattr(trainer, "free_memory", lambda d: (700 * 2**20, "this machine"))
     image, mask = sphere_volume()
-    huge = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=12 * 24 * 24, batch_size=10**6,
-                                                             warmup_steps=1, amp=False), device="cpu")
-    session = SegmentationSession(image, num_classes=1, config=huge)
+    large = SessionConfig(model=TINY.model, train=TrainConfig(patch_voxels=12 * 24 * 24, batch_size=MAX_BATCH,
+                                                              warmup_steps=1, amp=False), device="cpu")
+    with pytest.raises(ValueError, match="batch_size must be an integer in"):
+        TrainConfig(batch_size=10**6)
+    session = SegmentationSession(image, num_classes=1, config=large)
     session.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
     events = list(session.train(max_steps=1))
-    assert session.trainer._max_batch < 10**6
-    assert any(isinstance(e, Notice) and "2.0 GiB free on this machine" in e.message for e in events)
+    assert session.trainer._max_batch < MAX_BATCH
+    assert any(isinstance(e, Notice) and "0.7 GiB free on this machine" in e.message for e in events)
     assert any(isinstance(e, TrainStep) for e in events)

@@ -30,15 +30,13 @@ import torch
 
 from .checkpoint_state import check_state
 from .config import SessionConfig
+from .limits import MAX_CHANNELS, MAX_CLASSES
 from .trainer import Trainer
 
 FORMAT = "napari-sparseseg-model"
 VERSION = 1
 #: Longest channel name a checkpoint may hold.
 MAX_NAME_LENGTH = 255
-#: Largest class and channel counts a checkpoint may declare (uint8 masks, and a sane input width).
-MAX_CLASSES = 254
-MAX_CHANNELS = 64
 #: What PyTorch's weights-only reader says of a Python object it refused to create (not of a damaged stream).
 _REFUSED_OBJECT = re.compile(r"GLOBAL|[Gg]lobal|unrecognized function")
 
@@ -170,12 +168,12 @@ def read_model(path: str | Path) -> dict[str, Any]:
     if (not isinstance(payload.get("config"), dict) or not isinstance(state, dict)
             or not isinstance(state.get("model"), dict) or not isinstance(state.get("model_config"), dict)):
         raise ValueError(f"{path}: the checkpoint lacks its config or weights")
-    if not all_finite(state):
-        raise ValueError(f"{path}: the checkpoint's weights are not finite (NaN or inf); use an earlier checkpoint")
-    try:
+    try:  # before anything reads the tensors: only those of the declared net's shapes are read
         check_state(payload, config_of(payload))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+    if not all_finite(state):
+        raise ValueError(f"{path}: the checkpoint's weights are not finite (NaN or inf); use an earlier checkpoint")
     names = payload.get("channel_names")
     if names is not None:
         try:

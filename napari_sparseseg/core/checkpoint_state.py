@@ -6,34 +6,36 @@ before comparing them with the tensors would let a file of a few kilobytes decla
 take all the memory of the machine (napari with it). So the net is first built on PyTorch's ``meta`` device (shapes
 without storage) and every tensor of the state compared with it: the weights and their moving average (name, shape,
 floating point), the optimiser's per-parameter moments (shape, finite) and settings (of the types a fresh AdamW
-holds), the planned spacing, the step and the seconds trained. What passes allocates no more than the file holds and
-loads without a ``RuntimeError``, ``AttributeError`` or ``IndexError`` later (all found by mutating a real
-checkpoint field by field: ``tests/test_checkpoint_state.py``).
+holds), the planned spacing, the step and the seconds trained; entries the state does not hold are refused. What
+passes allocates no more than the declared net, itself bounded (:mod:`.limits`), and loads without a
+``RuntimeError``, ``AttributeError`` or ``IndexError`` later (all found by mutating a real checkpoint field by field:
+``tests/test_checkpoint_state.py``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import torch
 
 from .config import ModelConfig, SessionConfig
+from .limits import MAX_CLASSES
 from .net import UNet3D
-from .typed_fields import check_fields
+from .typed_fields import check_fields, is_int, is_number
 from .weights import WEIGHT_DECAY
 
 #: Fields of the state's model settings that must equal the session settings' (the layout of the net).
 LAYOUT_FIELDS = ("base_channels", "depth", "max_channels", "anisotropy_threshold")
 
 
+#: The entries a checkpoint's state may hold (:meth:`~.trainer.Trainer.state_dict`).
+STATE_KEYS = frozenset({"model", "ema", "optimizer", "model_config", "spacing", "step", "elapsed"})
+
+
 def _fail(message: str) -> NoReturn:
+    """Refuse the checkpoint, saying why."""
     raise ValueError(message)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _same_type(value: Any, fresh: Any) -> bool:
@@ -43,7 +45,7 @@ def _same_type(value: Any, fresh: Any) -> bool:
     if isinstance(fresh, bool):
         return isinstance(value, bool)
     if isinstance(fresh, (int, float)):
-        return _is_number(value)
+        return is_number(value)
     if isinstance(fresh, (tuple, list)):
         return (isinstance(value, (tuple, list)) and len(value) == len(fresh)
                 and all(_same_type(v, f) for v, f in zip(value, fresh)))
@@ -128,22 +130,26 @@ def check_state(payload: dict[str, Any], config: SessionConfig) -> None:
         Naming the first entry that does not fit.
     """
     state = payload["state"]
+    unknown = sorted(map(str, set(state) - STATE_KEYS))
+    if unknown:
+        _fail(f"the checkpoint's state holds unknown entries {unknown[:3]}")
     layout = state["model_config"]
-    unknown = sorted(set(layout) - set(ModelConfig.__dataclass_fields__))
+    unknown = sorted(map(str, set(layout) - set(ModelConfig.__dataclass_fields__)))
     if unknown:
         _fail(f"the checkpoint's net settings hold unknown keys {unknown[:3]}")
     check_fields(ModelConfig, layout)
     model = ModelConfig(**layout)
     if any(getattr(model, f) != getattr(config.model, f) for f in LAYOUT_FIELDS):
         _fail("the checkpoint's net settings disagree with its settings (channels, depth)")
-    if model.num_classes != payload["num_classes"] + 1 or model.in_channels != payload["in_channels"]:
+    # the head may have fewer classes than the file declares: a class added since the last step grows it at the next
+    if model.num_classes > MAX_CLASSES + 1 or model.in_channels != payload["in_channels"]:
         _fail("the checkpoint's net settings disagree with its class or channel count")
     spacing = state.get("spacing", (1.0, 1.0, 1.0))
-    if not (isinstance(spacing, (list, tuple)) and len(spacing) == 3 and all(_is_number(s) and s > 0
+    if not (isinstance(spacing, (list, tuple)) and len(spacing) == 3 and all(is_number(s) and s > 0
                                                                               for s in spacing)):
         _fail("the checkpoint's planned spacing must be 3 positive numbers")
     step, elapsed = state.get("step", 0), state.get("elapsed", 0.0)
-    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0 and _is_number(elapsed)
+    if not (is_int(step) and step >= 0 and is_number(elapsed)
             and elapsed >= 0):
         _fail("the checkpoint's step and seconds trained must be a count and a number of seconds")
     with torch.device("meta"):

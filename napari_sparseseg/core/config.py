@@ -1,28 +1,23 @@
 """Frozen, validated configuration for the model, training and inference.
 
-Every field has a default that works across modalities (CT in Hounsfield units, MRI, fluorescence microscopy)
-without tuning; the CLI and the widget only override what the user changes.
+Every field has a default that works across modalities (CT in Hounsfield
+units, MRI, fluorescence microscopy) without tuning; the CLI and the widget
+only override what the user changes. Bounds on what settings may ask for: :mod:`.limits`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from .typed_fields import check_fields
+from .limits import MAX_BATCH, MAX_FEATURE_MAPS, MAX_PATCH_VOXELS, MAX_TREES, MAX_WINDOWS
+from .typed_fields import check_fields, is_number
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 PrefetchMode = Literal["auto", "always", "never"]
 ModelSize = Literal["small", "medium", "large"]
 
-#: Most feature maps a level of the net may have (nnU-Net caps its 3D nets at 320): bounds the memory a model file
-#: or session store can make the net take (every level at this cap, depth 6: 195 million weights, 0.7 GiB; with
-#: their moving average and the optimiser's moments about four times that).
-MAX_FEATURE_MAPS = 512
-#: Most windows one forward pass of a prediction may take (64 of 64^3 voxels: about 10 GiB of a 16-channel net).
-MAX_WINDOWS = 64
-#: Most trees a first-responder forest may have (each stage's fit and answer grow with them: 32 take 0.3-4 s).
-MAX_TREES = 1024
 #: Base channel count per model size preset.
 MODEL_SIZE_CHANNELS: dict[str, int] = {"small": 16, "medium": 24, "large": 32}
 
@@ -50,7 +45,7 @@ class ModelConfig:
     depth : int
         Number of resolution levels (``depth - 1`` downsamplings).
     max_channels : int
-        Upper bound on feature maps at any level, at most :data:`MAX_FEATURE_MAPS`.
+        Upper bound on feature maps at any level, at most :data:`~.limits.MAX_FEATURE_MAPS`.
     anisotropy_threshold : float
         A level pools along z only when the current z step is at most this
         multiple of the in-plane step (nnU-Net's rule); otherwise z is kept and
@@ -109,7 +104,7 @@ class TrainConfig:
         percentile scaling, and a rank (histogram-equalized) transform that
         spreads densely populated intensity ranges such as soft tissue in CT.
     seed : int
-        Seed of every random choice; CPU training is reproducible.
+        Seed of every random choice; CPU training is reproducible (where the same patch and batch fit the memory).
     amp : bool
         bf16 autocast where it is fast: CUDA, and CPUs with AMX matrix units
         (``core.device.fast_bf16``); ignored elsewhere.
@@ -136,10 +131,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.prefetch in ("auto", "always", "never"),
                f"prefetch must be one of auto, always, never; got {self.prefetch!r}")
-        require(isinstance(self.patch_voxels, int) and self.patch_voxels >= 8**3,
-               f"patch_voxels must be an integer >= 512, got {self.patch_voxels!r}")
-        require(isinstance(self.batch_size, int) and self.batch_size >= 1,
-               f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        require(isinstance(self.patch_voxels, int) and 8**3 <= self.patch_voxels <= MAX_PATCH_VOXELS,
+                f"patch_voxels must be an integer in [512, {MAX_PATCH_VOXELS}], got {self.patch_voxels!r}")
+        require(isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_BATCH,
+                f"batch_size must be an integer in [1, {MAX_BATCH}], got {self.batch_size!r}")
         require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         require(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0,
                f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
@@ -147,8 +142,9 @@ class TrainConfig:
                f"class_balance_power must be in [0, 1] (0: no class balance, 1: inverse frequency), got "
                f"{self.class_balance_power}")
         require(self.correction_weight > 0, f"correction_weight must be > 0, got {self.correction_weight}")
-        require(len(self.intensity_views) >= 1 and set(self.intensity_views) <= {"linear", "equalized"},
-               f"intensity_views must be a non-empty subset of ('linear', 'equalized'), got {self.intensity_views}")
+        require(len(self.intensity_views) >= 1 and set(self.intensity_views) <= {"linear", "equalized"}
+                and len(set(self.intensity_views)) == len(self.intensity_views),
+               f"intensity_views must be distinct names of ('linear', 'equalized'), got {self.intensity_views}")
 
 
 @dataclass(frozen=True)
@@ -351,8 +347,9 @@ class SessionConfig:
                f"device must be one of auto, cpu, cuda, mps; got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict."""
-        return asdict(self)
+        """Plain JSON-serialisable dict (lists for tuples; a NumPy number a caller passed becomes a Python one, which
+        a model file may hold: its reader refuses any other object)."""
+        return json.loads(json.dumps(asdict(self), default=lambda value: value.item()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, legacy: bool = False) -> SessionConfig:
@@ -367,7 +364,7 @@ class SessionConfig:
                     f"{kind.__name__} settings must be a mapping, got {type(values).__name__}")
             if kind is TrainConfig:
                 retired = {k: v for k, v in values.items() if k in RETIRED_TRAIN_DEFAULTS}
-                changed = sorted(k for k, v in retired.items() if v != RETIRED_TRAIN_DEFAULTS[k])
+                changed = sorted(k for k, v in retired.items() if not (is_number(v) and v == RETIRED_TRAIN_DEFAULTS[k]))
                 if changed and legacy:
                     import warnings
 
@@ -378,7 +375,7 @@ class SessionConfig:
                 values = {k: v for k, v in values.items() if k not in retired}
             known = {f.name for f in fields(kind)}
             unknown = set(values) - known
-            require(not unknown, f"unknown {kind.__name__} keys: {sorted(unknown)}")
+            require(not unknown, f"unknown {kind.__name__} keys: {sorted(map(str, unknown))}")
             check_fields(kind, values)
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 

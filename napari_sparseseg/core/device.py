@@ -34,26 +34,31 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def free_memory(device: torch.device) -> tuple[int, str] | None:
-    """``(bytes, where)``: the memory a training step on ``device`` may plan with now, and how the user is told where
-    it is; None on a device whose free memory is not known (MPS).
+    """The memory a training step on ``device`` may plan with now.
 
-    CUDA: the GPU's free memory. CPU: what the machine has available to new allocations (psutil's ``available``;
-    the POSIX free pages without psutil), so that settings asking for more (a large batch from a model file) are
-    shrunk with a word, not met by the kernel's out-of-memory killer ending napari.
+    A model file's settings may ask for any batch: training on the CPU plans with what the machine has available,
+    as on a GPU, so that a request for more is shrunk with a word (:func:`~.memory.fit_to_free_memory`) and not met
+    by the kernel's out-of-memory killer ending napari.
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the step runs.
+
+    Returns
+    -------
+    tuple of (int, str) or None
+        ``(bytes, where)``: the GPU's free memory and its name, or the machine's available memory and
+        ``"this machine"``; None where it is not known (MPS, a POSIX without the counter).
     """
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0]), str(device)
     if device.type != "cpu":
         return None
-    try:
-        import psutil
+    from .footprint import available_memory
 
-        return int(psutil.virtual_memory().available), "this machine"
-    except ImportError:
-        try:
-            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")), "this machine"
-        except (ValueError, OSError):  # a POSIX without the counter (macOS)
-            return None
+    available = available_memory()
+    return None if available is None else (available, "this machine")
 
 
 def fast_bf16(device: torch.device | str) -> bool:

@@ -62,6 +62,19 @@ def physical_memory() -> int:
     return int(psutil.virtual_memory().total)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (psutil's ``available``; the POSIX free pages without
+    psutil; None where neither is known)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+        except (ValueError, OSError):  # a POSIX without the counter (macOS)
+            return None
+    return int(psutil.virtual_memory().available)
+
+
 def bank_budget(max_feature_bytes: int) -> int:
     """The bytes the first responder's filter bank may take: ``max_feature_bytes``, at most half this machine's
     memory (a session store's or model file's settings may allow more than the machine has)."""

@@ -15,12 +15,19 @@ from dataclasses import fields
 from typing import Any
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is a Python integer (``True`` and ``False`` are not counted)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a Python int or float that a float holds finite (not a bool; not ``10**400``)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -29,9 +36,9 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return _is_int(value)
+        return is_int(value)
     if hint is float:
-        return _is_number(value)
+        return is_number(value)
     if hint is str:
         return isinstance(value, str)
     if origin is typing.Literal:
@@ -51,6 +58,7 @@ _NAMES: dict[Any, tuple[str, str]] = {bool: ("true or false", "booleans"), int: 
 
 
 def _describe(hint: Any) -> str:
+    """How a field's type is said in a refusal ("a list of 3 finite numbers")."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
