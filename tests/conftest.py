@@ -49,3 +49,34 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data {path} not present")
     return path
+
+
+def damaged_copies(raw: bytes, count: int, seed: int = 1):
+    """``count`` damaged copies of a file's bytes ``raw``, in turn: bytes overwritten, the file cut short, a run of 16
+    bytes zeroed."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        data = bytearray(raw)
+        if i % 3 == 0:
+            for j in rng.integers(0, len(data), 1 + i % 5):
+                data[j] = int(rng.integers(0, 256))
+        elif i % 3 == 1:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            j = int(rng.integers(0, max(1, len(data) - 16)))
+            data[j:j + 16] = bytes(16)
+        yield bytes(data)
+
+
+def with_a_stored_byte_flipped(path) -> bytes:
+    """The bytes of the zip archive at ``path`` (a model file) with one byte flipped in the middle of its largest
+    part's data (a tensor's storage), found through the part's local header."""
+    import struct
+    import zipfile
+
+    raw = bytearray(Path(path).read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        part = max(archive.infolist(), key=lambda info: info.file_size)
+    name_length, extra_length = struct.unpack("<HH", raw[part.header_offset + 26:part.header_offset + 30])
+    raw[part.header_offset + 30 + name_length + extra_length + part.file_size // 2] ^= 0x40
+    return bytes(raw)

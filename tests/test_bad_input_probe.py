@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import struct
 import sys
 import tempfile
 import traceback
@@ -25,7 +24,7 @@ import pytest
 import torch
 
 from napari_sparseseg.cli import main
-from tests.conftest import sphere_volume, tiny_config
+from tests.conftest import sphere_volume, tiny_config, with_a_stored_byte_flipped
 
 SHAPE = (16, 32, 32)
 SPACING = np.array([2.0, 1.0, 1.0], np.float32)
@@ -114,13 +113,8 @@ def make_files(folder: Path) -> dict[str, Path]:
     f["huge_batch_model"] = folder / "batch.pt"
     torch.save({**payload, "config": {**payload["config"], "inference": {"batch_size": 10**6}}},
                f["huge_batch_model"])
-    damaged = bytearray(f["model"].read_bytes())
-    with zipfile.ZipFile(f["model"]) as z:
-        member = max(z.infolist(), key=lambda info: info.file_size)  # a tensor's storage
-    name_length, extra_length = struct.unpack("<HH", damaged[member.header_offset + 26:member.header_offset + 30])
-    damaged[member.header_offset + 30 + name_length + extra_length + member.file_size // 2] ^= 0x40
     f["damaged_model"] = folder / "damaged.pt"
-    f["damaged_model"].write_bytes(bytes(damaged))
+    f["damaged_model"].write_bytes(with_a_stored_byte_flipped(f["model"]))
     # stores: a good one, one with a broken zarr.json, one missing num_classes, an evil checkpoint
     f["store"] = folder / "s.zarr"
     store = SessionStore.create(f["store"], session)

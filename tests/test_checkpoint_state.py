@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
-import struct
 import time
-import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -28,7 +26,7 @@ from napari_sparseseg.core.config import ModelConfig, SessionConfig
 from napari_sparseseg.core.limits import MAX_FEATURE_MAPS
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.store import SessionStore
-from tests.conftest import sphere_volume, tiny_config
+from tests.conftest import damaged_copies, sphere_volume, tiny_config, with_a_stored_byte_flipped
 
 #: Values that replace an entry: of the wrong type or range for nearly every one.
 REPLACEMENTS = {"none": None, "text": "x", "negative": -3, "zero": 0, "huge": 10**9, "fraction": 2.5,
@@ -143,21 +141,11 @@ def test_a_file_declaring_a_giant_net_is_refused_before_any_net_is_built(real, t
         ModelConfig(base_channels=MAX_FEATURE_MAPS * 2, max_channels=MAX_FEATURE_MAPS * 2)
 
 
-def _weights_member(path) -> zipfile.ZipInfo:
-    with zipfile.ZipFile(path) as archive:
-        return max(archive.infolist(), key=lambda info: info.file_size)  # a tensor's storage
-
-
 def test_a_flipped_byte_in_the_weights_is_called_damage_not_loaded_as_another_weight(real, tmp_path):
     _, _, payload = real
     torch.save(payload, tmp_path / "m.pt")
     read_model(tmp_path / "m.pt")
-    member = _weights_member(tmp_path / "m.pt")
-    raw = bytearray((tmp_path / "m.pt").read_bytes())
-    name_length, extra_length = struct.unpack("<HH", raw[member.header_offset + 26:member.header_offset + 30])
-    at = member.header_offset + 30 + name_length + extra_length + member.file_size // 2  # the storage's middle
-    raw[at] ^= 0x40
-    (tmp_path / "m.pt").write_bytes(bytes(raw))
+    (tmp_path / "m.pt").write_bytes(with_a_stored_byte_flipped(tmp_path / "m.pt"))
     with pytest.raises(ValueError, match="damaged.*checksum"):
         read_model(tmp_path / "m.pt")
 
@@ -165,19 +153,8 @@ def test_a_flipped_byte_in_the_weights_is_called_damage_not_loaded_as_another_we
 def test_corrupt_and_truncated_files_are_value_errors_and_only_refused_objects_are_called_unsafe(real, tmp_path):
     _, _, payload = real
     torch.save(payload, tmp_path / "m.pt")
-    raw = (tmp_path / "m.pt").read_bytes()
-    rng = np.random.default_rng(0)
-    for i in range(300):
-        data = bytearray(raw)
-        if i % 3 == 0:
-            for j in rng.integers(0, len(data), 1 + i % 7):
-                data[j] = int(rng.integers(0, 256))
-        elif i % 3 == 1:
-            data = data[: int(rng.integers(0, len(data)))]
-        else:
-            j = int(rng.integers(0, len(data) - 64))
-            data[j:j + 64] = bytes(64)
-        (tmp_path / "c.pt").write_bytes(bytes(data))
+    for i, data in enumerate(damaged_copies((tmp_path / "m.pt").read_bytes(), 300)):
+        (tmp_path / "c.pt").write_bytes(data)
         try:
             read_model(tmp_path / "c.pt")
         except UnsafeCheckpointError as exc:

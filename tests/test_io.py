@@ -12,6 +12,7 @@ import pytest
 from napari_sparseseg.io import VolumeFile, VolumeFileError, load_volume, read_volume, save_mask
 from napari_sparseseg.plugin.reader import get_reader, read_layers
 from napari_sparseseg.plugin.writer import write_labels
+from tests.conftest import damaged_copies
 
 SPACING = (2.5, 0.3, 0.4)
 MASK_SUFFIXES = [".npz", ".tif", ".tiff", ".nii", ".nii.gz", ".zarr", ".ome.zarr"]
@@ -473,22 +474,6 @@ def test_a_truncated_imagej_tiff_is_called_truncated_not_2d(tmp_path):
         read_volume(path)
 
 
-def _corruptions(raw: bytes, count: int, seed: int = 1):
-    """``count`` damaged copies of ``raw``: bytes overwritten, the file cut short, or a run of it zeroed."""
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        data = bytearray(raw)
-        if i % 3 == 0:
-            for j in rng.integers(0, len(data), 1 + i % 5):
-                data[j] = int(rng.integers(0, 256))
-        elif i % 3 == 1:
-            data = data[: int(rng.integers(0, len(data)))]
-        else:
-            j = int(rng.integers(0, max(1, len(data) - 16)))
-            data[j:j + 16] = bytes(16)
-        yield bytes(data)
-
-
 @pytest.mark.parametrize("suffix", [".npz", ".tif", ".ome.tif", ".nii", ".nii.gz"])
 def test_a_damaged_image_file_is_read_or_refused_with_a_volume_file_error_never_another_error(tmp_path, suffix):
     """400 damaged copies of a small image file per format (a zipped .npz once raised ``TokenError`` from NumPy's
@@ -500,7 +485,7 @@ def test_a_damaged_image_file_is_read_or_refused_with_a_volume_file_error_never_
     else:
         save_mask(path, image, (2.0, 1.0, 1.0))
     damaged, others = tmp_path / f"d{suffix}", []
-    for i, data in enumerate(_corruptions(path.read_bytes(), 400)):
+    for i, data in enumerate(damaged_copies(path.read_bytes(), 400)):
         damaged.write_bytes(data)
         try:
             volume = read_volume(damaged)
