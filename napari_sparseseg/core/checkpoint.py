@@ -32,6 +32,7 @@ from .checkpoint_state import check_state
 from .config import SessionConfig
 from .limits import MAX_CHANNELS, MAX_CLASSES
 from .trainer import Trainer
+from .typed_fields import is_int
 
 FORMAT = "napari-sparseseg-model"
 VERSION = 1
@@ -99,7 +100,7 @@ def save_model(trainer: Trainer, path: str | Path, channel_names: Sequence[str] 
 
 def _check_int(payload: dict[str, Any], key: str, low: int, high: int, path: str | Path) -> None:
     value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not is_int(value) or not low <= value <= high:
         raise ValueError(f"{path}: '{key}' must be an integer in [{low}, {high}], got {value!r}")
 
 
