@@ -29,8 +29,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import store_lock
+from .core.annotation import _weights
 from .core.config import SessionConfig
-from .store_arrays import build_store_folder, build_volume_folder, read_stored_session, restore_labels
+from .store_arrays import (
+    build_store_folder,
+    build_volume_folder,
+    read_stored_session,
+    repair_derived_chunks,
+    restore_labels,
+)
 from .store_files import (
     MAX_CHUNKS,
     STORE_KEY,
@@ -208,6 +215,9 @@ class SessionStore(StoreWriter):
         store._labeled_chunks = labeled
         for other in store.others:
             other.flushed_revision = other.volume.revision  # its labels were just read from the store
+        repaired = store.repair_derived()
+        if repaired:
+            log.info("%s: %d source or weight chunks written by a flush cut short were repaired", path, repaired)
         latest = path / "checkpoints" / "latest.pt"
         if latest.exists():
             try:
@@ -219,6 +229,20 @@ class SessionStore(StoreWriter):
         if "best" in index:
             store._smoothed_loss = index.get("latest", index["best"]).get("loss")
         return store, session
+
+    def repair_derived(self) -> int:
+        """Make the stored source and weights agree with the labels of every volume (see
+        :func:`~.store_arrays.repair_derived_chunks`; :meth:`open` calls it); returns the number of chunks
+        rewritten."""
+        vol, tc = self.session.volume, self.session.config.train
+        cw = vol.class_weights(tc.class_balance_power)
+        with self._flush_lock:
+            repaired = repair_derived_chunks(vol, self._group, self.chunks,
+                                             lambda labels, source: _weights(labels, source, cw, tc.correction_weight))
+            self._weights_class_weight = cw  # what is on disk now
+            for other in self.others:
+                repaired += repair_derived_chunks(other.volume, other.group, other.chunks)
+        return repaired
 
     # ================================================================ reading
     @property

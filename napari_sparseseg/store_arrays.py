@@ -5,7 +5,9 @@
 folder per other volume the session learns from, :func:`build_volume_folder`);
 :func:`read_stored_session` checks a store's version and rebuilds its
 :class:`~napari_sparseseg.core.session.SegmentationSession`, the labels of
-every volume put back chunk by chunk (:func:`restore_labels`). The live store
+every volume put back chunk by chunk (:func:`restore_labels`), after which
+:func:`repair_derived_chunks` makes the stored source and weights agree with
+the labels again where a kill fell between a chunk's writes. The live store
 around them is :class:`napari_sparseseg.store.SessionStore`.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -284,3 +286,45 @@ def restore_labels(vol: AnnotatedVolume, labels: Any, source: Any,
             world = tuple(c + o for c, o in zip(corrected, b.start))
             vol.set_labels(world, lab[corrected], Source.CORRECTED)
     return labeled
+
+
+def repair_derived_chunks(vol: AnnotatedVolume, group: Any, chunks: Sequence[int],
+                          weights: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> int:
+    """Rewrite the stored ``source`` (and ``weights``) chunks that disagree with ``vol``'s restored labels.
+
+    A flush writes a chunk's labels, then its source, then its weights, each file atomically; a kill between
+    two of them leaves the newer labels beside an older source or weights chunk. :func:`restore_labels` already
+    reads such a chunk sensibly (a labeled voxel without a source counts as painted), so the volume in memory
+    is the truth; this puts it back on disk, so that the store read by any other tool is consistent.
+
+    Parameters
+    ----------
+    vol : AnnotatedVolume
+        The volume whose labels were just restored from ``group``.
+    group : zarr.Group
+        Its stored arrays, open for writing.
+    chunks : sequence of int
+        The stored chunk shape ``(z, y, x)``.
+    weights : callable, optional
+        ``weights(labels, source)`` -> float32 ``w(y)`` of one chunk, for a group that stores ``weights``
+        (a store's own volume); a stored chunk within 1 % of it is kept (the class balance moves slowly).
+
+    Returns
+    -------
+    int
+        The number of chunks rewritten (0 after a clean close).
+    """
+    repaired = 0
+    for b in chunk_boxes(Box.full(vol.shape), chunks, vol.shape):
+        labels, source = vol.snapshot(b)
+        fixed = False
+        if not np.array_equal(np.asarray(group["source"][b.slices]), source):
+            group["source"][b.slices] = source
+            fixed = True
+        if weights is not None:
+            expected = weights(labels, source)
+            if not np.allclose(np.asarray(group["weights"][b.slices]), expected, rtol=1e-2, atol=0.0):
+                group["weights"][b.slices] = expected
+                fixed = True
+        repaired += fixed
+    return repaired

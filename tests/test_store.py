@@ -136,6 +136,41 @@ def test_chunk_write_killed_before_rename_leaves_old_chunk_and_a_store_that_open
     assert not list(path.glob("**/*.partial"))
 
 
+@pytest.mark.parametrize("dies_at", ["source", "weights"])
+def test_kill_between_the_chunks_of_one_edit_is_repaired_when_the_store_opens(tmp_path, monkeypatch, dies_at):
+    """A kill after a chunk's labels were written but before its source or weights: the store opened next has its
+    stored source and weights agree with its labels again (else the voxels of that stroke keep weight 0 on disk)."""
+    session = make_session()
+    path = tmp_path / "s.zarr"
+    store = SessionStore.create(path, session, chunks=CHUNKS)
+    store.flush()
+    session.add_labels((slice(0, 2), slice(0, 6), slice(0, 14)), 3 - 1)  # a new stroke in chunk (0, 0, 0)
+    session.add_labels((8, slice(16, 32), slice(16, 32)), 0)  # an erase in chunk (8, 16, 16)
+    real_replace = pathlib.Path.replace
+
+    def dying_replace(self, target):
+        if f"/{dies_at}/" in str(target):
+            raise Killed
+        return real_replace(self, target)
+
+    monkeypatch.setattr(pathlib.Path, "replace", dying_replace)
+    with pytest.raises(Killed):
+        store.flush()
+    monkeypatch.undo()
+    store.stop_autosave(flush=False)
+    torn = zarr.open_group(str(path), mode="r")
+    assert (np.asarray(torn["weights"][0:2, 0:6, 0:14]) == 0).any()  # the kill left labels without weights
+    store2, s2 = SessionStore.open(path)
+    labels, source = store2.read("labels"), store2.read("source")
+    np.testing.assert_array_equal(labels, s2.volume.labels)
+    np.testing.assert_array_equal(source, s2.volume.source)
+    cw = s2.volume.class_weights(CONFIG.train.class_balance_power)
+    expected = s2.volume.weights(Box.full(SHAPE).slices, cw, CONFIG.train.correction_weight)
+    np.testing.assert_allclose(store2.read("weights"), expected, rtol=1e-2)
+    np.testing.assert_array_equal(store2.read("weights") > 0, labels > 0)
+    store2.close()
+
+
 def test_open_refuses_what_is_not_a_store_or_is_newer(tmp_path):
     with pytest.raises(ValueError, match="not a napari-sparseseg session store"):
         SessionStore.open(tmp_path)
