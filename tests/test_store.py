@@ -113,16 +113,12 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so no cleanup handler runs."""
 
 
-def test_chunk_write_killed_before_rename_leaves_old_chunk_and_a_store_that_opens(tmp_path, monkeypatch):
-    session = make_session()
-    path = tmp_path / "s.zarr"
-    store = SessionStore.create(path, session, chunks=CHUNKS)
-    old = store.read("labels")
-    session.add_labels((slice(8, 9), slice(0, 16), slice(0, 16)), 2)
+def flush_killed_at(store: SessionStore, array: str, monkeypatch) -> None:
+    """Flush ``store``, killed (:class:`Killed`) when zarr renames the first chunk of ``array`` into place."""
     real_replace = pathlib.Path.replace
 
     def dying_replace(self, target):
-        if "labels" in str(target):
+        if f"/{array}/" in str(target):
             raise Killed
         return real_replace(self, target)
 
@@ -130,6 +126,15 @@ def test_chunk_write_killed_before_rename_leaves_old_chunk_and_a_store_that_open
     with pytest.raises(Killed):
         store.flush()
     monkeypatch.undo()
+
+
+def test_chunk_write_killed_before_rename_leaves_old_chunk_and_a_store_that_opens(tmp_path, monkeypatch):
+    session = make_session()
+    path = tmp_path / "s.zarr"
+    store = SessionStore.create(path, session, chunks=CHUNKS)
+    old = store.read("labels")
+    session.add_labels((slice(8, 9), slice(0, 16), slice(0, 16)), 2)
+    flush_killed_at(store, "labels", monkeypatch)
     assert list(path.glob("labels/**/*.partial"))  # the new chunk was written in full, but never renamed
     store2, s2 = SessionStore.open(path)
     np.testing.assert_array_equal(s2.volume.labels, old)  # the previous chunk is intact
@@ -146,17 +151,7 @@ def test_kill_between_the_chunks_of_one_edit_is_repaired_when_the_store_opens(tm
     store.flush()
     session.add_labels((slice(0, 2), slice(0, 6), slice(0, 14)), 3 - 1)  # a new stroke in chunk (0, 0, 0)
     session.add_labels((8, slice(16, 32), slice(16, 32)), 0)  # an erase in chunk (8, 16, 16)
-    real_replace = pathlib.Path.replace
-
-    def dying_replace(self, target):
-        if f"/{dies_at}/" in str(target):
-            raise Killed
-        return real_replace(self, target)
-
-    monkeypatch.setattr(pathlib.Path, "replace", dying_replace)
-    with pytest.raises(Killed):
-        store.flush()
-    monkeypatch.undo()
+    flush_killed_at(store, dies_at, monkeypatch)
     store.stop_autosave(flush=False)
     torn = zarr.open_group(str(path), mode="r")
     assert (np.asarray(torn["weights"][0:2, 0:6, 0:14]) == 0).any()  # the kill left labels without weights
