@@ -22,7 +22,7 @@ volume of thin curved tubes (radius 1.5 voxels, 0.4-0.7 % of the volume, on a sm
 a context smoothed over 10 voxels lose a thin structure? Float32 on the CPU; no net. ``--from`` prints the
 mean over seeds of each column of a printed run, per volume and protocol, as a markdown table. ``--trees`` and
 ``--contrast-from-strokes`` try other first responders (more trees; the local contrast columns read from labels of
-any plane coverage, ``first_responder.CONTRAST_MIN_COVERAGE = 0``); ``--prior-shift`` sets how far the forests move
+any plane coverage, ``forest_plan.CONTRAST_MIN_COVERAGE = 0``); ``--prior-shift`` sets how far the forests move
 towards the volume's class shares (``ResponderConfig.prior_shift``, :mod:`napari_sparseseg.core.prior_shift`).
 """
 
@@ -37,7 +37,7 @@ import torch
 from helpers import labeled_runs, load_volumes
 
 from napari_sparseseg.baselines.random_forest import random_forest_segment
-from napari_sparseseg.core import first_responder
+from napari_sparseseg.core import forest_plan
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.context import context_features
 from napari_sparseseg.core.first_responder import FirstResponder
@@ -179,7 +179,7 @@ def main() -> None:
                              **({"max_samples": args.max_samples} if args.max_samples else {}),
                              **({} if args.prior_shift is None else {"prior_shift": args.prior_shift}))
     if args.contrast_from_strokes:
-        first_responder.CONTRAST_MIN_COVERAGE = 0.0
+        forest_plan.CONTRAST_MIN_COVERAGE = 0.0
     print("volume protocol seed | " + "".join(f"stage {i} Dice (s) | " for i in range(1, args.stages + 1))
           + "".join(f"{c} Dice (s) | " for c in args.contexts) + "rf100 Dice (s)")
     volumes = load_volumes(args.files, args.sample, args.tubes)

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from helpers import labeled_runs, load_volumes
 
+from napari_sparseseg.core import first_responder
 from napari_sparseseg.core.config import ResponderConfig
-from napari_sparseseg.core.first_responder import FirstResponder, feature_names
+from napari_sparseseg.core.features import feature_names
+from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.handover import held_back_scores
 from napari_sparseseg.core.holdout import HoldOut
 
@@ -27,9 +29,13 @@ def run(image, truth, spacing, annotation, volume, features, seed: int, columns)
     """``(held-back score of the stage-1 scored forest, Dice of the three stages shown)`` reading ``columns``."""
     rc = ResponderConfig()
     responder = FirstResponder(image, volume, rc, seed=seed, features=features)
-    responder._choose_columns = lambda: columns  # the set under test, whatever the labels' plane coverage
     holdout = HoldOut(spacing, rc.held_back, seed=seed)
-    responder.fit(holdout)
+    chosen = first_responder.columns_for
+    first_responder.columns_for = lambda coverage, channels: columns  # the set under test, whatever the coverage
+    try:
+        responder.fit(holdout)
+    finally:
+        first_responder.columns_for = chosen
     coords, classes, held = responder.labeled_rows(holdout)
     predicted = responder.predict_scored_at(coords[held]).argmax(1)
     score = held_back_scores(classes[held], {"x": predicted}, volume.num_classes + 1,

@@ -108,7 +108,8 @@ def run_one(name: str, loader: Loader, protocol: str, args: argparse.Namespace) 
     image, labels, spacing = loader()
     if labels is None:
         raise ValueError(f"{name}: the suite needs ground-truth 'labels'")
-    config = SessionConfig(model=preset(args.model_size), train=TrainConfig(seed=args.seed, compile=args.compile),
+    config = SessionConfig(model=preset(args.model_size),
+                           train=TrainConfig(seed=args.seed, compile=args.compile, amp=not args.float32),
                            device=args.device)
     t0 = time.perf_counter()
     result = evaluate_volume(image, labels, spacing=spacing, protocol=protocol, budget_seconds=args.budget_seconds,
@@ -313,6 +314,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--baselines", default="rf,interp", help="comma list of rf,interp ('' for none)")
     ap.add_argument("--model-size", default="small", choices=["small", "medium", "large"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    ap.add_argument("--float32", action="store_true",
+                    help="train in float32 (TrainConfig(amp=False)): a CPU without bf16 units, on one that has them")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "suite"))

@@ -107,12 +107,15 @@ def test_local_contrast_columns_read_objects_alike_where_the_signal_fades():
     assert abs(bright[contrast] - dim[contrast]) < 0.15 * abs(dim[contrast])  # the floor and the twin nearby
 
 
-def test_the_forests_read_the_local_contrast_from_whole_slices_and_not_from_strokes():
+def test_the_forests_read_the_local_contrast_and_split_on_more_columns_from_whole_slices_not_from_strokes():
+    from napari_sparseseg.core.forest_plan import PLANE_MAX_FEATURES
+
     volume, image, mask = _labeled_volume()  # whole slices: plane coverage 1
     responder = FirstResponder(image, volume, ResponderConfig(trees=4, stages=2))
     assert responder.fit() and responder.refine()
     n_stack = responder.warm().shape[-1]
     assert responder._forest.n_features_in_ == n_stack + context_columns(1)
+    assert responder._forest.max_features == PLANE_MAX_FEATURES  # every stage
     strokes = AnnotatedVolume(image, num_classes=1, spacing=SPACING)
     for z in (5, 8, 11):  # a short line through the object and one in the background, per slice
         strokes.set_labels((z, 16, slice(12, 20)), mask[z, 16, 12:20] + 1)
@@ -121,6 +124,7 @@ def test_the_forests_read_the_local_contrast_from_whole_slices_and_not_from_stro
     responder = FirstResponder(image, strokes, ResponderConfig(trees=4, stages=1), features=responder.features)
     assert responder.fit()
     assert responder._forest.n_features_in_ == n_stack - 2
+    assert getattr(responder._forest, "classifier", responder._forest).max_features == "sqrt"
     assert responder.predict().shape == (2,) + SHAPE
 
 

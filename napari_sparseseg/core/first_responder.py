@@ -12,7 +12,8 @@ Each fit runs in stages (``ResponderConfig.stages``, three by default). The firs
 next one, fitted on the filter bank plus the previous one's smoothed probabilities (:mod:`.context`, ilastik's
 autocontext), then replaces its answer within seconds (:meth:`FirstResponder.refine`): a second stage raised the
 Dice by up to 0.13 and a third by up to 0.03 more (``benchmarks/autocontext.py``, docs/decisions.md). From brush
-strokes each forest is moved towards the volume's class shares (:mod:`.prior_shift`).
+strokes each forest is moved towards the volume's class shares (:mod:`.prior_shift`); what the forests read and how
+they split follows how the labels fill their planes (:mod:`.forest_plan`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from .binning import MAX_FACTOR, binned_shape, covering_box, point_weights, upsa
 from .box import Box
 from .context import context_features
 from .feature_stack import FeatureStack, Grid, choose_grid, describe_grid, preview_grid, responder_bytes
-from .features import feature_names
 from .footprint import bank_budget
+from .forest_plan import columns_for, max_features_for
 from .prior_shift import PRIOR_SAMPLE, ShiftedClassifier, shift_for
 from .subsample import stratified_subsample
 
@@ -38,12 +39,6 @@ if TYPE_CHECKING:
 
 #: Rows predicted per chunk (bounds the memory of the classifier's output).
 PREDICT_CHUNK = 1 << 18
-
-#: Labels of at least this plane coverage (``AnnotatedVolume.plane_coverage``: whole slices 1, brush strokes about
-#: 0.05) let the forests read the local contrast columns of the stack (:mod:`.features`): fitted on whole planes
-#: they read objects far from the planes by them; fitted on strokes they lost up to 0.03 Dice
-#: (``benchmarks/autocontext.py``, docs/decisions.md).
-CONTRAST_MIN_COVERAGE = 0.5
 
 
 class FirstResponder:
@@ -96,8 +91,10 @@ class FirstResponder:
         self._fit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: The last fit's ``tau`` and the ``(n, 3)`` voxels the volume's class shares are read at (:mod:`.prior_shift`).
         self._shift: tuple[float, np.ndarray] = (0.0, np.empty((0, 3), np.int64))
-        #: Columns of the stack the fitted forests read (None: all; see :data:`CONTRAST_MIN_COVERAGE`).
+        #: Columns of the stack the fitted forests read (None: all; :func:`~.forest_plan.columns_for`).
         self._columns: np.ndarray | None = None
+        #: ``max_features`` of the forests fitted next (:func:`~.forest_plan.max_features_for`).
+        self._max_features: float | str = "sqrt"
         #: Annotation revision last answered: fitted to, or found with fewer than two classes to fit (-1: none yet).
         self.revision = -1
 
@@ -192,21 +189,13 @@ class FirstResponder:
         """The columns of stack rows ``(n, F)`` that the fitted forests read."""
         return rows if self._columns is None else rows[:, self._columns]
 
-    def _choose_columns(self, coverage: float) -> np.ndarray | None:
-        """The stack's columns to fit on: all of them from labels filling their planes, else all but the local
-        contrast columns (:data:`CONTRAST_MIN_COVERAGE`)."""
-        if coverage >= CONTRAST_MIN_COVERAGE:
-            return None
-        per_channel, bank = len(feature_names(contrast=True)), len(feature_names())
-        return np.concatenate([np.arange(c * per_channel, c * per_channel + bank)
-                               for c in range(self.volume.image_channels)])
-
     def new_forest(self):
         """An unfitted forest of ``config.trees`` extremely randomised trees, on as many threads as training."""
         import torch
         from sklearn.ensemble import ExtraTreesClassifier
 
-        return ExtraTreesClassifier(self.config.trees, random_state=self.seed, n_jobs=torch.get_num_threads())
+        return ExtraTreesClassifier(self.config.trees, max_features=self._max_features, random_state=self.seed,
+                                    n_jobs=torch.get_num_threads())
 
     def _fit_forest(self, coords: np.ndarray, classes: np.ndarray, context: np.ndarray | None = None):
         """An extremely randomised forest fitted on a class-stratified subsample of the given labeled voxels; from
@@ -243,7 +232,9 @@ class FirstResponder:
         before, self._bank = self._bank, self._choose_bank()
         try:
             coverage = self.volume.plane_coverage()
-            self._columns, tau = self._choose_columns(coverage), shift_for(self.config.prior_shift, coverage)
+            self._columns, tau = columns_for(coverage, self.volume.image_channels), shift_for(self.config.prior_shift,
+                                                                                              coverage)
+            self._max_features = max_features_for(coverage)
             self._shift = tau, np.random.default_rng([self.seed, 1]).integers(0, self.volume.shape, (PRIOR_SAMPLE, 3))
             forest = self._fit_forest(coords, classes)
             scored = None
