@@ -314,9 +314,13 @@ def repair_derived_chunks(vol: AnnotatedVolume, group: Any, chunks: Sequence[int
     int
         The number of chunks rewritten (0 after a clean close).
     """
+    names = ("source",) if weights is None else ("source", "weights")
+    stored = [_stored_chunk_starts(group, name, chunks) for name in names]
     repaired = 0
     for b in chunk_boxes(Box.full(vol.shape), chunks, vol.shape):
         labels, source = vol.snapshot(b)
+        if not labels.any() and not any(s is None or b.start in s for s in stored):
+            continue  # nothing labeled and nothing stored: the arrays' fill value, 0, is right
         fixed = False
         if not np.array_equal(np.asarray(group["source"][b.slices]), source):
             group["source"][b.slices] = source
@@ -328,3 +332,19 @@ def repair_derived_chunks(vol: AnnotatedVolume, group: Any, chunks: Sequence[int
                 fixed = True
         repaired += fixed
     return repaired
+
+
+def _stored_chunk_starts(group: Any, name: str, chunks: Sequence[int]) -> set[tuple[int, ...]] | None:
+    """Start corners of the chunks of array ``name`` that have a file in a local store (None: cannot tell, so every
+    chunk is read): a store's arrays have thousands of chunks, most of them never written."""
+    root = getattr(group.store, "root", None)
+    encoding = getattr(group[name].metadata, "chunk_key_encoding", None)
+    if root is None or type(encoding).__name__ != "DefaultChunkKeyEncoding" or encoding.separator != "/":
+        return None
+    folder = Path(root) / group.path / name / "c"
+    starts = set()
+    for file in folder.rglob("*"):
+        parts = file.relative_to(folder).parts
+        if file.is_file() and len(parts) == len(chunks) and all(p.isdigit() for p in parts):
+            starts.add(tuple(int(p) * c for p, c in zip(parts, chunks)))
+    return starts

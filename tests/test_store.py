@@ -153,8 +153,10 @@ def test_kill_between_the_chunks_of_one_edit_is_repaired_when_the_store_opens(tm
     session.add_labels((8, slice(16, 32), slice(16, 32)), 0)  # an erase in chunk (8, 16, 16)
     flush_killed_at(store, dies_at, monkeypatch)
     store.stop_autosave(flush=False)
-    torn = zarr.open_group(str(path), mode="r")
+    torn = zarr.open_group(str(path), mode="r+")
     assert (np.asarray(torn["weights"][0:2, 0:6, 0:14]) == 0).any()  # the kill left labels without weights
+    torn["source"][8:16, 32:48, 32:48] = Source.PAINTED  # stale chunks where nothing is labeled (an erase cut short)
+    torn["weights"][8:16, 32:48, 32:48] = 0.5
     store2, s2 = SessionStore.open(path)
     labels, source = store2.read("labels"), store2.read("source")
     np.testing.assert_array_equal(labels, s2.volume.labels)
