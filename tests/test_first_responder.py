@@ -28,6 +28,15 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def every_stage_kept(monkeypatch):
+    """Each later stage is kept whatever its certainty (on the tiny sphere a second stage can be less certain): for
+    the tests of how stages are shown, not of which are kept."""
+    from napari_sparseseg.core import first_responder
+
+    monkeypatch.setattr(first_responder, "less_certain", lambda current, candidate: False)
+
+
 def _labeled_volume(**kwargs) -> tuple[AnnotatedVolume, np.ndarray, np.ndarray]:
     image, mask = sphere_volume(SHAPE, radius=7)
     volume = AnnotatedVolume(image, num_classes=1, spacing=SPACING, **kwargs)
@@ -107,7 +116,7 @@ def test_local_contrast_columns_read_objects_alike_where_the_signal_fades():
     assert abs(bright[contrast] - dim[contrast]) < 0.15 * abs(dim[contrast])  # the floor and the twin nearby
 
 
-def test_the_forests_read_the_local_contrast_and_split_on_more_columns_from_whole_slices_not_from_strokes():
+def test_the_forests_read_the_local_contrast_and_split_on_more_columns_from_whole_slices_not_from_strokes(every_stage_kept):
     from napari_sparseseg.core.forest_plan import PLANE_MAX_FEATURES
 
     volume, image, mask = _labeled_volume()  # whole slices: plane coverage 1
@@ -126,6 +135,39 @@ def test_the_forests_read_the_local_contrast_and_split_on_more_columns_from_whol
     assert responder._forest.n_features_in_ == n_stack - 2
     assert getattr(responder._forest, "classifier", responder._forest).max_features == "sqrt"
     assert responder.predict().shape == (2,) + SHAPE
+
+
+def test_less_certain_compares_mean_uncertainty_within_its_tolerance():
+    from napari_sparseseg.core.context import less_certain
+
+    sure, unsure = np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[0.6, 0.4], [0.5, 0.5]])
+    assert less_certain(sure, unsure) and not less_certain(unsure, sure)
+    assert not less_certain(sure, sure * 0.96 + 0.02, tolerance=0.5)  # within the tolerance
+    assert not less_certain(np.empty((0, 2)), np.empty((0, 2)))
+
+
+def test_a_next_stage_less_certain_where_nothing_is_labeled_is_not_kept(monkeypatch):
+    from napari_sparseseg.core import first_responder
+
+    volume, image, _ = _labeled_volume()
+    responder = FirstResponder(image, volume, ResponderConfig(trees=4, stages=3))
+    assert responder.fit()
+    first = responder.predict()
+    seen = []
+
+    def judge(current, candidate):
+        seen.append((current.shape, candidate.shape))
+        return True  # as if the candidate were less certain
+
+    monkeypatch.setattr(first_responder, "less_certain", judge)
+    assert not responder.refine(first)
+    assert responder.refined and responder.stage == 1  # settled on the first stage: nothing more to fit
+    np.testing.assert_array_equal(responder.predict(), first)
+    n_unlabeled = int((volume.labels[tuple(responder._shift[1].T)] == 0).sum())
+    assert seen == [((n_unlabeled, 2), (n_unlabeled, 2))]  # judged on the unlabeled voxels of the sample only
+    monkeypatch.undo()
+    volume.set_labels((2, slice(None), slice(None)), 1)
+    assert responder.fit() and not responder.refined and responder.refine(responder.predict())  # new labels: anew
 
 
 def test_the_forest_shown_learns_every_label_and_the_forest_scored_never_sees_the_held_back_ones():
@@ -352,7 +394,7 @@ def test_a_correction_refits_the_first_responder_while_the_net_trains():
     assert session.responder.revision > fitted and revisions[-1] == session.volume.revision
 
 
-def test_each_stage_replaces_the_mask_and_carries_the_revision_of_the_labels_it_was_fitted_on():
+def test_each_stage_replaces_the_mask_and_carries_the_revision_of_the_labels_it_was_fitted_on(every_stage_kept):
     session, _ = _three_slice_session()
     events = session.interactive(first_refresh_steps=10**6)
     full, stages = [], []
@@ -371,7 +413,7 @@ def test_each_stage_replaces_the_mask_and_carries_the_revision_of_the_labels_it_
     assert all(p.revision == fitted for p in full) and fitted < session.volume.revision  # the stroke is merged over
 
 
-def test_stop_is_heard_before_each_later_stage_and_the_next_start_fits_the_rest():
+def test_stop_is_heard_before_each_later_stage_and_the_next_start_fits_the_rest(every_stage_kept):
     session, _ = _three_slice_session()
     stop: list[bool] = []
     for event in session.interactive(first_refresh_steps=10**6, should_stop=lambda: bool(stop)):
@@ -415,6 +457,28 @@ def test_the_store_gets_the_mask_that_stays_on_screen_once():
                                  should_stop=lambda: asked.append(1) or len(asked) > 1))
     assert len(recorded) == 3 and session.responder.stage == 2  # stopped after the second stage: its mask is kept
     np.testing.assert_allclose(recorded[2].probabilities, session.responder.predict(), atol=1e-6)
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_stage_not_kept_leaves_the_mask_on_screen_stored_once_and_guidance_follows(monkeypatch, resumed):
+    from napari_sparseseg.core import first_responder
+
+    session, _ = _three_slice_session()
+    recorded: list[Prediction] = []
+
+    class Recorder:
+        def record_prediction(self, prediction):
+            recorded.append(prediction)
+
+    if resumed:  # stopped after the first stage; Start again takes up the next one, which is not kept
+        list(session.display.respond(session.responder, lambda: None, Recorder(), should_stop=lambda: True))
+        recorded.clear()
+    monkeypatch.setattr(first_responder, "less_certain", lambda current, candidate: True)
+    events = list(session.display.respond(session.responder, lambda: None, Recorder()))
+    assert session.responder.refined and session.responder.stage == 1
+    assert len(recorded) == 1 and recorded[0].box == Box.full(SHAPE)  # the first stage's mask, stored once
+    np.testing.assert_allclose(recorded[0].probabilities, session.responder.predict(), atol=1e-6)
+    assert isinstance(events[-1], Guidance)
 
 
 def test_without_a_first_responder_the_net_is_shown_with_a_notice():

@@ -137,7 +137,10 @@ class Display:
                 if full is not None and store is not None:
                     store.record_prediction(full)
                 return
-            responder.refine(previous)
+            if not responder.refine(previous) and full is not None:  # the next stage was not kept: the mask stays
+                if store is not None:
+                    store.record_prediction(full)
+                break  # (with no mask yet in this call, the stage kept is shown once more below, then guidance)
             shown = self._score_forest(responder)
             previous = responder.predict()
             self.set_forest(previous)

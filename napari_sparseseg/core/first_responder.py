@@ -26,7 +26,8 @@ import numpy as np
 from .annotation import AnnotatedVolume
 from .binning import MAX_FACTOR, binned_shape, covering_box, point_weights, upsample
 from .box import Box
-from .context import context_features
+from .context import context_features, less_certain
+from .encoding import UNLABELED
 from .feature_stack import FeatureStack, Grid, choose_grid, describe_grid, preview_grid, responder_bytes
 from .footprint import bank_budget
 from .forest_plan import columns_for, max_features_for
@@ -85,8 +86,8 @@ class FirstResponder:
         #: The shown forest's probabilities of the whole binned grid, last predicted (``(forest, (K + 1, z, y, x))``;
         #: None on the full grid): what the next stage reads its context from.
         self._whole_grid: tuple[object, np.ndarray] | None = None
-        #: Stages fitted to the labels of the last fit (0: none).
-        self.stage = 0
+        #: Stages fitted to the labels of the last fit (0: none), and whether the next one was not kept.
+        self.stage, self._settled = 0, False
         self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._fit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: The last fit's ``tau`` and the ``(n, 3)`` voxels the volume's class shares are read at (:mod:`.prior_shift`).
@@ -245,7 +246,7 @@ class FirstResponder:
             raise
         self._forest, self._scored, self.revision = forest, scored, revision
         self._context = self._scored_context = self._whole_grid = None
-        self._fit_rows, self.stage = (coords, classes, held), 1
+        self._fit_rows, self.stage, self._settled = (coords, classes, held), 1, False
         return True
 
     def refine(self, previous: np.ndarray | None = None) -> bool:
@@ -261,7 +262,9 @@ class FirstResponder:
         Returns
         -------
         bool
-            False when there is no stage to refine, or every stage of ``ResponderConfig.stages`` is fitted.
+            False when there is no stage to refine, every stage of ``ResponderConfig.stages`` is fitted, or the next
+            stage was less certain on unlabeled voxels (:func:`~.context.less_certain`; it is not kept, and no later
+            stage is fitted to these labels).
         """
         if not self.fitted or self.refined:
             return False
@@ -273,6 +276,10 @@ class FirstResponder:
             previous = None
         context = self.context(self._predict_grid(self._forest, self._context) if previous is None else previous)
         forest = self._fit_forest(coords, classes, context)
+        sample = self._shift[1][np.asarray(self.volume.labels[tuple(self._shift[1].T)]) == UNLABELED]
+        if less_certain(self._proba_at(sample, self._forest, self._context), self._proba_at(sample, forest, context)):
+            self._settled = True  # this stage stays: a next one less certain where nothing is labeled did worse
+            return False
         scored = scored_context = None
         if self._scored is not None:
             scored_context = self.context(self._predict_grid(self._scored, self._scored_context))
@@ -306,8 +313,8 @@ class FirstResponder:
 
     @property
     def refined(self) -> bool:
-        """Whether every stage is fitted to the labels of the last fit (see :meth:`refine`)."""
-        return self.fitted and self.stage >= self.config.stages
+        """Whether every stage is fitted to the labels of the last fit, or the next was not kept (see :meth:`refine`)."""
+        return self.fitted and (self.stage >= self.config.stages or self._settled)
 
     # -- prediction ----------------------------------------------------------------------
     def _proba(self, rows: np.ndarray, forest, context: np.ndarray | None = None) -> np.ndarray:
