@@ -116,7 +116,7 @@ def test_local_contrast_columns_read_objects_alike_where_the_signal_fades():
     assert abs(bright[contrast] - dim[contrast]) < 0.15 * abs(dim[contrast])  # the floor and the twin nearby
 
 
-def test_the_forests_read_the_local_contrast_and_split_on_more_columns_from_whole_slices_not_from_strokes(every_stage_kept):
+def test_the_forests_read_the_contrast_and_split_on_more_columns_from_whole_slices_not_strokes(every_stage_kept):
     from napari_sparseseg.core.forest_plan import PLANE_MAX_FEATURES
 
     volume, image, mask = _labeled_volume()  # whole slices: plane coverage 1

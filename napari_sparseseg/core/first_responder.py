@@ -313,7 +313,7 @@ class FirstResponder:
 
     @property
     def refined(self) -> bool:
-        """Whether every stage is fitted to the labels of the last fit, or the next was not kept (see :meth:`refine`)."""
+        """Whether every stage is fitted to the labels of the last fit, or the next was not kept (:meth:`refine`)."""
         return self.fitted and (self.stage >= self.config.stages or self._settled)
 
     # -- prediction ----------------------------------------------------------------------
