@@ -5,8 +5,7 @@ trees (scikit-learn's ``ExtraTreesClassifier``: 5-8x faster to fit than a random
 about 0.01 Dice of the 100-tree baseline, ``BENCHMARKS.md``) on the ilastik filter bank (:mod:`.features`) answers
 within about a second of a stroke. The feature stack is computed once per volume (in the background from the moment
 the image is chosen, :meth:`FirstResponder.warm`), each fit reads only the labeled voxels' rows, and a prediction is a
-chunked pass over the rows of the box asked for. The net takes over when it scores better on the held-back labels
-(:mod:`.handover`).
+chunked pass over the rows of the box asked for. The net takes over when it scores better on held-back labels.
 
 Each fit runs in stages (``ResponderConfig.stages``, three by default). The first forest answers at once; each
 next one, fitted on the filter bank plus the previous one's smoothed probabilities (:mod:`.context`, ilastik's
@@ -86,8 +85,9 @@ class FirstResponder:
         #: The shown forest's probabilities of the whole binned grid, last predicted (``(forest, (K + 1, z, y, x))``;
         #: None on the full grid): what the next stage reads its context from.
         self._whole_grid: tuple[object, np.ndarray] | None = None
-        #: Stages fitted to the labels of the last fit (0: none), and whether the next one was not kept.
-        self.stage, self._settled = 0, False
+        #: Stages fitted to the last fit's labels (0: none), whether the next was not kept, and ``(coords (n, 3),
+        #: probabilities (n, K + 1))`` of the stage shown on the unlabeled voxels its successor is judged on.
+        self.stage, self._settled, self._sample_answer = 0, False, None
         self._rows: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._fit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: The last fit's ``tau`` and the ``(n, 3)`` voxels the volume's class shares are read at (:mod:`.prior_shift`).
@@ -246,7 +246,7 @@ class FirstResponder:
             raise
         self._forest, self._scored, self.revision = forest, scored, revision
         self._context = self._scored_context = self._whole_grid = None
-        self._fit_rows, self.stage, self._settled = (coords, classes, held), 1, False
+        self._fit_rows, self.stage, self._settled, self._sample_answer = (coords, classes, held), 1, False, None
         return True
 
     def refine(self, previous: np.ndarray | None = None) -> bool:
@@ -262,9 +262,8 @@ class FirstResponder:
         Returns
         -------
         bool
-            False when there is no stage to refine, every stage of ``ResponderConfig.stages`` is fitted, or the next
-            stage was less certain on unlabeled voxels (:func:`~.context.less_certain`; it is not kept, and no later
-            stage is fitted to these labels).
+            False when there is no stage to refine, every stage is fitted, or the next one was less certain on
+            unlabeled voxels (:func:`~.context.less_certain`: not kept, and no later one fitted to these labels).
         """
         if not self.fitted or self.refined:
             return False
@@ -276,8 +275,11 @@ class FirstResponder:
             previous = None
         context = self.context(self._predict_grid(self._forest, self._context) if previous is None else previous)
         forest = self._fit_forest(coords, classes, context)
-        sample = self._shift[1][np.asarray(self.volume.labels[tuple(self._shift[1].T)]) == UNLABELED]
-        if less_certain(self._proba_at(sample, self._forest, self._context), self._proba_at(sample, forest, context)):
+        if self._sample_answer is None:  # after a kept stage, its answers there were computed as the candidate's
+            sample = self._shift[1][np.asarray(self.volume.labels[tuple(self._shift[1].T)]) == UNLABELED]
+            self._sample_answer = sample, self._proba_at(sample, self._forest, self._context)
+        sample, candidate = self._sample_answer[0], self._proba_at(self._sample_answer[0], forest, context)
+        if less_certain(self._sample_answer[1], candidate):
             self._settled = True  # this stage stays: a next one less certain where nothing is labeled did worse
             return False
         scored = scored_context = None
@@ -286,7 +288,7 @@ class FirstResponder:
             scored = self._fit_forest(coords[~held], classes[~held], scored_context)
         self._forest, self._context = forest, context
         self._scored, self._scored_context = scored, scored_context
-        self.stage += 1
+        self.stage, self._sample_answer = self.stage + 1, (sample, candidate)
         return True
 
     def context(self, probabilities: np.ndarray) -> np.ndarray:
