@@ -34,6 +34,7 @@ def run(image, truth, spacing, annotation, volume, features, seed: int, columns)
     first_responder.columns_for = lambda coverage, channels: columns  # the set under test, whatever the coverage
     try:
         responder.fit(holdout)
+        responder.fit_scored()
     finally:
         first_responder.columns_for = chosen
     coords, classes, held = responder.labeled_rows(holdout)

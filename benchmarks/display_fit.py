@@ -51,10 +51,11 @@ def main() -> None:
     for name, image, truth, spacing in volumes:
         for protocol, seed, annotation, volume, features in labeled_runs(image, truth, spacing, args.protocols,
                                                                          args.seeds):
-            # One fit gives both: the forest scored (without the held-back labels) and the forest shown (all).
+            # Both: the forest scored (without the held-back labels) and the forest shown (all).
             responder = FirstResponder(image, volume, config, seed=seed, features=features)
             t0 = time.perf_counter()
             responder.fit(HoldOut(spacing, config.held_back, seed=seed))
+            responder.fit_scored()
             fit = time.perf_counter() - t0
             every = np.indices(truth.shape).reshape(3, -1).T
             scored = np.concatenate([responder.predict_scored_at(every[i:i + (1 << 20)]).argmax(1)

@@ -99,6 +99,7 @@ def main() -> None:
                 responder.fit(holdout)
                 while responder.refine():  # every stage, as the widget shows it
                     pass
+                responder.fit_scored()  # the scored forests of the stage shown
                 coords, classes, held = responder.labeled_rows(holdout)
                 probs = responder.predict()
                 mask = probs.argmax(0) > 0

@@ -119,9 +119,10 @@ def test_a_volume_over_the_memory_limit_is_segmented_on_a_binned_grid_and_answer
     assert responder.grid == Grid((1, 2, 2), half=True) and responder.unavailable_reason() is None
     assert "half precision, binned 1 x 2 x 2" in responder.grid_note()
     assert responder.feature_bytes() <= config.max_feature_bytes
-    assert responder.fit(HoldOut(SPACING, 0.125)) and responder.scored
+    assert responder.fit(HoldOut(SPACING, 0.125)) and responder.fit_scored() and responder.scored
     while responder.refine():
         pass
+    assert responder.fit_scored() and responder.scored  # the scored stages follow the one shown
     assert responder.warm().shape[:3] == binned_shape(SHAPE, (1, 2, 2)) and responder.warm().dtype == np.float16
     probs = responder.predict()
     assert probs.shape == (2,) + SHAPE and probs.dtype == np.float32  # every voxel of the full grid

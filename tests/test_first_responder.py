@@ -11,7 +11,7 @@ from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import ResponderConfig
 from napari_sparseseg.core.context import CONTEXT_SIGMAS, context_columns, context_features
 from napari_sparseseg.core.distill import CONFIDENT_MARGIN, FADE_GAP, distill_weight, pseudo_labels
-from napari_sparseseg.core.events import Guidance, Prediction
+from napari_sparseseg.core.events import Guidance, Prediction, TrainStep
 from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.handover import HandOver, held_back_dice
 from napari_sparseseg.core.holdout import HoldOut
@@ -180,15 +180,19 @@ def test_the_forest_shown_learns_every_label_and_the_forest_scored_never_sees_th
     # answers with them.
     volume.set_labels((flipped[:, 0], flipped[:, 1], flipped[:, 2]), 1)
     responder = FirstResponder(image, volume, ResponderConfig(trees=8))
-    assert responder.fit(holdout) and responder.scored and not holdout.released
+    assert responder.fit(holdout) and not responder.scored  # the forest shown first, alone
+    assert responder.fit_scored() and responder.scored and not holdout.released
     assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9  # the forest shown fits every label
     assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9  # the one scored never saw them
     while responder.refine():  # and so do the later stages, and the stages whose maps they read
+        with pytest.raises(RuntimeError):  # a stage shown is not scored with its predecessor's forest
+            responder.predict_scored_at(flipped)
+        assert responder.fit_scored() and responder.scored
         assert np.mean(responder.predict_at(flipped).argmax(1) == 0) > 0.9
         assert np.mean(responder.predict_scored_at(flipped).argmax(1) == 1) > 0.9
     assert responder.stage == ResponderConfig().stages > 1
     unsplit = FirstResponder(image, volume, ResponderConfig(trees=8))
-    assert unsplit.fit() and not unsplit.scored  # nothing held back: nothing to score
+    assert unsplit.fit() and not unsplit.fit_scored() and not unsplit.scored  # nothing held back: nothing to score
     with pytest.raises(RuntimeError):
         unsplit.predict_scored_at(flipped)
 
@@ -344,13 +348,13 @@ def test_the_first_responder_shows_the_view_then_the_volume_before_the_net_has_t
     for event in events:
         if isinstance(event, Prediction):
             predictions.append(event)
-        if len(predictions) == 2:
+            assert session.trainer.step == 0  # shown before a single training step
+        if isinstance(event, TrainStep):
             break
     events.close()
-    assert session.trainer.step == 0  # shown before a single training step
-    assert [p.learner for p in predictions] == ["forest", "forest"]
+    assert [p.learner for p in predictions[:2]] == ["forest", "forest"]
     assert predictions[0].box == view and predictions[1].box == Box.full(SHAPE)
-    assert predictions[1].score is not None and predictions[1].score > 0.8
+    assert predictions[1].score is None and session.display.handover.scores["forest"] > 0.8  # scored after it
     shown = predictions[1].labels
     true_dice = 2 * np.sum(shown & mask) / (shown.sum() + mask.sum())
     assert true_dice > 0.9
@@ -358,6 +362,28 @@ def test_the_first_responder_shows_the_view_then_the_volume_before_the_net_has_t
     assert estimate is not None and abs(estimate.dice - true_dice) < 0.1
     assert estimate.interval[0] <= estimate.dice <= estimate.interval[1] and len(estimate.per_class) == 1
     assert session.volume.holdout is None and session.volume.pseudo is None  # the loop cleans up after itself
+
+
+def test_the_forest_shown_is_scored_after_its_masks_and_before_them_once_the_net_leads(every_stage_kept):
+    session, _ = _three_slice_session()
+    display, responder, stages = session.display, session.responder, ResponderConfig().stages
+    session.volume.holdout = HoldOut(SPACING, 0.3, block=4)
+    order: list[str] = []
+    fit_scored = responder.fit_scored
+    responder.fit_scored = lambda *args: order.append("scored") or fit_scored(*args)
+    for event in display.respond(responder, lambda: None):
+        order.append(type(event).__name__)
+    # The forest on screen: each stage's mask and where to paint next come first, the scored forests after them.
+    assert order == ["Prediction"] * stages + ["Guidance", "scored"]
+    assert responder.scored and display.handover.shown == "forest" and display.handover.scores["forest"] > 0.8
+    display.handover.shown, display.handover.scores["net"] = "net", 1.0  # the net leads, and no score beats it
+    display.handover.home = None  # (the forest, at home, would come back on a tie)
+    session.add_correction((2, slice(None), slice(None)), 1)
+    order.clear()
+    for event in display.respond(responder, lambda: None):
+        order.append(type(event).__name__)
+    assert order == ["scored"] * stages  # each stage scored before its mask would be shown: none beats the net
+    assert display.handover.shown == "net" and responder.scored
 
 
 def test_every_prediction_shown_scores_within_the_margin_of_the_best_learner():
@@ -555,11 +581,15 @@ def test_predictions_carry_an_interval_for_the_learner_shown():
         session.add_labels((z, slice(None), slice(None)), mask[z] + 1)
     events = session.interactive(first_refresh_steps=10**6)
     for event in events:
+        if isinstance(event, TrainStep):  # the forest's masks are on screen and scored
+            break
+    session.add_correction((2, slice(None), slice(None)), 1)
+    for event in events:
         if isinstance(event, Prediction) and event.box == Box.full((16, 96, 96)):
             break
     events.close()
-    low, high = event.interval
-    assert low <= event.score <= high
+    low, high = event.interval  # the mask on the new labels carries the latest score of its learner
+    assert event.learner == "forest" and low <= event.score <= high
 
 
 def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slices():

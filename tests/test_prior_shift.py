@@ -122,7 +122,7 @@ def test_the_forest_scored_on_held_back_labels_is_moved_as_the_one_shown():
     volume = AnnotatedVolume(image, num_classes=1, spacing=SPACING)
     _strokes(volume, mask)
     responder = FirstResponder(image, volume, ResponderConfig(trees=16, stages=1, prior_shift=0.5))
-    assert responder.fit(HoldOut(SPACING, 0.3, block=4))
+    assert responder.fit(HoldOut(SPACING, 0.3, block=4)) and responder.fit_scored()
     assert responder.scored
     for forest in (responder._forest, responder._scored):
         assert isinstance(forest, ShiftedClassifier) and forest.weights[1] < 1 < forest.weights[0]

@@ -227,7 +227,8 @@ def _write_shown(path: str, session, shown, affine=None) -> None:
     from ..io import save_mask
 
     save_mask(path, final_mask(session, shown), session.volume.spacing, affine=affine)
-    scores = ", ".join(f"{LEARNER_NAMES[k]} {v:.3f}" for k, v in sorted(shown.scores.items()) if k in LEARNER_NAMES)
+    latest = session.display.handover.scores  # (the last mask may have come before its learner was scored)
+    scores = ", ".join(f"{LEARNER_NAMES[k]} {v:.3f}" for k, v in sorted(latest.items()) if k in LEARNER_NAMES)
     print(f"wrote the segmentation shown at the end ({LEARNER_NAMES[shown.written]}) to {path}"
           + (f"; Dice on held-back labels: {scores}" if scores else ""))
 

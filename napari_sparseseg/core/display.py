@@ -110,17 +110,20 @@ class Display:
         yield what is to be shown.
 
         On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume).
-        Each next stage (:meth:`~.first_responder.FirstResponder.refine`) is scored on the held-back labels and
-        replaces the previous one's answer; where to paint next follows the last. ``should_stop`` is asked before
-        each next stage (seconds on a large volume): the mask on screen when it ends the call is the one stored,
-        and a responder stopped there takes up its remaining stages next time. Otherwise only the last stage's
-        mask is stored.
+        Each next stage (:meth:`~.first_responder.FirstResponder.refine`) replaces the previous one's answer; where
+        to paint next follows the last. While the first responder is shown, its classifiers fitted without the
+        held-back labels are fitted and scored after its last mask (on the tumour MRI each stage's mask came 1-5 s
+        sooner); while the net or the blend is shown, before each stage's mask, which is shown only if the first
+        responder leads again. ``should_stop`` is asked before each next stage (seconds on a large volume): the
+        mask on screen when it ends the call is the one stored, and a responder stopped there takes up its
+        remaining stages next time. Otherwise only the last stage's mask is stored.
         """
         previous, full = None, None
+        later = self.handover.shown in (None, "forest")  # the forest on screen: its mask first, then its scoring
         if responder.stale:
             if not responder.fit(self.volume.holdout):
                 return  # fewer than two classes labeled
-            shown = self._score_forest(responder)
+            shown = self.handover.offer("forest") if later else self._score_forest(responder)
             if shown != "net":
                 box = view_box()
                 box = None if box is None else box.clip(self.volume.shape)
@@ -141,7 +144,7 @@ class Display:
                 if store is not None:
                     store.record_prediction(full)
                 break  # (with no mask yet in this call, the stage kept is shown once more below, then guidance)
-            shown = self._score_forest(responder)
+            shown = self.handover.offer("forest") if later else self._score_forest(responder)
             previous = responder.predict()
             self.set_forest(previous)
             full = None
@@ -150,12 +153,17 @@ class Display:
                 yield full
         if full is not None:
             yield from self.guidance(full)
+        if later:  # should the net or the blend now lead, it is shown with the net's next prediction (show_net)
+            self._score_forest(responder, should_stop)
+            self._fade_pseudo_labels()
 
-    def _score_forest(self, responder: FirstResponder) -> str | None:
-        """Score the first responder (and its blend with the net) on the held-back labels; the learner to show."""
+    def _score_forest(self, responder: FirstResponder, should_stop: Callable[[], bool] = lambda: False) -> str | None:
+        """Score the first responder (and its blend with the net) on the held-back labels, its scored classifiers
+        fitted up to the stage shown first (:meth:`~.first_responder.FirstResponder.fit_scored`); the learner to
+        show."""
         coords, _ = self._held_back()
         predicted = {}
-        if responder.scored and len(coords):
+        if len(coords) and responder.fit_scored(should_stop):
             forest_at = responder.predict_scored_at(coords)
             self._forest_held_back = (self.volume.revision, forest_at)
             predicted["forest"] = forest_at.argmax(1)

@@ -275,6 +275,17 @@ class FeatureStack:
             warnings.warn(f"the first responder's filter bank could not be computed ({error!r}); its preview "
                           "goes on answering", RuntimeWarning, stacklevel=1)
 
+    def to_fit_on(self) -> FeatureStack:
+        """The stack a fit reads now: this bank when it is ready or has no preview; else its preview, while this
+        bank computes in the background (:meth:`start`) for a later fit."""
+        preview = self.preview
+        if self.ready or preview is None:
+            if preview is not None and preview.ready:
+                preview.release()  # the bank answers from now on
+            return self
+        self.start()
+        return preview
+
     def release(self) -> None:
         """Free the computed stack (a later :meth:`get` computes it again)."""
         with self._lock:

@@ -17,7 +17,7 @@ they split follows how the labels fill their planes (:mod:`.forest_plan`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,7 +74,7 @@ class FirstResponder:
         self.features = features or FeatureStack(
             image, volume.spacing, channel_axis, self.grid or Grid(),
             preview_grid(volume.shape, volume.spacing, self.grid) if self.grid is not None else None)
-        #: The stack the forests of the last fit read (:meth:`_choose_bank`).
+        #: The stack the forests of the last fit read (:meth:`FeatureStack.to_fit_on`).
         self._bank = self.features
         # The latest stage's forests, fitted on every label (what is shown) and, when labels are held back, on the
         # rest (what is scored), and the context maps each reads (from the previous stage beside it; None at stage 1).
@@ -82,6 +82,8 @@ class FirstResponder:
         self._scored = None
         self._context: np.ndarray | None = None
         self._scored_context: np.ndarray | None = None
+        #: Stages of the scored chain fitted to the last fit's labels (:meth:`fit_scored`; it may trail the stage).
+        self._scored_stage = 0
         #: The shown forest's probabilities of the whole binned grid, last predicted (``(forest, (K + 1, z, y, x))``;
         #: None on the full grid): what the next stage reads its context from.
         self._whole_grid: tuple[object, np.ndarray] | None = None
@@ -135,17 +137,6 @@ class FirstResponder:
         """The stack the forests of the last fit read: the bank, or its preview while the bank was not ready."""
         return self._bank.get()
 
-    def _choose_bank(self) -> FeatureStack:
-        """The stack to fit on now: the bank when it is ready or has no preview; else its preview, while the bank
-        computes in the background (:meth:`FeatureStack.start`) for a later fit (:attr:`upgradable`)."""
-        preview = self.features.preview
-        if self.features.ready or preview is None:
-            if preview is not None and preview.ready:
-                preview.release()  # the bank answers from now on
-            return self.features
-        self.features.start()
-        return preview
-
     @property
     def upgradable(self) -> bool:
         """Whether the forests read the preview and the bank itself is now ready: the next fit reads the bank."""
@@ -156,11 +147,6 @@ class FirstResponder:
         """Bins the held-back blocks must be whole multiples of: the preview's where there is one (its bins are
         multiples of the bank's), else the bank's."""
         return (self.features.preview or self.features).factors
-
-    @property
-    def feature_seconds(self) -> float | None:
-        """Seconds the feature stack took (None until computed)."""
-        return self.features.seconds
 
     # -- fitting -------------------------------------------------------------------------
     def labeled_rows(self, holdout: HoldOut | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,7 +168,7 @@ class FirstResponder:
     def _rows_at(self, coords: np.ndarray, context: np.ndarray | None) -> np.ndarray:
         """Rows of the columns the forests read ``(n, F' [+ C])`` at ``(n, 3)`` coordinates, the context columns
         appended when given."""
-        at = self._grid_index(coords)
+        at = tuple((coords // np.asarray(self._bank.factors)).T)  # their bins on the forests' grid
         rows = self._read(self._stack()[at])
         return rows if context is None else np.concatenate([rows, context[at]], axis=1)
 
@@ -212,8 +198,8 @@ class FirstResponder:
         return ShiftedClassifier.fit_to(forest, self._rows_at(anywhere, context), shares / shares.sum(), tau)
 
     def fit(self, holdout: HoldOut | None = None) -> bool:
-        """Fit the first stage: the classifier shown on every labeled voxel and, if ``holdout`` holds some back, one
-        scored on the rest. :meth:`refine` then adds the next stages.
+        """Fit the first stage of the classifier shown, on every labeled voxel; :meth:`refine` then adds the next
+        stages, :meth:`fit_scored` the classifiers scored on the labels ``holdout`` holds back.
 
         The held-back labels must stay unseen by what is *scored* on them (:meth:`predict_scored_at`), not by what
         is *shown* (:meth:`predict`): the classifier shown learns from every label, so holding labels back costs
@@ -230,7 +216,7 @@ class FirstResponder:
         if np.unique(classes).size < 2:
             self.revision = revision  # nothing to fit until the labels change
             return False
-        before, self._bank = self._bank, self._choose_bank()
+        before, self._bank = self._bank, self.features.to_fit_on()
         try:
             coverage = self.volume.plane_coverage()
             self._columns, tau = columns_for(coverage, self.volume.image_channels), shift_for(self.config.prior_shift,
@@ -238,13 +224,10 @@ class FirstResponder:
             self._max_features = max_features_for(coverage)
             self._shift = tau, np.random.default_rng([self.seed, 1]).integers(0, self.volume.shape, (PRIOR_SAMPLE, 3))
             forest = self._fit_forest(coords, classes)
-            scored = None
-            if held.any() and np.unique(classes[~held]).size >= 2:
-                scored = self._fit_forest(coords[~held], classes[~held])
         except BaseException:
             self._bank = before  # the forests fitted before still read the stack they were fitted on
             raise
-        self._forest, self._scored, self.revision = forest, scored, revision
+        self._forest, self._scored, self._scored_stage, self.revision = forest, None, 0, revision
         self._context = self._scored_context = self._whole_grid = None
         self._fit_rows, self.stage, self._settled, self._sample_answer = (coords, classes, held), 1, False, None
         return True
@@ -267,7 +250,7 @@ class FirstResponder:
         """
         if not self.fitted or self.refined:
             return False
-        coords, classes, held = self._fit_rows
+        coords, classes, _ = self._fit_rows
         if self._bank.binned:  # the context reads the bins: their whole-grid answer, if the stage just gave it
             whole = self._whole_grid
             previous = whole[1] if whole is not None and whole[0] is self._forest else None
@@ -282,13 +265,34 @@ class FirstResponder:
         if less_certain(self._sample_answer[1], candidate):
             self._settled = True  # this stage stays: a next one less certain where nothing is labeled did worse
             return False
-        scored = scored_context = None
-        if self._scored is not None:
-            scored_context = self.context(self._predict_grid(self._scored, self._scored_context))
-            scored = self._fit_forest(coords[~held], classes[~held], scored_context)
         self._forest, self._context = forest, context
-        self._scored, self._scored_context = scored, scored_context
         self.stage, self._sample_answer = self.stage + 1, (sample, candidate)
+        return True
+
+    def fit_scored(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Fit the classifiers scored on the held-back labels (:meth:`predict_scored_at`) up to the stage shown.
+
+        :meth:`fit` and :meth:`refine` fit the classifier shown alone, so that its mask is on screen first (on the
+        tumour MRI this chain, each stage reading its own predecessor's answers, had delayed each mask by 1-5 s).
+
+        Returns
+        -------
+        bool
+            Whether the stage shown has its scored classifier now (:attr:`scored`): False when nothing is held
+            back, fewer than two classes are labeled beside it, or ``should_stop`` ended the work between stages.
+        """
+        if not self.fitted:
+            return False
+        coords, classes, held = self._fit_rows
+        if not held.any() or np.unique(classes[~held]).size < 2:
+            return False
+        while self._scored_stage < self.stage:
+            if should_stop():
+                return False
+            context = self.context(self._predict_grid(self._scored, self._scored_context)) if self._scored_stage \
+                else None
+            self._scored = self._fit_forest(coords[~held], classes[~held], context)
+            self._scored_context, self._scored_stage = context, self._scored_stage + 1
         return True
 
     def context(self, probabilities: np.ndarray) -> np.ndarray:
@@ -344,10 +348,6 @@ class FirstResponder:
         proba = self._proba(stack[at], forest, None if context is None else context[at])
         return np.einsum("nk,nkc->nc", weights, proba[index]).astype(np.float32, copy=False)
 
-    def _grid_index(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ``(n, 3)`` full-grid coordinates as a NumPy index into the forests' (perhaps binned) grid."""
-        return tuple((coords // np.asarray(self._bank.factors)).T)
-
     def _predict_grid(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities by ``forest`` of ``box`` of its own (perhaps binned) grid
         (default: all of it)."""
@@ -380,14 +380,14 @@ class FirstResponder:
 
     @property
     def scored(self) -> bool:
-        """Whether a classifier that has not seen the held-back labels is fitted (see :meth:`predict_scored_at`)."""
-        return self._scored is not None
+        """Whether the stage shown has a classifier fitted without the held-back labels (:meth:`fit_scored`)."""
+        return self._scored is not None and self._scored_stage == self.stage
 
     def predict_scored_at(self, coords: np.ndarray) -> np.ndarray:
         """float32 ``(n, K + 1)`` probabilities at ``(n, 3)`` coordinates by the classifier fitted without the
         held-back labels (the latest stage's): the one to score there."""
-        if self._scored is None:
-            raise RuntimeError("no classifier fitted without the held-back labels")
+        if not self.scored:
+            raise RuntimeError("no classifier of the stage shown fitted without the held-back labels (fit_scored)")
         return self._proba_at(coords, self._scored, self._scored_context)
 
     def predict_at(self, coords: np.ndarray) -> np.ndarray:

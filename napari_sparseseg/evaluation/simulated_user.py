@@ -202,7 +202,7 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     features_seconds = None
     if features_ready:
         session.warm_up()
-        features_seconds = session.responder.feature_seconds
+        features_seconds = session.responder.features.seconds
 
     def displayed(mask: np.ndarray) -> np.ndarray:
         return mask if full else np.where(labeled, truth, mask).astype(np.uint8)
