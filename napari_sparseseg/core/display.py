@@ -12,6 +12,7 @@ the net catches up.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +29,7 @@ from .first_responder import FirstResponder
 from .guidance import likely_errors, suggest_slices
 from .handover import HandOver, blend, held_back_scores
 from .inference import entropy, top_class
+from .preview import preview_due, strided_answer
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -109,13 +111,15 @@ class Display:
         """Bring the first responder up to the labels now (:meth:`~.first_responder.FirstResponder.behind`) and
         yield what is to be shown.
 
-        On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume).
+        On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume;
+        where the volume would take over :data:`~.preview.PREVIEW_AFTER_SECONDS` at the rate the view was answered,
+        a coarser answer of it first, :mod:`.preview`).
         Each next stage (:meth:`~.first_responder.FirstResponder.refine`) replaces the previous one's answer; where
         to paint next follows the last. While the first responder is shown, its classifiers fitted without the
-        held-back labels are fitted and scored after its last mask (on the tumour MRI each stage's mask came 1-5 s
-        sooner); while the net or the blend is shown, before each stage's mask, which is shown only if the first
-        responder leads again. ``should_stop`` is asked before each next stage (seconds on a large volume): the
-        mask on screen when it ends the call is the one stored, and a responder stopped there takes up its
+        held-back labels are fitted and scored after its last mask (on the tumour MRI each later stage's mask came
+        4-6 s sooner); while the net or the blend is shown, before each stage's mask, which is shown only if the
+        first responder leads again. ``should_stop`` is asked before each next stage (seconds on a large volume):
+        the mask on screen when it ends the call is the one stored, and a responder stopped there takes up its
         remaining stages next time. Otherwise only the last stage's mask is stored.
         """
         previous, full = None, None
@@ -128,8 +132,15 @@ class Display:
                 box = view_box()
                 box = None if box is None else box.clip(self.volume.shape)
                 if box is not None and not box.empty:
-                    yield self.estimated(self._composed(box, shown, forest=responder.predict(box),
-                                                        revision=responder.revision))
+                    t0 = time.perf_counter()
+                    view = responder.predict(box)
+                    seconds = time.perf_counter() - t0
+                    yield self.estimated(self._composed(box, shown, forest=view, revision=responder.revision))
+                    if shown == "forest" and not responder.binned and preview_due(seconds, int(np.prod(box.shape)),
+                                                                                  self.volume.shape):
+                        yield replace(self._composed(Box.full(self.volume.shape), shown, revision=responder.revision,
+                                                     forest=strided_answer(responder, self.volume.shape)),
+                                      estimate=self._estimate)  # the whole volume, roughly, until the next one
             previous = responder.predict()
             self.set_forest(previous)  # kept for the blend and the net's targets while the net is shown
             full = self._full(shown, None, responder.revision) if shown != "net" else None
