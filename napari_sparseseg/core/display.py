@@ -12,7 +12,6 @@ the net catches up.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,7 +28,6 @@ from .first_responder import FirstResponder
 from .guidance import likely_errors, suggest_slices
 from .handover import HandOver, blend, held_back_scores
 from .inference import entropy, top_class
-from .preview import preview_due, strided_answer
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -111,9 +109,7 @@ class Display:
         """Bring the first responder up to the labels now (:meth:`~.first_responder.FirstResponder.behind`) and
         yield what is to be shown.
 
-        On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume;
-        where the volume would take over :data:`~.preview.PREVIEW_AFTER_SECONDS` at the rate the view was answered,
-        a coarser answer of it first, :mod:`.preview`).
+        On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume).
         Each next stage (:meth:`~.first_responder.FirstResponder.refine`) replaces the previous one's answer; where
         to paint next follows the last. While the first responder is shown, its classifiers fitted without the
         held-back labels are fitted and scored after its last mask (on the tumour MRI each later stage's mask came
@@ -132,15 +128,8 @@ class Display:
                 box = view_box()
                 box = None if box is None else box.clip(self.volume.shape)
                 if box is not None and not box.empty:
-                    t0 = time.perf_counter()
-                    view = responder.predict(box)
-                    seconds = time.perf_counter() - t0
-                    yield self.estimated(self._composed(box, shown, forest=view, revision=responder.revision))
-                    if shown == "forest" and not responder.binned and preview_due(seconds, int(np.prod(box.shape)),
-                                                                                  self.volume.shape):
-                        yield replace(self._composed(Box.full(self.volume.shape), shown, revision=responder.revision,
-                                                     forest=strided_answer(responder, self.volume.shape)),
-                                      estimate=self._estimate)  # the whole volume, roughly, until the next one
+                    yield self.estimated(self._composed(box, shown, forest=responder.predict(box),
+                                                        revision=responder.revision))
             previous = responder.predict()
             self.set_forest(previous)  # kept for the blend and the net's targets while the net is shown
             full = self._full(shown, None, responder.revision) if shown != "net" else None

@@ -78,7 +78,8 @@ class FirstResponder:
         self._bank = self.features
         # The latest stage's forests, fitted on every label (what is shown) and, when labels are held back, on the
         # rest (what is scored), and the context maps each reads (from the previous stage beside it; None at stage 1).
-        self._forest = self._scored = None
+        self._forest = None
+        self._scored = None
         self._context: np.ndarray | None = None
         self._scored_context: np.ndarray | None = None
         #: Stages of the scored chain fitted to the last fit's labels (:meth:`fit_scored`; it may trail the stage).
@@ -140,11 +141,6 @@ class FirstResponder:
     def upgradable(self) -> bool:
         """Whether the forests read the preview and the bank itself is now ready: the next fit reads the bank."""
         return self._bank is not self.features and self.features.ready
-
-    @property
-    def binned(self) -> bool:
-        """Whether the forests of the last fit read a binned grid (the bank's, or its preview's)."""
-        return self._bank.binned
 
     @property
     def block_multiple(self) -> tuple[int, int, int]:
@@ -274,12 +270,16 @@ class FirstResponder:
         return True
 
     def fit_scored(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
-        """Fit the classifiers scored on the held-back labels (:meth:`predict_scored_at`) up to the stage shown;
-        whether the stage shown has one now (:attr:`scored`: not when nothing is held back, fewer than two classes
-        are labeled beside it, or ``should_stop`` ended the work between stages).
+        """Fit the classifiers scored on the held-back labels (:meth:`predict_scored_at`) up to the stage shown.
 
         :meth:`fit` and :meth:`refine` fit the classifier shown alone, so that its mask is on screen first (on the
         tumour MRI this chain, each stage reading its own predecessor's answers, had delayed each later mask 4-6 s).
+
+        Returns
+        -------
+        bool
+            Whether the stage shown has its scored classifier now (:attr:`scored`): False when nothing is held
+            back, fewer than two classes are labeled beside it, or ``should_stop`` ended the work between stages.
         """
         if not self.fitted:
             return False
