@@ -12,6 +12,7 @@ the net catches up.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,7 @@ import numpy as np
 
 from .annotation import AnnotatedVolume
 from .box import Box
+from .coarse_first import coarse_due, coarse_then_exact
 from .config import SessionConfig
 from .distill import distill_weight, pseudo_labels
 from .estimate import DiceEstimate, expected_dice
@@ -109,7 +111,9 @@ class Display:
         """Bring the first responder up to the labels now (:meth:`~.first_responder.FirstResponder.behind`) and
         yield what is to be shown.
 
-        On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume).
+        On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume;
+        where that would take over :data:`~.coarse_first.COARSE_AFTER_SECONDS` at the rate the view was answered,
+        its coarse part first, :mod:`.coarse_first`).
         Each next stage (:meth:`~.first_responder.FirstResponder.refine`) replaces the previous one's answer; where
         to paint next follows the last. While the first responder is shown, its classifiers fitted without the
         held-back labels are fitted and scored after its last mask (on the tumour MRI each later stage's mask came
@@ -124,13 +128,21 @@ class Display:
             if not responder.fit(self.volume.holdout):
                 return  # fewer than two classes labeled
             shown = self.handover.offer("forest") if later else self._score_forest(responder)
+            passes = None
             if shown != "net":
                 box = view_box()
                 box = None if box is None else box.clip(self.volume.shape)
                 if box is not None and not box.empty:
-                    yield self.estimated(self._composed(box, shown, forest=responder.predict(box),
-                                                        revision=responder.revision))
-            previous = responder.predict()
+                    t0 = time.perf_counter()
+                    view = responder.predict(box)
+                    seconds = time.perf_counter() - t0
+                    yield self.estimated(self._composed(box, shown, forest=view, revision=responder.revision))
+                    if shown == "forest" and not responder.binned and coarse_due(seconds, int(np.prod(box.shape)),
+                                                                                  self.volume.shape):
+                        passes = coarse_then_exact(responder, self.volume.shape)
+                        yield replace(self._composed(Box.full(self.volume.shape), shown, forest=next(passes),
+                                                     revision=responder.revision), estimate=self._estimate)
+            previous = responder.predict() if passes is None else next(passes)
             self.set_forest(previous)  # kept for the blend and the net's targets while the net is shown
             full = self._full(shown, None, responder.revision) if shown != "net" else None
             if full is not None:

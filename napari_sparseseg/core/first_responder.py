@@ -1,18 +1,17 @@
 """The fast first responder: a pixel classifier on a precomputed filter bank (ilastik's live update).
 
 A 3D U-Net on a plain CPU needs minutes before its prediction is worth showing; a forest of extremely randomised
-trees (scikit-learn's ``ExtraTreesClassifier``: 5-8x faster to fit than a random forest of as many trees, within
-about 0.01 Dice of the 100-tree baseline, ``BENCHMARKS.md``) on the ilastik filter bank (:mod:`.features`) answers
-within about a second of a stroke. The feature stack is computed once per volume (in the background from the moment
-the image is chosen, :meth:`FirstResponder.warm`), each fit reads only the labeled voxels' rows, and a prediction is a
-chunked pass over the rows of the box asked for. The net takes over when it scores better on held-back labels.
+trees (scikit-learn's ``ExtraTreesClassifier``, 5-8x faster to fit than a random forest of as many trees) on the
+ilastik filter bank (:mod:`.features`) answers within about a second of a stroke. The feature stack is computed once
+per volume (in the background from the moment the image is chosen, :meth:`FirstResponder.warm`), each fit reads only
+the labeled voxels' rows, and a prediction is a chunked pass over the rows asked for. The net takes over when it
+scores better on held-back labels.
 
 Each fit runs in stages (``ResponderConfig.stages``, three by default). The first forest answers at once; each
 next one, fitted on the filter bank plus the previous one's smoothed probabilities (:mod:`.context`, ilastik's
-autocontext), then replaces its answer within seconds (:meth:`FirstResponder.refine`): a second stage raised the
-Dice by up to 0.13 and a third by up to 0.03 more (``benchmarks/autocontext.py``, docs/decisions.md). From brush
-strokes each forest is moved towards the volume's class shares (:mod:`.prior_shift`); what the forests read and how
-they split follows how the labels fill their planes (:mod:`.forest_plan`).
+autocontext), then replaces its answer within seconds (:meth:`FirstResponder.refine`). From brush strokes each
+forest is moved towards the volume's class shares (:mod:`.prior_shift`); what the forests read and how they split
+follows how the labels fill their planes (:mod:`.forest_plan`).
 """
 
 from __future__ import annotations
@@ -143,6 +142,11 @@ class FirstResponder:
         return self._bank is not self.features and self.features.ready
 
     @property
+    def binned(self) -> bool:
+        """Whether the forests of the last fit read a binned grid (the bank's, or its preview's)."""
+        return self._bank.binned
+
+    @property
     def block_multiple(self) -> tuple[int, int, int]:
         """Bins the held-back blocks must be whole multiples of: the preview's where there is one (its bins are
         multiples of the bank's), else the bank's."""
@@ -150,11 +154,8 @@ class FirstResponder:
 
     # -- fitting -------------------------------------------------------------------------
     def labeled_rows(self, holdout: HoldOut | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The labeled voxels split by ``holdout``: ``(train_coords, train_classes, held_mask)``.
-
-        ``train_coords`` ``(n, 3)`` and ``train_classes`` ``(n,)`` are every labeled voxel (class index 0..K);
-        ``held_mask`` ``(n,)`` is True where ``holdout`` holds the voxel back.
-        """
+        """Every labeled voxel ``(n, 3)``, its class index ``(n,)`` (0..K) and whether ``holdout`` holds it back
+        ``(n,)``."""
         key = (self.volume.revision, id(holdout))
         if self._rows is not None and self._rows[0] == key:  # the fit and the scoring of one revision share a scan
             return self._rows[1]
@@ -166,8 +167,7 @@ class FirstResponder:
         return coords, classes, held
 
     def _rows_at(self, coords: np.ndarray, context: np.ndarray | None) -> np.ndarray:
-        """Rows of the columns the forests read ``(n, F' [+ C])`` at ``(n, 3)`` coordinates, the context columns
-        appended when given."""
+        """Rows ``(n, F' [+ C])`` of the columns the forests read (and the context's) at ``(n, 3)`` coordinates."""
         at = tuple((coords // np.asarray(self._bank.factors)).T)  # their bins on the forests' grid
         rows = self._read(self._stack()[at])
         return rows if context is None else np.concatenate([rows, context[at]], axis=1)
@@ -203,13 +203,8 @@ class FirstResponder:
 
         The held-back labels must stay unseen by what is *scored* on them (:meth:`predict_scored_at`), not by what
         is *shown* (:meth:`predict`): the classifier shown learns from every label, so holding labels back costs
-        the user nothing while the first responder is on screen (on strokes, where a held-back block can take a
-        whole object's label, it cost up to 0.13 Dice; ``benchmarks/display_fit.py``).
-
-        Returns
-        -------
-        bool
-            False (and nothing fitted) when fewer than two classes are labeled.
+        the user nothing while the first responder is on screen (``benchmarks/display_fit.py``). False (and nothing
+        fitted) when fewer than two classes are labeled.
         """
         revision = self.volume.revision
         coords, classes, held = self.labeled_rows(holdout)
@@ -234,19 +229,10 @@ class FirstResponder:
 
     def refine(self, previous: np.ndarray | None = None) -> bool:
         """Fit the next stage on the labels of the last :meth:`fit`: the filter bank plus the current stage's
-        smoothed probabilities (:mod:`.context`). Afterwards every prediction is the new stage's.
-
-        Parameters
-        ----------
-        previous : np.ndarray, optional
-            The current stage's whole-volume probabilities ``(K + 1, z, y, x)``, when already predicted (ignored on
-            a binned grid, where the stage predicts its own grid).
-
-        Returns
-        -------
-        bool
-            False when there is no stage to refine, every stage is fitted, or the next one was less certain on
-            unlabeled voxels (:func:`~.context.less_certain`: not kept, and no later one fitted to these labels).
+        smoothed probabilities (:mod:`.context`; ``previous``, its whole-volume ``(K + 1, z, y, x)``, when already
+        predicted, ignored on a binned grid). Afterwards every prediction is the new stage's. False when there is no
+        stage to refine, every stage is fitted, or the next one was less certain on unlabeled voxels
+        (:func:`~.context.less_certain`: not kept, and no later one fitted to these labels).
         """
         if not self.fitted or self.refined:
             return False
@@ -308,8 +294,7 @@ class FirstResponder:
 
     @property
     def stale(self) -> bool:
-        """Whether the next answer needs a new :meth:`fit`: none yet, new labels, or the bank ready
-        (:attr:`upgradable`)."""
+        """Whether the next answer needs a new :meth:`fit`: none yet, new labels, or the bank ready."""
         return not self.fitted or self.revision != self.volume.revision or self.upgradable
 
     @property
@@ -348,15 +333,17 @@ class FirstResponder:
         proba = self._proba(stack[at], forest, None if context is None else context[at])
         return np.einsum("nk,nkc->nc", weights, proba[index]).astype(np.float32, copy=False)
 
-    def _predict_grid(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
+    def _predict_grid(self, forest, context: np.ndarray | None, box: Box | None = None,
+                      index: tuple[slice, slice, slice] | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities by ``forest`` of ``box`` of its own (perhaps binned) grid
-        (default: all of it)."""
+        (default: all of it), or of the voxels of ``index``, slices of that grid (strided ones too)."""
         stack = self._stack()
-        box = Box.full(stack.shape[:3]) if box is None else box.clip(stack.shape[:3])
-        block = stack[box.slices]
-        ctx = None if context is None else context[box.slices].reshape(-1, context.shape[-1])
+        if index is None:
+            index = (Box.full(stack.shape[:3]) if box is None else box.clip(stack.shape[:3])).slices
+        block = stack[index]
+        ctx = None if context is None else context[index].reshape(-1, context.shape[-1])
         proba = self._proba(block.reshape(-1, block.shape[-1]), forest, ctx)
-        return np.ascontiguousarray(np.moveaxis(proba, 1, 0).reshape((-1,) + box.shape))
+        return np.ascontiguousarray(np.moveaxis(proba, 1, 0).reshape((-1,) + block.shape[:3]))
 
     def _predict_volume(self, forest, context: np.ndarray | None, box: Box | None = None) -> np.ndarray:
         """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` of the full grid (default: the whole volume) by
@@ -398,3 +385,10 @@ class FirstResponder:
         """float32 ``(K + 1, z, y, x)`` probabilities of ``box`` (default: the whole volume)."""
         forest, context = self._shown()
         return self._predict_volume(forest, context, box)
+
+    def predict_strided(self, index: tuple[slice, slice, slice]) -> np.ndarray:
+        """float32 ``(K + 1, z', y', x')`` probabilities of the voxels of ``index``, slices (strided ones too) of the
+        full grid, where the forests read it (not :attr:`binned`; :mod:`.coarse_first`)."""
+        if self.binned:
+            raise RuntimeError("the forests read a binned grid: predict() interpolates it")
+        return self._predict_grid(*self._shown(), index=index)
