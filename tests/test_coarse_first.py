@@ -52,11 +52,12 @@ def test_strided_answers_need_the_full_grid():
         binned.predict_strided((slice(None), slice(0, None, 2), slice(0, None, 2)))
 
 
-def test_the_coarse_part_is_due_when_the_whole_volume_would_take_long_at_the_rate_of_the_view():
-    assert coarse_first.coarse_due(0.5, 1000, (10, 100, 100))  # 50 s expected
-    assert not coarse_first.coarse_due(0.001, 1000, (10, 10, 10))
-    assert not coarse_first.coarse_due(0.5, 0, (10, 100, 100))
-    assert not coarse_first.coarse_due(0.0, 1000, (10, 100, 100))
+def test_the_coarse_part_is_due_when_the_last_pass_or_else_the_view_says_the_volume_takes_long():
+    assert coarse_first.coarse_due((0.5, 1000), (10, 100, 100))  # 50 s expected from the view
+    assert not coarse_first.coarse_due((0.5, 1000), (10, 100, 100), last_seconds=0.9)  # the last pass knows better
+    assert coarse_first.coarse_due(None, (10, 100, 100), last_seconds=3.0)
+    assert not coarse_first.coarse_due((0.001, 1000), (10, 10, 10))
+    assert not coarse_first.coarse_due((0.5, 0), (10, 100, 100)) and not coarse_first.coarse_due(None, (10, 10, 10))
 
 
 @pytest.mark.parametrize("slow", [False, True])
@@ -88,3 +89,20 @@ def test_a_slow_volume_shows_the_view_then_the_coarse_part_then_the_exact_volume
     assert len(shown) == 1 + slow + session.responder.stage  # the view, [the coarse part,] each stage's volume
     assert len(recorded) == 1 and recorded[0] is shown[-1]  # what is stored is the exact pass of the last stage
     np.testing.assert_allclose(shown[-1].probabilities, session.responder.predict(), atol=1e-6)
+
+
+def test_once_a_pass_over_the_volume_was_timed_it_decides_not_the_view(monkeypatch):
+    session, _ = _session()
+    display, responder = session.display, session.responder
+    monkeypatch.setattr(coarse_first, "COARSE_AFTER_SECONDS", 1e-9)  # any view calls the volume slow
+    view = Box((6, 0, 0), (7, SHAPE[1], SHAPE[2]))
+
+    def whole_volumes() -> int:
+        return sum(isinstance(e, Prediction) and e.box == Box.full(SHAPE) for e in display.respond(responder,
+                                                                                                    lambda: view))
+
+    assert whole_volumes() == 1 + responder.stage  # the coarse part, then each stage
+    assert display._pass_seconds is not None and display._pass_seconds > 0
+    display._pass_seconds = 0.0  # the last pass over this volume took no time: no coarse part next time
+    session.add_correction((2, slice(None), slice(None)), 1)
+    assert whole_volumes() == responder.stage

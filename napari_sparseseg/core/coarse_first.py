@@ -27,12 +27,15 @@ COARSE_STEP = 2
 _ROWS = 1 << 20
 
 
-def coarse_due(view_seconds: float, view_voxels: int, shape: Sequence[int]) -> bool:
-    """Whether the whole volume of ``shape`` is expected to take over :data:`COARSE_AFTER_SECONDS`, at the rate the
-    box in view (``view_voxels`` voxels in ``view_seconds``) was answered."""
-    if view_voxels <= 0 or view_seconds <= 0:
+def coarse_due(view: tuple[float, int] | None, shape: Sequence[int], last_seconds: float | None = None) -> bool:
+    """Whether a pass over the whole volume of ``shape`` is expected to take over :data:`COARSE_AFTER_SECONDS`: as
+    long as the last one over it took (``last_seconds``), else at the rate the box in view was answered (``view``,
+    ``(seconds, voxels)``; an overestimate where the view is small and the call's fixed cost weighs)."""
+    if last_seconds is not None:
+        return last_seconds > COARSE_AFTER_SECONDS
+    if view is None or view[0] <= 0 or view[1] <= 0:
         return False
-    return view_seconds * float(np.prod(shape)) / view_voxels > COARSE_AFTER_SECONDS
+    return view[0] * float(np.prod(shape)) / view[1] > COARSE_AFTER_SECONDS
 
 
 def coarse_then_exact(responder: FirstResponder, shape: Sequence[int],

@@ -13,7 +13,7 @@ the net catches up.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -81,6 +81,8 @@ class Display:
         self._forest_held_back: tuple[int, np.ndarray | None] = (-1, None)
         #: The expected Dice of the latest whole-volume mask shown (:mod:`.estimate`).
         self._estimate: DiceEstimate | None = None
+        #: Seconds the first stage's last pass over the whole volume took (None: none yet).
+        self._pass_seconds: float | None = None
 
     def latest(self, learner: str) -> np.ndarray | None:
         """The latest whole-volume class probabilities ``(K + 1, z, y, x)`` of ``learner`` ("forest" or "net")."""
@@ -112,8 +114,8 @@ class Display:
         yield what is to be shown.
 
         On new labels the first stage is refitted and its answer shown at once (the box in view, then the volume;
-        where that would take over :data:`~.coarse_first.COARSE_AFTER_SECONDS` at the rate the view was answered,
-        its coarse part first, :mod:`.coarse_first`).
+        where that is expected to take over :data:`~.coarse_first.COARSE_AFTER_SECONDS`, its coarse part first,
+        :mod:`.coarse_first`).
         Each next stage (:meth:`~.first_responder.FirstResponder.refine`) replaces the previous one's answer; where
         to paint next follows the last. While the first responder is shown, its classifiers fitted without the
         held-back labels are fitted and scored after its last mask (on the tumour MRI each later stage's mask came
@@ -128,21 +130,16 @@ class Display:
             if not responder.fit(self.volume.holdout):
                 return  # fewer than two classes labeled
             shown = self.handover.offer("forest") if later else self._score_forest(responder)
-            passes = None
+            view: tuple[float, int] | None = None
             if shown != "net":
                 box = view_box()
                 box = None if box is None else box.clip(self.volume.shape)
                 if box is not None and not box.empty:
                     t0 = time.perf_counter()
-                    view = responder.predict(box)
-                    seconds = time.perf_counter() - t0
-                    yield self.estimated(self._composed(box, shown, forest=view, revision=responder.revision))
-                    if shown == "forest" and not responder.binned and coarse_due(seconds, int(np.prod(box.shape)),
-                                                                                  self.volume.shape):
-                        passes = coarse_then_exact(responder, self.volume.shape)
-                        yield replace(self._composed(Box.full(self.volume.shape), shown, forest=next(passes),
-                                                     revision=responder.revision), estimate=self._estimate)
-            previous = responder.predict() if passes is None else next(passes)
+                    answer = responder.predict(box)
+                    view = (time.perf_counter() - t0, int(np.prod(box.shape)))
+                    yield self.estimated(self._composed(box, shown, forest=answer, revision=responder.revision))
+            previous = yield from self._first_pass(responder, shown, view)
             self.set_forest(previous)  # kept for the blend and the net's targets while the net is shown
             full = self._full(shown, None, responder.revision) if shown != "net" else None
             if full is not None:
@@ -168,6 +165,26 @@ class Display:
         if later:  # should the net or the blend now lead, it is shown with the net's next prediction (show_net)
             self._score_forest(responder, should_stop)
             self._fade_pseudo_labels()
+
+    def _first_pass(self, responder: FirstResponder, shown: str,
+                    view: tuple[float, int] | None) -> Generator[Prediction, None, np.ndarray]:
+        """The first stage's whole-volume probabilities ``(K + 1, z, y, x)`` (returned); where the pass is expected to
+        take long (:func:`~.coarse_first.coarse_due`: as long as the last one on this volume, else at the rate the
+        view was answered, ``(seconds, voxels)``), its coarse part yielded first while the forest is shown."""
+        t0 = time.perf_counter()
+        if shown != "forest" or responder.binned or not coarse_due(view, self.volume.shape, self._pass_seconds):
+            proba = responder.predict()
+            self._pass_seconds = time.perf_counter() - t0
+            return proba
+        passes = coarse_then_exact(responder, self.volume.shape)
+        coarse = next(passes)
+        seconds = time.perf_counter() - t0
+        yield replace(self._composed(Box.full(self.volume.shape), shown, forest=coarse, revision=responder.revision),
+                      estimate=self._estimate)
+        t0 = time.perf_counter()
+        proba = next(passes)
+        self._pass_seconds = seconds + time.perf_counter() - t0
+        return proba
 
     def _score_forest(self, responder: FirstResponder, should_stop: Callable[[], bool] = lambda: False) -> str | None:
         """Score the first responder (and its blend with the net) on the held-back labels, its scored classifiers
