@@ -106,3 +106,11 @@ def test_once_a_pass_over_the_volume_was_timed_it_decides_not_the_view(monkeypat
     display._pass_seconds = 0.0  # the last pass over this volume took no time: no coarse part next time
     session.add_correction((2, slice(None), slice(None)), 1)
     assert whole_volumes() == responder.stage
+
+
+def test_without_a_view_the_middle_slice_times_the_first_pass(monkeypatch):
+    session, _ = _session()
+    monkeypatch.setattr(coarse_first, "COARSE_AFTER_SECONDS", 1e-9)
+    shown = [e for e in session.display.respond(session.responder, lambda: None) if isinstance(e, Prediction)]
+    assert all(p.box == Box.full(SHAPE) for p in shown)  # (3D view: nothing but whole volumes shown)
+    assert len(shown) == 1 + session.responder.stage  # the coarse part first

@@ -170,9 +170,15 @@ class Display:
                     view: tuple[float, int] | None) -> Generator[Prediction, None, np.ndarray]:
         """The first stage's whole-volume probabilities ``(K + 1, z, y, x)`` (returned); where the pass is expected to
         take long (:func:`~.coarse_first.coarse_due`: as long as the last one on this volume, else at the rate the
-        view was answered, ``(seconds, voxels)``), its coarse part yielded first while the forest is shown."""
+        view was answered, ``(seconds, voxels)``, or without one the middle z slice), its coarse part yielded first
+        while the forest is shown."""
+        shape = self.volume.shape
+        if view is None and self._pass_seconds is None and shown == "forest" and not responder.binned:
+            t0 = time.perf_counter()
+            middle = responder.predict(Box((shape[0] // 2, 0, 0), (shape[0] // 2 + 1, shape[1], shape[2])))
+            view = (time.perf_counter() - t0, middle[0].size)
         t0 = time.perf_counter()
-        if shown != "forest" or responder.binned or not coarse_due(view, self.volume.shape, self._pass_seconds):
+        if shown != "forest" or responder.binned or not coarse_due(view, shape, self._pass_seconds):
             proba = responder.predict()
             self._pass_seconds = time.perf_counter() - t0
             return proba
