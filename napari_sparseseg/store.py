@@ -269,10 +269,10 @@ class SessionStore(StoreWriter):
         return "step" in self._group["prediction"].attrs
 
     def history(self) -> list[dict[str, Any]]:
-        """Recorded training steps (what is on disk plus what is still buffered)."""
-        out = read_history(self.path)
+        """Recorded training steps (what is on disk plus what is still buffered, read together: a flush moving rows
+        between them meanwhile had hidden them)."""
         with self._buffer_lock:
-            return out + list(self._history)
+            return read_history(self.path) + list(self._history)
 
     def prepend_history(self, other: str | Path) -> None:
         """Put the ``history.jsonl`` of store ``other`` before this store's rows (a session saved elsewhere)."""

@@ -312,11 +312,11 @@ class StoreWriter(Autosave):
             self._group["weights"][b.slices] = _weights(labels, source, cw, tc.correction_weight)
 
     def _flush_history(self) -> None:
-        with self._buffer_lock:
+        with self._buffer_lock:  # rows leave the buffer only once on disk: history() never misses them in between
             rows, self._history = self._history, []
-        if rows:
-            with open(self.path / "history.jsonl", "a") as fh:
-                fh.write("".join(json.dumps(r) + "\n" for r in rows))
+            if rows:
+                with open(self.path / "history.jsonl", "a") as fh:
+                    fh.write("".join(json.dumps(r) + "\n" for r in rows))
 
     def _set_num_classes(self, k: int) -> None:
         with self._meta_lock:
