@@ -592,7 +592,30 @@ def test_predictions_carry_an_interval_for_the_learner_shown():
     assert event.learner == "forest" and low <= event.score <= high
 
 
-def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slices():
+class _ReadingClock:
+    """The simulated user's clock, 20 ms a reading (a reading an event, about): when it paints depends on the
+    events, not on how fast this machine makes them (on a loaded machine a 6 s wall-clock budget ended before any
+    suggestion came)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def now(self) -> float:
+        self.seconds += 0.02
+        return self.seconds
+
+    def pause_while(self, work):
+        return work()
+
+
+@pytest.fixture
+def reading_clock(monkeypatch):
+    from napari_sparseseg.evaluation import simulated_user
+
+    monkeypatch.setattr(simulated_user, "_Clock", _ReadingClock)
+
+
+def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slices(reading_clock):
     from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
     image, mask = sphere_volume((16, 48, 48), radius=12)
@@ -606,7 +629,7 @@ def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slice
         evaluate_volume(image, mask, spacing=SPACING, protocol="suggest:x", budget_seconds=1, config=config)
 
 
-def test_a_simulated_user_who_paints_only_the_suggested_uncertain_regions():
+def test_a_simulated_user_who_paints_only_the_suggested_uncertain_regions(reading_clock):
     from napari_sparseseg.evaluation.simulated_user import evaluate_volume
 
     image, mask = sphere_volume((16, 48, 48), radius=12)

@@ -267,6 +267,22 @@ def test_annotation_warnings_name_what_a_user_would_want_to_know(values, expecte
         assert word in text
 
 
+@pytest.mark.parametrize("classes, warned", [(0, True), (8, False)])
+def test_train_warns_of_a_stray_label_unless_told_how_many_classes(tmp_path, capsys, classes, warned):
+    import argparse
+
+    from napari_sparseseg.cli.train import _read_labeled
+
+    image, _ = sphere_volume(SHAPE)
+    annotation = np.zeros(SHAPE, np.uint8)
+    annotation[0], annotation[1], annotation[2, 0, 0] = 1, 2, 9  # background, class 1, and one voxel of "class 8"
+    np.savez(tmp_path / "img.npz", image=image)
+    np.savez(tmp_path / "ann.npz", labels=annotation)
+    args = argparse.Namespace(level=0, encoding="auto", classes=classes)  # --classes' default is 0
+    _read_labeled(str(tmp_path / "img.npz"), str(tmp_path / "ann.npz"), args)
+    assert ("stray label" in capsys.readouterr().err) is warned
+
+
 def test_fractional_labels_are_refused(tmp_path, capsys):
     image, mask = sphere_volume(SHAPE)
     np.savez(tmp_path / "img.npz", image=image)

@@ -85,7 +85,7 @@ def _read_labeled(image_path: str, annotation_path: str, args: argparse.Namespac
     (:func:`annotation_warnings`)."""
     source = read_with_channels(image_path, list(channels), args.level)
     annotation = _read_annotation(annotation_path, args.level, getattr(args, "encoding", "auto"))
-    for warning in annotation_warnings(annotation, args.classes):
+    for warning in annotation_warnings(annotation, args.classes or None):  # --classes 0: from the labels
         print(f"warning: {annotation_path}: {warning}", file=sys.stderr)
     return source, annotation
 

@@ -85,7 +85,7 @@ class TrainConfig:
         Target voxel count of one training patch; its shape covers a roughly
         isotropic physical field of view, clipped to the volume.
     batch_size : int
-        Patches per step (capped by the free memory on a GPU).
+        Patches per step (capped by the free memory: the GPU's, or the machine's on the CPU).
     learning_rate : float
         Peak AdamW learning rate.
     warmup_steps : int
@@ -294,8 +294,9 @@ class ResponderConfig:
         holds them; a forest fitted on them grows objects past their unlabeled edges. 0 turns it off.
     max_feature_bytes : int
         Memory the first responder may keep: its feature stack (float32, 48 columns per image channel) and two
-        context maps. A volume over it is worked on binned by 2, 4 or 8 along its finest axes
-        (``core/binning.py``); one over it even then is predicted by the net alone.
+        context maps, and at most half the machine's memory (``footprint.bank_budget``). A volume over it keeps the
+        full grid in float16 where that fits, else is worked on binned by 2, 4 or 8 along its finest axes
+        (``core/binning.py``, ``feature_stack.choose_grid``); one over it even then is predicted by the net alone.
     """
 
     enabled: bool = True

@@ -129,7 +129,7 @@ class Display:
         if responder.stale:
             if not responder.fit(self.volume.holdout):
                 return  # fewer than two classes labeled
-            shown = self.handover.offer("forest") if later else self._score_forest(responder)
+            shown = self._learner_for_stage(responder, later)
             view: tuple[float, int] | None = None
             if shown != "net":
                 box = view_box()
@@ -153,7 +153,7 @@ class Display:
                 if store is not None:
                     store.record_prediction(full)
                 break  # (with no mask yet in this call, the stage kept is shown once more below, then guidance)
-            shown = self.handover.offer("forest") if later else self._score_forest(responder)
+            shown = self._learner_for_stage(responder, later)
             previous = responder.predict()
             self.set_forest(previous)
             full = None
@@ -191,6 +191,11 @@ class Display:
         proba = next(passes)
         self._pass_seconds = seconds + time.perf_counter() - t0
         return proba
+
+    def _learner_for_stage(self, responder: FirstResponder, later: bool) -> str | None:
+        """The learner to show with the first responder's new stage: while the forest is on screen (``later``), the
+        forest at once (scored after its last mask); otherwise as the stage scores on the held-back labels."""
+        return self.handover.offer("forest") if later else self._score_forest(responder)
 
     def _score_forest(self, responder: FirstResponder, should_stop: Callable[[], bool] = lambda: False) -> str | None:
         """Score the first responder (and its blend with the net) on the held-back labels, its scored classifiers
