@@ -80,3 +80,22 @@ def with_a_stored_byte_flipped(path) -> bytes:
     name_length, extra_length = struct.unpack("<HH", raw[part.header_offset + 26:part.header_offset + 30])
     raw[part.header_offset + 30 + name_length + extra_length + part.file_size // 2] ^= 0x40
     return bytes(raw)
+
+
+@pytest.fixture
+def steps_clock(monkeypatch):
+    """``train`` and ``resume --seconds N`` run the window's loop for N net steps, not N seconds.
+
+    Their budget counts everything (the first responder's bank and stages first), so on a slow or busy machine a
+    budget of a few seconds can end before the net's first step, and ``--model`` writes no model (as it should).
+    Tests that need a trained net count the budget in steps: what happens depends on the events, not on how fast
+    this machine makes them (``core.shown.run_shown`` takes the clock; it is looked up when ``train`` runs).
+    """
+    from napari_sparseseg.core import shown
+
+    real = shown.run_shown
+
+    def run_in_steps(session, seconds, on_event=None, clock=None):
+        return real(session, seconds, on_event, clock=lambda: float(session.trainer.step))
+
+    monkeypatch.setattr(shown, "run_shown", run_in_steps)

@@ -90,9 +90,10 @@ def main(path: str, seed: int) -> None:
 DURABLE_AFTER = 1.0
 
 
-def run_until_killed(path: Path, seed: int, delay: float, log: Path, ready_within: float = 60.0
-                     ) -> tuple[list[list[str]], float]:
-    """Start this worker on ``path``, wait for READY, sleep ``delay`` s, SIGKILL it.
+def run_until_killed(path: Path, seed: int, delay: float, log: Path, ready_within: float = 60.0,
+                     min_old_acks: int = 0) -> tuple[list[list[str]], float]:
+    """Start this worker on ``path``, wait for READY, sleep ``delay`` s (and on, until ``min_old_acks`` strokes were
+    acknowledged :data:`DURABLE_AFTER` ago: as many strokes to check on a slow machine as on a fast one), SIGKILL it.
 
     Returns its stdout lines (split into fields; a line cut by the kill is dropped) and the kill time. Raises
     ``RuntimeError`` if the worker dies by itself or is not ready within ``ready_within`` s.
@@ -120,6 +121,9 @@ def run_until_killed(path: Path, seed: int, delay: float, log: Path, ready_withi
                 proc.kill()
                 raise RuntimeError(f"worker not ready: {log.read_text()[-2000:]}")
         time.sleep(delay)
+        while (sum(1 for r in list(lines) if r[0] == "ACK" and time.time() - float(r[2]) >= DURABLE_AFTER)
+               < min_old_acks and time.time() < deadline + delay):
+            time.sleep(0.05)
         if proc.poll() is not None:
             raise RuntimeError(f"worker died by itself: {log.read_text()[-2000:]}")
         kill_time = time.time()

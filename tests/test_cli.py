@@ -44,6 +44,7 @@ def _train_model(gt_file, folder, seconds: str = "3"):
     return model
 
 
+@pytest.mark.usefixtures("steps_clock")
 def test_train_then_predict_round_trip(gt_file, tmp_path):
     _, mask = sphere_volume((16, 32, 32))
     from napari_sparseseg.core.checkpoint import image_channels, read_model
@@ -79,6 +80,7 @@ def test_gui_without_a_display_says_what_to_do(monkeypatch, capsys):
     assert "napari-sparseseg demo" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("steps_clock")
 def test_predict_a_folder_writes_a_mask_per_image_in_its_format_and_a_rerun_resumes(gt_file, tmp_path, capsys):
     import tifffile
 
@@ -111,6 +113,7 @@ def test_the_headless_demo_of_make_run_trains_and_reports(capsys):
     assert "final mask" in out and "foreground Dice" in out and "device: cpu" in out
 
 
+@pytest.mark.usefixtures("steps_clock")
 def test_predict_writes_separate_objects_beside_the_mask_on_request(gt_file, tmp_path, capsys):
     import tifffile
 
@@ -153,6 +156,7 @@ def test_the_encoding_of_an_annotation_file_can_be_named(tmp_path):
     assert set(np.unique(as_annotation[1]).tolist()) == {1, 2}  # background and class 1
 
 
+@pytest.mark.usefixtures("steps_clock")
 def test_train_learns_from_several_volumes_and_refuses_what_cannot_train_together(gt_file, tmp_path, capsys):
     image, mask = sphere_volume((16, 32, 32), seed=3, radius=5.0)
     other, other_labels = tmp_path / "other.npz", np.zeros_like(mask)
@@ -257,6 +261,7 @@ def test_train_with_too_few_seconds_for_a_mask_waits_for_the_first_whole_one(gt_
     assert 2 * np.sum((written > 0) & (mask > 0)) / (np.sum(written > 0) + np.sum(mask > 0)) > 0.9
 
 
+@pytest.mark.usefixtures("steps_clock")
 def test_train_and_predict_read_further_channels_from_files_of_their_own(tmp_path, capsys):
     """The objects are in the second file only: the model learns them from it, predict reads it again, a session
     store keeps both channels (copied: no one file holds them)."""

@@ -430,6 +430,7 @@ def test_napari_opens_nifti_with_spacing_as_scale_and_saves_labels(make_napari_v
 
 
 # ------------------------------------------------------------------ CLI: NIfTI geometry and OME-Zarr levels
+@pytest.mark.usefixtures("steps_clock")
 def test_cli_keeps_nifti_geometry_and_reads_ome_zarr_levels(tmp_path):
     import nibabel as nib
 

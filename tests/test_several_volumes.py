@@ -141,7 +141,8 @@ def test_while_the_user_looks_at_another_volume_every_other_refresh_predicts_it(
     predictions = []
     view = Box((5, 0, 0), (6, 24, 28))  # the user looks at z = 5 of the other volume
     boxes = []
-    for event in session.interactive(refresh_seconds=0.0, first_refresh_steps=1, view_volume=lambda: (1, view)):
+    for event in session.interactive(refresh_seconds=0.0, first_refresh_steps=1, max_predict_share=1.0,
+                                     view_volume=lambda: (1, view)):  # a prediction after every step
         if isinstance(event, Prediction):
             predictions.append(event.volume)
             if event.volume == 1:

@@ -280,6 +280,7 @@ def test_saving_under_a_new_name_while_steps_are_recorded_loses_none(tmp_path, m
     assert [r["step"] for r in new.history()] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.usefixtures("steps_clock")
 def test_cli_train_with_session_then_resume_continues_from_the_checkpoint(tmp_path, capsys):
     image, mask = sphere_volume((16, 32, 32))
     ann = np.zeros_like(mask)

@@ -33,7 +33,8 @@ def test_store_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     rng.shuffle(delays)
     for round_ in range(len(delays)):
         delay = float(delays[round_] + rng.uniform(0, 0.2))
-        lines, kill_time = run_until_killed(path, 100 + round_, delay, tmp_path / f"worker{round_}.log")
+        lines, kill_time = run_until_killed(path, 100 + round_, delay, tmp_path / f"worker{round_}.log",
+                                             min_old_acks=6)
         partial_files += len(list(path.glob("**/*.partial"))) + len(list(path.glob("checkpoints/*.tmp")))
 
         store, session = SessionStore.open(path, device="cpu")
