@@ -4,7 +4,7 @@
     python benchmarks/cross_volume.py --sample ../shared/data/*.npz --modes both alone --json out.json
     python benchmarks/cross_volume.py --summarize seed0.json seed1.json seed2.json   # mean over seeds
 
-Each volume is cut in two along x; half A is labeled as a user would (``--protocol``, simulated from its ground
+Each volume is cut in two along x (``--axis``); half A is labeled as a user would (``--protocol``, simulated from its ground
 truth) and half B is never seen. The net trains on half A alone for ``--steps`` steps (float32 on the CPU, 2
 threads; a budgeted run as ``train --seconds`` makes, clocked in steps, so the result does not depend on the
 machine's load), is saved as a model file and
@@ -51,10 +51,22 @@ from napari_sparseseg.evaluation.metrics import evaluate_masks
 from napari_sparseseg.evaluation.protocols import simulate_annotation
 
 
-def halves(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The two halves of a ``(z, y, x)`` array along x."""
-    mid = array.shape[-1] // 2
-    return np.ascontiguousarray(array[..., :mid]), np.ascontiguousarray(array[..., mid:])
+AXES = {"z": 0, "y": 1, "x": 2}
+
+
+def halves(array: np.ndarray, axis: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The two halves of a ``(z, y, x)`` array along ``axis`` (default x)."""
+    a, b = np.array_split(array, [array.shape[axis] // 2], axis=axis)
+    return np.ascontiguousarray(a), np.ascontiguousarray(b)
+
+
+def no_pair(truth_b: np.ndarray, annotation_a: np.ndarray) -> str | None:
+    """Why the halves make no pair to compare on (no foreground in half B, or none labeled in half A), or None."""
+    if not truth_b.any():
+        return "half B holds no foreground"
+    if not (annotation_a > 1).any():
+        return f"the labels of half A hold no foreground (of {int(np.count_nonzero(annotation_a))} labeled voxels)"
+    return None
 
 
 def forest_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, seed: int
@@ -165,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                          "window's loop), or the window's loop (the first responder, held-back labels, distillation "
                          "faded as the net catches up) until --steps")
     ap.add_argument("--modes", nargs="+", choices=("across", "both", "alone"), default=["across"])
+    ap.add_argument("--axis", choices=tuple(AXES), default="x", help="the axis the volume is cut in two along")
     ap.add_argument("--json")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the mean over seeds of these runs' rows")
     args = ap.parse_args(argv)
@@ -176,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, image, truth, spacing in load_volumes(args.files, args.sample):
         k = int(truth.max())
-        image_a, image_b = halves(image)
-        truth_a, truth_b = halves(truth)
+        image_a, image_b = halves(image, AXES[args.axis])
+        truth_a, truth_b = halves(truth, AXES[args.axis])
         annotation_a = simulate_annotation(truth_a, args.protocol)
-        row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed,
+        if (reason := no_pair(truth_b, annotation_a)) is not None:
+            print(f"{name:42s} cut along {args.axis}: no pair, {reason}", flush=True)
+            continue
+        row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed, "axis": args.axis,
                "distill": args.distill, "loop": args.loop}
         line = f"{name:42s}"
         if "across" in args.modes:
