@@ -4,8 +4,8 @@
     python benchmarks/cross_volume.py --sample ../shared/data/*.npz --modes both alone --json out.json
     python benchmarks/cross_volume.py --summarize seed0.json seed1.json seed2.json   # mean over seeds
 
-Each volume is cut in two along x (``--axis``); half A is labeled as a user would (``--protocol``, simulated from its ground
-truth) and half B is never seen. The net trains on half A alone for ``--steps`` steps (float32 on the CPU, 2
+Each volume is cut in two along x (``--axis``); half A is labeled as a user would (``--protocol``, simulated from
+its ground truth) and half B is never seen. The net trains on half A alone for ``--steps`` steps (float32 on the CPU, 2
 threads; a budgeted run as ``train --seconds`` makes, clocked in steps, so the result does not depend on the
 machine's load), is saved as a model file and
 applied to half B with ``SegmentationSession.from_model`` (its own normalisation, the final mirrored sliding
@@ -49,7 +49,6 @@ from napari_sparseseg.core.first_responder import FirstResponder
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.evaluation.metrics import evaluate_masks
 from napari_sparseseg.evaluation.protocols import simulate_annotation
-
 
 AXES = {"z": 0, "y": 1, "x": 2}
 
