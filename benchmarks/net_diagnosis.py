@@ -7,16 +7,23 @@ Trains the net alone (no first responder, nothing held back; float32 on the CPU,
 protocol, and every ``--every`` seconds predicts the whole volume and prints the step, the tracked loss, the
 foreground Dice, the share of the volume predicted as each class beside its true share, and the per-class Dice.
 Each variant is ``default`` or ``name=value`` of a ``TrainConfig`` field (typed like its default).
+
+``--steps N --every-steps M`` clocks the run in steps instead (the same on any machine or load); ``--binary`` merges
+the foreground classes into one; ``--parts JSON`` varies the trainer's parts (``helpers.vary_parts``, e.g.
+``'{"losses": {"hardest": 0}}'``). Each report also gives the net's recall of every class on the labeled voxels
+(its fit to its own labels, before they are merged in).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import fields, replace
 
 import numpy as np
 import torch
+from helpers import vary_parts
 
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.session import SegmentationSession
@@ -43,10 +50,18 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--every", type=float, default=30.0)
     ap.add_argument("--variants", nargs="+", default=["default"])
+    ap.add_argument("--steps", type=int, help="train this many steps (instead of --seconds)")
+    ap.add_argument("--every-steps", type=int, default=100)
+    ap.add_argument("--binary", action="store_true", help="one foreground class: every class merged")
+    ap.add_argument("--parts", help="JSON of the trainer's parts to vary (helpers.vary_parts)")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.parts:
+        vary_parts(json.loads(args.parts))
     with np.load(args.file) as d:
         image, truth, spacing = d["image"], d["labels"], tuple(float(s) for s in d["spacing"])
+    if args.binary:
+        truth = (truth > 0).astype(np.uint8)
     k = int(truth.max())
     annotation = simulate_annotation(truth, args.protocol)
     true_share = np.bincount(truth.ravel(), minlength=k + 1) / truth.size
@@ -59,19 +74,26 @@ def main() -> None:
               f"{np.round(session.volume.class_weights(config.train.class_balance_power), 2).tolist()}")
         train_time, next_report = 0.0, args.every
         events = session.train()
-        while train_time < args.seconds:
+        labeled = annotation > 0
+        while (session.trainer.step < args.steps) if args.steps else (train_time < args.seconds):
             t0 = time.perf_counter()
             event = next(events)
             train_time += time.perf_counter() - t0
-            if train_time >= next_report or train_time >= args.seconds:
+            if args.steps:
+                due = session.trainer.step % args.every_steps == 0 or session.trainer.step >= args.steps
+            else:
+                due = train_time >= next_report or train_time >= args.seconds
+            if due:
                 next_report += args.every
+                raw = session.predict().labels
+                recall = [round(float(np.mean(raw[labeled & (annotation == c + 1)] == c)), 3) for c in range(k + 1)]
                 pred = session.merge(session.predict())
                 s = evaluate_masks(truth, pred, k + 1)
                 share = np.bincount(pred.ravel(), minlength=k + 1) / pred.size
                 per_class = [round(float(v), 3) for v in s["dice"][1:]]
                 print(f"{train_time:6.0f} s step {session.trainer.step:4d} loss {getattr(event, 'tracked_loss', 0):.3f}"
                       f" | fg Dice {s['dice_fg']:.3f} | predicted shares {np.round(share, 4).tolist()} | "
-                      f"per-class Dice {per_class}", flush=True)
+                      f"per-class Dice {per_class} | recall on the labels {recall}", flush=True)
         events.close()
         session.trainer.close()
 
