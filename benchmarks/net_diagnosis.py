@@ -85,9 +85,10 @@ def main() -> None:
                 due = train_time >= next_report or train_time >= args.seconds
             if due:
                 next_report += args.every
-                raw = session.predict().labels
+                prediction = session.predict()  # the net's own labels, then with the user's merged in
+                raw = prediction.labels
                 recall = [round(float(np.mean(raw[labeled & (annotation == c + 1)] == c)), 3) for c in range(k + 1)]
-                pred = session.merge(session.predict())
+                pred = session.merge(prediction)
                 s = evaluate_masks(truth, pred, k + 1)
                 share = np.bincount(pred.ravel(), minlength=k + 1) / pred.size
                 per_class = [round(float(v), 3) for v in s["dice"][1:]]

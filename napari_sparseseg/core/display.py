@@ -173,19 +173,20 @@ class Display:
         view was answered, ``(seconds, voxels)``, or without one the middle z slice), its coarse part yielded first
         while the forest is shown."""
         shape = self.volume.shape
-        if view is None and self._pass_seconds is None and shown == "forest" and not responder.binned:
+        may_split = shown == "forest" and not responder.binned  # a coarse part is shown only for the full grid
+        if may_split and view is None and self._pass_seconds is None:
             t0 = time.perf_counter()
             middle = responder.predict(Box((shape[0] // 2, 0, 0), (shape[0] // 2 + 1, shape[1], shape[2])))
             view = (time.perf_counter() - t0, middle[0].size)
         t0 = time.perf_counter()
-        if shown != "forest" or responder.binned or not coarse_due(view, shape, self._pass_seconds):
+        if not may_split or not coarse_due(view, shape, self._pass_seconds):
             proba = responder.predict()
             self._pass_seconds = time.perf_counter() - t0
             return proba
-        passes = coarse_then_exact(responder, self.volume.shape)
+        passes = coarse_then_exact(responder, shape)
         coarse = next(passes)
         seconds = time.perf_counter() - t0
-        yield replace(self._composed(Box.full(self.volume.shape), shown, forest=coarse, revision=responder.revision),
+        yield replace(self._composed(Box.full(shape), shown, forest=coarse, revision=responder.revision),
                       estimate=self._estimate)
         t0 = time.perf_counter()
         proba = next(passes)

@@ -267,8 +267,10 @@ class FirstResponder:
             Whether the stage shown has its scored classifier now (:attr:`scored`): False when nothing is held
             back, fewer than two classes are labeled beside it, or ``should_stop`` ended the work between stages.
         """
-        if not self.fitted or self.scored:
-            return self.fitted
+        if not self.fitted:
+            return False
+        if self.scored:  # already: no scan of the labels on every call while the net leads
+            return True
         coords, classes, held = self._fit_rows
         if not held.any() or np.unique(classes[~held]).size < 2:
             return False
