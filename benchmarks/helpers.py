@@ -49,8 +49,11 @@ def clock_in_steps(seconds_per_step: float) -> None:
 
 def vary_parts(parts: dict[str, dict]) -> None:
     """Make every Trainer use the given variants of its parts: ``{"losses": {...}, "sampling": {...},
-    "clean_tail": {...}, "fit_guard": {...}}``, each the keyword arguments of ``LossSchedule``, ``Sampling``,
-    ``CleanTail``, ``FitGuard``."""
+    "clean_tail": {...}, "fit_guard": {...}, "augment": {...}}``, each the keyword arguments of ``LossSchedule``,
+    ``Sampling``, ``CleanTail``, ``FitGuard`` or ``augment.augment_batch`` (e.g. ``{"p_intensity": 0}``)."""
+    import functools
+
+    from napari_sparseseg.core import augment, batches
     from napari_sparseseg.core import trainer as trainer_module
     from napari_sparseseg.core.clean_tail import CleanTail
     from napari_sparseseg.core.fit_guard import FitGuard
@@ -58,9 +61,11 @@ def vary_parts(parts: dict[str, dict]) -> None:
     from napari_sparseseg.core.schedule import LossSchedule
 
     kinds = {"losses": LossSchedule, "sampling": Sampling, "clean_tail": CleanTail, "fit_guard": FitGuard}
-    unknown = set(parts) - set(kinds)
+    unknown = set(parts) - set(kinds) - {"augment"}
     if unknown:
-        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds)}")
+        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds) + ['augment']}")
+    parts = dict(parts)
+    batches.augment_batch = functools.partial(augment.augment_batch, **parts.pop("augment", {}))
     init = trainer_module.Trainer.__init__
     init = getattr(init, "unvaried", init)
 
