@@ -12,6 +12,13 @@ Each variant is ``default`` or ``name=value`` of a ``TrainConfig`` field (typed 
 the foreground classes into one; ``--parts JSON`` varies the trainer's parts (``helpers.vary_parts``, e.g.
 ``'{"losses": {"hardest": 0}}'``). Each report also gives the net's recall of every class on the labeled voxels
 (its fit to its own labels, before they are merged in).
+
+``--patch ZxYxX`` trains on patches of that shape instead of the planned one (``patch_shape``: a roughly
+isotropic physical field of view).
+
+``--voxelwise`` first prints the same numbers for decision trees (depths 1, 2, 4, 8, balanced classes) on the
+normalised intensities the net reads, voxel by voxel (no neighbourhood): where the net's errors match a tree's, the
+net has learned an intensity threshold and not yet the context around a voxel.
 """
 
 from __future__ import annotations
@@ -43,17 +50,39 @@ def parse_variant(text: str) -> TrainConfig:
     return replace(base, **{name: (value == "True") if kind is bool else kind(value)})
 
 
+def voxelwise_trees(image: np.ndarray, truth: np.ndarray, annotation: np.ndarray, k: int) -> None:
+    """Print what decision trees on each voxel's own normalised intensities reach (see the module docstring)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from napari_sparseseg.core.volume import as_channels_first, normalize
+
+    views = normalize(as_channels_first(image).astype(np.float32), TrainConfig().intensity_views)
+    labeled = annotation > 0
+    x, y = views[:, labeled].T, annotation[labeled] - 1
+    for depth in (1, 2, 4, 8):
+        tree = DecisionTreeClassifier(max_depth=depth, class_weight="balanced", random_state=0).fit(x, y)
+        fit = tree.predict(x)
+        pred = tree.predict(views.reshape(len(views), -1).T).reshape(truth.shape).astype(np.uint8)
+        s = evaluate_masks(truth, pred, k + 1)
+        share = np.bincount(pred.ravel(), minlength=k + 1) / pred.size
+        recall = [round(float(np.mean(fit[y == c] == c)), 3) for c in range(k + 1)]
+        print(f"voxelwise tree, depth {depth}: fg Dice {s['dice_fg']:.3f} | predicted shares "
+              f"{np.round(share, 4).tolist()} | recall on the labels {recall}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file")
     ap.add_argument("--protocol", default="z:3")
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--every", type=float, default=30.0)
-    ap.add_argument("--variants", nargs="+", default=["default"])
+    ap.add_argument("--variants", nargs="*", default=["default"], help="none: no net (with --voxelwise)")
     ap.add_argument("--steps", type=int, help="train this many steps (instead of --seconds)")
     ap.add_argument("--every-steps", type=int, default=100)
     ap.add_argument("--binary", action="store_true", help="one foreground class: every class merged")
     ap.add_argument("--parts", help="JSON of the trainer's parts to vary (helpers.vary_parts)")
+    ap.add_argument("--voxelwise", action="store_true", help="first, trees on each voxel's intensities alone")
+    ap.add_argument("--patch", help="ZxYxX: train on patches of this shape (the net's size multiple per axis)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.parts:
@@ -67,9 +96,13 @@ def main() -> None:
     true_share = np.bincount(truth.ravel(), minlength=k + 1) / truth.size
     print(f"true class shares: {np.round(true_share, 4).tolist()}; labeled class counts: "
           f"{np.bincount(annotation.ravel(), minlength=k + 2)[1:].tolist()}")
+    if args.voxelwise:
+        voxelwise_trees(image, truth, annotation, k)
     for text in args.variants:
         config = SessionConfig(train=parse_variant(text), responder=ResponderConfig(enabled=False), device="cpu")
         session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
+        if args.patch:
+            session.trainer.batches.set_patch(tuple(int(v) for v in args.patch.lower().split("x")))
         print(f"-- {text}: patch {session.trainer.patch_size}, class weights "
               f"{np.round(session.volume.class_weights(config.train.class_balance_power), 2).tolist()}")
         train_time, next_report = 0.0, args.every
