@@ -50,7 +50,7 @@ def time_steps(config: SessionConfig, vol, *, steps: int, warm_up: int, threads:
         model = trainer.model
         trainer._forward = lambda x: model(x.contiguous(memory_format=torch.channels_last_3d))
     if compiled:
-        torch._dynamo.reset()  # compile anew: only the on-disk cache may carry over from an earlier variant
+        torch._dynamo.reset()  # trace anew: only inductor's caches (in memory and on disk) carry over
         trainer._forward = torch.compile(trainer.model)
     times = []
     for i in range(warm_up + steps):
