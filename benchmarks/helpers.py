@@ -65,7 +65,8 @@ def vary_parts(parts: dict[str, dict]) -> None:
     if unknown:
         raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds) + ['augment']}")
     parts = dict(parts)
-    batches.augment_batch = functools.partial(augment.augment_batch, **parts.pop("augment", {}))
+    if "augment" in parts:
+        batches.augment_batch = functools.partial(augment.augment_batch, **parts.pop("augment"))
     init = trainer_module.Trainer.__init__
     init = getattr(init, "unvaried", init)
 

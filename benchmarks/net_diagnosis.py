@@ -61,13 +61,18 @@ def voxelwise_trees(image: np.ndarray, truth: np.ndarray, annotation: np.ndarray
     x, y = views[:, labeled].T, annotation[labeled] - 1
     for depth in (1, 2, 4, 8):
         tree = DecisionTreeClassifier(max_depth=depth, class_weight="balanced", random_state=0).fit(x, y)
-        fit = tree.predict(x)
         pred = tree.predict(views.reshape(len(views), -1).T).reshape(truth.shape).astype(np.uint8)
-        s = evaluate_masks(truth, pred, k + 1)
-        share = np.bincount(pred.ravel(), minlength=k + 1) / pred.size
-        recall = [round(float(np.mean(fit[y == c] == c)), 3) for c in range(k + 1)]
-        print(f"voxelwise tree, depth {depth}: fg Dice {s['dice_fg']:.3f} | predicted shares "
-              f"{np.round(share, 4).tolist()} | recall on the labels {recall}", flush=True)
+        print(f"voxelwise tree, depth {depth}: {describe(truth, pred, pred, annotation, k)}", flush=True)
+
+
+def describe(truth: np.ndarray, shown: np.ndarray, raw: np.ndarray, annotation: np.ndarray, k: int) -> str:
+    """One report: the Dice and class shares of ``shown`` (``(z, y, x)`` classes) and the recall of each class on
+    the labeled voxels by ``raw`` (the learner's own answer there, before any labels are merged in)."""
+    s = evaluate_masks(truth, shown, k + 1)
+    share = np.bincount(shown.ravel(), minlength=k + 1) / shown.size
+    recall = [round(float(np.mean(raw[annotation == c + 1] == c)), 3) for c in range(k + 1)]
+    return (f"fg Dice {s['dice_fg']:.3f} | predicted shares {np.round(share, 4).tolist()} | "
+            f"per-class Dice {[round(float(v), 3) for v in s['dice'][1:]]} | recall on the labels {recall}")
 
 
 def main() -> None:
@@ -107,7 +112,6 @@ def main() -> None:
               f"{np.round(session.volume.class_weights(config.train.class_balance_power), 2).tolist()}")
         train_time, next_report = 0.0, args.every
         events = session.train()
-        labeled = annotation > 0
         while (session.trainer.step < args.steps) if args.steps else (train_time < args.seconds):
             t0 = time.perf_counter()
             event = next(events)
@@ -119,15 +123,9 @@ def main() -> None:
             if due:
                 next_report += args.every
                 prediction = session.predict()  # the net's own labels, then with the user's merged in
-                raw = prediction.labels
-                recall = [round(float(np.mean(raw[labeled & (annotation == c + 1)] == c)), 3) for c in range(k + 1)]
-                pred = session.merge(prediction)
-                s = evaluate_masks(truth, pred, k + 1)
-                share = np.bincount(pred.ravel(), minlength=k + 1) / pred.size
-                per_class = [round(float(v), 3) for v in s["dice"][1:]]
+                report = describe(truth, session.merge(prediction), prediction.labels, annotation, k)
                 print(f"{train_time:6.0f} s step {session.trainer.step:4d} loss {getattr(event, 'tracked_loss', 0):.3f}"
-                      f" | fg Dice {s['dice_fg']:.3f} | predicted shares {np.round(share, 4).tolist()} | "
-                      f"per-class Dice {per_class} | recall on the labels {recall}", flush=True)
+                      f" | {report}", flush=True)
         events.close()
         session.trainer.close()
 
