@@ -47,10 +47,30 @@ def clock_in_steps(seconds_per_step: float) -> None:
     trainer_module.Trainer.train_step = train_step
 
 
+def hardest_per_class(logits, target, weight, share: float = 0.1):
+    """The hardest-voxel term (``loss.hardest_cross_entropy``) taken within each labeled class and averaged over
+    the classes: no class can fill the hardest share alone. ``logits`` ``(B, C, Z, Y, X)``, ``target`` and
+    ``weight`` ``(B, Z, Y, X)``."""
+    import torch
+    import torch.nn.functional as F
+
+    labeled = weight > 0
+    if not labeled.any():
+        return logits.sum() * 0.0
+    ce = F.cross_entropy(logits.float(), target, reduction="none")[labeled]
+    classes = target[labeled]
+    means = []
+    for c in torch.unique(classes).tolist():
+        worst = ce[classes == c]
+        means.append(worst.topk(max(1, int(round(share * worst.numel()))), sorted=False).values.mean())
+    return torch.stack(means).mean()
+
+
 def vary_parts(parts: dict[str, dict]) -> None:
     """Make every Trainer use the given variants of its parts: ``{"losses": {...}, "sampling": {...},
     "clean_tail": {...}, "fit_guard": {...}, "augment": {...}}``, each the keyword arguments of ``LossSchedule``,
-    ``Sampling``, ``CleanTail``, ``FitGuard`` or ``augment.augment_batch`` (e.g. ``{"p_intensity": 0}``)."""
+    ``Sampling``, ``CleanTail``, ``FitGuard`` or ``augment.augment_batch`` (e.g. ``{"p_intensity": 0}``), and
+    ``{"hardest": {"per_class": true}}``: the hardest-voxel term of each class apart (:func:`hardest_per_class`)."""
     import functools
 
     from napari_sparseseg.core import augment, batches
@@ -61,12 +81,14 @@ def vary_parts(parts: dict[str, dict]) -> None:
     from napari_sparseseg.core.schedule import LossSchedule
 
     kinds = {"losses": LossSchedule, "sampling": Sampling, "clean_tail": CleanTail, "fit_guard": FitGuard}
-    unknown = set(parts) - set(kinds) - {"augment"}
+    unknown = set(parts) - set(kinds) - {"augment", "hardest"}
     if unknown:
-        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds) + ['augment']}")
+        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds) + ['augment', 'hardest']}")
     parts = dict(parts)
     if "augment" in parts:
         batches.augment_batch = functools.partial(augment.augment_batch, **parts.pop("augment"))
+    if parts.pop("hardest", {}).get("per_class"):
+        trainer_module.hardest_cross_entropy = hardest_per_class
     init = trainer_module.Trainer.__init__
     init = getattr(init, "unvaried", init)
 
