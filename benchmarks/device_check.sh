@@ -57,6 +57,7 @@ say "3. speed, $(left 15) s left"
 { timeout "$(left 15)" python3 benchmarks/speed.py --device "$DEVICE" --base 16 --patch 64 --batch 1 --ref-tf32 --steps 10
   timeout "$(left 15)" python3 benchmarks/speed.py --device "$DEVICE" --base 32 --patch 96 --batch 2 --ref-tf32 \
     --volume 256 512 512
+  timeout "$(left 15)" python3 benchmarks/speed.py --device "$DEVICE" --refresh 256 512 512
   timeout "$(left 15)" python3 benchmarks/speed.py --device "$DEVICE" --first-view 128 256 256 --first-view-only --warm-up
 } 2>&1 | tee -a "$LOG" | grep '^{' > "$OUT/speed.jsonl"
 say "done"
