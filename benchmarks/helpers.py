@@ -66,11 +66,31 @@ def hardest_per_class(logits, target, weight, share: float = 0.1):
     return torch.stack(means).mean()
 
 
+def fade_out_hardest(start: float, end: float) -> None:
+    """Make the hardest-voxel term's weight fall linearly to 0 as the running labeled error rate goes from ``start``
+    to ``end`` (on top of its ramp in): where more of the labels are wrong than the hardest share holds, the term
+    sees errors alone."""
+    from napari_sparseseg.core.schedule import LossSchedule
+
+    ramp_in = LossSchedule.hardest_at
+    ramp_in = getattr(ramp_in, "unfaded", ramp_in)
+
+    def hardest_at(self, step, fit_error_rate):
+        weight = ramp_in(self, step, fit_error_rate)
+        if weight and fit_error_rate is not None:
+            weight *= min(max((end - fit_error_rate) / (end - start), 0.0), 1.0)
+        return weight
+
+    hardest_at.unfaded = ramp_in  # type: ignore[attr-defined]
+    LossSchedule.hardest_at = hardest_at
+
+
 def vary_parts(parts: dict[str, dict]) -> None:
     """Make every Trainer use the given variants of its parts: ``{"losses": {...}, "sampling": {...},
     "clean_tail": {...}, "fit_guard": {...}, "augment": {...}}``, each the keyword arguments of ``LossSchedule``,
     ``Sampling``, ``CleanTail``, ``FitGuard`` or ``augment.augment_batch`` (e.g. ``{"p_intensity": 0}``), and
-    ``{"hardest": {"per_class": true}}``: the hardest-voxel term of each class apart (:func:`hardest_per_class`)."""
+    ``{"hardest": {"per_class": true}}``: the hardest-voxel term of each class apart (:func:`hardest_per_class`), or
+    ``{"hardest": {"fade_out": [start, end]}}`` (:func:`fade_out_hardest`)."""
     import functools
 
     from napari_sparseseg.core import augment, batches
@@ -87,8 +107,11 @@ def vary_parts(parts: dict[str, dict]) -> None:
     parts = dict(parts)
     if "augment" in parts:
         batches.augment_batch = functools.partial(augment.augment_batch, **parts.pop("augment"))
-    if parts.pop("hardest", {}).get("per_class"):
+    hardest = parts.pop("hardest", {})
+    if hardest.get("per_class"):
         trainer_module.hardest_cross_entropy = hardest_per_class
+    if "fade_out" in hardest:
+        fade_out_hardest(*hardest["fade_out"])
     init = trainer_module.Trainer.__init__
     init = getattr(init, "unvaried", init)
 
