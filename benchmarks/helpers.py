@@ -52,18 +52,13 @@ def hardest_per_class(logits, target, weight, share: float = 0.1):
     the classes: no class can fill the hardest share alone. ``logits`` ``(B, C, Z, Y, X)``, ``target`` and
     ``weight`` ``(B, Z, Y, X)``."""
     import torch
-    import torch.nn.functional as F
 
-    labeled = weight > 0
-    if not labeled.any():
+    from napari_sparseseg.core.loss import hardest_cross_entropy
+
+    present = torch.unique(target[weight > 0]).tolist()
+    if not present:
         return logits.sum() * 0.0
-    ce = F.cross_entropy(logits.float(), target, reduction="none")[labeled]
-    classes = target[labeled]
-    means = []
-    for c in torch.unique(classes).tolist():
-        worst = ce[classes == c]
-        means.append(worst.topk(max(1, int(round(share * worst.numel()))), sorted=False).values.mean())
-    return torch.stack(means).mean()
+    return torch.stack([hardest_cross_entropy(logits, target, weight * (target == c), share) for c in present]).mean()
 
 
 def fade_out_hardest(start: float, end: float) -> None:
