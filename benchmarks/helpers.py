@@ -80,12 +80,30 @@ def fade_out_hardest(start: float, end: float) -> None:
     LossSchedule.hardest_at = hardest_at
 
 
+def average_weights(decay: float, warm_up: float) -> None:
+    """Make the weights that predictions use an exponential moving average of decay ``min(decay, (1 + step) /
+    (warm_up + step))`` per step (the product's: ``weights.EMA_DECAY`` and 10): a larger ``warm_up`` follows the
+    trained weights more closely in the first steps; the average then spans about ``(warm_up + step) / (warm_up -
+    1)`` steps until ``decay`` caps it."""
+    import torch
+
+    from napari_sparseseg.core.weights import NetWeights
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        rate = 1.0 - min(decay, (1 + step) / (warm_up + step))
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], rate)
+
+    NetWeights.update_ema = update_ema
+
+
 def vary_parts(parts: dict[str, dict]) -> None:
     """Make every Trainer use the given variants of its parts: ``{"losses": {...}, "sampling": {...},
     "clean_tail": {...}, "fit_guard": {...}, "augment": {...}}``, each the keyword arguments of ``LossSchedule``,
     ``Sampling``, ``CleanTail``, ``FitGuard`` or ``augment.augment_batch`` (e.g. ``{"p_intensity": 0}``), and
     ``{"hardest": {"per_class": true}}``: the hardest-voxel term of each class apart (:func:`hardest_per_class`), or
-    ``{"hardest": {"fade_out": [start, end]}}`` (:func:`fade_out_hardest`)."""
+    ``{"hardest": {"fade_out": [start, end]}}`` (:func:`fade_out_hardest`), and ``{"ema": {"decay": d, "warm_up":
+    w}}``: the weights predictions use averaged over more or fewer steps (:func:`average_weights`)."""
     import functools
 
     from napari_sparseseg.core import augment, batches
@@ -96,9 +114,9 @@ def vary_parts(parts: dict[str, dict]) -> None:
     from napari_sparseseg.core.schedule import LossSchedule
 
     kinds = {"losses": LossSchedule, "sampling": Sampling, "clean_tail": CleanTail, "fit_guard": FitGuard}
-    unknown = set(parts) - set(kinds) - {"augment", "hardest"}
+    unknown = set(parts) - set(kinds) - {"augment", "hardest", "ema"}
     if unknown:
-        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds) + ['augment', 'hardest']}")
+        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {sorted(kinds) + ['augment', 'ema', 'hardest']}")
     parts = dict(parts)
     if "augment" in parts:
         batches.augment_batch = functools.partial(augment.augment_batch, **parts.pop("augment"))
@@ -107,6 +125,8 @@ def vary_parts(parts: dict[str, dict]) -> None:
         trainer_module.hardest_cross_entropy = hardest_per_class
     if "fade_out" in hardest:
         fade_out_hardest(*hardest["fade_out"])
+    if "ema" in parts:
+        average_weights(**parts.pop("ema"))
     init = trainer_module.Trainer.__init__
     init = getattr(init, "unvaried", init)
 
