@@ -16,6 +16,11 @@ the foreground classes into one; ``--parts JSON`` varies the trainer's parts (``
 ``--patch ZxYxX`` trains on patches of that shape instead of the planned one (``patch_shape``: a roughly
 isotropic physical field of view).
 
+``--bank-input`` trains the net on the image and its filter bank (the first responder's 48 columns,
+:class:`~napari_sparseseg.core.feature_stack.FeatureStack`) as 49 channels, each scaled linearly: does the net fall
+behind for want of the features a forest reads? ``--first-norm none`` drops the instance norm of the net's first
+unit, which rescales each patch's first feature maps on their own: does the net lose the absolute intensity?
+
 ``--voxelwise`` first prints the same numbers for decision trees (depths 1, 2, 4, 8, balanced classes) on the
 normalised intensities the net reads, voxel by voxel (no neighbourhood): where the net's errors match a tree's, the
 net has learned an intensity threshold and not yet the context around a voxel.
@@ -33,6 +38,7 @@ import torch
 from helpers import vary_parts
 
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
+from napari_sparseseg.core.feature_stack import FeatureStack
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.evaluation.metrics import evaluate_masks
 from napari_sparseseg.evaluation.protocols import simulate_annotation
@@ -88,6 +94,9 @@ def main() -> None:
     ap.add_argument("--parts", help="JSON of the trainer's parts to vary (helpers.vary_parts)")
     ap.add_argument("--voxelwise", action="store_true", help="first, trees on each voxel's intensities alone")
     ap.add_argument("--patch", help="ZxYxX: train on patches of this shape (the net's size multiple per axis)")
+    ap.add_argument("--bank-input", action="store_true", help="the net reads the image and its filter bank")
+    ap.add_argument("--first-norm", choices=("instance", "none"), default="instance",
+                    help="the norm of the net's first unit")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.parts:
@@ -103,9 +112,20 @@ def main() -> None:
           f"{np.bincount(annotation.ravel(), minlength=k + 2)[1:].tolist()}")
     if args.voxelwise:
         voxelwise_trees(image, truth, annotation, k)
+    net_input, channel_axis = image, None
+    if args.bank_input:
+        bank = FeatureStack(image, spacing).get()  # (z, y, x, 48)
+        net_input, channel_axis = np.concatenate([image[None].astype(np.float32), np.moveaxis(bank, -1, 0)]), 0
     for text in args.variants:
-        config = SessionConfig(train=parse_variant(text), responder=ResponderConfig(enabled=False), device="cpu")
-        session = SegmentationSession(image, num_classes=k, spacing=spacing, annotation=annotation, config=config)
+        train = parse_variant(text)
+        if args.bank_input:
+            train = replace(train, intensity_views=("linear",))
+        config = SessionConfig(train=train, responder=ResponderConfig(enabled=False), device="cpu")
+        session = SegmentationSession(net_input, num_classes=k, spacing=spacing, channel_axis=channel_axis,
+                                      annotation=annotation, config=config)
+        if args.first_norm == "none":
+            for net in (session.trainer.model, session.trainer.ema_model):
+                net.encoders[0][0][1] = torch.nn.Identity()  # ConvUnit: conv, norm, activation
         if args.patch:
             session.trainer.batches.set_patch(tuple(int(v) for v in args.patch.lower().split("x")))
         print(f"-- {text}: patch {session.trainer.patch_size}, class weights "
