@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .conv_order import AxisOrderedConv3d
 
 Triple = tuple[int, int, int]
 
@@ -67,11 +68,12 @@ def total_stride(strides: Sequence[Triple]) -> Triple:
 
 
 class ConvUnit(nn.Sequential):
-    """``conv -> InstanceNorm -> LeakyReLU``."""
+    """``conv -> InstanceNorm -> LeakyReLU`` (the convolution in the axis order that is fast on a CPU,
+    :mod:`.conv_order`)."""
 
     def __init__(self, cin: int, cout: int, kernel: Triple, stride: Triple = (1, 1, 1)) -> None:
         super().__init__(
-            nn.Conv3d(cin, cout, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=False),
+            AxisOrderedConv3d(cin, cout, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=False),
             nn.InstanceNorm3d(cout, affine=True, eps=1e-5),
             nn.LeakyReLU(0.01, inplace=True),
         )

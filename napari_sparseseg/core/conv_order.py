@@ -1,0 +1,88 @@
+"""A 3D convolution that gets PyTorch's fast CPU kernel (oneDNN) for one sample, by the order it walks the axes in.
+
+For a float32 batch of one on the CPU, PyTorch hands a convolution to oneDNN only when
+``batch x channels x Z x Y`` exceeds 20,480 (``use_mkldnn`` in ``aten/src/ATen/native/Convolution.cpp``: the last
+axis is not counted); below that it runs its reference ``slow_conv3d``. The deep levels of a flat patch fall there:
+on the sample's 24 x 96 x 96 patch (voxels 4 times longer along z) the 64 maps of 12 x 24 x 24 took 91 ms forward
+and backward, 16 ms through oneDNN, on this project's 2-core CPU. Convolving with the spatial axes permuted,
+weights and strides with them, is the same convolution; with the shortest axis last the product counts the two
+longest ones. :class:`AxisOrderedConv3d` does so where that moves the convolution from the slow path to oneDNN,
+and nowhere else (a cubic patch, a GPU, a batch of several, bf16 keep their path). The training step on the
+sample's patch ran 1.23 times as many steps a second; the other volumes' planned patches never met the case
+(``benchmarks/conv_order.py``, BENCHMARKS.md).
+
+Which path PyTorch takes is asked of PyTorch (``torch._C._select_conv_backend``, once per input shape): a PyTorch
+without it, or whose rule changes, gets the plain convolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Order = tuple[int, int, int]
+#: Not asked yet (an input shape a convolution has not met).
+_UNKNOWN = object()
+
+
+def _backend(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int):
+    """The kernel PyTorch would run this convolution with (None where it cannot be asked)."""
+    select = getattr(torch._C, "_select_conv_backend", None)
+    if select is None:
+        return None
+    try:
+        return select(x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0, 0], groups, None)
+    except (RuntimeError, TypeError):
+        return None
+
+
+def faster_order(conv: nn.Conv3d, x: torch.Tensor) -> Order | None:
+    """The order of the spatial axes ``(z, y, x)`` to convolve ``x`` ``(B, C, Z, Y, X)`` in, longest first, where
+    that moves ``conv`` from PyTorch's slow CPU path to oneDNN; None to convolve as it is."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 5 or isinstance(conv.padding, str) \
+            or conv.padding_mode != "zeros":
+        return None
+    slow = getattr(getattr(torch._C, "_ConvBackend", None), "Slow3d", None)
+    if slow is None or _backend(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups) != slow:
+        return None
+    order: Order = tuple(sorted(range(3), key=lambda a: -x.shape[2 + a]))  # type: ignore[assignment]
+    if order == (0, 1, 2):
+        return None
+    perm = (0, 1) + tuple(2 + a for a in order)
+    moved = _backend(x.permute(perm), conv.weight.permute(perm), *(_reorder(v, order) for v in
+                                                                   (conv.stride, conv.padding, conv.dilation)),
+                     conv.groups)
+    return order if moved is not None and moved != slow else None
+
+
+def _reorder(values, order: Order) -> tuple[int, int, int]:
+    return tuple(values[a] for a in order)  # type: ignore[return-value]
+
+
+class AxisOrderedConv3d(nn.Conv3d):
+    """:class:`torch.nn.Conv3d` that convolves in the axis order :func:`faster_order` gives (same parameters,
+    same state dict, the same result to float rounding).
+
+    Input ``(B, C, Z, Y, X)``, output ``(B, C', Z', Y', X')`` as :class:`torch.nn.Conv3d`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._orders: dict[tuple[int, ...], object] = {}
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if input.device.type != "cpu" or torch.is_autocast_enabled("cpu"):  # bf16 takes oneDNN as it is
+            return super()._conv_forward(input, weight, bias)
+        key, orders = (*input.shape, input.dtype.itemsize), self._orders
+        order = orders.get(key, _UNKNOWN)
+        if order is _UNKNOWN:
+            if len(orders) > 64:  # shapes change with the patch and the windows predicted: keep a few
+                orders.clear()
+            order = orders[key] = faster_order(self, input)
+        if order is None:
+            return super()._conv_forward(input, weight, bias)
+        perm = (0, 1) + tuple(2 + a for a in order)
+        out = F.conv3d(input.permute(perm), weight.permute(perm), bias, _reorder(self.stride, order),
+                       _reorder(self.padding, order), _reorder(self.dilation, order), self.groups)
+        return out.permute((0, 1) + tuple(2 + order.index(a) for a in range(3)))
