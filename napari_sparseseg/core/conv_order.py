@@ -2,13 +2,13 @@
 
 For a float32 batch of one on the CPU, PyTorch hands a convolution to oneDNN only when
 ``batch x channels x Z x Y`` exceeds 20,480 (``use_mkldnn`` in ``aten/src/ATen/native/Convolution.cpp``: the last
-axis is not counted); below that it runs its reference ``slow_conv3d``. The deep levels of a flat patch fall there:
-on the sample's 24 x 96 x 96 patch (voxels 4 times longer along z) the 64 maps of 12 x 24 x 24 took 91 ms forward
-and backward, 16 ms through oneDNN, on this project's 2-core CPU. Convolving with the spatial axes permuted,
-weights and strides with them, is the same convolution; with the shortest axis last the product counts the two
-longest ones. :class:`AxisOrderedConv3d` does so where that moves the convolution from the slow path to oneDNN,
-and nowhere else (a cubic patch, a GPU, a batch of several, bf16 keep their path). The training step on the
-sample's patch ran 1.23 times as many steps a second; the other volumes' planned patches never met the case
+axis is not counted); below that it runs its reference ``slow_conv3d``, several times slower. The deep levels of a
+flat patch fall there, such as the 64 maps of 12 x 24 x 24 of the sample's 24 x 96 x 96 patch (voxels 4 times
+longer along z). Convolving with the spatial axes permuted, weights and strides with them, is the same
+convolution; with the shortest axis last the product counts the two longest ones. :class:`AxisOrderedConv3d` does
+so where that moves the convolution from the slow path to oneDNN, and nowhere else (a cubic patch, a GPU, a batch
+of several, bf16 keep their path). A training step on the sample's patch took 0.52 s instead of 0.64, one on the
+spleen CT's ran 1.07 times as fast; the other shared volumes' patches meet no such convolution
 (``benchmarks/conv_order.py``, BENCHMARKS.md).
 
 Which path PyTorch takes is asked of PyTorch (``torch._C._select_conv_backend``, once per input shape): a PyTorch
