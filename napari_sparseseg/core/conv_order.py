@@ -43,8 +43,10 @@ def faster_order(conv: nn.Conv3d, x: torch.Tensor) -> Order | None:
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 5 or isinstance(conv.padding, str) \
             or conv.padding_mode != "zeros":
         return None
-    slow = getattr(getattr(torch._C, "_ConvBackend", None), "Slow3d", None)
-    if slow is None or _backend(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups) != slow:
+    backends = getattr(torch._C, "_ConvBackend", None)
+    slow, fast = getattr(backends, "Slow3d", None), getattr(backends, "Mkldnn", None)
+    if slow is None or fast is None \
+            or _backend(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups) != slow:
         return None
     order: Order = tuple(sorted(range(3), key=lambda a: -x.shape[2 + a]))  # type: ignore[assignment]
     if order == (0, 1, 2):
@@ -53,7 +55,7 @@ def faster_order(conv: nn.Conv3d, x: torch.Tensor) -> Order | None:
     moved = _backend(x.permute(perm), conv.weight.permute(perm), *(_reorder(v, order) for v in
                                                                    (conv.stride, conv.padding, conv.dilation)),
                      conv.groups)
-    return order if moved is not None and moved != slow else None
+    return order if moved == fast else None
 
 
 def _reorder(values, order: Order) -> tuple[int, int, int]:
