@@ -26,8 +26,32 @@ Order = tuple[int, int, int]
 _UNKNOWN = object()
 
 
+def _cpu_autocast() -> bool:
+    """Whether autocast is on for the CPU (``torch.is_autocast_enabled("cpu")`` from PyTorch 2.4 on)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # PyTorch before 2.4: no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
 def _backend(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int):
-    """The kernel PyTorch would run this convolution with (None where it cannot be asked)."""
+    """The kernel PyTorch would run a convolution with.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Input ``(B, C, Z, Y, X)``.
+    weight : torch.Tensor
+        ``(C', C / groups, kz, ky, kx)``.
+    stride, padding, dilation : sequence of int
+        Per spatial axis, in the order of ``x``'s.
+    groups : int
+
+    Returns
+    -------
+    torch._C._ConvBackend or None
+        None where this PyTorch cannot be asked.
+    """
     select = getattr(torch._C, "_select_conv_backend", None)
     if select is None:
         return None
@@ -38,8 +62,21 @@ def _backend(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, g
 
 
 def faster_order(conv: nn.Conv3d, x: torch.Tensor) -> Order | None:
-    """The order of the spatial axes ``(z, y, x)`` to convolve ``x`` ``(B, C, Z, Y, X)`` in, longest first, where
-    that moves ``conv`` from PyTorch's slow CPU path to oneDNN; None to convolve as it is."""
+    """The order to convolve ``x`` in, where that moves ``conv`` from PyTorch's slow CPU kernel to oneDNN.
+
+    Parameters
+    ----------
+    conv : torch.nn.Conv3d
+        The convolution (its weight, stride, padding, dilation, groups).
+    x : torch.Tensor
+        Its input ``(B, C, Z, Y, X)``.
+
+    Returns
+    -------
+    tuple of int or None
+        The spatial axes ``(0 = z, 1 = y, 2 = x)`` longest first, to permute ``x`` and the weight by; None to
+        convolve as it is (not a float32 CPU input, not on the slow kernel, or no order moves it to oneDNN).
+    """
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 5 or isinstance(conv.padding, str) \
             or conv.padding_mode != "zeros":
         return None
@@ -74,7 +111,7 @@ class AxisOrderedConv3d(nn.Conv3d):
         self._orders: dict[tuple[int, ...], object] = {}
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if input.device.type != "cpu" or torch.is_autocast_enabled("cpu"):  # bf16 takes oneDNN as it is
+        if input.device.type != "cpu" or _cpu_autocast():  # bf16 takes oneDNN as it is
             return super()._conv_forward(input, weight, bias)
         key, orders = (*input.shape, input.dtype.itemsize), self._orders
         order = orders.get(key, _UNKNOWN)
