@@ -68,3 +68,18 @@ def test_net_keeps_its_state_dict_and_answers(monkeypatch):
         reordered = net(x)
         monkeypatch.setattr(conv_order, "faster_order", lambda conv, x: None)  # the plain convolution everywhere
         torch.testing.assert_close(reordered, twin(x), rtol=1e-4, atol=1e-4)
+
+
+def test_asks_for_cpu_autocast_the_way_older_pytorch_answers(monkeypatch):
+    """PyTorch before 2.4 takes no device argument: the convolution still runs (and reorders) there."""
+    def no_device_argument(*args):
+        if args:
+            raise TypeError("is_autocast_enabled() takes no arguments")
+        return False
+
+    monkeypatch.setattr(torch, "is_autocast_enabled", no_device_argument)
+    monkeypatch.setattr(torch, "is_autocast_cpu_enabled", lambda: False, raising=False)
+    ordered, plain = twins(64, 64, (3, 3, 3), (1, 1, 1))
+    x = torch.randn(1, 64, 12, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(ordered(x), plain(x), rtol=1e-4, atol=1e-4)
