@@ -1,10 +1,12 @@
 """bf16 training on a CPU only where a child process showed it runs and pays (core/bf16_check.py)."""
 
+import gc
 import os
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 
 import numpy as np
@@ -47,6 +49,22 @@ def test_the_verdict_follows_what_the_child_did(body, usable, reason):
     assert verdict.failed is (not usable and reason != "not faster")  # slower is no failure to tell of
     if usable:
         assert verdict.bf16_seconds < verdict.float32_seconds
+
+
+@pytest.mark.parametrize("body", [
+    "print('float32 0.5', flush=True); print('bfloat16 0.2', flush=True)",  # it answered
+    "print('float32 0.01', flush=True); time.sleep(60)",  # it hung and was killed
+])
+def test_no_pipe_is_left_open_after_a_check(body):
+    """The child's output pipe is closed once the check is over, not left to the garbage collector (which warns
+    of an unclosed file)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run_check(_child(body), start_seconds=30, min_wait=1, patience=10)
+        for thread in [t for t in threading.enumerate() if t.name == bf16_check.READER_NAME]:
+            thread.join(timeout=10)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_a_child_that_cannot_start_means_float32():

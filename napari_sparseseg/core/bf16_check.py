@@ -47,6 +47,9 @@ _VERDICTS: dict[str, Verdict] = {}
 _CHECKING: dict[str, threading.Thread] = {}
 _CHILDREN: set[subprocess.Popen] = set()
 _TOLD: set[str] = set()
+#: Name of the threads that read a child's output.
+READER_NAME = "bf16-check-output"
+
 _LOCK = threading.Lock()
 
 
@@ -75,9 +78,14 @@ class Verdict:
 
 
 def _reader(stream, lines: queue.Queue) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
+    """Queue the child's output ``stream`` line by line, then None; close the pipe at its end (the child has exited
+    or been killed: nothing else reads it, and an unclosed pipe is an open file until the garbage collector's)."""
+    try:
+        for line in stream:
+            lines.put(line)
+    finally:
+        stream.close()
+        lines.put(None)
 
 
 def _next_timing(lines: queue.Queue, name: str, deadline: float) -> float | None:
@@ -112,7 +120,7 @@ def run_check(command: Sequence[str], *, start_seconds: float = START_SECONDS, p
     with _LOCK:
         _CHILDREN.add(child)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(child.stdout, lines), daemon=True).start()
+    threading.Thread(target=_reader, args=(child.stdout, lines), name=READER_NAME, daemon=True).start()
     try:
         fp32 = _next_timing(lines, "float32", time.monotonic() + start_seconds)
         if fp32 is None:
