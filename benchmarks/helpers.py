@@ -82,19 +82,16 @@ def fade_out_hardest(start: float, end: float) -> None:
 
 def average_weights(decay: float, warm_up: float) -> None:
     """Make the weights that predictions use an exponential moving average of decay ``min(decay, (1 + step) /
-    (warm_up + step))`` per step (the product's: ``weights.EMA_DECAY`` and 10): a larger ``warm_up`` follows the
-    trained weights more closely in the first steps; the average then spans about ``(warm_up + step) / (warm_up -
-    1)`` steps until ``decay`` caps it."""
-    import torch
+    (warm_up + step))`` per step (the product's: ``weights.EMA_DECAY`` and ``weights.EMA_WARM_UP``,
+    :func:`~napari_sparseseg.core.weights.ema_decay`): a larger ``warm_up`` follows the trained weights more closely
+    in the first steps; the average then spans about ``(warm_up + step) / (warm_up - 1)`` steps until ``decay`` caps
+    it."""
+    import functools
 
-    from napari_sparseseg.core.weights import NetWeights
+    from napari_sparseseg.core import weights
 
-    @torch.no_grad()
-    def update_ema(self, step: int) -> None:
-        rate = 1.0 - min(decay, (1 + step) / (warm_up + step))
-        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], rate)
-
-    NetWeights.update_ema = update_ema
+    ema_decay = getattr(weights.ema_decay, "func", weights.ema_decay)
+    weights.ema_decay = functools.partial(ema_decay, decay=decay, warm_up=warm_up)
 
 
 def vary_parts(parts: dict[str, dict]) -> None:

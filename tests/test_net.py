@@ -82,3 +82,12 @@ def test_a_session_file_written_before_the_stages_setting_reads_with_the_default
     old = SessionConfig().to_dict()
     del old["responder"]["stages"]
     assert SessionConfig.from_dict(old).responder.stages == SessionConfig().responder.stages
+
+
+def test_the_ema_follows_the_first_steps_closely_then_averages_over_more():
+    from napari_sparseseg.core.weights import EMA_DECAY, ema_decay
+
+    assert ema_decay(0) == pytest.approx(0.1)  # the first step's weights weigh 90 %
+    assert ema_decay(90) == pytest.approx(0.91)  # about the last ninth of 100 steps
+    assert ema_decay(10_000) == EMA_DECAY
+    assert ema_decay(0, decay=0.995, warm_up=4) == pytest.approx(0.25)

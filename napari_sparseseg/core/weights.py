@@ -11,10 +11,18 @@ import torch
 from .net import UNet3D, plan_levels
 
 #: Predictions use an exponential moving average of the weights with this decay per step (less in the first
-#: steps: ``(1 + step) / (10 + step)``), smooth under noisy small-data steps.
+#: steps, :func:`ema_decay`), smooth under noisy small-data steps.
 EMA_DECAY = 0.98
+#: In the first steps the decay is ``(1 + step) / (EMA_WARM_UP + step)``: an average over about the last
+#: ``(EMA_WARM_UP + step) / (EMA_WARM_UP - 1)`` steps (the last ninth), until :data:`EMA_DECAY` caps it (step 440).
+EMA_WARM_UP = 10.0
 #: AdamW weight decay.
 WEIGHT_DECAY = 1e-4
+
+
+def ema_decay(step: int, decay: float = EMA_DECAY, warm_up: float = EMA_WARM_UP) -> float:
+    """The EMA's decay after step ``step + 1``: ``min(decay, (1 + step) / (warm_up + step))``."""
+    return min(decay, (1 + step) / (warm_up + step))
 
 
 class NetWeights:
@@ -52,7 +60,7 @@ class NetWeights:
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
         """Move the EMA towards the model after step ``step + 1``."""
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        decay = ema_decay(step)
         torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1.0 - decay)
 
     def set_num_classes(self, outputs: int) -> bool:
