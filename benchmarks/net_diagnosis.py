@@ -21,6 +21,9 @@ isotropic physical field of view).
 behind for want of the features a forest reads? ``--first-norm none`` drops the instance norm of the net's first
 unit, which rescales each patch's first feature maps on their own: does the net lose the absolute intensity?
 
+``--protocol full`` labels every voxel: does the net fall behind for want of labels, or of steps? Each report
+gives the net's own foreground Dice, before the labels are merged in.
+
 ``--voxelwise`` first prints the same numbers for decision trees (depths 1, 2, 4, 8, balanced classes) on the
 normalised intensities the net reads, voxel by voxel (no neighbourhood): where the net's errors match a tree's, the
 net has learned an intensity threshold and not yet the context around a voxel.
@@ -72,13 +75,16 @@ def voxelwise_trees(image: np.ndarray, truth: np.ndarray, annotation: np.ndarray
 
 
 def describe(truth: np.ndarray, shown: np.ndarray, raw: np.ndarray, annotation: np.ndarray, k: int) -> str:
-    """One report: the Dice and class shares of ``shown`` (``(z, y, x)`` classes) and the recall of each class on
-    the labeled voxels by ``raw`` (the learner's own answer there, before any labels are merged in)."""
+    """One report: the Dice and class shares of ``shown`` (``(z, y, x)`` classes), and the foreground Dice of ``raw``
+    (the learner's own answer, before any labels are merged in: with ``--protocol full`` the only Dice that is not
+    1) and its recall of each class on the labeled voxels."""
     s = evaluate_masks(truth, shown, k + 1)
+    own = evaluate_masks(truth, raw, k + 1)["dice_fg"]
     share = np.bincount(shown.ravel(), minlength=k + 1) / shown.size
     recall = [round(float(np.mean(raw[annotation == c + 1] == c)), 3) for c in range(k + 1)]
     return (f"fg Dice {s['dice_fg']:.3f} | predicted shares {np.round(share, 4).tolist()} | "
-            f"per-class Dice {[round(float(v), 3) for v in s['dice'][1:]]} | recall on the labels {recall}")
+            f"per-class Dice {[round(float(v), 3) for v in s['dice'][1:]]} | own fg Dice {own:.3f} | "
+            f"recall on the labels {recall}")
 
 
 def main() -> None:
