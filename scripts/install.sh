@@ -31,7 +31,7 @@ if ! $PY -c "import torch" 2>/dev/null; then
     $PY -m pip install -q "torch==2.13.0"
   fi
 fi
-if ! $PY -c "import napari_sparseseg, napari, pytestqt, itk, importlinter, distributed, ome_zarr" 2>/dev/null \
+if ! $PY -c "import napari_sparseseg, napari, pytestqt, itk, importlinter, ruff, distributed, ome_zarr" 2>/dev/null \
    || [ "$($PY -c 'import napari_sparseseg, pathlib; print(pathlib.Path(napari_sparseseg.__file__).resolve().parent.parent)')" != "$(pwd)" ]; then
   echo "[install] pip install -e .[test]"
   $PY -m pip install -q -e ".[test]"

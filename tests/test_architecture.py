@@ -1,5 +1,5 @@
 """The layers of the package: the core never imports Qt, napari or magicgui (napari's own rule for components/),
-the import-linter contracts hold, and no modules import each other in a cycle."""
+the import-linter contracts hold, no modules import each other in a cycle, and ruff's rules hold."""
 
 import shutil
 import subprocess
@@ -34,6 +34,14 @@ def test_import_linter_contract():
     exe = shutil.which("lint-imports")
     assert exe, "import-linter is a test dependency"
     out = subprocess.run([exe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_finds_nothing():
+    """The style and bug rules of ``[tool.ruff]`` hold over everything committed in Python (ruff is pinned in the
+    test extra, so that a new release's rules cannot fail a clean clone)."""
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "napari_sparseseg", "tests",
+                          "benchmarks", "scripts", "sample_data"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
