@@ -24,6 +24,11 @@ unit, which rescales each patch's first feature maps on their own: does the net 
 ``--protocol full`` labels every voxel: does the net fall behind for want of labels, or of steps? Each report
 gives the net's own foreground Dice, before the labels are merged in.
 
+``--voxel-mlp`` (with ``--bank-input`` and ``--steps``) trains, in place of the U-Net, a per-voxel MLP (1x1x1
+convolutions, 49 -> 64 -> 64 -> classes) on the trainer's own batches and label loss (AdamW at the configured rate,
+each variant's class weights; the rest of the trainer's terms left out): do a forest's columns, learned by gradient
+from the same patches, give what the forest gets from them?
+
 ``--voxelwise`` first prints the same numbers for decision trees (depths 1, 2, 4, 8, balanced classes) on the
 normalised intensities the net reads, voxel by voxel (no neighbourhood): where the net's errors match a tree's, the
 net has learned an intensity threshold and not yet the context around a voxel.
@@ -42,6 +47,8 @@ from helpers import vary_parts
 
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.feature_stack import FeatureStack
+from napari_sparseseg.core.loss import partial_label_loss
+from napari_sparseseg.core.schedule import LossSchedule
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.evaluation.metrics import evaluate_masks
 from napari_sparseseg.evaluation.protocols import simulate_annotation
@@ -74,6 +81,30 @@ def voxelwise_trees(image: np.ndarray, truth: np.ndarray, annotation: np.ndarray
         print(f"voxelwise tree, depth {depth}: {describe(truth, pred, pred, annotation, k)}", flush=True)
 
 
+def voxel_mlp(session: SegmentationSession, train: TrainConfig, steps: int, every: int, truth: np.ndarray,
+              annotation: np.ndarray, k: int) -> None:
+    """Train a per-voxel MLP on ``session``'s batches (see the module docstring) and report every ``every`` steps."""
+    torch.manual_seed(train.seed)
+    features = torch.from_numpy(session.volume.features)  # (C, z, y, x), normalised as the batches are
+    mlp = torch.nn.Sequential(torch.nn.Conv3d(features.shape[0], 64, 1), torch.nn.ReLU(), torch.nn.Conv3d(64, 64, 1),
+                              torch.nn.ReLU(), torch.nn.Conv3d(64, k + 1, 1))
+    optimizer = torch.optim.AdamW(mlp.parameters(), train.learning_rate)
+    labeled = annotation > 0
+    for step in range(1, steps + 1):
+        image, target, weight, _ = session.trainer.batches.take(train.augment, 1, train)
+        loss = partial_label_loss(mlp(image), target, weight, LossSchedule().dice)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % every == 0 or step == steps:
+            with torch.no_grad():
+                raw = np.concatenate([mlp(features[None, :, z:z + 8]).argmax(1)[0].numpy()
+                                      for z in range(0, features.shape[1], 8)]).astype(np.uint8)
+            shown = raw.copy()
+            shown[labeled] = annotation[labeled] - 1
+            print(f"step {step:4d} loss {float(loss):.3f} | {describe(truth, shown, raw, annotation, k)}", flush=True)
+
+
 def describe(truth: np.ndarray, shown: np.ndarray, raw: np.ndarray, annotation: np.ndarray, k: int) -> str:
     """One report: the Dice and class shares of ``shown`` (``(z, y, x)`` classes), and the foreground Dice of ``raw``
     (the learner's own answer, before any labels are merged in: with ``--protocol full`` the only Dice that is not
@@ -101,9 +132,12 @@ def main() -> None:
     ap.add_argument("--voxelwise", action="store_true", help="first, trees on each voxel's intensities alone")
     ap.add_argument("--patch", help="ZxYxX: train on patches of this shape (the net's size multiple per axis)")
     ap.add_argument("--bank-input", action="store_true", help="the net reads the image and its filter bank")
+    ap.add_argument("--voxel-mlp", action="store_true", help="a per-voxel MLP on the bank instead of the U-Net")
     ap.add_argument("--first-norm", choices=("instance", "none"), default="instance",
                     help="the norm of the net's first unit")
     args = ap.parse_args()
+    if args.voxel_mlp and not (args.bank_input and args.steps):
+        ap.error("--voxel-mlp reads the filter bank and counts steps: give --bank-input and --steps")
     torch.set_num_threads(2)
     if args.parts:
         vary_parts(json.loads(args.parts))
@@ -136,6 +170,9 @@ def main() -> None:
             session.trainer.batches.set_patch(tuple(int(v) for v in args.patch.lower().split("x")))
         print(f"-- {text}: patch {session.trainer.patch_size}, class weights "
               f"{np.round(session.volume.class_weights(config.train.class_balance_power), 2).tolist()}")
+        if args.voxel_mlp:
+            voxel_mlp(session, train, args.steps, args.every_steps, truth, annotation, k)
+            continue
         train_time, next_report = 0.0, args.every
         events = session.train()
         while (session.trainer.step < args.steps) if args.steps else (train_time < args.seconds):
