@@ -102,7 +102,7 @@ def voxel_mlp(session: SegmentationSession, train: TrainConfig, steps: int, ever
                                       for z in range(0, features.shape[1], 8)]).astype(np.uint8)
             shown = raw.copy()
             shown[labeled] = annotation[labeled] - 1
-            print(f"step {step:4d} loss {float(loss):.3f} | {describe(truth, shown, raw, annotation, k)}", flush=True)
+            print(f"step {step:4d} loss {loss.item():.3f} | {describe(truth, shown, raw, annotation, k)}", flush=True)
 
 
 def describe(truth: np.ndarray, shown: np.ndarray, raw: np.ndarray, annotation: np.ndarray, k: int) -> str:
