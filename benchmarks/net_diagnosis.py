@@ -25,8 +25,9 @@ unit, which rescales each patch's first feature maps on their own: does the net 
 gives the net's own foreground Dice, before the labels are merged in.
 
 ``--voxel-mlp`` (with ``--bank-input`` and ``--steps``) trains, in place of the U-Net, a per-voxel MLP (1x1x1
-convolutions, 49 -> 64 -> 64 -> classes) on the trainer's own batches and label loss (AdamW at the configured rate,
-each variant's class weights; the rest of the trainer's terms left out): do a forest's columns, learned by gradient
+convolutions, the image and its 48 columns -> 64 -> 64 -> classes) on the trainer's own batches and label loss
+(AdamW at the configured rate, each variant's class weights and ``--parts``' Dice weight; the hardest-voxel and
+smoothness terms left out): do a forest's columns, learned by gradient
 from the same patches, give what the forest gets from them?
 
 ``--voxelwise`` first prints the same numbers for decision trees (depths 1, 2, 4, 8, balanced classes) on the
@@ -48,7 +49,6 @@ from helpers import vary_parts
 from napari_sparseseg.core.config import ResponderConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.feature_stack import FeatureStack
 from napari_sparseseg.core.loss import partial_label_loss
-from napari_sparseseg.core.schedule import LossSchedule
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.evaluation.metrics import evaluate_masks
 from napari_sparseseg.evaluation.protocols import simulate_annotation
@@ -92,7 +92,7 @@ def voxel_mlp(session: SegmentationSession, train: TrainConfig, steps: int, ever
     labeled = annotation > 0
     for step in range(1, steps + 1):
         image, target, weight, _ = session.trainer.batches.take(train.augment, 1, train)
-        loss = partial_label_loss(mlp(image), target, weight, LossSchedule().dice)
+        loss = partial_label_loss(mlp(image), target, weight, session.trainer.losses.dice)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
