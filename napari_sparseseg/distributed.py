@@ -18,8 +18,9 @@ Qt-free; torch and dask are imported only when a prediction runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ class ModelSpec:
     mtime_ns : int
         Its modification time: a rewritten checkpoint is read again.
     spacing : (float, float, float)
-        Voxel size of the image ``(z, y, x)``; plans the net's anisotropic levels.
+        Voxel size ``(z, y, x)`` the net's anisotropic levels were planned for: the checkpoint's (the image's
+        when the checkpoint does not say).
     shape : (int, int, int)
         ``(Z, Y, X)`` of the whole volume (the window grid covers it).
     window : (int, int, int)
@@ -127,9 +129,14 @@ def _predict_block(source: Any, stats: Any, spec: ModelSpec, box: Box, out: str 
     return box, None, classes
 
 
+@contextlib.contextmanager
 def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[int], spacing: Sequence[float],
-                     *, channels: int | None = None, dtype: str = "uint8") -> Any:
-    """Create a zarr v3 array for a blockwise result (replacing an existing zarr store only).
+                     *, channels: int | None = None, dtype: str = "uint8") -> Iterator[Any]:
+    """A new zarr v3 array for a blockwise result, put in place of ``path`` only when the ``with`` block ends.
+
+    The array is written in a hidden folder beside ``path`` (:func:`~.io.written_whole_dir`): a run killed or
+    failed part-way leaves no partial mask that a rerun would take for a finished one, and an existing mask
+    stays until the new one is whole.
 
     Parameters
     ----------
@@ -144,26 +151,30 @@ def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[in
     dtype : str
         ``uint8`` for masks, ``float32`` for probabilities.
 
+    Yields
+    ------
+    zarr.Array
+        The array, in its temporary folder (``array.store.root``: where other processes write their blocks).
+
     Raises
     ------
-    ValueError
-        If ``path`` exists and is not a zarr store.
+    VolumeFileError
+        If ``path`` exists and is not a zarr store, or is a session store (a ``ValueError``).
     """
-    import shutil
-
     import zarr
 
+    from .formats.zarr_store import check_replaceable
+    from .io import written_whole_dir
+
     p = Path(path)
-    if p.exists():
-        if not (p.is_dir() and any((p / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))):
-            raise ValueError(f"{path}: exists and is not a zarr store; refusing to overwrite it")
-        shutil.rmtree(p)
+    check_replaceable(p)  # a session store, an image folder or a file is never replaced by a mask
     shape, chunks = tuple(int(s) for s in shape), tuple(int(min(c, s)) for c, s in zip(chunks, shape))
     names: tuple[str, ...] = ("z", "y", "x")
     if channels is not None:
         shape, chunks, names = (int(channels),) + shape, (int(channels),) + chunks, ("c",) + names
-    return zarr.create_array(str(p), shape=shape, chunks=chunks, dtype=dtype, zarr_format=3, dimension_names=names,
-                             attributes={"spacing": [float(s) for s in spacing]})
+    with written_whole_dir(p) as tmp:
+        yield zarr.create_array(str(tmp), shape=shape, chunks=chunks, dtype=dtype, zarr_format=3,
+                                dimension_names=names, attributes={"spacing": [float(s) for s in spacing]})
 
 
 def _open_image(image: Any, level: int, spacing: Sequence[float] | None,
@@ -261,24 +272,40 @@ def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path
                          f"{stats.num_features} (shape {tuple(raw.shape)})")
     shape = tuple(int(s) for s in raw.shape[1:])
     mc = config.model
-    multiple = total_stride(plan_levels(spacing, mc.depth, mc.anisotropy_threshold)[1])
+    # The net keeps the levels it was trained with (as NetWeights.load_state_dict rebuilds it in one process).
+    planned = tuple(float(v) for v in payload["state"].get("spacing", spacing))
+    multiple = total_stride(plan_levels(planned, mc.depth, mc.anisotropy_threshold)[1])
     window = patch_shape(shape, spacing, config.train.patch_voxels, multiple)
     icfg = config.inference
     if final:
         icfg = icfg.final()
     path = Path(model_path).resolve()
-    spec = ModelSpec(str(path), path.stat().st_mtime_ns, spacing, shape, window, icfg, device)  # type: ignore[arg-type]
+    spec = ModelSpec(str(path), path.stat().st_mtime_ns, planned, shape, window, icfg, device)  # type: ignore[arg-type]
     boxes = iter_blocks(shape, block)
-    out_store = None
-    if zarr_out:
-        open_mask_output(out_path, shape, block, spacing)
-        out_store = str(out_path.resolve())
-    prob_store = None
-    if probabilities_path is not None:
-        open_mask_output(probabilities_path, shape, block, spacing, channels=payload["num_classes"] + 1,
-                         dtype="float32")
-        prob_store = str(Path(probabilities_path).resolve())
+    with contextlib.ExitStack() as outputs:  # each zarr output put in place only once every block is in it
+        out_store = prob_store = None
+        if zarr_out:
+            out_store = str(outputs.enter_context(open_mask_output(out_path, shape, block, spacing)).store.root)
+        if probabilities_path is not None:
+            prob_store = str(outputs.enter_context(open_mask_output(
+                probabilities_path, shape, block, spacing, channels=payload["num_classes"] + 1,
+                dtype="float32")).store.root)
+        mask, present, workers = _run_blocks(raw, stats, spec, boxes, out_store, prob_store, scheduler, n_workers,
+                                             progress, None if zarr_out else shape)
+    if mask is not None:
+        from .io import save_mask
 
+        save_mask(out_path, mask, spacing)
+    return DistributedResult(out_path, shape, len(boxes), workers, time.perf_counter() - t0,  # type: ignore[arg-type]
+                             np.flatnonzero(present).tolist())
+
+
+def _run_blocks(raw: Any, stats: Any, spec: ModelSpec, boxes: Sequence[Box], out_store: str | None,
+                prob_store: str | None, scheduler: str | None, n_workers: int,
+                progress: Callable[[int, int], None] | None,
+                gather: tuple[int, int, int] | None) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """Predict every box on the cluster: ``(mask, classes present (256,) bool, workers)``; the mask ``gather``-shaped
+    when the blocks come back to the client (None when the workers wrote them to ``out_store``)."""
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -293,7 +320,7 @@ def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path
         source = client.scatter(raw, broadcast=True) if isinstance(raw, np.ndarray) else raw
         futures = [client.submit(_predict_block, source, stats, spec, box, out_store, prob_store, pure=False)
                    for box in boxes]
-        mask = None if zarr_out else np.zeros(shape, np.uint8)
+        mask = None if gather is None else np.zeros(gather, np.uint8)
         present = np.zeros(256, bool)
         for done, future in enumerate(as_completed(futures), 1):
             box, labels, classes = future.result()
@@ -307,9 +334,4 @@ def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path
         client.close()
         if cluster is not None:
             cluster.close()
-    if mask is not None:
-        from .io import save_mask
-
-        save_mask(out_path, mask, spacing)
-    return DistributedResult(out_path, shape, len(boxes), workers, time.perf_counter() - t0,  # type: ignore[arg-type]
-                             np.flatnonzero(present).tolist())
+    return mask, present, workers

@@ -139,7 +139,7 @@ def _written_whole(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _written_whole_dir(path: Path) -> Iterator[Path]:
+def written_whole_dir(path: Path) -> Iterator[Path]:
     """A temporary folder beside ``path`` that replaces ``path`` (a zarr store) only once written whole.
 
     The old store is renamed aside, the new one renamed into place, then the old one removed: a failure while
@@ -212,5 +212,5 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
         from .formats.zarr_store import check_replaceable, write_ome_zarr, write_zarr
 
         check_replaceable(p)
-        with _written_whole_dir(p) as tmp:
+        with written_whole_dir(p) as tmp:
             (write_ome_zarr if name.endswith(".ome.zarr") else write_zarr)(tmp, mask, spacing)

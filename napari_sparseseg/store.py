@@ -180,7 +180,7 @@ class SessionStore(StoreWriter):
         """
         path = Path(path)
         if not path.exists():
-            raise ValueError(f"{path} does not exist: choose an existing session store folder (*.zarr)")
+            raise ValueError(f"{path} does not exist: choose an existing session store folder (*.sparseseg)")
         if not path.is_dir() or not is_session_store(path):
             raise ValueError(f"{path} is not a napari-sparseseg session store (no {STORE_KEY!r} in its zarr.json); "
                              "choose the store folder, or another path for a new session")

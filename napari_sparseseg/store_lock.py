@@ -47,6 +47,14 @@ def holder(path: str | Path) -> dict | None:
     return held if isinstance(held, dict) else None
 
 
+def _when(since: object) -> str:
+    """A lock's ``since`` (seconds since the epoch, read from the file: any value) as a local time, or "unknown"."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(since)))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "unknown"
+
+
 def acquire(path: str | Path) -> None:
     """Take the store's lock for this process.
 
@@ -62,7 +70,7 @@ def acquire(path: str | Path) -> None:
     except FileExistsError:
         held = holder(path)
         if held is not None and held.get("pid") != me["pid"]:
-            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(held.get("since", 0))))
+            since = _when(held.get("since"))
             if held.get("host") != me["host"]:
                 raise StoreInUseError(
                     f"{path} is open in process {held.get('pid')} on {held.get('host')} (since {since}); close it "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -154,16 +155,25 @@ class StoreWriter(Autosave):
         return False
 
     def checkpoint_index(self) -> dict[str, Any]:
-        """``{"latest": {...}, "best": {...}}`` with step, loss, time of each checkpoint (``{}`` if none)."""
+        """``{"latest": {...}, "best": {...}}`` with step, loss, time of each checkpoint (``{}`` if none).
+
+        The file is read as untrusted: an entry that is not a mapping with a finite (or no) loss is left out, so a
+        damaged index costs only the comparison of the next checkpoint with the best one.
+        """
         try:
-            return json.loads((self.path / "checkpoints" / "index.json").read_text())
+            index = json.loads((self.path / "checkpoints" / "index.json").read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(index, dict):
+            return {}
+        return {key: entry for key, entry in index.items()
+                if key in ("latest", "best") and isinstance(entry, dict) and _plain_loss(entry.get("loss"))}
 
     def save_checkpoint(self, trainer: Trainer | None = None, loss: float | None = None) -> Path | None:
         """Atomically write ``checkpoints/latest.pt``, and ``best.pt`` when ``loss`` is the lowest so far.
 
-        Weights that are not finite are never written: the previous checkpoints stay, and ``None`` is returned.
+        Weights that are not finite, or of a net that has not trained a step, are never written: the previous
+        checkpoints stay, and ``None`` is returned.
 
         ``loss`` defaults to the smoothed label loss (``TrainStep.label_loss``) of the recorded steps. Call it from the
         training thread, or when no training runs.
@@ -171,6 +181,8 @@ class StoreWriter(Autosave):
         from .core.checkpoint import save_model
 
         trainer = trainer or self.session.trainer
+        if trainer.step == 0:  # an untrained net is no model (as the window's Save model and `train --model` hold)
+            return None
         if loss is None:
             loss = self._smoothed_loss
         folder = self.path / "checkpoints"
@@ -346,3 +358,8 @@ class StoreWriter(Autosave):
         with self._meta_lock:
             self._group["prediction"].attrs.update({"step": prediction.step, "revision": prediction.revision,
                                                     "time": time.time()})
+
+
+def _plain_loss(loss: Any) -> bool:
+    """Whether a checkpoint index's loss is usable: none, or a finite number."""
+    return loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss))

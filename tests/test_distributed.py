@@ -116,3 +116,15 @@ def test_cli_predict_on_a_scheduler_address_and_single_process_zarr(trained, clu
     save_mask(tmp_path / "x.npz", expected.labels, SPACING)
     assert cli.main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / "e.zarr"),
                      "--block", "0", "4", "4"]) == 2  # a bad block is a clear error, not a traceback
+
+
+def test_an_image_of_another_spacing_is_predicted_by_the_net_the_model_was_trained_as(trained, cluster, tmp_path):
+    from napari_sparseseg.core.checkpoint import read_model
+    from napari_sparseseg.distributed import predict_distributed
+
+    image, model, _, _ = trained
+    coarse = (4.0, 1.0, 1.0)  # would plan other kernels than those of the model's (2, 1, 1)
+    predict_distributed(image, model, tmp_path / "m.zarr", scheduler=cluster.scheduler_address, spacing=coarse,
+                        block=(24, 80, 80), final=False)
+    expected = SegmentationSession.from_model(image, read_model(model), spacing=coarse, device="cpu").predict()
+    assert np.array_equal(zarr.open_array(str(tmp_path / "m.zarr"), mode="r")[...], expected.labels)

@@ -65,6 +65,17 @@ def test_a_split_painted_on_one_pair_splits_the_others_like_it():
     assert matched_share(balls, objects) == 1.0
 
 
+def test_a_split_painted_with_a_negative_label_is_a_split_too():
+    mask, balls = _pairs_of_balls(neck=2)
+    shown = split_instances(mask, depth_share=1.0).astype(np.int32)  # a signed layer may hold labels below 0
+    edited = shown.copy()
+    pair = shown[8, 16, 12]
+    edited[(shown == pair) & (balls == balls[8, 16, 22])] = -3
+    edits = find_edits(shown, edited)
+    assert (edits.merges, edits.splits) == (0, 1)
+    assert not edits.touched[shown == 0].any()  # the background stays background
+
+
 def test_a_brush_spilling_onto_a_neighbour_is_no_edit_of_it():
     mask, balls = _pairs_of_balls(neck=2)
     shown = split_instances(mask, depth_share=0.25)

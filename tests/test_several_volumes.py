@@ -10,7 +10,7 @@ from napari_sparseseg.core.annotation import Source
 from napari_sparseseg.core.batches import MIN_VOLUME_SHARE
 from napari_sparseseg.core.box import Box
 from napari_sparseseg.core.config import TrainConfig
-from napari_sparseseg.core.events import Prediction
+from napari_sparseseg.core.events import Prediction, TrainStep
 from napari_sparseseg.core.session import SegmentationSession
 from napari_sparseseg.store import SessionStore
 from tests.conftest import sphere_volume, tiny_config
@@ -118,6 +118,15 @@ def _other_shape(z: int = 5) -> tuple[np.ndarray, np.ndarray]:
     annotation = np.zeros(mask.shape, np.uint8)
     annotation[z] = mask[z] + 1
     return image, annotation
+
+
+def test_the_net_trains_on_another_volume_before_its_own_is_labeled():
+    image, mask = sphere_volume()
+    session = SegmentationSession(image, num_classes=1, spacing=SPACING, config=tiny_config())
+    other, annotation = _other(mask)
+    session.add_training_volume(other, annotation=annotation, spacing=SPACING)
+    events = list(session.train(max_steps=2))
+    assert session.trainer.step == 2 and all(isinstance(e, TrainStep) for e in events)
 
 
 def test_the_net_predicts_another_volume_in_its_own_shape_and_merges_its_labels():
@@ -296,6 +305,8 @@ def test_an_error_writing_another_volume_still_writes_the_first_volumes_labels_a
     path = tmp_path / "run.sparseseg"
     store = SessionStore.create(path, session)
     session.add_labels((3, slice(None), slice(None)), 1)  # painted on the first volume
+    session.add_labels((5, slice(8, 12), slice(8, 12)), 2)
+    list(session.train(max_steps=1))  # a trained net: its checkpoint is written (an untrained one never is)
 
     def broken(other):
         raise OSError(5, "Input/output error")

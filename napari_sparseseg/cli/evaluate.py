@@ -18,6 +18,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.simulated_user import evaluate_volume
     from ..io import load_npz
 
+    if not str(args.data).lower().endswith(".npz"):
+        raise ValueError(f"{args.data}: evaluate reads a .npz holding 'image', 'labels' (the ground truth, 0 = "
+                         "background) and 'spacing'; save your image and its full mask into one with numpy.savez")
     image, labels, spacing = load_npz(args.data)
     if labels is None:
         raise ValueError(f"{args.data}: evaluate needs a 'labels' array with the ground truth")

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="simulate a user on a ground-truth .npz and score the result")
     p.add_argument("data", help=".npz with image, labels (0 = background) and spacing")
     p.add_argument("--protocol", default="z:3",
-                   help="z:K (K axial slices), ortho:K (K per axis), scribble:K (strokes on K axial slices), "
+                   help="z:K (K axial slices; y:K and x:K the other axes), ortho:K (K per axis), "
+                   "scribble:K (strokes on K axial slices), "
                    "suggest:K (the middle axial slice, then K-1 suggested slices, any orientation), "
                    "suggest-scribble:K (a scribble, then only the uncertain region of K-1 suggested slices) "
                    "or full (every voxel: the fully supervised bound)")
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="session store folder (e.g. run.sparseseg)")
     add_seconds(p)
     p.add_argument("--out", help="also write the dense segmentation the window would show at the end here (.npz, "
-                   ".tif, .nii.gz)")
+                   ".tif, .nii.gz, .zarr, .ome.zarr)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(func=cmd_resume)
 

@@ -59,6 +59,8 @@ def image_files(spec: str) -> list[Path] | None:
     from ..io import volume_format
 
     path = Path(spec)
+    if path.is_file():  # one file, even where its name holds glob characters ("scan[1].tif")
+        return None
     if path.is_dir() and volume_format(path) is None:  # a plain folder (a zarr store is one image)
         candidates = list(path.iterdir())
     elif any(ch in spec for ch in "*?["):
@@ -101,7 +103,7 @@ def instances_path(mask_out: str | Path) -> Path:
     from ..io import MASK_SUFFIXES
 
     out = Path(mask_out)
-    return out.with_name(_tagged(out, "_instances", MASK_SUFFIXES))
+    return out.with_name(_tagged(out, "_instances", MASK_SUFFIXES + (".ome.tif", ".ome.tiff")))
 
 
 def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, args: argparse.Namespace) -> str:
@@ -131,8 +133,8 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
         from ..core.blockwise import predict_to_array
         from ..distributed import open_mask_output
 
-        arr = open_mask_output(str(out), session.volume.shape, args.block or (64, 256, 256), spacing)
-        predict_to_array(session.trainer, arr, final=True)
+        with open_mask_output(str(out), session.volume.shape, args.block or (64, 256, 256), spacing) as arr:
+            predict_to_array(session.trainer, arr, final=True)  # in place only when whole: a rerun never keeps half
         return f"{out}: {arr.nchunks} chunks"
     mask = session.segment()
     save_mask(out, mask, spacing, affine=source.affine)  # NIfTI in, NIfTI out: the source geometry
@@ -146,6 +148,20 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
     return written
 
 
+def _written(path: Path) -> bool:
+    """Whether a mask is at ``path``: a file, or a zarr store with its metadata (masks are put in place whole)."""
+    return path.is_file() or any((path / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _outputs_among(files: list[Path], out_dir: Path) -> set[Path]:
+    """Those of ``files`` that are where the mask (or objects) of another of them goes in ``out_dir``."""
+    outputs = set()
+    for f in files:
+        mask = mask_path(f, out_dir)
+        outputs.update((mask.resolve(), instances_path(mask).resolve()))
+    return {f for f in files if f.resolve() in outputs}
+
+
 def _predict_many(model: dict[str, Any], files: list[Path], args: argparse.Namespace) -> int:
     """Predict every file into the folder ``args.out``; masks already there are kept (a rerun resumes)."""
     from tqdm import tqdm
@@ -156,12 +172,17 @@ def _predict_many(model: dict[str, Any], files: list[Path], args: argparse.Names
     if not out_dir.parent.is_dir():
         raise ValueError(f"{out_dir}: the folder {out_dir.parent} does not exist")
     out_dir.mkdir(exist_ok=True)
+    earlier = _outputs_among(files, out_dir)
+    if earlier:  # --out is the images' own folder: the masks of a run before are not images to segment
+        print(f"note: {len(earlier)} file(s) in {out_dir} are masks of these images, not images: left out",
+              file=sys.stderr)
+        files = [f for f in files if f not in earlier]
     failed, skipped = [], 0
     bar = tqdm(files, desc="predicting", unit="file", file=sys.stderr, disable=None)
     for image in bar:
         out = mask_path(image, out_dir)
         bar.set_postfix_str(image.name, refresh=True)
-        if out.exists() and (not args.instances or instances_path(out).exists()):
+        if _written(out) and (not args.instances or _written(instances_path(out))):
             skipped += 1
             continue
         try:
@@ -193,11 +214,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.instances and (args.scheduler or (files is None and _is_zarr_array_path(str(args.out)))):
         raise ValueError("--instances splits the whole mask in memory: write a .npz, .tif or .nii.gz mask "
                          "(not a block-wise .zarr or a cluster run)")
-    if args.scheduler:
-        return _predict_distributed(args)
     from ..core.checkpoint import read_model
 
     model = read_model(args.model)
+    if model["state"].get("step") == 0:
+        print(f"warning: {args.model}: this net never trained a step: its masks mean nothing (train it first)",
+              file=sys.stderr)
+    if args.scheduler:
+        return _predict_distributed(args)
     if files is not None:
         return _predict_many(model, files, args)
     print(f"wrote {_predict_file(model, args.image, args.out, args)}")

@@ -18,6 +18,27 @@ import numpy as np
 from .common import LEARNER_NAMES, advance_bar, check_output_path, progress_bar, read_with_channels, session_config
 
 
+def _check_stored_image(path: str, image, store_path: str, stored) -> None:
+    """Refuse labels of ``image`` for a session store that holds another image (its labels would land on it).
+
+    Compares the shapes, then the middle block of up to 16 voxels a side (cheap, and read lazily from a store that
+    refers to its image).
+
+    Raises
+    ------
+    ValueError
+        If the shapes or the voxels differ.
+    """
+    shape, stored_shape = tuple(np.shape(image)), tuple(np.shape(stored))
+    if shape != stored_shape:
+        raise ValueError(f"{path}: shape {shape}, but the session {store_path} holds an image of shape "
+                         f"{stored_shape}: its labels belong to that image; give that image, or a new --session path")
+    middle = tuple(slice(max(0, n // 2 - 8), n // 2 + 8) for n in shape)
+    if not np.array_equal(np.asarray(image[middle]), np.asarray(stored[middle])):
+        raise ValueError(f"{path}: not the image the session {store_path} was made from (same shape, other voxels): "
+                         "its labels belong to that image; give that image, or a new --session path")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..core.checkpoint import save_model
     from ..core.session import SegmentationSession
@@ -49,6 +70,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ..store import SessionStore
 
         store, session = SessionStore.open(args.session, device=args.device)
+        try:
+            _check_stored_image(args.image, image, args.session, session.image)
+        except ValueError:
+            store.close(checkpoint=False)
+            raise
         painted = np.nonzero(annotation > 0)  # the file's strokes are painted over the stored labels
         session.add_labels(painted, annotation[painted])
     else:
@@ -85,6 +111,9 @@ def _read_labeled(image_path: str, annotation_path: str, args: argparse.Namespac
     (:func:`annotation_warnings`)."""
     source = read_with_channels(image_path, list(channels), args.level)
     annotation = _read_annotation(annotation_path, args.level, getattr(args, "encoding", "auto"))
+    if tuple(annotation.shape) != tuple(source.shape):
+        raise ValueError(f"{annotation_path}: labels of shape {tuple(annotation.shape)}, but the image {image_path} "
+                         f"is {tuple(source.shape)} (z, y, x): the labels must cover the image voxel for voxel")
     for warning in annotation_warnings(annotation, args.classes or None):  # --classes 0: from the labels
         print(f"warning: {annotation_path}: {warning}", file=sys.stderr)
     return source, annotation
@@ -179,8 +208,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if shown is None:
         return 130
     if args.out:
-        _write_shown(args.out, session, shown)
+        _write_shown(args.out, session, shown, affine=_image_affine(store.attrs.get("image_ref")))
     return 0
+
+
+def _image_affine(image_ref: object) -> np.ndarray | None:
+    """The NIfTI affine of the image file a store refers to (None: copied into the store, not NIfTI, or gone)."""
+    from ..io import read_volume
+
+    if not isinstance(image_ref, dict) or not isinstance(image_ref.get("path"), str):
+        return None
+    try:
+        return read_volume(image_ref["path"], lazy=True).affine
+    except (OSError, ValueError):
+        return None  # the store opened, so its image is readable; a file that went since only costs the affine
 
 
 def _train_for(session, seconds: float):
@@ -278,12 +319,30 @@ def annotation_warnings(annotation: np.ndarray, classes: int | None = None) -> l
                         "with 0 = background and 1 = object, add 1 to it (0 stays unlabeled)")
     elif labeled and 1 not in labeled:
         warnings.append("no background (value 1) is labeled: the model cannot learn where the classes end")
+    elif labeled and 0 in present and _fills_solid_regions(annotation > 0):
+        warnings.append("the labels fill solid 3D regions through most slices, as a mask does, not a few painted "
+                        "slices or strokes: is this a ground-truth mask with 0 = background? The annotation encoding "
+                        "is 0 = unlabeled, 1 = background, 2.. = classes: add 1 to a mask (0 stays unlabeled)")
     if classes is None and labeled:
         missing = sorted(set(range(2, max(labeled) + 1)) - labeled)
         if missing:
             warnings.append(f"values {missing} do not occur, yet the largest value {max(labeled)} makes "
                             f"{max(labeled) - 1} classes: a stray label? Pass --classes K to say how many")
     return warnings
+
+
+def _fills_solid_regions(labeled: np.ndarray) -> bool:
+    """Whether labels ``(z, y, x)`` bool look like a dense mask: most labeled voxels have all six neighbours labeled
+    (painted slices and strokes have almost none) and they reach over half of the z slices."""
+    if labeled.ndim != 3 or min(labeled.shape) < 3:
+        return False
+    inner = labeled[1:-1, 1:-1, 1:-1].copy()
+    for axis in range(3):
+        for shift in (slice(None, -2), slice(2, None)):
+            index = [slice(1, -1)] * 3
+            index[axis] = shift
+            inner &= labeled[tuple(index)]
+    return bool(inner.sum() > 0.5 * labeled.sum() and labeled.any(axis=(1, 2)).mean() > 0.5)
 
 
 def _create_store(path: str, session, image_path: str, level: int = 0, copy: bool = False):

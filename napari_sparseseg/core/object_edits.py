@@ -60,9 +60,12 @@ class ObjectEdits:
 
 
 def _compact(ids: np.ndarray) -> np.ndarray:
-    """int64 ids renumbered ``1..n`` in their order (0 stays 0): a user's label may be any number up to 2**32."""
+    """int64 ids renumbered ``1..n`` in their order (0 stays 0): a user's label may be any number up to 2**32, or
+    below 0 in a signed layer."""
     values, inverse = np.unique(ids, return_inverse=True)
-    return (inverse.reshape(ids.shape) + (0 if values[0] == 0 else 1)).astype(np.int64)
+    renumbered = np.cumsum(values != 0)  # each nonzero value's rank among the nonzero ones, from 1
+    renumbered[values == 0] = 0
+    return renumbered[inverse.reshape(ids.shape)].astype(np.int64)
 
 
 def _pairs(shown: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

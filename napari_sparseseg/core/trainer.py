@@ -241,11 +241,14 @@ class Trainer:
 
         ``progress`` is the share of a budgeted run done, in [0, 1]; None for open-ended (interactive) training.
         """
-        if self.volume.n_labeled == 0:
+        own = self.volume.n_labeled > 0
+        if not own and not any(v.n_labeled for v in self.batches.volumes):
             return Waiting("no labeled voxels yet: paint a few slices")
         t0 = time.perf_counter()
         self._sync_classes()
-        augment = self._guard(progress)  # may predict the probe region (eval mode): before .train()
+        # The guards watch the session's own labels (may predict the probe region, eval mode: before .train()); with
+        # labels on other volumes only, the steps augment as they do before the guards have anything to say.
+        augment = self._guard(progress) if own else True
         self.model.train()
         tc = self.config.train
         lr = learning_rate(tc.learning_rate, self.step, tc.warmup_steps, progress)

@@ -54,7 +54,8 @@ def parse_protocol(protocol: str) -> tuple[str, int]:
         return FULL, 0
     m = _PROTOCOL.match(text)
     if not m:
-        raise ValueError(f"unknown protocol {protocol!r}; use z:K, ortho:K, scribble:K or full (e.g. z:3)")
+        raise ValueError(f"unknown protocol {protocol!r}; use z:K, y:K, x:K, ortho:K, scribble:K or full (e.g. z:3), "
+                         "or with evaluate suggest:K or suggest-scribble:K")
     return m.group(1), int(m.group(2))
 
 
