@@ -3,7 +3,7 @@
     python benchmarks/suggestions.py --sample ../shared/data/*.npz --seeds 0 1 2 --max-slices 6 \\
         --plot docs/benchmark_suggestions.png
 
-Three users start from the same middle z slice, painted whole from ground truth, and paint one more whole slice
+Three users start from the same middle z slice (that of ``z:1``), painted whole from ground truth, and paint one more whole slice
 at a time up to ``--max-slices``:
 
 - ``suggest`` paints the widget's top suggestion (``core/guidance.py``: any orientation), computed from the
@@ -52,7 +52,7 @@ def run_user(image, truth, spacing, features, strategy: str, seed: int, max_slic
     k = int(truth.max())
     n = truth.shape[0]
     rng = np.random.default_rng(seed)
-    painted: list[tuple[int, int]] = [(0, n // 2)]
+    painted: list[tuple[int, int]] = [(0, slice_positions(n, 1)[0])]  # z:1's slice, where `even` starts too
     dices = []
     for count in range(1, max_slices + 1):
         if strategy == "even":

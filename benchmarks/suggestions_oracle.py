@@ -56,7 +56,7 @@ def main() -> None:
     for name, image, truth, spacing in load_volumes(args.files, args.sample):
         features = FeatureStack(image, spacing)
         run = functools.partial(shown_after, image, truth, spacing, features, seed=args.seed)
-        painted = [(0, truth.shape[0] // 2)]
+        painted = [(0, slice_positions(truth.shape[0], 1)[0])]  # z:1's slice
         _, probs, annotation = run(painted)
         first = suggest_slices(entropy(probs), annotation > 0, top=1)[0]
         painted.append((first.axis, first.index))
