@@ -22,7 +22,8 @@ plugin's loop hands them (kept for the whole run here: no held-back labels to fa
 ``train`` runs: the first responder answers, 12.5 % of the labels are held back from the net, its answers taught to
 the net and faded as it catches up; no learning-rate decay or guards, which a budgeted run has) until ``--steps``.
 
-``--modes`` picks what is run: ``across`` (the above), ``both`` (half B labeled too, by the same protocol: the
+``--modes`` picks what is run: ``across`` (the above), ``forest`` (its forest alone, each half's bank on its own
+intensity scale and, to compare, both on the whole volume's), ``both`` (half B labeled too, by the same protocol: the
 net trains on both halves' labels, B the session's volume and A added with
 ``SegmentationSession.add_training_volume``, and predicts B) and ``alone`` (the net on half B's labels alone, the
 single-volume session: the reference for ``both``).
@@ -78,13 +79,27 @@ def no_pair(truth_b: np.ndarray, annotation_a: np.ndarray) -> str | None:
     return None
 
 
-def forest_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Class maps of half A and half B from a forest fitted on half A's labels (the baseline's settings)."""
+def forest_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, seed: int,
+                  scaled_by: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class maps of half A and half B from a forest fitted on half A's labels (the baseline's settings).
+
+    Each half's filter bank scales its intensities by its own 0.5 / 99.5 percentiles (as the product scales each
+    volume), or with ``scaled_by`` by those of that image (the whole volume: a shared scale, as a fixed CT window
+    would give).
+    """
     from sklearn.ensemble import RandomForestClassifier
 
-    from napari_sparseseg.core.features import compute_features
+    from napari_sparseseg.core import features
     from napari_sparseseg.core.subsample import stratified_subsample
+
+    if scaled_by is not None:
+        lo, hi = np.percentile(np.asarray(scaled_by, np.float32), (0.5, 99.5))
+        real, features._normalize = features._normalize, lambda img: (np.asarray(img, np.float32) - lo) / (hi - lo)
+        try:
+            return forest_across(image_a, annotation_a, image_b, spacing, seed)
+        finally:
+            features._normalize = real
+    compute_features = features.compute_features
 
     labeled = annotation_a != UNLABELED
     target = annotation_to_mask(annotation_a)
@@ -185,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="how the net of 'across' trains: a budgeted run of --steps (train before it ran the "
                          "window's loop), or the window's loop (the first responder, held-back labels, distillation "
                          "faded as the net catches up) until --steps")
-    ap.add_argument("--modes", nargs="+", choices=("across", "both", "alone"), default=["across"])
+    ap.add_argument("--modes", nargs="+", choices=("across", "both", "alone", "forest"), default=["across"],
+                    help="what is run (above); 'forest': the forest of 'across' alone, each half on its own scale "
+                         "and both on the whole volume's")
     ap.add_argument("--axis", choices=tuple(AXES), default="x", help="the axis the volume is cut in two along")
     ap.add_argument("--cut", choices=("middle", "foreground"), default="middle",
                     help="cut at the middle of the axis, or at the median foreground voxel (a structure in a corner)")
@@ -211,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed, "axis": args.axis,
                "cut_at": at, "distill": args.distill, "loop": args.loop}
         line = f"{name:42s}"
+        if "forest" in args.modes:
+            for key, scale in (("forest_b", None), ("forest_b_shared_scale", image)):
+                _, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed, scale)
+                row[key] = round(evaluate_masks(truth_b, forest_b, k + 1)["dice_fg"], 4)
+            line += (f" half B (unseen): forest {row['forest_b']:.3f}, on the whole volume's scale "
+                     f"{row['forest_b_shared_scale']:.3f}")
         if "across" in args.modes:
             forest_a, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed)
             net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed,
