@@ -3,8 +3,8 @@
     python benchmarks/suggestions.py --sample ../shared/data/*.npz --seeds 0 1 2 --max-slices 6 \\
         --plot docs/benchmark_suggestions.png
 
-Three users start from the same middle z slice (that of ``z:1``), painted whole from ground truth, and paint one more whole slice
-at a time up to ``--max-slices``:
+Three users start from the same middle z slice (that of ``z:1``), painted whole from ground truth, and paint one
+more whole slice at a time up to ``--max-slices``:
 
 - ``suggest`` paints the widget's top suggestion (``core/guidance.py``: any orientation), computed from the
   uncertainty of the mask shown after the previous slice;
