@@ -84,8 +84,13 @@ class RunFlags:
 
 def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box | None], flags: RunFlags,
             *, refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
-            view_volume: Callable[[], tuple[int, Box | None]] = lambda: (0, None)) -> Iterator[WorkerEvent]:
+            view_volume: Callable[[], tuple[int, Box | None]] = lambda: (0, None),
+            held: SegmentationSession | None = None) -> Iterator[WorkerEvent]:
     """The worker's generator: build the session, then train and stream predictions.
+
+    A run stopped while its session is being built delivers nothing: the new session's store (made by the
+    builder, autosaving) is closed, so no thread and no lock outlive it; ``held``, a session the caller holds
+    already (a Start after Stop), keeps its store.
 
     Parameters
     ----------
@@ -98,6 +103,8 @@ def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box
         set when the generator starts and ends, however it ends.
     refresh_seconds, first_refresh_steps, view_volume
         See :meth:`~.core.session.SegmentationSession.interactive` (``view_volume`` thread-safe too).
+    held : SegmentationSession, optional
+        The session ``build`` hands back when it reuses one.
 
     Raises
     ------
@@ -110,6 +117,10 @@ def compute(build: Callable[[], SegmentationSession], view_box: Callable[[], Box
         if flags.stop.is_set():
             return
         session = build()
+        if flags.stop.is_set():  # stopped while it was built (a layer removed, the widget closed)
+            if session is not held and session.store is not None:
+                session.store.close()
+            return
         yield SessionReady(session)
         # Workaround for the core's interactive(), which refreshes every
         # ``refresh_seconds`` however long a prediction takes (see SegmentationSession.interactive).
@@ -200,7 +211,8 @@ class TrainingRun:
 
     def start(self, build: Callable[[], SegmentationSession], view_box: Callable[[], Box | None], *,
               refresh_seconds: float = 3.0, first_refresh_steps: int = 10,
-              view_volume: Callable[[], tuple[int, Box | None]] = lambda: (0, None)) -> None:
+              view_volume: Callable[[], tuple[int, Box | None]] = lambda: (0, None),
+              held: SegmentationSession | None = None) -> None:
         """Start a worker thread running :func:`compute`.
 
         Raises
@@ -216,7 +228,7 @@ class TrainingRun:
             raise RuntimeError("this training run was shut down")
         self._flags = flags = RunFlags.new()
         worker = create_worker(compute, build, view_box, flags, refresh_seconds=refresh_seconds,
-                               first_refresh_steps=first_refresh_steps, view_volume=view_volume,
+                               first_refresh_steps=first_refresh_steps, view_volume=view_volume, held=held,
                                _start_thread=False,
                                _ignore_errors=True)
         # Each handler knows its run: events still queued from an earlier run

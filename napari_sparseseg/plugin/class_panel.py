@@ -109,8 +109,9 @@ class ClassPanel(QGroupBox):
         self.fill()
 
     def remove(self, k: int) -> None:
-        """Remove class ``k``: its voxels become unlabeled in the annotation and prediction layers, higher classes
-        move down (refused while training runs; what it means for the session: :meth:`DockHost.class_removed`)."""
+        """Remove class ``k``: its voxels become unlabeled in the annotation and prediction layers (of every image
+        and volume, :func:`class_layers`), higher classes move down (refused while training runs; what it means for
+        the session: :meth:`DockHost.class_removed`)."""
         w = self.widget
         if w.run.running:
             show_warning("stop training before removing a class")
@@ -120,13 +121,12 @@ class ClassPanel(QGroupBox):
         except ValueError as exc:
             show_warning(str(exc))
             return
-        for layer in (w.annotation_layer, w.prediction_layer):  # class k is k on both (layer encoding)
-            if layer is not None:
-                remove_class_values(layer.data, k, 0)
-                reset = getattr(layer, "_reset_history", None)
-                if callable(reset):
-                    reset()  # napari's undo would bring the removed class back
-                layer.refresh()
+        for layer in class_layers(w):  # class k is k on all of them (layer encoding)
+            remove_class_values(layer.data, k, 0)
+            reset = getattr(layer, "_reset_history", None)
+            if callable(reset):
+                reset()  # napari's undo would bring the removed class back
+            layer.refresh()
         w.class_removed(k)
         self.fill()
         w.apply_colormaps()
@@ -155,6 +155,17 @@ class ClassPanel(QGroupBox):
         color = QColorDialog.getColor(QColor.fromRgbF(*current.color), self, f"Colour of {current.name}")
         if color.isValid():
             self.set_color(k, (color.redF(), color.greenF(), color.blueF(), 1.0))
+
+
+def class_layers(widget: DockHost) -> list[Any]:
+    """Every labels layer whose values are the widget's classes: the annotation and prediction layers of the image
+    chosen, of the other images a prediction or annotation was made for, and of the "More volumes" (each once)."""
+    layers = [widget.annotation_layer, widget.prediction_layer, *widget.data_panel.annotations(),
+              *widget.outputs.layers()]
+    for entry in widget.volumes_panel.entries:
+        layers += [entry.annotation, entry.prediction]
+    viewer_layers = widget.viewer.layers
+    return list({id(ly): ly for ly in layers if ly is not None and ly in viewer_layers}.values())
 
 
 def swatch(color: tuple[float, ...]) -> QIcon:

@@ -4,7 +4,8 @@ It lists the viewer's layers that qualify (3D images that are not the plugin's
 outputs; labels layers of the image's shape; further image layers of the same
 grid to read as the image's channels, such as the sequences of an MRI opened as
 one layer each, those of one file ticked when the image is chosen), keeps the
-choice across layer changes, says what is wrong with an image that cannot be
+choice across layer changes (another image brings back the labels layer chosen
+for it, or its own, never one chosen for another image), says what is wrong with an image that cannot be
 used, and creates an empty annotation layer on request. What a new choice means for the training
 session stays with the widget (the ``on_image_changed`` and
 ``on_annotation_changed`` callbacks).
@@ -31,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.encoding import ANNOTATION_DTYPE
-from .layers import image_layer_problem, is_output, memory_problem, placement, role, same_file
+from .layers import belongs_to, image_layer_problem, is_output, memory_problem, placement, role, same_file
 from .status_panel import set_text
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ class DataPanel(QGroupBox):
         self._num_classes = num_classes
         self._on_image_changed = on_image_changed
         self._on_annotation_changed = on_annotation_changed
+        #: ``(image, annotation)``: the labels layer last chosen for each image (an image gets its own back).
+        self._chosen_for: list[tuple[Image, Labels]] = []
+        self._named: list[Any] = []  # the layers whose renaming refreshes the choices (their names are shown)
         form = QFormLayout(self)
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("3D image to segment (its further channels, if any, below)")
@@ -95,7 +99,7 @@ class DataPanel(QGroupBox):
         form.addRow("Annotation", row)
         self.image_combo.currentIndexChanged.connect(lambda *_: self._image_chosen())
         self.channel_list.itemChanged.connect(lambda *_: self._channels_ticked())
-        self.annotation_combo.currentIndexChanged.connect(lambda *_: self._on_annotation_changed())
+        self.annotation_combo.currentIndexChanged.connect(lambda *_: self._annotation_chosen(remember=True))
         self.new_annotation_button.clicked.connect(lambda: self.create_annotation_layer())
 
     @property
@@ -147,33 +151,86 @@ class DataPanel(QGroupBox):
         layer = self.annotation_combo.currentData()
         return layer if isinstance(layer, Labels) and layer in self.viewer.layers else None
 
-    def refresh(self) -> None:
-        """Offer the layers the viewer holds now, keeping the current choices where they still qualify."""
+    def refresh(self, *_: Any) -> None:
+        """Offer the layers the viewer holds now, under their names now, keeping the current choices where they
+        still qualify."""
+        self._follow_names()
         image, annotation = self.image_combo.currentData(), self.annotation_combo.currentData()
         images = [ly for ly in self.viewer.layers if isinstance(ly, Image) and not is_output(ly)]
         usable = [ly for ly in images if image_layer_problem(ly) is None]
         _offer(self.image_combo, images, image if image in images else (usable[-1] if usable else None))
-        self.fill_annotation_choices(annotation)
         if self.image_combo.currentData() is not image:
             self._image_chosen()
         else:
+            self.fill_annotation_choices(annotation)
             ticked = self._ticked()
             self.fill_channel_choices()
             if self.channel_layers != ticked:  # a channel layer removed, or one of the image's file arrived
                 self._channels_ticked()
 
+    def _follow_names(self, follow: bool = True) -> None:
+        """Refresh when a layer of the viewer is renamed (``follow``), or no more (the widget closes)."""
+        for layer in self._named:
+            layer.events.name.disconnect(self.refresh)
+        self._named = [ly for ly in self.viewer.layers if isinstance(ly, (Image, Labels))] if follow else []
+        for layer in self._named:
+            layer.events.name.connect(self.refresh)
+
+    def close(self) -> None:
+        """Let go of the layers (the widget closes)."""
+        self._follow_names(False)
+
     def fill_annotation_choices(self, keep: Any = None) -> None:
         """Offer the labels layers of the image's shape (not another volume's annotation); keep ``keep`` chosen if it
-        is one of them."""
+        is one of them, else choose one that is no other image's (none: Start or New makes one)."""
         image = self.image_layer
         shape = image.data.shape if image is not None else None
         excluded = self._excluded()
         labels = [ly for ly in self.viewer.layers if isinstance(ly, Labels) and not is_output(ly)
                   and role(ly) != "volume_annotation" and ly is not excluded and shape is not None
                   and ly.data.shape == shape]
-        preferred = [ly for ly in labels if role(ly) == "annotation" or ly.name == "annotation"]
-        _offer(self.annotation_combo, labels, keep if keep in labels else (preferred or labels or [None])[0])
+        others = [ly for ly in self.viewer.layers if isinstance(ly, Image) and ly is not image]
+        free = [ly for ly in labels if not any(ly is a and i is not image for i, a in self._chosen_for)
+                and (belongs_to(ly, image) or not any(belongs_to(ly, other) for other in others))]
+        preferred = [ly for ly in free if role(ly) == "annotation" or ly.name == "annotation"]
+        _offer(self.annotation_combo, labels, keep if keep in labels else (preferred or free or [None])[0],
+               none=True)
+        self._annotation_chosen()
+
+    def annotations(self) -> list[Labels]:
+        """The labels layers chosen as annotation of an image (the current one and those of other images)."""
+        return [a for _, a in self._chosen_for if a in self.viewer.layers]
+
+    def remember(self, image: Image | None, annotation: Labels | None) -> None:
+        """``annotation`` is ``image``'s (the user chose it, made it with New, or trained on it): it comes back with
+        the image and is no other image's default (:meth:`_annotation_for`)."""
+        layers = self.viewer.layers
+        self._chosen_for = [(i, a) for i, a in self._chosen_for if i in layers and a in layers and i is not image
+                            and a is not annotation]
+        if image is not None and annotation is not None:
+            self._chosen_for.append((image, annotation))
+
+    def _annotation_chosen(self, remember: bool = False) -> None:
+        if remember:  # by the user
+            self.remember(self.image_layer, self.annotation_layer)
         self._on_annotation_changed()
+
+    def _annotation_for(self, image: Image | None, previous: Any) -> Labels | None:
+        """The labels layer to paint on for a newly chosen ``image``: the one last chosen for it, else its own
+        (:func:`~.layers.belongs_to`), else ``previous`` unless it was chosen for another image (another image's
+        labels would train this one's model); None leaves the choice to :meth:`fill_annotation_choices`."""
+        if image is None:
+            return None
+        labels = [self.annotation_combo.itemData(i) for i in range(self.annotation_combo.count())]
+        last = next((a for i, a in self._chosen_for if i is image and a in self.viewer.layers), None)
+        if last is not None:
+            return last
+        own = [ly for ly in self.viewer.layers if isinstance(ly, Labels) and not is_output(ly)
+               and role(ly) != "volume_annotation" and ly.data.shape == image.data.shape and belongs_to(ly, image)]
+        if own:
+            return own[0]
+        taken = any(previous is a and i is not image for i, a in self._chosen_for)
+        return previous if previous in labels and not taken else None
 
     def image_problem(self) -> str | None:
         """Why the chosen image cannot be segmented (None when it can): not a 3D image, or too large to train on in
@@ -199,7 +256,7 @@ class DataPanel(QGroupBox):
         self.fill_channel_choices(image_changed=True)
         self.show_problem()
         self._on_image_changed()
-        self.fill_annotation_choices(self.annotation_combo.currentData())
+        self.fill_annotation_choices(self._annotation_for(self.image_layer, self.annotation_combo.currentData()))
 
     def create_annotation_layer(self) -> Labels | None:
         """Add an empty annotation layer matching the image and select it."""
@@ -210,6 +267,7 @@ class DataPanel(QGroupBox):
         layer = self.viewer.add_labels(np.zeros(image.data.shape, ANNOTATION_DTYPE), name=f"{image.name} annotation",
                                        **placement(image), opacity=0.7,
                                        metadata={"sparseseg_role": "annotation"})
+        self.remember(image, layer)
         self.fill_annotation_choices(layer)
         self.viewer.layers.selection.active = layer
         return layer
@@ -243,12 +301,15 @@ def channel_candidates(layers: Any, image: Image) -> list[Image]:
             and tuple(ly.scale[-3:]) == tuple(image.scale[-3:])]
 
 
-def _offer(combo: QComboBox, layers: list[Any], chosen: Any) -> None:
-    """Fill ``combo`` with ``layers`` (by name) and choose ``chosen`` (None: the first), without signals."""
+def _offer(combo: QComboBox, layers: list[Any], chosen: Any, none: bool = False) -> None:
+    """Fill ``combo`` with ``layers`` (by name) and choose ``chosen`` (None: the first, or none when ``none``),
+    without signals."""
     combo.blockSignals(True)
     combo.clear()
     for layer in layers:
         combo.addItem(layer.name, layer)
     if chosen is not None:
         combo.setCurrentIndex(layers.index(chosen))
+    elif none:
+        combo.setCurrentIndex(-1)
     combo.blockSignals(False)

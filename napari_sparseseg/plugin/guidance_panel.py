@@ -53,6 +53,10 @@ def region_outline(suggestion: SliceSuggestion) -> np.ndarray:
     return np.asarray(corners, dtype=np.float64)
 
 
+#: What the box says before the first prediction of a session.
+NO_GUIDANCE = "suggestions follow the first prediction"
+
+
 class GuidancePanel(QGroupBox):
     """Parameters: ``viewer``, and ``layer`` returning the image layer the guidance is about (or None)."""
 
@@ -62,7 +66,7 @@ class GuidancePanel(QGroupBox):
         self.guidance: Guidance | None = None
         col = QVBoxLayout(self)
         row = QHBoxLayout()
-        self.suggestion_label = QLabel("suggestions follow the first prediction")
+        self.suggestion_label = QLabel(NO_GUIDANCE)
         self.suggestion_label.setWordWrap(True)
         self.go_button = QPushButton("Go there")
         self.go_button.setToolTip("show the suggested slice, in its orientation")
@@ -96,6 +100,13 @@ class GuidancePanel(QGroupBox):
         for i, region in enumerate(guidance.errors, 1):
             z, y, x = region.centre
             self.error_combo.addItem(f"likely error {i}: {region.voxels:,} voxels around z {z}, y {y}, x {x}")
+        self._enable()
+
+    def forget(self) -> None:
+        """The session was dropped: its suggestions are no guide to the next one."""
+        self.guidance = None
+        self.suggestion_label.setText(NO_GUIDANCE)
+        self.error_combo.clear()
         self._enable()
 
     def go_to_suggestion(self) -> None:

@@ -31,8 +31,10 @@ class DockHost(Protocol):
     image_layer: Image | None
     annotation_layer: Labels | None
     prediction_layer: Labels | None
-    #: The Data box: the image and annotation layer pickers (``image_combo``, ``annotation_combo``).
+    #: The Data box: the image and annotation layer pickers (``image_combo``, ``annotation_combo``, ``annotations()``).
     data_panel: Any
+    #: The "More volumes" box (``entries``: their ``annotation`` and ``prediction`` layers).
+    volumes_panel: Any
     #: The Status box (``say(text)``, ``label``).
     status_panel: Any
     #: The prediction and uncertainty layers (``prediction``, ``predicted``, ``has_prediction()``).
@@ -52,8 +54,8 @@ class DockHost(Protocol):
     def update_buttons(self) -> None:
         """Enable or disable the widget's buttons for the current state."""
 
-    def adopt_prediction(self, layer: Labels) -> None:
-        """Make a stored prediction the prediction layer (shown, correctable, acceptable)."""
+    def adopt_prediction(self, layer: Labels, image: Image | None = None) -> None:
+        """Make a stored prediction the prediction layer of ``image`` (shown, correctable, acceptable)."""
 
     def set_classes(self, classes: ClassList) -> None:
         """Replace the classes (names and colours) and show them."""

@@ -56,6 +56,8 @@ class LayerBinding:
         #: Turns strokes on the bound annotation (and prediction) layer into session edits (None: nothing bound).
         self.sync: LabelSync | None = None
         self._view_box: Box | None = None
+        #: ``(annotation layer, LabelSync.corrected)`` of every layer bound: a layer bound again keeps its corrections.
+        self._corrected: list[tuple[Labels, np.ndarray]] = []
 
     @property
     def annotation(self) -> Labels | None:
@@ -65,10 +67,14 @@ class LayerBinding:
     def bind(self, annotation: Labels) -> None:
         """Send the strokes painted on ``annotation`` (and corrections on the prediction layer) to the session."""
         self.unbind()
+        self._corrected = [(ly, m) for ly, m in self._corrected if ly in self.viewer.layers
+                           and m.shape == ly.data.shape]
+        corrected = next((m for ly, m in self._corrected if ly is annotation), None)
         self.sync = LabelSync(annotation, self._session, lambda: len(self._classes()), show_warning,
-                              self._stop_at_edges)
-        if self.outputs.prediction is not None:
-            self.sync.attach_prediction(self.outputs.prediction)
+                              self._stop_at_edges, corrected)
+        if corrected is None:
+            self._corrected.append((annotation, self.sync.corrected))
+        self._attach_prediction()
         self.recolour(annotation)
         if annotation.mode == "pan_zoom":
             annotation.mode = "paint"  # the first thing a user does is paint: no hunt for the brush
@@ -79,20 +85,39 @@ class LayerBinding:
             self.sync.close()
             self.sync = None
 
+    def _attach_prediction(self) -> None:
+        """Take strokes on the prediction layer as corrections of the bound annotation layer, when there is one of
+        its shape (no other image's prediction layer)."""
+        if self.sync is None:
+            return
+        layer = self.outputs.prediction
+        if layer is None or layer.data.shape != self.sync.annotation.data.shape:
+            self.sync.detach_prediction()
+        else:
+            self.sync.attach_prediction(layer)
+
+    def image_chosen(self, image: Image | None, annotation: Labels | None) -> None:
+        """Another image was chosen: its own prediction layer (if it has one) becomes the prediction layer."""
+        self.outputs.for_image(image)
+        self._attach_prediction()
+        self.recolour(annotation)
+
     def ensure_prediction(self, image: Image, annotation: Labels) -> Labels:
         """The prediction layer over ``image`` (created if missing), bound for corrections and coloured."""
         layer, _created = self.outputs.ensure_prediction(image, keep_active=annotation)
-        if self.sync is not None:
-            self.sync.attach_prediction(layer)
+        self._attach_prediction()
         self.recolour(annotation)
         return layer
 
-    def adopt(self, layer: Labels, annotation: Labels | None) -> None:
-        """A stored prediction (a reopened session) becomes the prediction layer: shown, correctable, acceptable."""
-        self.outputs.adopt(layer)
-        if self.sync is not None:
-            self.sync.attach_prediction(layer)
-        self.recolour(annotation)
+    def adopt(self, layer: Labels, image: Image | None, annotation: Labels | None, current: bool = True) -> None:
+        """A stored prediction (a reopened session) becomes the prediction layer of ``image`` (the store's): shown,
+        correctable, acceptable; the prediction layer now when ``current`` (``image`` is the one chosen)."""
+        self.outputs.adopt(layer, image, current)
+        if current:
+            self._attach_prediction()
+            self.recolour(annotation)
+        else:
+            layer.colormap = self._classes().colormap()
 
     def show(self, prediction: Prediction, merged: np.ndarray, image: Image, annotation: Labels,
              uncertainty: bool) -> Labels:
@@ -107,12 +132,13 @@ class LayerBinding:
         return layer
 
     def recolour(self, annotation: Labels | None) -> None:
-        """Colour ``annotation`` and the prediction layer from the classes."""
+        """Colour ``annotation`` and the prediction layers (of every image) from the classes."""
         classes = self._classes()
         if annotation is not None:
             annotation.colormap = classes.colormap()
-        if self.outputs.prediction is not None:
-            self.outputs.prediction.colormap = classes.colormap()
+        layers = (self.outputs.prediction, *self.outputs.layers())
+        for layer in {id(ly): ly for ly in layers if ly is not None}.values():
+            layer.colormap = classes.colormap()
 
     def removed(self, layer: Any) -> None:
         """A layer left the viewer: forget it if it was an output."""

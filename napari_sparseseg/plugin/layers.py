@@ -103,3 +103,18 @@ def is_output(layer: Any) -> bool:
 def placement(image: Image) -> dict[str, Any]:
     """Keyword arguments that put a new layer exactly over ``image``."""
     return {"scale": tuple(image.scale), "translate": tuple(image.translate)}
+
+
+def store_of(layer: Any) -> str | None:
+    """The session store a layer was read from (``metadata["sparseseg_store"]``), if any."""
+    meta = getattr(layer, "metadata", None)
+    return meta.get("sparseseg_store") if hasattr(meta, "get") else None
+
+
+def belongs_to(labels: Any, image: Any) -> bool:
+    """Whether a labels layer looks like ``image``'s own: read from the same session store, or named after it
+    (``cells annotation`` for ``cells``, as the Data box's New names it)."""
+    store = store_of(image)
+    if store is not None and store == store_of(labels):
+        return True
+    return file_name(labels.name).startswith(file_name(image.name) + " ")

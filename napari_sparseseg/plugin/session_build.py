@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.annotation import Source
 from ..core.encoding import layer_to_annotation
 
 if TYPE_CHECKING:
@@ -32,9 +33,11 @@ def session_key(image: Image | None, annotation: Labels | None, config: SessionC
 
 
 def new_session(image: Image, annotation: Labels, num_classes: int, config: SessionConfig,
-                features: FeatureStack | None, channels: Sequence[Image] = ()) -> Callable[[], SegmentationSession]:
+                features: FeatureStack | None, channels: Sequence[Image] = (),
+                corrected: np.ndarray | None = None) -> Callable[[], SegmentationSession]:
     """A builder of a new session on ``image`` (with ``channels``, further image layers read as its channels) and
-    the labels painted on ``annotation`` now.
+    the labels painted on ``annotation`` now; those of the voxels ``corrected`` (bool, ``LabelSync.corrected``) are
+    corrections (weighted by the correction weight).
 
     The labels are snapshotted here (values that are no class dropped); strokes painted while the session is
     being built reach it when it is ready (``LabelSync.resync``). A lazy image (zarr, dask), or the channels, are
@@ -43,6 +46,7 @@ def new_session(image: Image, annotation: Labels, num_classes: int, config: Sess
     """
     labels = np.asarray(annotation.data)  # layer encoding: values that are no class here stay unlabeled
     snapshot = layer_to_annotation(labels, num_classes)
+    corrections = np.nonzero(corrected & (snapshot > 0)) if corrected is not None else None
     arrays, spacing = (image.data, *(c.data for c in channels)), tuple(float(s) for s in image.scale[-3:])
 
     def build() -> SegmentationSession:
@@ -55,8 +59,11 @@ def new_session(image: Image, annotation: Labels, num_classes: int, config: Sess
             array = features.array()
         else:
             array = np.asarray(arrays[0] if len(arrays) == 1 else ChannelStack(arrays))
-        return SegmentationSession(array, num_classes=num_classes, spacing=spacing, annotation=snapshot,
-                                   channel_axis=None if len(arrays) == 1 else 0, config=config, features=features)
+        session = SegmentationSession(array, num_classes=num_classes, spacing=spacing, annotation=snapshot,
+                                      channel_axis=None if len(arrays) == 1 else 0, config=config, features=features)
+        if corrections is not None and corrections[0].size:
+            session.add_labels(corrections, snapshot[corrections], Source.CORRECTED)
+        return session
 
     return build
 

@@ -61,6 +61,10 @@ class SessionFiles:
         self._open_path: Path | None = None  # a store to reopen at the next Start
         self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
+        self._save_after_open: Path | None = None  # Save before the Start that reopens a store: once it has
+        #: What the last :meth:`wrap` took (open and save paths, stores reopened), given back when its run ends
+        #: without a session (:meth:`not_started`).
+        self._taken: tuple[Path | None, Path | None, set[str]] | None = None
         #: The store :meth:`open` opened last and its image layers, a channel each, in its order.
         self._open_images: tuple[Path | None, list[Any]] = (None, [])
         try:  # File > Open on a store this widget writes then opens it with this plugin, without asking
@@ -94,16 +98,28 @@ class SessionFiles:
         self._adopt(event.value)
 
     def _adopt(self, layer: Any) -> None:
-        """Use a store's prediction layer as the widget's, and its class names/colours while idle."""
+        """Use a store's prediction layer as the prediction layer of the store's image (the widget's once that image
+        is chosen), and its class names/colours while idle."""
         from .layers import role
 
-        w = self.widget
-        if _store_of(layer) is None or w.session is not None:
+        w, store = self.widget, _store_of(layer)
+        if store is None:
             return
-        if role(layer) == "prediction" and (w.prediction_layer is None or w.prediction_layer not in w.viewer.layers):
-            w.adopt_prediction(layer)
-        elif layer.metadata.get("class_names"):
+        if role(layer) == "prediction":
+            image = self._image_of(store)
+            if image is not None:
+                w.adopt_prediction(layer, image)
+            elif w.session is None and (w.prediction_layer is None or w.prediction_layer not in w.viewer.layers):
+                w.adopt_prediction(layer)
+        elif w.session is None and layer.metadata.get("class_names"):
             self._set_classes(layer.metadata["class_names"], layer.metadata.get("class_colors"))
+
+    def _image_of(self, store: str) -> Any:
+        """The image layer (its first channel) read from the session store ``store``, if the viewer holds one."""
+        from napari.layers import Image
+
+        return next((ly for ly in self.widget.viewer.layers if isinstance(ly, Image) and _store_of(ly) == store
+                     and ly.metadata.get("class_names") is not None), None)
 
     def _set_classes(self, names: Any, colors: Any) -> None:
         from .classes import MAX_CLASSES, PALETTE, ClassList, SegClass
@@ -128,6 +144,7 @@ class SessionFiles:
         w = self.widget
         open_path = None
         save_path = None
+        self._taken, self._save_after_open = (self._open_path, self._save_path, set(self._opened)), None
         if w.session is None:
             image_store, ann_store = _store_of(w.image_layer), _store_of(w.annotation_layer)
             open_path = self._open_path
@@ -141,6 +158,8 @@ class SessionFiles:
                     open_path = None
             if open_path is None:
                 save_path = self._save_path or new_store_path()
+            else:
+                self._save_after_open = self._save_path  # the reopened session moves there once it runs
             self._open_path = self._save_path = None
         names, colors = list(w.classes.names), [c.color for c in w.classes.classes]
         image_name = w.image_layer.name if w.image_layer is not None else None
@@ -173,8 +192,18 @@ class SessionFiles:
         chosen = [self.widget.image_layer, *self.widget.data_panel.channel_layers]
         return len(chosen) == len(stored) and all(a is b for a, b in zip(chosen, stored))
 
+    def not_started(self) -> None:
+        """The run of the last :meth:`wrap` ended without a session (stopped while it was built, or failed): the
+        store it was to reopen, or the path it was to save to, wait for the next Start."""
+        if self._taken is not None:
+            self._open_path, self._save_path, self._opened = self._taken
+        self._taken, self._save_after_open = None, None
+
     def on_session_ready(self, session: SegmentationSession) -> None:
-        """Remember the session's store and show where it is saved."""
+        """Remember the session's store and show where it is saved (moved to the path chosen with Save before this
+        Start reopened a store)."""
+        self._taken = None
+        save_after, self._save_after_open = self._save_after_open, None
         self.store = session.store
         if self.store is None:
             return
@@ -185,6 +214,8 @@ class SessionFiles:
         w.status_panel.say(f"{w.status_panel.label.text()}; saving to {self.store.path}")
         if self.store.resume_error:
             w.status_panel.say(self.store.resume_error)
+        if save_after is not None:
+            self.save(save_after)
 
     def checkpoint(self) -> None:
         """Write a checkpoint and flush (training has ended: the weights are not changing)."""
@@ -295,7 +326,7 @@ class SessionFiles:
         self._open_path = path
         prediction = next((ly for ly in layers if ly.metadata.get("sparseseg_role") == "prediction"), None)
         if prediction is not None:
-            w.adopt_prediction(prediction)
+            w.adopt_prediction(prediction, image)
         w.viewer.layers.selection.active = annotation
         self.path_label.setText(f"opened {path}: Start resumes training")
         w.status_panel.say("session opened: " + ("its last prediction is shown; " if prediction is not None

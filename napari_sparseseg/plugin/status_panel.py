@@ -78,6 +78,13 @@ class StatusPanel(QGroupBox):
         """Record a training step's loss (drawn at the next :meth:`tick`)."""
         self.sparkline.append(event.tracked_loss, redraw=False)
 
+    def forget(self) -> None:
+        """The session was dropped: no estimate plot, loss curve or rates of it any more (:meth:`tick` redraws)."""
+        self.quality_plot.clear()
+        self.sparkline.clear()
+        self._drawn_step = -1
+        set_text(self.rate_label, "")
+
     def add_estimate(self, dice: float) -> None:
         """Plot the estimated Dice of a whole-volume refresh."""
         self.quality_plot.append(dice)
@@ -120,6 +127,10 @@ class RefreshClock:
         #: ``time.perf_counter()`` of the latest refresh (None: none yet).
         self.last: float | None = None
         self._interval = float(refresh_seconds)
+
+    def reset(self) -> None:
+        """A new session: no refresh of it yet."""
+        self.count, self.last, self._interval = 0, None, self.refresh_seconds
 
     def refreshed(self) -> None:
         """A prediction reached the screen now."""

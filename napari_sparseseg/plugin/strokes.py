@@ -100,14 +100,22 @@ class LabelSync:
     stop_at_edges : callable, optional
         Whether a correction stops at the edges of the predicted region it began on (:mod:`~.edge_stop`);
         off when not given.
+    corrected : np.ndarray, optional
+        bool, the annotation layer's shape: voxels whose label is a correction, kept up to date here (a new one
+        when not given), so that a new session, and :meth:`resync`, give them their source back.
     """
 
     def __init__(self, annotation: Labels, session: Callable[[], SegmentationSession | None],
                  num_classes: Callable[[], int], notify: Callable[[str], None],
-                 stop_at_edges: Callable[[], bool] | None = None) -> None:
+                 stop_at_edges: Callable[[], bool] | None = None, corrected: np.ndarray | None = None) -> None:
         if annotation.ndim != 3:
             raise ValueError(f"the annotation layer must be 3D (z, y, x), got {annotation.ndim}D")
+        if corrected is not None and corrected.shape != annotation.data.shape:
+            raise ValueError(f"corrected mask shape {corrected.shape} differs from the annotation layer shape "
+                             f"{annotation.data.shape}")
         self.annotation = annotation
+        #: bool: voxels whose label is a correction (source ``CORRECTED``), however painted (session or not).
+        self.corrected = corrected if corrected is not None else np.zeros(annotation.data.shape, bool)
         self.prediction: Labels | None = None
         self._session = session
         self._num_classes = num_classes
@@ -217,6 +225,7 @@ class LabelSync:
 
             _later(unlabel)
         new = layer_to_annotation(painted)
+        self.corrected[coords] = False
         session = self._session()
         old = old_source = None
         if session is not None:
@@ -311,6 +320,7 @@ class LabelSync:
         if write_annotation:
             self.annotation.data[coords] = annotation_to_layer(values)
             self.annotation.refresh()
+        self.corrected[coords] = (sources == Source.CORRECTED) if sources is not None else source == Source.CORRECTED
         session = self._session()
         if session is None:
             return
@@ -323,13 +333,18 @@ class LabelSync:
                 session.add_labels(tuple(c[sel] for c in coords), values[sel], src)
 
     def resync(self) -> int:
-        """Write every voxel where the annotation layer and the session differ; returns their count."""
+        """Write every voxel where the annotation layer and the session differ, or that is a correction the session
+        holds as painted (:attr:`corrected`, e.g. painted while the session was built); returns their count."""
         session = self._session()
         if session is None:
             return 0
         data = np.asarray(self.annotation.data)
         labels = layer_to_annotation(data, session.num_classes)  # values that are no class stay unlabeled
-        diff = np.nonzero(labels != session.labels_at((slice(None),) * 3)[0])
-        if diff[0].size:
-            session.add_labels(diff, labels[diff])
-        return int(diff[0].size)
+        held, sources = session.labels_at((slice(None),) * 3)
+        corrected = self.corrected & (labels > 0)
+        diff = (labels != held) | (corrected & (sources != Source.CORRECTED))
+        for sel, source in ((diff & ~corrected, Source.PAINTED), (diff & corrected, Source.CORRECTED)):
+            where = np.nonzero(sel)
+            if where[0].size:
+                session.add_labels(where, labels[where], source)
+        return int(np.count_nonzero(diff))

@@ -8,7 +8,8 @@ The widget composes boxes and parts and owns no compute:
   and the Session and Model boxes (:class:`~.session_files.SessionFiles`, :class:`~.models.ModelFiles`);
 * :class:`~.layer_binding.LayerBinding` binds the layers to the session (strokes and corrections through
   :class:`~.strokes.LabelSync`, the output layers, colours, the slice in view);
-* :class:`~.bridge.TrainingRun` runs the session in a worker thread.
+* :class:`~.bridge.TrainingRun` runs the session in a worker thread;
+* :class:`~.layer_choice.FollowsLayers` (a mixin) reacts to the layers chosen, removed or renamed.
 
 What stays here is the session's life (Start, Pause, Stop, a new model when the settings or classes change) and
 the worker's events. Every layer write happens on the GUI thread, in the handlers of those events.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QVBoxLayout, QWidget
@@ -33,6 +33,7 @@ from .classes import ClassList
 from .data_panel import DataPanel
 from .guidance_panel import GuidancePanel
 from .layer_binding import LayerBinding
+from .layer_choice import FollowsLayers
 from .models import ModelFiles
 from .results_panel import ResultsPanel
 from .session_build import new_session, reuse, session_key
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["SparseSegWidget", "shown_in_words"]
 
 
-class SparseSegWidget(EndsWithItsWindow, QWidget):
+class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
     """Paint a few slices, train a 3D U-Net in the background, correct its prediction.
 
     Parameters
@@ -99,6 +100,8 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self.features = FeatureCache()
         self._closed = False
         self._pending_key: tuple | None = None
+        #: Why the run was stopped, when not by the user (shown when it has ended).
+        self._stopped_because: str | None = None
         self.run = TrainingRun(self._on_event, self._on_error, self._on_finished, self.update_buttons)
         self._build_ui()
         self.files = SessionFiles(self)  # session store: Save/Open buttons, autosave, checkpoints
@@ -133,74 +136,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self._timer.start()
         self.class_panel.fill()
 
-    # ================================================================ layers
-    def _wire_viewer(self, connect: bool = True) -> None:
-        """Follow (or stop following) the viewer's layers and the slice in view."""
-        how = "connect" if connect else "disconnect"
-        getattr(self.viewer.layers.events.inserted, how)(self._refresh_layer_choices)
-        getattr(self.viewer.layers.events.removed, how)(self._on_layer_removed)
-        for name in ("current_step", "ndisplay", "order"):
-            getattr(getattr(self.viewer.dims.events, name), how)(self._update_view_box)
-
-    def _refresh_layer_choices(self, event: Any = None) -> None:
-        self.data_panel.refresh()
-
-    @property
-    def image_layer(self) -> Image | None:
-        return self.data_panel.image_layer
-
-    @property
-    def annotation_layer(self) -> Labels | None:
-        return self.data_panel.annotation_layer
-
-    @property
-    def prediction_layer(self) -> Labels | None:
-        return self.outputs.prediction
-
-    def _on_layer_removed(self, event: Any) -> None:
-        layer = event.value
-        self.layers.removed(layer)
-        images = (self._session_key[0], *self._session_key[-1]) if self._session_key else ()
-        if (layer is not None and layer is self.layers.annotation) or any(layer is ly for ly in images):
-            self._stop_and_keep_training()
-            self._drop_session(None)
-            self.status_panel.say(f"layer '{layer.name}' was removed: training stopped")
-        self._refresh_layer_choices()
-
-    def _on_image_changed(self) -> None:
-        layer, problem = self.data_panel.image_combo.currentData(), self.data_panel.image_problem()
-        if problem is None:
-            if self.session is None:
-                self.class_panel.take_names_of(layer)
-            self.features.for_layer(layer, len(self.classes), channels=self.data_panel.channel_layers)  # the bank
-        self.volumes_panel.refresh()  # the image chosen here is no other volume
-        self._update_view_box()
-        self.update_buttons()
-
-    def _on_annotation_changed(self) -> None:
-        layer = self.annotation_layer
-        if layer is not None and self.layers.annotation is layer:
-            return
-        if self.layers.annotation is not None:
-            if self.run.running:
-                self.stop()
-            self.layers.unbind()
-            self._drop_session(None)
-        if layer is not None:
-            self.layers.bind(layer)
-            self.class_panel.select(self.class_panel.list.currentRow())
-        self.update_buttons()
-
-    def _ensure_prediction_layer(self) -> Labels:
-        image, annotation = self.image_layer, self.annotation_layer
-        assert image is not None and annotation is not None
-        return self.layers.ensure_prediction(image, annotation)
-
-    def adopt_prediction(self, layer: Labels) -> None:
-        """A stored prediction (a reopened session) becomes the prediction layer: shown, correctable, acceptable."""
-        self.layers.adopt(layer, self.annotation_layer)
-        self.update_buttons()
-
+    # ================================================================ classes
     def set_classes(self, classes: ClassList) -> None:
         """Replace the classes (names and colours, e.g. a reopened session's) and show them."""
         self.classes = classes
@@ -250,6 +186,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if chosen is None or not self.volumes_panel.accepts_channels(self.data_panel.channel_layers):
             return False
         (image, annotation), channels = chosen, self.data_panel.channel_layers
+        self.data_panel.remember(image, annotation)  # trained on: the image's own from now on
         self._ensure_prediction_layer()
         config = self.training_panel.session_config()
         key = session_key(image, annotation, config, channels)
@@ -259,12 +196,14 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             self._apply_correction_weight()
         build = reuse(self.session) if self.session is not None else new_session(
             image, annotation, len(self.classes), config,
-            self.features.for_layer(image, len(self.classes), claim=True, channels=channels), channels)
+            self.features.for_layer(image, len(self.classes), claim=True, channels=channels), channels,
+            self.layers.sync.corrected if self.layers.annotation is annotation else None)
         build = self.volumes_panel.wrap(self.files.wrap(build, config.device))
-        self._pending_key = key
+        self._pending_key, self._stopped_because = key, None
         self._update_view_box()
         self.run.start(build, self.current_view_box, refresh_seconds=self.refreshes.refresh_seconds,
-                       first_refresh_steps=self.refreshes.first_refresh_steps, view_volume=self.volumes_panel.in_view)
+                       first_refresh_steps=self.refreshes.first_refresh_steps, view_volume=self.volumes_panel.in_view,
+                       held=self.session)
         self.status_panel.say("starting: building the model…")
         self.update_buttons()
         return True
@@ -295,6 +234,11 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         self.session = self._session_key = None
         self.outputs.forget_predicted()
         self.volumes_panel.forget()
+        self.last_step = self._shown = None  # what the Status and guidance boxes showed was the session's
+        self.refreshes.reset()
+        self.status_panel.forget()
+        self.guidance_panel.forget()
+        self.update_buttons()
 
     # -- worker events (GUI thread) ----------------------------------------------------
     def _on_event(self, event: Any) -> None:
@@ -321,6 +265,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
             return
         self.session = session
         self._session_key = getattr(self, "_pending_key", None)
+        self.refreshes.reset()  # its first prediction enables what needs one (Accept)
         session.ensure_classes(len(self.classes))
         if self.layers.sync is not None:
             self.layers.sync.resync()  # strokes painted while the model was being built
@@ -352,7 +297,11 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         if self._closed:
             return
         self.files.checkpoint()
-        if not self.status_panel.label.text().startswith("error"):
+        if self.session is None:  # stopped while the model was built, or failed: what it was to open waits
+            self.files.not_started()
+        if self._stopped_because:
+            self.status_panel.say(self._stopped_because)
+        elif not self.status_panel.label.text().startswith("error"):
             self.status_panel.say(f"stopped at step {self.last_step.step if self.last_step else 0}")
         self.update_buttons()
         self.run_finished.emit()
@@ -390,6 +339,7 @@ class SparseSegWidget(EndsWithItsWindow, QWidget):
         except RuntimeError:
             pass
         self.layers.close()
+        self.data_panel.close()
         self.volumes_panel.close()
         try:
             self._wire_viewer(connect=False)
