@@ -138,6 +138,35 @@ def test_model_save_load_round_trip(sphere, tmp_path):
         load_into(wrong.trainer, payload)
 
 
+def test_a_model_saved_while_another_thread_trains_holds_the_weights_of_one_step(sphere, tmp_path):
+    from napari_sparseseg.core.checkpoint import read_model, save_model
+
+    _image, mask = sphere
+    s = _session(sphere)
+    s.add_labels((8, slice(None), slice(None)), mask_to_annotation(mask[8]))
+    list(s.train(max_steps=1))
+    state = s.trainer.state_dict()
+    name = next(iter(state["model"]))
+    kept = state["model"][name].clone()
+    list(s.train(max_steps=1))
+    assert torch.equal(state["model"][name], kept)  # a copy: the next step does not reach into it
+    held, saved, early = threading.Event(), threading.Event(), []
+
+    def step_in_progress():  # the training thread, in the middle of a step
+        with s.trainer.weights.lock:
+            held.set()
+            early.append(saved.wait(0.5))  # the save waits for the step: never done meanwhile
+
+    stepping = threading.Thread(target=step_in_progress)
+    stepping.start()
+    assert held.wait(60)
+    saver = threading.Thread(target=lambda: (save_model(s.trainer, tmp_path / "m.pt"), saved.set()))
+    saver.start()
+    stepping.join(60)
+    saver.join(60)
+    assert early == [False] and saved.is_set() and read_model(tmp_path / "m.pt")["state"]["step"] == 2
+
+
 def test_correction_weight_changes_on_a_live_session(sphere):
     _, mask = sphere
     s = _session(sphere, annotation=np.where(np.arange(16)[:, None, None] == 8, mask_to_annotation(mask), 0))

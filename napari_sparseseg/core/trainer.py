@@ -1,18 +1,15 @@
 """The trainer: a generator of typed events that retrains while the user paints.
 
-It reads the current labels and weights at every step, so an edit applied to
-the :class:`~.annotation.AnnotatedVolume` between two steps is in the very
-next batch. It never touches a GUI: the napari layer runs :meth:`Trainer.run`
-in a worker thread, tests run it inline.
+It reads the current labels and weights at every step, so an edit applied to the
+:class:`~.annotation.AnnotatedVolume` between two steps is in the very next batch. It never touches a GUI: the
+napari layer runs :meth:`Trainer.run` in a worker thread, tests run it inline.
 
-A step composes named parts, each in its own module: the batches
-(:class:`~.batches.BatchMaker`: sampler, augmentation, prefetch), the loss
-terms and their ramps (:class:`~.schedule.LossSchedule`), the learning rate
-(:func:`~.schedule.learning_rate`), and for budgeted runs two guards that
-read the probe (:class:`~.probe.ProbeMonitor`): the clean tail
-(:class:`~.clean_tail.CleanTail`) and the fit guard
-(:class:`~.fit_guard.FitGuard`). A variant is another instance of a part
-(``trainer.losses = LossSchedule(smoothness=0)``), not a flag.
+A step composes named parts, each in its own module: the batches (:class:`~.batches.BatchMaker`: sampler,
+augmentation, prefetch), the loss terms and their ramps (:class:`~.schedule.LossSchedule`), the learning rate
+(:func:`~.schedule.learning_rate`), and for budgeted runs two guards that read the probe
+(:class:`~.probe.ProbeMonitor`): the clean tail (:class:`~.clean_tail.CleanTail`) and the fit guard
+(:class:`~.fit_guard.FitGuard`). A variant is another instance of a part (``trainer.losses =
+LossSchedule(smoothness=0)``), not a flag.
 """
 
 from __future__ import annotations
@@ -165,7 +162,7 @@ class Trainer:
         return batch, size
 
     def _sync_classes(self) -> None:
-        if self.weights.set_num_classes(self.volume.num_classes + 1):
+        if self.weights.set_num_classes(self.volume.num_classes + 1):  # under the weights' lock
             self._forward = self.model
             self.fit_guard.forget()
             self.fit_error_rate = None  # measured on the old head
@@ -241,14 +238,12 @@ class Trainer:
 
         ``progress`` is the share of a budgeted run done, in [0, 1]; None for open-ended (interactive) training.
         """
-        own = self.volume.n_labeled > 0
-        if not own and not any(v.n_labeled for v in self.batches.volumes):
+        if not any(v.n_labeled for v in self.batches.volumes):  # labels on another volume alone train too
             return Waiting("no labeled voxels yet: paint a few slices")
         t0 = time.perf_counter()
         self._sync_classes()
-        # The guards watch the session's own labels (may predict the probe region, eval mode: before .train()); with
-        # labels on other volumes only, the steps augment as they do before the guards have anything to say.
-        augment = self._guard(progress) if own else True
+        # The guards watch the session's own labels (may predict the probe region, eval mode: before .train()).
+        augment = self._guard(progress) if self.volume.n_labeled else True
         self.model.train()
         tc = self.config.train
         lr = learning_rate(tc.learning_rate, self.step, tc.warmup_steps, progress)
@@ -277,9 +272,9 @@ class Trainer:
             what = "loss" if not np.isfinite(loss_value) else "gradient norm"
             raise FloatingPointError(f"training {what} became {loss_value if what == 'loss' else norm_value} at "
                                      f"step {self.step + 1}; the weights of step {self.step} are kept")
-        self.optimizer.step()
-        self.weights.update_ema(self.step)
-        self.step += 1
+        with self.weights.lock:  # a model file written from another thread meanwhile holds one step's weights
+            self.weights.apply_step(self.step)
+            self.step += 1
         if self.step == AUTOTUNE_AFTER_STEPS and self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.last_revision = revision
@@ -386,9 +381,11 @@ class Trainer:
 
     # -- persistence ------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The weights (:meth:`NetWeights.state_dict`), the step and the training time."""
-        self.update_decision_offset()
-        return {**self.weights.state_dict(), "step": self.step, "elapsed": self.elapsed}
+        """The weights (:meth:`NetWeights.state_dict`: copies, safe to call while another thread trains), the step
+        and the training time, all of one step."""
+        with self.weights.lock:
+            self.update_decision_offset()
+            return {**self.weights.state_dict(), "step": self.step, "elapsed": self.elapsed}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore weights, EMA, optimiser, step and training time (see :meth:`NetWeights.load_state_dict`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,9 @@ class NetWeights:
         self.optimizer = self.new_optimizer()
         #: What predictions use.
         self.ema = self.new_ema()
+        #: Held while the weights change (a step, a new head, the decision offset) and while :meth:`state_dict`
+        #: copies them: a model file saved from another thread (the window's Save model) is of one step.
+        self.lock = threading.RLock()
 
     def new_optimizer(self) -> torch.optim.Optimizer:
         """A fresh AdamW for the current model."""
@@ -56,6 +60,12 @@ class NetWeights:
         ema = copy.deepcopy(self.model)
         ema.requires_grad_(False)
         return ema
+
+    def apply_step(self, step: int) -> None:
+        """Apply the gradients (the optimiser's step) and move the EMA, after step ``step + 1``."""
+        with self.lock:
+            self.optimizer.step()
+            self.update_ema(step)
 
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
@@ -70,23 +80,27 @@ class NetWeights:
         """
         if self.model.head.out_channels == outputs:
             return False
-        self.model.set_num_classes(outputs)
-        self.optimizer = self.new_optimizer()
-        self.ema = self.new_ema()
+        with self.lock:
+            self.model.set_num_classes(outputs)
+            self.optimizer = self.new_optimizer()
+            self.ema = self.new_ema()
         return True
 
     @torch.no_grad()
     def set_decision_offset(self, offset: torch.Tensor) -> None:
         """Set the ``decision_offset`` ``(K + 1,)`` of both nets (where it has their shape)."""
-        for model in (self.model, self.ema):
-            if model.decision_offset.shape == offset.shape:
-                model.decision_offset.copy_(offset)
+        with self.lock:
+            for model in (self.model, self.ema):
+                if model.decision_offset.shape == offset.shape:
+                    model.decision_offset.copy_(offset)
 
     def state_dict(self) -> dict[str, Any]:
-        """Weights, EMA, optimiser, the net's config and planned spacing."""
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "model_config": self.model.config.__dict__,
-                "spacing": list(self.spacing)}
+        """Copies of the weights, EMA and optimiser state (of one step, under :attr:`lock`), the net's config and
+        planned spacing."""
+        with self.lock:
+            return copy.deepcopy({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                                  "optimizer": self.optimizer.state_dict(), "model_config": self.model.config.__dict__,
+                                  "spacing": list(self.spacing)})
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> bool:
         """Restore weights, EMA and optimiser; returns whether the net was rebuilt for another spacing.
