@@ -1,8 +1,7 @@
 """The data model of one annotated volume: image, labels ``y``, weights ``w(y)``.
 
-Thread safety: edits come from the GUI thread while the trainer reads patches
-on a worker thread. Every public method takes the volume's lock, so a patch is
-read from one consistent revision and an edit is never half-seen.
+Thread safety: edits come from the GUI thread while the trainer reads patches on a worker thread. Every public
+method takes the volume's lock, so a patch is read from one consistent revision and an edit is never half-seen.
 """
 
 from __future__ import annotations
@@ -198,6 +197,8 @@ class AnnotatedVolume:
                 raise ValueError("index edits with three slices/integers or three integer arrays, not a mix of "
                                  "slices and arrays")
             index, vals = self._unique_coordinates(index, vals)
+        else:  # a negative plane number counts from the end, as NumPy reads it (the box and plane counts too)
+            index = tuple(i if isinstance(i, slice) or int(i) >= 0 else int(i) + n for i, n in zip(index, self.shape))
         box = Box.from_slices(index, self.shape)
         if box.empty:
             return box
@@ -221,11 +222,8 @@ class AnnotatedVolume:
         return box
 
     def _unique_coordinates(self, index: tuple, values: np.ndarray) -> tuple[tuple, np.ndarray]:
-        """Coordinate arrays (and their values) with each voxel once, its last value kept as NumPy writes it.
-
-        A voxel listed twice would otherwise be counted twice in the class
-        and plane counts.
-        """
+        """Coordinate arrays (and their values) with each voxel once, its last value kept as NumPy writes it (a voxel
+        listed twice would otherwise be counted twice in the class and plane counts)."""
         grid = np.broadcast_arrays(*map(np.asarray, index))
         if grid[0].size == 0:
             return index, values
@@ -374,6 +372,7 @@ class AnnotatedVolume:
             held = self.holdout.box(start, size)
             if self.holdout.released:
                 held &= ~((labels > UNLABELED) & np.isin(labels.astype(np.int64) - 1, list(self.holdout.released)))
+            held &= source != Source.CORRECTED  # corrections always train (and are never scored on)
             weight[held] = 0
         return Patch(np.ascontiguousarray(image), target, weight, tuple(int(v) for v in start))
 

@@ -209,7 +209,8 @@ class Display:
             self._forest_held_back = (self.volume.revision, forest_at)
             predicted["forest"] = forest_at.argmax(1)
             net_at = self._net_at_held_back(coords)
-            if net_at is not None:
+            if net_at is not None:  # the net too, on the same labels: no learner keeps a score of labels gone
+                predicted["net"] = net_at.argmax(1)
                 predicted["blend"] = blend(forest_at, net_at).argmax(1)
         self._score(predicted)
         return self.handover.offer("forest")  # the forest, unless a learner is shown already
@@ -269,6 +270,7 @@ class Display:
         if responder is None:
             self.handover.shown = "net"
             return prediction
+        before = self.handover.shown
         net = self._latest.get("net")
         if net is None or net.shape != prediction.probabilities.shape[:1] + self.volume.shape:
             net = self._latest["net"] = np.zeros((prediction.probabilities.shape[0],) + self.volume.shape,
@@ -299,6 +301,8 @@ class Display:
         if shown == "blend":
             return self._composed(prediction.box, "blend", net=prediction.probabilities,
                                   revision=min(prediction.revision, responder.revision))
+        if before in ("net", "blend") and have_forest:  # handed back: the net's mask is on screen, not the forest's
+            return self._composed(Box.full(self.volume.shape), "forest", revision=responder.revision)
         return None  # the first responder stays shown: its mask is already on screen
 
     def _composed(self, box: Box, learner: str, *, forest: np.ndarray | None = None,

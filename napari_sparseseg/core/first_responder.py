@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .annotation import AnnotatedVolume
+from .annotation import AnnotatedVolume, Source
 from .binning import MAX_FACTOR, binned_shape, covering_box, point_weights, upsample
 from .box import Box
 from .context import context_features, less_certain
@@ -163,6 +163,8 @@ class FirstResponder:
         coords = np.concatenate(per_class) if per_class else np.empty((0, 3), int)
         classes = np.concatenate([np.full(len(c), i, np.int64) for i, c in enumerate(per_class)])
         held = holdout.split(coords, classes) if holdout is not None else np.zeros(len(coords), bool)
+        if held.any():  # corrections always train: never held back (the net's patches skip them too)
+            held[held] = np.asarray(self.volume.source[tuple(coords[held].T)]) != Source.CORRECTED
         self._rows = (key, (coords, classes, held))
         return coords, classes, held
 

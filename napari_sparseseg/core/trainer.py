@@ -242,15 +242,15 @@ class Trainer:
             return Waiting("no labeled voxels yet: paint a few slices")
         t0 = time.perf_counter()
         self._sync_classes()
-        # The guards watch the session's own labels (may predict the probe region, eval mode: before .train()).
-        augment = self._guard(progress) if self.volume.n_labeled else True
+        augment = self._guard(progress) if self.volume.n_labeled else True  # own labels; probes: before .train()
         self.model.train()
         tc = self.config.train
         lr = learning_rate(tc.learning_rate, self.step, tc.warmup_steps, progress)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         while True:
             image, target, weight, revision = self.batches.take(augment, self.batch_size, tc)
+            self._sync_classes()  # a class added while the batch was made may be in it: the head must have it
+            for group in self.optimizer.param_groups:  # (a new head brings a new optimiser)
+                group["lr"] = lr
             try:
                 loss, label_loss, logits = self._backward(image, target, weight)
                 break

@@ -160,7 +160,8 @@ def merge_late_edits(session: SegmentationSession, refresh: Refresh) -> np.ndarr
     merged = merged.copy()
     world = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     local = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(lo, hi, box.start))
-    merged[local] = merge_labels(merged[local], volume.labels[world])
+    # from the prediction itself, not the map merged before: a label erased since shows the prediction again
+    merged[local] = merge_labels(refresh.prediction.labels[local], volume.labels[world])
     return merged
 
 
