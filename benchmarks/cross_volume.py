@@ -132,10 +132,12 @@ def distil_from_responder(session: SegmentationSession, image: np.ndarray, weigh
 
 
 def net_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarray, spacing, k: int, steps: int,
-               seed: int, distill: float = 0.0, loop: str = "budget") -> tuple[np.ndarray, np.ndarray, float]:
+               seed: int, distill: float = 0.0, loop: str = "budget", scale: str = "own"
+               ) -> tuple[np.ndarray, np.ndarray, float]:
     """Class maps of half A and half B from a net trained ``steps`` steps on half A's labels (and the first
     responder's answers at weight ``distill`` where it is above 0), and its seconds. ``loop="window"``: trained in
-    the window's loop instead (``SegmentationSession.interactive``, as ``train`` runs it), until ``steps``."""
+    the window's loop instead (``SegmentationSession.interactive``, as ``train`` runs it), until ``steps``.
+    ``scale="a"``: half B's intensities normalised by half A's statistics (the product: each volume by its own)."""
     config = net_config(seed)
     if loop == "window":
         config = replace(config, responder=ResponderConfig())
@@ -154,6 +156,11 @@ def net_across(image_a: np.ndarray, annotation_a: np.ndarray, image_b: np.ndarra
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(session.trainer, Path(tmp) / "model.pt")
         other = SegmentationSession.from_model(image_b, read_model(path), spacing=spacing, device="cpu")
+    if scale == "a":
+        from napari_sparseseg.core.volume import IntensityStats, as_channels_first
+
+        stats = IntensityStats.fit(as_channels_first(image_a, None), config.train.intensity_views)
+        other.volume.features = stats.apply(as_channels_first(image_b, None)).astype(np.float32)
     on_b = other.trainer.predict(final=True).labels
     return on_a, on_b, seconds
 
@@ -206,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--axis", choices=tuple(AXES), default="x", help="the axis the volume is cut in two along")
     ap.add_argument("--cut", choices=("middle", "foreground"), default="middle",
                     help="cut at the middle of the axis, or at the median foreground voxel (a structure in a corner)")
+    ap.add_argument("--net-scale", choices=("own", "a"), default="own",
+                    help="half B's intensities for the net of 'across': normalised on their own (the product's) or by "
+                         "half A's statistics")
     ap.add_argument("--json")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print the mean over seeds of these runs' rows")
     args = ap.parse_args(argv)
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:42s} cut along {args.axis} at {where}: no pair, {reason}", flush=True)
             continue
         row = {"volume": name, "protocol": args.protocol, "steps": args.steps, "seed": args.seed, "axis": args.axis,
-               "cut_at": at, "distill": args.distill, "loop": args.loop}
+               "cut_at": at, "distill": args.distill, "loop": args.loop, "net_scale": args.net_scale}
         line = f"{name:42s}"
         if "forest" in args.modes:
             for key, scale in (("forest_b", None), ("forest_b_shared_scale", image)):
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if "across" in args.modes:
             forest_a, forest_b = forest_across(image_a, annotation_a, image_b, spacing, args.seed)
             net_a, net_b, seconds = net_across(image_a, annotation_a, image_b, spacing, k, args.steps, args.seed,
-                                                args.distill, args.loop)
+                                                args.distill, args.loop, args.net_scale)
             dice = {key: evaluate_masks(t, m, k + 1)["dice_fg"] for key, t, m in (
                 ("forest_a", truth_a, forest_a), ("forest_b", truth_b, forest_b), ("net_a", truth_a, net_a),
                 ("net_b", truth_b, net_b))}
