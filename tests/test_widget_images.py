@@ -383,3 +383,54 @@ def test_a_removed_layer_is_said_after_the_run_ends_and_renamed_layers_show_thei
     finally:
         widget.close_session()
     a.name = "A again"  # a closed widget no longer follows the names
+
+
+def test_a_volume_added_then_chosen_as_the_image_is_segmented_once_from_its_own_labels(viewer, qtbot):
+    a, a_labels = add_volume(viewer, "A")
+    b, _ = add_volume(viewer, "B", seed=3, annotation=False)
+    widget = make_widget(viewer)
+    try:
+        choose(widget.data_panel.image_combo, a)
+        entry = widget.volumes_panel.add(b)  # "learn from it too", its labels painted
+        paint_slices(entry.annotation, b.metadata["truth"], zs=(8,))
+        choose(widget.data_panel.image_combo, b)  # then chosen as the image to segment
+        assert widget.volumes_panel.entries == [] and widget.annotation_layer is entry.annotation
+        start_and_wait_for_prediction(widget, qtbot)
+        assert widget.session.other_volumes == [] and widget.session.volume.labels[8].any()
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()
+
+
+def test_exports_name_their_layer_and_a_saved_model_names_its_channels(viewer, qtbot, tmp_path, monkeypatch):
+    from qtpy.QtCore import Qt
+
+    from napari_sparseseg.core.checkpoint import channel_names, read_model
+    from napari_sparseseg.plugin import results_panel
+
+    a, a_labels = add_volume(viewer, "A")
+    second = viewer.add_image(a.data * 0.5 + 0.1, name="A channel 2")
+    widget = make_widget(viewer)
+
+    def tick(layer, on: bool) -> None:
+        box = widget.data_panel.channel_list
+        item = next(box.item(i) for i in range(box.count()) if box.item(i).data(Qt.ItemDataRole.UserRole) is layer)
+        item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
+    try:
+        choose(widget.data_panel.image_combo, a)
+        tick(second, True)
+        assert widget.data_panel.channel_layers == [second]
+        paint_slices(a_labels, a.metadata["truth"])
+        start_and_wait_for_prediction(widget, qtbot)
+        qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)  # the net trained a step
+        stop_and_wait(widget, qtbot)
+        path = widget.models.save(tmp_path / "m.pt")  # the channels of the session's key
+        assert list(channel_names(read_model(path))) == ["A", "A channel 2"]
+        said: list[str] = []
+        monkeypatch.setattr(results_panel, "show_info", said.append)
+        widget.results_panel.export("prediction")
+        again = widget.results_panel.export("prediction")  # napari renames the second layer
+        assert again.name in said[-1] and again in viewer.layers
+    finally:
+        widget.close_session()

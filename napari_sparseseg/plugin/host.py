@@ -31,6 +31,8 @@ class DockHost(Protocol):
     image_layer: Image | None
     annotation_layer: Labels | None
     prediction_layer: Labels | None
+    #: What the session was built for (``session_build.session_key``: image layer first, channel layers last).
+    session_key: tuple | None
     #: The Data box: the image and annotation layer pickers (``image_combo``, ``annotation_combo``, ``annotations()``).
     data_panel: Any
     #: The "More volumes" box (``entries``: their ``annotation`` and ``prediction`` layers).

@@ -160,7 +160,8 @@ class ModelFiles:
         session = self.widget.session
         if session is None or session.trainer.step == 0:
             raise ValueError("no trained model yet: paint a few slices and press Start first")
-        image, channels = self.widget.image_layer, self.widget.data_panel.channel_layers
+        key = self.widget.session_key  # the layers the session was trained on, not those ticked since
+        image, channels = (key[0], list(key[-1])) if key else (self.widget.image_layer, [])
         names = [ly.name for ly in (image, *channels)] if image is not None and channels else None
         return save_model(session.trainer, path, channel_names=names)
 

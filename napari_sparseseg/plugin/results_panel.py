@@ -98,7 +98,7 @@ class ResultsPanel(QGroupBox):
             save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]), affine=image.metadata.get("affine"))
         layers.selection.active = annotation
         where = f" and saved to {path}" if path is not None else ""
-        show_info(f"sparseseg: the {kind} mask is the hidden layer '{name}'{where}")
+        show_info(f"sparseseg: the {kind} mask is the hidden layer '{layer.name}'{where}")  # napari may rename it
         return layer
 
     def _export_dialog(self, kind: ExportKind) -> None:

@@ -124,7 +124,13 @@ class VolumesPanel(QGroupBox):
 
     # -- choices -------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Offer every 3D image layer that is neither the widget's image nor added already."""
+        """Offer every 3D image layer that is neither the widget's image nor added already. A volume added and then
+        chosen as the widget's image leaves this box: its labels layer becomes an annotation the Data box offers."""
+        for entry in [e for e in self.entries if e.image is self.host.image_layer and e.labels is None]:
+            self._drop(entry)
+            entry.annotation.metadata["sparseseg_role"] = "annotation"
+            show_info(f"sparseseg: '{entry.image.name}' is the image to segment now, no other volume; its labels "
+                      f"'{entry.annotation.name}' are its annotation")
         taken = [self.host.image_layer] + [e.image for e in self.entries]
         layers = [ly for ly in self.viewer.layers
                   if isinstance(ly, Image) and image_layer_problem(ly) is None and not any(ly is t for t in taken)]

@@ -136,6 +136,11 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         self._timer.start()
         self.class_panel.fill()
 
+    @property
+    def session_key(self) -> tuple | None:
+        """What the session was built for (image layer first, its channel layers last); None without a session."""
+        return self._session_key if self.session is not None else None
+
     # ================================================================ classes
     def set_classes(self, classes: ClassList) -> None:
         """Replace the classes (names and colours, e.g. a reopened session's) and show them."""
