@@ -149,8 +149,10 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
 
 
 def _written(path: Path) -> bool:
-    """Whether a mask is at ``path``: a file, or a zarr store with its metadata (masks are put in place whole)."""
-    return path.is_file() or any((path / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
+    """Whether a mask is at ``path``: a file, or a readable zarr store (masks are put in place whole)."""
+    from ..formats.zarr_store import zarr_kind
+
+    return path.is_file() or (path.is_dir() and zarr_kind(path) is not None)
 
 
 def _outputs_among(files: list[Path], out_dir: Path) -> set[Path]:
