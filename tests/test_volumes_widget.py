@@ -149,3 +149,35 @@ def test_another_volume_that_would_not_fit_the_machine_with_the_first_is_refused
         assert "with 'cells 2' is too large to train on in this window" in warnings[-1]
     finally:
         widget.close_session()
+
+
+def test_a_volume_removed_while_training_and_added_again_joins_as_the_volume_it_was(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, annotation, other, truth, other_truth = two_volumes(viewer)
+    widget = make_widget(viewer, image)
+    try:
+        panel = widget.volumes_panel
+        paint_slice(annotation, 8, truth[8])
+        entry = panel.add(other)
+        paint_slice(entry.annotation, 5, other_truth[5])
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None and panel.entries[0].labels is not None, timeout=60000)
+        session = widget.session
+        volume = session.other_volumes[0].volume
+        viewer.layers.remove(entry.image)  # its labels stay in training
+        assert panel.entries == []
+        stop_and_wait(widget, qtbot)
+
+        again = viewer.add_image(np.array(other.data), name="cells 2", scale=other.scale)  # the same image, reopened
+        entry = panel.add(again)
+        assert entry is not None and not entry.annotation.data[5].any()
+        paint_slice(entry.annotation, 9, other_truth[9])
+        assert widget.start()
+        qtbot.waitUntil(lambda: panel.entries[0].labels is not None, timeout=60000)
+        assert widget.session is session and len(session.other_volumes) == 1  # not a second copy
+        assert panel.entries[0].labels.volume is volume
+        assert volume.labels[5].any() and volume.labels[9].any()  # the labels held and the new ones
+        np.testing.assert_array_equal(layer_to_annotation(entry.annotation.data), volume.labels)  # shown again
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()

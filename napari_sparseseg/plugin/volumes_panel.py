@@ -31,7 +31,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from ..core.annotation import Source
-from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE, layer_to_annotation
+from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE, annotation_to_layer, layer_to_annotation
 from .layers import image_layer_problem, memory_problem, placement, role
 from .session_reader import STORE_META, VOLUME_META
 from .strokes import LabelSync
@@ -193,9 +193,20 @@ class VolumesPanel(QGroupBox):
     @staticmethod
     def _join(session: SegmentationSession, entry: VolumeEntry) -> AnnotatedVolume | str:
         """Add ``entry``'s volume to ``session`` with the labels on its layer now (in the worker, before training;
-        no layer or entry is written). Returns the volume, or why it cannot be added."""
+        no layer or entry is written). Returns the volume, or why it cannot be added.
+
+        An image the session learns from already (its layers removed while it trained, then added again) joins as
+        the volume it is: the labels on the layer now are added to the volume's, and
+        :meth:`on_session_ready` shows the volume's labels in the layer.
+        """
         image = entry.image
         labels = layer_to_annotation(np.asarray(entry.annotation.data), session.num_classes)
+        known = _known_volume(session, image)
+        if known is not None:
+            painted = np.nonzero(labels)
+            if painted[0].size:
+                known.set_labels(painted, labels[painted])
+            return known
         try:
             return session.add_training_volume(np.asarray(image.data), annotation=labels, name=image.name,
                                                spacing=tuple(float(s) for s in image.scale[-3:]))
@@ -238,6 +249,7 @@ class VolumesPanel(QGroupBox):
                 self._drop(entry)
             elif kept:
                 entry.labels = VolumeLabels(result)
+                _show_held_labels(entry.annotation, result)
             else:
                 show_info(f"sparseseg: '{entry.image.name}' was removed while training started: its labels stay in "
                           "this session's training until a new model starts")
@@ -348,3 +360,26 @@ class VolumesPanel(QGroupBox):
                 emitter.disconnect(handler)
             except (RuntimeError, ValueError, TypeError):
                 pass
+
+
+def _known_volume(session: SegmentationSession, image: Image) -> AnnotatedVolume | None:
+    """The volume of ``session`` that holds ``image``'s voxels already (same array, or same name and same values)."""
+    data = np.asarray(image.data)
+    for other in session.other_volumes:
+        if other.image is data or (other.name == image.name and np.shape(other.image) == data.shape
+                                   and np.array_equal(np.asarray(other.image), data)):
+            return other.volume
+    return None
+
+
+def _show_held_labels(annotation: Labels, volume: AnnotatedVolume) -> None:
+    """Show in ``annotation`` the labels ``volume`` holds where the layer has none (GUI thread): a volume that
+    joined again brings back the labels the session kept for it."""
+    data = np.asarray(annotation.data)
+    held = annotation_to_layer(volume.labels) if volume.labels.shape == data.shape else None
+    if held is None:
+        return
+    missing = (data == 0) & (held > 0)
+    if missing.any():
+        data[missing] = held[missing]
+        annotation.refresh()
