@@ -197,3 +197,13 @@ def test_closing_the_widget_stops_the_banks_it_computes(two_channels):
     widget.close_session()
     assert stack.cancelled and widget.features.held_for(widget.image_layer) is None
 
+
+
+def test_an_image_shown_shifted_is_not_offered_as_a_channel(two_channels):
+    viewer, widget, _truth = two_channels
+    image = viewer.layers["mri [1]"]
+    shifted = viewer.add_image(np.array(image.data), name="next scan", scale=image.scale,
+                               translate=(0, 0, image.data.shape[-1] * image.scale[-1]))
+    aligned = viewer.add_image(np.array(image.data), name="same place", scale=image.scale)
+    offered = [widget.data_panel.channel_list.item(i).text() for i in range(widget.data_panel.channel_list.count())]
+    assert aligned.name in offered and shifted.name not in offered

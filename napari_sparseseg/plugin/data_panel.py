@@ -295,10 +295,12 @@ class DataPanel(QGroupBox):
 
 def channel_candidates(layers: Any, image: Image) -> list[Image]:
     """The image layers that can be read as further channels of ``image``: usable 3D images that are not the
-    plugin's outputs, of the same shape and voxel size, other than ``image``."""
+    plugin's outputs, of the same shape, voxel size and position (a layer shown shifted is another volume, whose
+    voxels do not lie under the image's), other than ``image``."""
     return [ly for ly in layers if isinstance(ly, Image) and ly is not image and not is_output(ly)
             and image_layer_problem(ly) is None and ly.data.shape == image.data.shape
-            and tuple(ly.scale[-3:]) == tuple(image.scale[-3:])]
+            and tuple(ly.scale[-3:]) == tuple(image.scale[-3:])
+            and np.allclose(ly.translate[-3:], image.translate[-3:])]
 
 
 def _offer(combo: QComboBox, layers: list[Any], chosen: Any, none: bool = False) -> None:
