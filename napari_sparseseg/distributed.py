@@ -163,7 +163,7 @@ def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[in
     """
     import zarr
 
-    from .formats.zarr_store import check_replaceable
+    from .formats.zarr_store import check_replaceable, output_attributes
     from .io import written_whole_dir
 
     p = Path(path)
@@ -174,7 +174,7 @@ def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[in
         shape, chunks, names = (int(channels),) + shape, (int(channels),) + chunks, ("c",) + names
     with written_whole_dir(p) as tmp:
         yield zarr.create_array(str(tmp), shape=shape, chunks=chunks, dtype=dtype, zarr_format=3,
-                                dimension_names=names, attributes={"spacing": [float(s) for s in spacing]})
+                                dimension_names=names, attributes=output_attributes(spacing))
 
 
 def _open_image(image: Any, level: int, spacing: Sequence[float] | None,

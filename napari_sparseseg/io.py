@@ -120,6 +120,33 @@ def load_volume(path: str | Path, key: str = "image") -> tuple[np.ndarray, Spaci
     return vol.data, vol.spacing
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read from ``/proc`` where there is one: setting it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_npz_replaceable(path: Path) -> None:
+    """Refuse to write a mask over an ``.npz`` that holds more than a mask (an image beside its labels)."""
+    if not path.is_file():
+        return
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            extra = sorted(set(data.files) - {"labels", "spacing"})
+    except Exception:  # noqa: BLE001 (not an archive we can list: a damaged file is replaced as any other file)
+        return
+    if extra:
+        raise VolumeFileError(f"{path}: holds {extra} beside a mask; refusing to overwrite it (the mask would "
+                              "replace them): choose another name")
+
+
 @contextlib.contextmanager
 def _written_whole(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix) that becomes ``path`` only once written whole.
@@ -132,6 +159,7 @@ def _written_whole(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would keep the file from colleagues on a shared drive
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -150,6 +178,7 @@ def written_whole_dir(path: Path) -> Iterator[Path]:
     os.rmdir(tmp)  # the writer creates it
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700, as above
         if path.exists():
             aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
             os.replace(path, aside)
@@ -170,7 +199,9 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
     path : str or Path
         ``.npz``, ``.tif``/``.tiff`` (ImageJ), ``.nii``/``.nii.gz``, ``.zarr``
         (plain zarr v3 array) or ``.ome.zarr`` (NGFF 0.5, one level). An existing
-        zarr store is replaced; any other existing directory is left alone (error).
+        mask this package wrote is replaced; any other existing directory, zarr
+        data it did not write as a mask and an ``.npz`` holding more than a mask
+        are left alone (error).
     mask : np.ndarray
         ``(z, y, x)`` non-negative integers; kept as ``uint8``/``uint16``, other
         integer types stored as the smallest unsigned type holding the values.
@@ -196,6 +227,7 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
     if name.endswith(".npz"):
         from .formats.npz import write_npz
 
+        _check_npz_replaceable(p)
         with _written_whole(p) as tmp:
             write_npz(tmp, mask, spacing)
     elif name.endswith((".tif", ".tiff")):

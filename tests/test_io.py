@@ -267,6 +267,51 @@ def test_zarr_writers_replace_only_zarr_stores(tmp_path):
         save_mask(session, _mask(), SPACING)
 
 
+
+@pytest.mark.parametrize("name", ["m.zarr", "m.ome.zarr"])
+def test_a_mask_never_replaces_zarr_data_it_did_not_write(tmp_path, name):
+    import zarr
+
+    image = np.arange(4 * 6 * 6, dtype=np.float32).reshape(4, 6, 6)
+    ome = zarr.open_group(str(tmp_path / name), mode="w", zarr_format=3)  # another tool's OME-Zarr image
+    ome.create_array("0", data=image)
+    ome.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": [{"name": a, "type": "space"} for a in "zyx"],
+                                                          "datasets": [{"path": "0"}]}]}
+    plain = tmp_path / f"plain_{name}"
+    zarr.create_array(str(plain), data=image, zarr_format=3)  # another tool's array
+    for path in (tmp_path / name, plain):
+        with pytest.raises(VolumeFileError, match="did not write as a mask"):
+            save_mask(path, _mask(), SPACING)
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(tmp_path / name / "0"), mode="r")), image)
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(plain), mode="r")), image)
+    save_mask(tmp_path / f"ours_{name}", _mask(), SPACING)  # a mask this package wrote is replaced
+    save_mask(tmp_path / f"ours_{name}", _mask(seed=1), SPACING)
+    np.testing.assert_array_equal(read_volume(tmp_path / f"ours_{name}").data, _mask(seed=1))
+
+
+def test_a_mask_never_replaces_an_npz_holding_an_image(tmp_path):
+    np.savez_compressed(tmp_path / "scan.npz", image=np.ones((4, 6, 6), np.float32), labels=_mask((4, 6, 6)))
+    with pytest.raises(VolumeFileError, match=r"holds \['image'\]"):
+        save_mask(tmp_path / "scan.npz", _mask((4, 6, 6)), SPACING)
+    with np.load(tmp_path / "scan.npz") as kept:
+        assert sorted(kept.files) == ["image", "labels"]
+    save_mask(tmp_path / "mask.npz", _mask(), SPACING)
+    save_mask(tmp_path / "mask.npz", _mask(seed=1), SPACING)  # a mask file: replaced
+    np.testing.assert_array_equal(read_volume(tmp_path / "mask.npz", key="labels").data, _mask(seed=1))
+
+
+@pytest.mark.parametrize("name", ["m.tif", "m.nii.gz", "m.npz", "m.zarr"])
+def test_a_written_mask_is_readable_by_others_as_the_umask_allows(tmp_path, name):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_mask(tmp_path / name, _mask(), SPACING)
+    finally:
+        os.umask(old)
+    assert (tmp_path / name).stat().st_mode & 0o777 == (0o755 if name.endswith(".zarr") else 0o644)
+
+
 # ------------------------------------------------------------------ errors name the path and say what is wrong
 def _session_store(path: Path) -> Path:
     import zarr

@@ -28,6 +28,8 @@ from .base import VolumeFile, VolumeFileError, check_level, checked_spacing
 
 #: Root attribute that marks a napari-sparseseg session store.
 SESSION_ATTRIBUTE = "napari_sparseseg_session"
+#: Root attribute that marks a mask (or probabilities) this package wrote: the only zarr data a new mask replaces.
+OUTPUT_ATTRIBUTE = "napari_sparseseg_output"
 #: NGFF version written by :func:`write_ome_zarr`.
 NGFF_VERSION = "0.5"
 ZarrKind = Literal["array", "ome", "session", "group"]
@@ -39,26 +41,32 @@ def is_zarr_dir(path: Path) -> bool:
     return path.is_dir() and any((path / m).is_file() for m in _METADATA)
 
 
+def _root(path: Path) -> tuple[str, dict] | None:
+    """``(node type, root attributes)`` of a zarr directory from its metadata files alone; None if unreadable."""
+    try:
+        if (path / "zarr.json").is_file():
+            meta = json.loads((path / "zarr.json").read_text())
+            node, attrs = meta.get("node_type"), meta.get("attributes") or {}
+        elif (path / ".zarray").is_file() or (path / ".zgroup").is_file():
+            node = "array" if (path / ".zarray").is_file() else "group"
+            zattrs = path / ".zattrs"
+            attrs = json.loads(zattrs.read_text()) if zattrs.is_file() else {}
+        else:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (node, attrs) if isinstance(attrs, dict) else None
+
+
 def zarr_kind(path: Path) -> ZarrKind | None:
     """Classify a zarr directory from its root metadata alone (no zarr import, no chunk reads).
 
     Returns ``None`` for anything that is not a readable zarr directory.
     """
-    try:
-        if (path / "zarr.json").is_file():
-            meta = json.loads((path / "zarr.json").read_text())
-            node, attrs = meta.get("node_type"), meta.get("attributes") or {}
-        elif (path / ".zarray").is_file():
-            node, attrs = "array", {}
-        elif (path / ".zgroup").is_file():
-            zattrs = path / ".zattrs"
-            node, attrs = "group", json.loads(zattrs.read_text()) if zattrs.is_file() else {}
-        else:
-            return None
-    except (OSError, ValueError, AttributeError):
+    root = _root(path)
+    if root is None:
         return None
-    if not isinstance(attrs, dict):
-        return None
+    node, attrs = root
     if SESSION_ATTRIBUTE in attrs:
         return "session"
     if node == "array":
@@ -200,21 +208,38 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(int(n), 64) for n in shape)
 
 
+def is_output(path: Path) -> bool:
+    """Whether ``path`` is a zarr store this package wrote as a mask or probabilities (:data:`OUTPUT_ATTRIBUTE`)."""
+    root = _root(path) if path.is_dir() else None
+    return root is not None and bool(root[1].get(OUTPUT_ATTRIBUTE))
+
+
 def check_replaceable(path: Path) -> None:
-    """Refuse to replace anything but an existing zarr store (or an empty folder) that is not a session.
+    """Refuse to replace anything but an empty folder or a mask this package wrote (:func:`is_output`).
+
+    An image, another tool's mask, an OME-Zarr with labels beside its image or a session store stays whole: a
+    mask written over it would delete it.
 
     Raises
     ------
     VolumeFileError
-        If ``path`` is a file, a folder that is not a zarr store, or a session store.
+        If ``path`` is a file, a folder that is not a zarr store, a session store, or zarr data this package did not
+        write as a mask.
     """
-    if not path.exists():
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())) or is_output(path):
         return
     kind = zarr_kind(path) if path.is_dir() else None
-    if kind is None and not (path.is_dir() and not any(path.iterdir())):
+    if kind is None:
         raise VolumeFileError(f"{path}: exists and is not a zarr store; refusing to overwrite it")
     if kind == "session":
         raise VolumeFileError(f"{path}: is a napari-sparseseg session store; refusing to overwrite it with a mask")
+    raise VolumeFileError(f"{path}: holds zarr data this plugin did not write as a mask (an image, or another "
+                          "tool's mask); refusing to replace it: choose another name, or remove it first")
+
+
+def output_attributes(spacing: Spacing) -> dict[str, Any]:
+    """The root attributes of a zarr mask or probabilities array: its spacing and :data:`OUTPUT_ATTRIBUTE`."""
+    return {"spacing": [float(s) for s in spacing], OUTPUT_ATTRIBUTE: True}
 
 
 def write_zarr(path: Path, mask: np.ndarray, spacing: Spacing) -> None:
@@ -224,7 +249,7 @@ def write_zarr(path: Path, mask: np.ndarray, spacing: Spacing) -> None:
     check_replaceable(path)
     arr = zarr.create_array(str(path), shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
                             overwrite=True, zarr_format=3, dimension_names=("z", "y", "x"),
-                            attributes={"spacing": [float(s) for s in spacing]})
+                            attributes=output_attributes(spacing))
     arr[...] = mask
 
 
@@ -237,6 +262,7 @@ def write_ome_zarr(path: Path, mask: np.ndarray, spacing: Spacing, *, name: str 
     arr = group.create_array("0", shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
                              dimension_names=("z", "y", "x"))
     arr[...] = mask
+    group.attrs[OUTPUT_ATTRIBUTE] = True
     group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": [{
         "name": name,
         "axes": [{"name": a, "type": "space"} for a in "zyx"],
