@@ -137,3 +137,48 @@ def test_labels_of_any_size_are_edits_like_small_ones():
     assert edits.splits == 1
     objects = resplit(mask, edited, edits, fit_depth_share(mask, edited, edits.touched, current=1.0))
     assert objects.max() == 8
+
+
+def test_an_object_painted_where_none_was_shown_stays_as_painted_with_any_label():
+    """A merge learned from, and beside it a small object the user painted on the background with a huge label:
+    it survives the split (never dropped as a speck) and no table the size of the label is allocated."""
+    from napari.layers import Labels
+
+    from napari_sparseseg.plugin.commands import learn_object_edits, separate_objects_layer
+
+    mask, _ = _pairs_of_balls(neck=4)
+    data, meta, _ = separate_objects_layer(Labels(mask, name="mask"))
+    layer = Labels(split_instances(mask, depth_share=0.05), name="mask objects", metadata=meta["metadata"])
+    layer.metadata["napari_sparseseg_objects"]["depth_share"] = 0.05
+    edited = np.asarray(layer.data).astype(np.uint32)
+    first = edited[8, 16, 8]
+    edited[edited == edited[8, 16, 24]] = first  # a merge
+    edited[0:2, 0:2, 0:2] = 4_000_000_000  # 8 voxels painted on the background
+    layer.data = edited
+    learn_object_edits(layer)
+    out = np.asarray(layer.data)
+    new = out[0:2, 0:2, 0:2]
+    assert new.min() > 0 and np.unique(new).size == 1 and np.count_nonzero(out == new[0, 0, 0]) == 8
+    assert out[8, 16, 8] == out[8, 16, 24] != 0
+
+
+def test_the_segment_commands_line_up_with_their_layer_and_refuse_values_that_are_no_class():
+    from napari.layers import Labels
+
+    from napari_sparseseg.plugin.commands import annotation_to_mask_layer, separate_objects_layer
+
+    mask, _ = _pairs_of_balls(neck=4)
+    rotate = [[0.866, -0.5], [0.5, 0.866]]
+    layer = Labels(mask, name="mask", scale=(2, 1, 1), translate=(5, 6, 7), rotate=rotate,
+                   metadata={"affine": np.diag([-1.0, -1.0, 2.0, 1.0])})
+    for command in (annotation_to_mask_layer, separate_objects_layer):
+        _, meta, _ = command(layer)
+        made = Labels(mask, **meta)
+        np.testing.assert_allclose(made.affine.affine_matrix, layer.affine.affine_matrix)
+        np.testing.assert_allclose(made.rotate, layer.rotate)
+        assert tuple(made.translate) == (5, 6, 7) and tuple(made.scale) == (2, 1, 1)
+        np.testing.assert_array_equal(made.metadata["affine"], layer.metadata["affine"])  # for the NIfTI writer
+    objects = Labels(np.where(mask > 0, 300, 0).astype(np.uint16), name="objects")  # an objects layer: ids > 255
+    for command in (annotation_to_mask_layer, separate_objects_layer):
+        with pytest.raises(ValueError, match="not classes"):
+            command(objects)

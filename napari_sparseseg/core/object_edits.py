@@ -41,8 +41,8 @@ class ObjectEdits:
     Attributes
     ----------
     touched : np.ndarray
-        bool ``(z, y, x)``: the connected foreground regions that hold an edited object; the user's objects hold
-        there.
+        bool ``(z, y, x)``: the connected foreground regions that hold an edited object (merged, divided, or
+        painted where no object was shown); the user's objects hold there.
     merges : int
         Objects the user made of two or more shown ones.
     splits : int
@@ -59,7 +59,7 @@ class ObjectEdits:
         return bool(self.merges or self.splits)
 
 
-def _compact(ids: np.ndarray) -> np.ndarray:
+def compact_ids(ids: np.ndarray) -> np.ndarray:
     """int64 ids renumbered ``1..n`` in their order (0 stays 0): a user's label may be any number up to 2**32, or
     below 0 in a signed layer."""
     values, inverse = np.unique(ids, return_inverse=True)
@@ -69,7 +69,7 @@ def _compact(ids: np.ndarray) -> np.ndarray:
 
 
 def _pairs(shown: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(m, 2)`` shown and edited ids (compact, :func:`_compact`) that pair (:data:`PAIR_SHARE`), and the ``(m,)``
+    """``(m, 2)`` shown and edited ids (compact, :func:`compact_ids`) that pair (:data:`PAIR_SHARE`), and the ``(m,)``
     voxels they share."""
     both = (shown > 0) & (edited > 0)
     a, e = shown[both].astype(np.int64), edited[both].astype(np.int64)
@@ -99,12 +99,13 @@ def find_edits(shown: np.ndarray, edited: np.ndarray) -> ObjectEdits:
 
     if shown.shape != edited.shape or shown.ndim != 3:
         raise ValueError(f"shown {shown.shape} and edited {edited.shape} objects must be the same 3D shape")
-    shown, edited = _compact(shown), _compact(edited)
+    shown, edited = compact_ids(shown), compact_ids(edited)
     pairs, _ = _pairs(shown, edited)
     shown_ids, per_shown = np.unique(pairs[:, 0], return_counts=True)
     edited_ids, per_edited = np.unique(pairs[:, 1], return_counts=True)
     divided, merged = shown_ids[per_shown > 1], edited_ids[per_edited > 1]
-    involved = np.isin(shown, divided) | np.isin(edited, merged)
+    added = np.setdiff1d(np.unique(edited[edited > 0]), pairs[:, 1])  # painted where no shown object was
+    involved = np.isin(shown, divided) | np.isin(edited, merged) | np.isin(edited, added)
     regions, _ = ndi.label(edited > 0)
     touched = np.isin(regions, np.unique(regions[involved & (regions > 0)]))
     return ObjectEdits(touched & (regions > 0), merges=int(merged.size), splits=int(divided.size))
@@ -112,7 +113,7 @@ def find_edits(shown: np.ndarray, edited: np.ndarray) -> ObjectEdits:
 
 def matched_share(truth: np.ndarray, objects: np.ndarray, iou: float = MATCH_IOU) -> float:
     """Object F1 of ``objects`` against ``truth`` (``(z, y, x)`` ids): objects paired one to one at ``iou``."""
-    t, p = _compact(truth).ravel(), _compact(objects).ravel()
+    t, p = compact_ids(truth).ravel(), compact_ids(objects).ravel()
     n_t, n_p = len(np.unique(t[t > 0])), len(np.unique(p[p > 0]))
     if not n_t + n_p:
         return 1.0
@@ -179,7 +180,7 @@ def resplit(mask: np.ndarray, edited: np.ndarray, edits: ObjectEdits, share: flo
     if typical is None:
         typical = typical_objects(mask, spacing)
     objects = split_instances(np.where(edits.touched, 0, mask), spacing, depth_share=share, typical=typical)
-    edited = _compact(edited)
+    edited = compact_ids(edited)
     kept = np.unique(edited[edits.touched])
     kept = kept[kept > 0]
     lookup = np.zeros(int(edited.max()) + 1, np.uint32)

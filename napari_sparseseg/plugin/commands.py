@@ -14,9 +14,9 @@ def annotation_to_mask_layer(layer: Labels) -> LayerDataTuple:
 
     Unlabeled voxels become background. Offered under Layers > Segment.
     """
-    mask = annotation_to_mask(layer_to_annotation(layer.data))
-    return (mask, {"name": f"{layer.name} mask", "scale": tuple(layer.scale), "translate": tuple(layer.translate)},
-            "labels")
+    data = _class_values(layer)
+    mask = annotation_to_mask(layer_to_annotation(data))
+    return mask, {"name": f"{layer.name} mask", **_placement(layer)}, "labels"
 
 
 #: Key of an objects layer's metadata: the class map it was split from and the share of the split.
@@ -31,14 +31,13 @@ def separate_objects_layer(layer: Labels) -> LayerDataTuple:
     that **Separate objects again, learning from my edits** can learn from the merges and splits painted on it."""
     from ..core.instances import DEPTH_SHARE, split_instances
 
-    data = np.asarray(layer.data)
+    data = _class_values(layer)
     if data.ndim != 3:
         raise ValueError(f"{layer.name}: separate objects needs a 3D mask (z, y, x), got {data.ndim} dimensions")
     data = np.where(data == LAYER_BACKGROUND, 0, data).astype(np.uint8)
     objects = split_instances(data, _spacing(layer))
-    return (objects, {"name": f"{layer.name} objects", "scale": tuple(layer.scale),
-                      "translate": tuple(layer.translate),
-                      "metadata": {OBJECTS_KEY: {"classes": data, "depth_share": DEPTH_SHARE}}}, "labels")
+    state = {"classes": data, "depth_share": DEPTH_SHARE}
+    return objects, {"name": f"{layer.name} objects", **_placement(layer, **{OBJECTS_KEY: state})}, "labels"
 
 
 def learn_object_edits(layer: Labels) -> None:
@@ -80,15 +79,37 @@ def learn_object_edits(layer: Labels) -> None:
 
 
 def _spacing(layer: Labels) -> tuple[float, float, float]:
-    return tuple(float(s) for s in layer.scale[-3:])
+    return tuple(abs(float(s)) for s in layer.scale[-3:])  # a flipped layer (negative scale) has the same voxels
+
+
+def _placement(layer: Labels, **metadata) -> dict:
+    """Where ``layer`` lies in the world (scale, translate, rotate, shear, affine), for a layer made from it to
+    line up with it, and ``metadata`` with its ``affine`` metadata (a NIfTI source's, which the writer puts back)."""
+    source_affine = (layer.metadata or {}).get("affine")
+    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate), "rotate": np.asarray(layer.rotate),
+            "shear": np.asarray(layer.shear), "affine": np.asarray(layer.affine.affine_matrix),
+            "metadata": metadata if source_affine is None else {"affine": source_affine, **metadata}}
+
+
+def _class_values(layer: Labels) -> np.ndarray:
+    """``layer``'s data as class values (0..255), refusing values a class map cannot hold (they would wrap)."""
+    data = np.asarray(layer.data)
+    if data.size and (int(data.max()) > LAYER_BACKGROUND or int(data.min()) < 0):
+        raise ValueError(f"{layer.name}: values {int(data.min())}..{int(data.max())} are not classes (0 background, "
+                         f"1..{LAYER_BACKGROUND - 1}); is this an objects layer? Run this on a class mask or an "
+                         "annotation layer")
+    return data
 
 
 def _classes_of(edited: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """uint8 class map of the edited objects: each voxel its old class; a voxel painted onto the background takes
     the class most of its object has (class 1 for an object painted wholly on the background)."""
+    from ..core.object_edits import compact_ids
+
     mask = np.where(edited > 0, classes, 0).astype(np.uint8)
     added = (edited > 0) & (classes == 0)
     if added.any():
+        edited = compact_ids(edited)  # a label may be any number up to 2**32: count per object, not per number
         ids = edited[added]
         counts = np.zeros((int(edited.max()) + 1, int(classes.max()) + 1), np.int64)
         inside = (edited > 0) & (classes > 0)
