@@ -11,8 +11,8 @@ suffix             read (:func:`read_volume`)              write (:func:`save_ma
 ``.npz``           ``image`` / ``labels``, ``spacing``     ``labels``, ``spacing``
 ``.tif, .tiff``    ImageJ, OME-TIFF, plain; ZYX or +C      ImageJ ZYX stack with spacing
 ``.nii, .nii.gz``  nibabel; spacing + affine               NIfTI-1 with the reference affine
-``.zarr``          zarr array (``attrs["spacing"]``)       zarr v3 array, ``attrs["spacing"]``
-``.ome.zarr``      OME-Zarr NGFF 0.4/0.5, any ``level``    OME-Zarr NGFF 0.5, one level
+``.zarr``          zarr array (``attrs["spacing"]``)       zarr v3 array, ``attrs["spacing"]``, ``"origin"``
+``.ome.zarr``      OME-Zarr NGFF 0.4/0.5, any ``level``    OME-Zarr NGFF 0.5, one level, translation
 =================  ======================================  ==========================================
 
 Every failure (missing, corrupt, unsupported, level out of range) raises
@@ -191,7 +191,8 @@ def written_whole_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: np.ndarray | None = None) -> None:
+def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: np.ndarray | None = None,
+              origin: tuple[float, float, float] | None = None) -> None:
     """Write a mask (0 = background, 1..K) keeping its spacing; the suffix picks the format.
 
     Parameters
@@ -209,7 +210,12 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
         ``(z, y, x)`` voxel size.
     affine : np.ndarray, optional
         NIfTI only: the reference image's 4x4 affine (:attr:`VolumeFile.affine`),
-        written as is so the mask overlays the image; default ``diag(x, y, z, 1)``.
+        written as is so the mask overlays the image; default ``diag(x, y, z, 1)``
+        moved to ``origin``.
+    origin : tuple of float, optional
+        World position ``(z, y, x)`` of voxel ``(0, 0, 0)`` (napari's ``translate``): an OME-Zarr
+        ``translation``, a zarr array's ``attrs["origin"]``, a NIfTI's affine without a reference;
+        ``.npz`` and TIFF do not keep it.
 
     Raises
     ------
@@ -238,6 +244,9 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
     elif name.endswith((".nii", ".nii.gz")):
         from .formats.nifti import write_nifti
 
+        if affine is None and origin is not None and any(origin):
+            affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+            affine[:3, 3] = [origin[2], origin[1], origin[0]]
         with _written_whole(p) as tmp:
             write_nifti(tmp, mask, spacing, affine)
     else:
@@ -245,4 +254,4 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
 
         check_replaceable(p)
         with written_whole_dir(p) as tmp:
-            (write_ome_zarr if name.endswith(".ome.zarr") else write_zarr)(tmp, mask, spacing)
+            (write_ome_zarr if name.endswith(".ome.zarr") else write_zarr)(tmp, mask, spacing, origin)

@@ -415,18 +415,25 @@ def test_reader_declines_what_it_cannot_open(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["a.nii.gz", "a.nii", "a.tif", "a.zarr", "a.ome.zarr", "a.npz"])
-def test_reader_gives_an_image_layer_scaled_by_spacing(tmp_path, name):
-    save_mask(tmp_path / name, _mask(), SPACING)
-    if name.endswith(".npz"):  # an npz with image and labels gives both layers
-        np.savez(tmp_path / name, image=np.ones((6, 10, 12), np.float32), labels=_mask(), spacing=SPACING)
+def test_a_written_mask_reopens_as_labels_where_it_lay(tmp_path, name):
+    origin = (3.0, -4.5, 6.0)
+    save_mask(tmp_path / name, _mask(), SPACING, origin=origin)
     reader = get_reader(str(tmp_path / name))
     assert reader is not None
-    layers = reader(str(tmp_path / name))
-    data, meta, kind = layers[0]
-    assert kind == "image" and meta["name"] == "a" and meta["scale"] == pytest.approx(SPACING)
-    assert tuple(data.shape) == (6, 10, 12)
-    assert ("affine" in meta["metadata"]) == name.startswith("a.nii")
-    assert [k for *_, k in layers] == (["image", "labels"] if name.endswith(".npz") else ["image"])
+    [(data, meta, kind)] = reader(str(tmp_path / name))
+    assert meta["name"] == "a" and meta["scale"] == pytest.approx(SPACING)
+    np.testing.assert_array_equal(np.asarray(data), _mask())
+    assert kind == ("image" if name.endswith(".tif") else "labels")  # TIFF has no mark of a label map
+    if name.endswith((".zarr", ".nii.gz", ".nii")):  # the formats that keep a position
+        where = meta["metadata"]["affine"][:3, 3][::-1] if name.startswith("a.nii") else meta["translate"]
+        assert tuple(where) == pytest.approx(origin)
+
+
+def test_reader_gives_an_image_and_its_labels_from_an_npz(tmp_path):
+    np.savez(tmp_path / "a.npz", image=np.ones((6, 10, 12), np.float32), labels=_mask(), spacing=SPACING)
+    layers = read_layers(str(tmp_path / "a.npz"))
+    assert [k for *_, k in layers] == ["image", "labels"]
+    assert layers[0][1]["name"] == "a" and layers[0][1]["scale"] == pytest.approx(SPACING)
 
 
 def test_reader_gives_a_multiscale_layer_for_an_ome_zarr_pyramid(tmp_path):
@@ -472,6 +479,26 @@ def test_napari_opens_nifti_with_spacing_as_scale_and_saves_labels(make_napari_v
     saved = read_volume(tmp_path / "mask.nii.gz")
     np.testing.assert_array_equal(saved.data, labels.data)
     assert saved.spacing == pytest.approx((3.0, 0.7, 0.8))
+
+
+
+@pytest.mark.gui
+def test_napari_saves_a_new_labels_layer_on_the_open_niftis_affine_and_a_shifted_layer_where_it_lies(
+        make_napari_viewer, tmp_path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((9, 8, 5), np.int16), _oblique_affine()), str(tmp_path / "src.nii.gz"))
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(tmp_path / "src.nii.gz"), plugin="napari-sparseseg")
+    labels = viewer.add_labels(_mask((5, 8, 9)), scale=image.scale)  # napari's own new layer: no metadata
+    labels.save(str(tmp_path / "mask.nii.gz"), plugin="napari-sparseseg")
+    np.testing.assert_allclose(nib.load(str(tmp_path / "mask.nii.gz")).affine, _oblique_affine(), atol=1e-6)
+    shifted = viewer.add_labels(_mask(), scale=SPACING, translate=(10, 20, 30))
+    shifted.save(str(tmp_path / "shifted.ome.zarr"), plugin="napari-sparseseg")
+    [reopened] = viewer.open(str(tmp_path / "shifted.ome.zarr"), plugin="napari-sparseseg")
+    assert type(reopened).__name__ == "Labels"
+    np.testing.assert_allclose(reopened.translate, (10, 20, 30))
+    np.testing.assert_allclose(reopened.scale, SPACING)
 
 
 # ------------------------------------------------------------------ CLI: NIfTI geometry and OME-Zarr levels

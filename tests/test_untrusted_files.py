@@ -215,8 +215,8 @@ def test_a_zarr_mask_replaces_the_old_store_whole_or_not_at_all(tmp_path, monkey
     writer = "write_ome_zarr" if suffix == ".ome.zarr" else "write_zarr"
     real = getattr(zarr_store, writer)
 
-    def full_disk(path, mask, spacing):
-        real(path, mask, spacing)  # most of it written...
+    def full_disk(path, mask, spacing, origin=None):
+        real(path, mask, spacing, origin)  # most of it written...
         raise OSError(28, "No space left on device", str(path))  # ...then the disk fills
 
     monkeypatch.setattr(zarr_store, writer, full_disk)

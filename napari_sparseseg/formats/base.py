@@ -46,6 +46,10 @@ class VolumeFile:
         Levels the file holds (1 except for multiscale OME-Zarr).
     axes : str
         Axis names of ``data`` in order, lower case: ``"zyx"`` or with one ``"c"``.
+    origin : tuple of float or None
+        World position ``(z, y, x)`` of voxel ``(0, 0, 0)`` (napari's layer ``translate``): an OME-Zarr
+        ``translation`` transform, or a plain zarr array's ``attrs["origin"]``; ``None`` where the file says
+        nothing (NIfTI keeps its geometry in ``affine``).
     """
 
     data: Any
@@ -56,6 +60,7 @@ class VolumeFile:
     level: int = 0
     n_levels: int = 1
     axes: str = "zyx"
+    origin: tuple[float, float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -115,3 +120,16 @@ def mask_for_writing(mask: np.ndarray, spacing: Any) -> tuple[np.ndarray, Spacin
             return arr.astype(dtype), spacing
     return arr.astype(np.uint64), spacing
 
+
+
+def checked_origin(path: Path, origin: Any) -> tuple[float, float, float] | None:
+    """An origin ``(z, y, x)`` of three finite floats from a file's metadata (None: absent or all zero)."""
+    if origin is None:
+        return None
+    try:
+        values = tuple(float(v) for v in origin)
+    except (TypeError, ValueError) as exc:
+        raise VolumeFileError(f"{path}: invalid origin in the file's metadata ({exc})") from exc
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise VolumeFileError(f"{path}: invalid origin in the file's metadata: {list(values)} (need 3 finite numbers)")
+    return None if not any(values) else values

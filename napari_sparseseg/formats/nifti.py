@@ -76,4 +76,15 @@ def write_nifti(path: Path, mask: np.ndarray, spacing: Spacing, affine: np.ndarr
         img.header.set_xyzt_units("mm")  # a NIfTI reference affine is in millimetres
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
+    img.header.set_intent("label")  # NIFTI_INTENT_LABEL: a label map (viewers and this reader open it as labels)
     nib.save(img, str(path))
+
+
+def is_label_map(path: Path) -> bool:
+    """Whether the NIfTI header at ``path`` declares a label map (``NIFTI_INTENT_LABEL``); False if unreadable."""
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path)).header.get_intent()[0] == "label"
+    except Exception:  # noqa: BLE001 (read_nifti names what is wrong)
+        return False

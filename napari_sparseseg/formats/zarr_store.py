@@ -18,13 +18,14 @@ a session store (its own reader), never a volume.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ..core.volume import Spacing
-from .base import VolumeFile, VolumeFileError, check_level, checked_spacing
+from .base import VolumeFile, VolumeFileError, check_level, checked_origin, checked_spacing
 
 #: Root attribute that marks a napari-sparseseg session store.
 SESSION_ATTRIBUTE = "napari_sparseseg_session"
@@ -128,9 +129,10 @@ def _plain(path: Path, arr: Any, level: int, lazy: bool) -> VolumeFile:
     if arr.ndim not in (3, 4):
         raise VolumeFileError(f"{path}: zarr array of shape {arr.shape} is not 3D (z, y, x) or 4D (c, z, y, x)")
     spacing = checked_spacing(path, arr.attrs.get("spacing"))
+    origin = checked_origin(path, arr.attrs.get("origin"))
     data = arr if lazy else _load(path, arr)
     return VolumeFile(data, spacing, None, 0 if arr.ndim == 4 else None, path, 0, 1,
-                      "czyx" if arr.ndim == 4 else "zyx")
+                      "czyx" if arr.ndim == 4 else "zyx", origin)
 
 
 def _load(path: Path, arr: Any) -> np.ndarray:
@@ -149,11 +151,12 @@ def _axis_names(path: Path, axes: Any, ndim: int) -> list[str]:
     return names
 
 
-def _scale(transforms: Any, n: int) -> np.ndarray:
+def _scale(transforms: Any, n: int, kind: str = "scale") -> np.ndarray:
+    """The ``scale`` (or ``translation``) transform of an NGFF list; ones (zeros) where there is none."""
     for t in transforms or []:
-        if isinstance(t, dict) and t.get("type") == "scale":
-            return np.asarray(t["scale"], dtype=float)
-    return np.ones(n)
+        if isinstance(t, dict) and t.get("type") == kind:
+            return np.asarray(t[kind], dtype=float)
+    return np.ones(n) if kind == "scale" else np.zeros(n)
 
 
 def _ome(path: Path, group: Any, multiscales: list, level: int, lazy: bool) -> VolumeFile:
@@ -177,6 +180,12 @@ def _ome(path: Path, group: Any, multiscales: list, level: int, lazy: bool) -> V
         raise VolumeFileError(f"{path}: OME-Zarr axes {names} (shape {tuple(arr.shape)}) are not a 3D volume; "
                               "need z, y, x, optionally c, and t only of size 1")
     spacing = checked_spacing(path, [scale[names.index(a)] for a in "zyx"])
+    outer = ms.get("coordinateTransformations")  # NGFF: the dataset's scale, then its translation, then these
+    shift = _scale(datasets[level].get("coordinateTransformations"), arr.ndim, "translation")
+    shift = shift * _scale(outer, arr.ndim) + _scale(outer, arr.ndim, "translation")
+    if len(shift) != arr.ndim:
+        raise VolumeFileError(f"{path}: OME-Zarr translation {shift.tolist()} does not match axes {names}")
+    origin = checked_origin(path, [shift[names.index(a)] for a in "zyx"])
     index = tuple(0 if i in drop else slice(None) for i in range(arr.ndim))
     if lazy:
         data = arr
@@ -187,7 +196,7 @@ def _ome(path: Path, group: Any, multiscales: list, level: int, lazy: bool) -> V
     else:
         data = _load(path, arr)[index]
     channel_axis = kept.index("c") if "c" in kept else None
-    return VolumeFile(data, spacing, None, channel_axis, path, level, len(datasets), "".join(kept))
+    return VolumeFile(data, spacing, None, channel_axis, path, level, len(datasets), "".join(kept), origin)
 
 
 def _ome_labels(path: Path, group: Any, level: int, lazy: bool) -> VolumeFile:
@@ -237,24 +246,30 @@ def check_replaceable(path: Path) -> None:
                           "tool's mask); refusing to replace it: choose another name, or remove it first")
 
 
-def output_attributes(spacing: Spacing) -> dict[str, Any]:
-    """The root attributes of a zarr mask or probabilities array: its spacing and :data:`OUTPUT_ATTRIBUTE`."""
-    return {"spacing": [float(s) for s in spacing], OUTPUT_ATTRIBUTE: True}
+def output_attributes(spacing: Spacing, origin: Sequence[float] | None = None) -> dict[str, Any]:
+    """The root attributes of a zarr mask or probabilities array: its spacing, origin (if any) and
+    :data:`OUTPUT_ATTRIBUTE`."""
+    attrs: dict[str, Any] = {"spacing": [float(s) for s in spacing], OUTPUT_ATTRIBUTE: True}
+    if origin is not None and any(origin):
+        attrs["origin"] = [float(v) for v in origin]
+    return attrs
 
 
-def write_zarr(path: Path, mask: np.ndarray, spacing: Spacing) -> None:
-    """Write a plain zarr v3 array ``(z, y, x)``, 64^3 chunks, with ``attrs["spacing"]``."""
+def write_zarr(path: Path, mask: np.ndarray, spacing: Spacing, origin: Sequence[float] | None = None) -> None:
+    """Write a plain zarr v3 array ``(z, y, x)``, 64^3 chunks, with ``attrs["spacing"]`` (and ``"origin"``)."""
     import zarr
 
     check_replaceable(path)
     arr = zarr.create_array(str(path), shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
                             overwrite=True, zarr_format=3, dimension_names=("z", "y", "x"),
-                            attributes=output_attributes(spacing))
+                            attributes=output_attributes(spacing, origin))
     arr[...] = mask
 
 
-def write_ome_zarr(path: Path, mask: np.ndarray, spacing: Spacing, *, name: str = "mask") -> None:
-    """Write a single-level OME-Zarr (NGFF 0.5, zarr v3): axes ``z, y, x``, dataset ``"0"`` scaled by spacing."""
+def write_ome_zarr(path: Path, mask: np.ndarray, spacing: Spacing, origin: Sequence[float] | None = None, *,
+                   name: str = "mask") -> None:
+    """Write a single-level OME-Zarr (NGFF 0.5, zarr v3): axes ``z, y, x``, dataset ``"0"`` scaled by spacing and
+    translated to ``origin`` (if any)."""
     import zarr
 
     check_replaceable(path)
@@ -262,10 +277,12 @@ def write_ome_zarr(path: Path, mask: np.ndarray, spacing: Spacing, *, name: str 
     arr = group.create_array("0", shape=mask.shape, chunks=_chunks(mask.shape), dtype=mask.dtype,
                              dimension_names=("z", "y", "x"))
     arr[...] = mask
+    transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [float(s) for s in spacing]}]
+    if origin is not None and any(origin):
+        transforms.append({"type": "translation", "translation": [float(v) for v in origin]})
     group.attrs[OUTPUT_ATTRIBUTE] = True
     group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": [{
         "name": name,
         "axes": [{"name": a, "type": "space"} for a in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [float(s) for s in spacing]}]}],
+        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
     }]}

@@ -63,6 +63,12 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     """
     p = Path(path[0] if isinstance(path, (list, tuple)) else path)
     zarr = volume_format(p) == "zarr"
+    if _is_mask_file(p):  # a mask this plugin (or a tool marking label maps) wrote: one labels layer
+        mask = read_volume(p, key="labels", lazy=zarr)
+        meta = {"spacing": mask.spacing, "source_path": str(p), **({"affine": mask.affine}
+                                                                  if mask.affine is not None else {})}
+        return [(mask.data, {"name": layer_name(p), "scale": mask.spacing,
+                             "translate": mask.origin or (0.0, 0.0, 0.0), "metadata": meta}, "labels")]
     vol = read_volume(p, lazy=zarr)
     name = layer_name(p)
     meta: dict[str, Any] = {"spacing": vol.spacing, "source_path": str(p)}
@@ -72,6 +78,8 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     if vol.n_levels > 1:
         data = [vol.data] + [read_volume(p, level=i, lazy=True).data for i in range(1, vol.n_levels)]
     kwargs: dict[str, Any] = {"name": name, "scale": vol.spacing, "metadata": meta, "multiscale": vol.n_levels > 1}
+    if vol.origin is not None:
+        kwargs["translate"] = vol.origin
     if vol.channel_axis is not None:
         kwargs["channel_axis"] = vol.channel_axis
         kwargs["name"] = [f"{name} [{i}]" for i in range(vol.data.shape[vol.channel_axis])]
@@ -80,6 +88,7 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     if has_labels:
         labels = read_volume(p, key="labels", lazy=zarr)
         layers.append((labels.data, {"name": f"{name} labels", "scale": labels.spacing,
+                                     "translate": labels.origin or (0.0, 0.0, 0.0),
                                      "metadata": {"spacing": labels.spacing, "source_path": str(p)}}, "labels"))
     return layers
 
@@ -89,3 +98,27 @@ def _npz_has_labels(path: Path) -> bool:
 
     with np.load(path, allow_pickle=False) as data:
         return "labels" in data.files
+
+
+def _is_mask_file(path: Path) -> bool:
+    """Whether ``path`` holds a mask alone: a zarr store this package wrote as a mask, an ``.npz`` with ``labels``
+    and no ``image``, or a NIfTI whose intent is a label map (``NIFTI_INTENT_LABEL``, which :func:`save_mask`
+    sets). TIFF has no such mark: a TIFF mask opens as an image."""
+    kind = volume_format(path)
+    if kind == "zarr":
+        from ..formats.zarr_store import is_output
+
+        return is_output(path)
+    if kind == "npz":
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return "labels" in data.files and "image" not in data.files
+        except Exception:  # noqa: BLE001 (read_volume names what is wrong)
+            return False
+    if kind == "nifti":
+        from ..formats.nifti import is_label_map
+
+        return is_label_map(path)
+    return False

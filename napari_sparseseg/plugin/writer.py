@@ -1,9 +1,12 @@
 """napari writer contribution: a labels layer to .tif, .nii(.gz), .zarr, .ome.zarr or .npz with its spacing.
 
-napari-free: it gets the layer's data and attributes from napari. Spacing is
-the last three entries of the layer's ``scale``; a NIfTI ``affine`` in the
-layer's ``metadata`` (set by this plugin's reader) is written back so the mask
-overlays the source image in other tools.
+Spacing is the last three entries of the layer's ``scale`` and its position the
+last three of ``translate`` (kept by OME-Zarr, zarr and NIfTI). A NIfTI
+``affine`` in the layer's ``metadata`` (set by this plugin's reader and carried
+by the layers the plugin makes) is written back so the mask overlays the source
+image in other tools; a labels layer without one (napari's own *New labels
+layer*) takes the affine of the open NIfTI image of its shape, when there is
+exactly one.
 """
 
 from __future__ import annotations
@@ -25,11 +28,35 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     data : array-like
         ``(z, y, x)`` labels (the full-resolution level of a multiscale layer).
     meta : dict
-        The layer's attributes: ``scale`` and ``metadata`` are used.
+        The layer's attributes: ``scale``, ``translate`` and ``metadata`` are used.
     """
     if isinstance(data, (list, tuple)) or type(data).__name__ == "MultiScaleData":
         data = data[0]
+    data = np.asarray(data)
     scale = tuple(float(s) for s in (meta.get("scale") or (1.0, 1.0, 1.0))[-3:])
-    affine = (meta.get("metadata") or {}).get("affine")
-    save_mask(path, np.asarray(data), scale, affine=affine if str(path).lower().endswith((".nii", ".nii.gz")) else None)
+    translate = tuple(float(t) for t in (meta.get("translate") or (0.0, 0.0, 0.0))[-3:])
+    affine = None
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        affine = (meta.get("metadata") or {}).get("affine")
+        if affine is None:
+            affine = _open_image_affine(data.shape)
+    save_mask(path, data, scale, affine=affine, origin=translate if any(translate) else None)
     return [path]
+
+
+def _open_image_affine(shape: tuple[int, ...]) -> np.ndarray | None:
+    """The NIfTI affine of the image layers of ``shape`` open in napari's current viewer, if they agree on one."""
+    try:
+        from napari import current_viewer
+
+        viewer = current_viewer()
+    except Exception:  # noqa: BLE001 (no napari, no viewer: write without)
+        return None
+    if viewer is None:
+        return None
+    found = [np.asarray(ly.metadata["affine"], float) for ly in viewer.layers
+             if type(ly).__name__ == "Image" and isinstance(getattr(ly, "metadata", None), dict)
+             and ly.metadata.get("affine") is not None and tuple(ly.data.shape[-3:]) == tuple(shape[-3:])]
+    if not found or any(not np.allclose(a, found[0]) for a in found[1:]):
+        return None
+    return found[0]
