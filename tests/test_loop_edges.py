@@ -105,3 +105,26 @@ def test_a_negative_plane_number_is_the_plane_numpy_reads():
     revision = volume.revision
     volume.set_labels((-1, 5, 5), 0)
     assert volume.changes_since(revision) == Box((3, 5, 5), (4, 6, 6))
+
+
+def test_a_slice_painted_while_the_learners_are_scored_never_stops_the_run():
+    """The user paints (a stroke crossing held-back blocks) while the first responder predicts at the held-back
+    voxels: the scores are of the labels the predictions were made at, and the next scoring takes the stroke."""
+    session, mask = _three_slices(distill=0)
+    volume, display, responder = session.volume, session.display, session.responder
+    volume.holdout = HoldOut(volume.spacing, 0.25, block=4, seed=0, multiple_of=responder.block_multiple)
+    list(display.respond(responder, lambda: None))  # first responder shown and scored
+    session.add_labels((5, slice(None), slice(None)), mask[5] + 1)
+    predict = responder.predict_scored_at
+
+    def predict_while_the_user_paints(coords):
+        session.add_labels((7, slice(None), slice(None)), mask[7] + 1)  # the stroke lands mid-scoring
+        return predict(coords)
+
+    responder.predict_scored_at = predict_while_the_user_paints
+    list(display.respond(responder, lambda: None))  # raised ValueError before: labels and answers of two lengths
+    assert display.handover.shown == "forest" and "forest" in display.handover.scores
+    responder.predict_scored_at = predict
+    before = len(display._held_back()[1])
+    list(display.respond(responder, lambda: None))
+    assert len(display._held_back()[1]) >= before  # the stroke is scored on from the next labels

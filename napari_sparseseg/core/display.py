@@ -92,17 +92,21 @@ class Display:
         """The first responder, when this volume can have one."""
         return self.responder if self.responder.unavailable_reason() is None else None
 
-    def _held_back(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(coords (n, 3), classes (n,))`` of the labeled voxels held back now (cached per revision)."""
+    def _held_back(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(revision, coords (n, 3), classes (n,))`` of the labeled voxels held back now (cached per revision).
+
+        One snapshot for a whole scoring: the user paints on while the learners predict at these voxels, and a
+        second read would give labels of another length than the predictions.
+        """
         revision = self.volume.revision
         if self._held_back_cache[0] != revision:
             coords, classes, held = self.responder.labeled_rows(self.volume.holdout)
             self._held_back_cache = (revision, coords[held], classes[held])
-        return self._held_back_cache[1], self._held_back_cache[2]
+        return self._held_back_cache
 
-    def _score(self, predicted: dict[str, np.ndarray]) -> None:
-        """Score learners' class predictions ``(n,)`` at the held-back voxels and let the hand-over choose."""
-        coords, truth = self._held_back()
+    def _score(self, predicted: dict[str, np.ndarray], coords: np.ndarray, truth: np.ndarray) -> None:
+        """Score learners' class predictions ``(n,)`` at the held-back voxels ``coords`` ``(n, 3)`` of classes
+        ``truth`` ``(n,)`` (one :meth:`_held_back` snapshot) and let the hand-over choose."""
         if not len(coords) or not predicted:
             return
         self.handover.update(held_back_scores(truth, predicted, self.volume.num_classes + 1,
@@ -202,17 +206,17 @@ class Display:
         """Score the first responder (and its blend with the net) on the held-back labels, its scored classifiers
         fitted up to the stage shown first (:meth:`~.first_responder.FirstResponder.fit_scored`); the learner to
         show."""
-        coords, _ = self._held_back()
+        revision, coords, truth = self._held_back()
         predicted = {}
         if len(coords) and responder.fit_scored(should_stop):
             forest_at = responder.predict_scored_at(coords)
-            self._forest_held_back = (self.volume.revision, forest_at)
+            self._forest_held_back = (revision, forest_at)
             predicted["forest"] = forest_at.argmax(1)
             net_at = self._net_at_held_back(coords)
             if net_at is not None:  # the net too, on the same labels: no learner keeps a score of labels gone
                 predicted["net"] = net_at.argmax(1)
                 predicted["blend"] = blend(forest_at, net_at).argmax(1)
-        self._score(predicted)
+        self._score(predicted, coords, truth)
         return self.handover.offer("forest")  # the forest, unless a learner is shown already
 
     def _full(self, learner: str, store: Recorder | None, revision: int) -> Prediction:
@@ -279,16 +283,16 @@ class Display:
         forest = self._latest.get("forest")
         have_forest = responder.fitted and forest is not None and forest.shape == net.shape
         if prediction.box == Box.full(self.volume.shape):
-            coords, _ = self._held_back()
+            revision, coords, truth = self._held_back()
             net_at = self._net_at_held_back(coords)
             predicted: dict[str, np.ndarray] = {}
             if net_at is not None and len(coords):
                 predicted["net"] = net_at.argmax(1)
-                revision, forest_at = self._forest_held_back
-                if have_forest and forest_at is not None and revision == self.volume.revision:
+                forest_revision, forest_at = self._forest_held_back
+                if have_forest and forest_at is not None and forest_revision == revision:
                     predicted["blend"] = blend(forest_at, net_at).argmax(1)
             if predicted:
-                self._score(predicted)
+                self._score(predicted, coords, truth)
                 self._fade_pseudo_labels()
             elif self.volume.holdout is None:  # nothing is held back (held_back = 0): the net once it predicts
                 self.handover.shown = "net"
