@@ -59,3 +59,48 @@ def test_labels_of_another_orientation_discount_the_voxels_they_cross():
     best = suggest_slices(uncertainty, labeled, top=1, axes=(0,))[0]
     crossing = suggest_slices(uncertainty, np.zeros_like(labeled), top=1, axes=(0,))[0]
     assert best.score < crossing.score  # the z slices cross the painted slice: the voxels beside it count less
+
+
+def test_a_likely_error_shaped_as_a_shell_is_shown_at_one_of_its_own_voxels():
+    z, y, x = np.mgrid[:20, :40, :40]
+    r = np.sqrt((z - 10) ** 2 + (y - 20) ** 2 + (x - 20) ** 2)
+    uncertainty = ((r > 7) & (r < 9)).astype(np.float32)  # doubt around an object's edge, none inside
+    [region] = likely_errors(uncertainty, np.zeros(uncertainty.shape, bool), top=1)
+    assert uncertainty[region.centre] > 0.5  # the centre of mass (10, 20, 20) is certain
+
+
+@pytest.mark.gui
+def test_go_there_shows_each_plane_the_same_way_and_the_outline_follows_the_image(make_napari_viewer):
+    from napari_sparseseg.core.box import Box
+    from napari_sparseseg.core.events import Guidance
+    from napari_sparseseg.core.guidance import Region, SliceSuggestion
+    from napari_sparseseg.plugin.guidance_panel import HIGHLIGHT_NAME, GuidancePanel
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 10, 12, 14), np.float32), name="a time series")  # a 4D layer beside
+    first = viewer.add_image(np.zeros((10, 12, 14), np.float32), name="first", scale=(5, 1, 1))
+    second = viewer.add_image(np.zeros((10, 12, 14), np.float32), name="second", scale=(2, 3, 3),
+                              translate=(100, -20, 7))
+    chosen = [first]
+    panel = GuidancePanel(viewer, lambda: chosen[0])
+    boxes = {0: Box((4, 2, 3), (5, 8, 9)), 1: Box((1, 4, 3), (9, 5, 9)), 2: Box((1, 2, 4), (9, 8, 5))}
+    suggestion = {axis: SliceSuggestion(axis, 4, 1.0, boxes[axis]) for axis in range(3)}
+    error = Region(Box((2, 2, 2), (6, 6, 6)), (3, 4, 5), 40)
+
+    def go(axis):
+        panel.show_guidance(Guidance((suggestion[axis],), (error,), 0))
+        panel.go_to_suggestion()
+        return tuple(viewer.dims.displayed)
+
+    viewer.dims.order = (2, 0, 1, 3)  # the user reordered the axes
+    seen = {axis: go(axis) for axis in (2, 1, 0)}
+    assert seen == {0: (2, 3), 1: (1, 3), 2: (1, 2)}  # the image's own two axes, in z, y, x order
+    panel.go_to_error(0)
+    assert tuple(viewer.dims.displayed) == (2, 3) and viewer.dims.point[1] == pytest.approx(3 * 5)  # z 3, world
+    assert [go(axis) for axis in (2, 1, 0)] == [seen[2], seen[1], seen[0]]  # the same, whatever came before
+    chosen[0] = second
+    go(1)
+    outline = viewer.layers[HIGHLIGHT_NAME]
+    assert tuple(outline.scale) == (2, 3, 3) and tuple(outline.translate) == (100, -20, 7)  # on the image shown
+    panel.forget()
+    assert HIGHLIGHT_NAME not in [ly.name for ly in viewer.layers]  # no outline of a dropped session

@@ -64,7 +64,8 @@ class SliceSuggestion:
 
 @dataclass(frozen=True)
 class Region:
-    """A connected uncertain region: its box, centre ``(z, y, x)`` and size in voxels."""
+    """A connected uncertain region: its box, centre ``(z, y, x)`` (the region's voxel nearest its centre of mass)
+    and size in voxels."""
 
     box: Box
     centre: tuple[int, int, int]
@@ -150,6 +151,9 @@ def likely_errors(uncertainty: np.ndarray, labeled: np.ndarray, *, top: int = 5,
     for i in order:
         sl = boxes[i]
         box = Box(tuple(s.start for s in sl), tuple(s.stop for s in sl))
-        centre = tuple(int(round(c)) for c in ndi.center_of_mass(components[sl] == i + 1))
-        regions.append(Region(box, tuple(int(s.start) + c for s, c in zip(sl, centre)), int(sizes[i])))
+        inside = components[sl] == i + 1
+        mass = np.asarray(ndi.center_of_mass(inside))
+        points = np.argwhere(inside)  # the region's voxel nearest its centre of mass (a shell's centre is not in it)
+        centre = points[np.argmin(((points - mass) ** 2).sum(axis=1))]
+        regions.append(Region(box, tuple(int(s.start) + int(c) for s, c in zip(sl, centre)), int(sizes[i])))
     return regions

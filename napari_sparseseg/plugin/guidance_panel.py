@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
+from ..core.box import Box
 from ..core.events import Guidance
 from ..core.guidance import SliceSuggestion
 
@@ -25,12 +26,13 @@ if TYPE_CHECKING:
 
 def show_plane(viewer: napari.Viewer, layer: Layer, axis: int, point: tuple[int, int, int]) -> None:
     """Show the plane of ``layer`` normal to data ``axis`` through data ``point`` ``(z, y, x)`` (2D view)."""
-    offset = viewer.dims.ndim - layer.ndim
+    offset = viewer.dims.ndim - 3  # the world axis of the image's z (layers align on their last axes)
     viewer.dims.ndisplay = 2
     normal = offset + axis
-    others = [a for a in viewer.dims.order if a != normal]
-    leading, spatial = others[: max(offset, 0)], others[max(offset, 0):]
-    viewer.dims.order = tuple(leading + [normal] + spatial)
+    image_axes = [offset + a for a in range(3)]
+    leading = [a for a in viewer.dims.order if a not in image_axes]  # other layers' axes, as the user ordered them
+    # the two displayed axes are the image's own, in z, y, x order: a plane comes up the same way every time
+    viewer.dims.order = tuple(leading + [normal] + [a for a in image_axes if a != normal])
     world = layer.data_to_world(point)
     viewer.dims.set_point(normal, world[-3 + axis])
 
@@ -42,13 +44,18 @@ HIGHLIGHT_NAME = "sparseseg: paint here"
 def region_outline(suggestion: SliceSuggestion) -> np.ndarray:
     """float ``(4, 3)`` data coordinates ``(z, y, x)`` of the rectangle around a suggestion's uncertain region,
     in its slice (constant along the axis the slice is normal to)."""
-    axis = suggestion.axis
+    return box_outline(suggestion.box, suggestion.axis, suggestion.index)
+
+
+def box_outline(box: Box, axis: int, index: int) -> np.ndarray:
+    """float ``(4, 3)`` data coordinates ``(z, y, x)`` of the rectangle ``box`` spans in the plane normal to
+    ``axis`` at ``index``."""
     a, b = (ax for ax in range(3) if ax != axis)
-    lo, hi = suggestion.box.start, suggestion.box.stop
+    lo, hi = box.start, box.stop
     corners = []
     for u, v in ((lo[a], lo[b]), (lo[a], hi[b] - 1), (hi[a] - 1, hi[b] - 1), (hi[a] - 1, lo[b])):
         point = [0.0, 0.0, 0.0]
-        point[axis], point[a], point[b] = suggestion.index, u, v
+        point[axis], point[a], point[b] = index, u, v
         corners.append(point)
     return np.asarray(corners, dtype=np.float64)
 
@@ -90,8 +97,9 @@ class GuidancePanel(QGroupBox):
         self.error_button.setEnabled(bool(g and g.errors))
 
     def show_guidance(self, guidance: Guidance) -> None:
-        """Show a new set of suggestions."""
+        """Show a new set of suggestions (an outline of the ones before goes)."""
         self.guidance = guidance
+        self._clear_outline()
         if guidance.slices:
             self.suggestion_label.setText(guidance.slices[0].describe() + ": the mask is least certain there")
         else:
@@ -107,7 +115,13 @@ class GuidancePanel(QGroupBox):
         self.guidance = None
         self.suggestion_label.setText(NO_GUIDANCE)
         self.error_combo.clear()
+        self._clear_outline()
         self._enable()
+
+    def _clear_outline(self) -> None:
+        existing = next((lyr for lyr in self.viewer.layers if lyr.name == HIGHLIGHT_NAME), None)
+        if existing is not None:
+            self.viewer.layers.remove(existing)
 
     def go_to_suggestion(self) -> None:
         """Move the viewer to the best suggested slice."""
@@ -117,14 +131,14 @@ class GuidancePanel(QGroupBox):
         best = self.guidance.slices[0]
         centre = tuple((a + b - 1) // 2 for a, b in zip(best.box.start, best.box.stop))
         show_plane(self.viewer, layer, best.axis, centre)
-        self._outline(layer, best)
+        self._outline(layer, region_outline(best))
 
-    def _outline(self, layer: Layer, suggestion: SliceSuggestion) -> None:
-        """Outline the suggestion's uncertain region in a shapes layer placed like ``layer`` (the active layer,
-        the one the user paints on, stays active)."""
-        outline = region_outline(suggestion)
+    def _outline(self, layer: Layer, outline: np.ndarray) -> None:
+        """Outline a region (:func:`box_outline`) in a shapes layer placed like ``layer`` (the active layer, the
+        one the user paints on, stays active)."""
         existing = next((lyr for lyr in self.viewer.layers if lyr.name == HIGHLIGHT_NAME), None)
         if existing is not None and existing.ndim == 3:
+            existing.scale, existing.translate = tuple(layer.scale[-3:]), tuple(layer.translate[-3:])
             existing.data = [outline]
             existing.shape_type = ["rectangle"]
             return
@@ -136,8 +150,10 @@ class GuidancePanel(QGroupBox):
             self.viewer.layers.selection.active = active
 
     def go_to_error(self, index: int) -> None:
-        """Move the viewer to the axial slice through the middle of likely error ``index``."""
+        """Move the viewer to the axial slice through likely error ``index`` (at a voxel of it) and outline it."""
         layer = self._layer()
         if layer is None or not self.guidance or not 0 <= index < len(self.guidance.errors):
             return
-        show_plane(self.viewer, layer, 0, self.guidance.errors[index].centre)
+        region = self.guidance.errors[index]
+        show_plane(self.viewer, layer, 0, region.centre)
+        self._outline(layer, box_outline(region.box, 0, region.centre[0]))
