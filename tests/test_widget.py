@@ -19,6 +19,7 @@ from napari_sparseseg.core.encoding import layer_to_annotation, mask_to_layer
 from napari_sparseseg.plugin.guidance_panel import HIGHLIGHT_NAME
 from napari_sparseseg.plugin.paint_atoms import read_paint_item
 from napari_sparseseg.plugin.sample import make_sample_data
+from napari_sparseseg.plugin.status_panel import IDLE
 from napari_sparseseg.plugin.widget import SparseSegWidget
 
 pytestmark = pytest.mark.gui
@@ -112,6 +113,14 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
     assert widget.results_panel.accept_button.isEnabled()
     unc = widget.outputs.uncertainty
     assert unc is not None and 0.0 <= unc.data.min() and unc.data.max() <= 1.0 and unc.data.max() > 0
+    widget.toggle_pause()
+    qtbot.waitUntil(lambda: widget.run.paused, timeout=60000)  # the worker pauses at its next yield
+    widget._update_status()  # the 1 s tick
+    assert "paused" in widget.status_panel.label.text() and "refreshed" not in widget.status_panel.rate_label.text()
+    widget.toggle_pause()
+    widget.training_panel.uncertainty_check.setChecked(False)
+    assert not unc.visible  # no longer written: hidden, not left stale on screen
+    widget.training_panel.uncertainty_check.setChecked(True)
     # A refresh never overwrites labeled voxels.
     for z in (8, 16, 24):
         np.testing.assert_array_equal(pred_layer.data[z], gt[z])
@@ -155,6 +164,8 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
     assert layer.data.max() <= 2 and set(np.unique(layer.data)) <= {0, 1, 2}
     with np.load(out) as f:
         np.testing.assert_array_equal(f["labels"], layer.data)
+    widget._drop_session(None)  # as when another image is chosen
+    assert widget.status_panel.label.text() == IDLE and unc.data.max() == 0  # nothing of the session stays
 
 
 def test_first_responder_fills_the_view_before_the_net_has_predicted(app, qtbot):

@@ -110,13 +110,22 @@ class OutputLayers:
             if keep_active is not None:
                 self.viewer.layers.selection.active = keep_active
         self._uncertainty_of = image
+        layer.visible = True
         layer.data[box.slices] = uncertainty
         layer.refresh(extent=False)
 
     def forget_predicted(self) -> None:
-        """The predictions on screen no longer come from the session (it was dropped)."""
+        """The predictions on screen no longer come from the session (it was dropped); its uncertainty goes."""
         for _, _, predicted in self._made:
             predicted[:] = False
+        if self.uncertainty is not None and self.uncertainty in self.viewer.layers:
+            self.uncertainty.data[...] = 0
+            self.uncertainty.refresh()
+
+    def show_uncertainty(self, on: bool) -> None:
+        """Show or hide the uncertainty layer (the tick box): hidden, it is no longer written and would be stale."""
+        if self.uncertainty is not None and self.uncertainty in self.viewer.layers:
+            self.uncertainty.visible = on
 
     def removed(self, layer: Any) -> bool:
         """A layer left the viewer; returns whether it was the prediction layer."""

@@ -45,13 +45,17 @@ def set_text(label: QLabel, text: str) -> None:
         label.setText(text)
 
 
+#: The status before a session runs.
+IDLE = "idle: paint a few slices, then Start"
+
+
 class StatusPanel(QGroupBox):
     """The status line, the estimated-Dice plot, and behind a toggle the step, speed and loss."""
 
     def __init__(self) -> None:
         super().__init__("Status")
         col = QVBoxLayout(self)
-        self.label = QLabel("idle: paint a few slices, then Start")
+        self.label = QLabel(IDLE)
         self.label.setWordWrap(True)
         self.rate_label = QLabel("")
         self.rate_label.setWordWrap(True)  # a long line would widen the dock and shrink the canvas
@@ -79,24 +83,34 @@ class StatusPanel(QGroupBox):
         self.sparkline.append(event.tracked_loss, redraw=False)
 
     def forget(self) -> None:
-        """The session was dropped: no estimate plot, loss curve or rates of it any more (:meth:`tick` redraws)."""
+        """The session was dropped: no estimate plot, loss curve, rates or status of it any more (:meth:`tick`
+        redraws)."""
         self.quality_plot.clear()
         self.sparkline.clear()
         self._drawn_step = -1
         set_text(self.rate_label, "")
+        self.say(IDLE)
 
     def add_estimate(self, dice: float) -> None:
         """Plot the estimated Dice of a whole-volume refresh."""
         self.quality_plot.append(dice)
 
     def tick(self, step: TrainStep | None, shown: Prediction | None, running: bool, last_refresh: float | None,
-             class_names: Sequence[str] = ()) -> None:
-        """Redraw for the latest step and the prediction on screen (``last_refresh``: its ``perf_counter`` time)."""
+             class_names: Sequence[str] = (), *, paused: bool = False, stopping: bool = False) -> None:
+        """Redraw for the latest step and the prediction on screen (``last_refresh``: its ``perf_counter`` time).
+
+        While the run is ``paused`` or ``stopping`` the status says so (what is shown stays named after it), and no
+        refresh clock counts up.
+        """
         parts = []
+        state = "paused: press Resume to train on" if paused else "stopping…" if stopping else ""
         if shown is not None and running:
-            self.say(shown_in_words(shown, class_names))
+            self.say(shown_in_words(shown, class_names) + (f"   ({state})" if state else ""))
+        elif state and running:
+            self.say(state)
         elif step is not None and running:
             self.say(f"step {step.step}   loss {step.tracked_loss:.4f}")
+        running = running and not (paused or stopping)
         if step is not None and running:
             parts.append(f"step {step.step}")
             parts.append(f"{step.voxels_per_second / 1e6:.2f} Mvox/s")

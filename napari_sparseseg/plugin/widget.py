@@ -131,6 +131,7 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         t.start_button.clicked.connect(self.start)
         t.pause_button.clicked.connect(self.toggle_pause)
         t.stop_button.clicked.connect(self.stop)
+        t.uncertainty_check.toggled.connect(self.outputs.show_uncertainty)
         self._timer = QTimer(self, interval=1000)
         self._timer.timeout.connect(self._update_status)
         self._timer.start()
@@ -315,7 +316,8 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
     def _update_status(self) -> None:
         if self._closed:
             return
-        self.status_panel.tick(self.last_step, self._shown, self.run.running, self.refreshes.last, self.classes.names)
+        self.status_panel.tick(self.last_step, self._shown, self.run.running, self.refreshes.last, self.classes.names,
+                               paused=self.run.paused, stopping=self.run.stopping)
         self.data_panel.show_bank(bank_words(self.features.held_for(self.image_layer, self.data_panel.channel_layers)))
         steps = self.last_step.step if self.last_step is not None else 0
         self.training_panel.progress.setValue(self.refreshes.progress(steps))
