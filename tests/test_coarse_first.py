@@ -114,3 +114,15 @@ def test_without_a_view_the_middle_slice_times_the_first_pass(monkeypatch):
     shown = [e for e in session.display.respond(session.responder, lambda: None) if isinstance(e, Prediction)]
     assert all(p.box == Box.full(SHAPE) for p in shown)  # (3D view: nothing but whole volumes shown)
     assert len(shown) == 1 + session.responder.stage  # the coarse part first
+
+
+def test_a_stack_one_voxel_wide_is_answered_in_two_parts_too():
+    image, mask = sphere_volume((12, 33, 1), radius=7)
+    session = SegmentationSession(image, num_classes=1, config=tiny_config(trees=8))
+    for y in (8, 16, 24):
+        session.add_labels((slice(None), y, slice(None)), mask[:, y] + 1)
+    responder = session.responder
+    assert responder.fit()
+    coarse, exact = coarse_first.coarse_then_exact(responder, image.shape, 2)  # raised: no second column
+    np.testing.assert_allclose(exact, responder.predict(), atol=1e-6)
+    assert coarse.shape == exact.shape

@@ -50,7 +50,8 @@ def coarse_then_exact(responder: FirstResponder, shape: Sequence[int],
         raise ValueError(f"step must be >= 1, got {step}")
     nz, ny, nx = (int(n) for n in shape)
     slab = max(1, _ROWS // (-(-ny // step) * -(-nx // step)))  # z slices per part predicted at a time
-    offsets = [(oy, ox) for oy in range(step) for ox in range(step)]  # (0, 0) first: the coarse part
+    # (0, 0) first: the coarse part; none past a thin axis (a (y, x, 1) stack has no second column)
+    offsets = [(oy, ox) for oy in range(min(step, ny)) for ox in range(min(step, nx))]
     exact: np.ndarray | None = None
     for oy, ox in offsets:
         for z0 in range(0, nz, slab):

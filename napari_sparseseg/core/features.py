@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .volume import needs_float64
+
 __all__ = ["CONTRAST_SCALE", "CONTRAST_SIGMAS", "SCALE_TEMPORARIES", "SIGMAS", "ComputationCancelled",
            "compute_features", "feature_names"]
 
@@ -63,12 +65,14 @@ def feature_names(sigmas: Sequence[float] = SIGMAS, contrast: bool = False) -> l
 
 def _normalize(image: np.ndarray) -> np.ndarray:
     """Robust min-max scaling with the 0.5 / 99.5 percentiles, as float32."""
-    img = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(img, (0.5, 99.5))
-    scale = float(hi - lo)
+    image = np.asarray(image)
+    lo, hi = (float(v) for v in np.percentile(image, (0.5, 99.5)))  # in the image's own precision
+    scale = hi - lo
     if not np.isfinite(scale) or scale <= 0:
         scale = 1.0
-    out = img - np.float32(lo)
+    if needs_float64(lo, hi):  # a contrast float32 cannot hold beside its offset: subtract in float64 first
+        return ((np.asarray(image, np.float64) - lo) / scale).astype(np.float32)
+    out = np.asarray(image, dtype=np.float32) - np.float32(lo)
     out /= np.float32(scale)
     return out
 

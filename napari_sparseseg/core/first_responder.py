@@ -212,6 +212,7 @@ class FirstResponder:
         coords, classes, held = self.labeled_rows(holdout)
         if np.unique(classes).size < 2:
             self.revision = revision  # nothing to fit until the labels change
+            self._forest = self._scored = None  # the forests of the labels before answer no more
             return False
         before, self._bank = self._bank, self.features.to_fit_on()
         try:

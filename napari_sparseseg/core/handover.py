@@ -163,6 +163,15 @@ class HandOver:
         if self.home is not None and self.home not in LEARNERS:
             raise ValueError(f"unknown home learner {self.home!r}; expected one of {LEARNERS} or None")
 
+    def forget(self, *learners: str) -> None:
+        """Drop the scores of ``learners`` (their predictions are gone); one of them shown is shown no longer."""
+        for name in learners:
+            self.scores.pop(name, None)
+            self.intervals.pop(name, None)
+            self._samples.pop(name, None)
+        if self.shown in learners:
+            self.shown = None
+
     def offer(self, learner: str) -> str:
         """A learner has a prediction but no score yet (nothing labeled is held back): shown only if none is."""
         if self.shown is None:

@@ -81,6 +81,11 @@ def entropy(probabilities: np.ndarray | torch.Tensor) -> np.ndarray:
     return out
 
 
+#: Decision offset of a class nobody labeled: its probability ``e**-30`` of the others' (finite, as a model file's
+#: values must be), so that a class the net never learned is never predicted.
+NEVER_LABELED = -30.0
+
+
 def prior_offset(class_weight: np.ndarray, tau: float) -> np.ndarray:
     """Decision offset ``-tau * log w_c`` added to the logits of class ``c`` (0 where ``w_c`` is 0: unlabeled).
 

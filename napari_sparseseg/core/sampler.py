@@ -45,6 +45,9 @@ def patch_shape(volume_shape: Sequence[int], spacing: Sequence[float], target_vo
             break
         size[free] *= (target_voxels / np.prod(size)) ** (1 / free.sum())
     out = np.maximum(np.floor(np.minimum(size, cap) / mult).astype(int) * mult, mult)
+    if (out == mult).all():  # a one-voxel bottleneck: instance norm has nothing to normalise (a tiny volume)
+        axis = int(np.argmax(shape / mult))
+        out[axis] = 2 * mult[axis]  # the patch runs past the volume there, padded as any patch past its edge
     return tuple(int(v) for v in out)  # type: ignore[return-value]
 
 

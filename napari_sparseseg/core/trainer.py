@@ -31,7 +31,7 @@ from .config import SessionConfig
 from .device import autocast, fast_bf16, free_memory, select_device
 from .events import Notice, Prediction, TrainStep, Waiting
 from .fit_guard import FitGuard
-from .inference import class_map_and_uncertainty, predict_probabilities, prior_offset
+from .inference import NEVER_LABELED, class_map_and_uncertainty, predict_probabilities, prior_offset
 from .loss import contrast_smoothness, hardest_cross_entropy, labeled_error_share, partial_label_loss
 from .memory import back_off, fit_to_free_memory
 from .net import UNet3D
@@ -368,15 +368,16 @@ class Trainer:
 
     @torch.no_grad()
     def update_decision_offset(self) -> None:
-        """Set the models' ``decision_offset`` (:func:`~.inference.prior_offset`) from the current labels.
-
-        ``tau`` is ``InferenceConfig.correction_for`` the labels' plane coverage. With nothing labeled (e.g. a
-        loaded model applied to a new image) the offset the weights came with is kept.
-        """
-        if self.volume.n_labeled == 0:
+        """Set the models' ``decision_offset`` (:func:`~.inference.prior_offset`) from the labels: ``tau`` is
+        ``InferenceConfig.correction_for`` their plane coverage; a class no volume has labels of, never learned, is
+        never predicted (:data:`~.inference.NEVER_LABELED`). With nothing labeled (e.g. a loaded model applied to a
+        new image) the offset the weights came with is kept."""
+        if not any(v.n_labeled for v in self.batches.volumes):
             return
-        tau = self.config.inference.correction_for(self.volume.plane_coverage())
-        offset = prior_offset(self.volume.class_weights(self.config.train.class_balance_power), tau)
+        offset = prior_offset(self.volume.class_weights(self.config.train.class_balance_power),
+                              self.config.inference.correction_for(self.volume.plane_coverage()))
+        offset[~np.any([c > 0 for c in (v.class_counts for v in self.batches.volumes) if len(c) == len(offset)],
+                       axis=0)] = NEVER_LABELED
         self.weights.set_decision_offset(torch.as_tensor(offset, dtype=torch.float32))
 
     # -- persistence ------------------------------------------------------------

@@ -279,18 +279,27 @@ class IntensityStats:
             out = np.empty((self.num_features,) + block.shape[1:], dtype=np.float32)
         k = 0
         for channel, st in zip(block, self.channels):
+            wide = needs_float64(st.lo, st.hi)
             for view in self.views:
-                if view == "linear" and max(abs(st.lo), abs(st.hi)) > FLOAT32_SAFE:
-                    # Near float32's limit, hi - lo and x - lo overflow in float32: scale in float64.
+                if view == "linear" and wide:
                     out[k] = (np.clip(channel.astype(np.float64), st.lo, st.hi) - st.lo) / (st.hi - st.lo)
                 elif view == "linear":
                     np.clip(channel, st.lo, st.hi, out=out[k], casting="unsafe")
                     out[k] -= st.lo
                     out[k] /= st.hi - st.lo
                 else:
-                    out[k] = np.interp(channel.astype(np.float32, copy=False), st.knots, st.levels)
+                    out[k] = np.interp(channel.astype(np.float64 if wide else np.float32, copy=False), st.knots,
+                                       st.levels)
                 k += 1
         return out
+
+
+def needs_float64(lo: float, hi: float) -> bool:
+    """Whether intensities in ``[lo, hi]`` must be scaled in float64: near float32's limit (``hi - lo`` overflows),
+    or with a contrast so small beside their magnitude that float32 keeps fewer than about 128 levels of it (an
+    offset of 1e9 on a contrast of 10 would become one value)."""
+    magnitude = max(abs(lo), abs(hi))
+    return magnitude > FLOAT32_SAFE or (hi - lo) < magnitude * 2.0 ** -16
 
 
 def normalize(image: np.ndarray, views: Sequence[str] = ("linear", "equalized")) -> np.ndarray:
