@@ -289,6 +289,38 @@ def test_a_mask_never_replaces_zarr_data_it_did_not_write(tmp_path, name):
     np.testing.assert_array_equal(read_volume(tmp_path / f"ours_{name}").data, _mask(seed=1))
 
 
+def test_labels_that_cannot_be_the_images_are_left_out_and_the_image_opens(tmp_path):
+    import zarr
+
+    image = np.ones((6, 10, 12), np.float32)
+    cases = {"other_shape.npz": _mask((5, 10, 12)), "fractions.npz": np.full((6, 10, 12), 0.5),
+             "whole_floats.npz": _mask().astype(np.float64)}
+    for name, labels in cases.items():
+        np.savez(tmp_path / name, image=image, labels=labels)
+    for name in ("other_shape.npz", "fractions.npz"):
+        with pytest.warns(UserWarning, match="labels are left out"):
+            assert [k for *_, k in read_layers(str(tmp_path / name))] == ["image"]
+    _, (labels, _, kind) = read_layers(str(tmp_path / "whole_floats.npz"))
+    assert kind == "labels" and labels.dtype.kind == "u"
+    np.testing.assert_array_equal(labels, _mask())
+    _write_ngff(tmp_path / "e.ome.zarr", [image], [[1.0, 1.0, 1.0]], "zyx")
+    zarr.open_group(str(tmp_path / "e.ome.zarr" / "labels"), mode="w", zarr_format=2)  # an empty labels group
+    with pytest.warns(UserWarning, match="labels are left out"):
+        assert [k for *_, k in read_layers(str(tmp_path / "e.ome.zarr"))] == ["image"]
+
+
+def test_an_npz_declaring_an_array_larger_than_memory_is_a_volume_file_error(tmp_path):
+    import io as stdlib_io
+    import zipfile
+
+    header = stdlib_io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                   "shape": (100_000, 100_000, 100_000)})
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        archive.writestr("image.npy", np.lib.format.magic(1, 0) + header.getvalue())
+    with pytest.raises(VolumeFileError, match="huge.npz"):
+        read_volume(tmp_path / "huge.npz")
+
 def test_a_mask_never_replaces_an_npz_holding_an_image(tmp_path):
     np.savez_compressed(tmp_path / "scan.npz", image=np.ones((4, 6, 6), np.float32), labels=_mask((4, 6, 6)))
     with pytest.raises(VolumeFileError, match=r"holds \['image'\]"):

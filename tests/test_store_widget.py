@@ -80,14 +80,25 @@ def stop_and_wait(widget, qtbot):
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=60000)
 
 
-def test_reader_gives_the_layers_of_a_store_written_by_the_core(make_napari_viewer, sample, tmp_path):
+def test_reader_gives_the_layers_of_a_store_written_by_the_core(make_napari_viewer, sample, tmp_path,
+                                                                  monkeypatch):
     path = tmp_path / "s.zarr"
     session = core_store(path, sample)
     assert get_reader(str(path)) is read_session
     assert get_reader(str(tmp_path)) is None and get_reader([str(path), str(path)]) is None
     (tmp_path / "broken.zarr").mkdir()
     (tmp_path / "broken.zarr" / "zarr.json").write_text('{"attributes": {"napari_sparseseg_session": {}}}')
+    warnings = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings.append)
     assert read_session(str(tmp_path / "broken.zarr")) is None  # a reader returns None, never raises
+    assert "cannot open the session store" in warnings[-1]  # and says why (napari alone: "no data")
+    import shutil
+
+    import zarr
+
+    shutil.copytree(path, tmp_path / "flipped.zarr")
+    zarr.open_group(str(tmp_path / "flipped.zarr"), mode="r+").attrs["spacing"] = [-2.0, 1.0, 1.0]
+    assert read_session(str(tmp_path / "flipped.zarr")) is None and "spacing is invalid" in warnings[-1]
 
     viewer = make_napari_viewer()
     layers = viewer.open(str(path), plugin="napari-sparseseg")

@@ -23,8 +23,10 @@ def _arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         bad = sorted(k for k, v in found.items() if not isinstance(v, np.ndarray))
         if bad:
             raise VolumeFileError(f"{path}: entries {bad} are not NumPy arrays")
-    except (VolumeFileError, MemoryError):
+    except VolumeFileError:
         raise
+    except MemoryError as exc:  # a header may declare any size (a few bytes can ask for terabytes)
+        raise VolumeFileError(f"{path}: its arrays are too large to read into this machine's memory") from exc
     except Exception as exc:  # a damaged archive or header: zipfile and NumPy's header parser raise many kinds
         raise VolumeFileError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc})") from exc
     return found

@@ -105,7 +105,7 @@ def _read_node(path: Path, node: Any, key: str, level: int, lazy: bool) -> Volum
         raise VolumeFileError(f"{path}: is a napari-sparseseg session store, not a volume; open it as a session")
     multiscales = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
     if multiscales:
-        if key == "labels" and "labels" in node:
+        if key == "labels" and ("labels" in node or (path / "labels").is_dir()):  # never the image as its labels
             return _ome_labels(path, node, level, lazy)
         return _ome(path, node, multiscales, level, lazy)
     child = node.get(key) if key else None

@@ -85,12 +85,42 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         kwargs["name"] = [f"{name} [{i}]" for i in range(vol.data.shape[vol.channel_axis])]
     layers: list[LayerData] = [(data, kwargs, "image")]
     has_labels = (volume_format(p) == "npz" and _npz_has_labels(p)) or (zarr and (p / "labels").is_dir())
-    if has_labels:
-        labels = read_volume(p, key="labels", lazy=zarr)
+    labels = _labels_beside(p, vol, zarr) if has_labels else None
+    if labels is not None:
         layers.append((labels.data, {"name": f"{name} labels", "scale": labels.spacing,
                                      "translate": labels.origin or (0.0, 0.0, 0.0),
                                      "metadata": {"spacing": labels.spacing, "source_path": str(p)}}, "labels"))
     return layers
+
+
+def _labels_beside(path: Path, image: Any, lazy: bool) -> Any:
+    """The labels stored beside ``image`` in ``path``, or None with a warning when they cannot be its labels (another
+    shape, fractions, unreadable): the image opens all the same."""
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ..io import VolumeFileError
+
+    try:
+        labels = read_volume(path, key="labels", lazy=lazy)
+    except VolumeFileError as exc:
+        warnings.warn(f"{path}: its labels are left out: {exc}", stacklevel=2)
+        return None
+    problem = None
+    if labels.shape != image.shape:
+        problem = f"they are {labels.shape}, the image {image.shape}"
+    elif np.dtype(labels.data.dtype).kind == "f":
+        data = np.asarray(labels.data)
+        if not (np.isfinite(data).all() and (data == np.round(data)).all() and data.min() >= 0):
+            problem = "they hold values that are not non-negative whole numbers"
+        else:
+            labels = replace(labels, data=data.astype(np.min_scalar_type(int(data.max()))))
+    if problem is not None:
+        warnings.warn(f"{path}: its labels are left out: {problem}", stacklevel=2)
+        return None
+    return labels
 
 
 def _npz_has_labels(path: Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +99,9 @@ def read_session(path: str | list[str]) -> list[LayerData] | None:
         return store_layers(p)
     except Exception as exc:  # noqa: BLE001 (a reader returns None instead of raising)
         log.warning("napari-sparseseg: cannot read session store %s: %s", p, exc)
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"napari-sparseseg: cannot open the session store {p}: {exc}")  # napari alone says "no data"
         return None
 
 
@@ -136,7 +138,7 @@ def store_layers(path: str | Path) -> list[LayerData]:
     return layers
 
 
-def _image_of(group: Any, attrs: dict[str, Any], where: Path) -> tuple[np.ndarray, dict[str, Any], str | None]:
+def _image_of(group: Any, attrs: dict[str, Any], where: Path) -> tuple[Any, dict[str, Any], str | None]:
     """A stored volume's image (copied in ``group``, or read from the file of its ``image_ref``), the layer keyword
     arguments it needs (``scale`` = spacing, ``channel_axis`` of a 4D image) and the name the user gave it (None
     when none was stored).
@@ -146,11 +148,17 @@ def _image_of(group: Any, attrs: dict[str, Any], where: Path) -> tuple[np.ndarra
     ValueError
         If the labels or prediction stored beside it do not fit it (:func:`~..store_files.check_stored_volume`).
     """
+    from ..core.volume import validate_spacing
+    from ..store import EAGER_IMAGE_BYTES
     from ..store_arrays import stored_image
 
     ref = attrs.get("image_ref")
-    image = np.asarray(stored_image(group, eager_image_bytes=sys.maxsize))
-    meta: dict[str, Any] = {"scale": tuple(float(s) for s in attrs["spacing"])}
+    try:
+        spacing = validate_spacing(attrs.get("spacing"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: the stored spacing is invalid ({exc})") from exc
+    image = stored_image(group, eager_image_bytes=EAGER_IMAGE_BYTES)  # a larger one stays lazy, as a session has it
+    meta: dict[str, Any] = {"scale": tuple(float(s) for s in spacing)}
     shape = image.shape
     if image.ndim == 4:
         meta["channel_axis"] = axis = 0 if ref is None else int(attrs.get("channel_axis") or 0) % image.ndim
