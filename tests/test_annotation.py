@@ -52,7 +52,7 @@ def test_coordinate_edits_like_napari_strokes(volume):
     assert volume.labels[idx].tolist() == [3, 3, 3]
 
 
-@pytest.mark.parametrize("value", [4, -1])
+@pytest.mark.parametrize("value", [4, -1, 1.5, np.nan])
 def test_out_of_range_label_values_are_refused(volume, value):
     with pytest.raises(ValueError):
         volume.set_labels((0, 0, 0), np.array(value))

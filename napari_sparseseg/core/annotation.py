@@ -159,6 +159,8 @@ class AnnotatedVolume:
 
     # -- edits -----------------------------------------------------------------
     def _check_values(self, values: np.ndarray) -> None:
+        if values.dtype.kind == "f" and values.size and not (np.isfinite(values) & (values == np.round(values))).all():
+            raise ValueError(f"label values must be whole numbers, got {values.dtype} with fractions or NaN")
         if values.size and int(values.max()) > self.num_classes + 1:
             raise ValueError(
                 f"label value {int(values.max())} exceeds the {self.num_classes} foreground classes "
