@@ -434,3 +434,25 @@ def test_exports_name_their_layer_and_a_saved_model_names_its_channels(viewer, q
         assert again.name in said[-1] and again in viewer.layers
     finally:
         widget.close_session()
+
+
+def test_removing_a_class_renumbers_an_image_painted_but_never_trained_on(make_napari_viewer):
+    viewer = make_napari_viewer()
+    cells, cells_annotation = add_volume(viewer, "cells")
+    other, _ = add_volume(viewer, "other", seed=1)
+    widget = make_widget(viewer)
+    try:
+        choose(widget.data_panel.image_combo, cells)
+        assert widget.annotation_layer is cells_annotation  # picked for it, never chosen by the user
+        widget.class_panel.add("vesicle")
+        widget.class_panel.add("membrane")
+        for value, z in ((1, 2), (2, 3), (3, 4)):
+            cells_annotation.data_setitem((np.full(3, z), np.arange(3), np.full(3, z)), value)
+        choose(widget.data_panel.image_combo, other)
+        widget.class_panel.remove(2)  # the second class, on another image's layer too
+        assert sorted(np.unique(cells_annotation.data)) == [0, 1, 2]  # membrane is 2 now; before: 3, no class
+        assert not (cells_annotation.data[3] > 0).any()  # the removed class's strokes are gone
+        choose(widget.data_panel.image_combo, cells)
+        assert widget.annotation_layer is cells_annotation  # and it comes back with its image
+    finally:
+        widget.close_session()

@@ -68,6 +68,7 @@ class DataPanel(QGroupBox):
         self._on_annotation_changed = on_annotation_changed
         #: ``(image, annotation)``: the labels layer last chosen for each image (an image gets its own back).
         self._chosen_for: list[tuple[Image, Labels]] = []
+        self._pair: tuple[Image | None, Labels | None] = (None, None)  # the image and annotation shown last
         self._named: list[Any] = []  # the layers whose renaming refreshes the choices (their names are shown)
         form = QFormLayout(self)
         self.image_combo = QComboBox()
@@ -213,7 +214,16 @@ class DataPanel(QGroupBox):
     def _annotation_chosen(self, remember: bool = False) -> None:
         if remember:  # by the user
             self.remember(self.image_layer, self.annotation_layer)
+        self._pair = (self.image_layer, self.annotation_layer)
         self._on_annotation_changed()
+
+    def _remember_painted(self) -> None:
+        """The image shown until now keeps the annotation layer painted for it, chosen by the user or not: it comes
+        back with it, and a class removal renumbers it (:func:`~.class_panel.class_layers`)."""
+        image, annotation = self._pair
+        if (image is not None and annotation is not None and image in self.viewer.layers
+                and annotation in self.viewer.layers and np.asarray(annotation.data).any()):
+            self.remember(image, annotation)
 
     def _annotation_for(self, image: Image | None, previous: Any) -> Labels | None:
         """The labels layer to paint on for a newly chosen ``image``: the one last chosen for it, else its own
@@ -253,6 +263,7 @@ class DataPanel(QGroupBox):
         self.bank_message.setVisible(bool(words))
 
     def _image_chosen(self) -> None:
+        self._remember_painted()
         self.fill_channel_choices(image_changed=True)
         self.show_problem()
         self._on_image_changed()
