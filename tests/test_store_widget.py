@@ -234,3 +234,27 @@ def test_closing_the_viewer_or_removing_a_layer_mid_training_keeps_every_step(ma
         assert latest["step"] == session.trainer.step  # nothing trained since the last checkpoint is lost
     finally:
         widget.close_session()
+
+
+def test_opening_a_store_while_working_on_another_image_keeps_that_images_classes(make_napari_viewer, sample,
+                                                                                   tmp_path):
+    path = tmp_path / "old.sparseseg"
+    core_store(path, sample)  # classes nucleus, vesicle
+    viewer = make_napari_viewer()
+    mine = viewer.add_image(np.random.default_rng(0).random(SHAPE).astype(np.float32), name="mine")
+    annotation = viewer.add_labels(np.zeros(SHAPE, np.uint8), name="mine annotation")
+    widget = SparseSegWidget(viewer, config=CONFIG)
+    viewer.window.add_dock_widget(widget, name="sparseseg")
+    try:
+        for name in ("a", "b", "c"):
+            widget.class_panel.add(name)
+        annotation.data_setitem((np.full(4, 3), np.arange(4), np.full(4, 3)), 4)  # the fourth class, painted
+        viewer.open(str(path), plugin="napari-sparseseg")  # File > Open, to look at it
+        assert widget.image_layer is mine and len(widget.classes) == 4  # before: the store's two replaced them
+        store_image = next(ly for ly in viewer.layers if ly.metadata.get(STORE_META) and ly.ndim == 3
+                           and type(ly).__name__ == "Image")
+        combo = widget.data_panel.image_combo
+        combo.setCurrentIndex(next(i for i in range(combo.count()) if combo.itemData(i) is store_image))
+        assert widget.classes.names == ["nucleus", "vesicle"]  # the store's, with its image chosen
+    finally:
+        widget.close_session()

@@ -65,7 +65,7 @@ class FollowsLayers:
             self._drop_session(None)  # the session (and what is shown of it) was another image's
         self.layers.image_chosen(self.image_layer, self.annotation_layer)  # its own prediction layer, if any
         if problem is None:
-            if self.session is None:
+            if self.session is None and not self.files.take_classes_of(layer):
                 self.class_panel.take_names_of(layer)
             self.features.for_layer(layer, len(self.classes), channels=self.data_panel.channel_layers)  # the bank
         self.volumes_panel.refresh()  # the image chosen here is no other volume

@@ -111,8 +111,16 @@ class SessionFiles:
                 w.adopt_prediction(layer, image)
             elif w.session is None and (w.prediction_layer is None or w.prediction_layer not in w.viewer.layers):
                 w.adopt_prediction(layer)
-        elif w.session is None and layer.metadata.get("class_names"):
-            self._set_classes(layer.metadata["class_names"], layer.metadata.get("class_colors"))
+        elif w.session is None and layer is w.image_layer:  # not while the user works on another image
+            self.take_classes_of(layer)
+
+    def take_classes_of(self, layer: Any) -> bool:
+        """Name and colour the classes as the store ``layer`` (an image) was read from does (while idle, when that
+        image is chosen: what its stored labels mean); False when ``layer`` is no store's image."""
+        if _store_of(layer) is None or not layer.metadata.get("class_names"):
+            return False
+        self._set_classes(layer.metadata["class_names"], layer.metadata.get("class_colors"))
+        return True
 
     def _image_of(self, store: str) -> Any:
         """The image layer (its first channel) read from the session store ``store``, if the viewer holds one."""
