@@ -130,6 +130,7 @@ class SessionStore(StoreWriter):
                 raise ValueError(f"{path} already exists; pass overwrite=True to replace it")
             if not is_session_store(path):
                 raise ValueError(f"{path} exists and is not a napari-sparseseg session store; refusing to replace it")
+            store_lock.check_free(path)  # another process's session, autosaving into it: never deleted
             shutil.rmtree(path)
         previous = session.store
         building, root = build_store_folder(path, session, image=image, image_ref=image_ref, class_names=class_names,

@@ -55,6 +55,21 @@ def _when(since: object) -> str:
         return "unknown"
 
 
+def check_free(path: str | Path) -> None:
+    """Raise :class:`StoreInUseError` if another live process on this machine, or any process on another machine,
+    holds the store's lock (before the store is replaced or opened for writing)."""
+    held, me = holder(path), _me()
+    if held is None or held.get("pid") == me["pid"] and held.get("host") == me["host"]:
+        return
+    since, lock = _when(held.get("since")), Path(path) / LOCK_NAME
+    if held.get("host") != me["host"]:
+        raise StoreInUseError(f"{path} is open in process {held.get('pid')} on {held.get('host')} (since {since}); "
+                              f"close it there, or delete {lock} if that process is gone")
+    if isinstance(held.get("pid"), int) and _alive(held["pid"]):
+        raise StoreInUseError(f"{path} is open in process {held['pid']} (since {since}); close it there first, or "
+                              "open a copy of the folder")
+
+
 def acquire(path: str | Path) -> None:
     """Take the store's lock for this process.
 
@@ -68,16 +83,7 @@ def acquire(path: str | Path) -> None:
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-        held = holder(path)
-        if held is not None and held.get("pid") != me["pid"]:
-            since = _when(held.get("since"))
-            if held.get("host") != me["host"]:
-                raise StoreInUseError(
-                    f"{path} is open in process {held.get('pid')} on {held.get('host')} (since {since}); close it "
-                    f"there, or delete {lock} if that process is gone") from None
-            if isinstance(held.get("pid"), int) and _alive(held["pid"]):
-                raise StoreInUseError(f"{path} is open in process {held['pid']} (since {since}); close it there "
-                                      "first, or open a copy of the folder") from None
+        check_free(path)
         tmp = lock.with_name(f"{LOCK_NAME}.{me['pid']}.tmp")  # stale, unreadable or ours: take it over
         tmp.write_text(json.dumps(me))
         os.replace(tmp, lock)

@@ -50,6 +50,10 @@ def test_a_second_process_is_told_who_holds_the_store_and_a_killed_holder_is_tak
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(StoreInUseError, match=f"process {holder.pid}"):
             SessionStore.open(path)
+        image, _ = sphere_volume(SHAPE, radius=5)  # Save session... over it: the other process's store stays
+        with pytest.raises(StoreInUseError, match=f"process {holder.pid}"):
+            SessionStore.create(path, SegmentationSession(image, num_classes=1, config=CONFIG), overwrite=True)
+        assert store_lock.holder(path)["pid"] == holder.pid and (path / "zarr.json").is_file()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
