@@ -258,3 +258,23 @@ def test_opening_a_store_while_working_on_another_image_keeps_that_images_classe
         assert widget.classes.names == ["nucleus", "vesicle"]  # the store's, with its image chosen
     finally:
         widget.close_session()
+
+
+def test_a_class_removed_after_opening_a_store_starts_a_new_model_in_a_new_store(make_napari_viewer, sample,
+                                                                                  tmp_path, qtbot):
+    path = tmp_path / "s.zarr"
+    core_store(path, sample, steps=3)  # two classes, a model of three outputs
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    try:
+        widget.files.open(path)
+        widget.class_panel.remove(2)
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+        session = widget.session
+        assert session.num_classes == 1 and session.trainer.step == 0  # not the old model of two classes
+        assert session.store is not None and session.store.path != path.resolve()
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()
+    assert SessionStore.open(path)[1].num_classes == 2  # the store opened is left as it was

@@ -239,6 +239,17 @@ class SessionFiles:
 
             show_error(f"sparseseg: saving the session failed: {exc}")
 
+    def forget_opened(self) -> bool:
+        """The store opened for the next Start no longer fits the classes (one was removed): the next Start trains a
+        new model in a new store, the opened one left as it was. Returns whether one was waiting."""
+        stores = {str(self._open_path), str(Path(self._open_path).resolve())} if self._open_path else set()
+        if _store_of(self.widget.image_layer):  # layers read from a store reopen it at Start otherwise
+            stores.add(_store_of(self.widget.image_layer))
+        waiting = bool(stores - self._opened)
+        self._opened |= stores
+        self._open_path = None
+        return waiting
+
     def detach(self) -> None:
         """The widget dropped its session: stop autosaving it (the store stays on disk)."""
         store, self.store = self.store, None

@@ -173,6 +173,9 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         if self.layers.annotation is not None:
             self.layers.unbind()
             self._on_annotation_changed()
+        if self.files.forget_opened() and self.session is None:
+            show_info("sparseseg: a class was removed: the next Start trains a new model in a new session store (the "
+                      "one opened stays as it was)")
         self._drop_session("a class was removed: the next Start trains a new model")
 
     # ================================================================ training
