@@ -188,6 +188,7 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         expected = np.asarray(annotation.data).copy()
     finally:
         widget.close_session()
+    assert not (mine / "lock.json").exists()  # a closed window leaves its store free to open anywhere
 
     viewer2 = make_napari_viewer()
     widget2 = make_widget(viewer2)

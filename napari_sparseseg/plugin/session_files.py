@@ -60,6 +60,7 @@ class SessionFiles:
         self.store: SessionStore | None = None
         self._open_path: Path | None = None  # a store to reopen at the next Start
         self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
+        self._detached: list[Any] = []  # stores of dropped sessions, unlocked once no run writes into them
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
         self._save_after_open: Path | None = None  # Save before the Start that reopens a store: once it has
         #: What the last :meth:`wrap` took (open and save paths, stores reopened), given back when its run ends
@@ -251,10 +252,23 @@ class SessionFiles:
         return waiting
 
     def detach(self) -> None:
-        """The widget dropped its session: stop autosaving it (the store stays on disk)."""
+        """The widget dropped its session: stop autosaving it (the store stays on disk) and give up its lock once no
+        run writes into it (:meth:`run_ended`), so that it opens elsewhere (another process, another machine)."""
         store, self.store = self.store, None
         if store is not None:
             store.stop_autosave(flush=True)
+            self._detached.append(store)
+            if not self.widget.run.running:
+                self.run_ended()
+
+    def run_ended(self) -> None:
+        """The run ended: the stores of sessions the widget dropped are unlocked."""
+        from ..store_lock import release
+
+        detached, self._detached = self._detached, []
+        for store in detached:
+            if self.store is None or Path(self.store.path) != Path(store.path):  # not reopened by a later session
+                release(store.path)
 
     def close(self, training_ended: bool) -> None:
         """Widget closing: last flush, and a checkpoint if the worker has ended."""

@@ -306,6 +306,7 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         if self._closed:
             return
         self.files.checkpoint()
+        self.files.run_ended()
         if self.session is None:  # stopped while the model was built, or failed: what it was to open waits
             self.files.not_started()
         if self._stopped_because:
