@@ -44,13 +44,17 @@ def test_channels_of_one_file_share_a_name_and_a_path():
 
     from napari_sparseseg.plugin.layers import same_file
 
-    def layer(name, path=None):
-        return SimpleNamespace(name=name, source=SimpleNamespace(path=path))
+    def layer(name, path=None, store=None):
+        return SimpleNamespace(name=name, source=SimpleNamespace(path=path),
+                               metadata={"sparseseg_store": store} if store else {})
 
     assert same_file(layer("brain"), layer("brain [1]")) and same_file(layer("x [0]"), layer("x [2]"))
     assert not same_file(layer("brain"), layer("brains"))
     assert same_file(layer("t1", "/a/t1.nii.gz"), layer("t1 [1]", "/a/t1.nii.gz"))
     assert not same_file(layer("t1", "/a/t1.nii.gz"), layer("t1 [1]", "/b/t1.nii.gz"))  # two patients' files
+    # the sample made in code, and its image read back from a saved session: one name, not one file
+    assert not same_file(layer("cells"), layer("cells [1]", "/s.sparseseg", store="/s.sparseseg"))
+    assert same_file(layer("mri", store="/s.sparseseg"), layer("mri [1]", store="/s.sparseseg"))
 
 
 

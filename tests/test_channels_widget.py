@@ -178,7 +178,7 @@ def test_a_session_of_two_channels_is_saved_reopened_and_resumed(two_channels, m
     fresh = SparseSegWidget(third, config=TEST_CONFIG, refresh_seconds=1.0, first_refresh_steps=10**6)
     third.window.add_dock_widget(fresh, name="sparseseg")
     said = []
-    monkeypatch.setattr(fresh.status_panel, "say", said.append)
+    monkeypatch.setattr("napari.utils.notifications.show_info", said.append)  # a notice: the status moves on
     try:
         fresh.files.open(path)
         fresh.data_panel.channel_list.item(0).setCheckState(Qt.CheckState.Unchecked)

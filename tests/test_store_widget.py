@@ -23,6 +23,7 @@ from napari_sparseseg.plugin.session_reader import (
     get_reader,
     prefer_this_reader_for_stores,
     read_session,
+    store_layers,
 )
 from napari_sparseseg.plugin.widget import SparseSegWidget
 from napari_sparseseg.store import SessionStore
@@ -279,3 +280,23 @@ def test_a_class_removed_after_opening_a_store_starts_a_new_model_in_a_new_store
     finally:
         widget.close_session()
     assert SessionStore.open(path)[1].num_classes == 2  # the store opened is left as it was
+
+
+def test_a_session_opened_beside_the_image_it_was_made_from_resumes(make_napari_viewer, sample, tmp_path, qtbot):
+    """The sample made in code is open (as `napari-sparseseg gui` opens it) when its saved session is opened: the two
+    images share a name, not a file, and the sample is no channel of the stored image."""
+    path = tmp_path / "s.sparseseg"
+    core_store(path, sample, steps=3)
+    viewer = make_napari_viewer()
+    name = store_layers(path)[0][1]["name"]
+    viewer.add_image(sample[0][0], name=name, scale=sample[0][1]["scale"])
+    widget = make_widget(viewer)
+    try:
+        widget.files.open(path)
+        assert widget.data_panel.channel_layers == []  # before: the sample ticked as a second channel
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+        assert widget.session.store.path == path.resolve() and widget.session.trainer.step >= 3  # resumed
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()

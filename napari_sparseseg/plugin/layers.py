@@ -84,9 +84,18 @@ def file_name(layer_name: str) -> str:
 
 def same_file(layer: Any, other: Any) -> bool:
     """Whether two layers look like channels of one file: one name less napari's `` [i]`` suffix, and the same file
-    path where napari read both from files (two patients' ``t1.nii.gz`` share a name, not a path)."""
-    paths = [getattr(getattr(ly, "source", None), "path", None) for ly in (layer, other)]
-    return file_name(layer.name) == file_name(other.name) and (None in paths or paths[0] == paths[1])
+    (or session store) where they were read from one (two patients' ``t1.nii.gz`` share a name, not a path; the
+    sample made in code and its image read back from a saved session share a name, not a file)."""
+    paths = [_read_from(ly) for ly in (layer, other)]
+    return file_name(layer.name) == file_name(other.name) and paths[0] == paths[1]
+
+
+def _read_from(layer: Any) -> str | None:
+    """The file or session store a layer was read from (None: made in code)."""
+    meta = getattr(layer, "metadata", None)
+    store = meta.get("sparseseg_store") if hasattr(meta, "get") else None
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return str(store) if store else (str(path) if path else None)
 
 
 def role(layer: Any) -> str | None:

@@ -162,8 +162,10 @@ class SessionFiles:
             if open_path is not None:
                 self._opened.add(str(open_path))
                 if not self._chose_the_stores_image(open_path):  # its net reads other channels, in its order
-                    w.status_panel.say(f"the chosen image and channels are not those of the session opened from "
-                                       f"{open_path.name}: a new session starts (the opened one stays in its store)")
+                    from napari.utils.notifications import show_info
+
+                    show_info(f"sparseseg: the chosen image and channels are not those of the session opened from "
+                              f"{open_path.name}: a new session starts (the opened one stays in its store)")
                     open_path = None
             if open_path is None:
                 save_path = self._save_path or new_store_path()
