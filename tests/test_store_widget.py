@@ -107,6 +107,10 @@ def test_reader_gives_the_layers_of_a_store_written_by_the_core(make_napari_view
     assert image.data.shape == SHAPE and tuple(image.scale) == tuple(session.volume.spacing)
     np.testing.assert_array_equal(annotation.data, annotation_to_layer(session.volume.labels))
     assert prediction.metadata["sparseseg_role"] == "prediction" and prediction.data.max() >= 1
+    labels = zarr.open_array(str(path / "labels"), mode="r+")
+    labels[2, :4, :4] = 3  # a correction to the second class after the last prediction was stored
+    [prediction] = [ly for ly in viewer.open(str(path), plugin="napari-sparseseg") if ly.name.startswith("pred")]
+    assert (prediction.data[2, :4, :4] == 2).all()  # as it was on screen: labels over the stored prediction
     assert all(ly.metadata[STORE_META] == str(path.resolve()) for ly in layers)
     assert image.metadata["class_names"] == ("nucleus", "vesicle")
 

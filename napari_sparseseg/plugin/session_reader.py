@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.encoding import annotation_to_layer
+from ..core.encoding import annotation_to_layer, merge_labels
 from ..store import is_session_store
 from ..store_files import check_stored_volume, volume_folders
 
@@ -124,13 +124,14 @@ def store_layers(path: str | Path) -> list[LayerData]:
     name, scale = stored_name or store_stem(path), image_meta["scale"]
     image_meta.update(name=name, metadata={STORE_META: str(path), "spacing": scale, "class_colors": attrs.get("colors"),
                                            "class_names": tuple(attrs.get("class_names") or ())})
+    labels = np.asarray(root["labels"][...])
     layers: list[LayerData] = [
         (image, image_meta, "image"),
-        (annotation_to_layer(root["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
-                                           "metadata": {"sparseseg_role": "annotation", STORE_META: str(path)}},
+        (annotation_to_layer(labels), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
+                                       "metadata": {"sparseseg_role": "annotation", STORE_META: str(path)}},
          "labels")]
-    if "step" in root["prediction"].attrs:
-        layers.append((np.asarray(root["prediction"][...]),
+    if "step" in root["prediction"].attrs:  # as it was on screen: labels, corrections too, over the prediction
+        layers.append((merge_labels(np.asarray(root["prediction"][...]), labels),
                        {"name": "prediction", "scale": scale, "opacity": 0.45,
                         "metadata": {"sparseseg_role": "prediction", STORE_META: str(path)}}, "labels"))
     for n, folder in enumerate(volume_folders(path), start=1):
@@ -179,12 +180,13 @@ def _volume_layers(path: Path, folder: Path, n: int, default_name: str) -> list[
     name, scale = stored_name or default_name, image_meta["scale"]
     tag = {STORE_META: str(path), VOLUME_META: n}
     image_meta.update(name=name, metadata={**tag, "spacing": scale})
+    labels = np.asarray(group["labels"][...])
     layers: list[LayerData] = [
         (image, image_meta, "image"),
-        (annotation_to_layer(group["labels"][...]), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
-                                            "metadata": {"sparseseg_role": "volume_annotation", **tag}}, "labels")]
+        (annotation_to_layer(labels), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
+                                       "metadata": {"sparseseg_role": "volume_annotation", **tag}}, "labels")]
     if "step" in group["prediction"].attrs:
-        layers.append((np.asarray(group["prediction"][...]), {
+        layers.append((merge_labels(np.asarray(group["prediction"][...]), labels), {
             "name": f"{name} prediction", "scale": scale, "opacity": 0.45,
             "metadata": {"sparseseg_role": "volume_prediction", **tag}}, "labels"))
     return layers
