@@ -111,3 +111,26 @@ def test_apply_to_all_images_adds_a_mask_per_volume_and_skips_what_it_cannot_pre
     assert "two channels (cells)" not in viewer.layers and "a 2D image (cells)" not in viewer.layers
     assert len(errors) == 1 and "two channels" in errors[0] and "channel" in errors[0]
     assert "applied to 2 of 3 images; skipped: two channels" in infos[-1]
+
+
+def test_closing_the_window_while_a_model_is_applied_raises_nothing(make_napari_viewer, qtbot, trained):
+    import sys
+    import traceback
+
+    from qtpy.QtCore import QThreadPool
+
+    _, path = trained
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    image, meta, _ = make_sample_data(SHAPE, seed=3)[0]
+    layer = viewer.add_image(image, name="next volume", scale=meta["scale"])
+    errors: list[str] = []
+    hook, sys.excepthook = sys.excepthook, lambda *exc: errors.append("".join(traceback.format_exception(*exc)))
+    try:
+        widget.models.apply(path, layer)
+        viewer.close()  # the dock and its buttons go while the worker predicts
+        qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=120000)
+        qtbot.wait(200)  # the worker's finished signal is delivered
+    finally:
+        sys.excepthook = hook
+    assert errors == []  # before: "wrapped C/C++ object of type QPushButton has been deleted"

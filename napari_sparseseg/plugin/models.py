@@ -133,6 +133,7 @@ class ModelFiles:
 
         self.widget = widget
         self.worker: Any = None
+        self._closed = False
         box = QGroupBox("Model")
         grid = QGridLayout(box)  # two rows, so the dock does not widen
         self.save_button = QPushButton("Save model…")
@@ -183,6 +184,8 @@ class ModelFiles:
                                _ignore_errors=True)  # errors: notified
 
         def on_returned(mask: np.ndarray) -> None:
+            if self._closed:
+                return
             add_mask_layer(self.widget, layer, mask, model)
             for note in notes:
                 show_info(f"sparseseg: {note}")
@@ -221,6 +224,8 @@ class ModelFiles:
 
         def on_result(result: tuple[Image, np.ndarray | None, str | None]) -> None:
             layer, mask, message = result
+            if self._closed:
+                return
             if mask is None:
                 failed.append(layer.name)
                 show_error(f"sparseseg: {layer.name} skipped: {message}")
@@ -232,6 +237,8 @@ class ModelFiles:
 
         def on_finished() -> None:
             self._busy(False)
+            if self._closed:
+                return
             show_info(f"sparseseg: {Path(model).name} applied to {len(done)} of {len(volumes)} images"
                       + (f"; skipped: {', '.join(failed)}" if failed else ""))
 
@@ -247,8 +254,20 @@ class ModelFiles:
 
     def _busy(self, busy: bool) -> None:
         """One prediction run at a time: both apply buttons off while a worker predicts."""
+        if self._closed:
+            return
         for button in (self.apply_button, self.apply_all_button):
             button.setEnabled(not busy)
+
+    def close(self) -> None:
+        """The widget closes: a prediction still running adds no layer and touches no button when it ends."""
+        self._closed = True
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            try:
+                worker.quit()
+            except RuntimeError:  # its Qt object is gone already
+                pass
 
     def _apply_dialog(self) -> None:
         self._open_model_then("Apply model", self.apply)

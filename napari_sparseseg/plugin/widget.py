@@ -344,6 +344,7 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         self._closed = True
         ended = self.run.shutdown(timeout)
         self.files.close(ended)
+        self.models.close()
         self.features.close()
         try:
             self._timer.stop()
