@@ -304,3 +304,37 @@ def test_a_session_opened_beside_the_image_it_was_made_from_resumes(make_napari_
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()
+
+
+def test_an_autosave_that_fails_is_said_at_once_and_when_it_works_again(make_napari_viewer, sample, qtbot,
+                                                                         monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(sample[0][0], **sample[0][1])
+    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
+    widget = make_widget(viewer)
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    gt = sample[0][1]["metadata"]["ground_truth"]
+    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
+    try:
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.files.store is not None, timeout=60000)
+        store = widget.files.store
+
+        def disk_full():
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(store, "flush", disk_full)  # the autosave thread's next flushes fail
+        qtbot.waitUntil(lambda: store.last_error is not None, timeout=30000)
+        widget._update_status()  # the 1 s tick
+        assert "No space left on device" in errors[-1] and "autosave failing" in widget.files.path_label.text()
+        widget._update_status()
+        assert len(errors) == 1  # said once, not every second
+        monkeypatch.undo()  # space again
+        qtbot.waitUntil(lambda: store.last_error is None, timeout=30000)
+        widget._update_status()
+        assert "(again)" in widget.files.path_label.text()
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()

@@ -61,6 +61,7 @@ class SessionFiles:
         self._open_path: Path | None = None  # a store to reopen at the next Start
         self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
         self._detached: list[Any] = []  # stores of dropped sessions, unlocked once no run writes into them
+        self._failing: BaseException | None = None  # the autosave error last reported
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
         self._save_after_open: Path | None = None  # Save before the Start that reopens a store: once it has
         #: What the last :meth:`wrap` took (open and save paths, stores reopened), given back when its run ends
@@ -241,6 +242,21 @@ class SessionFiles:
             from napari.utils.notifications import show_error
 
             show_error(f"sparseseg: saving the session failed: {exc}")
+
+    def check_autosave(self) -> None:
+        """Say at once when autosaving fails (a full disk, a folder gone), and when it works again (the 1 s tick):
+        strokes are kept in memory meanwhile, and the user can Save session elsewhere."""
+        store = self.store
+        error = getattr(store, "last_error", None) if store is not None else None
+        if error is not None and self._failing is None:
+            from napari.utils.notifications import show_error
+
+            show_error(f"sparseseg: autosaving to {store.path} fails ({error}); your labels are kept in this window: "
+                       "free some space, or Save session… elsewhere")
+            self.path_label.setText(f"autosave failing: {error}")
+        elif error is None and self._failing is not None and store is not None:
+            self.path_label.setText(f"autosaving to {store.path} (again)")
+        self._failing = error
 
     def forget_opened(self) -> bool:
         """The store opened for the next Start no longer fits the classes (one was removed): the next Start trains a

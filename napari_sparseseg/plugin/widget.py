@@ -322,6 +322,7 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
             return
         self.status_panel.tick(self.last_step, self._shown, self.run.running, self.refreshes.last, self.classes.names,
                                paused=self.run.paused, stopping=self.run.stopping)
+        self.files.check_autosave()
         self.data_panel.show_bank(bank_words(self.features.held_for(self.image_layer, self.data_panel.channel_layers)))
         steps = self.last_step.step if self.last_step is not None else 0
         self.training_panel.progress.setValue(self.refreshes.progress(steps))
