@@ -32,7 +32,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             advance_bar(bar, fraction * args.budget_seconds, f"step {info['step']} loss {info['loss']:.3f}")
         elif stage == "curve":
             bar.write(f"  {info['seconds']:6.0f} s  net step {info['step']:5d}  dice_fg {info['dice_fg']:.3f}  "
-                      f"shown: {info['learner'] or 'nothing yet'}")
+                      f"shown: {LEARNER_NAMES.get(info['learner'], 'nothing yet')}")
         elif stage == "baseline":
             bar.write(f"  baseline {info['name']}: dice_fg {info['dice_fg']:.3f}")
 
@@ -48,20 +48,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _table(result: dict[str, Any]) -> str:
-    rows = [(f"shown: {result.get('learner') or 'none'}", result)] + [
+    rows = [(f"shown: {LEARNER_NAMES.get(result.get('learner'), 'nothing')}", result)] + [
         (n, r) for n, r in result.get("baselines", {}).items() if "all" in r]
+    width = max(18, *(len(n) + 2 for n, _ in rows))
     lines = [(f"protocol {result['protocol']}  device {result['device']}  net steps {result['steps']}  "
              f"{result['wall_seconds']:.0f} s  annotated {100 * result['annotated_fraction']:.1f}% of voxels"),
-             f"{'method':<18}{'dice_fg':>9}{'mIoU':>8}{'PA':>8}{'MPA':>8}{'dice_fg unannot.':>18}  dice per class"]
+             f"{'method':<{width}}{'dice_fg':>9}{'mIoU':>8}{'PA':>8}{'MPA':>8}{'dice_fg unannot.':>18}  dice per class"]
     for name, r in rows:
         a, u = r["all"], r["unannotated"]
         per = " ".join(f"{d:.3f}" for d in a["dice"])
-        lines.append(f"{name:<18}{a['dice_fg']:>9.3f}{a['miou']:>8.3f}{a['pa']:>8.3f}{a['mpa']:>8.3f}"
+        lines.append(f"{name:<{width}}{a['dice_fg']:>9.3f}{a['miou']:>8.3f}{a['pa']:>8.3f}{a['mpa']:>8.3f}"
                      f"{u['dice_fg']:>18.3f}  {per}")
+    for name, r in result.get("baselines", {}).items():
+        if "all" not in r:  # a baseline that could not run on this protocol says why
+            lines.append(f"{name}: not run ({r.get('reason') or 'no result'})")
     if result.get("dice_fg_net") is not None:
         lines.append(f"the 3D U-Net alone: dice_fg {result['dice_fg_net']:.3f}")
     lines.append("dice_fg of the mask shown, seconds after the labels: " + ", ".join(
-        f"{p['seconds']:.0f}s {p['dice_fg']:.3f} ({p['learner'] or '-'})" for p in result["curve"]))
+        f"{p['seconds']:.0f}s {p['dice_fg']:.3f} ({LEARNER_NAMES.get(p['learner'], '-')})" for p in result["curve"]))
     return "\n".join(lines)
 
 
