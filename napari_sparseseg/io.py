@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.file_mode import as_new_file
 from .core.volume import Spacing
 from .formats.base import VolumeFile, VolumeFileError, mask_for_writing
 from .formats.npz import load_npz
@@ -120,19 +121,6 @@ def load_volume(path: str | Path, key: str = "image") -> tuple[np.ndarray, Spaci
     return vol.data, vol.spacing
 
 
-def _umask() -> int:
-    """The process's file-creation mask (read from ``/proc`` where there is one: setting it is not thread-safe)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _check_npz_replaceable(path: Path) -> None:
     """Refuse to write a mask over an ``.npz`` that holds more than a mask (an image beside its labels)."""
     if not path.is_file():
@@ -159,7 +147,7 @@ def _written_whole(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would keep the file from colleagues on a shared drive
+        as_new_file(tmp)  # not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -178,7 +166,7 @@ def written_whole_dir(path: Path) -> Iterator[Path]:
     os.rmdir(tmp)  # the writer creates it
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700, as above
+        as_new_file(tmp, folder=True)  # not mkdtemp's 0700
         if path.exists():
             aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
             os.replace(path, aside)

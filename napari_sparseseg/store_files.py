@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.box import Box
+from .core.file_mode import as_new_file
 
 #: Root attribute that marks a directory as a session store.
 STORE_KEY = "napari_sparseseg_session"
@@ -129,6 +130,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        as_new_file(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -141,6 +143,7 @@ def atomic_copy_file(source: Path, target: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
+        as_new_file(tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -344,6 +344,31 @@ def test_a_written_mask_is_readable_by_others_as_the_umask_allows(tmp_path, name
     assert (tmp_path / name).stat().st_mode & 0o777 == (0o755 if name.endswith(".zarr") else 0o644)
 
 
+
+def test_a_model_and_a_session_store_are_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+
+    from napari_sparseseg.core.checkpoint import save_model
+    from napari_sparseseg.core.session import SegmentationSession
+    from napari_sparseseg.store import SessionStore
+    from tests.conftest import sphere_volume, tiny_config
+
+    image, mask = sphere_volume((8, 16, 16), radius=4)
+    session = SegmentationSession(image, num_classes=1, config=tiny_config())
+    session.add_labels((4, slice(None), slice(None)), mask[4] + 1)
+    list(session.train(max_steps=1))
+    old = os.umask(0o022)
+    try:
+        model = save_model(session.trainer, tmp_path / "model.pt")
+        store = SessionStore.create(tmp_path / "s.sparseseg", session)
+        store.save_checkpoint(session.trainer)
+        store.close()
+    finally:
+        os.umask(old)
+    written = [model, *sorted((tmp_path / "s.sparseseg" / "checkpoints").iterdir())]
+    assert len(written) > 2 and all(p.stat().st_mode & 0o777 == 0o644 for p in written if p.is_file())
+
+
 # ------------------------------------------------------------------ errors name the path and say what is wrong
 def _session_store(path: Path) -> Path:
     import zarr

@@ -30,6 +30,7 @@ import torch
 
 from .checkpoint_state import check_state
 from .config import SessionConfig
+from .file_mode import as_new_file
 from .limits import MAX_CHANNELS, MAX_CLASSES
 from .trainer import Trainer
 from .typed_fields import is_int
@@ -91,6 +92,7 @@ def save_model(trainer: Trainer, path: str | Path, channel_names: Sequence[str] 
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        as_new_file(tmp)  # a model to share: not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
