@@ -97,7 +97,7 @@ class SessionStore(StoreWriter):
         Parameters
         ----------
         path : str or Path
-            Directory to create (``.zarr`` by convention).
+            Directory to create (``.sparseseg`` by convention; ``.zarr`` is read too).
         session : SegmentationSession
             The session to save; bound to the store (``session.store``) once it is written. Its previous store, if
             any, hands over to it (:meth:`~.store_writer.StoreWriter.hand_over`: a step or prediction still given to
