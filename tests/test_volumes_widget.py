@@ -63,6 +63,12 @@ def test_another_volume_is_learned_from_predicted_while_selected_corrected_and_s
 
         viewer.layers.selection.active = entry.annotation  # the user looks at the other volume
         assert panel.in_view()[0] == 1 and panel.in_view()[1] is not None  # the volume and the slice in view of it
+        before = np.array(annotation.data)
+        viewer.dims.set_current_step(0, 3)  # a slice nobody painted, on both volumes
+        qtbot.waitUntil(lambda: widget.outputs.prediction is not None and widget.outputs.predicted[3].any(),
+                        timeout=60000)
+        assert widget.results_panel.accept_in_view() == 0  # not the first image's slice, unseen, into its labels
+        np.testing.assert_array_equal(annotation.data, before)
         qtbot.waitUntil(lambda: entry.prediction is not None and entry.prediction.data.any(), timeout=60000)
         assert entry.prediction.name == "cells 2 prediction" and entry.prediction.data.shape == other.data.shape
 

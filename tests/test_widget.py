@@ -154,7 +154,9 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
 
     # Accept the prediction of the slice in view, then export.
     viewer.dims.set_current_step(0, 20)
+    annotation.visible = False  # napari's edit of a hidden layer raised part-way through
     accepted = widget.results_panel.accept_in_view()
+    assert annotation.visible
     assert accepted > 0
     assert (annotation.data[20] > 0).all() and (session.volume.labels[20] > 0).all()
     annotation.undo()  # accepting is one undoable edit

@@ -59,11 +59,15 @@ class ResultsPanel(QGroupBox):
         if outputs.prediction is None or annotation is None or outputs.predicted is None:
             show_warning("no prediction yet: start training first")
             return 0
+        if self.host.volumes_panel.in_view()[0]:  # the layer selected is another volume's, not the one in view here
+            show_warning("Accept takes the prediction of the image being segmented: select its layers first")
+            return 0
         box = self.host.current_view_box() or Box.full(annotation.data.shape)
         coords, values = accepted_labels(annotation.data, outputs.prediction.data, outputs.predicted, box)
         if values.size == 0:
             show_info("nothing to accept in view: every predicted voxel is labeled already")
             return 0
+        annotation.visible = True  # napari's edit of a hidden labels layer fails part-way; the user sees what changed
         annotation.data_setitem(coords, values)
         return int(values.size)
 
