@@ -151,6 +151,13 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
 
     stop_and_wait(widget, qtbot)
     assert widget.run.worker is not None and not widget.run.worker._running
+    # A value that is no class is refused, and the layer shows the prediction there again (not exported as 7;
+    # no refresh comes after Stop).
+    before = np.array(pred_layer.data[z + 2, 5:8, 5:8])
+    pred_layer.brush_size = 1
+    pred_layer.paint((z + 2, 6, 6), 7)
+    qtbot.waitUntil(lambda: 7 not in pred_layer.data[z + 2], timeout=10000)
+    np.testing.assert_array_equal(pred_layer.data[z + 2, 5:8, 5:8], before)
 
     # Accept the prediction of the slice in view, then export.
     viewer.dims.set_current_step(0, 20)

@@ -246,6 +246,10 @@ class LabelSync:
         if bad.any():
             self._notify(f"label {int(stroke.new[bad].max())} is not a class (classes are 1..{k}, background 0 or "
                          f"{LAYER_BACKGROUND}); those voxels were not taken as corrections")
+            refused = stroke.subset(bad)
+            if refused.old is not None:  # and they show the prediction again, not a value no export can mean
+                back = (refused.coords, refused.old)
+                _later(lambda: self._restore(layer, back))
             stroke = stroke.subset(~bad)
             if stroke.size == 0:
                 return
