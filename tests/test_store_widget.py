@@ -185,6 +185,8 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         qtbot.waitUntil(lambda: np.array_equal(labels[10], mask_to_annotation(gt[10])), timeout=30000)
         qtbot.waitUntil(lambda: widget.last_step is not None and widget.last_step.step >= 3, timeout=60000)
 
+        widget.class_panel.rename(1, "nuclei")  # while training: kept in the store at once, not at the checkpoint
+        assert zarr.open_group(str(store.path), mode="r").attrs["class_names"][0] == "nuclei"
         mine = widget.files.save(tmp_path / "mine")  # while training: takes over autosave
         assert mine == tmp_path / "mine.sparseseg" and widget.files.store.path == mine and not store.autosaving
         stop_and_wait(widget, qtbot)
@@ -204,8 +206,10 @@ def test_autosave_by_default_then_save_and_reopen_round_trip(make_napari_viewer,
         # the stored prediction is shown and acceptable
         assert widget2.prediction_layer is not None and widget2.results_panel.accept_button.isEnabled()
         assert "Start resumes training" in widget2.status_panel.label.text()
+        widget2.training_panel.weight_spin.setValue(5.0)  # set before resuming: the weight shown is the one used
         assert widget2.start()
         qtbot.waitUntil(lambda: widget2.session is not None, timeout=60000)
+        assert widget2.session.config.train.correction_weight == 5.0
         # Resumed from the checkpoint, not from step 0: the first step after the stored ones is the next one.
         history = widget2.session.store.history
         qtbot.waitUntil(lambda: len(history()) > step, timeout=60000)

@@ -107,6 +107,7 @@ class ClassPanel(QGroupBox):
         """Rename class ``k`` (1-based)."""
         self.widget.classes.rename(k, name)
         self.fill()
+        self.widget.apply_colormaps()  # (and the store keeps the name)
 
     def remove(self, k: int) -> None:
         """Remove class ``k``: its voxels become unlabeled in the annotation and prediction layers (of every image
@@ -146,6 +147,8 @@ class ClassPanel(QGroupBox):
         except ValueError as exc:
             show_warning(str(exc))
             self.fill()
+            return
+        self.widget.apply_colormaps()  # (and the store keeps the name)
 
     def _pick_color(self) -> None:
         k = self.list.currentRow()

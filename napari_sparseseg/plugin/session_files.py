@@ -219,7 +219,7 @@ class SessionFiles:
         self.store = session.store
         if self.store is None:
             return
-        self._sync_classes()
+        self.sync_classes()
         resumed = f" (resumed at step {session.trainer.step})" if session.trainer.step else ""
         self.path_label.setText(f"autosaving to {self.store.path}{resumed}")
         w = self.widget
@@ -235,7 +235,7 @@ class SessionFiles:
         if self.store is None or session is None or session.store is not self.store:
             return
         try:
-            self._sync_classes()
+            self.sync_classes()
             self.store.save_checkpoint(session.trainer)
             self.store.flush()
         except Exception as exc:  # noqa: BLE001 (a full disk must not crash the app)
@@ -272,6 +272,7 @@ class SessionFiles:
     def detach(self) -> None:
         """The widget dropped its session: stop autosaving it (the store stays on disk) and give up its lock once no
         run writes into it (:meth:`run_ended`), so that it opens elsewhere (another process, another machine)."""
+        self.sync_classes()  # renamed or recoloured after the last checkpoint
         store, self.store = self.store, None
         if store is not None:
             store.stop_autosave(flush=True)
@@ -298,7 +299,8 @@ class SessionFiles:
             self.checkpoint()
         self.detach()
 
-    def _sync_classes(self) -> None:
+    def sync_classes(self) -> None:
+        """Write the widget's class names and colours into the session's store (those of its classes)."""
         if self.store is not None:
             w = self.widget
             k = self.store.session.num_classes

@@ -150,9 +150,11 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         self.apply_colormaps()
 
     def apply_colormaps(self) -> None:
-        """Recolour the annotation and prediction layers (of every volume) from :attr:`classes`."""
+        """Recolour the annotation and prediction layers (of every volume) from :attr:`classes`, and keep the
+        names and colours in the session's store at once (a crash keeps them)."""
         self.layers.recolour(self.annotation_layer)
         self.volumes_panel.recolour()
+        self.files.sync_classes()
 
     def _update_view_box(self, *_: Any) -> None:
         self.layers.update_view_box(self.image_layer)
@@ -276,6 +278,7 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         self._session_key = getattr(self, "_pending_key", None)
         self.refreshes.reset()  # its first prediction enables what needs one (Accept)
         session.ensure_classes(len(self.classes))
+        self._apply_correction_weight()  # the weight the box shows, also for a session reopened from its store
         if self.layers.sync is not None:
             self.layers.sync.resync()  # strokes painted while the model was being built
         self.status_panel.say(f"training on {session.trainer.device}")
