@@ -342,3 +342,26 @@ def test_an_autosave_that_fails_is_said_at_once_and_when_it_works_again(make_nap
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()
+
+
+def test_a_home_where_no_store_can_be_made_trains_all_the_same_and_says_so(make_napari_viewer, sample, qtbot,
+                                                                           monkeypatch, tmp_path):
+    (tmp_path / "a file").write_text("not a folder")
+    monkeypatch.setenv("NAPARI_SPARSESEG_HOME", str(tmp_path / "a file"))  # the sessions folder cannot be made
+    warnings = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(sample[0][0], **sample[0][1])
+    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
+    widget = make_widget(viewer)
+    gt = sample[0][1]["metadata"]["ground_truth"]
+    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
+    try:
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)  # before: training stopped at once
+        assert widget.files.store is None and "Save session" in widget.files.path_label.text()
+        assert any("not saved" in w for w in warnings)
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()

@@ -62,6 +62,7 @@ class SessionFiles:
         self._save_path: Path | None = None  # where the next session's store goes (Save before Start)
         self._detached: list[Any] = []  # stores of dropped sessions, unlocked once no run writes into them
         self._failing: BaseException | None = None  # the autosave error last reported
+        self._unsaved: str | None = None  # why the last session built has no store (said when it is ready)
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
         self._save_after_open: Path | None = None  # Save before the Start that reopens a store: once it has
         #: What the last :meth:`wrap` took (open and save paths, stores reopened), given back when its run ends
@@ -183,8 +184,11 @@ class SessionFiles:
                 session = build()
                 store = session.store
                 if store is None and save_path is not None:
-                    store = SessionStore.create(save_path, session, class_names=names[: session.num_classes],
-                                                colors=colors[: session.num_classes], image_name=image_name)
+                    try:
+                        store = SessionStore.create(save_path, session, class_names=names[: session.num_classes],
+                                                    colors=colors[: session.num_classes], image_name=image_name)
+                    except OSError as exc:  # an unwritable home, a full disk: train all the same, and say so
+                        self._unsaved = f"not saved: cannot create {save_path} ({exc}); use Save session… elsewhere"
             if store is not None:
                 store.start_autosave()
             return session
@@ -217,6 +221,12 @@ class SessionFiles:
         self._taken = None
         save_after, self._save_after_open = self._save_after_open, None
         self.store = session.store
+        unsaved, self._unsaved = self._unsaved, None
+        if unsaved is not None:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"sparseseg: the session is {unsaved}")
+            self.path_label.setText(unsaved)
         if self.store is None:
             return
         self.sync_classes()
