@@ -129,10 +129,13 @@ class ClassList:
             raise ValueError(f"class index must be in 1..{len(self.classes)}, got {k}")
 
     # -- colormap ----------------------------------------------------------------
-    def colormap(self) -> DirectLabelColormap:
+    def colormap(self, upto: int = 0) -> DirectLabelColormap:
         """Layer encoding, for the annotation and the prediction layer alike: 0 transparent (unlabeled, or
-        predicted background), ``k`` the colour of class ``k``, ``LAYER_BACKGROUND`` the background colour."""
+        predicted background), ``k`` the colour of class ``k``, ``LAYER_BACKGROUND`` the background colour; classes
+        past this list up to ``upto`` (a model of more classes) in the palette's colours, never invisible."""
         colors = {None: _TRANSPARENT, 0: _TRANSPARENT, LAYER_BACKGROUND: np.asarray(BACKGROUND_COLOR, np.float32)}
+        colors.update({k: np.asarray(PALETTE[(k - 1) % len(PALETTE)], np.float32)
+                       for k in range(len(self.classes) + 1, min(upto, LAYER_BACKGROUND - 1) + 1)})
         colors.update({k: np.asarray(c.color, np.float32) for k, c in enumerate(self.classes, start=1)})
         return DirectLabelColormap(color_dict=colors, background_value=0)
 

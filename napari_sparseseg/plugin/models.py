@@ -113,9 +113,14 @@ def volume_layers(viewer: Any, channels: int = 1, chosen: Volume | None = None) 
 
 
 def add_mask_layer(widget: DockHost, layer: Image, mask: np.ndarray, model: str | Path) -> Labels:
-    """Add ``mask`` over ``layer`` as a labels layer named after the layer and the model."""
+    """Add ``mask`` over ``layer`` as a labels layer named after the layer and the model (classes the widget does
+    not name, of a model of more classes, in the palette's colours, with a note)."""
+    top = int(mask.max()) if mask.size else 0
+    if top > len(widget.classes):
+        show_info(f"sparseseg: {Path(model).name} gives {top} classes, the Classes box names {len(widget.classes)}: "
+                  "the others are shown in the palette's colours")
     return widget.viewer.add_labels(mask, name=f"{layer.name} ({Path(model).stem})", **placement(layer),
-                                    colormap=widget.classes.colormap(),
+                                    colormap=widget.classes.colormap(upto=top),
                                     metadata={"sparseseg_role": "export", "sparseseg_model": str(model)})
 
 
