@@ -365,3 +365,28 @@ def test_a_home_where_no_store_can_be_made_trains_all_the_same_and_says_so(make_
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()
+
+
+def test_a_new_session_after_a_class_removal_says_the_store_chosen_keeps_the_one_before(make_napari_viewer, sample,
+                                                                                         qtbot, monkeypatch, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(sample[0][0], **sample[0][1])
+    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
+    widget = make_widget(viewer)
+    notes = []
+    monkeypatch.setattr("napari.utils.notifications.show_info", notes.append)
+    gt = sample[0][1]["metadata"]["ground_truth"]
+    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
+    try:
+        chosen = widget.files.save(tmp_path / "mine")
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.files.store is not None, timeout=60000)
+        stop_and_wait(widget, qtbot)
+        widget.class_panel.remove(2)
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.files.store is not None, timeout=60000)
+        assert widget.files.store.path != chosen and any(f"{chosen} keeps the one before" in n for n in notes)
+        stop_and_wait(widget, qtbot)
+    finally:
+        widget.close_session()

@@ -63,6 +63,7 @@ class SessionFiles:
         self._detached: list[Any] = []  # stores of dropped sessions, unlocked once no run writes into them
         self._failing: BaseException | None = None  # the autosave error last reported
         self._unsaved: str | None = None  # why the last session built has no store (said when it is ready)
+        self._left: Path | None = None  # the store of the session dropped last (the next one saves elsewhere)
         self._opened: set[str] = set()  # stores already reopened by this widget (layer metadata)
         self._save_after_open: Path | None = None  # Save before the Start that reopens a store: once it has
         #: What the last :meth:`wrap` took (open and save paths, stores reopened), given back when its run ends
@@ -232,6 +233,13 @@ class SessionFiles:
         self.sync_classes()
         resumed = f" (resumed at step {session.trainer.step})" if session.trainer.step else ""
         self.path_label.setText(f"autosaving to {self.store.path}{resumed}")
+        left, self._left = self._left, None
+        chosen = left is not None and sessions_home().resolve() not in left.resolve().parents  # not an autosave
+        if chosen and left != Path(self.store.path):
+            from napari.utils.notifications import show_info  # a store the user chose stays as it was
+
+            show_info(f"sparseseg: a new session is saved to {self.store.path}; {left} keeps the one before "
+                      "(Save session… to choose where this one goes)")
         w = self.widget
         w.status_panel.say(f"{w.status_panel.label.text()}; saving to {self.store.path}")
         if self.store.resume_error:
@@ -285,6 +293,7 @@ class SessionFiles:
         self.sync_classes()  # renamed or recoloured after the last checkpoint
         store, self.store = self.store, None
         if store is not None:
+            self._left = Path(store.path)
             store.stop_autosave(flush=True)
             self._detached.append(store)
             if not self.widget.run.running:
