@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..store import is_session_store
 from .session_reader import (
-    STORE_META,
     STORE_SUFFIX,
     STORE_SUFFIXES,
     new_store_path,
@@ -28,6 +27,7 @@ from .session_reader import (
     sessions_home,
     store_layers,
 )
+from .store_layers import StoreLayers, store_of
 
 if TYPE_CHECKING:
     from ..core.session import SegmentationSession
@@ -37,13 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _store_of(layer: Any) -> str | None:
-    meta = getattr(layer, "metadata", None)
-    return meta.get(STORE_META) if hasattr(meta, "get") else None
-
-
 # ==================================================================== widget part
-class SessionFiles:
+class SessionFiles(StoreLayers):
     """The widget's session store: Save/Open buttons, autosave of its session, checkpoints on Stop/close.
 
     Parameters
@@ -97,52 +92,6 @@ class SessionFiles:
         for layer in list(widget.viewer.layers):
             self._adopt(layer)
 
-    # -- layers ---------------------------------------------------------------------------
-    def _on_inserted(self, event: Any) -> None:
-        self._adopt(event.value)
-
-    def _adopt(self, layer: Any) -> None:
-        """Use a store's prediction layer as the prediction layer of the store's image (the widget's once that image
-        is chosen), and its class names/colours while idle."""
-        from .layers import role
-
-        w, store = self.widget, _store_of(layer)
-        if store is None:
-            return
-        if role(layer) == "prediction":
-            image = self._image_of(store)
-            if image is not None:
-                w.adopt_prediction(layer, image)
-            elif w.session is None and (w.prediction_layer is None or w.prediction_layer not in w.viewer.layers):
-                w.adopt_prediction(layer)
-        elif w.session is None and layer is w.image_layer:  # not while the user works on another image
-            self.take_classes_of(layer)
-
-    def take_classes_of(self, layer: Any) -> bool:
-        """Name and colour the classes as the store ``layer`` (an image) was read from does (while idle, when that
-        image is chosen: what its stored labels mean); False when ``layer`` is no store's image."""
-        if _store_of(layer) is None or not layer.metadata.get("class_names"):
-            return False
-        self._set_classes(layer.metadata["class_names"], layer.metadata.get("class_colors"))
-        return True
-
-    def _image_of(self, store: str) -> Any:
-        """The image layer (its first channel) read from the session store ``store``, if the viewer holds one."""
-        from napari.layers import Image
-
-        return next((ly for ly in self.widget.viewer.layers if isinstance(ly, Image) and _store_of(ly) == store
-                     and ly.metadata.get("class_names") is not None), None)
-
-    def _set_classes(self, names: Any, colors: Any) -> None:
-        from .classes import MAX_CLASSES, PALETTE, ClassList, SegClass
-
-        names = list(names)[:MAX_CLASSES]
-        if not names:
-            return
-        colors = list(colors or [])
-        self.widget.set_classes(ClassList([SegClass(str(n), tuple(colors[i]) if i < len(colors)
-                                                    else PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)]))
-
     # -- training lifecycle (called by the widget) ---------------------------------------
     def wrap(self, build: Callable[[], SegmentationSession], device: str) -> Callable[[], SegmentationSession]:
         """The worker's session builder, extended to open or create the session's store (GUI thread).
@@ -158,7 +107,7 @@ class SessionFiles:
         save_path = None
         self._taken, self._save_after_open = (self._open_path, self._save_path, set(self._opened)), None
         if w.session is None:
-            image_store, ann_store = _store_of(w.image_layer), _store_of(w.annotation_layer)
+            image_store, ann_store = store_of(w.image_layer), store_of(w.annotation_layer)
             open_path = self._open_path
             if open_path is None and image_store and image_store == ann_store and image_store not in self._opened:
                 open_path = Path(image_store)
@@ -204,7 +153,7 @@ class SessionFiles:
         opened, layers = self._open_images
         stored = [ly for ly in layers if ly in self.widget.viewer.layers] if opened == path else []
         stored = stored or [
-            ly for ly in self.widget.viewer.layers if isinstance(ly, Image) and _store_of(ly) == str(path)
+            ly for ly in self.widget.viewer.layers if isinstance(ly, Image) and store_of(ly) == str(path)
             and ly.metadata.get("class_names") is not None]
         chosen = [self.widget.image_layer, *self.widget.data_panel.channel_layers]
         return len(chosen) == len(stored) and all(a is b for a, b in zip(chosen, stored))
@@ -280,8 +229,8 @@ class SessionFiles:
         """The store opened for the next Start no longer fits the classes (one was removed): the next Start trains a
         new model in a new store, the opened one left as it was. Returns whether one was waiting."""
         stores = {str(self._open_path), str(Path(self._open_path).resolve())} if self._open_path else set()
-        if _store_of(self.widget.image_layer):  # layers read from a store reopen it at Start otherwise
-            stores.add(_store_of(self.widget.image_layer))
+        if store_of(self.widget.image_layer):  # layers read from a store reopen it at Start otherwise
+            stores.add(store_of(self.widget.image_layer))
         waiting = bool(stores - self._opened)
         self._opened |= stores
         self._open_path = None
