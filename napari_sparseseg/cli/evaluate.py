@@ -76,6 +76,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     vol = make_cells_volume(seed=args.seed)
     print(f"synthetic volume {vol.image.shape} spacing {vol.spacing}; painted 3 axial slices from the "
           f"ground truth ({', '.join(vol.class_names)}); running {args.seconds:.0f} s on device {args.device}")
+    print("the first responder (a pixel classifier on filter features, as in ilastik) answers in seconds; the 3D "
+          "U-Net trains beside it and is shown once it scores better on labels held back from both. The filter "
+          "features are computed before the clock starts, as the window does while you paint.")
     bar = progress_bar(args.seconds, "running")
 
     def progress(stage: str, fraction: float, info: dict[str, Any]) -> None:
