@@ -174,7 +174,8 @@ def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[in
         shape, chunks, names = (int(channels),) + shape, (int(channels),) + chunks, ("c",) + names
     with written_whole_dir(p) as tmp:
         yield zarr.create_array(str(tmp), shape=shape, chunks=chunks, dtype=dtype, zarr_format=3,
-                                dimension_names=names, attributes=output_attributes(spacing))
+                                dimension_names=names, attributes=output_attributes(
+                                    spacing, kind="mask" if channels is None else "probabilities"))
 
 
 def _open_image(image: Any, level: int, spacing: Sequence[float] | None,

@@ -321,6 +321,27 @@ def test_an_npz_declaring_an_array_larger_than_memory_is_a_volume_file_error(tmp
     with pytest.raises(VolumeFileError, match="huge.npz"):
         read_volume(tmp_path / "huge.npz")
 
+def test_masks_written_before_the_output_mark_are_replaced_and_open_as_labels_probabilities_not(tmp_path):
+    import zarr
+
+    from napari_sparseseg.distributed import open_mask_output
+    from napari_sparseseg.formats.zarr_store import NGFF_VERSION
+
+    mask = _mask()
+    zarr.create_array(str(tmp_path / "old.zarr"), data=mask, zarr_format=3, dimension_names=("z", "y", "x"),
+                      attributes={"spacing": list(SPACING)})  # as write_zarr wrote before the mark
+    group = zarr.open_group(str(tmp_path / "old.ome.zarr"), mode="w", zarr_format=3)
+    group.create_array("0", data=mask, dimension_names=("z", "y", "x"))
+    group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": [{"name": "mask", "axes": list("zyx"), "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": list(SPACING)}]}]}]}
+    for name in ("old.zarr", "old.ome.zarr"):
+        [(data, _, kind)] = read_layers(str(tmp_path / name))
+        assert kind == "labels" and isinstance(data, np.ndarray)  # in memory: a layer to paint on
+        save_mask(tmp_path / name, _mask(seed=1), SPACING)  # replaced, as before the mark
+    with open_mask_output(tmp_path / "p.zarr", (2, 4, 4), (2, 4, 4), SPACING, channels=3, dtype="float32") as out:
+        out[...] = 0.5
+    assert [kind for *_, kind in read_layers(str(tmp_path / "p.zarr"))] == ["image"]  # probabilities: not labels
+
 def test_a_mask_never_replaces_an_npz_holding_an_image(tmp_path):
     np.savez_compressed(tmp_path / "scan.npz", image=np.ones((4, 6, 6), np.float32), labels=_mask((4, 6, 6)))
     with pytest.raises(VolumeFileError, match=r"holds \['image'\]"):
@@ -550,6 +571,9 @@ def test_napari_saves_a_new_labels_layer_on_the_open_niftis_affine_and_a_shifted
     labels = viewer.add_labels(_mask((5, 8, 9)), scale=image.scale)  # napari's own new layer: no metadata
     labels.save(str(tmp_path / "mask.nii.gz"), plugin="napari-sparseseg")
     np.testing.assert_allclose(nib.load(str(tmp_path / "mask.nii.gz")).affine, _oblique_affine(), atol=1e-6)
+    elsewhere = viewer.add_labels(_mask((5, 8, 9)), scale=(3, 3, 3), translate=(100, 0, 0))  # not over the scan
+    elsewhere.save(str(tmp_path / "elsewhere.nii.gz"), plugin="napari-sparseseg")
+    np.testing.assert_allclose(nib.load(str(tmp_path / "elsewhere.nii.gz")).header.get_zooms(), (3, 3, 3))
     shifted = viewer.add_labels(_mask(), scale=SPACING, translate=(10, 20, 30))
     shifted.save(str(tmp_path / "shifted.ome.zarr"), plugin="napari-sparseseg")
     [reopened] = viewer.open(str(tmp_path / "shifted.ome.zarr"), plugin="napari-sparseseg")

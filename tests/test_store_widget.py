@@ -387,6 +387,7 @@ def test_a_new_session_after_a_class_removal_says_the_store_chosen_keeps_the_one
         assert widget.start()
         qtbot.waitUntil(lambda: widget.files.store is not None, timeout=60000)
         assert widget.files.store.path != chosen and any(f"{chosen} keeps the one before" in n for n in notes)
+        assert len(zarr.open_group(str(chosen), mode="r").attrs["class_names"]) == 2  # its classes, as they were
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()

@@ -454,5 +454,6 @@ def test_removing_a_class_renumbers_an_image_painted_but_never_trained_on(make_n
         assert not (cells_annotation.data[3] > 0).any()  # the removed class's strokes are gone
         choose(widget.data_panel.image_combo, cells)
         assert widget.annotation_layer is cells_annotation  # and it comes back with its image
+
     finally:
         widget.close_session()

@@ -132,8 +132,8 @@ class Display:
         later = self.handover.shown in (None, "forest")  # the forest on screen: its mask first, then its scoring
         if responder.stale:
             if not responder.fit(self.volume.holdout):  # fewer than two classes labeled (maybe no longer)
-                if self._latest.pop("forest", None) is not None:  # its mask and scores were of labels gone
-                    self._forest_held_back = (-1, None)
+                if self._latest.pop("forest", None) is not None:  # its mask, scores, pseudo-labels: of labels gone
+                    self._forest_held_back, self.volume.pseudo = (-1, None), None
                     self.handover.forget("forest", "blend")
                 return
             shown = self._learner_for_stage(responder, later)

@@ -66,6 +66,8 @@ def feature_names(sigmas: Sequence[float] = SIGMAS, contrast: bool = False) -> l
 def _normalize(image: np.ndarray) -> np.ndarray:
     """Robust min-max scaling with the 0.5 / 99.5 percentiles, as float32."""
     image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.view(np.uint8)
     lo, hi = (float(v) for v in np.percentile(image, (0.5, 99.5)))  # in the image's own precision
     scale = hi - lo
     if not np.isfinite(scale) or scale <= 0:

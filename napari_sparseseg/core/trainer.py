@@ -100,6 +100,8 @@ class Trainer:
         #: Running mean (decay :data:`FIT_ERROR_DECAY`) of the share of each batch's labeled voxels that the
         #: training forward pass misclassified (None before the first step).
         self.fit_error_rate: float | None = None
+        #: bool ``(K + 1,)``: the classes the net has had labels of (all those of loaded weights).
+        self.learned = np.zeros(volume.num_classes + 1, bool)
         self._forward = self.model
         if tc.compile and self.device.type == "cuda":
             self._forward = torch.compile(self.model)
@@ -369,15 +371,18 @@ class Trainer:
     @torch.no_grad()
     def update_decision_offset(self) -> None:
         """Set the models' ``decision_offset`` (:func:`~.inference.prior_offset`) from the labels: ``tau`` is
-        ``InferenceConfig.correction_for`` their plane coverage; a class no volume has labels of, never learned, is
-        never predicted (:data:`~.inference.NEVER_LABELED`). With nothing labeled (e.g. a loaded model applied to a
-        new image) the offset the weights came with is kept."""
+        ``InferenceConfig.correction_for`` their plane coverage; a class this net never had labels of (a loaded
+        model's as its offset says) is never predicted (:data:`~.inference.NEVER_LABELED`). With nothing
+        labeled (e.g. a loaded model applied to a new image) the offset the weights came with is kept."""
         if not any(v.n_labeled for v in self.batches.volumes):
             return
         offset = prior_offset(self.volume.class_weights(self.config.train.class_balance_power),
                               self.config.inference.correction_for(self.volume.plane_coverage()))
-        offset[~np.any([c > 0 for c in (v.class_counts for v in self.batches.volumes) if len(c) == len(offset)],
-                       axis=0)] = NEVER_LABELED
+        learned = np.zeros(len(offset), bool)
+        learned[:len(self.learned)] = self.learned[:len(offset)]
+        self.learned = learned | np.any([c > 0 for c in (v.class_counts for v in self.batches.volumes)
+                                         if len(c) == len(offset)], axis=0)
+        offset[~self.learned] = NEVER_LABELED
         self.weights.set_decision_offset(torch.as_tensor(offset, dtype=torch.float32))
 
     # -- persistence ------------------------------------------------------------
@@ -395,6 +400,7 @@ class Trainer:
             self.batches.set_patch(self._patch_for(int(np.prod(self.patch_size))))
         self.step = int(state.get("step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.learned = self.weights.model.decision_offset.cpu().numpy() > NEVER_LABELED / 2  # kept in its offset
         # the probes, the kept weights and the running error rate described the weights just replaced
         self.monitor = ProbeMonitor(self.monitor.every, self.monitor.lag)
         self.fit_guard.forget()

@@ -217,10 +217,38 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(int(n), 64) for n in shape)
 
 
-def is_output(path: Path) -> bool:
-    """Whether ``path`` is a zarr store this package wrote as a mask or probabilities (:data:`OUTPUT_ATTRIBUTE`)."""
+def is_output(path: Path, kind: str | None = None) -> bool:
+    """Whether ``path`` is a zarr store this package wrote (:data:`OUTPUT_ATTRIBUTE`): as ``kind`` (``"mask"`` or
+    ``"probabilities"``), or either; a mask of the writers before the mark (:func:`_unmarked_mask`) is a mask."""
     root = _root(path) if path.is_dir() else None
-    return root is not None and bool(root[1].get(OUTPUT_ATTRIBUTE))
+    if root is None:
+        return False
+    mark = root[1].get(OUTPUT_ATTRIBUTE)
+    if not mark:
+        return kind in (None, "mask") and _unmarked_mask(path, *root)
+    return kind is None or mark == kind
+
+
+def _unmarked_mask(path: Path, node: str, attrs: dict) -> bool:
+    """A mask :func:`write_zarr` or :func:`write_ome_zarr` wrote before :data:`OUTPUT_ATTRIBUTE` existed: a zarr v3
+    integer array whose only attribute is ``spacing``, or a group holding only an integer array ``0`` under NGFF
+    metadata named ``mask``."""
+    if node == "group":
+        ms = (attrs.get("ome") or {}).get("multiscales") or [{}]
+        children = {c.name for c in path.iterdir() if not c.name.startswith(".")} - {"zarr.json"}
+        return set(attrs) == {"ome"} and ms[0].get("name") == "mask" and children == {"0"} and \
+            _integer_array(path / "0")
+    return set(attrs) == {"spacing"} and _integer_array(path)
+
+
+def _integer_array(path: Path) -> bool:
+    """Whether ``path`` holds a zarr v3 array of integers with axes ``z, y, x``."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("node_type") == "array" and str(meta.get("data_type", "")).startswith(("uint", "int")) and \
+        meta.get("dimension_names") in (["z", "y", "x"], None)
 
 
 def check_replaceable(path: Path) -> None:
@@ -246,10 +274,10 @@ def check_replaceable(path: Path) -> None:
                           "tool's mask); refusing to replace it: choose another name, or remove it first")
 
 
-def output_attributes(spacing: Spacing, origin: Sequence[float] | None = None) -> dict[str, Any]:
-    """The root attributes of a zarr mask or probabilities array: its spacing, origin (if any) and
+def output_attributes(spacing: Spacing, origin: Sequence[float] | None = None, kind: str = "mask") -> dict[str, Any]:
+    """The root attributes of a zarr mask or probabilities array (``kind``): its spacing, origin (if any) and
     :data:`OUTPUT_ATTRIBUTE`."""
-    attrs: dict[str, Any] = {"spacing": [float(s) for s in spacing], OUTPUT_ATTRIBUTE: True}
+    attrs: dict[str, Any] = {"spacing": [float(s) for s in spacing], OUTPUT_ATTRIBUTE: kind}
     if origin is not None and any(origin):
         attrs["origin"] = [float(v) for v in origin]
     return attrs
@@ -280,7 +308,7 @@ def write_ome_zarr(path: Path, mask: np.ndarray, spacing: Spacing, origin: Seque
     transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [float(s) for s in spacing]}]
     if origin is not None and any(origin):
         transforms.append({"type": "translation", "translation": [float(v) for v in origin]})
-    group.attrs[OUTPUT_ATTRIBUTE] = True
+    group.attrs[OUTPUT_ATTRIBUTE] = "mask"
     group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": [{
         "name": name,
         "axes": [{"name": a, "type": "space"} for a in "zyx"],

@@ -220,9 +220,10 @@ class DataPanel(QGroupBox):
     def _remember_painted(self) -> None:
         """The image shown until now keeps the annotation layer painted for it, chosen by the user or not: it comes
         back with it, and a class removal renumbers it (:func:`~.class_panel.class_layers`)."""
-        image, annotation = self._pair
+        image, annotation = self._pair  # an annotation layer, not any labels layer picked for it (a reference mask)
         if (image is not None and annotation is not None and image in self.viewer.layers
-                and annotation in self.viewer.layers and np.asarray(annotation.data).any()):
+                and annotation in self.viewer.layers and np.asarray(annotation.data).any()
+                and (role(annotation) == "annotation" or annotation.name == f"{image.name} annotation")):
             self.remember(image, annotation)
 
     def _annotation_for(self, image: Image | None, previous: Any) -> Labels | None:

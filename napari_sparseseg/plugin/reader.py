@@ -63,8 +63,8 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     """
     p = Path(path[0] if isinstance(path, (list, tuple)) else path)
     zarr = volume_format(p) == "zarr"
-    if _is_mask_file(p):  # a mask this plugin (or a tool marking label maps) wrote: one labels layer
-        mask = read_volume(p, key="labels", lazy=zarr)
+    if _is_mask_file(p):  # a mask this plugin (or a tool marking label maps) wrote: one labels layer to paint on
+        mask = read_volume(p, key="labels")
         meta = {"spacing": mask.spacing, "source_path": str(p), **({"affine": mask.affine}
                                                                   if mask.affine is not None else {})}
         return [(mask.data, {"name": layer_name(p), "scale": mask.spacing,
@@ -138,7 +138,7 @@ def _is_mask_file(path: Path) -> bool:
     if kind == "zarr":
         from ..formats.zarr_store import is_output
 
-        return is_output(path)
+        return is_output(path, "mask")  # not probabilities (floats, a class axis)
     if kind == "npz":
         import numpy as np
 

@@ -269,8 +269,8 @@ class SessionFiles(StoreLayers):
 
     def sync_classes(self) -> None:
         """Write the widget's class names and colours into the session's store (those of its classes)."""
-        if self.store is not None:
-            w = self.widget
+        if self.store is not None and len(self.widget.classes) >= self.store.session.num_classes:  # (a class
+            w = self.widget  # removed: the list no longer names that store's classes, which stay as they were)
             k = self.store.session.num_classes
             self.store.set_classes(w.classes.names[:k], [c.color for c in w.classes.classes][:k])
 
@@ -344,6 +344,7 @@ class SessionFiles(StoreLayers):
         _select(w.data_panel.image_combo, image)
         _select(w.data_panel.annotation_combo, annotation)
         self._set_classes(image.metadata["class_names"], image.metadata.get("class_colors"))
+        self._show_stored_weight(path)
         self._open_path = path
         prediction = next((ly for ly in layers if ly.metadata.get("sparseseg_role") == "prediction"), None)
         if prediction is not None:
@@ -353,6 +354,19 @@ class SessionFiles(StoreLayers):
         w.status_panel.say("session opened: " + ("its last prediction is shown; " if prediction is not None
                                                       else "") + "Start resumes training")
         return layers
+
+    def _show_stored_weight(self, path: Path) -> None:
+        """Show the correction weight the store's session trained with (the box's value is the one used at Start)."""
+        import zarr
+
+        try:
+            weight = float(zarr.open_group(str(path), mode="r").attrs["config"]["train"]["correction_weight"])
+        except (KeyError, TypeError, ValueError, OSError):
+            return
+        spin = self.widget.training_panel.weight_spin
+        spin.blockSignals(True)
+        spin.setValue(weight)
+        spin.blockSignals(False)
 
     def _save_dialog(self) -> None:
         from napari.utils.notifications import show_error

@@ -6,7 +6,7 @@ last three of ``translate`` (kept by OME-Zarr, zarr and NIfTI). A NIfTI
 by the layers the plugin makes) is written back so the mask overlays the source
 image in other tools; a labels layer without one (napari's own *New labels
 layer*) takes the affine of the open NIfTI image of its shape, when there is
-exactly one.
+exactly one (lying where the labels lie).
 """
 
 from __future__ import annotations
@@ -39,13 +39,15 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if str(path).lower().endswith((".nii", ".nii.gz")):
         affine = (meta.get("metadata") or {}).get("affine")
         if affine is None:
-            affine = _open_image_affine(data.shape)
+            affine = _open_image_affine(data.shape, scale, translate)
     save_mask(path, data, scale, affine=affine, origin=translate if any(translate) else None)
     return [path]
 
 
-def _open_image_affine(shape: tuple[int, ...]) -> np.ndarray | None:
-    """The NIfTI affine of the image layers of ``shape`` open in napari's current viewer, if they agree on one."""
+def _open_image_affine(shape: tuple[int, ...], scale: tuple[float, ...],
+                       translate: tuple[float, ...]) -> np.ndarray | None:
+    """The NIfTI affine of the image layers open in napari's current viewer that the labels overlay (same shape,
+    scale and translate), if they agree on one."""
     try:
         from napari import current_viewer
 
@@ -56,7 +58,8 @@ def _open_image_affine(shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     found = [np.asarray(ly.metadata["affine"], float) for ly in viewer.layers
              if type(ly).__name__ == "Image" and isinstance(getattr(ly, "metadata", None), dict)
-             and ly.metadata.get("affine") is not None and tuple(ly.data.shape[-3:]) == tuple(shape[-3:])]
+             and ly.metadata.get("affine") is not None and tuple(ly.data.shape[-3:]) == tuple(shape[-3:])
+             and np.allclose(ly.scale[-3:], scale) and np.allclose(ly.translate[-3:], translate)]
     if not found or any(not np.allclose(a, found[0]) for a in found[1:]):
         return None
     return found[0]
