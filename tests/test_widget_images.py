@@ -457,3 +457,19 @@ def test_removing_a_class_renumbers_an_image_painted_but_never_trained_on(make_n
 
     finally:
         widget.close_session()
+
+
+def test_a_files_ground_truth_is_offered_but_never_picked_to_paint_on(make_napari_viewer, tmp_path):
+    image, mask = sphere_volume(SHAPE, radius=8)
+    np.savez(tmp_path / "scan.npz", image=image, labels=mask, spacing=np.ones(3))
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "scan.npz"), plugin="napari-sparseseg")
+    truth = next(ly for ly in layers if type(ly).__name__ == "Labels")
+    widget = make_widget(viewer)
+    try:
+        choose(widget.data_panel.image_combo, layers[0])
+        combo = widget.data_panel.annotation_combo
+        assert any(combo.itemData(i) is truth for i in range(combo.count()))  # the user may still choose it
+        assert widget.annotation_layer is not truth  # before: picked, its background trained as unlabeled
+    finally:
+        widget.close_session()

@@ -192,7 +192,8 @@ class DataPanel(QGroupBox):
                   and ly.data.shape == shape]
         others = [ly for ly in self.viewer.layers if isinstance(ly, Image) and ly is not image]
         free = [ly for ly in labels if not any(ly is a and i is not image for i, a in self._chosen_for)
-                and (belongs_to(ly, image) or not any(belongs_to(ly, other) for other in others))]
+                and (belongs_to(ly, image) or not any(belongs_to(ly, other) for other in others))
+                and not read_from_file(ly)]  # a file's labels (a ground truth) are offered, never picked
         preferred = [ly for ly in free if role(ly) == "annotation" or ly.name == "annotation"]
         _offer(self.annotation_combo, labels, keep if keep in labels else (preferred or free or [None])[0],
                none=True)
@@ -237,11 +238,12 @@ class DataPanel(QGroupBox):
         if last is not None:
             return last
         own = [ly for ly in self.viewer.layers if isinstance(ly, Labels) and not is_output(ly)
-               and role(ly) != "volume_annotation" and ly.data.shape == image.data.shape and belongs_to(ly, image)]
+               and role(ly) != "volume_annotation" and ly.data.shape == image.data.shape and belongs_to(ly, image)
+               and not read_from_file(ly)]
         if own:
             return own[0]
         taken = any(previous is a and i is not image for i, a in self._chosen_for)
-        return previous if previous in labels and not taken else None
+        return previous if previous in labels and not taken and not read_from_file(previous) else None
 
     def image_problem(self) -> str | None:
         """Why the chosen image cannot be segmented (None when it can): not a 3D image, or too large to train on in
@@ -327,3 +329,10 @@ def _offer(combo: QComboBox, layers: list[Any], chosen: Any, none: bool = False)
     elif none:
         combo.setCurrentIndex(-1)
     combo.blockSignals(False)
+
+
+def read_from_file(layer: Any) -> bool:
+    """Whether a labels layer is a file's own labels as this plugin's reader opened them (a ground truth, a saved
+    mask): the Data box never picks one to paint on by itself (its 0 = background would train as unlabeled)."""
+    meta = getattr(layer, "metadata", None)
+    return hasattr(meta, "get") and bool(meta.get("source_path")) and role(layer) is None
