@@ -391,3 +391,24 @@ def test_a_new_session_after_a_class_removal_says_the_store_chosen_keeps_the_one
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()
+
+
+def test_strokes_painted_after_opening_a_session_and_never_started_are_kept_when_the_window_closes(
+        make_napari_viewer, sample, tmp_path):
+    path = tmp_path / "s.sparseseg"
+    core_store(path, sample, steps=3)
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    gt = sample[0][1]["metadata"]["ground_truth"]
+    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+    try:
+        widget.files.open(path)
+        widget.annotation_layer.data_setitem((np.full(yy.size, 13), yy, xx), mask_to_layer(gt[13])[yy, xx])
+    finally:
+        widget.close_session()  # no Start: before, these strokes were never written anywhere
+    store, session = SessionStore.open(path)
+    try:
+        np.testing.assert_array_equal(session.volume.labels[13], mask_to_annotation(gt[13]))
+        assert (session.volume.source[8, :8, :8] == Source.CORRECTED).all()  # what was stored stays as it was
+    finally:
+        store.close()

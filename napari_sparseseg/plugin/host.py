@@ -41,6 +41,8 @@ class DockHost(Protocol):
     status_panel: Any
     #: The prediction and uncertainty layers (``prediction``, ``predicted``, ``has_prediction()``).
     outputs: Any
+    #: The layers bound to the session (``annotation``; ``sync``: the strokes' route, its ``corrected`` voxels).
+    layers: Any
     #: The background training run (``run.running``).
     run: Any
 

@@ -265,6 +265,8 @@ class SessionFiles(StoreLayers):
             pass
         if training_ended:
             self.checkpoint()
+        if self.store is None and self._open_path is not None:  # opened, painted on, never started
+            self.keep_unstarted_strokes(self._open_path)
         self.detach()
 
     def sync_classes(self) -> None:

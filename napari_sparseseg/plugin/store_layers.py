@@ -4,6 +4,7 @@ taken when its image is chosen while idle (what its stored labels mean)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .session_reader import STORE_META
@@ -69,3 +70,35 @@ class StoreLayers:
         self.widget.set_classes(ClassList([SegClass(str(n), tuple(colors[i]) if i < len(colors)
                                                     else PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)]))
 
+
+    def keep_unstarted_strokes(self, path: Path | None) -> int:
+        """Write the strokes painted on a reopened store's annotation layer before any Start into that store at
+        ``path`` (the window closes: they would be lost), corrections as corrections. Returns how many voxels."""
+        import numpy as np
+        import zarr
+
+        from ..core.annotation import Source
+        from ..core.encoding import layer_to_annotation
+
+        layers = self.widget.layers
+        annotation = layers.annotation
+        if path is None or annotation is None or store_of(annotation) != str(path):
+            return 0
+        stored = np.asarray(zarr.open_array(str(Path(path) / "labels"), mode="r"))
+        labels = layer_to_annotation(np.asarray(annotation.data))
+        if labels.shape != stored.shape or np.array_equal(labels, stored):
+            return 0
+        from ..store import SessionStore
+
+        store, session = SessionStore.open(path, device="cpu")
+        try:
+            labels = layer_to_annotation(np.asarray(annotation.data), session.num_classes)
+            changed = labels != stored
+            corrected = layers.sync.corrected if layers.sync is not None else np.zeros(labels.shape, bool)
+            for where, source in ((changed & ~corrected, Source.PAINTED), (changed & corrected, Source.CORRECTED)):
+                index = np.nonzero(where)
+                if index[0].size:
+                    session.add_labels(index, labels[index], source)
+        finally:
+            store.close()
+        return int(np.count_nonzero(changed))
