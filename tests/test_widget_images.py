@@ -473,3 +473,23 @@ def test_a_files_ground_truth_is_offered_but_never_picked_to_paint_on(make_napar
         assert widget.annotation_layer is not truth  # before: picked, its background trained as unlabeled
     finally:
         widget.close_session()
+
+
+def test_choosing_another_image_says_where_the_session_before_is_kept(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    a, a_labels = add_volume(viewer, "A")
+    b, _ = add_volume(viewer, "B", seed=1)
+    widget = make_widget(viewer)
+    notes = []
+    monkeypatch.setattr("napari_sparseseg.plugin.layer_choice.show_info", notes.append)
+    try:
+        choose(widget.data_panel.image_combo, a)
+        paint_slices(a_labels, a.metadata["truth"])
+        start_and_wait_for_prediction(widget, qtbot)
+        stop_and_wait(widget, qtbot)
+        store = widget.files.store.path
+        choose(widget.data_panel.image_combo, b)  # before: the trained session went without a word
+        assert widget.session is None and any(f"kept in {store}: Open session" in n for n in notes)
+        assert "autosaving" not in widget.files.path_label.text()
+    finally:
+        widget.close_session()

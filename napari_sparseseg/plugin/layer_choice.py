@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from napari.utils.notifications import show_info
+
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
@@ -63,6 +65,8 @@ class FollowsLayers:
             if self.run.running:  # its worker must not go on training, and showing, another image's session
                 self.stop()
             self._drop_session(None)  # the session (and what is shown of it) was another image's
+            if self.files.path_label.text().startswith("the session before is kept"):
+                show_info(f"sparseseg: {self.files.path_label.text()}")  # choosing its image again starts anew
         self.layers.image_chosen(self.image_layer, self.annotation_layer)  # its own prediction layer, if any
         if problem is None:
             if self.session is None and not self.files.take_classes_of(layer):

@@ -243,6 +243,7 @@ class SessionFiles(StoreLayers):
         store, self.store = self.store, None
         if store is not None:
             self._left = Path(store.path)
+            self.path_label.setText(f"the session before is kept in {store.path}: Open session… resumes it")
             store.stop_autosave(flush=True)
             self._detached.append(store)
             if not self.widget.run.running:
