@@ -165,7 +165,9 @@ class ModelFiles:
 
         session = self.widget.session
         if session is None or session.trainer.step == 0:
-            raise ValueError("no trained model yet: paint a few slices and press Start first")
+            raise ValueError("no trained model in this window yet: paint a few slices and press Start (a reopened "
+                             "session resumes from its checkpoint), then Save model; a session store's "
+                             "checkpoints/latest.pt is a model file too")
         key = self.widget.session_key  # the layers the session was trained on, not those ticked since
         image, channels = (key[0], list(key[-1])) if key else (self.widget.image_layer, [])
         names = [ly.name for ly in (image, *channels)] if image is not None and channels else None
