@@ -68,6 +68,18 @@ def make_widget(viewer):
     viewer.window.add_dock_widget(widget, name="sparseseg")
     return widget
 
+def sample_widget_with_a_slice(make_napari_viewer, sample):
+    """A viewer with the sample and its annotation layer, the docked widget, and z slice 5 painted."""
+    viewer = make_napari_viewer()
+    viewer.add_image(sample[0][0], **sample[0][1])
+    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
+    widget = make_widget(viewer)
+    gt = sample[0][1]["metadata"]["ground_truth"]
+    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
+    return viewer, widget
+
+
 
 def stop_and_wait(widget, qtbot):
     """Stop and wait until the widget has handled the end of the run (its checkpoint included): the worker marks
@@ -312,15 +324,9 @@ def test_a_session_opened_beside_the_image_it_was_made_from_resumes(make_napari_
 
 def test_an_autosave_that_fails_is_said_at_once_and_when_it_works_again(make_napari_viewer, sample, qtbot,
                                                                          monkeypatch):
-    viewer = make_napari_viewer()
-    viewer.add_image(sample[0][0], **sample[0][1])
-    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
-    widget = make_widget(viewer)
+    viewer, widget = sample_widget_with_a_slice(make_napari_viewer, sample)
     errors = []
     monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
-    gt = sample[0][1]["metadata"]["ground_truth"]
-    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
-    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
     try:
         assert widget.start()
         qtbot.waitUntil(lambda: widget.files.store is not None, timeout=60000)
@@ -350,13 +356,7 @@ def test_a_home_where_no_store_can_be_made_trains_all_the_same_and_says_so(make_
     monkeypatch.setenv("NAPARI_SPARSESEG_HOME", str(tmp_path / "a file"))  # the sessions folder cannot be made
     warnings = []
     monkeypatch.setattr("napari.utils.notifications.show_warning", warnings.append)
-    viewer = make_napari_viewer()
-    viewer.add_image(sample[0][0], **sample[0][1])
-    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
-    widget = make_widget(viewer)
-    gt = sample[0][1]["metadata"]["ground_truth"]
-    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
-    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
+    viewer, widget = sample_widget_with_a_slice(make_napari_viewer, sample)
     try:
         assert widget.start()
         qtbot.waitUntil(lambda: widget.last_step is not None, timeout=60000)  # before: training stopped at once
@@ -369,15 +369,9 @@ def test_a_home_where_no_store_can_be_made_trains_all_the_same_and_says_so(make_
 
 def test_a_new_session_after_a_class_removal_says_the_store_chosen_keeps_the_one_before(make_napari_viewer, sample,
                                                                                          qtbot, monkeypatch, tmp_path):
-    viewer = make_napari_viewer()
-    viewer.add_image(sample[0][0], **sample[0][1])
-    viewer.add_labels(sample[1][0].copy(), **sample[1][1])
-    widget = make_widget(viewer)
+    viewer, widget = sample_widget_with_a_slice(make_napari_viewer, sample)
     notes = []
     monkeypatch.setattr("napari.utils.notifications.show_info", notes.append)
-    gt = sample[0][1]["metadata"]["ground_truth"]
-    yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
-    widget.annotation_layer.data_setitem((np.full(yy.size, 5), yy, xx), mask_to_layer(gt[5])[yy, xx])
     try:
         chosen = widget.files.save(tmp_path / "mine")
         assert widget.start()
