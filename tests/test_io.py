@@ -321,23 +321,18 @@ def test_an_npz_declaring_an_array_larger_than_memory_is_a_volume_file_error(tmp
     with pytest.raises(VolumeFileError, match="huge.npz"):
         read_volume(tmp_path / "huge.npz")
 
-def test_masks_written_before_the_output_mark_are_replaced_and_open_as_labels_probabilities_not(tmp_path):
+def test_an_unmarked_integer_array_is_never_taken_for_a_mask_and_probabilities_open_as_an_image(tmp_path):
     import zarr
 
     from napari_sparseseg.distributed import open_mask_output
-    from napari_sparseseg.formats.zarr_store import NGFF_VERSION
 
-    mask = _mask()
-    zarr.create_array(str(tmp_path / "old.zarr"), data=mask, zarr_format=3, dimension_names=("z", "y", "x"),
-                      attributes={"spacing": list(SPACING)})  # as write_zarr wrote before the mark
-    group = zarr.open_group(str(tmp_path / "old.ome.zarr"), mode="w", zarr_format=3)
-    group.create_array("0", data=mask, dimension_names=("z", "y", "x"))
-    group.attrs["ome"] = {"version": NGFF_VERSION, "multiscales": [{"name": "mask", "axes": list("zyx"), "datasets": [
-        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": list(SPACING)}]}]}]}
-    for name in ("old.zarr", "old.ome.zarr"):
-        [(data, _, kind)] = read_layers(str(tmp_path / name))
-        assert kind == "labels" and isinstance(data, np.ndarray)  # in memory: a layer to paint on
-        save_mask(tmp_path / name, _mask(seed=1), SPACING)  # replaced, as before the mark
+    image = _mask()  # an image of integers with its spacing, as the docs describe a zarr image
+    zarr.create_array(str(tmp_path / "scan.zarr"), data=image, zarr_format=3, dimension_names=("z", "y", "x"),
+                      attributes={"spacing": list(SPACING)})
+    assert [kind for *_, kind in read_layers(str(tmp_path / "scan.zarr"))] == ["image"]
+    with pytest.raises(VolumeFileError, match="did not write as a mask"):
+        save_mask(tmp_path / "scan.zarr", _mask(seed=1), SPACING)
+    np.testing.assert_array_equal(read_volume(tmp_path / "scan.zarr").data, image)
     with open_mask_output(tmp_path / "p.zarr", (2, 4, 4), (2, 4, 4), SPACING, channels=3, dtype="float32") as out:
         out[...] = 0.5
     assert [kind for *_, kind in read_layers(str(tmp_path / "p.zarr"))] == ["image"]  # probabilities: not labels

@@ -219,36 +219,12 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def is_output(path: Path, kind: str | None = None) -> bool:
     """Whether ``path`` is a zarr store this package wrote (:data:`OUTPUT_ATTRIBUTE`): as ``kind`` (``"mask"`` or
-    ``"probabilities"``), or either; a mask of the writers before the mark (:func:`_unmarked_mask`) is a mask."""
+    ``"probabilities"``), or either. A store without the mark (an image, another tool's mask, a mask written before
+    the mark existed) is never taken for one: it could be an image of integers with a ``spacing``, as the docs
+    describe one."""
     root = _root(path) if path.is_dir() else None
-    if root is None:
-        return False
-    mark = root[1].get(OUTPUT_ATTRIBUTE)
-    if not mark:
-        return kind in (None, "mask") and _unmarked_mask(path, *root)
-    return kind is None or mark == kind
-
-
-def _unmarked_mask(path: Path, node: str, attrs: dict) -> bool:
-    """A mask :func:`write_zarr` or :func:`write_ome_zarr` wrote before :data:`OUTPUT_ATTRIBUTE` existed: a zarr v3
-    integer array whose only attribute is ``spacing``, or a group holding only an integer array ``0`` under NGFF
-    metadata named ``mask``."""
-    if node == "group":
-        ms = (attrs.get("ome") or {}).get("multiscales") or [{}]
-        children = {c.name for c in path.iterdir() if not c.name.startswith(".")} - {"zarr.json"}
-        return set(attrs) == {"ome"} and ms[0].get("name") == "mask" and children == {"0"} and \
-            _integer_array(path / "0")
-    return set(attrs) == {"spacing"} and _integer_array(path)
-
-
-def _integer_array(path: Path) -> bool:
-    """Whether ``path`` holds a zarr v3 array of integers with axes ``z, y, x``."""
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("node_type") == "array" and str(meta.get("data_type", "")).startswith(("uint", "int")) and \
-        meta.get("dimension_names") in (["z", "y", "x"], None)
+    mark = root[1].get(OUTPUT_ATTRIBUTE) if root is not None else None
+    return bool(mark) and (kind is None or mark == kind)
 
 
 def check_replaceable(path: Path) -> None:
