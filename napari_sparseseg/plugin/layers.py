@@ -92,9 +92,7 @@ def same_file(layer: Any, other: Any) -> bool:
 
 def _read_from(layer: Any) -> str | None:
     """The file or session store a layer was read from (None: made in code)."""
-    meta = getattr(layer, "metadata", None)
-    store = meta.get("sparseseg_store") if hasattr(meta, "get") else None
-    path = getattr(getattr(layer, "source", None), "path", None)
+    store, path = store_of(layer), getattr(getattr(layer, "source", None), "path", None)
     return str(store) if store else (str(path) if path else None)
 
 

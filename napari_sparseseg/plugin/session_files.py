@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..store import is_session_store
+from .layers import store_of
 from .session_reader import (
     STORE_SUFFIX,
     STORE_SUFFIXES,
@@ -27,7 +28,7 @@ from .session_reader import (
     sessions_home,
     store_layers,
 )
-from .store_layers import StoreLayers, store_of
+from .store_layers import StoreLayers
 
 if TYPE_CHECKING:
     from ..core.session import SegmentationSession

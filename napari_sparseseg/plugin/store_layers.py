@@ -7,16 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .session_reader import STORE_META
+from .layers import store_of
 
 if TYPE_CHECKING:
     from .host import DockHost
-
-
-def store_of(layer: Any) -> str | None:
-    """The session store a layer was read from (``metadata["sparseseg_store"]``), if any."""
-    meta = getattr(layer, "metadata", None)
-    return meta.get(STORE_META) if hasattr(meta, "get") else None
 
 
 class StoreLayers:
@@ -77,28 +71,18 @@ class StoreLayers:
         import numpy as np
         import zarr
 
-        from ..core.annotation import Source
         from ..core.encoding import layer_to_annotation
 
         layers = self.widget.layers
-        annotation = layers.annotation
-        if path is None or annotation is None or store_of(annotation) != str(path):
+        if path is None or layers.sync is None or store_of(layers.annotation) != str(path):
             return 0
         stored = np.asarray(zarr.open_array(str(Path(path) / "labels"), mode="r"))
-        labels = layer_to_annotation(np.asarray(annotation.data))
-        if labels.shape != stored.shape or np.array_equal(labels, stored):
+        if np.array_equal(layer_to_annotation(np.asarray(layers.annotation.data)), stored):
             return 0
         from ..store import SessionStore
 
         store, session = SessionStore.open(path, device="cpu")
         try:
-            labels = layer_to_annotation(np.asarray(annotation.data), session.num_classes)
-            changed = labels != stored
-            corrected = layers.sync.corrected if layers.sync is not None else np.zeros(labels.shape, bool)
-            for where, source in ((changed & ~corrected, Source.PAINTED), (changed & corrected, Source.CORRECTED)):
-                index = np.nonzero(where)
-                if index[0].size:
-                    session.add_labels(index, labels[index], source)
+            return layers.sync.resync(session)  # as when the session is ready, into the session of that store
         finally:
             store.close()
-        return int(np.count_nonzero(changed))

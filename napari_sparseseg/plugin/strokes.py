@@ -336,10 +336,11 @@ class LabelSync:
             if sel.any():
                 session.add_labels(tuple(c[sel] for c in coords), values[sel], src)
 
-    def resync(self) -> int:
-        """Write every voxel where the annotation layer and the session differ, or that is a correction the session
-        holds as painted (:attr:`corrected`, e.g. painted while the session was built); returns their count."""
-        session = self._session()
+    def resync(self, session: Any = None) -> int:
+        """Write every voxel where the annotation layer and the session (default: the bound one) differ, or that is
+        a correction the session holds as painted (:attr:`corrected`, e.g. painted while the session was built);
+        returns their count."""
+        session = session if session is not None else self._session()
         if session is None:
             return 0
         data = np.asarray(self.annotation.data)
