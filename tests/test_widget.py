@@ -151,6 +151,7 @@ def test_end_to_end_paint_train_correct(app, qtbot, tmp_path):
 
     stop_and_wait(widget, qtbot)
     assert widget.run.worker is not None and not widget.run.worker._running
+    assert widget.status_panel.label.text() == f"stopped at step {session.trainer.step}"  # the steps it ran
     # A value that is no class is refused, and the layer shows the prediction there again (not exported as 7;
     # no refresh comes after Stop).
     before = np.array(pred_layer.data[z + 2, 5:8, 5:8])

@@ -315,7 +315,8 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         if self._stopped_because:
             self.status_panel.say(self._stopped_because)
         elif not self.status_panel.label.text().startswith("error"):
-            self.status_panel.say(f"stopped at step {self.last_step.step if self.last_step else 0}")
+            steps = self.session.trainer.step if self.session is not None else 0  # its last step may be unseen
+            self.status_panel.say(f"stopped at step {steps}")
         self.update_buttons()
         self.run_finished.emit()
 
