@@ -291,6 +291,12 @@ class SessionStore(StoreWriter):
                                       "colors": [list(map(float, c)) for c in colors] if colors is not None
                                       else self._group.attrs.get("colors")})
 
+    def record_config(self, config: SessionConfig) -> None:
+        """Keep the session's settings changed while it runs (``session.update_training``): a reopened session
+        trains, and shows, with the latest."""
+        with self._meta_lock:
+            self._group.attrs.update({"config": config.to_dict()})
+
     def add_volume(self, other: OtherVolume) -> None:
         """Keep another volume the session now learns from in ``volumes/<n>`` (its labels from the next flush on;
         ``session.add_training_volume`` calls it)."""

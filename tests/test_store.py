@@ -323,3 +323,12 @@ def test_lazy_image_is_copied_slab_by_slab_and_a_large_store_reopens_lazily(tmp_
     assert s2.volume.lazy
     np.testing.assert_array_equal(s2.volume.labels[...], session.volume.labels[...])
     np.testing.assert_array_equal(s2.volume.source[...], session.volume.source[...])
+
+
+def test_a_setting_changed_while_the_session_runs_is_kept_by_its_store(tmp_path):
+    session = make_session()
+    store = SessionStore.create(tmp_path / "s.zarr", session, chunks=CHUNKS)
+    session.update_training(correction_weight=5.0)  # the widget's box, changed mid-run
+    store.close()
+    _, reopened = SessionStore.open(tmp_path / "s.zarr")
+    assert reopened.config.train.correction_weight == 5.0

@@ -46,6 +46,9 @@ class Recorder(Protocol):
     def record_prediction(self, prediction: Prediction) -> None:
         """A prediction is about to be shown."""
 
+    def record_config(self, config: SessionConfig) -> None:
+        """The session's settings changed (``SegmentationSession.update_training``)."""
+
     def add_volume(self, other: Any) -> None:
         """The session also learns from another volume (a ``session.OtherVolume``): keep it."""
 

@@ -150,10 +150,13 @@ class SegmentationSession:
 
         The trainer reads its config at every step, so the next step uses the
         change. Settings that shape the model (patch size, channels) are fixed
-        at construction and not affected.
+        at construction and not affected. A session store bound to the session
+        keeps the new settings.
         """
         self.config = replace(self.config, train=replace(self.config.train, **changes))
         self.trainer.config = self.display.config = self.config
+        if self.store is not None:
+            self.store.record_config(self.config)
         return self.config
 
     # -- compute ----------------------------------------------------------------------
