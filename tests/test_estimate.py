@@ -46,8 +46,10 @@ def test_labeled_voxels_count_with_their_labels_and_an_absent_class_has_no_estim
     labels[6:18] = np.where(p[:, 6:18].argmax(0) > 0, 2, 1)  # half the volume labeled as the mask says
     surer = expected_dice(p, labels)
     assert surer.dice > unsure.dice  # labeled voxels are certain
-    labels[12] = 3  # a slice labeled class 2
-    assert expected_dice(p, labels).per_class[1] == pytest.approx(1.0)  # predicted exactly where labeled
+    labels[12] = 3  # a slice labeled class 2, which the probabilities know nothing of (a class just added)
+    assert expected_dice(p, labels).per_class[1] is None  # not 1.0 for a mask "predicted exactly where labeled"
+    p[2, 2], p[:2, 2] = 1.0, 0.0  # once it has learned it: an unlabeled slice certainly class 2
+    assert expected_dice(p, labels).per_class[1] == pytest.approx(1.0)  # and the mask says so
 
 
 def test_mismatched_shapes_are_refused():

@@ -43,6 +43,11 @@ from .encoding import UNLABELED
 #: Half-width of the interval for miscalibration, as a share of ``1 - estimate`` (see the module docstring).
 CALIBRATION_SHARE = 0.404
 
+#: A class expected on fewer unlabeled voxels than this, summed over the volume, is one the probabilities know
+#: nothing of (a class added since the learner was fitted, or never learned: a learner fitted on labels of a class
+#: gives it some probability somewhere); its mask would score 1.0 where it is labeled, so it gets no estimate.
+UNKNOWN_CLASS_VOXELS = 0.5
+
 
 @dataclass(frozen=True)
 class DiceEstimate:
@@ -57,7 +62,8 @@ class DiceEstimate:
         ``dice -/+ CALIBRATION_SHARE * (1 - dice)`` (within ``[0, 1]``), which held the true Dice in about 80 % of
         the benchmark runs.
     per_class : tuple of float or None
-        Per foreground class ``1..K``; None for a class neither predicted nor labeled.
+        Per foreground class ``1..K``; None for a class neither predicted nor labeled, or one the probabilities
+        know nothing of (:data:`UNKNOWN_CLASS_VOXELS`).
     """
 
     dice: float
@@ -114,6 +120,9 @@ def expected_dice(probabilities: np.ndarray, labels: np.ndarray, mask: np.ndarra
     fg = _slice_sums(1.0 - truth_probability(0), (mask > 0).astype(np.float32))
     per_class = []
     for c in range(1, probabilities.shape[0]):
+        if probabilities[c][~labeled].sum(dtype=np.float64) < UNKNOWN_CLASS_VOXELS:
+            per_class.append(None)  # it knows nothing of the class (added since it learned): no estimate, not 1.0
+            continue
         sums = _slice_sums(truth_probability(c), (mask == c).astype(np.float32))
         value = _ratio(sums.sum(axis=1))
         per_class.append(None if not np.isfinite(value) else float(value))
