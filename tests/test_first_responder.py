@@ -264,7 +264,8 @@ def test_held_back_score_weighs_finding_the_objects_and_naming_their_classes():
     foreground, per_class = 6 / 8, np.mean([2 / 3, 4 / 5])
     assert held_back_dice(truth, pred, 3) == pytest.approx((foreground + per_class) / 2)
     assert held_back_dice(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 1]), 2) == pytest.approx(0.5)  # one class
-    assert held_back_dice(np.zeros(4, int), np.array([0, 0, 1, 0]), 2) == 0.75  # background only: accuracy
+    # background only: no score (all-background answers would win it, whether or not they find any object)
+    assert held_back_dice(np.zeros(4, int), np.array([0, 0, 1, 0]), 2) is None
     assert held_back_dice(np.empty(0, int), np.empty(0, int), 2) is None
 
 
@@ -331,8 +332,10 @@ def test_pseudo_labels_train_unlabeled_confident_voxels_only_and_fade_as_the_net
 
 
 # -- the session loop --------------------------------------------------------------------------
-def _three_slice_session(**responder) -> tuple[SegmentationSession, np.ndarray]:
-    image, mask = sphere_volume(SHAPE, radius=7)
+def _three_slice_session(shape=SHAPE, radius=7, **responder) -> tuple[SegmentationSession, np.ndarray]:
+    """Three painted slices of a sphere; of ``SHAPE``, only background is held back, of ``(16, 48, 48)`` with
+    ``radius=10`` some of the sphere, too."""
+    image, mask = sphere_volume(shape, radius=radius)
     config = tiny_config(trees=8, **responder)
     session = SegmentationSession(image, num_classes=1, spacing=SPACING, config=config)
     for z in (5, 8, 11):
@@ -354,7 +357,7 @@ def test_the_first_responder_shows_the_view_then_the_volume_before_the_net_has_t
     events.close()
     assert [p.learner for p in predictions[:2]] == ["forest", "forest"]
     assert predictions[0].box == view and predictions[1].box == Box.full(SHAPE)
-    assert predictions[1].score is None and session.display.handover.scores["forest"] > 0.8  # scored after it
+    assert predictions[1].score is None  # not scored before it is shown (nor after: background alone is held back)
     shown = predictions[1].labels
     true_dice = 2 * np.sum(shown & mask) / (shown.sum() + mask.sum())
     assert true_dice > 0.9
@@ -362,6 +365,25 @@ def test_the_first_responder_shows_the_view_then_the_volume_before_the_net_has_t
     assert estimate is not None and abs(estimate.dice - true_dice) < 0.1
     assert estimate.interval[0] <= estimate.dice <= estimate.interval[1] and len(estimate.per_class) == 1
     assert session.volume.holdout is None and session.volume.pseudo is None  # the loop cleans up after itself
+
+
+def test_a_net_that_finds_nothing_does_not_replace_the_first_responder_where_only_background_is_held_back():
+    session, mask = _three_slice_session()  # its held-back blocks hold background only
+    events = session.interactive(lambda: None, first_refresh_steps=3, refresh_seconds=0.0)
+    shown = []
+    for event in events:
+        if isinstance(event, Prediction) and event.box == Box.full(SHAPE):
+            shown.append(event)
+        if session.trainer.step >= 10:  # the net predicted (from step 3 on) before it has found the sphere
+            break
+    events.close()
+    assert session.display.latest("net") is not None
+    rev, coords, truth = session.display._held_back()
+    assert len(truth) and not np.any(truth > 0)
+    assert session.display.handover.shown == "forest" and "net" not in session.display.handover.scores
+    assert all(p.learner == "forest" for p in shown)
+    last = shown[-1].labels > 0
+    assert 2 * np.sum(last & (mask > 0)) / (last.sum() + mask.sum()) > 0.9  # the mask on screen: still the sphere
 
 
 def test_the_forest_shown_is_scored_after_its_masks_and_before_them_once_the_net_leads(every_stage_kept):
@@ -387,17 +409,19 @@ def test_the_forest_shown_is_scored_after_its_masks_and_before_them_once_the_net
 
 
 def test_every_prediction_shown_scores_within_the_margin_of_the_best_learner():
-    session, _ = _three_slice_session(margin=0.0)
+    session, mask = _three_slice_session((16, 48, 48), radius=10, margin=0.0)  # the sphere held back, too
     seen: list[Prediction] = []
     events = session.interactive(refresh_seconds=0.0, first_refresh_steps=2, max_predict_share=1.0)
     for event in events:
         if isinstance(event, Prediction):
             seen.append(event)
-        if session.trainer.step >= 12:
+        if session.trainer.step >= 6 and session.volume.labels[2].max() == 0:  # new labels: masks after scoring
+            session.add_labels((2, slice(None), slice(None)), mask[2] + 1)
+        if any(p.scores for p in seen) or session.trainer.step >= 300:
             break
     events.close()
     scored = [p for p in seen if p.scores]
-    assert len(scored) >= 3 and {"forest", "net"} <= set(scored[-1].scores)
+    assert scored and {"forest", "net"} <= set(scored[-1].scores)
     for p in scored:
         assert p.scores[p.learner] >= max(p.scores.values()) - 1e-9, (p.learner, p.scores)
 
