@@ -199,3 +199,43 @@ def test_evaluate_says_it_reads_npz_files(tmp_path, capsys):
     (tmp_path / "a.nii.gz").write_bytes(b"")
     assert main(["evaluate", str(tmp_path / "a.nii.gz")]) == 2
     assert "evaluate reads a .npz" in capsys.readouterr().err
+
+
+def test_no_command_writes_its_output_over_a_file_it_reads(trained, tmp_path, capsys):
+    import tifffile
+
+    image, store, model = trained
+    tif = tmp_path / "scan.tif"
+    tifffile.imwrite(tif, np.load(image)["image"])
+    before = {p: p.read_bytes() for p in (tif, tmp_path / "ann.npz", model)}
+    attempts = [
+        ["predict", str(tif), "--model", str(model), "--out", str(tif)],
+        ["train", str(image), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "1", "--model",
+         str(tmp_path / "m2.pt"), "--out", str(tmp_path / "ann.npz")],  # the painted labels
+        ["train", str(tif), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "1", "--model", str(tif)],
+        ["train", str(image), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "1", "--model",
+         str(tmp_path / "." / "ann.npz")],  # another spelling of the same file
+        ["resume", str(store), "--seconds", "1", "--out", str(store / "mask.npz")],  # into the store
+    ]
+    for args in attempts:
+        assert main(args + ["--device", "cpu"]) == 2, args
+        assert "which this command reads" in capsys.readouterr().err
+    assert all(p.read_bytes() == data for p, data in before.items())
+
+
+def test_a_folder_whose_images_would_share_a_mask_name_is_refused_and_a_damaged_mask_is_written_again(
+        trained, tmp_path, capsys):
+    image, _, model = trained
+    for folder in ("g1", "g2"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(image, tmp_path / folder / "x.npz")
+    masks = tmp_path / "masks"
+    assert main(["predict", str(tmp_path / "g*" / "x.npz"), "--model", str(model), "--out", str(masks),
+                 "--device", "cpu"]) == 2
+    assert "would both write" in capsys.readouterr().err and not masks.exists()
+    masks.mkdir()
+    (masks / "x_mask.npz").write_bytes(b"")  # damaged since it was written
+    assert main(["predict", str(tmp_path / "g1"), "--model", str(model), "--out", str(masks), "--device", "cpu"]) == 0
+    assert "written again" in capsys.readouterr().err
+    with np.load(masks / "x_mask.npz") as f:
+        assert f["labels"].shape == (16, 32, 32)

@@ -57,6 +57,29 @@ def check_output_path(path: str | None) -> None:
         raise ValueError(f"{path}: the folder {p.parent} does not exist")
 
 
+def check_not_an_input(path: str | None, inputs: list[str | None], flag: str) -> None:
+    """Refuse to write ``path`` (the ``flag`` output) over, or into, a file or folder the command reads.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is one of ``inputs`` (the same file, through any link) or lies inside one (a zarr folder).
+    """
+    if not path:
+        return
+    import os
+
+    target = Path(path).resolve()
+    for given in inputs:
+        if not given:
+            continue
+        source = Path(given).resolve()
+        same = target == source or (target.exists() and source.exists() and os.path.samefile(target, source))
+        if same or source in target.parents:
+            raise ValueError(f"{flag} {path}: that is {given}, which this command reads: writing there would replace "
+                             "it; give another path")
+
+
 def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0,
                        order: list[int] | None = None):
     """``io.read_volume`` of ``image_path``, with the 3D images of ``channel_paths`` (the other sequences of an MRI

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import check_output_path, one_line_message, progress_bar, read_with_channels
+from .common import check_not_an_input, check_output_path, one_line_message, progress_bar, read_with_channels
 
 
 def _is_zarr_array_path(path: str) -> bool:
@@ -149,10 +149,33 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
 
 
 def _written(path: Path) -> bool:
-    """Whether a mask is at ``path``: a file, or a readable zarr store (masks are put in place whole)."""
+    """Whether a readable mask is at ``path`` (masks are put in place whole: one that does not read was damaged
+    since, and is written again)."""
     from ..formats.zarr_store import zarr_kind
+    from ..io import read_volume
 
-    return path.is_file() or (path.is_dir() and zarr_kind(path) is not None)
+    if path.is_dir():
+        return zarr_kind(path) is not None
+    if not path.is_file():
+        return False
+    try:
+        read_volume(path, lazy=True)
+    except (ValueError, OSError, MemoryError, KeyError):
+        print(f"note: {path} does not read as a mask: written again", file=sys.stderr)
+        return False
+    return True
+
+
+def _check_distinct_outputs(files: list[Path], out_dir: Path) -> None:
+    """Refuse images whose masks would go to one path (``x.npz`` of two folders): one mask would be lost, and a
+    rerun would take it for the other's."""
+    seen: dict[Path, Path] = {}
+    for f in files:
+        out = mask_path(f, out_dir)
+        if out in seen:
+            raise ValueError(f"{seen[out]} and {f} would both write {out}: predict each folder into an --out of "
+                             "its own (or rename one)")
+        seen[out] = f
 
 
 def _outputs_among(files: list[Path], out_dir: Path) -> set[Path]:
@@ -173,12 +196,13 @@ def _predict_many(model: dict[str, Any], files: list[Path], args: argparse.Names
         raise ValueError(f"{out_dir}: with a folder or pattern of images, --out must be a folder")
     if not out_dir.parent.is_dir():
         raise ValueError(f"{out_dir}: the folder {out_dir.parent} does not exist")
-    out_dir.mkdir(exist_ok=True)
     earlier = _outputs_among(files, out_dir)
     if earlier:  # --out is the images' own folder: the masks of a run before are not images to segment
         print(f"note: {len(earlier)} file(s) in {out_dir} are masks of these images, not images: left out",
               file=sys.stderr)
         files = [f for f in files if f not in earlier]
+    _check_distinct_outputs(files, out_dir)
+    out_dir.mkdir(exist_ok=True)
     failed, skipped = [], 0
     bar = tqdm(files, desc="predicting", unit="file", file=sys.stderr, disable=None)
     for image in bar:
@@ -208,6 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = image_files(args.image)
     if files is None:
         check_output_path(args.out)
+        check_not_an_input(args.out, [args.image, args.model, *(getattr(args, "channel", None) or [])], "--out")
     elif args.scheduler:
         raise ValueError("--scheduler predicts one image; run one predict per image on the cluster")
     if getattr(args, "channel", None) and (files is not None or args.scheduler):

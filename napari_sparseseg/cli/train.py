@@ -15,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import LEARNER_NAMES, advance_bar, check_output_path, progress_bar, read_with_channels, session_config
+from .common import (
+    LEARNER_NAMES,
+    advance_bar,
+    check_not_an_input,
+    check_output_path,
+    progress_bar,
+    read_with_channels,
+    session_config,
+)
 
 
 def _check_stored_image(path: str, image, store_path: str, stored) -> None:
@@ -57,6 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--also: {args.session} exists and keeps the volumes it was created with; continue it "
                          "with `resume`, or give a new --session path")
     channels = list(getattr(args, "channel", None) or [])
+    inputs = [args.image, args.annotation, *channels, *(path for pair in also for path in pair)]
+    check_not_an_input(args.out, inputs + [args.model, args.session], "--out")
+    check_not_an_input(args.model, inputs + [args.session], "--model")
     if channels and also:
         raise ValueError("--channel and --also: other volumes join a session of one image file; stack each volume's "
                          "channels into one 4D file to learn from several")
@@ -195,6 +206,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from ..store import SessionStore
 
     check_output_path(args.out)
+    check_not_an_input(args.out, [args.store], "--out")
     store, session = SessionStore.open(args.store, device=args.device)
     if store.resume_error:
         print(f"warning: {store.resume_error}", file=sys.stderr)
