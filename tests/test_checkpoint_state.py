@@ -232,6 +232,7 @@ def test_a_model_saved_after_a_class_was_added_reads_and_grows_its_head(real, tm
     assert read["num_classes"] == 2 and read["state"]["model_config"]["num_classes"] == 2
     again = SegmentationSession.from_model(image, path, device="cpu")
     assert again.num_classes == 2 and config.model.base_channels == again.config.model.base_channels
+    assert not np.any(again.segment() == 2)  # the class nobody labeled: its random head weights predict nothing
     again.add_labels((slice(None),) * 3, annotation)
     for _ in again.train(max_steps=1):
         pass

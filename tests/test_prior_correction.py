@@ -9,7 +9,7 @@ import torch
 from napari_sparseseg.core.checkpoint import save_model
 from napari_sparseseg.core.config import InferenceConfig, ModelConfig, SessionConfig, TrainConfig
 from napari_sparseseg.core.encoding import mask_to_annotation
-from napari_sparseseg.core.inference import _forward
+from napari_sparseseg.core.inference import NEVER_LABELED, _forward
 from napari_sparseseg.core.net import UNet3D
 from napari_sparseseg.core.session import SegmentationSession
 
@@ -89,7 +89,7 @@ def test_growing_the_head_keeps_the_offsets_of_existing_classes():
     net = UNet3D(ModelConfig(in_channels=1, num_classes=2, base_channels=4, depth=2))
     net.decision_offset.copy_(torch.tensor([0.3, -0.3]))
     net.set_num_classes(3)
-    torch.testing.assert_close(net.decision_offset, torch.tensor([0.3, -0.3, 0.0]))
+    torch.testing.assert_close(net.decision_offset, torch.tensor([0.3, -0.3, NEVER_LABELED]))  # random head
     assert "decision_offset" in net.state_dict()
 
 

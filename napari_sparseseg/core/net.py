@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .conv_order import AxisOrderedConv3d
+from .inference import NEVER_LABELED
 
 Triple = tuple[int, int, int]
 
@@ -139,7 +140,9 @@ class UNet3D(nn.Module):
         return self.head(x)
 
     def set_num_classes(self, num_classes: int) -> None:
-        """Grow (or shrink) the output head, keeping the weights of existing classes."""
+        """Grow (or shrink) the output head, keeping the weights of existing classes; a new class gets the
+        decision offset :data:`~.inference.NEVER_LABELED` (its head weights are random) until the trainer sets
+        one from its labels."""
         old = self.head
         new = nn.Conv3d(old.in_channels, num_classes, 1).to(old.weight.device, old.weight.dtype)
         keep = min(num_classes, old.out_channels)
@@ -147,7 +150,7 @@ class UNet3D(nn.Module):
             new.weight[:keep] = old.weight[:keep]
             new.bias[:keep] = old.bias[:keep]
         self.head = new
-        offset = torch.zeros(num_classes, device=self.decision_offset.device)
-        offset[:keep] = self.decision_offset[:keep]
+        offset = torch.full((num_classes,), NEVER_LABELED, device=self.decision_offset.device)
+        offset[:keep] = self.decision_offset[:keep]  # a new class is never predicted until it has labels
         self.decision_offset = offset
         self.config = type(self.config)(**{**self.config.__dict__, "num_classes": num_classes})
