@@ -131,7 +131,8 @@ def _predict_block(source: Any, stats: Any, spec: ModelSpec, box: Box, out: str 
 
 @contextlib.contextmanager
 def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[int], spacing: Sequence[float],
-                     *, channels: int | None = None, dtype: str = "uint8") -> Iterator[Any]:
+                     *, channels: int | None = None, dtype: str = "uint8",
+                     origin: Sequence[float] | None = None) -> Iterator[Any]:
     """A new zarr v3 array for a blockwise result, put in place of ``path`` only when the ``with`` block ends.
 
     The array is written in a hidden folder beside ``path`` (:func:`~.io.written_whole_dir`): a run killed or
@@ -150,6 +151,8 @@ def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[in
         Leading class axis (probabilities ``(K + 1, Z, Y, X)``, one chunk along it).
     dtype : str
         ``uint8`` for masks, ``float32`` for probabilities.
+    origin : sequence of float, optional
+        ``(z, y, x)`` position of the first voxel (the image's), stored in ``attrs["origin"]``.
 
     Yields
     ------
@@ -175,18 +178,19 @@ def open_mask_output(path: str | Path, shape: Sequence[int], chunks: Sequence[in
     with written_whole_dir(p) as tmp:
         yield zarr.create_array(str(tmp), shape=shape, chunks=chunks, dtype=dtype, zarr_format=3,
                                 dimension_names=names, attributes=output_attributes(
-                                    spacing, kind="mask" if channels is None else "probabilities"))
+                                    spacing, origin, kind="mask" if channels is None else "probabilities"))
 
 
 def _open_image(image: Any, level: int, spacing: Sequence[float] | None,
-                channel_axis: int | None) -> tuple[Any, Spacing, int | None]:
-    """``(data, spacing, channel_axis)`` of a path (lazily for zarr) or an in-memory array."""
+                channel_axis: int | None) -> tuple[Any, Spacing, int | None, Any]:
+    """``(data, spacing, channel_axis, file)`` of a path (lazily for zarr; ``file`` its ``VolumeFile``, whose
+    affine and origin the mask keeps) or an in-memory array (``file`` None)."""
     if isinstance(image, (str, Path)):
         from .io import read_volume
 
         vol = read_volume(image, level=level, lazy=True)
-        return vol.data, vol.spacing, vol.channel_axis
-    return image, validate_spacing(spacing), channel_axis
+        return vol.data, vol.spacing, vol.channel_axis, vol
+    return image, validate_spacing(spacing), channel_axis, None
 
 
 def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path, *, scheduler: str | None = None,
@@ -261,7 +265,8 @@ def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path
         raise ValueError(f"probabilities_path must be a .zarr store, got {probabilities_path}")
     payload = read_model(model_path)
     config = config_of(payload)
-    data, spacing, channel_axis = _open_image(image, level, spacing, channel_axis)
+    data, spacing, channel_axis, source = _open_image(image, level, spacing, channel_axis)
+    affine, origin = (None, None) if source is None else (source.affine, source.origin)
     if isinstance(data, np.ndarray):
         raw: Any = np.ascontiguousarray(as_channels_first(data, channel_axis))
     else:
@@ -269,8 +274,9 @@ def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path
     # One fit for the whole volume (the same numbers AnnotatedVolume uses for an in-memory image).
     stats = IntensityStats.fit(raw, config.train.intensity_views)
     if stats.num_features != payload["in_channels"]:
-        raise ValueError(f"model expects {payload['in_channels']} input channels, the image gives "
-                         f"{stats.num_features} (shape {tuple(raw.shape)})")
+        views = max(len(stats.views), 1)
+        raise ValueError(f"model expects {payload['in_channels'] // views} image channel(s), the image has "
+                         f"{len(stats.channels)} (shape {tuple(raw.shape)})")
     shape = tuple(int(s) for s in raw.shape[1:])
     mc = config.model
     # The net keeps the levels it was trained with (as NetWeights.load_state_dict rebuilds it in one process).
@@ -286,17 +292,18 @@ def predict_distributed(image: Any, model_path: str | Path, out_path: str | Path
     with contextlib.ExitStack() as outputs:  # each zarr output put in place only once every block is in it
         out_store = prob_store = None
         if zarr_out:
-            out_store = str(outputs.enter_context(open_mask_output(out_path, shape, block, spacing)).store.root)
+            out_store = str(outputs.enter_context(open_mask_output(out_path, shape, block, spacing,
+                                                                   origin=origin)).store.root)
         if probabilities_path is not None:
             prob_store = str(outputs.enter_context(open_mask_output(
                 probabilities_path, shape, block, spacing, channels=payload["num_classes"] + 1,
-                dtype="float32")).store.root)
+                dtype="float32", origin=origin)).store.root)
         mask, present, workers = _run_blocks(raw, stats, spec, boxes, out_store, prob_store, scheduler, n_workers,
                                              progress, None if zarr_out else shape)
     if mask is not None:
         from .io import save_mask
 
-        save_mask(out_path, mask, spacing)
+        save_mask(out_path, mask, spacing, affine=affine, origin=origin)  # the image's grid, as in one process
     return DistributedResult(out_path, shape, len(boxes), workers, time.perf_counter() - t0,  # type: ignore[arg-type]
                              np.flatnonzero(present).tolist())
 

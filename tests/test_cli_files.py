@@ -239,3 +239,21 @@ def test_a_folder_whose_images_would_share_a_mask_name_is_refused_and_a_damaged_
     assert "written again" in capsys.readouterr().err
     with np.load(masks / "x_mask.npz") as f:
         assert f["labels"].shape == (16, 32, 32)
+
+
+def test_train_writes_its_mask_at_the_images_origin(tmp_path, monkeypatch):
+    from napari_sparseseg.core import shown
+    from napari_sparseseg.io import read_volume
+
+    real = shown.run_shown
+    monkeypatch.setattr(shown, "run_shown", lambda session, seconds, on_event=None, clock=None: real(
+        session, 2, on_event, clock=lambda: float(session.trainer.step)))
+    image, mask = sphere_volume((16, 32, 32))
+    ann = np.zeros_like(mask)
+    ann[8] = mask[8] + 1
+    zarr.create_array(str(tmp_path / "a.zarr"), data=image, attributes={"spacing": SPACING.tolist(),
+                                                                        "origin": [4.0, -2.0, 8.0]})
+    np.savez(tmp_path / "ann.npz", labels=ann)
+    assert main(["train", str(tmp_path / "a.zarr"), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "2",
+                 "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "mask.zarr"), "--device", "cpu"]) == 0
+    assert read_volume(tmp_path / "mask.zarr").origin == (4.0, -2.0, 8.0)  # drawn on its image in napari

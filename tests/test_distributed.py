@@ -98,21 +98,30 @@ def test_without_an_address_a_local_cluster_is_made_and_closed(trained, cluster,
 
 
 def test_cli_predict_on_a_scheduler_address_and_single_process_zarr(trained, cluster, tmp_path):
+    import nibabel as nib
+    import zarr
+
     from napari_sparseseg import cli
     from napari_sparseseg.io import read_volume, save_mask
 
     image, model, (_, expected), _ = trained
-    src = tmp_path / "image.npz"
-    np.savez(src, image=image, spacing=np.asarray(SPACING))
+    src = tmp_path / "image.nii.gz"  # x flipped and moved: the mask must lie on the scan in a NIfTI viewer
+    affine = np.diag([-SPACING[2], SPACING[1], SPACING[0], 1.0])
+    affine[:3, 3] = (10.0, -20.0, 30.0)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(image.T), affine), src)
     rc = cli.main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / "d.nii.gz"),
                    "--scheduler", cluster.scheduler_address, "--block", "12", "40", "80", "--device", "cpu"])
     assert rc == 0
     assert np.array_equal(read_volume(tmp_path / "d.nii.gz").data, expected.labels)
-    # without --scheduler: one process, blockwise into the .zarr store
+    np.testing.assert_allclose(nib.load(tmp_path / "d.nii.gz").affine, affine)  # the image's grid, not diag(spacing)
+    # without --scheduler: one process, blockwise into the .zarr store, at the zarr image's origin
+    src = tmp_path / "image.zarr"
+    zarr.create_array(str(src), data=image, attributes={"spacing": list(SPACING), "origin": [5.0, 6.0, 7.0]})
     assert cli.main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / "s.zarr"),
                      "--block", "16", "48", "48", "--device", "cpu"]) == 0
     single = read_volume(tmp_path / "s.zarr")
     assert single.spacing == SPACING and np.array_equal(single.data, expected.labels)
+    assert single.origin == (5.0, 6.0, 7.0)
     save_mask(tmp_path / "x.npz", expected.labels, SPACING)
     assert cli.main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / "e.zarr"),
                      "--block", "0", "4", "4"]) == 2  # a bad block is a clear error, not a traceback

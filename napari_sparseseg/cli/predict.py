@@ -133,17 +133,18 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
         from ..core.blockwise import predict_to_array
         from ..distributed import open_mask_output
 
-        with open_mask_output(str(out), session.volume.shape, args.block or (64, 256, 256), spacing) as arr:
+        with open_mask_output(str(out), session.volume.shape, args.block or (64, 256, 256), spacing,
+                              origin=source.origin) as arr:
             predict_to_array(session.trainer, arr, final=True)  # in place only when whole: a rerun never keeps half
         return f"{out}: {arr.nchunks} chunks"
     mask = session.segment()
-    save_mask(out, mask, spacing, affine=source.affine)  # NIfTI in, NIfTI out: the source geometry
+    save_mask(out, mask, spacing, affine=source.affine, origin=source.origin)  # the source geometry
     written = f"{out}: classes {np.unique(mask).tolist()}"
     if getattr(args, "instances", False):
         from ..core.instances import split_instances
 
         objects, objects_out = split_instances(mask, spacing), instances_path(out)
-        save_mask(objects_out, objects, spacing, affine=source.affine)
+        save_mask(objects_out, objects, spacing, affine=source.affine, origin=source.origin)
         written += f"; {objects_out}: {int(objects.max())} objects"
     return written
 

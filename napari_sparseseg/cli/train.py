@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if shown is None:
         return 130
     if args.out:
-        _write_shown(args.out, session, shown, affine=source.affine)
+        _write_shown(args.out, session, shown, source)
     return 1 if untrained else 0
 
 
@@ -220,20 +220,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if shown is None:
         return 130
     if args.out:
-        _write_shown(args.out, session, shown, affine=_image_affine(store.attrs.get("image_ref")))
+        _write_shown(args.out, session, shown, _stored_image(store.attrs.get("image_ref")))
     return 0
 
 
-def _image_affine(image_ref: object) -> np.ndarray | None:
-    """The NIfTI affine of the image file a store refers to (None: copied into the store, not NIfTI, or gone)."""
+def _stored_image(image_ref: object):
+    """The image file a store refers to, opened lazily for its geometry (its NIfTI affine, its origin); None where
+    it is copied into the store or gone."""
     from ..io import read_volume
 
     if not isinstance(image_ref, dict) or not isinstance(image_ref.get("path"), str):
         return None
     try:
-        return read_volume(image_ref["path"], lazy=True).affine
+        return read_volume(image_ref["path"], lazy=True)
     except (OSError, ValueError):
-        return None  # the store opened, so its image is readable; a file that went since only costs the affine
+        return None  # the store opened, so its image is readable; a file that went since only costs the geometry
 
 
 def _train_for(session, seconds: float):
@@ -274,12 +275,14 @@ def _train_for(session, seconds: float):
         bar.close()
 
 
-def _write_shown(path: str, session, shown, affine=None) -> None:
-    """Write the mask the window would show at the end (``core.shown.final_mask``) and say whose it is."""
+def _write_shown(path: str, session, shown, source=None) -> None:
+    """Write the mask the window would show at the end (``core.shown.final_mask``) on the grid of the image file
+    ``source`` (a ``VolumeFile``: its NIfTI affine, its origin) and say whose it is."""
     from ..core.shown import final_mask
     from ..io import save_mask
 
-    save_mask(path, final_mask(session, shown), session.volume.spacing, affine=affine)
+    save_mask(path, final_mask(session, shown), session.volume.spacing,
+              affine=None if source is None else source.affine, origin=None if source is None else source.origin)
     latest = session.display.handover.scores  # (the last mask may have come before its learner was scored)
     scores = ", ".join(f"{LEARNER_NAMES[k]} {v:.3f}" for k, v in sorted(latest.items()) if k in LEARNER_NAMES)
     print(f"wrote the segmentation shown at the end ({LEARNER_NAMES[shown.written]}) to {path}"

@@ -36,13 +36,13 @@ def check_compatible(first: AnnotatedVolume, other: AnnotatedVolume) -> None:
     """Raise ValueError unless ``other`` can train one net with ``first``: the same image channels and classes, and
     voxel sizes within :data:`SPACING_TOLERANCE`."""
     if other.features.shape[0] != first.features.shape[0]:
-        raise ValueError(f"a volume with {other.features.shape[0]} image channel(s) cannot train with one of "
-                         f"{first.features.shape[0]}")
+        raise ValueError(f"a volume with {other.image_channels} image channel(s) cannot train with one of "
+                         f"{first.image_channels}")
     if other.num_classes != first.num_classes:
         raise ValueError(f"a volume with {other.num_classes} classes cannot train with one of {first.num_classes}")
     a, b = np.asarray(first.spacing, float), np.asarray(other.spacing, float)
     if np.any(np.abs(a - b) > SPACING_TOLERANCE * a):
-        raise ValueError(f"voxel size {tuple(b)} differs from {tuple(a)} by more than "
+        raise ValueError(f"voxel size {tuple(b.tolist())} differs from {tuple(a.tolist())} by more than "
                          f"{SPACING_TOLERANCE:.0%}: resample the volumes to one voxel size first")
 
 
