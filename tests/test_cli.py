@@ -72,6 +72,23 @@ def test_errors_are_one_line_messages_with_exit_code_2(gt_file, capsys, args, ma
     assert re.search(match, err) and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["evaluate", "{gt}", "--budget-seconds"], ["demo", "--seconds"],
+                                     ["resume", "x.sparseseg", "--seconds"]])
+@pytest.mark.parametrize("value", ["nan", "inf", "0"])
+def test_a_budget_that_would_never_end_or_never_start_is_refused(gt_file, capsys, command, value):
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error, before anything runs
+        main([a.replace("{gt}", str(gt_file)) for a in command] + [value])
+    assert exit_.value.code == 2 and "finite number above 0" in capsys.readouterr().err
+
+
+def test_evaluate_writes_strict_json_where_a_score_has_no_voxels(gt_file, tmp_path):
+    from napari_sparseseg.cli.evaluate import json_safe
+
+    strict = json.dumps(json_safe({"unannotated": {"pa": float("nan"), "dice": [1.0, float("inf")]}}),
+                        allow_nan=False)
+    assert json.loads(strict) == {"unannotated": {"pa": None, "dice": [1.0, None]}}
+
+
 def test_gui_without_a_display_says_what_to_do(monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["data"] = str(args.data)
     print(_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
     return 0
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a score of no voxels) as None: strict JSON, ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _table(result: dict[str, Any]) -> str:

@@ -15,6 +15,19 @@ from .train import cmd_resume, cmd_train
 DESCRIPTION = "Command line: ``napari-sparseseg evaluate | train | resume | predict | gui | demo``."
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0 (``nan`` ran a budget that never ends)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"seconds must be a finite number above 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-sparseseg", description=DESCRIPTION)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -33,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "suggest:K (the middle axial slice, then K-1 suggested slices, any orientation), "
                    "suggest-scribble:K (a scribble, then only the uncertain region of K-1 suggested slices) "
                    "or full (every voxel: the fully supervised bound)")
-    p.add_argument("--budget-seconds", type=float, default=300.0)
+    p.add_argument("--budget-seconds", type=seconds, default=300.0)
     p.add_argument("--baselines", default="", help="comma list of rf,interp")
     p.add_argument("--json", help="write results as JSON here")
     common(p)
@@ -105,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("demo", help="headless demo on a synthetic volume")
-    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--seconds", type=seconds, default=60.0)
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -113,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_seconds(p: argparse.ArgumentParser) -> None:
     """``--seconds`` of ``train`` and ``resume``: the budget of the window's loop (``core.shown.run_shown``)."""
-    p.add_argument("--seconds", type=float, default=120.0,
+    p.add_argument("--seconds", type=seconds, default=120.0,
                    help="wall-clock seconds of the window's loop, everything counted (default 120); if they end "
                         "before the first mask of the whole volume, it goes on until there is one, 10 minutes "
                         "at most")

@@ -5,6 +5,7 @@ Used by ``napari-sparseseg evaluate`` and the benchmarks. Qt-free.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -186,8 +187,8 @@ def evaluate_volume(image: np.ndarray, truth: np.ndarray, *, spacing: Sequence[f
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {BASELINES}")
-    if budget_seconds <= 0:
-        raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
+    if not (math.isfinite(budget_seconds) and budget_seconds > 0):  # NaN would never end the run
+        raise ValueError(f"budget_seconds must be a finite number > 0, got {budget_seconds}")
     spacing = validate_spacing(spacing)
     suggested = suggest_count(protocol)
     regions_only = suggested is not None and protocol.strip().startswith(SUGGEST_REGION)
