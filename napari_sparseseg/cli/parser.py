@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block (and .zarr output chunk) shape, default 64 256 256")
     p.add_argument("--instances", action="store_true",
                    help="also write the separate objects (touching ones split by a watershed) beside each mask: "
-                   "NAME_instances.SUFFIX, one id per object")
+                   "NAME_instances.SUFFIX, one id per object (the mask is then made in memory, a .zarr too)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("gui", help="open napari with the plugin docked and a volume (default: the sample)")

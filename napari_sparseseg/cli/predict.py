@@ -127,9 +127,7 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
               file=sys.stderr)
     session = SegmentationSession.from_model(source.data, model, spacing=spacing,
                                              channel_axis=source.channel_axis, device=args.device)
-    if _is_zarr_array_path(str(out)):  # block by block, each block written as whole chunks
-        if getattr(args, "instances", False):
-            raise ValueError(f"{out}: --instances splits the whole mask in memory, not a block-wise .zarr mask")
+    if _is_zarr_array_path(str(out)) and not getattr(args, "instances", False):  # block by block, whole chunks
         from ..core.blockwise import predict_to_array
         from ..distributed import open_mask_output
 
@@ -137,7 +135,7 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
                               origin=source.origin) as arr:
             predict_to_array(session.trainer, arr, final=True)  # in place only when whole: a rerun never keeps half
         return f"{out}: {arr.nchunks} chunks"
-    mask = session.segment()
+    mask = session.segment()  # in memory (also for a .zarr with --instances: objects are split in memory)
     save_mask(out, mask, spacing, affine=source.affine, origin=source.origin)  # the source geometry
     written = f"{out}: classes {np.unique(mask).tolist()}"
     if getattr(args, "instances", False):
@@ -239,9 +237,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if getattr(args, "channel", None) and (files is not None or args.scheduler):
         raise ValueError("--channel gives the further channels of one image file: predict one image with it (or "
                          "stack each image's channels into one 4D file to predict a folder)")
-    if args.instances and (args.scheduler or (files is None and _is_zarr_array_path(str(args.out)))):
-        raise ValueError("--instances splits the whole mask in memory: write a .npz, .tif or .nii.gz mask "
-                         "(not a block-wise .zarr or a cluster run)")
+    if args.instances and args.scheduler:
+        raise ValueError("--instances splits the whole mask in memory: predict without --scheduler")
     from ..core.checkpoint import read_model
 
     model = read_model(args.model)
