@@ -115,6 +115,28 @@ def test_apply_to_all_images_adds_a_mask_per_volume_and_skips_what_it_cannot_pre
     assert "applied to 2 of 3 images; skipped: two channels" in infos[-1]
 
 
+def test_a_model_of_two_channels_is_applied_to_a_4d_layer_and_its_mask_lies_over_the_volume(
+        make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    image, meta, _ = make_sample_data(SHAPE)[0]
+    gt = meta["metadata"]["ground_truth"]
+    two = np.stack([image, image[:, ::-1]])  # (c, z, y, x)
+    session = SegmentationSession(two, num_classes=2, spacing=meta["scale"], channel_axis=0, config=CONFIG)
+    session.add_labels((8, slice(None), slice(None)), mask_to_annotation(gt[8]))
+    list(session.train(max_steps=2))
+    path = save_model(session.trainer, tmp_path / "two.pt")
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    infos = []
+    monkeypatch.setattr("napari_sparseseg.plugin.models.show_info", infos.append)
+    layer = viewer.add_image(two, name="stack", scale=(1.0,) + tuple(meta["scale"]), translate=(0, 3, 4, 5))
+    widget.models.apply_all(path)
+    qtbot.waitUntil(lambda: widget.models.apply_all_button.isEnabled(), timeout=120000)
+    out = viewer.layers["stack (two)"]  # before: a traceback (a 4-axis scale for a 3D mask), the mask lost
+    assert out.data.shape == SHAPE
+    assert tuple(out.scale) == tuple(layer.scale)[1:] and tuple(out.translate) == (3, 4, 5)
+    assert "applied to 1 of 1 images" in infos[-1]
+
+
 def test_closing_the_window_while_a_model_is_applied_raises_nothing(make_napari_viewer, qtbot, trained):
     import sys
     import traceback

@@ -108,8 +108,9 @@ def is_output(layer: Any) -> bool:
 
 
 def placement(image: Image) -> dict[str, Any]:
-    """Keyword arguments that put a new layer exactly over ``image``."""
-    return {"scale": tuple(image.scale), "translate": tuple(image.translate)}
+    """Keyword arguments that put a new 3D layer exactly over ``image`` (of a 4D ``(c, z, y, x)`` image, over its
+    last three axes)."""
+    return {"scale": tuple(image.scale)[-3:], "translate": tuple(image.translate)[-3:]}
 
 
 def store_of(layer: Any) -> str | None:

@@ -237,7 +237,12 @@ class ModelFiles:
                 failed.append(layer.name)
                 show_error(f"sparseseg: {layer.name} skipped: {message}")
                 return
-            add_mask_layer(self.widget, layer, mask, model)
+            try:
+                add_mask_layer(self.widget, layer, mask, model)
+            except (ValueError, TypeError, MemoryError) as exc:  # the mask is not lost silently: it is counted
+                failed.append(layer.name)
+                show_error(f"sparseseg: {layer.name}: its mask could not be shown ({exc})")
+                return
             done.append(layer.name)
             show_info(f"sparseseg: {len(done) + len(failed)} of {len(volumes)} images predicted"
                       + (f" ({layer.name}: {message})" if message else ""))
