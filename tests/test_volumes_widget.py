@@ -113,8 +113,13 @@ def test_a_volume_that_cannot_train_with_the_first_is_refused_and_one_added_afte
     widget = make_widget(viewer, image)
     try:
         paint_slice(annotation, 8, truth[8])
+        viewer.add_image(np.zeros(SHAPE, np.float32), name="uncertainty", metadata={"sparseseg_role": "uncertainty"})
+        offered = widget.volumes_panel.image_combo
+        assert [offered.itemText(i) for i in range(offered.count())] == ["cells 2"]  # never an output layer
         entry = widget.volumes_panel.add(other)
         assert entry is not None  # waits for the session
+        refused_layer = entry.annotation
+        paint_slice(refused_layer, 5, other_truth[5])
         combo = widget.data_panel.annotation_combo  # never offered as the first image's annotation
         assert all(combo.itemData(i) is not entry.annotation for i in range(combo.count()))
         assert widget.start()
@@ -128,11 +133,13 @@ def test_a_volume_that_cannot_train_with_the_first_is_refused_and_one_added_afte
         entry = widget.volumes_panel.add(third)  # after Stop: joins the same session at the next Start
         paint_slice(entry.annotation, 6, other_truth[6])
         assert "joining at the next Start: cells 3" in widget.volumes_panel.list_label.text()
+        other.scale = image.scale  # the refused volume, resampled: added again with the strokes painted on it
+        assert widget.volumes_panel.add(other).annotation is refused_layer
         assert widget.start()
-        qtbot.waitUntil(lambda: len(session.other_volumes) == 1, timeout=60000)
-        assert widget.session is session and session.other_volumes[0].name == "cells 3"
-        assert session.other_volumes[0].volume.labels[6].any()
-        qtbot.waitUntil(lambda: "also learning from: cells 3" in widget.volumes_panel.list_label.text(),
+        qtbot.waitUntil(lambda: len(session.other_volumes) == 2, timeout=60000)
+        assert widget.session is session and [v.name for v in session.other_volumes] == ["cells 3", "cells 2"]
+        assert session.other_volumes[0].volume.labels[6].any() and session.other_volumes[1].volume.labels[5].any()
+        qtbot.waitUntil(lambda: "also learning from: cells 3, cells 2" in widget.volumes_panel.list_label.text(),
                         timeout=10000)
         stop_and_wait(widget, qtbot)
     finally:

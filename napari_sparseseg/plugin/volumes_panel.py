@@ -32,7 +32,7 @@ from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButto
 
 from ..core.annotation import Source
 from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE, annotation_to_layer, layer_to_annotation
-from .layers import image_layer_problem, memory_problem, placement, role
+from .layers import image_layer_problem, is_output, memory_problem, placement, role
 from .session_reader import STORE_META, VOLUME_META
 from .strokes import LabelSync
 from .view import view_box
@@ -132,8 +132,8 @@ class VolumesPanel(QGroupBox):
             show_info(f"sparseseg: '{entry.image.name}' is the image to segment now, no other volume; its labels "
                       f"'{entry.annotation.name}' are its annotation")
         taken = [self.host.image_layer] + [e.image for e in self.entries]
-        layers = [ly for ly in self.viewer.layers
-                  if isinstance(ly, Image) and image_layer_problem(ly) is None and not any(ly is t for t in taken)]
+        layers = [ly for ly in self.viewer.layers if isinstance(ly, Image) and not is_output(ly)  # no uncertainty
+                  and image_layer_problem(ly) is None and not any(ly is t for t in taken)]
         self.image_combo.clear()
         for layer in layers:
             self.image_combo.addItem(layer.name, layer)
@@ -173,6 +173,11 @@ class VolumesPanel(QGroupBox):
             show_warning(f"sparseseg: {problem}")
             return None
         assert image is not None
+        if annotation is None:  # the layer of an earlier try (a volume refused at Start), strokes and all
+            annotation = next((ly for ly in self.viewer.layers if isinstance(ly, Labels)
+                               and role(ly) == "volume_annotation" and ly.name == f"{image.name} annotation"
+                               and ly.data.shape == image.data.shape
+                               and not any(e.annotation is ly for e in self.entries)), None)
         if annotation is None:
             annotation = self.viewer.add_labels(np.zeros(image.data.shape, ANNOTATION_DTYPE),
                                                 name=f"{image.name} annotation", **placement(image), opacity=0.7,
