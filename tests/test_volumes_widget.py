@@ -93,11 +93,16 @@ def test_another_volume_is_learned_from_predicted_while_selected_corrected_and_s
         assert [ly.name for ly in layers][3:] == ["cells 2", "cells 2 annotation", "cells 2 prediction"]
         entry = widget.volumes_panel.entries[0]
         assert entry.image is layers[3] and entry.prediction is layers[5]
+        yy, xx = np.indices(SHAPE[1:]).reshape(2, -1)
+        entry.annotation.data_setitem((np.full(yy.size, 5), yy, xx), 0)  # slice 5 erased before Start
         assert widget.start()
         qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
         reopened = widget.session
         assert len(reopened.other_volumes) == 1  # matched to the stored volume, not added twice
-        np.testing.assert_array_equal(reopened.other_volumes[0].volume.labels, volume.labels)
+        expected = volume.labels.copy()
+        expected[5] = 0  # the erasure is kept, not painted back from the store and trained on
+        np.testing.assert_array_equal(reopened.other_volumes[0].volume.labels, expected)
+        assert not entry.annotation.data[5].any()
         paint_slice(entry.annotation, 13, other_truth[13])
         assert reopened.other_volumes[0].volume.labels[13].any()
         stop_and_wait(widget, qtbot)

@@ -99,8 +99,9 @@ class VolumesPanel(QGroupBox):
         self.viewer = host.viewer
         self.entries: list[VolumeEntry] = []
         self._in_view: tuple[int, Box | None] = (0, None)
-        #: What became of the volumes the last Start let join: ``(entry, volume or why not)``, filled in the worker.
-        self._joined: list[tuple[VolumeEntry, AnnotatedVolume | str]] = []
+        #: What became of the volumes the last Start let join: ``(entry, volume or why not, matched to the store's
+        #: volume)``, filled in the worker.
+        self._joined: list[tuple[VolumeEntry, AnnotatedVolume | str, bool]] = []
         col = QVBoxLayout(self)
         row = QHBoxLayout()
         self.image_combo = QComboBox()
@@ -236,9 +237,9 @@ class VolumesPanel(QGroupBox):
                 if entry.stored is not None and store is not None and Path(entry.stored[0]) == Path(store).resolve():
                     n = entry.stored[1]
                     if n <= len(session.other_volumes):
-                        joined.append((entry, session.other_volumes[n - 1].volume))
+                        joined.append((entry, session.other_volumes[n - 1].volume, True))
                         continue
-                joined.append((entry, self._join(session, entry)))
+                joined.append((entry, self._join(session, entry), False))
             return session
 
         return build_with_volumes
@@ -247,14 +248,15 @@ class VolumesPanel(QGroupBox):
         """The session runs (GUI thread): bind the volumes that joined to their layers, report those that could not
         (or whose layer was removed meanwhile), catch up with strokes painted while it was built."""
         joined, self._joined = self._joined, []
-        for entry, result in joined:
+        for entry, result, from_store in joined:
             kept = any(entry is e for e in self.entries)
             if isinstance(result, str):
                 show_error(f"sparseseg: {result}")
                 self._drop(entry)
             elif kept:
                 entry.labels = VolumeLabels(result)
-                _show_held_labels(entry.annotation, result)
+                if not from_store:  # a layer opened from the store shows its labels, erasures since included
+                    _show_held_labels(entry.annotation, result)
             else:
                 show_info(f"sparseseg: '{entry.image.name}' was removed while training started: its labels stay in "
                           "this session's training until a new model starts")
