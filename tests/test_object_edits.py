@@ -182,3 +182,27 @@ def test_the_segment_commands_line_up_with_their_layer_and_refuse_values_that_ar
     for command in (annotation_to_mask_layer, separate_objects_layer):
         with pytest.raises(ValueError, match="not classes"):
             command(objects)
+
+
+def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_the_depth():
+    from napari.layers import Labels
+
+    from napari_sparseseg.plugin.commands import OBJECTS_KEY, learn_object_edits, separate_objects_layer
+
+    mask, balls = _pairs_of_balls(neck=4)
+    _, meta, _ = separate_objects_layer(Labels(mask, name="mask"))
+    layer = Labels(split_instances(mask, depth_share=0.05), name="mask objects", metadata=meta["metadata"])
+    layer.metadata[OBJECTS_KEY]["depth_share"] = 0.05  # each pair shown cut in two
+    a1, a2, b1, b2 = (8, 16, 12), (8, 16, 24), (8, 46, 42), (8, 46, 54)
+    layer.n_edit_dimensions = 3
+    layer.fill(a2, int(layer.data[a1]))  # round 1: pair A merged
+    learn_object_edits(layer)
+    assert layer.data[a1] == layer.data[a2]
+    edited = np.asarray(layer.data).copy()  # round 2: pair B split, along its balls
+    b = (edited == edited[b1]) & (balls == balls[b2])
+    edited[b] = edited.max() + 1
+    layer.data = edited
+    learn_object_edits(layer)
+    assert layer.data[b1] != layer.data[b2]  # this round's split
+    assert layer.data[a1] == layer.data[a2] != 0  # round 1's merge, kept (it was split again before)
+    assert layer.metadata[OBJECTS_KEY]["edited"][a1]

@@ -45,14 +45,14 @@ def learn_object_edits(layer: Labels) -> None:
 
     Paint one object's label over a neighbour to merge them (the fill bucket with the layer's "n edit dim" at 3
     fills the whole neighbour), or a new label over part of one to split it; then run this (Layers > Segment) on
-    the layer. The split's depth is fitted to the objects you edited
+    the layer. The split's depth is fitted to the objects you edited, in this round and the rounds before
     (:mod:`~napari_sparseseg.core.object_edits`), every other object is split again at it, and the objects you
     edited stay as you painted them. The layer is changed in place.
     """
     from napari.utils.notifications import show_info
 
     from ..core.instances import split_instances, typical_objects
-    from ..core.object_edits import find_edits, fit_depth_share, resplit
+    from ..core.object_edits import ObjectEdits, find_edits, fit_depth_share, resplit
 
     state = layer.metadata.get(OBJECTS_KEY)
     if state is None:
@@ -68,14 +68,22 @@ def learn_object_edits(layer: Labels) -> None:
         show_info(f"{layer.name}: no merged or split object found; paint one object's label over another to merge "
                   "them, or a new label over part of one to split it")
         return
+    # The objects edited in earlier rounds: the depth learned then may split them again; they stay as painted and
+    # still teach the depth.
+    before = state.get("edited")
+    if before is None or np.shape(before) != edited.shape:
+        before = np.zeros(edited.shape, bool)
+    before = np.asarray(before, bool) & (edited > 0)
+    edits = ObjectEdits(edits.touched | before, merges=edits.merges, splits=edits.splits)
     mask = _classes_of(edited, classes)
     typical = typical_objects(mask, spacing)  # one distance transform for the fit and the split
     learned = fit_depth_share(mask, edited, edits.touched, spacing, current=share, typical=typical)
     objects = resplit(mask, edited, edits, learned, spacing, typical=typical)
     layer.data = objects
-    layer.metadata[OBJECTS_KEY] = {"classes": mask, "depth_share": learned}
-    show_info(f"{layer.name}: learned from {edits.merges} merge(s) and {edits.splits} split(s): objects now split "
-              f"at {learned:g} of the typical radius (was {share:g}); {int(objects.max())} objects")
+    layer.metadata[OBJECTS_KEY] = {"classes": mask, "depth_share": learned, "edited": edits.touched}
+    earlier = " and the objects edited before" if before.any() else ""
+    show_info(f"{layer.name}: learned from {edits.merges} merge(s) and {edits.splits} split(s){earlier}: objects "
+              f"now split at {learned:g} of the typical radius (was {share:g}); {int(objects.max())} objects")
 
 
 def _spacing(layer: Labels) -> tuple[float, float, float]:
