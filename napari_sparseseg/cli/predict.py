@@ -158,7 +158,7 @@ def _written(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        read_volume(path, lazy=True)
+        read_volume(path, key="labels", lazy=True)  # a mask .npz holds "labels"
     except (ValueError, OSError, MemoryError, KeyError):
         print(f"note: {path} does not read as a mask: written again", file=sys.stderr)
         return False
