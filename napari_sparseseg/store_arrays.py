@@ -70,7 +70,7 @@ def build_store_folder(path: Path, session: SegmentationSession, *, image: np.nd
             raise ValueError("no image to store: pass image= or image_ref=")
     else:
         image_ref = {"path": str(Path(image_ref["path"]).resolve()), "key": image_ref.get("key", "image"),
-                     "level": image_ref.get("level")}
+                     "level": image_ref.get("level"), "fingerprint": image_fingerprint(session.image)}
     names = [str(n) for n in class_names] if class_names is not None else [f"class {i + 1}" for i in range(k)]
     if len(names) != k:
         raise ValueError(f"got {len(names)} class names for {k} foreground classes")
@@ -133,7 +133,8 @@ def build_volume_folder(path: Path, index: int, other: OtherVolume) -> Path:
         if ref is None:
             channel_axis = copy_image(root, other.image, other.channel_axis, vol.shape, chunks)
         else:
-            ref = {"path": str(Path(ref["path"]).resolve()), "key": ref.get("key", "image"), "level": ref.get("level")}
+            ref = {"path": str(Path(ref["path"]).resolve()), "key": ref.get("key", "image"), "level": ref.get("level"),
+                   "fingerprint": image_fingerprint(other.image)}
         for name in ("labels", "source", "prediction"):
             root.create_array(name, shape=vol.shape, chunks=chunks, dtype=np.uint8, fill_value=0)
         root.attrs.update({"spacing": list(vol.spacing), "channel_axis": channel_axis, "image_ref": ref,
@@ -209,10 +210,30 @@ def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, 
     return session, labeled
 
 
+def image_fingerprint(image: Any) -> str:
+    """A digest of ``image`` (NumPy or lazy, any layout): its shape, its dtype and three blocks of up to 8 voxels a
+    side on its diagonal, read at once even from a large lazy image. Another image in a file a store refers to
+    (the same shape, other voxels) almost surely gives another digest."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{tuple(int(n) for n in image.shape)} {np.dtype(image.dtype).str}".encode())
+    for at in (0.25, 0.5, 0.75):
+        block = tuple(slice(int(n * at), int(n * at) + 8) for n in image.shape)
+        digest.update(np.ascontiguousarray(np.asarray(image[block])).tobytes())
+    return digest.hexdigest()[:32]
+
+
 def stored_image(group: Any, eager_image_bytes: int) -> Any:
     """The image of a stored volume (the root of a store or a ``volumes/<n>`` group): its ``image`` array, or the file
     its ``image_ref`` attribute names, read into memory when it holds at most ``eager_image_bytes`` (normalised
-    exactly), else left lazy (read per patch)."""
+    exactly), else left lazy (read per patch).
+
+    Raises
+    ------
+    ValueError
+        If the file an ``image_ref`` names holds another image than the one the session was made from (its
+        :func:`image_fingerprint` differs): the stored labels belong to that one.
+    """
     from .io import read_volume
 
     ref = group.attrs.get("image_ref")
@@ -220,6 +241,10 @@ def stored_image(group: Any, eager_image_bytes: int) -> Any:
         image = group["image"]
     else:
         image = read_volume(ref["path"], key=ref.get("key", "image"), level=ref.get("level") or 0, lazy=True).data
+        expected = ref.get("fingerprint")  # (stores written before it have none)
+        if expected is not None and image_fingerprint(image) != expected:
+            raise ValueError(f"{ref['path']}: not the image this session was made from (the file's voxels changed "
+                             "since): its labels belong to that image; put it back, or start a new session")
     return np.asarray(image[...]) if image.nbytes <= eager_image_bytes else image
 
 

@@ -204,7 +204,7 @@ def test_a_session_with_other_volumes_is_stored_whole_and_an_add_killed_halfway_
     store.close()
 
 
-def test_a_store_whose_other_volume_is_gone_is_refused_naming_it(tmp_path):
+def test_a_store_whose_other_volume_is_gone_or_replaced_is_refused_naming_it(tmp_path):
     session, _, _ = _session()
     image, annotation = _other_shape()
     np.savez(tmp_path / "second.npz", image=image, spacing=np.array(SPACING))
@@ -213,6 +213,9 @@ def test_a_store_whose_other_volume_is_gone_is_refused_naming_it(tmp_path):
     path = tmp_path / "run.sparseseg"
     SessionStore.create(path, session).close()
     assert not (path / "volumes" / "1" / "image").exists()  # referenced, not copied
+    np.savez(tmp_path / "second.npz", image=image[::-1].copy(), spacing=np.array(SPACING))  # another image
+    with pytest.raises(ValueError, match="volumes/1.*not the image this session was made from"):
+        SessionStore.open(path)
     (tmp_path / "second.npz").unlink()
     with pytest.raises(ValueError, match="volumes/1"):
         SessionStore.open(path)

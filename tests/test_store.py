@@ -195,6 +195,21 @@ def test_image_reference_is_read_back_instead_of_copied(tmp_path):
     np.testing.assert_allclose(s2.volume.features, session.volume.features)
 
 
+def test_a_referenced_image_file_replaced_by_another_image_of_its_shape_is_refused(tmp_path):
+    image, _ = sphere_volume(SHAPE, radius=10)
+    np.savez(tmp_path / "vol.npz", image=image, spacing=np.array([2.0, 1.0, 1.0]))
+    session = make_session()
+    SessionStore.create(tmp_path / "s.zarr", session, image_ref={"path": tmp_path / "vol.npz"}).close()
+    other, _ = sphere_volume(SHAPE, radius=10, seed=7)  # the next scan, saved under the same name
+    np.savez(tmp_path / "vol.npz", image=other, spacing=np.array([2.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="not the image this session was made from"):
+        SessionStore.open(tmp_path / "s.zarr")  # its labels would train on the other scan's voxels
+    assert main(["resume", str(tmp_path / "s.zarr"), "--seconds", "1", "--device", "cpu"]) == 2
+    np.savez(tmp_path / "vol.npz", image=image, spacing=np.array([2.0, 1.0, 1.0]))  # put back: opens again
+    store, _ = SessionStore.open(tmp_path / "s.zarr")
+    store.close()
+
+
 def test_best_checkpoint_keeps_the_lowest_loss(tmp_path):
     session = make_session()
     store = SessionStore.create(tmp_path / "s.zarr", session)
