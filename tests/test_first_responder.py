@@ -649,6 +649,10 @@ def test_a_simulated_user_who_follows_the_suggestions_paints_the_suggested_slice
     assert len(r["painted"]) == 2 and all(p["seconds"] >= 2 for p in r["painted"])
     assert r["annotated_fraction"] > 1 / 16  # more than the first axial slice
     assert r["baselines"]["interp"]["applicable"] is False and r["baselines"]["rf"]["dice_fg"] > 0.5
+    from napari_sparseseg.cli.evaluate import _table
+
+    assert "slices painted" not in _table(r)
+    assert "note: 2 of the 3 slices painted" in _table(dict(r, painted=r["painted"][:1]))  # a budget too short
     with pytest.raises(ValueError, match="suggest:K"):
         evaluate_volume(image, mask, spacing=SPACING, protocol="suggest:x", budget_seconds=1, config=config)
 

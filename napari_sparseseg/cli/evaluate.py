@@ -60,12 +60,18 @@ def json_safe(value: Any) -> Any:
 
 
 def _table(result: dict[str, Any]) -> str:
+    from ..evaluation.simulated_user import suggest_count
+
     rows = [(f"shown: {LEARNER_NAMES.get(result.get('learner'), 'nothing')}", result)] + [
         (n, r) for n, r in result.get("baselines", {}).items() if "all" in r]
     width = max(18, *(len(n) + 2 for n, _ in rows))
     lines = [(f"protocol {result['protocol']}  device {result['device']}  net steps {result['steps']}  "
              f"{result['wall_seconds']:.0f} s  annotated {100 * result['annotated_fraction']:.1f}% of voxels"),
              f"{'method':<{width}}{'dice_fg':>9}{'mIoU':>8}{'PA':>8}{'MPA':>8}{'dice_fg unannot.':>18}  dice per class"]
+    wanted = suggest_count(result["protocol"]) if "painted" in result else None
+    if wanted and len(result["painted"]) + 1 < wanted:  # the start and each suggestion painted in time
+        lines.insert(1, f"note: {len(result['painted']) + 1} of the {wanted} slices painted: no suggestion came in "
+                        "time for the others (give more --budget-seconds)")
     for name, r in rows:
         a, u = r["all"], r["unannotated"]
         per = " ".join(f"{d:.3f}" for d in a["dice"])
