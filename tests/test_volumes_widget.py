@@ -199,3 +199,25 @@ def test_a_volume_removed_while_training_and_added_again_joins_as_the_volume_it_
         stop_and_wait(widget, qtbot)
     finally:
         widget.close_session()
+
+
+def test_another_volume_chosen_as_the_image_leaves_no_stale_prediction_layer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, annotation, other, truth, other_truth = two_volumes(viewer)
+    widget = make_widget(viewer, image)
+    try:
+        paint_slice(annotation, 8, truth[8])
+        entry = widget.volumes_panel.add(other)
+        paint_slice(entry.annotation, 5, other_truth[5])
+        assert widget.start()
+        qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+        viewer.layers.selection.active = entry.annotation
+        qtbot.waitUntil(lambda: entry.prediction is not None and entry.prediction.data.any(), timeout=60000)
+        stop_and_wait(widget, qtbot)
+        combo = widget.data_panel.image_combo
+        combo.setCurrentIndex(next(i for i in range(combo.count()) if combo.itemData(i) is other))
+        assert widget.image_layer is other and widget.volumes_panel.entries == []
+        assert "cells 2 prediction" not in viewer.layers  # the old session's: no second prediction layer beside it
+        assert entry.annotation in viewer.layers and entry.annotation.data[5].any()  # the labels stay
+    finally:
+        widget.close_session()

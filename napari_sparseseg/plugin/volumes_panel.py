@@ -129,6 +129,8 @@ class VolumesPanel(QGroupBox):
         chosen as the widget's image leaves this box: its labels layer becomes an annotation the Data box offers."""
         for entry in [e for e in self.entries if e.image is self.host.image_layer and e.labels is None]:
             self._drop(entry)
+            if entry.prediction is not None and entry.prediction in self.viewer.layers:
+                self.viewer.layers.remove(entry.prediction)  # the old session's, stale: the new one makes its own
             entry.annotation.metadata["sparseseg_role"] = "annotation"
             show_info(f"sparseseg: '{entry.image.name}' is the image to segment now, no other volume; its labels "
                       f"'{entry.annotation.name}' are its annotation")
