@@ -78,7 +78,7 @@ def test_errors_are_one_line_messages_with_exit_code_2(gt_file, capsys, args, ma
 def test_a_budget_that_would_never_end_or_never_start_is_refused(gt_file, capsys, command, value):
     with pytest.raises(SystemExit) as exit_:  # argparse's usage error, before anything runs
         main([a.replace("{gt}", str(gt_file)) for a in command] + [value])
-    assert exit_.value.code == 2 and "finite number above 0" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "must be > 0 and finite" in capsys.readouterr().err
 
 
 def test_evaluate_writes_strict_json_where_a_score_has_no_voxels(gt_file, tmp_path):

@@ -24,7 +24,7 @@ def seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"seconds must be a finite number above 0, got {text}")
+        raise argparse.ArgumentTypeError(f"seconds must be > 0 and finite, got {text}")
     return value
 
 
