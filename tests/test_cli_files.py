@@ -207,8 +207,16 @@ def test_no_command_writes_its_output_over_a_file_it_reads(trained, tmp_path, ca
     image, store, model = trained
     tif = tmp_path / "scan.tif"
     tifffile.imwrite(tif, np.load(image)["image"])
-    before = {p: p.read_bytes() for p in (tif, tmp_path / "ann.npz", model)}
+    named_like_objects = tmp_path / "cut_instances.tif"  # where predict --out cut.tif --instances puts objects
+    tifffile.imwrite(named_like_objects, np.load(image)["image"])
+    truth = tmp_path / "truth.npz"
+    np.savez(truth, image=np.load(image)["image"], labels=(np.load(image)["image"] > 0.5).astype(np.uint8))
+    before = {p: p.read_bytes() for p in (tif, tmp_path / "ann.npz", model, image, named_like_objects, truth)}
     attempts = [
+        ["predict", str(named_like_objects), "--model", str(model), "--out", str(tmp_path / "cut.tif"),
+         "--instances"],
+        ["resume", str(store), "--seconds", "1", "--out", str(image)],  # the image the store refers to
+        ["evaluate", str(truth), "--budget-seconds", "1", "--json", str(truth)],
         ["predict", str(tif), "--model", str(model), "--out", str(tif)],
         ["train", str(image), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "1", "--model",
          str(tmp_path / "m2.pt"), "--out", str(tmp_path / "ann.npz")],  # the painted labels

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .common import LEARNER_NAMES, advance_bar, progress_bar, session_config
+from .common import LEARNER_NAMES, advance_bar, check_not_an_input, progress_bar, session_config
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -22,6 +22,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not str(args.data).lower().endswith(".npz"):
         raise ValueError(f"{args.data}: evaluate reads a .npz holding 'image', 'labels' (the ground truth, 0 = "
                          "background) and 'spacing'; save your image and its full mask into one with numpy.savez")
+    check_not_an_input(args.json, [args.data], "--json")
     image, labels, spacing = load_npz(args.data)
     if labels is None:
         raise ValueError(f"{args.data}: evaluate needs a 'labels' array with the ground truth")

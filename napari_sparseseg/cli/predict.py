@@ -148,19 +148,54 @@ def _predict_file(model: dict[str, Any], image: str | Path, out: str | Path, arg
 
 
 def _written(path: Path) -> bool:
-    """Whether a readable mask is at ``path`` (masks are put in place whole: one that does not read was damaged
-    since, and is written again)."""
+    """Whether a whole mask is at ``path`` (masks are put in place whole: one that is not was damaged since, and is
+    written again). Checked without reading the voxels into memory."""
     from ..formats.zarr_store import zarr_kind
-    from ..io import read_volume
 
     if path.is_dir():
         return zarr_kind(path) is not None
     if not path.is_file():
         return False
+    if not _complete(path):
+        print(f"note: {path} does not read as a whole mask: written again", file=sys.stderr)
+        return False
+    return True
+
+
+def _complete(path: Path) -> bool:
+    """Whether the mask file at ``path`` is whole: its container reads and holds all its voxels' bytes (an
+    ``.npz`` its ``labels`` entry, a TIFF every page's data, a NIfTI its data block; a ``.nii.gz`` decompresses to
+    its end), in constant memory."""
+    import gzip
+    import zipfile
+
+    name = path.name.lower()
     try:
-        read_volume(path, key="labels", lazy=True)  # a mask .npz holds "labels"
-    except (ValueError, OSError, MemoryError, KeyError):
-        print(f"note: {path} does not read as a mask: written again", file=sys.stderr)
+        if name.endswith(".npz"):
+            with zipfile.ZipFile(path) as archive:
+                return "labels.npy" in archive.namelist()
+        if name.endswith((".tif", ".tiff")):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                size = path.stat().st_size
+                return len(tif.pages) > 0 and all(
+                    not page.dataoffsets or page.dataoffsets[-1] + page.databytecounts[-1] <= size
+                    for page in tif.pages)
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            header = nib.load(str(path)).header
+            expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) \
+                * header.get_data_dtype().itemsize
+            if name.endswith(".nii"):
+                return path.stat().st_size >= expected
+            read = 0
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 22):
+                    read += len(chunk)
+            return read >= expected
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, IndexError, TypeError):
         return False
     return True
 
@@ -231,7 +266,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = image_files(args.image)
     if files is None:
         check_output_path(args.out)
-        check_not_an_input(args.out, [args.image, args.model, *(getattr(args, "channel", None) or [])], "--out")
+        inputs = [args.image, args.model, *(getattr(args, "channel", None) or [])]
+        check_not_an_input(args.out, inputs, "--out")
+        if args.instances:
+            check_not_an_input(str(instances_path(args.out)), inputs, "--out (its objects)")
     elif args.scheduler:
         raise ValueError("--scheduler predicts one image; run one predict per image on the cluster")
     if getattr(args, "channel", None) and (files is not None or args.scheduler):

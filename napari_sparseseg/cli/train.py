@@ -66,6 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          "with `resume`, or give a new --session path")
     channels = list(getattr(args, "channel", None) or [])
     inputs = [args.image, args.annotation, *channels, *(path for pair in also for path in pair)]
+    if args.session and Path(args.session).exists():
+        inputs += referenced_files(args.session)  # the images its volumes stay in
     check_not_an_input(args.out, inputs + [args.model, args.session], "--out")
     check_not_an_input(args.model, inputs + [args.session], "--model")
     if channels and also:
@@ -206,7 +208,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from ..store import SessionStore
 
     check_output_path(args.out)
-    check_not_an_input(args.out, [args.store], "--out")
+    check_not_an_input(args.out, [args.store, *referenced_files(args.store)], "--out")
     store, session = SessionStore.open(args.store, device=args.device)
     if store.resume_error:
         print(f"warning: {store.resume_error}", file=sys.stderr)
@@ -224,6 +226,24 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def referenced_files(store_path: str | Path) -> list[str]:
+    """The image files a session store's volumes stay in (its ``image_ref`` attributes), read without opening
+    the store; none where it is no store (opening it says why)."""
+    import zarr
+
+    from ..store_files import volume_folders
+
+    paths = []
+    try:
+        for folder in [Path(store_path), *volume_folders(store_path)]:
+            ref = zarr.open_group(str(folder), mode="r").attrs.get("image_ref")
+            if isinstance(ref, dict) and isinstance(ref.get("path"), str):
+                paths.append(ref["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return paths
+
+
 def _stored_image(image_ref: object):
     """The image file a store refers to, opened lazily for its geometry (its NIfTI affine, its origin); None where
     it is copied into the store or gone."""
@@ -232,7 +252,8 @@ def _stored_image(image_ref: object):
     if not isinstance(image_ref, dict) or not isinstance(image_ref.get("path"), str):
         return None
     try:
-        return read_volume(image_ref["path"], lazy=True)
+        return read_volume(image_ref["path"], key=str(image_ref.get("key") or "image"),
+                           level=int(image_ref.get("level") or 0), lazy=True)  # the level it trained on
     except (OSError, ValueError):
         return None  # the store opened, so its image is readable; a file that went since only costs the geometry
 
