@@ -386,6 +386,22 @@ def test_a_net_that_finds_nothing_does_not_replace_the_first_responder_where_onl
     assert 2 * np.sum(last & (mask > 0)) / (last.sum() + mask.sum()) > 0.9  # the mask on screen: still the sphere
 
 
+def test_scores_of_held_back_foreground_that_is_gone_are_dropped_and_the_first_responder_comes_back():
+    from napari_sparseseg.core.holdout import HoldOut
+
+    session, _ = _three_slice_session()
+    display = session.display
+    display.volume.holdout = HoldOut(SPACING, 0.3, block=4)
+    n = 400
+    coords = np.stack([np.full(n, 8), np.repeat(np.arange(20), 20), np.tile(np.arange(20), 20)], 1)
+    truth = (np.arange(n) % 3 == 0).astype(np.int64)
+    display.handover.shown = "forest"
+    display._score({"forest": np.zeros(n, np.int64), "net": truth.copy()}, coords, truth)
+    assert display.handover.shown == "net"  # the net found the held-back foreground, the forest did not
+    display._score({"forest": np.zeros(n, np.int64), "net": np.ones(n, np.int64)}, coords, np.zeros(n, np.int64))
+    assert display.handover.scores == {} and display.handover.shown == "forest"  # its strokes erased since
+
+
 def test_the_forest_shown_is_scored_after_its_masks_and_before_them_once_the_net_leads(every_stage_kept):
     session, _ = _three_slice_session()
     display, responder, stages = session.display, session.responder, ResponderConfig().stages

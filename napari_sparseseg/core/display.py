@@ -112,8 +112,12 @@ class Display:
         ``truth`` ``(n,)`` (one :meth:`_held_back` snapshot) and let the hand-over choose."""
         if not len(coords) or not predicted:
             return
-        self.handover.update(held_back_scores(truth, predicted, self.volume.num_classes + 1,
-                                              self.volume.holdout.block_of(coords), seed=self.config.train.seed))
+        scores = held_back_scores(truth, predicted, self.volume.num_classes + 1, self.volume.holdout.block_of(coords),
+                                  seed=self.config.train.seed)
+        if scores:
+            self.handover.update(scores)
+        else:  # background alone held back (now): no learner keeps a score of the labels gone
+            self.handover.unscored()
 
     def respond(self, responder: FirstResponder, view_box: Callable[[], Box | None],
                 store: Recorder | None = None, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:

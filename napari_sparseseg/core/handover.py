@@ -171,6 +171,15 @@ class HandOver:
         if self.shown in learners:
             self.shown = None
 
+    def unscored(self) -> None:
+        """The held-back labels no longer rank the learners (they hold no foreground now): drop every score, and
+        show the home learner again (it learns from every label; nothing shows another to be better)."""
+        self.scores.clear()
+        self.intervals.clear()
+        self._samples.clear()
+        if self.home is not None and self.shown is not None:
+            self.shown = self.home
+
     def offer(self, learner: str) -> str:
         """A learner has a prediction but no score yet (nothing labeled is held back): shown only if none is."""
         if self.shown is None:
