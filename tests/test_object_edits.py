@@ -184,7 +184,7 @@ def test_the_segment_commands_line_up_with_their_layer_and_refuse_values_that_ar
             command(objects)
 
 
-def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_the_depth():
+def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_the_depth(monkeypatch):
     from napari.layers import Labels
 
     from napari_sparseseg.plugin.commands import OBJECTS_KEY, learn_object_edits, separate_objects_layer
@@ -206,3 +206,9 @@ def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_
     assert layer.data[b1] != layer.data[b2]  # this round's split
     assert layer.data[a1] == layer.data[a2] != 0  # round 1's merge, kept (it was split again before)
     assert layer.metadata[OBJECTS_KEY]["edited"][a1]
+    kept = np.asarray(layer.data).copy()
+    said = []
+    monkeypatch.setattr("napari.utils.notifications.show_info", said.append)
+    learn_object_edits(layer)  # a third round with nothing newly painted changes nothing, and says so
+    np.testing.assert_array_equal(layer.data, kept)
+    assert "no newly merged or split object" in said[-1]

@@ -63,17 +63,17 @@ def learn_object_edits(layer: Labels) -> None:
         raise ValueError(f"{layer.name}: the layer is {edited.shape}, its objects were split from {classes.shape}")
     spacing = _spacing(layer)
     shown = split_instances(classes, spacing, depth_share=share)
-    edits = find_edits(shown, edited)
-    if not edits.any:
-        show_info(f"{layer.name}: no merged or split object found; paint one object's label over another to merge "
-                  "them, or a new label over part of one to split it")
-        return
-    # The objects edited in earlier rounds: the depth learned then may split them again; they stay as painted and
-    # still teach the depth.
+    # The objects edited in earlier rounds: the depth learned then may split them again (so they are found again
+    # here); they stay as painted and still teach the depth, but are no new edit.
     before = state.get("edited")
     if before is None or np.shape(before) != edited.shape:
         before = np.zeros(edited.shape, bool)
     before = np.asarray(before, bool) & (edited > 0)
+    edits = find_edits(shown, edited)
+    if not edits.any or not (edits.touched & ~before).any():
+        show_info(f"{layer.name}: no newly merged or split object found; paint one object's label over another to "
+                  "merge them, or a new label over part of one to split it")
+        return
     edits = ObjectEdits(edits.touched | before, merges=edits.merges, splits=edits.splits)
     mask = _classes_of(edited, classes)
     typical = typical_objects(mask, spacing)  # one distance transform for the fit and the split
@@ -81,7 +81,7 @@ def learn_object_edits(layer: Labels) -> None:
     objects = resplit(mask, edited, edits, learned, spacing, typical=typical)
     layer.data = objects
     layer.metadata[OBJECTS_KEY] = {"classes": mask, "depth_share": learned, "edited": edits.touched}
-    earlier = " and the objects edited before" if before.any() else ""
+    earlier = ", with the objects edited before" if before.any() else ""
     show_info(f"{layer.name}: learned from {edits.merges} merge(s) and {edits.splits} split(s){earlier}: objects "
               f"now split at {learned:g} of the typical radius (was {share:g}); {int(objects.max())} objects")
 
