@@ -140,6 +140,7 @@ def test_a_volume_that_cannot_train_with_the_first_is_refused_and_one_added_afte
         assert "joining at the next Start: cells 3" in widget.volumes_panel.list_label.text()
         other.scale = image.scale  # the refused volume, resampled: added again with the strokes painted on it
         assert widget.volumes_panel.add(other).annotation is refused_layer
+        assert tuple(refused_layer.scale) == tuple(other.scale)  # and laid over it as it lies now
         assert widget.start()
         qtbot.waitUntil(lambda: len(session.other_volumes) == 2, timeout=60000)
         assert widget.session is session and [v.name for v in session.other_volumes] == ["cells 3", "cells 2"]

@@ -102,6 +102,8 @@ class VolumesPanel(QGroupBox):
         #: What became of the volumes the last Start let join: ``(entry, volume or why not, matched to the store's
         #: volume)``, filled in the worker.
         self._joined: list[tuple[VolumeEntry, AnnotatedVolume | str, bool]] = []
+        #: ``(image, annotation layer)`` of volumes refused at Start: added again, the image gets its layer back.
+        self._refused: list[tuple[Image, Labels]] = []
         col = QVBoxLayout(self)
         row = QHBoxLayout()
         self.image_combo = QComboBox()
@@ -176,11 +178,13 @@ class VolumesPanel(QGroupBox):
             show_warning(f"sparseseg: {problem}")
             return None
         assert image is not None
-        if annotation is None:  # the layer of an earlier try (a volume refused at Start), strokes and all
-            annotation = next((ly for ly in self.viewer.layers if isinstance(ly, Labels)
-                               and role(ly) == "volume_annotation" and ly.name == f"{image.name} annotation"
-                               and ly.data.shape == image.data.shape
-                               and not any(e.annotation is ly for e in self.entries)), None)
+        if annotation is None:  # the layer of this image's earlier try (refused at Start), strokes and all
+            annotation = next((ly for im, ly in self._refused if im is image and ly in self.viewer.layers
+                               and ly.data.shape == image.data.shape), None)
+            if annotation is not None:
+                for name, value in placement(image).items():  # over the image as it lies now (resampled, moved)
+                    setattr(annotation, name, value)
+        self._refused = [(im, ly) for im, ly in self._refused if im is not image]
         if annotation is None:
             annotation = self.viewer.add_labels(np.zeros(image.data.shape, ANNOTATION_DTYPE),
                                                 name=f"{image.name} annotation", **placement(image), opacity=0.7,
@@ -255,6 +259,7 @@ class VolumesPanel(QGroupBox):
             if isinstance(result, str):
                 show_error(f"sparseseg: {result}")
                 self._drop(entry)
+                self._refused.append((entry.image, entry.annotation))  # its strokes wait for it to be added again
             elif kept:
                 entry.labels = VolumeLabels(result)
                 if not from_store:  # a layer opened from the store shows its labels, erasures since included
@@ -357,6 +362,7 @@ class VolumesPanel(QGroupBox):
 
     def close(self) -> None:
         """Let go of the layers and the viewer (the widget closes)."""
+        self._refused = []
         for entry in self.entries:
             entry.sync.close()
         dims = self.viewer.dims.events
