@@ -91,7 +91,8 @@ class SessionStore(StoreWriter):
     def create(cls, path: str | Path, session: SegmentationSession, *, image: np.ndarray | None = None,
                image_ref: dict[str, Any] | None = None, class_names: Sequence[str] | None = None,
                colors: Sequence[Sequence[float]] | None = None, overwrite: bool = False,
-               chunks: Sequence[int] | None = None, image_name: str | None = None) -> SessionStore:
+               chunks: Sequence[int] | None = None, image_name: str | None = None,
+               origin: Sequence[float] | None = None, affine: Any = None) -> SessionStore:
         """Write a new store for ``session`` (labels, source and weights as they are now; its other volumes too).
 
         Parameters
@@ -115,6 +116,10 @@ class SessionStore(StoreWriter):
             Chunk shape ``(z, y, x)`` (default :func:`default_chunks`).
         image_name : str, optional
             What the user calls the image (its napari layer or file name): the reopened layers are named after it.
+        origin, affine : optional
+            Where the image lies: the ``(z, y, x)`` position of its first voxel (its layer's ``translate``) and the
+            4x4 NIfTI affine of the file it was read from; the reopened layers lie there, and a NIfTI mask saved
+            from them overlays the scan.
 
         Raises
         ------
@@ -134,7 +139,8 @@ class SessionStore(StoreWriter):
             shutil.rmtree(path)
         previous = session.store
         building, root = build_store_folder(path, session, image=image, image_ref=image_ref, class_names=class_names,
-                                            colors=colors, chunks=chunks, image_name=image_name)
+                                            colors=colors, chunks=chunks, image_name=image_name, origin=origin,
+                                            affine=affine)
         try:
             builder = cls(building, root, session, bind=False)  # the session records into ``previous`` meanwhile
             builder.flush()

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 def build_store_folder(path: Path, session: SegmentationSession, *, image: np.ndarray | None,
                        image_ref: dict[str, Any] | None, class_names: Sequence[str] | None,
                        colors: Sequence[Sequence[float]] | None, chunks: Sequence[int] | None,
-                       image_name: str | None) -> tuple[Path, Any]:
+                       image_name: str | None, origin: Sequence[float] | None = None,
+                       affine: Any = None) -> tuple[Path, Any]:
     """Check the arguments of :meth:`SessionStore.create` and write the new store, all but its labels.
 
     The store is written to a hidden sibling folder of ``path``, so that a store killed while being created
@@ -58,9 +59,11 @@ def build_store_folder(path: Path, session: SegmentationSession, *, image: np.nd
     Raises
     ------
     ValueError
-        If no image is available, or class names/colours/chunks do not fit the session.
+        If no image is available, or class names/colours/chunks/origin/affine do not fit the session.
     """
     import zarr
+
+    origin, affine = checked_geometry(origin, affine)
 
     vol = session.volume
     k = vol.num_classes
@@ -102,10 +105,36 @@ def build_store_folder(path: Path, session: SegmentationSession, *, image: np.nd
     attrs = {"config": session.config.to_dict(), "spacing": list(vol.spacing), "num_classes": k,
              "class_names": names, "colors": [list(map(float, c)) for c in colors] if colors is not None else None,
              "image_ref": image_ref, "channel_axis": channel_axis, "chunks": list(chunks),
-             "image_name": None if image_name is None else str(image_name), "created": time.time()}
+             "image_name": None if image_name is None else str(image_name), "created": time.time(),
+             "origin": origin, "affine": affine}
     root.attrs.update(attrs)
     root.attrs.update({STORE_KEY: {"version": STORE_VERSION}})
     return building, root
+
+
+def checked_geometry(origin: Any, affine: Any) -> tuple[list[float] | None, list[list[float]] | None]:
+    """``(origin, affine)`` of a stored image as JSON lists: an origin of three finite numbers (None: absent or
+    all zero), a finite 4x4 affine (None: absent).
+
+    Raises
+    ------
+    ValueError
+        If either is given and malformed (a store's attributes are untrusted input when read back).
+    """
+    if origin is not None:
+        values = np.asarray(origin, dtype=np.float64) if np.ndim(origin) == 1 and len(origin) == 3 else None
+        if values is None or not np.all(np.isfinite(values)):
+            raise ValueError(f"origin must be 3 finite numbers (z, y, x), got {origin!r}")
+        origin = [float(v) for v in values] if values.any() else None
+    if affine is not None:
+        try:
+            matrix = np.asarray(affine, dtype=np.float64)
+        except (TypeError, ValueError):
+            matrix = None
+        if matrix is None or matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+            raise ValueError("affine must be a finite 4x4 matrix")
+        affine = matrix.tolist()
+    return origin, affine
 
 
 def build_volume_folder(path: Path, index: int, other: OtherVolume) -> Path:

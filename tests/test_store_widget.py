@@ -406,3 +406,30 @@ def test_strokes_painted_after_opening_a_session_and_never_started_are_kept_when
         assert (session.volume.source[8, :8, :8] == Source.CORRECTED).all()  # what was stored stays as it was
     finally:
         store.close()
+
+
+def test_a_reopened_store_lies_where_its_image_lay_and_a_nifti_mask_saved_from_it_overlays_the_scan(
+        make_napari_viewer, sample, tmp_path, monkeypatch):
+    import nibabel as nib
+    import zarr
+
+    from napari_sparseseg.plugin.layers import layer_geometry
+
+    image, meta, _ = sample[0]
+    session = SegmentationSession(image, num_classes=2, spacing=meta["scale"], config=CONFIG)
+    session.add_labels((4, slice(None), slice(None)), mask_to_annotation(meta["metadata"]["ground_truth"][4]))
+    scan = np.diag([-0.5, -0.5, 2.0, 1.0])  # a CT stored flipped in x and y, moved
+    scan[:3, 3] = (170.0, 120.0, -300.0)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image, scale=meta["scale"], translate=(4.0, 2.0, 1.0), metadata={"affine": scan})
+    SessionStore.create(tmp_path / "s.sparseseg", session, **layer_geometry(layer)).close()
+    image_layer, annotation, *_ = viewer.open(str(tmp_path / "s.sparseseg"), plugin="napari-sparseseg")
+    assert tuple(image_layer.translate) == tuple(annotation.translate) == (4.0, 2.0, 1.0)
+    np.testing.assert_array_equal(annotation.metadata["affine"], scan)
+    viewer.layers.selection = {annotation}
+    viewer.layers.save(str(tmp_path / "mask.nii.gz"), selected=True, plugin="napari-sparseseg")
+    np.testing.assert_allclose(nib.load(tmp_path / "mask.nii.gz").affine, scan)  # on the scan, not diag(spacing)
+    warnings = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warnings.append)
+    zarr.open_group(str(tmp_path / "s.sparseseg"), mode="r+").attrs["affine"] = [[1.0, 0.0], [0.0, 1.0]]
+    assert read_session(str(tmp_path / "s.sparseseg")) is None and "affine" in warnings[-1]  # untrusted: checked

@@ -113,6 +113,16 @@ def placement(image: Image) -> dict[str, Any]:
     return {"scale": tuple(image.scale)[-3:], "translate": tuple(image.translate)[-3:]}
 
 
+def layer_geometry(image: Any) -> dict[str, Any]:
+    """Where ``image`` lies, for a session store to keep (``origin``: the last three of its ``translate``;
+    ``affine``: the NIfTI affine its reader put in its metadata); empty for no layer."""
+    if image is None:
+        return {}
+    meta = getattr(image, "metadata", None)
+    affine = meta.get("affine") if hasattr(meta, "get") else None
+    return {"origin": tuple(float(t) for t in image.translate[-3:]), "affine": affine}
+
+
 def store_of(layer: Any) -> str | None:
     """The session store a layer was read from (``metadata["sparseseg_store"]``), if any."""
     meta = getattr(layer, "metadata", None)

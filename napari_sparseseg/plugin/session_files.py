@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..store import is_session_store
-from .layers import store_of
+from .layers import layer_geometry, store_of
 from .session_reader import (
     STORE_SUFFIX,
     STORE_SUFFIXES,
@@ -127,6 +127,7 @@ class SessionFiles(StoreLayers):
             self._open_path = self._save_path = None
         names, colors = list(w.classes.names), [c.color for c in w.classes.classes]
         image_name = w.image_layer.name if w.image_layer is not None else None
+        where = layer_geometry(w.image_layer)
 
         def build_with_store() -> SegmentationSession:
             if open_path is not None:
@@ -137,7 +138,8 @@ class SessionFiles(StoreLayers):
                 if store is None and save_path is not None:
                     try:
                         store = SessionStore.create(save_path, session, class_names=names[: session.num_classes],
-                                                    colors=colors[: session.num_classes], image_name=image_name)
+                                                    colors=colors[: session.num_classes], image_name=image_name,
+                                                    **where)
                     except OSError as exc:  # an unwritable home, a full disk: train all the same, and say so
                         self._unsaved = f"not saved: cannot create {save_path} ({exc}); use Save session… elsewhere"
             if store is not None:
@@ -306,7 +308,8 @@ class SessionFiles(StoreLayers):
         store = SessionStore.create(path, session, class_names=w.classes.names[:k],
                                     colors=[c.color for c in w.classes.classes][:k],
                                     overwrite=is_session_store(path),
-                                    image_name=w.image_layer.name if w.image_layer is not None else None)
+                                    image_name=w.image_layer.name if w.image_layer is not None else None,
+                                    **layer_geometry(w.image_layer))
         if old is not None:  # the new store takes over the old one's history (and checkpoint, while training)
             old.stop_autosave(flush=True)
             store.prepend_history(old.path)

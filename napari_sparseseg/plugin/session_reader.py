@@ -122,21 +122,42 @@ def store_layers(path: str | Path) -> list[LayerData]:
     attrs = dict(root.attrs)
     image, image_meta, stored_name = _image_of(root, attrs, path)
     name, scale = stored_name or store_stem(path), image_meta["scale"]
-    image_meta.update(name=name, metadata={STORE_META: str(path), "spacing": scale, "class_colors": attrs.get("colors"),
-                                           "class_names": tuple(attrs.get("class_names") or ())})
+    where, source = _geometry_of(attrs, path)  # where the image lay, its NIfTI affine
+    image_meta.update(name=name, **where, metadata={
+        STORE_META: str(path), "spacing": scale, "class_colors": attrs.get("colors"),
+        "class_names": tuple(attrs.get("class_names") or ()), **source})
     labels = np.asarray(root["labels"][...])
     layers: list[LayerData] = [
         (image, image_meta, "image"),
-        (annotation_to_layer(labels), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
-                                       "metadata": {"sparseseg_role": "annotation", STORE_META: str(path)}},
+        (annotation_to_layer(labels), {"name": f"{name} annotation", "scale": scale, **where, "opacity": 0.7,
+                                       "metadata": {"sparseseg_role": "annotation", STORE_META: str(path), **source}},
          "labels")]
     if "step" in root["prediction"].attrs:  # as it was on screen: labels, corrections too, over the prediction
         layers.append((merge_labels(np.asarray(root["prediction"][...]), labels),
-                       {"name": "prediction", "scale": scale, "opacity": 0.45,
-                        "metadata": {"sparseseg_role": "prediction", STORE_META: str(path)}}, "labels"))
+                       {"name": "prediction", "scale": scale, **where, "opacity": 0.45,
+                        "metadata": {"sparseseg_role": "prediction", STORE_META: str(path), **source}}, "labels"))
     for n, folder in enumerate(volume_folders(path), start=1):
         layers += _volume_layers(path, folder, n, f"{name} volume {n}")
     return layers
+
+
+def _geometry_of(attrs: dict[str, Any], where: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The layer keyword arguments (``translate``) and metadata (``affine``) that put a store's layers where its
+    image lay (stores written before they were kept: nothing).
+
+    Raises
+    ------
+    ValueError
+        If the stored origin or affine is malformed.
+    """
+    from ..store_arrays import checked_geometry
+
+    try:
+        origin, affine = checked_geometry(attrs.get("origin"), attrs.get("affine"))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    return ({} if origin is None else {"translate": tuple(origin)}), ({} if affine is None else
+                                                                       {"affine": np.asarray(affine)})
 
 
 def _image_of(group: Any, attrs: dict[str, Any], where: Path) -> tuple[Any, dict[str, Any], str | None]:
