@@ -224,7 +224,9 @@ def test_ome_zarr_labels_group_is_read_as_labels(tmp_path):
     vol = read_volume(tmp_path / "i.ome.zarr", key="labels")
     np.testing.assert_array_equal(vol.data, labels)
     assert vol.spacing == (2.0, 0.5, 0.5)
-    assert [k for *_, k in read_layers(str(tmp_path / "i.ome.zarr"))] == ["image", "labels"]
+    layers = read_layers(str(tmp_path / "i.ome.zarr"))
+    assert [k for *_, k in layers] == ["image", "labels"]
+    assert isinstance(layers[1][0], np.ndarray)  # in memory: painted on (the store is opened read-only)
 
 
 def test_lazy_returns_a_zarr_array_and_reads_no_chunks(tmp_path):
@@ -507,6 +509,34 @@ def test_reader_gives_an_image_and_its_labels_from_an_npz(tmp_path):
     layers = read_layers(str(tmp_path / "a.npz"))
     assert [k for *_, k in layers] == ["image", "labels"]
     assert layers[0][1]["name"] == "a" and layers[0][1]["scale"] == pytest.approx(SPACING)
+
+
+def test_an_npz_opens_its_further_channels_and_names_the_arrays_it_leaves_out(tmp_path):
+    flair, t1c = np.ones((6, 10, 12), np.float32), np.full((6, 10, 12), 2.0, np.float32)
+    np.savez(tmp_path / "mri.npz", image=flair, image_t1c=t1c, labels=_mask(), instances=_mask().astype(np.uint16),
+             spacing=SPACING)
+    with pytest.warns(UserWarning, match="instances"):
+        layers = read_layers(str(tmp_path / "mri.npz"))
+    assert [(meta["name"], kind) for _, meta, kind in layers] == [("mri", "image"), ("mri t1c", "image"),
+                                                                   ("mri labels", "labels")]
+    np.testing.assert_array_equal(layers[1][0], t1c)
+    assert layers[1][1]["scale"] == pytest.approx(SPACING)
+
+
+@pytest.mark.parametrize("name", ["m.npz", "m.nii.gz"])
+def test_a_mask_file_of_float_whole_numbers_opens_as_labels(tmp_path, name):
+    floats = _mask().astype(np.float32)
+    if name.endswith(".npz"):
+        np.savez(tmp_path / name, labels=floats, spacing=SPACING)
+    else:
+        import nibabel as nib
+
+        img = nib.Nifti1Image(np.ascontiguousarray(floats.T), np.diag([*SPACING[::-1], 1.0]))
+        img.header.set_intent("label")
+        nib.save(img, tmp_path / name)
+    [(data, _, kind)] = read_layers(str(tmp_path / name))
+    assert kind == "labels" and data.dtype.kind == "u"  # napari's labels layers take integers only
+    np.testing.assert_array_equal(data, _mask())
 
 
 def test_reader_gives_a_multiscale_layer_for_an_ome_zarr_pyramid(tmp_path):

@@ -54,6 +54,24 @@ def read_npz(path: Path, key: str = "image", level: int = 0) -> VolumeFile:
                       "czyx" if arr.ndim == 4 else "zyx")
 
 
+#: Prefix of an ``.npz`` array holding a further channel of ``image`` (``image_t1c``: the T1c beside a FLAIR).
+CHANNEL_PREFIX = "image_"
+
+
+def further_channels(path: Path, shape: tuple[int, ...]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The further channels of an ``.npz``'s image (arrays ``image_<name>`` of its 3D ``shape``, by ``<name>``),
+    and the names of the other arrays no reader here opens (``instances``, say)."""
+    with np.load(path, allow_pickle=False) as data:
+        names = list(data.files)
+    wanted = tuple(k for k in names if k.startswith(CHANNEL_PREFIX))
+    found = _arrays(path, wanted) if wanted else {}
+    channels = {k[len(CHANNEL_PREFIX):]: v for k, v in found.items()
+                if k in wanted and v.ndim == 3 and v.shape == tuple(shape) and v.dtype.kind in "uif"}
+    unread = [k for k in names if k not in ("image", "labels", "spacing")
+              and k[len(CHANNEL_PREFIX):] not in channels]
+    return channels, unread
+
+
 def write_npz(path: Path, mask: np.ndarray, spacing: Spacing) -> None:
     """Write ``labels`` and ``spacing`` (float64) to a compressed ``.npz``."""
     with open(path, "wb") as fh:  # a file object: NumPy appends no second ".npz" (e.g. to "MASK.NPZ")

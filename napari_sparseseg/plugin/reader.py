@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formats.zarr_store import zarr_kind
-from ..io import read_volume, volume_format
+from ..io import VolumeFileError, read_volume, volume_format
 
 LayerData = tuple[Any, dict[str, Any], str]
 #: Suffixes stripped from a file name to name its layers.
@@ -64,7 +64,9 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     p = Path(path[0] if isinstance(path, (list, tuple)) else path)
     zarr = volume_format(p) == "zarr"
     if _is_mask_file(p):  # a mask this plugin (or a tool marking label maps) wrote: one labels layer to paint on
-        mask = read_volume(p, key="labels")
+        mask, problem = _as_labels(read_volume(p, key="labels"))
+        if problem is not None:
+            raise VolumeFileError(f"{p}: not a label map: {problem}")
         meta = {"spacing": mask.spacing, "source_path": str(p), **({"affine": mask.affine}
                                                                   if mask.affine is not None else {})}
         return [(mask.data, {"name": layer_name(p), "scale": mask.spacing,
@@ -84,8 +86,10 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         kwargs["channel_axis"] = vol.channel_axis
         kwargs["name"] = [f"{name} [{i}]" for i in range(vol.data.shape[vol.channel_axis])]
     layers: list[LayerData] = [(data, kwargs, "image")]
+    if volume_format(p) == "npz" and vol.channel_axis is None:
+        layers += _further_channels(p, vol, kwargs)
     has_labels = (volume_format(p) == "npz" and _npz_has_labels(p)) or (zarr and (p / "labels").is_dir())
-    labels = _labels_beside(p, vol, zarr) if has_labels else None
+    labels = _labels_beside(p, vol) if has_labels else None
     if labels is not None:
         layers.append((labels.data, {"name": f"{name} labels", "scale": labels.spacing,
                                      "translate": labels.origin or (0.0, 0.0, 0.0),
@@ -93,34 +97,57 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     return layers
 
 
-def _labels_beside(path: Path, image: Any, lazy: bool) -> Any:
-    """The labels stored beside ``image`` in ``path``, or None with a warning when they cannot be its labels (another
-    shape, fractions, unreadable): the image opens all the same."""
+def _further_channels(path: Path, image: Any, kwargs: dict[str, Any]) -> list[LayerData]:
+    """Image layers of an ``.npz``'s further channels (``image_t1c`` as ``<name> t1c``, over the image: the Data
+    box's Channels list offers them), with a warning naming the arrays left out."""
     import warnings
-    from dataclasses import replace
 
-    import numpy as np
+    from ..formats.npz import further_channels
 
-    from ..io import VolumeFileError
+    channels, unread = further_channels(path, image.shape)
+    if unread:
+        warnings.warn(f"{path}: arrays {unread} are not opened (an .npz opens 'image', its further channels "
+                      "'image_<name>' and 'labels')", stacklevel=2)
+    return [(data, {**kwargs, "name": f"{kwargs['name']} {name}", "metadata": dict(kwargs["metadata"])}, "image")
+            for name, data in channels.items()]
+
+
+def _labels_beside(path: Path, image: Any) -> Any:
+    """The labels stored beside ``image`` in ``path``, in memory (a labels layer is painted on; a zarr store is
+    opened read-only), or None with a warning when they cannot be its labels (another shape, fractions,
+    unreadable): the image opens all the same."""
+    import warnings
+
 
     try:
-        labels = read_volume(path, key="labels", lazy=lazy)
+        labels = read_volume(path, key="labels")
     except VolumeFileError as exc:
         warnings.warn(f"{path}: its labels are left out: {exc}", stacklevel=2)
         return None
     problem = None
     if labels.shape != image.shape:
         problem = f"they are {labels.shape}, the image {image.shape}"
-    elif np.dtype(labels.data.dtype).kind == "f":
-        data = np.asarray(labels.data)
-        if not (np.isfinite(data).all() and (data == np.round(data)).all() and data.min() >= 0):
-            problem = "they hold values that are not non-negative whole numbers"
-        else:
-            labels = replace(labels, data=data.astype(np.min_scalar_type(int(data.max()))))
+    else:
+        labels, problem = _as_labels(labels)
     if problem is not None:
         warnings.warn(f"{path}: its labels are left out: {problem}", stacklevel=2)
         return None
     return labels
+
+
+def _as_labels(labels: Any) -> tuple[Any, str | None]:
+    """``labels`` (a ``VolumeFile``) with float whole numbers as the smallest unsigned integers that hold them
+    (napari's labels layers take integers only), or why they cannot be labels."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    if np.dtype(labels.data.dtype).kind != "f":
+        return labels, None
+    data = np.asarray(labels.data)
+    if not (np.isfinite(data).all() and (data == np.round(data)).all() and (data.size == 0 or data.min() >= 0)):
+        return labels, "it holds values that are not non-negative whole numbers"
+    return replace(labels, data=data.astype(np.min_scalar_type(int(data.max()) if data.size else 0))), None
 
 
 def _npz_has_labels(path: Path) -> bool:
