@@ -150,6 +150,21 @@ def test_ome_tiff_mixed_units_are_converted_to_micrometres(tmp_path):
     assert read_volume(tmp_path / "u.ome.tif").spacing == pytest.approx((2.0, 0.25, 0.25))
 
 
+def test_ome_zarr_mixed_units_are_converted_to_micrometres_as_an_ome_tiffs(tmp_path):
+    import zarr
+
+    _write_ngff(tmp_path / "u.ome.zarr", [_mask((5, 8, 9))], [[0.002, 0.25, 0.25]], "zyx", version="0.5")
+    group = zarr.open_group(str(tmp_path / "u.ome.zarr"), mode="a")
+    ome = group.attrs["ome"]
+    for axis, unit in zip(ome["multiscales"][0]["axes"], ("millimeter", "micrometer", "micrometer")):
+        axis["unit"] = unit
+    ome["multiscales"][0]["coordinateTransformations"] = [{"type": "scale", "scale": [1, 1, 1]},
+                                                          {"type": "translation", "translation": [0.01, 3, 4]}]
+    group.attrs["ome"] = ome
+    vol = read_volume(tmp_path / "u.ome.zarr")
+    assert vol.spacing == pytest.approx((2.0, 0.25, 0.25)) and vol.origin == pytest.approx((10.0, 3.0, 4.0))
+
+
 def test_plain_tiff_dpi_is_not_taken_as_voxel_size(tmp_path):
     import tifffile
 

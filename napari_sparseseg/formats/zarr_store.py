@@ -151,6 +151,22 @@ def _axis_names(path: Path, axes: Any, ndim: int) -> list[str]:
     return names
 
 
+#: Micrometres per NGFF space unit (the UDUNITS-2 names NGFF allows, and their usual abbreviations).
+_NGFF_MICRONS = {"angstrom": 1e-4, "picometer": 1e-6, "nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3,
+                 "centimeter": 1e4, "meter": 1e6, "pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "mm": 1e3,
+                 "cm": 1e4, "m": 1e6}
+
+
+def _to_one_unit(axes: Any, names: list[str]) -> dict[str, float]:
+    """Per spatial axis, the factor that brings its ``unit`` to micrometres where the axes declare different
+    known units (z in millimetres, y and x in micrometres); none where they agree or one is unknown."""
+    units = {n: str(a.get("unit")).lower() for n, a in zip(names, axes or []) if isinstance(a, dict)
+             and n in "zyx" and a.get("unit") is not None}
+    if len(set(units.values())) < 2 or not set(units.values()) <= set(_NGFF_MICRONS):
+        return {}
+    return {n: _NGFF_MICRONS[u] for n, u in units.items()}
+
+
 def _scale(transforms: Any, n: int, kind: str = "scale") -> np.ndarray:
     """The ``scale`` (or ``translation``) transform of an NGFF list; ones (zeros) where there is none."""
     for t in transforms or []:
@@ -179,13 +195,14 @@ def _ome(path: Path, group: Any, multiscales: list, level: int, lazy: bool) -> V
     if sorted(kept) not in (sorted("zyx"), sorted("czyx")):
         raise VolumeFileError(f"{path}: OME-Zarr axes {names} (shape {tuple(arr.shape)}) are not a 3D volume; "
                               "need z, y, x, optionally c, and t only of size 1")
-    spacing = checked_spacing(path, [scale[names.index(a)] for a in "zyx"])
+    unit = _to_one_unit(ms.get("axes"), names)  # mixed units: all in micrometres, as an OME-TIFF's
+    spacing = checked_spacing(path, [scale[names.index(a)] * unit.get(a, 1.0) for a in "zyx"])
     outer = ms.get("coordinateTransformations")  # NGFF: the dataset's scale, then its translation, then these
     shift = _scale(datasets[level].get("coordinateTransformations"), arr.ndim, "translation")
     shift = shift * _scale(outer, arr.ndim) + _scale(outer, arr.ndim, "translation")
     if len(shift) != arr.ndim:
         raise VolumeFileError(f"{path}: OME-Zarr translation {shift.tolist()} does not match axes {names}")
-    origin = checked_origin(path, [shift[names.index(a)] for a in "zyx"])
+    origin = checked_origin(path, [shift[names.index(a)] * unit.get(a, 1.0) for a in "zyx"])
     index = tuple(0 if i in drop else slice(None) for i in range(arr.ndim))
     if lazy:
         data = arr
