@@ -232,11 +232,8 @@ def save_mask(path: str | Path, mask: np.ndarray, spacing: Spacing, *, affine: n
     elif name.endswith((".nii", ".nii.gz")):
         from .formats.nifti import write_nifti
 
-        if affine is None and origin is not None and any(origin):
-            affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-            affine[:3, 3] = [origin[2], origin[1], origin[0]]
         with _written_whole(p) as tmp:
-            write_nifti(tmp, mask, spacing, affine)
+            write_nifti(tmp, mask, spacing, affine, origin=origin)
     else:
         from .formats.zarr_store import check_replaceable, write_ome_zarr, write_zarr
 

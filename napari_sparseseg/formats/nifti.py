@@ -20,6 +20,7 @@ as channels: split it before segmenting.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,20 +56,28 @@ def read_nifti(path: Path, level: int = 0) -> VolumeFile:
                       "czyx" if arr.ndim == 4 else "zyx")
 
 
-def write_nifti(path: Path, mask: np.ndarray, spacing: Spacing, affine: np.ndarray | None = None) -> None:
+def write_nifti(path: Path, mask: np.ndarray, spacing: Spacing, affine: np.ndarray | None = None, *,
+                origin: Sequence[float] | None = None) -> None:
     """Write a ``(z, y, x)`` mask as NIfTI ``(i, j, k) = (x, y, z)``.
 
     Parameters
     ----------
     affine : np.ndarray, optional
         4x4 voxel-to-world matrix of the reference image (:attr:`VolumeFile.affine`);
-        it fixes the geometry and ``spacing`` is then only checked for validity.
-        Without it: ``diag(x, y, z, 1)`` from ``spacing`` (origin 0, no rotation).
+        it fixes the geometry (in millimetres, as NIfTI's) and ``spacing`` is then only checked for validity.
+        Without it: ``diag(x, y, z, 1)`` from ``spacing``, moved to ``origin``, no rotation, its units unset (a
+        napari layer's units are its own).
+    origin : sequence of float, optional
+        ``(z, y, x)`` position of the first voxel where there is no ``affine``.
     """
     import nibabel as nib
 
     reference = affine is not None
-    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0]) if affine is None else np.asarray(affine, float)
+    if affine is None:
+        affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+        if origin is not None:
+            affine[:3, 3] = [origin[2], origin[1], origin[0]]
+    affine = np.asarray(affine, float)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ValueError(f"affine must be a finite 4x4 matrix, got shape {affine.shape}")
     img = nib.Nifti1Image(np.ascontiguousarray(mask.T), affine)
