@@ -672,6 +672,17 @@ def test_a_truncated_imagej_tiff_is_called_truncated_not_2d(tmp_path):
         read_volume(path)
 
 
+def test_a_truncated_ome_tiff_is_called_damaged_not_2d(tmp_path):
+    import tifffile
+
+    path = tmp_path / "stack.ome.tif"  # its OME-XML lies past the cut: nothing declares the planes lost
+    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 255, (6, 32, 40)).astype(np.uint8),
+                     metadata={"axes": "ZYX"})
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(VolumeFileError, match="damaged or truncated"):
+        read_volume(path)
+
+
 @pytest.mark.parametrize("suffix", [".npz", ".tif", ".ome.tif", ".nii", ".nii.gz"])
 def test_a_damaged_image_file_is_read_or_refused_with_a_volume_file_error_never_another_error(tmp_path, suffix):
     """400 damaged copies of a small image file per format (a zipped .npz once raised ``TokenError`` from NumPy's

@@ -18,6 +18,7 @@ is no ``Z``). The data keeps the file's axis order: an ImageJ hyperstack
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def read_tiff(path: Path, level: int = 0) -> VolumeFile:
     import tifffile
 
     check_level(path, level, 1)
+    damage = _TiffDamage()  # what tifffile logs of offsets past the file's end: it reads on with what is left
+    logging.getLogger("tifffile").addHandler(damage)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -43,23 +46,51 @@ def read_tiff(path: Path, level: int = 0) -> VolumeFile:
             spacing = _ome_spacing(tif) if tif.is_ome else _imagej_spacing(tif) if tif.is_imagej else None
     except Exception as exc:  # noqa: BLE001 (tifffile raises many types for corrupt files)
         raise VolumeFileError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
+    finally:
+        logging.getLogger("tifffile").removeHandler(damage)
     held = int(np.prod([n for a, n in zip(axes, data.shape) if a not in "YXS"]))  # planes, channels, times
     if declared > held:
-        raise VolumeFileError(f"{path}: the file is truncated: its ImageJ header declares {declared} images, the "
+        raise VolumeFileError(f"{path}: the file is truncated: its header declares {declared} images, the "
                               f"file holds {held}; copy or export it again")
-    data, axes = _volume_axes(path, data, axes)
+    try:
+        data, axes = _volume_axes(path, data, axes)
+    except VolumeFileError:
+        if damage.messages:  # the planes past the damage are lost: say so, not "not a 3D volume"
+            raise VolumeFileError(f"{path}: the file is damaged or truncated ({damage.messages[0]}); copy or "
+                                  "export it again") from None
+        raise
     channel_axis = next((i for i, a in enumerate(axes) if a == "c"), None)
     return VolumeFile(data, checked_spacing(path, spacing), None, channel_axis, path, 0, 1, axes)
 
 
+class _TiffDamage(logging.Handler):
+    """Collects tifffile's complaints of offsets that point past the file (a truncated or damaged file)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "invalid" in text and "offset" in text:
+            self.messages.append(text)
+
+
 def _declared_images(tif) -> int:
-    """Images an ImageJ header declares (0 when there is none): more than the file holds means a truncated file."""
-    if not tif.is_imagej:
-        return 0
+    """Images an ImageJ header or the OME-XML of the first image declares (0 when there is none): more than the
+    file holds means a truncated file."""
     try:
-        return int((tif.imagej_metadata or {}).get("images", 0))
-    except (TypeError, ValueError):
+        if tif.is_imagej:
+            return int((tif.imagej_metadata or {}).get("images", 0))
+        if tif.is_ome:
+            root = ET.fromstring(tif.ome_metadata)
+            pixels = next(el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels")
+            samples = max(1, max((int(ch.get("SamplesPerPixel", 1)) for ch in pixels
+                                  if ch.tag.endswith("Channel")), default=1))
+            return int(pixels.get("SizeZ", 1)) * int(pixels.get("SizeT", 1)) * int(pixels.get("SizeC", 1)) // samples
+    except (TypeError, ValueError, StopIteration, ET.ParseError):
         return 0
+    return 0
 
 
 def _volume_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
