@@ -31,8 +31,10 @@ from .store_files import (
     STORE_KEY,
     STORE_VERSION,
     check_stored_volume,
+    checked_geometry,
     chunk_boxes,
     default_chunks,
+    image_fingerprint,
     volume_folders,
 )
 
@@ -110,31 +112,6 @@ def build_store_folder(path: Path, session: SegmentationSession, *, image: np.nd
     root.attrs.update(attrs)
     root.attrs.update({STORE_KEY: {"version": STORE_VERSION}})
     return building, root
-
-
-def checked_geometry(origin: Any, affine: Any) -> tuple[list[float] | None, list[list[float]] | None]:
-    """``(origin, affine)`` of a stored image as JSON lists: an origin of three finite numbers (None: absent or
-    all zero), a finite 4x4 affine (None: absent).
-
-    Raises
-    ------
-    ValueError
-        If either is given and malformed (a store's attributes are untrusted input when read back).
-    """
-    if origin is not None:
-        values = np.asarray(origin, dtype=np.float64) if np.ndim(origin) == 1 and len(origin) == 3 else None
-        if values is None or not np.all(np.isfinite(values)):
-            raise ValueError(f"origin must be 3 finite numbers (z, y, x), got {origin!r}")
-        origin = [float(v) for v in values] if values.any() else None
-    if affine is not None:
-        try:
-            matrix = np.asarray(affine, dtype=np.float64)
-        except (TypeError, ValueError):
-            matrix = None
-        if matrix is None or matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
-            raise ValueError("affine must be a finite 4x4 matrix")
-        affine = matrix.tolist()
-    return origin, affine
 
 
 def build_volume_folder(path: Path, index: int, other: OtherVolume) -> Path:
@@ -237,19 +214,6 @@ def read_stored_session(path: Path, root: Any, *, config: SessionConfig | None, 
     for folder in volume_folders(path):
         _read_other_volume(session, folder, eager_image_bytes)
     return session, labeled
-
-
-def image_fingerprint(image: Any) -> str:
-    """A digest of ``image`` (NumPy or lazy, any layout): its shape, its dtype and three blocks of up to 8 voxels a
-    side on its diagonal, read at once even from a large lazy image. Another image in a file a store refers to
-    (the same shape, other voxels) almost surely gives another digest."""
-    import hashlib
-
-    digest = hashlib.sha256(f"{tuple(int(n) for n in image.shape)} {np.dtype(image.dtype).str}".encode())
-    for at in (0.25, 0.5, 0.75):
-        block = tuple(slice(int(n * at), int(n * at) + 8) for n in image.shape)
-        digest.update(np.ascontiguousarray(np.asarray(image[block])).tobytes())
-    return digest.hexdigest()[:32]
 
 
 def stored_image(group: Any, eager_image_bytes: int) -> Any:

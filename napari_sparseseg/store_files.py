@@ -4,7 +4,7 @@ Layout (see ``docs/session-store.md`` for the full description)::
 
     STORE.zarr/
       zarr.json            root group; attrs: napari_sparseseg_session {version}, config, spacing,
-                           num_classes, class_names, colors, image_ref, channel_axis, chunks
+                           num_classes, class_names, colors, image_ref, channel_axis, chunks, origin, affine
       image/               raw image (c, z, y, x) or (z, y, x), only when image_ref is null
       labels/              uint8 (z, y, x), annotation encoding (0 = unlabeled, 1 = background, k+1 = class k)
       source/              uint8 (z, y, x), Source enum (0 none, 1 painted, 2 corrected)
@@ -33,6 +33,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .core.box import Box
 from .core.file_mode import as_new_file
@@ -200,3 +202,41 @@ def remove_partial_files(path: Path) -> None:
                 pass
     for p in path.glob("volumes/.*.creating-*"):  # a volume whose adding was killed: it never was in the store
         shutil.rmtree(p, ignore_errors=True)
+
+
+def checked_geometry(origin: Any, affine: Any) -> tuple[list[float] | None, list[list[float]] | None]:
+    """``(origin, affine)`` of a stored image as JSON lists: an origin of three finite numbers (None: absent or
+    all zero), a finite 4x4 affine (None: absent).
+
+    Raises
+    ------
+    ValueError
+        If either is given and malformed (a store's attributes are untrusted input when read back).
+    """
+    if origin is not None:
+        values = np.asarray(origin, dtype=np.float64) if np.ndim(origin) == 1 and len(origin) == 3 else None
+        if values is None or not np.all(np.isfinite(values)):
+            raise ValueError(f"origin must be 3 finite numbers (z, y, x), got {origin!r}")
+        origin = [float(v) for v in values] if values.any() else None
+    if affine is not None:
+        try:
+            matrix = np.asarray(affine, dtype=np.float64)
+        except (TypeError, ValueError):
+            matrix = None
+        if matrix is None or matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+            raise ValueError("affine must be a finite 4x4 matrix")
+        affine = matrix.tolist()
+    return origin, affine
+
+
+def image_fingerprint(image: Any) -> str:
+    """A digest of ``image`` (NumPy or lazy, any layout): its shape, its dtype and three blocks of up to 8 voxels a
+    side on its diagonal, read at once even from a large lazy image. Another image in a file a store refers to
+    (the same shape, other voxels) almost surely gives another digest."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{tuple(int(n) for n in image.shape)} {np.dtype(image.dtype).str}".encode())
+    for at in (0.25, 0.5, 0.75):
+        block = tuple(slice(int(n * at), int(n * at) + 8) for n in image.shape)
+        digest.update(np.ascontiguousarray(np.asarray(image[block])).tobytes())
+    return digest.hexdigest()[:32]

@@ -150,7 +150,7 @@ def _geometry_of(attrs: dict[str, Any], where: Path) -> tuple[dict[str, Any], di
     ValueError
         If the stored origin or affine is malformed.
     """
-    from ..store_arrays import checked_geometry
+    from ..store_files import checked_geometry
 
     try:
         origin, affine = checked_geometry(attrs.get("origin"), attrs.get("affine"))
