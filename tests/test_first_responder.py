@@ -386,7 +386,7 @@ def test_a_net_that_finds_nothing_does_not_replace_the_first_responder_where_onl
     assert 2 * np.sum(last & (mask > 0)) / (last.sum() + mask.sum()) > 0.9  # the mask on screen: still the sphere
 
 
-def test_scores_of_held_back_foreground_that_is_gone_are_dropped_and_the_first_responder_comes_back():
+def test_scores_of_held_back_foreground_that_is_gone_are_dropped_and_the_learner_shown_stays():
     from napari_sparseseg.core.holdout import HoldOut
 
     session, _ = _three_slice_session()
@@ -399,7 +399,9 @@ def test_scores_of_held_back_foreground_that_is_gone_are_dropped_and_the_first_r
     display._score({"forest": np.zeros(n, np.int64), "net": truth.copy()}, coords, truth)
     assert display.handover.shown == "net"  # the net found the held-back foreground, the forest did not
     display._score({"forest": np.zeros(n, np.int64), "net": np.ones(n, np.int64)}, coords, np.zeros(n, np.int64))
-    assert display.handover.scores == {} and display.handover.shown == "forest"  # its strokes erased since
+    assert display.handover.scores == {}  # its strokes erased (or its class released) since: no stale score
+    assert display.handover.shown == "net"  # and no switch on a stroke: nothing shows the other to be better
+    assert session.display.handover.update({}) == "net"
 
 
 def test_the_forest_shown_is_scored_after_its_masks_and_before_them_once_the_net_leads(every_stage_kept):

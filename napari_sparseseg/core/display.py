@@ -116,7 +116,7 @@ class Display:
                                   seed=self.config.train.seed)
         if scores:
             self.handover.update(scores)
-        else:  # background alone held back (now): no learner keeps a score of the labels gone
+        else:  # background alone held back (now): no learner keeps a score of labels gone or released
             self.handover.unscored()
 
     def respond(self, responder: FirstResponder, view_box: Callable[[], Box | None],

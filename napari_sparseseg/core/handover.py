@@ -172,13 +172,13 @@ class HandOver:
             self.shown = None
 
     def unscored(self) -> None:
-        """The held-back labels no longer rank the learners (they hold no foreground now): drop every score, and
-        show the home learner again (it learns from every label; nothing shows another to be better)."""
+        """The held-back labels no longer rank the learners (they hold no foreground now: its strokes erased, or
+        its class released from the held-back blocks as a new stroke fell mostly in them): drop every score, the
+        learner shown stays (nothing shows another to be better; switching on a stroke would flicker) until
+        scores come back."""
         self.scores.clear()
         self.intervals.clear()
         self._samples.clear()
-        if self.home is not None and self.shown is not None:
-            self.shown = self.home
 
     def offer(self, learner: str) -> str:
         """A learner has a prediction but no score yet (nothing labeled is held back): shown only if none is."""
