@@ -212,3 +212,32 @@ def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_
     learn_object_edits(layer)  # a third round with nothing newly painted changes nothing, and says so
     np.testing.assert_array_equal(layer.data, kept)
     assert "no newly merged or split object" in said[-1]
+    edited = np.asarray(layer.data).copy()  # the user changes their mind: pair A split again, along its balls
+    a = (edited == edited[a1]) & (balls == balls[a2])
+    edited[a] = edited.max() + 1
+    layer.data = edited
+    learn_object_edits(layer)
+    assert layer.data[a1] != layer.data[a2]  # an earlier edit's region edited anew: as painted now
+
+
+def test_an_earlier_edit_painted_over_again_is_learned_from():
+    from napari.layers import Labels
+
+    from napari_sparseseg.plugin.commands import OBJECTS_KEY, learn_object_edits, separate_objects_layer
+
+    mask, balls = _pairs_of_balls(neck=4)
+    _, meta, _ = separate_objects_layer(Labels(mask, name="mask"))
+    layer = Labels(split_instances(mask, depth_share=0.05), name="mask objects", metadata=meta["metadata"])
+    layer.metadata[OBJECTS_KEY]["depth_share"] = 0.05  # each pair shown cut in two
+    a1, a2, b1, b2 = (8, 16, 12), (8, 16, 24), (8, 46, 42), (8, 46, 54)
+    layer.n_edit_dimensions = 3
+    layer.fill(a2, int(layer.data[a1]))  # pair A merged: every pair merged like it
+    learn_object_edits(layer)
+    merged_at = layer.metadata[OBJECTS_KEY]["depth_share"]
+    assert layer.data[b1] == layer.data[b2]
+    edited = np.asarray(layer.data).copy()  # the user changes their mind: pair A split again, along its balls
+    edited[(edited == edited[a1]) & (balls == balls[a2])] = edited.max() + 1
+    layer.data = edited
+    learn_object_edits(layer)  # (the region was edited before: still a new edit, learned from)
+    assert layer.metadata[OBJECTS_KEY]["depth_share"] < merged_at
+    assert layer.data[a1] != layer.data[a2] and layer.data[b1] != layer.data[b2]  # every pair split like A again

@@ -64,13 +64,13 @@ def learn_object_edits(layer: Labels) -> None:
     spacing = _spacing(layer)
     shown = split_instances(classes, spacing, depth_share=share)
     # The objects edited in earlier rounds: the depth learned then may split them again (so they are found again
-    # here); they stay as painted and still teach the depth, but are no new edit.
+    # here); they stay as painted and still teach the depth. Nothing painted since the last round: nothing new.
     before = state.get("edited")
     if before is None or np.shape(before) != edited.shape:
         before = np.zeros(edited.shape, bool)
     before = np.asarray(before, bool) & (edited > 0)
     edits = find_edits(shown, edited)
-    if not edits.any or not (edits.touched & ~before).any():
+    if not edits.any or state.get("result") == _digest(edited):
         show_info(f"{layer.name}: no newly merged or split object found; paint one object's label over another to "
                   "merge them, or a new label over part of one to split it")
         return
@@ -80,10 +80,19 @@ def learn_object_edits(layer: Labels) -> None:
     learned = fit_depth_share(mask, edited, edits.touched, spacing, current=share, typical=typical)
     objects = resplit(mask, edited, edits, learned, spacing, typical=typical)
     layer.data = objects
-    layer.metadata[OBJECTS_KEY] = {"classes": mask, "depth_share": learned, "edited": edits.touched}
+    layer.metadata[OBJECTS_KEY] = {"classes": mask, "depth_share": learned, "edited": edits.touched,
+                                   "result": _digest(objects)}
     earlier = ", with the objects edited before" if before.any() else ""
     show_info(f"{layer.name}: learned from {edits.merges} merge(s) and {edits.splits} split(s){earlier}: objects "
               f"now split at {learned:g} of the typical radius (was {share:g}); {int(objects.max())} objects")
+
+
+def _digest(objects: np.ndarray) -> str:
+    """A digest of an objects layer's labels: whether anything was painted on it since a round ended."""
+    import hashlib
+
+    data = np.ascontiguousarray(objects)
+    return hashlib.sha1(f"{data.shape} {data.dtype.str}".encode() + data.tobytes()).hexdigest()
 
 
 def _spacing(layer: Labels) -> tuple[float, float, float]:
