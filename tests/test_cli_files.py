@@ -155,6 +155,10 @@ def test_resume_writes_a_nifti_mask_on_its_images_world_grid(tmp_path):
     assert main(["resume", str(store), "--seconds", "1", "--out", str(tmp_path / "m.nii.gz"), "--device",
                  "cpu"]) == 0
     assert np.allclose(nib.load(tmp_path / "m.nii.gz").affine, affine)
+    from napari_sparseseg.plugin.session_reader import store_layers
+
+    for _, meta, _ in store_layers(store):  # the window that reopens the store: its layers carry the scan's affine
+        np.testing.assert_allclose(meta["metadata"]["affine"], affine)
 
 
 def test_an_untrained_net_writes_no_checkpoint_and_predict_warns_of_one(trained, tmp_path, capsys):

@@ -483,6 +483,11 @@ def test_export_to_nifti_keeps_the_source_affine(app, tmp_path):
     saved = nib.load(out)
     np.testing.assert_allclose(saved.affine, affine)
     assert (np.asarray(saved.dataobj) > 0).sum() == (ground_truth(widget)[5] > 0).sum()
+    from napari_sparseseg.io import read_volume
+
+    widget.image_layer.translate = (3.0, 2.0, 1.0)  # an image that lies elsewhere: a zarr export keeps where
+    widget.results_panel.export("annotation", tmp_path / "annotation.zarr")
+    assert read_volume(tmp_path / "annotation.zarr").origin == (3.0, 2.0, 1.0)
 
 
 def test_the_status_names_the_learner_and_the_estimate_per_class():

@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                       channel_axis=source.channel_axis, config=session_config(args))
         for other_path, other_source, other_annotation in others:
             _add_volume(session, other_path, other_source, other_annotation, args)
-        store = _create_store(args.session, session, args.image, args.level, copy=bool(channels)) \
+        store = _create_store(args.session, session, args.image, args.level, copy=bool(channels), source=source) \
             if args.session else None
     shown = _train_for(session, args.seconds)
     if store is not None:
@@ -381,12 +381,14 @@ def _fills_solid_regions(labeled: np.ndarray) -> bool:
     return bool(inner.sum() > 0.5 * labeled.sum() and labeled.any(axis=(1, 2)).mean() > 0.5)
 
 
-def _create_store(path: str, session, image_path: str, level: int = 0, copy: bool = False):
+def _create_store(path: str, session, image_path: str, level: int = 0, copy: bool = False, source=None):
     """A session store for the CLI, referencing the image file (and pyramid level) instead of copying it, unless
-    ``copy`` (an image stacked from several files, which no one file holds)."""
+    ``copy`` (an image stacked from several files, which no one file holds); it keeps where the image lies
+    (``source``: the ``VolumeFile`` read, its origin and NIfTI affine), for the window that reopens it."""
     from ..store import SessionStore
 
     ref = None if copy else {"path": image_path, "key": "image", "level": level}
-    store = SessionStore.create(path, session, image_ref=ref, image_name=Path(image_path).name.split(".")[0])
+    store = SessionStore.create(path, session, image_ref=ref, image_name=Path(image_path).name.split(".")[0],
+                                origin=getattr(source, "origin", None), affine=getattr(source, "affine", None))
     store.start_autosave()
     return store

@@ -99,7 +99,9 @@ class ResultsPanel(QGroupBox):
         if path is not None:
             from ..io import save_mask
 
-            save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]), affine=image.metadata.get("affine"))
+            origin = tuple(float(t) for t in image.translate[-3:])
+            save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]), affine=image.metadata.get("affine"),
+                      origin=origin if any(origin) else None)  # where the image lies
         layers.selection.active = annotation
         where = f" and saved to {path}" if path is not None else ""
         show_info(f"sparseseg: the {kind} mask is the hidden layer '{layer.name}'{where}")  # napari may rename it
