@@ -269,3 +269,12 @@ def test_train_writes_its_mask_at_the_images_origin(tmp_path, monkeypatch):
     assert main(["train", str(tmp_path / "a.zarr"), "--annotation", str(tmp_path / "ann.npz"), "--seconds", "2",
                  "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "mask.zarr"), "--device", "cpu"]) == 0
     assert read_volume(tmp_path / "mask.zarr").origin == (4.0, -2.0, 8.0)  # drawn on its image in napari
+
+
+def test_the_command_line_names_an_npz_channel_it_does_not_read(trained, tmp_path, capsys):
+    image, _, model = trained
+    with np.load(image) as f:
+        np.savez(tmp_path / "mri.npz", image=f["image"], image_t1c=f["image"], spacing=f["spacing"])
+    assert main(["predict", str(tmp_path / "mri.npz"), "--model", str(model), "--out", str(tmp_path / "m.npz"),
+                 "--device", "cpu"]) == 0
+    assert "also holds image_t1c" in capsys.readouterr().err  # not dropped without a word

@@ -540,6 +540,11 @@ def test_an_npz_opens_its_further_channels_and_names_the_arrays_it_leaves_out(tm
                                                                    ("mri labels", "labels")]
     np.testing.assert_array_equal(layers[1][0], t1c)
     assert layers[1][1]["scale"] == pytest.approx(SPACING)
+    np.savez(tmp_path / "odd.npz", image=np.stack([flair, flair]), image_t2=t1c, image_notes=np.array([{}], object),
+             extra=np.zeros(3))  # a 4D image; an entry that cannot be read without pickles
+    with pytest.warns(UserWarning, match=r"\['image_notes', 'extra'\]"):
+        layers = read_layers(str(tmp_path / "odd.npz"))
+    assert [meta["name"] for _, meta, _ in layers] == [["odd [0]", "odd [1]"], "odd t2"]
 
 
 @pytest.mark.parametrize("name", ["m.npz", "m.nii.gz"])

@@ -100,6 +100,14 @@ def read_with_channels(image_path: str, channel_paths: list[str], level: int = 0
     from ..io import read_volume
 
     source = read_volume(image_path, level=level)
+    if str(image_path).lower().endswith(".npz"):
+        from ..formats.npz import CHANNEL_PREFIX, further_channels
+
+        named = sorted(further_channels(Path(image_path), source.shape)[0])
+        if named:  # the window opens them as layers to tick; here they would be dropped without a word
+            print(f"note: {image_path} also holds {', '.join(CHANNEL_PREFIX + n for n in named)}: the command line "
+                  "reads 'image' alone; save the channels as one 4D 'image' (c, z, y, x) to learn from them",
+                  file=sys.stderr)
     if not channel_paths:
         return source
     if source.channel_axis is not None:

@@ -63,10 +63,14 @@ def further_channels(path: Path, shape: tuple[int, ...]) -> tuple[dict[str, np.n
     and the names of the other arrays no reader here opens (``instances``, say)."""
     with np.load(path, allow_pickle=False) as data:
         names = list(data.files)
-    wanted = tuple(k for k in names if k.startswith(CHANNEL_PREFIX))
-    found = _arrays(path, wanted) if wanted else {}
-    channels = {k[len(CHANNEL_PREFIX):]: v for k, v in found.items()
-                if k in wanted and v.ndim == 3 and v.shape == tuple(shape) and v.dtype.kind in "uif"}
+    channels = {}
+    for key in (k for k in names if k.startswith(CHANNEL_PREFIX)):
+        try:
+            array = _arrays(path, (key,))[key]
+        except VolumeFileError:  # an object array, a damaged entry: left out (and named), the image opens
+            continue
+        if array.ndim == 3 and array.shape == tuple(shape) and array.dtype.kind in "uif":
+            channels[key[len(CHANNEL_PREFIX):]] = array
     unread = [k for k in names if k not in ("image", "labels", "spacing")
               and k[len(CHANNEL_PREFIX):] not in channels]
     return channels, unread

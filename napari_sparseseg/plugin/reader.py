@@ -86,7 +86,7 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         kwargs["channel_axis"] = vol.channel_axis
         kwargs["name"] = [f"{name} [{i}]" for i in range(vol.data.shape[vol.channel_axis])]
     layers: list[LayerData] = [(data, kwargs, "image")]
-    if volume_format(p) == "npz" and vol.channel_axis is None:
+    if volume_format(p) == "npz":
         layers += _further_channels(p, vol, kwargs)
     has_labels = (volume_format(p) == "npz" and _npz_has_labels(p)) or (zarr and (p / "labels").is_dir())
     labels = _labels_beside(p, vol) if has_labels else None
@@ -104,11 +104,12 @@ def _further_channels(path: Path, image: Any, kwargs: dict[str, Any]) -> list[La
 
     from ..formats.npz import further_channels
 
-    channels, unread = further_channels(path, image.shape)
+    channels, unread = further_channels(path, image.shape)  # (of a 4D image too: a channel more)
     if unread:
         warnings.warn(f"{path}: arrays {unread} are not opened (an .npz opens 'image', its further channels "
                       "'image_<name>' and 'labels')", stacklevel=2)
-    return [(data, {**kwargs, "name": f"{kwargs['name']} {name}", "metadata": dict(kwargs["metadata"])}, "image")
+    base = {k: v for k, v in kwargs.items() if k not in ("channel_axis", "multiscale", "name", "metadata")}
+    return [(data, {**base, "name": f"{layer_name(path)} {name}", "metadata": dict(kwargs["metadata"])}, "image")
             for name, data in channels.items()]
 
 
