@@ -278,3 +278,20 @@ def test_the_command_line_names_an_npz_channel_it_does_not_read(trained, tmp_pat
     assert main(["predict", str(tmp_path / "mri.npz"), "--model", str(model), "--out", str(tmp_path / "m.npz"),
                  "--device", "cpu"]) == 0
     assert "also holds image_t1c" in capsys.readouterr().err  # not dropped without a word
+
+
+def test_a_mask_tiff_cut_at_a_page_boundary_is_not_taken_for_whole(tmp_path):
+    import tifffile
+
+    from napari_sparseseg.cli.predict import _complete
+    from napari_sparseseg.io import save_mask
+
+    path = tmp_path / "a_mask.tif"
+    save_mask(path, (np.random.default_rng(0).random((12, 32, 32)) > 0.7).astype(np.uint8), (2.0, 1.0, 1.0))
+    assert _complete(path)
+    data = path.read_bytes()
+    with tifffile.TiffFile(path) as tif:
+        ends = [page.dataoffsets[-1] + page.databytecounts[-1] for page in tif.pages][:-1]
+    for end in ends:  # every page listed then has its data, but the planes after it are gone
+        path.write_bytes(data[:end])
+        assert not _complete(path), end

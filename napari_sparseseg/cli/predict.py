@@ -177,9 +177,13 @@ def _complete(path: Path) -> bool:
         if name.endswith((".tif", ".tiff")):
             import tifffile
 
+            from ..formats.tiff import declared_images
+
             with tifffile.TiffFile(path) as tif:
-                size = path.stat().st_size
-                return len(tif.pages) > 0 and all(
+                size, series = path.stat().st_size, tif.series[0]
+                if series.dataoffset is not None:  # one contiguous block (a large ImageJ file: one page listed)
+                    return series.dataoffset + series.nbytes <= size
+                return 0 < len(tif.pages) and declared_images(tif) <= len(tif.pages) and all(
                     not page.dataoffsets or page.dataoffsets[-1] + page.databytecounts[-1] <= size
                     for page in tif.pages)
         if name.endswith((".nii", ".nii.gz")):
@@ -195,7 +199,7 @@ def _complete(path: Path) -> bool:
                 while chunk := stream.read(1 << 22):
                     read += len(chunk)
             return read >= expected
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, IndexError, TypeError):
+    except Exception:  # noqa: BLE001 (zipfile, tifffile, nibabel and gzip raise many types for damaged files)
         return False
     return True
 

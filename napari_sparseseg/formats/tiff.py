@@ -38,13 +38,17 @@ def read_tiff(path: Path, level: int = 0) -> VolumeFile:
     check_level(path, level, 1)
     damage = _TiffDamage()  # what tifffile logs of offsets past the file's end: it reads on with what is left
     logging.getLogger("tifffile").addHandler(damage)
+    declared, pages = 0, 0
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            declared = _declared_images(tif)
+            declared, pages = declared_images(tif), len(tif.pages)
             axes, data = series.axes.upper(), series.asarray()
             spacing = _ome_spacing(tif) if tif.is_ome else _imagej_spacing(tif) if tif.is_imagej else None
     except Exception as exc:  # noqa: BLE001 (tifffile raises many types for corrupt files)
+        if declared > pages:  # cut at a page's end: the planes it declares past it are gone
+            raise VolumeFileError(f"{path}: the file is truncated: its header declares {declared} images, the "
+                                  f"file holds {pages}; copy or export it again") from exc
         raise VolumeFileError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
     finally:
         logging.getLogger("tifffile").removeHandler(damage)
@@ -76,7 +80,7 @@ class _TiffDamage(logging.Handler):
             self.messages.append(text)
 
 
-def _declared_images(tif) -> int:
+def declared_images(tif) -> int:
     """Images an ImageJ header or the OME-XML of the first image declares (0 when there is none): more than the
     file holds means a truncated file."""
     try:
