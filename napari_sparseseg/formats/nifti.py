@@ -64,7 +64,8 @@ def write_nifti(path: Path, mask: np.ndarray, spacing: Spacing, affine: np.ndarr
     ----------
     affine : np.ndarray, optional
         4x4 voxel-to-world matrix of the reference image (:attr:`VolumeFile.affine`);
-        it fixes the geometry (in millimetres, as NIfTI's) and ``spacing`` is then only checked for validity.
+        it fixes the geometry, written with units of millimetres (NIfTI's usual unit; the units of a reference
+        in another unit are not carried) and ``spacing`` is then only checked for validity.
         Without it: ``diag(x, y, z, 1)`` from ``spacing``, moved to ``origin``, no rotation, its units unset (a
         napari layer's units are its own).
     origin : sequence of float, optional
