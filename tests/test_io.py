@@ -244,6 +244,24 @@ def test_ome_zarr_labels_group_is_read_as_labels(tmp_path):
     assert isinstance(layers[1][0], np.ndarray)  # in memory: painted on (the store is opened read-only)
 
 
+def test_the_reader_claims_a_zarr_group_of_image_and_labels_and_a_bioformats2raw_store(tmp_path):
+    import zarr
+
+    image = np.random.default_rng(10).normal(size=(4, 8, 8)).astype(np.float32)
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("image", data=image, attributes={"spacing": [2.0, 0.5, 0.5]})
+    group.create_array("labels", data=_mask((4, 8, 8)))
+    assert get_reader(str(tmp_path / "g.zarr")) is not None  # read_volume reads it: napari's File > Open too
+    assert [k for *_, k in read_layers(str(tmp_path / "g.zarr"))] == ["image", "labels"]
+    root = zarr.open_group(str(tmp_path / "b.zarr"), mode="w", zarr_format=2)  # as bioformats2raw writes
+    root.attrs["bioformats2raw.layout"] = 3
+    _write_ngff(tmp_path / "b.zarr" / "0", [image], [[2.0, 0.5, 0.5]], "zyx", version="0.4")
+    assert get_reader(str(tmp_path / "b.zarr")) is not None
+    [(data, meta, kind)] = read_layers(str(tmp_path / "b.zarr"))
+    assert kind == "image" and np.asarray(data).shape == (4, 8, 8) and meta["scale"] == pytest.approx((2, 0.5, 0.5))
+    assert get_reader(str(tmp_path)) is None  # a plain folder is no volume
+
+
 def test_lazy_returns_a_zarr_array_and_reads_no_chunks(tmp_path):
     import zarr
 

@@ -77,6 +77,21 @@ def zarr_kind(path: Path) -> ZarrKind | None:
     return "ome" if "multiscales" in attrs or "multiscales" in (attrs.get("ome") or {}) else "group"
 
 
+#: Root attribute of a store written by bioformats2raw: its (first) image is the OME-Zarr group ``0``.
+BIOFORMATS2RAW = "bioformats2raw.layout"
+
+
+def holds_a_volume(path: Path) -> bool:
+    """Whether a plain zarr group (:func:`zarr_kind` ``"group"``) holds a volume :func:`read_zarr` reads: an
+    ``image`` array, or a bioformats2raw layout's image ``0`` (from the metadata files alone)."""
+    root = _root(path)
+    if root is None or root[0] != "group":
+        return False
+    if BIOFORMATS2RAW in root[1]:
+        return zarr_kind(path / "0") == "ome"
+    return _root(path / "image") is not None and _root(path / "image")[0] == "array"  # type: ignore[index]
+
+
 def read_zarr(path: Path, key: str = "image", level: int = 0, lazy: bool = False) -> VolumeFile:
     """Read a plain zarr array or one level of an OME-Zarr image (see the module notes)."""
     import zarr
@@ -103,6 +118,8 @@ def _read_node(path: Path, node: Any, key: str, level: int, lazy: bool) -> Volum
     attrs = node.attrs.asdict()
     if SESSION_ATTRIBUTE in attrs:
         raise VolumeFileError(f"{path}: is a napari-sparseseg session store, not a volume; open it as a session")
+    if BIOFORMATS2RAW in attrs and isinstance(node.get("0"), zarr.Group):  # its first image (series 0)
+        return _read_node(path / "0", node["0"], key, level, lazy)
     multiscales = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
     if multiscales:
         if key == "labels" and ("labels" in node or (path / "labels").is_dir()):  # never the image as its labels

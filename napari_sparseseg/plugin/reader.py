@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..formats.zarr_store import zarr_kind
+from ..formats.zarr_store import holds_a_volume, zarr_kind
 from ..io import VolumeFileError, read_volume, volume_format
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -31,8 +31,9 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
         kind = volume_format(p)
         if kind is None or not p.exists():
             return None
-        if kind == "zarr" and zarr_kind(p) not in ("array", "ome"):
-            return None
+        if kind == "zarr" and not (zarr_kind(p) in ("array", "ome") or (zarr_kind(p) == "group"
+                                                                         and holds_a_volume(p))):
+            return None  # a session store (its own reader), a group holding no volume
     except (OSError, TypeError, ValueError):
         return None
     return read_layers
