@@ -184,7 +184,13 @@ def test_the_segment_commands_line_up_with_their_layer_and_refuse_values_that_ar
             command(objects)
 
 
-def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_the_depth(monkeypatch):
+#: A ball of pair A (y = 16, x = 12), the other ball of A, and the same of pair B (y = 46, x = 42).
+A1, A2, B1, B2 = (8, 16, 12), (8, 16, 24), (8, 46, 42), (8, 46, 54)
+
+
+def _pair_a_merged_in_a_first_round():
+    """An objects layer made by Separate objects, shown split too shallow (each pair in two), after a first round
+    of learning from pair A merged with the fill bucket; and the ids of the balls."""
     from napari.layers import Labels
 
     from napari_sparseseg.plugin.commands import OBJECTS_KEY, learn_object_edits, separate_objects_layer
@@ -192,11 +198,18 @@ def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_
     mask, balls = _pairs_of_balls(neck=4)
     _, meta, _ = separate_objects_layer(Labels(mask, name="mask"))
     layer = Labels(split_instances(mask, depth_share=0.05), name="mask objects", metadata=meta["metadata"])
-    layer.metadata[OBJECTS_KEY]["depth_share"] = 0.05  # each pair shown cut in two
-    a1, a2, b1, b2 = (8, 16, 12), (8, 16, 24), (8, 46, 42), (8, 46, 54)
+    layer.metadata[OBJECTS_KEY]["depth_share"] = 0.05
     layer.n_edit_dimensions = 3
-    layer.fill(a2, int(layer.data[a1]))  # round 1: pair A merged
+    layer.fill(A2, int(layer.data[A1]))
     learn_object_edits(layer)
+    return layer, balls
+
+
+def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_the_depth(monkeypatch):
+    from napari_sparseseg.plugin.commands import OBJECTS_KEY, learn_object_edits
+
+    layer, balls = _pair_a_merged_in_a_first_round()
+    a1, a2, b1, b2 = A1, A2, B1, B2
     assert layer.data[a1] == layer.data[a2]
     edited = np.asarray(layer.data).copy()  # round 2: pair B split, along its balls
     b = (edited == edited[b1]) & (balls == balls[b2])
@@ -221,18 +234,10 @@ def test_the_objects_edited_in_an_earlier_round_stay_as_painted_and_still_teach_
 
 
 def test_an_earlier_edit_painted_over_again_is_learned_from():
-    from napari.layers import Labels
+    from napari_sparseseg.plugin.commands import OBJECTS_KEY, learn_object_edits
 
-    from napari_sparseseg.plugin.commands import OBJECTS_KEY, learn_object_edits, separate_objects_layer
-
-    mask, balls = _pairs_of_balls(neck=4)
-    _, meta, _ = separate_objects_layer(Labels(mask, name="mask"))
-    layer = Labels(split_instances(mask, depth_share=0.05), name="mask objects", metadata=meta["metadata"])
-    layer.metadata[OBJECTS_KEY]["depth_share"] = 0.05  # each pair shown cut in two
-    a1, a2, b1, b2 = (8, 16, 12), (8, 16, 24), (8, 46, 42), (8, 46, 54)
-    layer.n_edit_dimensions = 3
-    layer.fill(a2, int(layer.data[a1]))  # pair A merged: every pair merged like it
-    learn_object_edits(layer)
+    layer, balls = _pair_a_merged_in_a_first_round()  # every pair merged like A
+    a1, a2, b1, b2 = A1, A2, B1, B2
     merged_at = layer.metadata[OBJECTS_KEY]["depth_share"]
     assert layer.data[b1] == layer.data[b2]
     edited = np.asarray(layer.data).copy()  # the user changes their mind: pair A split again, along its balls
