@@ -143,8 +143,9 @@ def build_volume_folder(path: Path, index: int, other: OtherVolume) -> Path:
                    "fingerprint": image_fingerprint(other.image)}
         for name in ("labels", "source", "prediction"):
             root.create_array(name, shape=vol.shape, chunks=chunks, dtype=np.uint8, fill_value=0)
+        origin, affine = checked_geometry(**(other.geometry or {}))
         root.attrs.update({"spacing": list(vol.spacing), "channel_axis": channel_axis, "image_ref": ref,
-                           "image_name": other.name, "chunks": list(chunks)})
+                           "image_name": other.name, "chunks": list(chunks), "origin": origin, "affine": affine})
         os.rename(building, target)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -257,9 +258,11 @@ def _read_other_volume(session: SegmentationSession, folder: Path, eager_image_b
     try:
         image = stored_image(group, eager_image_bytes)
         name = attrs.get("image_name")
+        origin, affine = checked_geometry(attrs.get("origin"), attrs.get("affine"))
         volume = session.add_training_volume(image, spacing=attrs["spacing"], channel_axis=attrs.get("channel_axis"),
                                              name=name if isinstance(name, str) else None,
-                                             image_ref=attrs.get("image_ref"))
+                                             image_ref=attrs.get("image_ref"),
+                                             geometry={"origin": origin, "affine": affine})
         chunks = check_stored_volume(group, volume.shape, ("labels", "source", "prediction"), folder)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{folder}: another volume of the session cannot be read back: {exc}") from exc

@@ -16,7 +16,7 @@ Layout (see ``docs/session-store.md`` for the full description)::
       history.jsonl        one JSON line per training step
       volumes/<n>/         n = 1, 2, ...: another volume the net learns from, a zarr group of its own
                            (image/ unless image_ref, labels/, source/, prediction/; attrs spacing,
-                           channel_axis, image_ref, image_name, chunks)
+                           channel_axis, image_ref, image_name, chunks, origin, affine)
 
 Everything here works on paths; a session written into a store's arrays and
 read back is :mod:`napari_sparseseg.store_arrays`, the live store that keeps
@@ -204,7 +204,7 @@ def remove_partial_files(path: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def checked_geometry(origin: Any, affine: Any) -> tuple[list[float] | None, list[list[float]] | None]:
+def checked_geometry(origin: Any = None, affine: Any = None) -> tuple[list[float] | None, list[list[float]] | None]:
     """``(origin, affine)`` of a stored image as JSON lists: an origin of three finite numbers (None: absent or
     all zero), a finite 4x4 affine (None: absent).
 

@@ -168,7 +168,8 @@ def test_a_store_keeps_every_volume_its_labels_sources_and_prediction_and_opens_
     image, annotation = _other_shape()
     path = tmp_path / "run.sparseseg"
     store = SessionStore.create(path, session)
-    other = session.add_training_volume(image, annotation=annotation, spacing=SPACING, name="second")
+    other = session.add_training_volume(image, annotation=annotation, spacing=SPACING, name="second",
+                                        geometry={"origin": (5.0, 6.0, 7.0), "affine": None})  # where it lies
     assert (path / "volumes" / "1" / "image").is_dir()  # kept the moment it is added
     other.set_labels((7, slice(2, 6), slice(3, 9)), 2, Source.CORRECTED)  # a correction on the other volume
     session.trainer.train_step()
@@ -176,8 +177,13 @@ def test_a_store_keeps_every_volume_its_labels_sources_and_prediction_and_opens_
     store.close(checkpoint=True)
     labels, source = other.labels.copy(), other.source.copy()
 
+    from napari_sparseseg.plugin.session_reader import store_layers
+
+    volume_layers = [meta for _, meta, _ in store_layers(path) if meta["metadata"].get("sparseseg_volume") == 1]
+    assert volume_layers and all(meta["translate"] == (5.0, 6.0, 7.0) for meta in volume_layers)  # laid there
     reopened, again = SessionStore.open(path)
     assert len(again.other_volumes) == 1 and again.other_volumes[0].name == "second"
+    assert again.other_volumes[0].geometry["origin"] == [5.0, 6.0, 7.0]  # kept by a store saved from it in turn
     back = again.other_volumes[0].volume
     np.testing.assert_array_equal(back.labels, labels)
     np.testing.assert_array_equal(back.source, source)

@@ -155,7 +155,8 @@ def _add_volume(session, image_path: str, source, annotation: np.ndarray, args: 
     try:
         volume = session.add_training_volume(source.data, annotation=annotation, spacing=source.spacing,
                                              channel_axis=source.channel_axis, name=Path(image_path).name.split(".")[0],
-                                             image_ref={"path": image_path, "key": "image", "level": args.level})
+                                             image_ref={"path": image_path, "key": "image", "level": args.level},
+                                             geometry={"origin": source.origin, "affine": source.affine})
     except ValueError as e:
         raise ValueError(f"--also {image_path}: {e}") from None
     print(f"also learning from {image_path} ({volume.n_labeled} labeled voxels)")

@@ -54,6 +54,8 @@ class OtherVolume:
     image_ref : dict or None
         ``{"path": file, "key": ..., "level": ...}`` when the image came from a file that a session store may
         reference instead of copying it.
+    geometry : dict or None
+        Where the image lies, for a session store to keep: ``{"origin": (z, y, x), "affine": 4x4 NIfTI}``.
     """
 
     volume: AnnotatedVolume
@@ -61,6 +63,7 @@ class OtherVolume:
     channel_axis: int | None = None
     name: str | None = None
     image_ref: dict[str, Any] | None = None
+    geometry: dict[str, Any] | None = None
 
 
 class SegmentationSession:
@@ -211,7 +214,8 @@ class SegmentationSession:
 
     def add_training_volume(self, image: np.ndarray, *, annotation: np.ndarray | None = None,
                             spacing: Sequence[float] | None = None, channel_axis: int | None = None,
-                            name: str | None = None, image_ref: dict[str, Any] | None = None) -> AnnotatedVolume:
+                            name: str | None = None, image_ref: dict[str, Any] | None = None,
+                            geometry: dict[str, Any] | None = None) -> AnnotatedVolume:
         """Another volume of the same kind whose labels the net also learns from (the 3D U-Net paper's training on
         sparse labels of several volumes, to segment others like them).
 
@@ -232,8 +236,8 @@ class SegmentationSession:
             Channel axis of a 4D image.
         name : str, optional
             What the user calls it (kept by a session store).
-        image_ref : dict, optional
-            The file the image was read from (see :class:`OtherVolume`).
+        image_ref, geometry : dict, optional
+            The file the image was read from, and where it lies (see :class:`OtherVolume`).
 
         Returns
         -------
@@ -250,7 +254,7 @@ class SegmentationSession:
         volume = AnnotatedVolume(image, num_classes=self.num_classes, spacing=spacing, channel_axis=channel_axis,
                                  annotation=annotation, intensity_views=self.config.train.intensity_views)
         check_compatible(self.volume, volume)
-        other = OtherVolume(volume, image, channel_axis, name, image_ref)
+        other = OtherVolume(volume, image, channel_axis, name, image_ref, geometry)
         if self.store is not None:
             self.store.add_volume(other)  # first: a volume the store could not keep is not trained on either
         try:

@@ -199,15 +199,16 @@ def _volume_layers(path: Path, folder: Path, n: int, default_name: str) -> list[
     attrs = dict(group.attrs)
     image, image_meta, stored_name = _image_of(group, attrs, folder)
     name, scale = stored_name or default_name, image_meta["scale"]
-    tag = {STORE_META: str(path), VOLUME_META: n}
-    image_meta.update(name=name, metadata={**tag, "spacing": scale})
+    where, source = _geometry_of(attrs, folder)
+    tag = {STORE_META: str(path), VOLUME_META: n, **source}
+    image_meta.update(name=name, **where, metadata={**tag, "spacing": scale})
     labels = np.asarray(group["labels"][...])
     layers: list[LayerData] = [
         (image, image_meta, "image"),
-        (annotation_to_layer(labels), {"name": f"{name} annotation", "scale": scale, "opacity": 0.7,
+        (annotation_to_layer(labels), {"name": f"{name} annotation", "scale": scale, **where, "opacity": 0.7,
                                        "metadata": {"sparseseg_role": "volume_annotation", **tag}}, "labels")]
     if "step" in group["prediction"].attrs:
         layers.append((merge_labels(np.asarray(group["prediction"][...]), labels), {
-            "name": f"{name} prediction", "scale": scale, "opacity": 0.45,
+            "name": f"{name} prediction", "scale": scale, **where, "opacity": 0.45,
             "metadata": {"sparseseg_role": "volume_prediction", **tag}}, "labels"))
     return layers

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButto
 
 from ..core.annotation import Source
 from ..core.encoding import ANNOTATION_DTYPE, MASK_DTYPE, annotation_to_layer, layer_to_annotation
-from .layers import image_layer_problem, is_output, memory_problem, placement, role
+from .layers import image_layer_problem, is_output, layer_geometry, memory_problem, placement, role
 from .session_reader import STORE_META, VOLUME_META
 from .strokes import LabelSync
 from .view import view_box
@@ -221,7 +221,8 @@ class VolumesPanel(QGroupBox):
             return known
         try:
             return session.add_training_volume(np.asarray(image.data), annotation=labels, name=image.name,
-                                               spacing=tuple(float(s) for s in image.scale[-3:]))
+                                               spacing=tuple(float(s) for s in image.scale[-3:]),
+                                               geometry=layer_geometry(image))
         except (ValueError, OSError) as exc:  # another kind of volume, or a store that cannot keep it
             return f"cannot learn from '{image.name}' too: {exc}"
 
