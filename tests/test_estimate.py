@@ -89,3 +89,14 @@ def test_the_interval_allows_for_miscalibration_and_widens_as_the_estimate_falls
         assert estimate.dice + spread - 1e-9 <= high <= 1 or high == 1
     assert poor.dice < good.dice
     assert poor.interval[1] - poor.interval[0] > good.interval[1] - good.interval[0]
+
+
+def test_no_estimate_where_no_foreground_class_is_labeled_or_known():
+    rng = np.random.default_rng(2)
+    p = _probabilities(rng, 3)
+    p[1:] = 0.0  # the learner knows background alone (only background was painted)
+    p[0] = 1.0
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[4] = 1
+    assert expected_dice(p, labels) is None  # a Dice of nothing: no "estimated Dice 0.00"
+

@@ -506,6 +506,26 @@ def test_the_status_names_the_learner_and_the_estimate_per_class():
     assert "estimated" not in shown_in_words(replace(prediction, estimate=None))
 
 
+def test_labels_all_erased_mid_run_the_status_says_training_waits_not_a_stale_estimate(app, qtbot):
+    viewer, widget = app
+    gt = ground_truth(widget)
+    for z in (8, 16):
+        paint_slice(widget.annotation_layer, z, gt[z])
+    start_and_wait_for_session(widget, qtbot)
+    qtbot.waitUntil(lambda: widget.refreshes.count > 0, timeout=60000)
+    for z in (8, 16):  # the user erases every label
+        yy, xx = np.indices(gt.shape[1:]).reshape(2, -1)
+        widget.annotation_layer.data_setitem((np.full(yy.size, z), yy, xx), 0)
+    qtbot.waitUntil(lambda: widget._waiting is not None, timeout=60000)
+    widget._update_status()  # the 1 s tick
+    status = widget.status_panel.label.text()
+    assert "no labeled voxels" in status and "estimated Dice" not in status
+    assert "labels wrong" not in widget.status_panel.rate_label.text()
+    stop_and_wait(widget, qtbot)
+    widget._update_status()
+    assert widget.status_panel.label.text().startswith("stopped at step")
+
+
 def test_an_exported_mask_does_not_cover_the_live_prediction(app):
     """The export is a snapshot: hidden, below the prediction, so the prediction the user watches stays in view."""
     viewer, widget = app
@@ -565,3 +585,15 @@ def test_a_label_that_is_no_class_is_refused_with_a_word(app, qtbot):
     qtbot.waitUntil(lambda: annotation.data[3, 10, 10] == 0, timeout=30000)
     assert widget.session.volume.labels[3, 10, 10] == 0
     assert warned and "classes are 1..2, background 255" in warned[0]
+
+
+def test_a_class_cannot_take_another_class_name_or_background():
+    from napari_sparseseg.plugin.classes import ClassList
+
+    classes = ClassList.from_names(["nucleus", "vesicle"])
+    for name in ("vesicle", " Background "):  # the status line and exports name classes: each name one class
+        with pytest.raises(ValueError, match="vesicle|background"):
+            classes.rename(1, name)
+    classes.rename(1, "nucleus")  # its own name again: fine
+    classes.rename(2, "vesicles")
+    assert classes.names == ["nucleus", "vesicles"]

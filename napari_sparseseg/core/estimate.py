@@ -84,7 +84,7 @@ def _ratio(sums: np.ndarray) -> np.ndarray:
 
 
 def expected_dice(probabilities: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None, *,
-                  resamples: int = 200, level: float = 0.9, seed: int = 0) -> DiceEstimate:
+                  resamples: int = 200, level: float = 0.9, seed: int = 0) -> DiceEstimate | None:
     """Expected Dice of the mask shown (labels merged in) under ``probabilities``.
 
     Parameters
@@ -99,6 +99,12 @@ def expected_dice(probabilities: np.ndarray, labels: np.ndarray, mask: np.ndarra
         learner's mask is scored under these probabilities when they are the better calibrated.
     resamples, level, seed
         Slice-bootstrap resamples, the interval's coverage and the resampling seed.
+
+    Returns
+    -------
+    DiceEstimate or None
+        None where no foreground class has an estimate (none labeled or known to the probabilities: background
+        alone painted, say): a Dice of nothing is no 0.
 
     Raises
     ------
@@ -126,6 +132,8 @@ def expected_dice(probabilities: np.ndarray, labels: np.ndarray, mask: np.ndarra
         sums = _slice_sums(truth_probability(c), (mask == c).astype(np.float32))
         value = _ratio(sums.sum(axis=1))
         per_class.append(None if not np.isfinite(value) else float(value))
+    if all(value is None for value in per_class):
+        return None
     dice = _ratio(fg.sum(axis=1))
     n = fg.shape[1]
     draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)

@@ -105,6 +105,10 @@ class ClassList:
         name = name.strip()
         if not name:
             raise ValueError("a class name cannot be empty")
+        if name.lower() == "background":
+            raise ValueError("'background' is the class of label 255 already: name this class otherwise")
+        if any(i != k - 1 and c.name == name for i, c in enumerate(self.classes)):
+            raise ValueError(f"another class is named '{name}' already: the estimates and exports name classes")
         self.classes[k - 1].name = name
 
     def set_color(self, k: int, color: tuple[float, float, float, float]) -> None:

@@ -34,8 +34,8 @@ def shown_in_words(prediction: Prediction, class_names: Sequence[str] = ()) -> s
         words += f": estimated Dice {estimate.dice:.2f} ({low:.2f}-{high:.2f})"
         if len(estimate.per_class) > 1:
             names = list(class_names) + [f"class {c}" for c in range(len(class_names) + 1, len(estimate.per_class) + 1)]
-            words += "; " + ", ".join(f"{name} {value:.2f}" for name, value in zip(names, estimate.per_class)
-                                      if value is not None)
+            known = [f"{name} {value:.2f}" for name, value in zip(names, estimate.per_class) if value is not None]
+            words += "; " + ", ".join(known) if known else ""
     return words
 
 
@@ -96,15 +96,20 @@ class StatusPanel(QGroupBox):
         self.quality_plot.append(dice)
 
     def tick(self, step: TrainStep | None, shown: Prediction | None, running: bool, last_refresh: float | None,
-             class_names: Sequence[str] = (), *, paused: bool = False, stopping: bool = False) -> None:
+             class_names: Sequence[str] = (), *, paused: bool = False, stopping: bool = False,
+             waiting: str | None = None) -> None:
         """Redraw for the latest step and the prediction on screen (``last_refresh``: its ``perf_counter`` time).
 
         While the run is ``paused`` or ``stopping`` the status says so (what is shown stays named after it), and no
-        refresh clock counts up.
+        refresh clock counts up. While training ``waiting`` (its reason: no labels, say, after all were erased) the
+        status says that, not the estimate of labels gone, and no step figures.
         """
         parts = []
         state = "paused: press Resume to train on" if paused else "stopping…" if stopping else ""
-        if shown is not None and running:
+        if waiting and running and not state:
+            self.say(waiting + ("   (the mask shown is of the labels before)" if shown is not None else ""))
+            running = False  # no step figures of a run that does not step
+        elif shown is not None and running:
             self.say(shown_in_words(shown, class_names) + (f"   ({state})" if state else ""))
         elif state and running:
             self.say(state)

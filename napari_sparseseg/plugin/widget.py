@@ -96,6 +96,8 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         self.last_step: TrainStep | None = None
         #: The latest prediction on screen (who made it, and how it scores on the held-back labels).
         self._shown: Prediction | None = None
+        #: Why training waits (no labels left, say), until it steps again.
+        self._waiting: str | None = None
         #: The first responder's filter bank of the chosen image, computed while the user paints.
         self.features = FeatureCache()
         self._closed = False
@@ -245,7 +247,7 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         self.session = self._session_key = None
         self.outputs.forget_predicted()
         self.volumes_panel.forget()
-        self.last_step = self._shown = None  # what the Status and guidance boxes showed was the session's
+        self.last_step = self._shown = self._waiting = None  # what the Status and guidance boxes showed was its
         self.refreshes.reset()
         self.status_panel.forget()
         self.guidance_panel.forget()
@@ -256,12 +258,13 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         if self._closed:
             return
         if isinstance(event, TrainStep):
-            self.last_step = event
+            self.last_step, self._waiting = event, None
             self.status_panel.add_step(event)  # drawn by the 1 s status timer
             self.step_done.emit(event)
         elif isinstance(event, Refresh):
             self._show_prediction(event)
-        elif isinstance(event, Waiting):
+        elif isinstance(event, Waiting):  # said until training goes on (the 1 s tick would say what is shown)
+            self._waiting = event.reason
             self.status_panel.say(event.reason)
         elif isinstance(event, SessionReady):
             self._on_session_ready(event.session)
@@ -325,7 +328,7 @@ class SparseSegWidget(FollowsLayers, EndsWithItsWindow, QWidget):
         if self._closed:
             return
         self.status_panel.tick(self.last_step, self._shown, self.run.running, self.refreshes.last, self.classes.names,
-                               paused=self.run.paused, stopping=self.run.stopping)
+                               paused=self.run.paused, stopping=self.run.stopping, waiting=self._waiting)
         self.files.check_autosave()
         self.data_panel.show_bank(bank_words(self.features.held_for(self.image_layer, self.data_panel.channel_layers)))
         steps = self.last_step.step if self.last_step is not None else 0
