@@ -125,8 +125,9 @@ def expected_dice(probabilities: np.ndarray, labels: np.ndarray, mask: np.ndarra
 
     fg = _slice_sums(1.0 - truth_probability(0), (mask > 0).astype(np.float32))
     per_class = []
+    unlabeled = ~labeled
     for c in range(1, probabilities.shape[0]):
-        if probabilities[c][~labeled].sum(dtype=np.float64) < UNKNOWN_CLASS_VOXELS:
+        if probabilities[c].sum(dtype=np.float64, where=unlabeled) < UNKNOWN_CLASS_VOXELS:  # (no copy per class)
             per_class.append(None)  # it knows nothing of the class (added since it learned): no estimate, not 1.0
             continue
         sums = _slice_sums(truth_probability(c), (mask == c).astype(np.float32))
