@@ -89,7 +89,8 @@ def holds_a_volume(path: Path) -> bool:
         return False
     if BIOFORMATS2RAW in root[1]:
         return zarr_kind(path / "0") == "ome"
-    return _root(path / "image") is not None and _root(path / "image")[0] == "array"  # type: ignore[index]
+    image = _root(path / "image")
+    return image is not None and image[0] == "array"
 
 
 def read_zarr(path: Path, key: str = "image", level: int = 0, lazy: bool = False) -> VolumeFile:

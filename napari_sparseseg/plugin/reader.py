@@ -63,7 +63,8 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         The file is corrupt or holds no 3D volume (napari shows the message).
     """
     p = Path(path[0] if isinstance(path, (list, tuple)) else path)
-    zarr = volume_format(p) == "zarr"
+    kind = volume_format(p)
+    zarr = kind == "zarr"
     if _is_mask_file(p):  # a mask this plugin (or a tool marking label maps) wrote: one labels layer to paint on
         mask, problem = _as_labels(read_volume(p, key="labels"))
         if problem is not None:
@@ -87,9 +88,9 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         kwargs["channel_axis"] = vol.channel_axis
         kwargs["name"] = [f"{name} [{i}]" for i in range(vol.data.shape[vol.channel_axis])]
     layers: list[LayerData] = [(data, kwargs, "image")]
-    if volume_format(p) == "npz":
+    if kind == "npz":
         layers += _further_channels(p, vol, kwargs)
-    has_labels = (volume_format(p) == "npz" and _npz_has_labels(p)) or (zarr and (p / "labels").is_dir())
+    has_labels = (kind == "npz" and _npz_has_labels(p)) or (zarr and (p / "labels").is_dir())
     labels = _labels_beside(p, vol) if has_labels else None
     if labels is not None:
         layers.append((labels.data, {"name": f"{name} labels", "scale": labels.spacing,

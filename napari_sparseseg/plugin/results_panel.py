@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QPushButton, QVB
 
 from ..core.box import Box
 from ..core.encoding import layer_to_annotation
-from .layers import placement
+from .layers import layer_geometry, placement
 from .results import ExportKind, accepted_labels, export_mask
 
 if TYPE_CHECKING:
@@ -99,9 +99,7 @@ class ResultsPanel(QGroupBox):
         if path is not None:
             from ..io import save_mask
 
-            origin = tuple(float(t) for t in image.translate[-3:])
-            save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]), affine=image.metadata.get("affine"),
-                      origin=origin if any(origin) else None)  # where the image lies
+            save_mask(path, mask, tuple(float(s) for s in image.scale[-3:]), **layer_geometry(image))  # where it lies
         layers.selection.active = annotation
         where = f" and saved to {path}" if path is not None else ""
         show_info(f"sparseseg: the {kind} mask is the hidden layer '{layer.name}'{where}")  # napari may rename it

@@ -64,7 +64,6 @@ class StoreLayers:
         self.widget.set_classes(ClassList([SegClass(str(n), tuple(colors[i]) if i < len(colors)
                                                     else PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)]))
 
-
     def keep_unstarted_strokes(self, path: Path | None) -> int:
         """Write the strokes painted on a reopened store's annotation layer before any Start into that store at
         ``path`` (the window closes: they would be lost), corrections as corrections. Returns how many voxels."""
